@@ -1,0 +1,130 @@
+"""Fast pooling (Numba); same names, signatures and numbers as golden.pool.
+1-D and 2-D inputs are lifted to 3-D with unit kernel/stride/no padding on the extra dims."""
+import math
+
+import numpy as np
+
+from npusim_kernels.fast._jit import njit
+
+F32 = np.float32
+
+
+@njit
+def _gap_core(x, x_zp, s, lo, hi, y_zp, out):
+    for r in range(x.shape[0]):
+        acc = np.int64(0)
+        for i in range(x.shape[1]):
+            acc += np.int64(x[r, i])
+        acc -= np.int64(x_zp) * x.shape[1]
+        v = np.float32(np.float32(acc) * s)
+        v = min(max(v, lo), hi)
+        out[r] = np.int64(np.rint(v)) + y_zp
+
+
+def qlinear_global_avgpool(x_nchw, x_scale, x_zp, y_scale, y_zp, qmin, qmax, out_dtype):
+    """QLinearGlobalAveragePool; formula as golden.pool.qlinear_global_avgpool."""
+    x = np.asarray(x_nchw)
+    n, c = x.shape[:2]
+    hw = int(np.prod(x.shape[2:]))
+    s = F32(F32(x_scale) / F32(F32(y_scale) * F32(hw)))
+    if hw >= 0x1000000 or s < F32(2.0**-32) or s >= F32(256.0):
+        raise ValueError("QLinearGlobalAveragePool parameter out of computation range")
+    out = np.empty(n * c, np.int64)
+    _gap_core(np.ascontiguousarray(x).reshape(n * c, hw), int(x_zp), s,
+              F32(qmin - int(y_zp)), F32(qmax - int(y_zp)), int(y_zp), out)
+    return out.astype(out_dtype).reshape((n, c) + (1,) * (x.ndim - 2))
+
+
+def _out_size(in_size, kernel, stride, pb, pe, dilation, ceil_mode):
+    span = in_size + pb + pe - dilation * (kernel - 1) - 1
+    if not ceil_mode:
+        return span // stride + 1
+    out = math.ceil(span / stride) + 1
+    return out - 1 if (out - 1) * stride >= in_size + pb else out
+
+
+def _lift(x, kernel, strides, pads, dilations):
+    nd = x.ndim - 2
+    e = 3 - nd
+    x3 = x.reshape(x.shape[:2] + (1,) * e + x.shape[2:])
+    k = [1] * e + list(kernel)
+    st = [1] * e + list(strides)
+    pb = [0] * e + list(pads[:nd])
+    pe = [0] * e + list(pads[nd:])
+    dl = [1] * e + list(dilations)
+    return x3, np.array(k, np.int64), np.array(st, np.int64), np.array(pb, np.int64), np.array(pe, np.int64), np.array(dl, np.int64)
+
+
+@njit
+def _avg_core(xf, k, st, pb, count_include_pad, y_scale, y_zp_f, qmin, qmax, out):
+    nc, d0, d1, d2 = xf.shape
+    o0, o1, o2 = out.shape[1], out.shape[2], out.shape[3]
+    for c in range(nc):
+        for a in range(o0):
+            h0 = max(a * st[0] - pb[0], 0)
+            h1 = min(a * st[0] - pb[0] + k[0], d0)
+            for b in range(o1):
+                w0 = max(b * st[1] - pb[1], 0)
+                w1 = min(b * st[1] - pb[1] + k[1], d1)
+                for e in range(o2):
+                    z0 = max(e * st[2] - pb[2], 0)
+                    z1 = min(e * st[2] - pb[2] + k[2], d2)
+                    acc = np.float32(0.0)
+                    for h in range(h0, h1):
+                        for w in range(w0, w1):
+                            for z in range(z0, z1):
+                                acc = np.float32(acc + xf[c, h, w, z])
+                    cnt = k[0] * k[1] * k[2] if count_include_pad else (h1 - h0) * (w1 - w0) * (z1 - z0)
+                    avg = np.float32(acc / np.float32(cnt))
+                    v = np.float32(np.float32(avg / y_scale) + y_zp_f)
+                    out[c, a, b, e] = min(max(np.int64(np.rint(v)), qmin), qmax)
+
+
+def qlinear_avgpool(x_nchw, x_scale, x_zp, y_scale, y_zp, qmin, qmax, out_dtype,
+                    kernel, strides, pads, count_include_pad, ceil_mode):
+    """QLinearAveragePool; formula as golden.pool.qlinear_avgpool."""
+    x = np.asarray(x_nchw)
+    nd = x.ndim - 2
+    x3, k, st, pb, pe, dl = _lift(x, kernel, strides, pads, [1] * nd)
+    outs = [_out_size(x3.shape[2 + i], k[i], st[i], pb[i], pe[i], 1, ceil_mode) for i in range(3)]
+    xf = (F32(x_scale) * (x3.astype(np.int64) - int(x_zp)).astype(F32)).astype(F32)
+    n, c = x.shape[:2]
+    out = np.empty((n * c,) + tuple(outs), np.int64)
+    _avg_core(np.ascontiguousarray(xf).reshape((n * c,) + x3.shape[2:]), k, st, pb, bool(count_include_pad),
+              F32(y_scale), F32(y_zp), int(qmin), int(qmax), out)
+    return out.reshape((n, c) + tuple(outs[3 - nd:])).astype(out_dtype)
+
+
+@njit
+def _max_core(x, k, st, pb, dl, out):
+    nc, d0, d1, d2 = x.shape
+    for c in range(nc):
+        for a in range(out.shape[1]):
+            for b in range(out.shape[2]):
+                for e in range(out.shape[3]):
+                    best = np.int64(-(2**62))
+                    for i in range(k[0]):
+                        h = a * st[0] - pb[0] + i * dl[0]
+                        if h < 0 or h >= d0:
+                            continue
+                        for j in range(k[1]):
+                            w = b * st[1] - pb[1] + j * dl[1]
+                            if w < 0 or w >= d1:
+                                continue
+                            for m in range(k[2]):
+                                z = e * st[2] - pb[2] + m * dl[2]
+                                if 0 <= z < d2:
+                                    best = max(best, np.int64(x[c, h, w, z]))
+                    out[c, a, b, e] = best
+
+
+def maxpool(x_nchw, kernel, strides, pads, dilations, ceil_mode):
+    """ONNX MaxPool on integers; padded cells never win; output dtype = input dtype."""
+    x = np.asarray(x_nchw)
+    nd = x.ndim - 2
+    x3, k, st, pb, pe, dl = _lift(x, kernel, strides, pads, dilations)
+    outs = [_out_size(x3.shape[2 + i], k[i], st[i], pb[i], pe[i], dl[i], ceil_mode) for i in range(3)]
+    n, c = x.shape[:2]
+    out = np.empty((n * c,) + tuple(outs), np.int64)
+    _max_core(np.ascontiguousarray(x3).reshape((n * c,) + x3.shape[2:]), k, st, pb, dl, out)
+    return out.reshape((n, c) + tuple(outs[3 - nd:])).astype(x.dtype)
