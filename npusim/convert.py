@@ -1,0 +1,298 @@
+"""ONNX node -> IR nodes, one converter per ONNX op (the explicit list is `CONVERTERS`).
+
+A converter returns False when the node has no integer form here (float data, an attribute
+combination the kernels do not cover); the front end then makes it a host op. Quantization
+parameters of QLinear ops must be constant initializers; a clear error names the node if not.
+"""
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+
+from .errors import NpusimError
+from .ir import Quant, is_quantized, qrange
+
+
+def _attrs(node):
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _in(node, i):
+    return node.input[i] if i < len(node.input) else ""
+
+
+def _quant(scale, zp, axis=None):
+    scale = np.asarray(scale, np.float32).reshape(-1)
+    zp = np.zeros(scale.shape, np.int64) if zp is None else np.asarray(zp).reshape(-1).astype(np.int64)
+    return Quant(tuple(float(s) for s in scale), tuple(int(z) for z in zp), axis if scale.size > 1 else None)
+
+
+def _out_dtype(ctx, node, zp_index, default="u8"):
+    name = _in(node, zp_index)
+    return ctx.dtype(name) if name else default
+
+
+def _scalar_f32(ctx, node, i, what):
+    v = ctx.const(node, i, what)
+    if v is None or v.size != 1:
+        raise NpusimError(f"node {node.name!r} ({node.op_type}): input {what!r} must be a scalar, got shape "
+                          f"{None if v is None else v.shape}")
+    return np.float32(v.reshape(-1)[0])
+
+
+def _scalar_zp(ctx, node, i, what):
+    v = ctx.const(node, i, what)
+    return 0 if v is None else int(np.asarray(v).reshape(-1)[0])
+
+
+def _quantized_input(ctx, node, i=0):
+    return is_quantized(ctx.dtype(_in(node, i)))
+
+
+def _conv_attrs(node, a, spatial):
+    k = tuple(a.get("kernel_shape", ()))
+    return {"auto_pad": a.get("auto_pad", b"NOTSET").decode() if isinstance(a.get("auto_pad", b""), bytes)
+            else a.get("auto_pad", "NOTSET"),
+            "pads": tuple(a.get("pads", (0,) * (2 * spatial))), "strides": tuple(a.get("strides", (1,) * spatial)),
+            "dilations": tuple(a.get("dilations", (1,) * spatial)), "kernel_shape": k}
+
+
+def _requant(ctx, node, acc, y, x_scale, w_scale, y_scale, y_zp, dtype, axis, source):
+    """A requantize node in the float32 form onnxruntime uses (see npusim.requant)."""
+    from .requant import f32_form
+
+    qmin, qmax = qrange(dtype)
+    attrs = {"x_scale": np.float32(x_scale), "w_scale": np.asarray(w_scale, np.float32).reshape(-1),
+             "y_scale": np.float32(y_scale), "y_zp": int(y_zp), "qmin": qmin, "qmax": qmax, "dtype": dtype,
+             "axis": axis}
+    attrs.update(f32_form(attrs))
+    ctx.emit("requantize", f"{source}/requantize", [acc], [y], attrs, source)
+    ctx.add_tensor(y, dtype, quant=_quant(y_scale, y_zp))
+
+
+def _conv(ctx, node, linear):
+    """QLinearConv -> conv (i32 accumulator) + requantize; ConvInteger -> conv."""
+    x, w = _in(node, 0), _in(node, 3 if linear else 1)
+    if not (is_quantized(ctx.dtype(x)) and is_quantized(ctx.dtype(w))):
+        return False
+    w_arr = ctx.const(node, 3 if linear else 1, "w")
+    if w_arr.ndim not in (3, 4):
+        return False
+    a = _attrs(node)
+    attrs = _conv_attrs(node, a, w_arr.ndim - 2)
+    attrs["group"] = int(a.get("group", 1))
+    if linear:
+        ins = [x, w, _in(node, 8), _in(node, 2), _in(node, 5)]
+        acc = f"{node.output[0]}::acc"
+    else:
+        ins = [x, w, "", _in(node, 2), _in(node, 3)]
+        acc = node.output[0]
+    ctx.emit("conv", node.name, ins, [acc], attrs, node.name)
+    ctx.add_tensor(acc, "i32")
+    if linear:
+        x_s = _scalar_f32(ctx, node, 1, "x_scale")
+        ctx.tensors[x] = ctx.tensors[x].__class__(x, ctx.dtype(x), ctx.tensors[x].shape,
+                                                     _quant(x_s, ctx.const(node, 2, "x_zero_point")))
+        _requant(ctx, node, acc, node.output[0], x_s, ctx.const(node, 4, "w_scale"),
+                 _scalar_f32(ctx, node, 6, "y_scale"), _scalar_zp(ctx, node, 7, "y_zero_point"),
+                 _out_dtype(ctx, node, 7), 1, node.name)
+    return True
+
+
+def _matmul(ctx, node, linear):
+    """QLinearMatMul -> matmul + requantize; MatMulInteger -> matmul."""
+    a, b = _in(node, 0), _in(node, 3 if linear else 1)
+    if not (is_quantized(ctx.dtype(a)) and is_quantized(ctx.dtype(b))):
+        return False
+    if linear:
+        ins, acc = [a, b, _in(node, 2), _in(node, 5)], f"{node.output[0]}::acc"
+    else:
+        ins, acc = [a, b, _in(node, 2), _in(node, 3)], node.output[0]
+    ctx.emit("matmul", node.name, ins, [acc], {}, node.name)
+    ctx.add_tensor(acc, "i32")
+    if linear:
+        _requant(ctx, node, acc, node.output[0], _scalar_f32(ctx, node, 1, "a_scale"), ctx.const(node, 4, "b_scale"),
+                 _scalar_f32(ctx, node, 6, "y_scale"), _scalar_zp(ctx, node, 7, "y_zero_point"),
+                 _out_dtype(ctx, node, 7), -1, node.name)
+    return True
+
+
+def _binary(op):
+    def convert(ctx, node):
+        if not (_quantized_input(ctx, node, 0) and _quantized_input(ctx, node, 3)):
+            return False
+        dtype = _out_dtype(ctx, node, 7)
+        qmin, qmax = qrange(dtype)
+        attrs = {"a_scale": _scalar_f32(ctx, node, 1, "A_scale"), "a_zp": _scalar_zp(ctx, node, 2, "A_zero_point"),
+                 "b_scale": _scalar_f32(ctx, node, 4, "B_scale"), "b_zp": _scalar_zp(ctx, node, 5, "B_zero_point"),
+                 "y_scale": _scalar_f32(ctx, node, 6, "C_scale"), "y_zp": _scalar_zp(ctx, node, 7, "C_zero_point"),
+                 "qmin": qmin, "qmax": qmax, "dtype": dtype}
+        ctx.emit(op, node.name, [_in(node, 0), _in(node, 3)], [node.output[0]], attrs, node.name)
+        ctx.add_tensor(node.output[0], dtype, quant=_quant(attrs["y_scale"], attrs["y_zp"]))
+        return True
+    return convert
+
+
+def _unary_q(op, extra=lambda a: {}):
+    """Ops with inputs (X, X_scale, X_zero_point, Y_scale, Y_zero_point)."""
+    def convert(ctx, node):
+        if not _quantized_input(ctx, node):
+            return False
+        a = _attrs(node)
+        dtype = _out_dtype(ctx, node, 4, ctx.dtype(node.input[0]))
+        qmin, qmax = qrange(dtype)
+        attrs = {"x_scale": _scalar_f32(ctx, node, 1, "X_scale"), "x_zp": _scalar_zp(ctx, node, 2, "X_zero_point"),
+                 "y_scale": _scalar_f32(ctx, node, 3, "Y_scale"), "y_zp": _scalar_zp(ctx, node, 4, "Y_zero_point"),
+                 "qmin": qmin, "qmax": qmax, "dtype": dtype}
+        attrs.update(extra(a))
+        if attrs.get("channels_last", 0) and op != "global_avgpool":
+            return False
+        ctx.emit(op, node.name, [node.input[0]], [node.output[0]], attrs, node.name)
+        ctx.add_tensor(node.output[0], dtype, quant=_quant(attrs["y_scale"], attrs["y_zp"]))
+        return True
+    return convert
+
+
+def _avgpool_attrs(a):
+    d = _conv_attrs(None, a, len(a.get("kernel_shape", (1, 1))))
+    d.update(ceil_mode=int(a.get("ceil_mode", 0)), count_include_pad=int(a.get("count_include_pad", 0)),
+             channels_last=int(a.get("channels_last", 0)))
+    return d
+
+
+def _qconcat(ctx, node):
+    n_in = (len(node.input) - 2) // 3
+    xs = [node.input[2 + 3 * i] for i in range(n_in)]
+    if not all(is_quantized(ctx.dtype(x)) for x in xs):
+        return False
+    dtype = _out_dtype(ctx, node, 1)
+    attrs = {"y_scale": _scalar_f32(ctx, node, 0, "Y_scale"), "y_zp": _scalar_zp(ctx, node, 1, "Y_zero_point"),
+             "x_scales": np.array([_scalar_f32(ctx, node, 3 + 3 * i, "X_scale") for i in range(n_in)], np.float32),
+             "x_zps": np.array([_scalar_zp(ctx, node, 4 + 3 * i, "X_zero_point") for i in range(n_in)], np.int64),
+             "axis": int(_attrs(node)["axis"]), "dtype": dtype}
+    ctx.emit("qconcat", node.name, xs, [node.output[0]], attrs, node.name)
+    ctx.add_tensor(node.output[0], dtype, quant=_quant(attrs["y_scale"], attrs["y_zp"]))
+    return True
+
+
+def _quantize(ctx, node):
+    if ctx.dtype(node.input[0]) not in ("f32",):
+        return False
+    a = _attrs(node)
+    scale = ctx.const(node, 1, "y_scale")
+    zp = ctx.const(node, 2, "y_zero_point")
+    if zp is not None:
+        dtype = ctx.dtype(node.input[2])
+    else:
+        from .frontend import ONNX_DTYPES
+        dtype = ONNX_DTYPES.get(int(a.get("output_dtype", 0)) or 2, "?")
+    if not is_quantized(dtype) or not int(a.get("saturate", 1)):
+        return False
+    qmin, qmax = qrange(dtype)
+    zp = np.zeros(scale.shape, np.int64) if zp is None else zp.astype(np.int64)
+    attrs = {"scale": scale.astype(np.float32), "zp": zp, "axis": int(a.get("axis", 1)),
+             "block_size": int(a.get("block_size", 0)), "qmin": qmin, "qmax": qmax, "dtype": dtype}
+    ctx.emit("quantize", node.name, [node.input[0]], [node.output[0]], attrs, node.name)
+    ctx.add_tensor(node.output[0], dtype, quant=_quant(scale, zp, attrs["axis"]) if not attrs["block_size"] else None)
+    return True
+
+
+def _dequantize(ctx, node):
+    dtype = ctx.dtype(node.input[0])
+    if not (is_quantized(dtype) or dtype == "i32"):
+        return False
+    a = _attrs(node)
+    scale = ctx.const(node, 1, "x_scale")
+    zp = ctx.const(node, 2, "x_zero_point")
+    zp = np.zeros(scale.shape, np.int64) if zp is None else zp.astype(np.int64)
+    attrs = {"scale": scale.astype(np.float32), "zp": zp, "axis": int(a.get("axis", 1)),
+             "block_size": int(a.get("block_size", 0))}
+    if not attrs["block_size"]:
+        t = ctx.tensors[node.input[0]]
+        if t.quant is None:
+            ctx.tensors[t.name] = t.__class__(t.name, t.dtype, t.shape, _quant(scale, zp, attrs["axis"]))
+    ctx.emit("dequantize", node.name, [node.input[0]], [node.output[0]], attrs, node.name)
+    ctx.add_tensor(node.output[0], "f32")
+    return True
+
+
+def _dynamic_quantize(ctx, node):
+    if ctx.dtype(node.input[0]) != "f32":
+        return False
+    ctx.emit("dynamic_quantize", node.name, [node.input[0]], list(node.output), {}, node.name)
+    for out, dt in zip(node.output, ("u8", "f32", "u8")):
+        ctx.add_tensor(out, dt)
+    return True
+
+
+def _maxpool(ctx, node):
+    if not _quantized_input(ctx, node) or len([o for o in node.output if o]) != 1:
+        return False
+    a = _attrs(node)
+    if len(a.get("kernel_shape", ())) != 2:
+        return False
+    attrs = _conv_attrs(node, a, 2)
+    attrs["ceil_mode"] = int(a.get("ceil_mode", 0))
+    ctx.emit("maxpool", node.name, [node.input[0]], [node.output[0]], attrs, node.name)
+    t = ctx.tensors[node.input[0]]
+    ctx.add_tensor(node.output[0], t.dtype, quant=t.quant)
+    return True
+
+
+def _data_movement(op, keys=()):
+    """Shape ops on quantized tensors: the data passes through unchanged in value."""
+    def convert(ctx, node):
+        if not _quantized_input(ctx, node):
+            return False
+        a = _attrs(node)
+        if op == "pad" and (a.get("mode", b"constant") not in (b"constant", "constant")):
+            return False
+        attrs = {k: (tuple(a[k]) if isinstance(a[k], list) else a[k]) for k in keys if k in a}
+        data = [x for x in node.input]
+        if op == "concat":
+            if not all(_quantized_input(ctx, node, i) for i in range(len(node.input))):
+                return False
+            quants = {ctx.tensors[x].quant for x in node.input}
+            if len(quants) != 1:
+                return False
+        ctx.emit(op, node.name, data, [node.output[0]], attrs, node.name)
+        t = ctx.tensors[node.input[0]]
+        ctx.add_tensor(node.output[0], t.dtype, quant=t.quant)
+        return True
+    return convert
+
+
+CONVERTERS = {
+    ("", "QLinearConv"): lambda c, n: _conv(c, n, True),
+    ("", "ConvInteger"): lambda c, n: _conv(c, n, False),
+    ("", "QLinearMatMul"): lambda c, n: _matmul(c, n, True),
+    ("", "MatMulInteger"): lambda c, n: _matmul(c, n, False),
+    ("com.microsoft", "QLinearAdd"): _binary("add"),
+    ("com.microsoft", "QLinearMul"): _binary("mul"),
+    ("com.microsoft", "QLinearGlobalAveragePool"): _unary_q("global_avgpool",
+                                                           lambda a: {"channels_last": int(a.get("channels_last", 0))}),
+    ("com.microsoft", "QLinearAveragePool"): _unary_q("avgpool", _avgpool_attrs),
+    ("com.microsoft", "QLinearSigmoid"): _unary_q("sigmoid"),
+    ("com.microsoft", "QLinearLeakyRelu"): _unary_q("leaky_relu", lambda a: {"alpha": float(a.get("alpha", 0.01))}),
+    ("com.microsoft", "QLinearSoftmax"): _unary_q("softmax", lambda a: {"axis": int(a.get("axis", -1)),
+                                                                         "opset": int(a.get("opset", 13))}),
+    ("com.microsoft", "QLinearConcat"): _qconcat,
+    ("", "QuantizeLinear"): _quantize,
+    ("", "DequantizeLinear"): _dequantize,
+    ("", "DynamicQuantizeLinear"): _dynamic_quantize,
+    ("", "MaxPool"): _maxpool,
+    ("", "Reshape"): _data_movement("reshape", ("allowzero",)),
+    ("", "Flatten"): _data_movement("flatten", ("axis",)),
+    ("", "Transpose"): _data_movement("transpose", ("perm",)),
+    ("", "Squeeze"): _data_movement("squeeze", ("axes",)),
+    ("", "Unsqueeze"): _data_movement("unsqueeze", ("axes",)),
+    ("", "Slice"): _data_movement("slice"),
+    ("", "Pad"): _data_movement("pad"),
+    ("", "Concat"): _data_movement("concat", ("axis",)),
+    ("", "Identity"): _data_movement("identity"),
+}
+
+
+def convert(ctx, node) -> bool:
+    fn = CONVERTERS.get((node.domain if node.domain != "ai.onnx" else "", node.op_type))
+    return bool(fn and fn(ctx, node))

@@ -1,0 +1,233 @@
+"""ONNX front end: a quantized ONNX model -> the integer IR. The only module that imports onnx.
+
+QDQ fusion is onnxruntime's own: the model is first optimized by onnxruntime's CPU graph
+optimizer at level EXTENDED (the level at which its QDQ selector/action transformers fold
+DequantizeLinear -> op -> QuantizeLinear into QLinearConv, QLinearMatMul, QGemm, QLinearAdd,
+... and drop Q/DQ around MaxPool, Reshape, Transpose, ...). The integer kernels therefore see
+exactly the patterns onnxruntime fuses, and whatever it leaves in float (a 4-bit-weight conv,
+HardSigmoid, Resize, ConvTranspose, ...) becomes a host op. Consecutive host nodes merge into
+islands that run on onnxruntime, as a deployment runs them on the host CPU.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from . import convert
+from .errors import NpusimError
+from .ir import Graph, Node, Tensor
+
+ONNX_DTYPES = {1: "f32", 2: "u8", 3: "i8", 4: "u16", 5: "i16", 6: "i32", 7: "i64", 9: "bool", 10: "f16",
+               11: "f64", 21: "u4", 22: "i4"}
+_TO_ONNX = {v: k for k, v in ONNX_DTYPES.items()}
+
+
+def onnx_dtype(code: str) -> int:
+    return _TO_ONNX[code]
+
+
+def read_model(path_or_bytes) -> onnx.ModelProto:
+    """Parse an ONNX file or bytes; one clear error for a missing, truncated or corrupt file."""
+    where = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        data = bytes(path_or_bytes)
+    else:
+        try:
+            with open(path_or_bytes, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise NpusimError(f"{where}: cannot read model file ({e.strerror})") from None
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as e:  # protobuf raises DecodeError and friends
+        raise NpusimError(f"{where}: not a valid ONNX model (truncated or corrupt file: {e})") from None
+    if not model.graph.node and not model.graph.output:
+        raise NpusimError(f"{where}: not a valid ONNX model (empty graph)")
+    return model
+
+
+def optimize_like_onnxruntime(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """The model as onnxruntime's CPU graph optimizer leaves it at level EXTENDED."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="npusim-") as tmp:
+        out = os.path.join(tmp, "optimized.onnx")
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        so.optimized_model_filepath = out
+        so.log_severity_level = 3
+        try:
+            ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise NpusimError(f"{where}: onnxruntime cannot load the model: {msg}") from None
+        return onnx.load(out)
+
+
+def import_onnx(path_or_bytes) -> Graph:
+    where = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
+    model = optimize_like_onnxruntime(read_model(path_or_bytes), where)
+    return _to_ir(model, os.path.basename(where))
+
+
+class ImportContext:
+    """What a converter sees: constants, element types and shapes so far, and the IR being built."""
+
+    def __init__(self, model: onnx.ModelProto):
+        g = model.graph
+        self.constants = {t.name: _to_array(t) for t in g.initializer}
+        self.tensors: dict[str, Tensor] = {}
+        self.value_shapes = {}
+        for vi in list(g.input) + list(g.value_info) + list(g.output):
+            tt = vi.type.tensor_type
+            if tt.HasField("shape"):
+                self.value_shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                                                   for d in tt.shape.dim)
+        for vi in g.input:
+            self.add_tensor(vi.name, ONNX_DTYPES.get(vi.type.tensor_type.elem_type, "?"))
+        for t in g.initializer:
+            self.add_tensor(t.name, ONNX_DTYPES.get(t.data_type, "?"), tuple(t.dims))
+        self.nodes: list[Node] = []
+
+    def add_tensor(self, name, dtype, shape=None, quant=None):
+        if shape is None:
+            shape = self.value_shapes.get(name)
+        self.tensors[name] = Tensor(name, dtype, shape, quant)
+
+    def dtype(self, name) -> str:
+        return self.tensors[name].dtype if name in self.tensors else "?"
+
+    def const(self, node, index, what):
+        """The constant at input `index` of `node`; an error naming node and input if it is not one."""
+        if index >= len(node.input) or not node.input[index]:
+            return None
+        name = node.input[index]
+        if name not in self.constants:
+            raise NpusimError(f"node {node.name!r} ({node.op_type}): input {index} {what!r} ({name}) must be a "
+                              f"constant initializer")
+        return self.constants[name]
+
+    def emit(self, op, name, inputs, outputs, attrs, source):
+        self.nodes.append(Node(op, name, tuple(inputs), tuple(outputs), attrs, source))
+
+
+def _to_array(t: onnx.TensorProto) -> np.ndarray:
+    arr = numpy_helper.to_array(t)
+    if t.data_type == onnx.TensorProto.INT4:
+        arr = arr.astype(np.int8)
+    elif t.data_type == onnx.TensorProto.UINT4:
+        arr = arr.astype(np.uint8)
+    return arr
+
+
+def _to_ir(model: onnx.ModelProto, name: str) -> Graph:
+    g = model.graph
+    ctx = ImportContext(model)
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    for i, node in enumerate(g.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            arr = numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].type == onnx.AttributeProto.TENSOR \
+                else np.array(helper.get_attribute_value(node.attribute[0]))
+            ctx.constants[node.output[0]] = arr
+            ctx.add_tensor(node.output[0], ONNX_DTYPES.get(node.attribute[0].t.data_type, "?"), tuple(arr.shape))
+            continue
+        if not convert.convert(ctx, node):
+            ctx.emit("host", node.name, node.input, node.output, {"node": node.SerializeToString()}, node.name)
+            _type_host_outputs(ctx, node, opsets)
+    ctx.graph_outputs = {o.name for o in g.output}
+    graph_inputs = tuple(vi.name for vi in g.input if vi.name not in ctx.constants)
+    nodes = merge_host_islands(ctx, opsets, graph_inputs)
+    used = {i for n in nodes for i in n.inputs} | set(g.output[i].name for i in range(len(g.output)))
+    constants = {k: v for k, v in ctx.constants.items() if k in used}
+    return Graph(name, graph_inputs, tuple(o.name for o in g.output), ctx.tensors, tuple(nodes), constants, opsets)
+
+
+def merge_host_islands(ctx: ImportContext, opsets: dict, graph_inputs) -> list[Node]:
+    """Group host nodes into islands, build each island's ONNX model, and type its outputs.
+
+    A host node joins the island of one of its host producers when every other producer of
+    its inputs comes before that island's first node; an island then runs, whole, at the
+    place of its first node, where all its inputs are ready. Otherwise it starts a new island.
+    """
+    nodes = ctx.nodes
+    produced_at = {o: i for i, n in enumerate(nodes) for o in n.outputs}
+    island_of = {}  # node index -> island id
+    islands: list[list[int]] = []
+    for i, n in enumerate(nodes):
+        if n.op != "host":
+            continue
+        producers = {produced_at[x] for x in n.inputs if x in produced_at}
+        target = None
+        for p in sorted(producers, reverse=True):
+            if p in island_of:
+                isl = island_of[p]
+                start = islands[isl][0]
+                if all(q in islands[isl] or q < start for q in producers):
+                    target = isl
+                    break
+        if target is None:
+            target = len(islands)
+            islands.append([])
+        islands[target].append(i)
+        island_of[i] = target
+    out = []
+    for i, n in enumerate(nodes):
+        if n.op != "host":
+            out.append(n)
+        elif islands[island_of[i]][0] == i:
+            out.append(_island_node(ctx, [nodes[j] for j in islands[island_of[i]]], nodes, opsets, graph_inputs))
+    return out
+
+
+def _island_node(ctx, members, all_nodes, opsets, graph_inputs) -> Node:
+    protos = [onnx.NodeProto.FromString(n.attrs["node"]) for n in members]
+    produced = {o for p in protos for o in p.output}
+    inputs, consts = [], []
+    for p in protos:
+        for x in p.input:
+            if x and x not in produced and x not in inputs and x not in consts:
+                (consts if x in ctx.constants else inputs).append(x)
+    member_names = {n.name for n in members}
+    consumed_outside = {x for n in all_nodes if n.name not in member_names for x in n.inputs}
+    outputs = [o for p in protos for o in p.output if o and (o in consumed_outside or o in ctx.graph_outputs)]
+    in_vi = [helper.make_tensor_value_info(x, onnx_dtype(ctx.dtype(x)), _onnx_shape(ctx.tensors[x].shape))
+             if ctx.dtype(x) in _TO_ONNX else onnx.ValueInfoProto(name=x) for x in inputs]
+    inits = [numpy_helper.from_array(ctx.constants[c], c) for c in consts]
+    sub = helper.make_graph(protos, "island", in_vi, [onnx.ValueInfoProto(name=o) for o in outputs], inits)
+    model = helper.make_model(sub, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+    model.ir_version = 10
+    return Node("host", members[0].name, tuple(inputs), tuple(outputs),
+                {"model": model.SerializeToString(), "ops": tuple(f"{p.op_type}:{p.name}" for p in protos)},
+                source=", ".join(p.name for p in protos))
+
+
+def _onnx_shape(shape):
+    if shape is None:
+        return None
+    return [d if isinstance(d, int) else None for d in shape]
+
+
+def _type_host_outputs(ctx, node, opsets):
+    """Element types of a host node's outputs, by ONNX type inference on the node alone.
+
+    Ops ONNX cannot infer (contrib ops) keep the type of their first input.
+    """
+    ins = [helper.make_tensor_value_info(x, onnx_dtype(ctx.dtype(x)), None) for x in node.input
+           if x and ctx.dtype(x) in _TO_ONNX]
+    model = helper.make_model(helper.make_graph([node], "n", ins, [onnx.ValueInfoProto(name=o) for o in node.output]),
+                              opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+        types = {vi.name: vi.type.tensor_type.elem_type for vi in list(inferred.graph.value_info)
+                 + list(inferred.graph.output)}
+    except Exception:
+        types = {}
+    fallback = ctx.dtype(node.input[0]) if node.input else "f32"
+    for o in node.output:
+        ctx.add_tensor(o, ONNX_DTYPES.get(types.get(o, 0), fallback))

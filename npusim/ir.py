@@ -1,0 +1,205 @@
+"""The integer IR: typed tensors, nodes and a graph, as plain frozen dataclasses.
+
+Element types are short codes: ``u1``..``u8`` (unsigned, 1-8 bits), ``i1``..``i8``
+(signed two's complement, 1-8 bits), ``i32``, ``i64``, ``f32`` and ``bool``. Sub-byte
+values are stored one per byte (``uint8``/``int8``); their range is what the code says.
+
+A graph saves to one ``.npz`` file (a JSON description plus the arrays) and loads back
+identically (`save`, `load`); `table` prints it for people.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import NpusimError
+
+_STORAGE = {"i32": np.int32, "i64": np.int64, "f32": np.float32, "f16": np.float16,
+            "f64": np.float64, "bool": np.bool_}
+for _b in range(1, 9):
+    _STORAGE[f"u{_b}"] = np.uint8
+    _STORAGE[f"i{_b}"] = np.int8
+_STORAGE["u16"], _STORAGE["i16"] = np.uint16, np.int16
+
+
+def storage(dtype: str) -> np.dtype:
+    """NumPy dtype that stores values of IR element type `dtype`."""
+    try:
+        return np.dtype(_STORAGE[dtype])
+    except KeyError:
+        raise NpusimError(f"unknown element type {dtype!r}") from None
+
+
+def is_quantized(dtype: str) -> bool:
+    """True for the integer types activations and weights are quantized to (1-16 bits)."""
+    return dtype[0] in "ui" and dtype not in ("i32", "i64")
+
+
+def bits(dtype: str) -> int:
+    return 1 if dtype == "bool" else int(dtype[1:])
+
+
+def qrange(dtype: str) -> tuple[int, int]:
+    """(qmin, qmax) of an integer element type: u4 -> (0, 15), i4 -> (-8, 7)."""
+    b = bits(dtype)
+    if dtype[0] == "u":
+        return 0, (1 << b) - 1
+    return -(1 << (b - 1)), (1 << (b - 1)) - 1
+
+
+@dataclass(frozen=True)
+class Quant:
+    """Affine quantization: real = (q - zero_point) * scale, per tensor or along `axis`."""
+    scale: tuple[float, ...]
+    zero_point: tuple[int, ...]
+    axis: int | None = None
+
+    def describe(self) -> str:
+        if len(self.scale) == 1:
+            return f"s={self.scale[0]:.4g} zp={self.zero_point[0]}"
+        return f"s[{len(self.scale)}]@{self.axis} {min(self.scale):.3g}..{max(self.scale):.3g}"
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dtype: str
+    shape: tuple  # ints; str for a symbolic dimension; None when the rank is unknown
+    quant: Quant | None = None
+
+
+@dataclass(frozen=True)
+class Node:
+    """One IR operation. `attrs` values are int, float, str, bool, tuples of those, or ndarrays.
+
+    An absent optional input is the empty string, as in ONNX. `source` names the ONNX node
+    the op came from (several IR nodes may share one, e.g. conv + requantize).
+    """
+    op: str
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: dict = field(default_factory=dict)
+    source: str = ""
+
+    def attr(self, key):
+        return self.attrs[key]
+
+
+@dataclass(frozen=True)
+class Graph:
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    tensors: dict  # name -> Tensor
+    nodes: tuple[Node, ...]
+    constants: dict  # name -> np.ndarray
+    opsets: dict = field(default_factory=dict)  # ONNX domain -> version, for host islands
+
+    def producer(self) -> dict:
+        return {o: n for n in self.nodes for o in n.outputs}
+
+    def host_nodes(self) -> list[Node]:
+        return [n for n in self.nodes if n.op == "host"]
+
+
+# ---------------------------------------------------------------- save / load
+
+def _encode_attr(key_prefix, value, arrays):
+    if isinstance(value, np.ndarray):
+        arrays[key_prefix] = value
+        return {"$array": key_prefix}
+    if isinstance(value, bytes):
+        arrays[key_prefix] = np.frombuffer(value, dtype=np.uint8)
+        return {"$bytes": key_prefix}
+    if isinstance(value, tuple):
+        return {"$tuple": [_encode_attr(f"{key_prefix}/{i}", v, arrays) for i, v in enumerate(value)]}
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    return value
+
+
+def _decode_attr(value, arrays):
+    if isinstance(value, dict):
+        if "$array" in value:
+            return arrays[value["$array"]]
+        if "$bytes" in value:
+            return arrays[value["$bytes"]].tobytes()
+        if "$tuple" in value:
+            return tuple(_decode_attr(v, arrays) for v in value["$tuple"])
+    return value
+
+
+def save(graph: Graph, path) -> None:
+    """Write `graph` to `path` (.npz) atomically: a temp file in the same folder, then rename."""
+    arrays = {}
+    desc = {
+        "format": "npusim-ir", "version": 1, "name": graph.name,
+        "inputs": list(graph.inputs), "outputs": list(graph.outputs), "opsets": graph.opsets,
+        "tensors": [[t.name, t.dtype, None if t.shape is None else list(t.shape),
+                     None if t.quant is None else [list(t.quant.scale), list(t.quant.zero_point), t.quant.axis]]
+                    for t in graph.tensors.values()],
+        "nodes": [[n.op, n.name, list(n.inputs), list(n.outputs), n.source,
+                   {k: _encode_attr(f"attr/{i}/{k}", v, arrays) for k, v in n.attrs.items()}]
+                  for i, n in enumerate(graph.nodes)],
+        "constants": list(graph.constants),
+    }
+    for i, (name, arr) in enumerate(graph.constants.items()):
+        arrays[f"const/{i}"] = arr
+    arrays["__graph__"] = np.frombuffer(json.dumps(desc).encode(), dtype=np.uint8)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load(path) -> Graph:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        desc = json.loads(arrays.pop("__graph__").tobytes())
+    except (OSError, ValueError, KeyError) as e:
+        raise NpusimError(f"{path}: not an npusim IR file ({e})") from None
+    tensors = {}
+    for name, dtype, shape, q in desc["tensors"]:
+        quant = None if q is None else Quant(tuple(q[0]), tuple(q[1]), q[2])
+        tensors[name] = Tensor(name, dtype, None if shape is None else tuple(shape), quant)
+    nodes = tuple(Node(op, name, tuple(ins), tuple(outs), {k: _decode_attr(v, arrays) for k, v in attrs.items()}, src)
+                  for op, name, ins, outs, src, attrs in desc["nodes"])
+    constants = {name: arrays[f"const/{i}"] for i, name in enumerate(desc["constants"])}
+    return Graph(desc["name"], tuple(desc["inputs"]), tuple(desc["outputs"]), tensors, nodes, constants,
+                 desc["opsets"])
+
+
+def graphs_equal(a: Graph, b: Graph) -> bool:
+    """Structural equality, arrays compared exactly (dtype and values)."""
+    def same(x, y):
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            return (isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and x.dtype == y.dtype
+                    and x.shape == y.shape and np.array_equal(x, y))
+        if isinstance(x, tuple) and isinstance(y, tuple):
+            return len(x) == len(y) and all(same(u, v) for u, v in zip(x, y))
+        return x == y
+    if (a.name, a.inputs, a.outputs, a.tensors, a.opsets) != (b.name, b.inputs, b.outputs, b.tensors, b.opsets):
+        return False
+    if a.constants.keys() != b.constants.keys() or not all(same(a.constants[k], b.constants[k]) for k in a.constants):
+        return False
+    if len(a.nodes) != len(b.nodes):
+        return False
+    for m, n in zip(a.nodes, b.nodes):
+        if (m.op, m.name, m.inputs, m.outputs, m.source) != (n.op, n.name, n.inputs, n.outputs, n.source):
+            return False
+        if m.attrs.keys() != n.attrs.keys() or not all(same(m.attrs[k], n.attrs[k]) for k in m.attrs):
+            return False
+    return True

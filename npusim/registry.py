@@ -1,0 +1,259 @@
+"""The op registry: one entry per IR op (the explicit list is `OPS`).
+
+An entry's `prepare(node, const, K)` runs once, when a session plans the graph: it reads the
+node's constants (weights, zero points, shapes) through `const(name)` (None when the input is
+not a constant), settles every parameter, and returns `run(*inputs) -> tuple of outputs` that
+calls the kernel set `K` (golden or fast; the same names and signatures in both). `macs`
+gives multiply-accumulates from the concrete shapes of a run, for reports and the hardware model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import data_ops
+from .errors import NpusimError
+from .ir import storage
+
+
+@dataclass(frozen=True)
+class OpDef:
+    prepare: Callable
+    macs: Callable = lambda node, in_shapes, out_shapes: 0
+
+
+def _zp(const, name, default=0):
+    if not name:
+        return default
+    v = const(name)
+    return None if v is None else v
+
+
+def _scalar(v):
+    return int(np.asarray(v).reshape(-1)[0])
+
+
+def _same_pads(in_hw, k, s, d, mode):
+    pads_b, pads_e = [], []
+    for n, kk, ss, dd in zip(in_hw, k, s, d):
+        out = -(-n // ss)
+        total = max(0, (out - 1) * ss + (kk - 1) * dd + 1 - n)
+        small, big = total // 2, total - total // 2
+        pads_b.append(big if mode == "SAME_LOWER" else small)
+        pads_e.append(small if mode == "SAME_LOWER" else big)
+    return tuple(pads_b + pads_e)
+
+
+def _window(node, spatial_in, k):
+    """(strides, pads(top, left, bottom, right), dilations) of a 2-D window op for this input size."""
+    a = node.attrs
+    s, d = a["strides"], a["dilations"]
+    mode = a["auto_pad"]
+    if mode in ("SAME_UPPER", "SAME_LOWER"):
+        p = _same_pads(spatial_in, k, s, d, mode)
+    elif mode == "VALID":
+        p = (0,) * (2 * len(k))
+    else:
+        p = a["pads"]
+    return tuple(int(v) for v in s), tuple(int(v) for v in p), tuple(int(v) for v in d)
+
+
+def _prep_conv(node, const, K):
+    x_name, w_name, b_name, xzp_name, wzp_name = node.inputs
+    w = const(w_name)
+    one_d = w.ndim == 3
+    w4 = np.ascontiguousarray(w[:, :, None, :] if one_d else w)
+    m = w4.shape[0]
+    bias = const(b_name) if b_name else np.zeros(m, np.int32)
+    bias = np.ascontiguousarray(bias, np.int32)
+    k = w4.shape[2:]
+    a = dict(node.attrs)
+    if one_d:
+        a.update(strides=(1,) + tuple(a["strides"]), dilations=(1,) + tuple(a["dilations"]),
+                 pads=(0, a["pads"][0], 0, a["pads"][1]) if a["pads"] else (0, 0, 0, 0))
+    fixed = node.__class__(node.op, node.name, node.inputs, node.outputs, a)
+    group = int(a["group"])
+    xzp_c, wzp_c = _zp(const, xzp_name), _zp(const, wzp_name)
+
+    def wzp_vec(v):
+        v = np.asarray(v, np.int32).reshape(-1)
+        return np.ascontiguousarray(np.broadcast_to(v, (m,)), np.int32)
+
+    wzp_fixed = None if wzp_c is None else wzp_vec(wzp_c)
+
+    def run(x, w_in=None, b_in=None, x_zp=None, w_zp=None):
+        x4 = x[:, :, None, :] if one_d else x
+        s, p, d = _window(fixed, x4.shape[2:], k)
+        xz = _scalar(xzp_c if xzp_c is not None else x_zp)
+        wz = wzp_fixed if wzp_fixed is not None else wzp_vec(w_zp)
+        acc = K.conv_acc(x4, xz, w4, wz, bias, s, p, d, group)
+        return (acc[:, :, 0, :] if one_d else acc,)
+    return run
+
+
+def _conv_macs(node, ins, outs):
+    w = ins[1]
+    return int(np.prod(outs[0])) * int(np.prod(w[1:]))
+
+
+def _prep_requantize(node, const, K):
+    a = node.attrs
+    mult = np.ascontiguousarray(a["multiplier"], np.float32)
+    axis, y_zp, qmin, qmax, dt = int(a["axis"]), int(a["y_zp"]), int(a["qmin"]), int(a["qmax"]), storage(a["dtype"])
+    if a["form"] != "f32":
+        raise NpusimError(f"node {node.name!r}: requantization form {a['form']!r} is not implemented")
+
+    def run(acc):
+        return (K.requantize_f32(acc, mult, axis % acc.ndim, y_zp, qmin, qmax, dt),)
+    return run
+
+
+def _prep_matmul(node, const, K):
+    a_name, b_name, azp_name, bzp_name = node.inputs
+    b_c = const(b_name)
+    azp_c, bzp_c = _zp(const, azp_name), _zp(const, bzp_name)
+
+    def run(a, b=None, a_zp=None, b_zp=None):
+        bb = b_c if b_c is not None else b
+        az = azp_c if azp_c is not None else a_zp
+        bz = bzp_c if bzp_c is not None else b_zp
+        return (K.matmul_acc(a, np.asarray(az, np.int32), bb, np.asarray(bz, np.int32)),)
+    return run
+
+
+def _matmul_macs(node, ins, outs):
+    return int(np.prod(outs[0])) * int(ins[0][-1])
+
+
+def _prep_binary(name):
+    def prepare(node, const, K):
+        a = node.attrs
+        fn = getattr(K, name)
+        args = (np.float32(a["a_scale"]), int(a["a_zp"]), np.float32(a["b_scale"]), int(a["b_zp"]),
+                np.float32(a["y_scale"]), int(a["y_zp"]), int(a["qmin"]), int(a["qmax"]), storage(a["dtype"]))
+
+        def run(x, y):
+            return (fn(x, args[0], args[1], y, *args[2:]),)
+        return run
+    return prepare
+
+
+def _qparams(a):
+    return (np.float32(a["x_scale"]), int(a["x_zp"]), np.float32(a["y_scale"]), int(a["y_zp"]),
+            int(a["qmin"]), int(a["qmax"]), storage(a["dtype"]))
+
+
+def _prep_gap(node, const, K):
+    q = _qparams(node.attrs)
+    last = int(node.attrs.get("channels_last", 0))
+
+    def run(x):
+        if last:
+            xt = np.moveaxis(x, -1, 1)
+            return (np.moveaxis(K.qlinear_global_avgpool(np.ascontiguousarray(xt), *q), 1, -1),)
+        return (K.qlinear_global_avgpool(x, *q),)
+    return run
+
+
+def _prep_avgpool(node, const, K):
+    q = _qparams(node.attrs)
+    a = node.attrs
+    k = tuple(int(v) for v in a["kernel_shape"])
+
+    def run(x):
+        s, p, _ = _window(node, x.shape[2:], k)
+        return (K.qlinear_avgpool(x, *q, k, s, p, int(a["count_include_pad"]), int(a["ceil_mode"])),)
+    return run
+
+
+def _prep_maxpool(node, const, K):
+    a = node.attrs
+    k = tuple(int(v) for v in a["kernel_shape"])
+
+    def run(x):
+        s, p, d = _window(node, x.shape[2:], k)
+        return (K.maxpool(x, k, s, p, d, int(a["ceil_mode"])),)
+    return run
+
+
+def _prep_lut(builder):
+    def prepare(node, const, K):
+        a = node.attrs
+        dt = storage(a["dtype"])
+        args = (np.float32(a["x_scale"]), int(a["x_zp"]), np.float32(a["y_scale"]), int(a["y_zp"]), dt)
+        table = getattr(K, builder)(a["alpha"], *args) if builder == "leaky_relu_lut" else getattr(K, builder)(*args)
+
+        def run(x):
+            return (K.apply_lut(x, table),)
+        return run
+    return prepare
+
+
+def _prep_softmax(node, const, K):
+    a = node.attrs
+    args = (np.float32(a["x_scale"]), int(a["x_zp"]), np.float32(a["y_scale"]), int(a["y_zp"]))
+
+    def run(x):
+        return (K.qlinear_softmax(x, *args, int(a["axis"]), int(a["opset"]), storage(a["dtype"])),)
+    return run
+
+
+def _prep_qconcat(node, const, K):
+    a = node.attrs
+    scales, zps = a["x_scales"], a["x_zps"]
+
+    def run(*xs):
+        return (K.qlinear_concat(list(xs), scales, zps, np.float32(a["y_scale"]), int(a["y_zp"]), int(a["axis"]),
+                                 storage(a["dtype"])),)
+    return run
+
+
+def _prep_quantize(node, const, K):
+    a = node.attrs
+    dt = storage(a["dtype"])
+    scale, zp = a["scale"], a["zp"].astype(dt)
+
+    def run(x):
+        axis = int(a["axis"]) % max(x.ndim, 1) if scale.size > 1 else None
+        return (K.quantize_linear(x, scale, zp, axis, int(a["block_size"]) or None, int(a["qmin"]), int(a["qmax"]),
+                                  dt),)
+    return run
+
+
+def _prep_dequantize(node, const, K):
+    a = node.attrs
+    scale, zp = a["scale"], a["zp"]
+
+    def run(x):
+        axis = int(a["axis"]) % max(x.ndim, 1) if scale.size > 1 else None
+        return (K.dequantize_linear(x, scale, zp.astype(x.dtype), axis, int(a["block_size"]) or None),)
+    return run
+
+
+def _prep_dynamic_quantize(node, const, K):
+    def run(x):
+        y, s, z = K.dynamic_quantize_linear(x)
+        return y, np.asarray(s, np.float32).reshape(()), np.asarray(z, np.uint8).reshape(())
+    return run
+
+
+OPS: dict[str, OpDef] = {
+    "conv": OpDef(_prep_conv, _conv_macs),
+    "matmul": OpDef(_prep_matmul, _matmul_macs),
+    "requantize": OpDef(_prep_requantize),
+    "add": OpDef(_prep_binary("qlinear_add")),
+    "mul": OpDef(_prep_binary("qlinear_mul")),
+    "global_avgpool": OpDef(_prep_gap),
+    "avgpool": OpDef(_prep_avgpool),
+    "maxpool": OpDef(_prep_maxpool),
+    "sigmoid": OpDef(_prep_lut("sigmoid_lut")),
+    "leaky_relu": OpDef(_prep_lut("leaky_relu_lut")),
+    "softmax": OpDef(_prep_softmax),
+    "qconcat": OpDef(_prep_qconcat),
+    "quantize": OpDef(_prep_quantize),
+    "dequantize": OpDef(_prep_dequantize),
+    "dynamic_quantize": OpDef(_prep_dynamic_quantize),
+    **{op: OpDef(prep) for op, prep in data_ops.PREPARE.items()},
+}

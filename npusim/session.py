@@ -1,0 +1,204 @@
+"""The runtime: an onnxruntime-shaped InferenceSession over the integer IR.
+
+Planning happens once, in the constructor: every node's parameters are settled by its registry
+entry (weights laid out, zero points and multipliers read, lookup tables built, host islands
+turned into onnxruntime sessions), and tensors are numbered into slots. `run` then walks a flat
+list of (callable, input slots, output slots): arithmetic, not dispatch.
+
+Modes: "ort" requantizes exactly as onnxruntime's CPU kernels do (float32 multipliers, their
+rounding and clamping order), so results are bit-exact with onnxruntime on x86-64 AVX2+.
+The NPU's fixed-point mode plugs in as another requantization form chosen here by mode.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+
+from . import ir
+from .errors import NpusimError
+from .registry import OPS
+
+MODES = ("ort",)
+KERNEL_SETS = ("fast", "golden")
+_KERNEL_MODULES = ("conv", "matmul", "requant", "eltwise", "pool", "lut", "quantize")
+_ORT_TYPES = {"f32": "tensor(float)", "u8": "tensor(uint8)", "i8": "tensor(int8)", "i32": "tensor(int32)",
+              "i64": "tensor(int64)", "bool": "tensor(bool)", "f16": "tensor(float16)", "f64": "tensor(double)",
+              "u16": "tensor(uint16)", "i16": "tensor(int16)", "u4": "tensor(uint4)", "i4": "tensor(int4)"}
+
+
+def kernel_set(name: str) -> SimpleNamespace:
+    """The golden or fast kernels, all families merged into one namespace."""
+    if name not in KERNEL_SETS:
+        raise NpusimError(f"unknown kernel set {name!r}; expected one of {', '.join(KERNEL_SETS)}")
+    funcs = {}
+    for mod in _KERNEL_MODULES:
+        m = importlib.import_module(f"npusim_kernels.{name}.{mod}")
+        funcs.update({k: v for k, v in vars(m).items() if callable(v) and not k.startswith("_")})
+    return SimpleNamespace(**funcs)
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """What get_inputs()/get_outputs() return, as onnxruntime's NodeArg: name, shape, type."""
+    name: str
+    shape: list
+    type: str
+
+
+@dataclass(frozen=True)
+class Step:
+    run: object
+    inputs: tuple
+    outputs: tuple
+    node: ir.Node
+
+
+def load_graph(model) -> ir.Graph:
+    """An IR graph from an ONNX path or bytes, an npusim IR file (.npz), or a Graph."""
+    if isinstance(model, ir.Graph):
+        return model
+    if isinstance(model, (str, os.PathLike)) and str(model).endswith(".npz"):
+        return ir.load(model)
+    from .frontend import import_onnx
+    return import_onnx(model)
+
+
+class InferenceSession:
+    """npusim.InferenceSession(path_or_bytes, mode="ort") — run(output_names, feeds) -> list of arrays.
+
+    kernels: "fast" (Numba) or "golden" (the NumPy references); threads: onnxruntime threads
+    of the host islands (default: onnxruntime's own default).
+    """
+
+    def __init__(self, path_or_bytes, mode: str = "ort", kernels: str = "fast", threads: int | None = None):
+        if mode not in MODES:
+            raise NpusimError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        self.mode, self.kernels, self.threads = mode, kernels, threads
+        self.graph = load_graph(path_or_bytes)
+        K = kernel_set(kernels)
+        g = self.graph
+        names = list(g.constants) + list(g.inputs) + [o for n in g.nodes for o in n.outputs]
+        self._slot = {n: i for i, n in enumerate(dict.fromkeys(names))}
+        self._base = [None] * len(self._slot)
+        for name, arr in g.constants.items():
+            self._base[self._slot[name]] = arr
+        const = g.constants.get
+        steps = []
+        for node in g.nodes:
+            if node.op == "host":
+                fn = _prepare_host(node, threads)
+            elif node.op in OPS:
+                try:
+                    fn = OPS[node.op].prepare(node, const, K)
+                except NpusimError:
+                    raise
+                except Exception as e:
+                    raise NpusimError(f"node {node.name!r} ({node.op}): cannot plan: {e}") from None
+            else:
+                raise NpusimError(f"node {node.name!r}: op {node.op!r} has no registry entry")
+            steps.append(Step(fn, tuple(self._slot[i] if i else -1 for i in node.inputs),
+                              tuple(self._slot[o] for o in node.outputs), node))
+        self._steps = steps
+
+    # ---------------------------------------------------------------- onnxruntime-shaped API
+    def get_inputs(self) -> list[NodeArg]:
+        return [self._arg(n) for n in self.graph.inputs]
+
+    def get_outputs(self) -> list[NodeArg]:
+        return [self._arg(n) for n in self.graph.outputs]
+
+    def _arg(self, name):
+        t = self.graph.tensors.get(name)
+        shape = None if t is None or t.shape is None else [d if isinstance(d, int) and d > 0 else
+                                                            (d if isinstance(d, str) and d != "?" else None)
+                                                            for d in t.shape]
+        return NodeArg(name, shape, _ORT_TYPES.get(t.dtype if t else "", "tensor(unknown)"))
+
+    def run(self, output_names, feeds: dict) -> list[np.ndarray]:
+        values = self._execute(feeds)
+        names = list(self.graph.outputs) if not output_names else list(output_names)
+        for n in names:
+            if n not in self._slot:
+                raise NpusimError(f"output {n!r} is not a tensor of the model; outputs are: "
+                                  f"{', '.join(self.graph.outputs)}")
+        return [values[self._slot[n]] for n in names]
+
+    def run_all(self, feeds: dict) -> dict[str, np.ndarray]:
+        """Every tensor of the graph (inputs, intermediates, outputs) after one inference."""
+        values = self._execute(feeds)
+        return {name: values[i] for name, i in self._slot.items() if values[i] is not None}
+
+    # ---------------------------------------------------------------- execution
+    def _execute(self, feeds):
+        values = list(self._base)
+        self._check_feeds(feeds)
+        for name in self.graph.inputs:
+            values[self._slot[name]] = feeds[name]
+        for step in self._steps:
+            args = [values[i] if i >= 0 else None for i in step.inputs]
+            try:
+                outs = step.run(*args)
+            except NpusimError:
+                raise
+            except Exception as e:
+                n = step.node
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise NpusimError(f"node {n.source or n.name!r} ({n.op}): {msg}") from None
+            for i, v in zip(step.outputs, outs):
+                values[i] = v
+        return values
+
+    def _check_feeds(self, feeds):
+        if not isinstance(feeds, dict):
+            raise NpusimError(f"feeds must be a dict of input name -> array, got {type(feeds).__name__}")
+        expected = list(self.graph.inputs)
+        for name in feeds:
+            if name not in expected:
+                raise NpusimError(f"input {name!r} is not an input of the model; inputs are: {', '.join(expected)}")
+        for name in expected:
+            if name not in feeds:
+                raise NpusimError(f"input {name!r} is missing from the feeds")
+            x, t = feeds[name], self.graph.tensors[name]
+            if not isinstance(x, np.ndarray):
+                raise NpusimError(f"input {name!r}: expected a numpy array, got {type(x).__name__}")
+            want = ir.storage(t.dtype)
+            if x.dtype != want:
+                raise NpusimError(f"input {name!r}: expected element type {_ORT_TYPES.get(t.dtype, t.dtype)}, "
+                                  f"got {x.dtype}")
+            if t.shape is not None:
+                if x.ndim != len(t.shape):
+                    raise NpusimError(f"input {name!r}: expected rank {len(t.shape)} {_fmt(t.shape)}, "
+                                      f"got shape {tuple(x.shape)}")
+                for i, (d, n) in enumerate(zip(t.shape, x.shape)):
+                    if isinstance(d, int) and d > 0 and d != n:
+                        raise NpusimError(f"input {name!r}: dimension {i} must be {d} (shape {_fmt(t.shape)}), "
+                                          f"got shape {tuple(x.shape)}")
+
+
+def _fmt(shape):
+    return "(" + ", ".join(str(d) if isinstance(d, int) and d > 0 else (d if isinstance(d, str) else "?")
+                           for d in shape) + ")"
+
+
+def _prepare_host(node: ir.Node, threads):
+    """A host island: an onnxruntime session over the island's own ONNX model."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    try:
+        sess = ort.InferenceSession(node.attrs["model"], so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise NpusimError(f"host op {node.source!r}: onnxruntime cannot run it: {str(e).splitlines()[0]}") from None
+    in_names = [i.name for i in sess.get_inputs()]
+    out_names = list(node.outputs)
+
+    def run(*xs):
+        return sess.run(out_names, dict(zip(in_names, xs)))
+    return run
