@@ -1,0 +1,327 @@
+"""conv / matmul / gemm kernels: golden == onnxruntime (exact), fast == golden (exact), edge values."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+from npusim_kernels.golden import conv as gconv, matmul as gmm, requant as greq
+from npusim_kernels.fast import conv as fconv, matmul as fmm, requant as freq
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+_ONNX_T = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8,
+           np.dtype(np.int32): TensorProto.INT32, np.dtype(np.float32): TensorProto.FLOAT}
+QRANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
+
+
+def run_ort(op, inputs, attrs, out_dtype, domain="", opset=21):
+    """One-node model: inputs[0] is the graph input, the rest are initializers (None = absent)."""
+    names, inits = [], []
+    for i, v in enumerate(inputs):
+        if v is None:
+            names.append("")
+            continue
+        names.append(f"i{i}")
+        if i > 0:
+            inits.append(numpy_helper.from_array(np.asarray(v), f"i{i}"))
+    node = helper.make_node(op, names, ["y"], domain=domain, **attrs)
+    x = np.asarray(inputs[0])
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("i0", _ONNX_T[x.dtype], x.shape)],
+                          [helper.make_tensor_value_info("y", _ONNX_T[np.dtype(out_dtype)], None)], inits)
+    ops = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    m = helper.make_model(g, opset_imports=ops)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"i0": x})[0]
+
+
+def rand_q(rng, dtype, shape):
+    lo, hi = QRANGE[np.dtype(dtype)]
+    return rng.integers(lo, hi + 1, shape).astype(dtype)
+
+
+def conv_case(seed):
+    """A seeded random QLinearConv configuration (various dtypes, groups, strides, pads...)."""
+    rng = np.random.default_rng(seed)
+    xt = [np.uint8, np.int8][seed % 2]
+    wt = np.int8 if (xt is np.int8 or seed % 3) else np.uint8
+    kind = seed % 4  # 0 dense, 1 depthwise, 2 grouped, 3 pointwise
+    n = 1 + seed % 2
+    if kind == 1:
+        c = int(rng.integers(1, 9)); group = c; m = c
+    elif kind == 2:
+        group = int(rng.integers(2, 4)); c = group * int(rng.integers(1, 4)); m = group * int(rng.integers(1, 4))
+    else:
+        c = int(rng.integers(1, 12)); m = int(rng.integers(1, 12)); group = 1
+    k = (1, 1) if kind == 3 else tuple(int(v) for v in rng.integers(1, 4, 2))
+    strides = tuple(int(v) for v in rng.integers(1, 3, 2))
+    dil = (1, 1) if kind == 3 else tuple(int(v) for v in rng.integers(1, 3, 2))
+    pads = (0, 0, 0, 0) if kind == 3 else tuple(int(v) for v in rng.integers(0, 3, 4))
+    h, w = (int(v) for v in rng.integers(max(k) * max(dil), 12, 2))
+    x = rand_q(rng, xt, (n, c, h, w))
+    wq = rand_q(rng, wt, (m, c // group, *k))
+    x_zp = rand_q(rng, xt, ())
+    per_ch = seed % 5 != 0
+    w_zp = np.zeros(m if per_ch else 1, wt) if seed % 3 == 0 else rand_q(rng, wt, (m if per_ch else 1,))
+    bias = rng.integers(-5000, 5000, m).astype(np.int32)
+    return dict(x=x, x_zp=x_zp, w=wq, w_zp=w_zp, bias=bias, strides=strides, pads=pads,
+                dil=dil, group=group, rng=rng, per_ch=per_ch)
+
+
+def golden_conv(cs):
+    m = cs["w"].shape[0]
+    w_zp = np.broadcast_to(cs["w_zp"].astype(np.int32), (m,))
+    return gconv.conv_acc(cs["x"], int(cs["x_zp"]), cs["w"], w_zp, cs["bias"], cs["strides"],
+                          cs["pads"], cs["dil"], cs["group"])
+
+
+def conv_attrs(cs):
+    return dict(strides=list(cs["strides"]), pads=[cs["pads"][0], cs["pads"][1], cs["pads"][2], cs["pads"][3]],
+                dilations=list(cs["dil"]), group=cs["group"], kernel_shape=list(cs["w"].shape[2:]))
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_conv_integer_golden_eq_ort(seed):
+    cs = conv_case(seed)
+    cs["w_zp"] = cs["w_zp"][:1]  # ORT ConvInteger: per-tensor w_zp only
+    cs["bias"][:] = 0
+    y = run_ort("ConvInteger", [cs["x"], cs["w"], cs["x_zp"], cs["w_zp"]], conv_attrs(cs), np.int32, opset=10)
+    np.testing.assert_array_equal(golden_conv(cs), y)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_qlinearconv_golden_eq_ort(seed):
+    cs = conv_case(seed)
+    rng = cs["rng"]
+    m = cs["w"].shape[0]
+    x_scale = np.float32(rng.uniform(0.001, 0.05))
+    w_scale = rng.uniform(0.001, 0.05, cs["w_zp"].size).astype(np.float32)
+    acc = golden_conv(cs)
+    # choose y_scale so outputs spread over the range and hit ties sometimes
+    y_scale = np.float32(x_scale * float(w_scale.max()) * max(1.0, np.abs(acc).max() / 100.0))
+    yt = cs["x"].dtype
+    y_zp = rand_q(rng, yt, ())
+    y = run_ort("QLinearConv", [cs["x"], x_scale, cs["x_zp"], cs["w"], w_scale, cs["w_zp"], y_scale, y_zp,
+                                cs["bias"]], conv_attrs(cs), yt)
+    scale = greq.ort_output_scale(x_scale, w_scale, y_scale)
+    lo, hi = QRANGE[yt]
+    want = greq.requantize_f32(acc, scale, 1, int(y_zp), lo, hi, yt)
+    np.testing.assert_array_equal(want, y)
+
+
+def mm_case(seed):
+    rng = np.random.default_rng(1000 + seed)
+    at = [np.uint8, np.int8][seed % 2]
+    bt = np.int8 if (at is np.int8 or seed % 3) else np.uint8
+    m, k, n = (int(v) for v in rng.integers(1, 40, 3))
+    batch = [(), (2,), (3, 1)][seed % 3]
+    a = rand_q(rng, at, batch + (m, k))
+    b = rand_q(rng, bt, (k, n))
+    a_zp = rand_q(rng, at, ())
+    b_zp = rand_q(rng, bt, (n,)) if seed % 4 else rand_q(rng, bt, ())
+    return rng, a, a_zp, b, b_zp
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_matmul_integer_golden_eq_ort(seed):
+    rng, a, a_zp, b, b_zp = mm_case(seed)
+    y = run_ort("MatMulInteger", [a, b, a_zp, b_zp], {}, np.int32, opset=10)
+    np.testing.assert_array_equal(gmm.matmul_acc(a, int(a_zp), b, b_zp.astype(np.int32)), y)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_qlinearmatmul_golden_eq_ort(seed):
+    rng, a, a_zp, b, b_zp = mm_case(seed)
+    a_scale = np.float32(rng.uniform(0.001, 0.05))
+    b_scale = rng.uniform(0.001, 0.05, b_zp.shape).astype(np.float32)
+    acc = gmm.matmul_acc(a, int(a_zp), b, b_zp.astype(np.int32))
+    y_scale = np.float32(a_scale * float(b_scale.max()) * max(1.0, np.abs(acc).max() / 100.0))
+    yt = a.dtype
+    y_zp = rand_q(rng, yt, ())
+    y = run_ort("QLinearMatMul", [a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp], {}, yt)
+    lo, hi = QRANGE[yt]
+    want = greq.requantize_f32(acc, greq.ort_output_scale(a_scale, b_scale, y_scale), -1, int(y_zp), lo, hi, yt)
+    np.testing.assert_array_equal(want, y)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_qgemm_golden_eq_ort(seed):
+    """com.microsoft QGemm: Y = requant(C + Σ(A−a_zp)(B−b_zp), alpha·a_s·b_s/y_s), or float Y."""
+    rng = np.random.default_rng(2000 + seed)
+    at = [np.uint8, np.int8][seed % 2]
+    bt = np.int8 if (at is np.int8 or seed % 3) else np.uint8
+    m, k, n = (int(v) for v in rng.integers(1, 30, 3))
+    ta, tb = seed % 2 == 1, seed % 4 >= 2
+    a = rand_q(rng, at, (k, m) if ta else (m, k))
+    b = rand_q(rng, bt, (n, k) if tb else (k, n))
+    a_zp = rand_q(rng, at, ())
+    b_zp = rand_q(rng, bt, (n,)) if seed % 3 else rand_q(rng, bt, ())
+    a_scale = np.float32(rng.uniform(0.001, 0.05))
+    b_scale = rng.uniform(0.001, 0.05, b_zp.shape).astype(np.float32)
+    alpha = float(np.float32(rng.uniform(0.25, 2.0)))
+    c = [None, rng.integers(-3000, 3000, (n,)).astype(np.int32), rng.integers(-3000, 3000, (m, n)).astype(np.int32)][seed % 3]
+    float_out = seed % 5 == 0
+    acc = gmm.matmul_acc(a.T if ta else a, int(a_zp), b.T if tb else b, b_zp.astype(np.int32))
+    acc = acc + (0 if c is None else c)
+    attrs = dict(alpha=alpha, transA=int(ta), transB=int(tb))
+    if float_out:
+        y = run_ort("QGemm", [a, a_scale, a_zp, b, b_scale, b_zp, c], attrs, np.float32, domain="com.microsoft")
+        want = greq.qgemm_float_output(acc, greq.qgemm_scale(alpha, a_scale, b_scale))
+    else:
+        y_scale = np.float32(a_scale * float(b_scale.max()) * max(1.0, np.abs(acc).max() / 100.0))
+        y_zp = rand_q(rng, at, ())
+        y = run_ort("QGemm", [a, a_scale, a_zp, b, b_scale, b_zp, c, y_scale, y_zp], attrs, at, domain="com.microsoft")
+        lo, hi = QRANGE[np.dtype(at)]
+        want = greq.requantize_f32(acc, greq.qgemm_scale(alpha, a_scale, b_scale, y_scale), -1, int(y_zp), lo, hi, at)
+    np.testing.assert_array_equal(want, y)
+
+
+# ---- edge values: ties, scales 2^k ± 1 ulp, extreme zero points, type min/max, big sums ----
+
+def _ulp_scales():
+    out = []
+    for e in (-8, -1, 0, 3):
+        s = np.float32(2.0 ** e)
+        out += [s, np.nextafter(s, np.float32(0)), np.nextafter(s, np.float32(np.inf))]
+    return out
+
+
+@pytest.mark.parametrize("xt,wt", [(np.uint8, np.int8), (np.uint8, np.uint8), (np.int8, np.int8)])
+@pytest.mark.parametrize("mode", ["ties", "extreme", "huge_scale", "sym_big"])
+def test_qlinearconv_edges_golden_eq_ort(xt, wt, mode):
+    """Ties (scale 2^-k), type min/max inputs and zero points, 32·64-channel ConvSym-sized layers."""
+    rng = np.random.default_rng(hash((np.dtype(xt).str, np.dtype(wt).str, mode)) % 2**32)
+    xlo, xhi = QRANGE[np.dtype(xt)]
+    wlo, whi = QRANGE[np.dtype(wt)]
+    c, m, hw, k = (64, 32, 9, 3) if mode == "sym_big" else (8, 6, 6, 3)
+    if mode == "extreme":
+        x = rng.choice([xlo, xhi], (1, c, hw, hw)).astype(xt)
+        w = rng.choice([wlo, whi], (m, c, k, k)).astype(wt)
+        x_zp, w_zp = xt(xhi if rng.random() < 0.5 else xlo), np.full(m, whi, wt)
+        w_zp[::2] = wlo
+    else:
+        x, w = rand_q(rng, xt, (1, c, hw, hw)), rand_q(rng, wt, (m, c, k, k))
+        x_zp = rand_q(rng, xt, ())
+        w_zp = np.zeros(m, wt) if mode == "sym_big" else rand_q(rng, wt, (m,))
+    cs = dict(x=x, x_zp=x_zp, w=w, w_zp=w_zp, bias=rng.integers(-99, 99, m).astype(np.int32),
+              strides=(1, 1), pads=(1, 0, 1, 2), dil=(1, 1), group=1)
+    acc = golden_conv(cs)
+    scales = _ulp_scales()
+    for y_scale in (scales if mode != "huge_scale" else [np.float32(1e-30)]):
+        x_scale, w_scale = np.float32(1.0), np.full(m, 0.5, np.float32)  # ·0.5 makes every odd acc a tie
+        w_scale[1::3] = scales[int(rng.integers(len(scales)))]
+        ys = rand_q(rng, xt, ())
+        y = run_ort("QLinearConv", [x, x_scale, x_zp, w, w_scale, w_zp, np.float32(y_scale), ys, cs["bias"]],
+                    conv_attrs(cs), xt)
+        want = greq.requantize_f32(acc, greq.ort_output_scale(x_scale, w_scale, y_scale), 1, int(ys), xlo, xhi, xt)
+        np.testing.assert_array_equal(want, y)
+        np.testing.assert_array_equal(freq.requantize_f32(acc, greq.ort_output_scale(x_scale, w_scale, y_scale),
+                                                          1, int(ys), xlo, xhi, xt), y)
+
+
+def test_matmul_integer_big_accumulator_golden_eq_ort():
+    """K = 32768 of (0 − 255)·(−128 − 127): |acc| = 2 130 739 200, near the int32 limit."""
+    k = 32768
+    a = np.zeros((2, k), np.uint8)
+    b = np.full((k, 3), -128, np.int8)
+    a_zp, b_zp = np.uint8(255), np.int8(127)
+    y = run_ort("MatMulInteger", [a, b, a_zp, b_zp], {}, np.int32, opset=10)
+    np.testing.assert_array_equal(gmm.matmul_acc(a, 255, b, 127), y)
+    np.testing.assert_array_equal(fmm.matmul_acc(a, 255, b, 127), y)
+
+
+def test_golden_headroom_raises():
+    k = 40000  # 40000·255·255 > 2^31
+    with pytest.raises(ValueError, match="overflow"):
+        gmm.matmul_acc(np.full((1, k), 255, np.uint8), 0, np.full((k, 1), 255, np.uint8), 0)
+    with pytest.raises(ValueError, match=r"\(0, 0, 0, 0\)"):
+        gconv.conv_acc(np.full((1, k, 1, 1), 255, np.uint8), 0, np.full((1, k, 1, 1), 255, np.uint8),
+                       np.zeros(1, np.int32), np.zeros(1, np.int32), (1, 1), (0, 0, 0, 0), (1, 1), 1)
+
+
+def test_requant_tie_and_clamp_units():
+    acc = np.array([1, 3, 5, -1, -3, 2 ** 31 - 1, -(2 ** 31)], np.int32)
+    for mod in (greq, freq):
+        y = mod.requantize_f32(acc, np.float32(0.5), 0, 0, -128, 127, np.int8)
+        np.testing.assert_array_equal(y, [0, 2, 2, 0, -2, 127, -128])  # half to even, then saturate
+
+
+# ---- fast == golden (exact), hypothesis ----
+
+@st.composite
+def conv_params(draw):
+    group = draw(st.sampled_from([1, 1, 2, 3, "dw"]))
+    if group == "dw":
+        c = m = group = draw(st.integers(1, 6))
+    else:
+        c, m = group * draw(st.integers(1, 3)), group * draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    pads = tuple(draw(st.integers(0, 2)) for _ in range(4))
+    strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    h = draw(st.integers(max(1, (kh - 1) * dh + 1 - pads[0] - pads[2]), 9))
+    w = draw(st.integers(max(1, (kw - 1) * dw + 1 - pads[1] - pads[3]), 9))
+    xt = draw(st.sampled_from(["u8", "s8", "u4", "s4"]))
+    wt = draw(st.sampled_from(["u8", "s8", "s4"]))
+    seed = draw(st.integers(0, 2 ** 31))
+    return dict(group=group, c=c, m=m, k=(kh, kw), dil=(dh, dw), pads=pads, strides=strides,
+                hw=(h, w), xt=xt, wt=wt, n=draw(st.integers(1, 2)), seed=seed)
+
+
+_RANGES = {"u8": (0, 255, np.uint8), "s8": (-128, 127, np.int8), "u4": (0, 15, np.uint8), "s4": (-8, 7, np.int8)}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(conv_params())
+def test_conv_fast_eq_golden(p):
+    rng = np.random.default_rng(p["seed"])
+    xlo, xhi, xdt = _RANGES[p["xt"]]
+    wlo, whi, wdt = _RANGES[p["wt"]]
+    x = rng.integers(xlo, xhi + 1, (p["n"], p["c"], *p["hw"])).astype(xdt)
+    w = rng.integers(wlo, whi + 1, (p["m"], p["c"] // p["group"], *p["k"])).astype(wdt)
+    x_zp = int(rng.integers(xlo, xhi + 1))
+    w_zp = rng.integers(wlo, whi + 1, p["m"]).astype(np.int32)
+    bias = rng.integers(-2 ** 20, 2 ** 20, p["m"]).astype(np.int32)
+    args = (x, x_zp, w, w_zp, bias, p["strides"], p["pads"], p["dil"], p["group"])
+    np.testing.assert_array_equal(fconv.conv_acc(*args), gconv.conv_acc(*args))
+
+
+def test_conv_fast_eq_golden_wide_operands():
+    """Operands wider than 12 bits take the int32 loop instead of the float32 chunks."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(-3000, 3000, (1, 4, 5, 5)).astype(np.int16)
+    w = rng.integers(-3000, 3000, (3, 4, 3, 3)).astype(np.int16)
+    args = (x, 5, w, np.array([1, -2, 3], np.int32), np.zeros(3, np.int32), (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    np.testing.assert_array_equal(fconv.conv_acc(*args), gconv.conv_acc(*args))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.integers(0, 2 ** 31), st.sampled_from([(), (2,), (2, 1)]), st.sampled_from(["u8", "s8", "u4", "s4"]),
+       st.booleans())
+def test_matmul_fast_eq_golden(seed, batch, dt, per_col):
+    rng = np.random.default_rng(seed)
+    lo, hi, npdt = _RANGES[dt]
+    m, k, n = (int(v) for v in rng.integers(1, 20, 3))
+    a = rng.integers(lo, hi + 1, batch + (m, k)).astype(npdt)
+    b = rng.integers(lo, hi + 1, (k, n)).astype(npdt)
+    b_zp = rng.integers(lo, hi + 1, n if per_col else ()).astype(np.int32)
+    a_zp = int(rng.integers(lo, hi + 1))
+    np.testing.assert_array_equal(fmm.matmul_acc(a, a_zp, b, b_zp), gmm.matmul_acc(a, a_zp, b, b_zp))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.integers(0, 2 ** 31), st.sampled_from([(np.uint8, 0, 255), (np.int8, -128, 127)]), st.booleans(),
+       st.integers(-3, 3))
+def test_requant_fast_eq_golden(seed, out, per_ch, axis):
+    rng = np.random.default_rng(seed)
+    dt, lo, hi = out
+    acc = rng.integers(-2 ** 31, 2 ** 31, (2, 3, 4)).astype(np.int32) >> int(rng.integers(0, 31))
+    axis = axis % 3
+    scale = (2.0 ** rng.integers(-30, 0, acc.shape[axis] if per_ch else 1)).astype(np.float32)
+    scale = np.where(rng.random(scale.shape) < 0.5, np.nextafter(scale, np.float32(1)), scale).astype(np.float32)
+    zp = int(rng.integers(lo, hi + 1))
+    np.testing.assert_array_equal(freq.requantize_f32(acc, scale, axis, zp, lo, hi, dt),
+                                  greq.requantize_f32(acc, scale, axis, zp, lo, hi, dt))
