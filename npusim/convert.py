@@ -57,12 +57,13 @@ def _conv_attrs(node, a, spatial):
             "dilations": tuple(a.get("dilations", (1,) * spatial)), "kernel_shape": k}
 
 
-def _requant(ctx, node, acc, y, x_scale, w_scale, y_scale, y_zp, dtype, axis, source):
+def _requant(ctx, node, acc, y, x_scale, w_scale, y_scale, y_zp, dtype, axis, source, alpha=None):
     """A requantize node in the float32 form onnxruntime uses (see npusim.requant)."""
     from .requant import f32_form
 
     qmin, qmax = qrange(dtype)
-    attrs = {"x_scale": np.float32(x_scale), "w_scale": np.asarray(w_scale, np.float32).reshape(-1),
+    attrs = {} if alpha is None else {"alpha": np.float32(alpha)}
+    attrs |= {"x_scale": np.float32(x_scale), "w_scale": np.asarray(w_scale, np.float32).reshape(-1),
              "y_scale": np.float32(y_scale), "y_zp": int(y_zp), "qmin": qmin, "qmax": qmax, "dtype": dtype,
              "axis": axis}
     attrs.update(f32_form(attrs))
@@ -114,6 +115,25 @@ def _matmul(ctx, node, linear):
         _requant(ctx, node, acc, node.output[0], _scalar_f32(ctx, node, 1, "a_scale"), ctx.const(node, 4, "b_scale"),
                  _scalar_f32(ctx, node, 6, "y_scale"), _scalar_zp(ctx, node, 7, "y_zero_point"),
                  _out_dtype(ctx, node, 7), -1, node.name)
+    return True
+
+
+def _qgemm(ctx, node):
+    """com.microsoft QGemm with y_scale -> gemm (i32 accumulator, C added) + requantize.
+
+    Without y_scale QGemm outputs float; that form stays on the host.
+    """
+    a_name, b_name = _in(node, 0), _in(node, 3)
+    if not (is_quantized(ctx.dtype(a_name)) and is_quantized(ctx.dtype(b_name))) or not _in(node, 7):
+        return False
+    a = _attrs(node)
+    acc = f"{node.output[0]}::acc"
+    ctx.emit("gemm", node.name, [a_name, b_name, _in(node, 6), _in(node, 2), _in(node, 5)], [acc],
+             {"transA": int(a.get("transA", 0)), "transB": int(a.get("transB", 0))}, node.name)
+    ctx.add_tensor(acc, "i32")
+    _requant(ctx, node, acc, node.output[0], _scalar_f32(ctx, node, 1, "a_scale"), ctx.const(node, 4, "b_scale"),
+             _scalar_f32(ctx, node, 7, "y_scale"), _scalar_zp(ctx, node, 8, "y_zero_point"),
+             _out_dtype(ctx, node, 8), -1, node.name, alpha=float(a.get("alpha", 1.0)))
     return True
 
 
@@ -267,6 +287,7 @@ CONVERTERS = {
     ("", "ConvInteger"): lambda c, n: _conv(c, n, False),
     ("", "QLinearMatMul"): lambda c, n: _matmul(c, n, True),
     ("", "MatMulInteger"): lambda c, n: _matmul(c, n, False),
+    ("com.microsoft", "QGemm"): _qgemm,
     ("com.microsoft", "QLinearAdd"): _binary("add"),
     ("com.microsoft", "QLinearMul"): _binary("mul"),
     ("com.microsoft", "QLinearGlobalAveragePool"): _unary_q("global_avgpool",

@@ -123,6 +123,21 @@ def _prep_matmul(node, const, K):
     return run
 
 
+def _prep_gemm(node, const, K):
+    a_name, b_name, c_name, azp_name, bzp_name = node.inputs
+    trans_a = int(node.attrs["transA"])
+    b = const(b_name)
+    b = np.ascontiguousarray(b.T if int(node.attrs["transB"]) else b)
+    c = const(c_name) if c_name else None
+    az = np.asarray(_zp(const, azp_name), np.int32)
+    bz = np.asarray(_zp(const, bzp_name), np.int32).reshape(-1)
+
+    def run(a, *_):
+        acc = K.matmul_acc(np.ascontiguousarray(a.T) if trans_a else a, az, b, bz)
+        return (acc if c is None else (acc + c).astype(np.int32),)
+    return run
+
+
 def _matmul_macs(node, ins, outs):
     return int(np.prod(outs[0])) * int(ins[0][-1])
 
@@ -242,6 +257,7 @@ def _prep_dynamic_quantize(node, const, K):
 OPS: dict[str, OpDef] = {
     "conv": OpDef(_prep_conv, _conv_macs),
     "matmul": OpDef(_prep_matmul, _matmul_macs),
+    "gemm": OpDef(_prep_gemm, _matmul_macs),
     "requantize": OpDef(_prep_requantize),
     "add": OpDef(_prep_binary("qlinear_add")),
     "mul": OpDef(_prep_binary("qlinear_mul")),
