@@ -1,0 +1,163 @@
+"""Eltwise / pool / LUT kernels: golden == ORT 1.32 CPU (single-node models), fast == golden."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import npusim_kernels.fast.eltwise as fe
+import npusim_kernels.fast.lut as fl
+import npusim_kernels.fast.pool as fp
+import npusim_kernels.golden.eltwise as ge
+import npusim_kernels.golden.lut as gl
+import npusim_kernels.golden.pool as gp
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto as TP, helper  # noqa: E402
+
+DTYPES = [np.uint8, np.int8]
+TT = {np.uint8: TP.UINT8, np.int8: TP.INT8}
+
+
+def run_ort(op, inputs, out_type, attrs=None, domain="com.microsoft", opset=21, const_idx=()):
+    names, vis, inits, feeds = [], [], [], {}
+    for i, x in enumerate(inputs):
+        n, x = f"i{i}", np.asarray(x)
+        names.append(n)
+        if i in const_idx:
+            inits.append(onnx.numpy_helper.from_array(x, n))
+        else:
+            vis.append(helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(x.dtype), x.shape))
+            feeds[n] = x
+    node = helper.make_node(op, names, ["y"], domain=domain or None, **(attrs or {}))
+    g = helper.make_graph([node], "g", vis, [helper.make_tensor_value_info("y", out_type, None)], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 10
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+def qparams(rng, dt, n):
+    info = np.iinfo(dt)
+    scales = [np.float32(2.0 ** rng.integers(-8, 0)) if rng.random() < 0.3 else np.float32(rng.uniform(0.002, 0.2))
+              for _ in range(n)]
+    zps = [dt(rng.integers(info.min, info.max + 1)) for _ in range(n)]
+    return scales, zps
+
+
+SHAPES = [((37,), (37,)), ((3, 1), (1, 45)), ((2, 33), (33,)), ((5, 7), (5, 1)), ((1,), (70,)), ((70,), ()),
+          ((4, 1, 3), (1, 5, 1))]
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_qlinear_add_mul_vs_ort(seed):
+    rng = np.random.default_rng(seed)
+    dt = DTYPES[seed % 2]
+    info = np.iinfo(dt)
+    sa, sb = SHAPES[seed % len(SHAPES)]
+    a = rng.integers(info.min, info.max + 1, sa).astype(dt)
+    b = rng.integers(info.min, info.max + 1, sb).astype(dt)
+    (s0, s1, s2), (z0, z1, z2) = qparams(rng, dt, 3)
+    for op, fn in (("QLinearAdd", ge.qlinear_add), ("QLinearMul", ge.qlinear_mul)):
+        y = run_ort(op, [a, s0, z0, b, s1, z1, s2, z2], TT[dt], const_idx=(1, 2, 4, 5, 6, 7))
+        np.testing.assert_array_equal(fn(a, s0, z0, b, s1, z1, s2, z2, info.min, info.max, dt), y)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_pool_lut_softmax_concat_vs_ort(seed):
+    rng = np.random.default_rng(100 + seed)
+    dt = DTYPES[seed % 2]
+    info = np.iinfo(dt)
+    (xs, ys), (xz, yz) = qparams(rng, dt, 2)
+    x = rng.integers(info.min, info.max + 1, (2, 3, 5, 7)).astype(dt)
+    c = (1, 2, 3, 4)
+    y = run_ort("QLinearGlobalAveragePool", [x, xs, xz, ys, yz], TT[dt], {"channels_last": 0}, const_idx=c)
+    np.testing.assert_array_equal(gp.qlinear_global_avgpool(x, xs, xz, ys, yz, info.min, info.max, dt), y)
+    k = [int(rng.integers(1, 4)), int(rng.integers(1, 4))]
+    s = [int(rng.integers(1, 3)), int(rng.integers(1, 3))]
+    pads = [int(rng.integers(0, k[0])), int(rng.integers(0, k[1])), int(rng.integers(0, k[0])), int(rng.integers(0, k[1]))]
+    cip, cm = seed % 2, (seed // 2) % 2
+    y = run_ort("QLinearAveragePool", [x, xs, xz, ys, yz], TT[dt],
+                {"kernel_shape": k, "strides": s, "pads": pads, "count_include_pad": cip, "ceil_mode": cm}, const_idx=c)
+    np.testing.assert_array_equal(gp.qlinear_avgpool(x, xs, xz, ys, yz, info.min, info.max, dt, k, s, pads, cip, cm), y)
+    dil = [int(rng.integers(1, 3)), 1]
+    y = run_ort("MaxPool", [x], TT[dt], {"kernel_shape": k, "strides": s, "pads": pads, "dilations": dil, "ceil_mode": cm},
+                domain="", opset=22)
+    np.testing.assert_array_equal(gp.maxpool(x, k, s, pads, dil, cm), y)
+    y = run_ort("QLinearSigmoid", [x, xs * 8, xz, np.float32(1 / 256), yz], TT[dt], const_idx=c)
+    np.testing.assert_array_equal(gl.apply_lut(x, gl.sigmoid_lut(xs * 8, xz, np.float32(1 / 256), yz, dt)), y)
+    alpha = np.float32(rng.uniform(0.01, 0.5))
+    y = run_ort("QLinearLeakyRelu", [x, xs, xz, ys, yz], TT[dt], {"alpha": float(alpha)}, const_idx=c)
+    np.testing.assert_array_equal(gl.apply_lut(x, gl.leaky_relu_lut(alpha, xs, xz, ys, yz, dt)), y)
+    ysm, yzsm = np.float32(1 / 256), dt(info.min)
+    for opset, axis in ((13, -1), (13, 1), (12, 2)):
+        y = run_ort("QLinearSoftmax", [x, xs, xz, ysm, yzsm], TT[dt], {"axis": axis, "opset": opset}, const_idx=c)
+        np.testing.assert_array_equal(gl.qlinear_softmax(x, xs, xz, ysm, yzsm, axis, opset, dt), y)
+    x2 = rng.integers(info.min, info.max + 1, (2, 4, 5, 7)).astype(dt)
+    y = run_ort("QLinearConcat", [ys, yz, x, xs, xz, x2, ys, yz], TT[dt], {"axis": 1}, const_idx=(0, 1, 3, 4, 6, 7))
+    np.testing.assert_array_equal(gl.qlinear_concat([x, x2], [xs, ys], [xz, yz], ys, yz, 1, dt), y)
+
+
+def test_fma_f32_single_rounding():
+    # 1 + 2^-24 + 2^-60: mul-then-add rounds to 1 (tie to even); fused rounds up.
+    x, y, z = np.float32(1 + 2.0**-12), np.float32(1 + 2.0**-12), np.float32(-2.0**-11)
+    # (1 + 2^-12)^2 - 2^-11 = 1 + 2^-24 exactly: a float32 tie, resolved to even (1.0)
+    assert ge.fma_f32(x, y, z) == np.float32(1.0) == fe.fma_f32(x, y, z)
+    z2 = np.float32(-2.0**-11 + 2.0**-35)
+    assert ge.fma_f32(x, y, z2) == np.float32(1 + 2.0**-23) == fe.fma_f32(x, y, z2)
+
+
+small = st.integers(1, 6)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.sampled_from(DTYPES), st.integers(0, 6), st.integers(0, 2**31), st.booleans())
+def test_fast_eq_golden_eltwise(dt, shape_i, seed, edge):
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dt)
+    sa, sb = SHAPES[shape_i]
+    a = rng.integers(info.min, info.max + 1, sa).astype(dt)
+    b = rng.integers(info.min, info.max + 1, sb).astype(dt)
+    (s0, s1, s2), (z0, z1, z2) = qparams(rng, dt, 3)
+    if edge:  # extremes: zero points at type min/max, scales power of two ± 1 ulp
+        z0, z1, z2 = dt(info.min), dt(info.max), dt(info.min)
+        s0 = np.nextafter(np.float32(0.125), np.float32(1))
+        s2 = np.nextafter(np.float32(0.0625), np.float32(0))
+        a.reshape(-1)[:2] = [info.min, info.max][:a.size]
+    for name in ("qlinear_add", "qlinear_mul"):
+        args = (a, s0, z0, b, s1, z1, s2, z2, info.min, info.max, dt)
+        np.testing.assert_array_equal(getattr(fe, name)(*args), getattr(ge, name)(*args))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(DTYPES), small, small, small, st.integers(1, 3), st.integers(1, 3), st.integers(0, 2**31),
+       st.booleans(), st.booleans())
+def test_fast_eq_golden_pool(dt, c, h, w, kh, sh, seed, cip, cm):
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dt)
+    x = rng.integers(info.min, info.max + 1, (1, c, h + kh, w + 1)).astype(dt)
+    (xs, ys), (xz, yz) = qparams(rng, dt, 2)
+    k, s, pads = [kh, 2], [sh, 1], [kh - 1, 1, 0, 1]
+    np.testing.assert_array_equal(fp.qlinear_avgpool(x, xs, xz, ys, yz, info.min, info.max, dt, k, s, pads, cip, cm),
+                                  gp.qlinear_avgpool(x, xs, xz, ys, yz, info.min, info.max, dt, k, s, pads, cip, cm))
+    np.testing.assert_array_equal(fp.maxpool(x, k, s, pads, [1, 2], cm), gp.maxpool(x, k, s, pads, [1, 2], cm))
+    np.testing.assert_array_equal(fp.qlinear_global_avgpool(x, xs, xz, ys, yz, info.min, info.max, dt),
+                                  gp.qlinear_global_avgpool(x, xs, xz, ys, yz, info.min, info.max, dt))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(DTYPES), small, small, st.integers(0, 2**31), st.sampled_from([(13, -1), (13, 0), (12, 1)]))
+def test_fast_eq_golden_lut(dt, n, d, seed, opset_axis):
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dt)
+    (xs, ys), (xz, yz) = qparams(rng, dt, 2)
+    x = rng.integers(info.min, info.max + 1, (n, d, 3)).astype(dt)
+    np.testing.assert_array_equal(fl.sigmoid_lut(xs, xz, ys, yz, dt), gl.sigmoid_lut(xs, xz, ys, yz, dt))
+    np.testing.assert_array_equal(fl.leaky_relu_lut(0.1, xs, xz, ys, yz, dt), gl.leaky_relu_lut(0.1, xs, xz, ys, yz, dt))
+    t = gl.sigmoid_lut(xs, xz, ys, yz, dt)
+    np.testing.assert_array_equal(fl.apply_lut(x, t), gl.apply_lut(x, t))
+    opset, axis = opset_axis
+    np.testing.assert_array_equal(fl.qlinear_softmax(x, xs, xz, np.float32(1 / 256), dt(info.min), axis, opset, dt),
+                                  gl.qlinear_softmax(x, xs, xz, np.float32(1 / 256), dt(info.min), axis, opset, dt))
+    args = ([x, x[:, :1]], [xs, ys], [xz, yz], ys, yz, 1, dt)
+    np.testing.assert_array_equal(fl.qlinear_concat(*args), gl.qlinear_concat(*args))
