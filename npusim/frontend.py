@@ -231,3 +231,13 @@ def _type_host_outputs(ctx, node, opsets):
     fallback = ctx.dtype(node.input[0]) if node.input else "f32"
     for o in node.output:
         ctx.add_tensor(o, ONNX_DTYPES.get(types.get(o, 0), fallback))
+
+
+def with_extra_outputs(model: onnx.ModelProto, names) -> bytes:
+    """`model` serialized with the tensors `names` (those it has) added as graph outputs."""
+    have = {o for n in model.graph.node for o in n.output}
+    existing = {o.name for o in model.graph.output}
+    for name in names:
+        if name in have and name not in existing:
+            model.graph.output.append(onnx.ValueInfoProto(name=name))
+    return model.SerializeToString()

@@ -1,0 +1,155 @@
+"""npusim command line: run, verify, inspect.
+
+Every user error (bad model, bad input, unsupported op) prints one line `npusim: error: ...`
+and exits 2, with no traceback; output files are written to a temp file and renamed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from .errors import NpusimError
+
+
+def _default_model():
+    import npusim_models
+    return str(npusim_models.path(npusim_models.DEFAULT))
+
+
+def _parse_kv(items, what):
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise NpusimError(f"{what} {item!r}: expected NAME=VALUE")
+        k, v = item.split("=", 1)
+        out[k] = v
+    return out
+
+
+def _shapes(args):
+    out = {}
+    for name, v in _parse_kv(args.shape, "--shape").items():
+        try:
+            out[name] = tuple(int(d) for d in v.split(","))
+        except ValueError:
+            raise NpusimError(f"--shape {name}={v}: expected comma-separated integers") from None
+    return out
+
+
+def _load_inputs(args, session, seed):
+    from .feeds import random_feeds
+
+    feeds = random_feeds(session.graph, seed, _shapes(args)) if len(args.input or []) < len(session.graph.inputs) \
+        else {}
+    for name, path in _parse_kv(args.input, "--input").items():
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise NpusimError(f"--input {name}={path}: cannot read .npy file ({e})") from None
+    return feeds
+
+
+def _atomic_savez(path, arrays):
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _session(args):
+    from .session import InferenceSession
+    return InferenceSession(args.model or _default_model(), mode=args.mode, kernels=args.kernels)
+
+
+def cmd_run(args):
+    sess = _session(args)
+    feeds = _load_inputs(args, sess, args.seed)
+    outs = sess.run(None, feeds)
+    for name, y in zip(sess.graph.outputs, outs):
+        flat = y.reshape(-1)
+        line = f"{name}: {y.dtype} {tuple(y.shape)}  first values {np.array2string(flat[:6], precision=5)}"
+        if y.ndim == 2 and y.shape[1] > 1:
+            line += f"  argmax {y.argmax(axis=1).tolist()}"
+        print(line)
+    if args.output:
+        _atomic_savez(args.output, dict(zip(sess.graph.outputs, outs)))
+        print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_verify(args):
+    from .report import verify_text
+    from .verify import verify
+
+    sess = _session(args)
+    feeds = [_load_inputs(args, sess, args.seed + i) for i in range(args.inputs)]
+    report = verify(args.model or _default_model(), feeds, args.mode, args.kernels, session=sess)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else verify_text(report))
+    return 0 if report.bit_exact else 1
+
+
+def cmd_inspect(args):
+    from . import ir
+    from .report import inspect_text
+
+    sess = _session(args)
+    values = sess.run_all(_load_inputs(args, sess, args.seed))
+    print(inspect_text(sess, values))
+    if args.save_ir:
+        ir.save(sess.graph, args.save_ir)
+        print(f"wrote {args.save_ir}")
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="npusim", description="Simulate a quantized ONNX model on an integer NPU.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("model", nargs="?", help="ONNX model or npusim IR (.npz); default: the shipped digits model")
+        sp.add_argument("--mode", default="ort", choices=["ort"], help="requantization arithmetic (default ort)")
+        sp.add_argument("--kernels", default="fast", choices=["fast", "golden"])
+        sp.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input array (repeatable)")
+        sp.add_argument("--shape", action="append", metavar="NAME=D0,D1,..",
+                        help="shape of a random input with dynamic dimensions")
+        sp.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+
+    r = sub.add_parser("run", help="run the model on given or seeded random inputs")
+    common(r)
+    r.add_argument("-o", "--output", metavar="OUT.npz", help="write the outputs here")
+    r.set_defaults(func=cmd_run)
+    v = sub.add_parser("verify", help="compare with onnxruntime; exit 0 only when bit-exact")
+    common(v)
+    v.add_argument("--inputs", type=int, default=3, help="number of random input sets (default 3)")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.set_defaults(func=cmd_verify)
+    i = sub.add_parser("inspect", help="print the integer IR: ops, shapes, bits, scales, MACs, weight bytes")
+    common(i)
+    i.add_argument("--save-ir", metavar="OUT.npz", help="also save the IR")
+    i.set_defaults(func=cmd_inspect)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except NpusimError as e:
+        print(f"npusim: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

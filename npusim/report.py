@@ -1,0 +1,77 @@
+"""Tables for people: the IR with concrete shapes, MACs and weight bytes; verify results."""
+from __future__ import annotations
+
+import numpy as np
+
+from .ir import bits
+from .registry import OPS
+
+
+def _shape(a):
+    return "x".join(str(d) for d in a.shape) if a is not None and np.ndim(a) else "-"
+
+
+def _bits(graph, name):
+    t = graph.tensors.get(name)
+    return "-" if t is None or not name else t.dtype
+
+
+def layer_rows(session, values) -> list[dict]:
+    """One row per IR node, with the shapes seen in `values` (a run_all result)."""
+    g = session.graph
+    rows = []
+    for n in g.nodes:
+        ins = [values.get(i) if i else None for i in n.inputs]
+        outs = [values.get(o) for o in n.outputs]
+        macs = 0
+        if n.op in OPS and all(x is not None for x in ins[:2]):
+            macs = OPS[n.op].macs(n, [None if x is None else x.shape for x in ins], [o.shape for o in outs])
+        wbytes = sum(int(np.ceil(g.constants[i].size * bits(g.tensors[i].dtype) / 8))
+                     for i in n.inputs[1:] if i in g.constants and n.op in ("conv", "matmul", "gemm"))
+        q = g.tensors[n.outputs[0]].quant
+        rows.append({"op": n.op, "name": n.source or n.name, "in": _shape(ins[0]) if ins else "-",
+                     "out": _shape(outs[0]), "x": _bits(g, n.inputs[0] if n.inputs else ""),
+                     "w": _bits(g, n.inputs[1]) if n.op in ("conv", "matmul", "gemm") else "-",
+                     "y": _bits(g, n.outputs[0]), "quant": q.describe() if q else "-",
+                     "macs": int(macs), "param_bytes": wbytes,
+                     "host_ops": list(n.attrs["ops"]) if n.op == "host" else []})
+    return rows
+
+
+def format_table(rows, columns) -> str:
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns), "  ".join("-" * widths[c] for c in columns)]
+    for r in rows:
+        lines.append("  ".join(str(r[c]).ljust(widths[c]) for c in columns).rstrip())
+    return "\n".join(lines)
+
+
+def inspect_text(session, values) -> str:
+    rows = layer_rows(session, values)
+    for r in rows:
+        if r["host_ops"]:
+            r["name"] = "host: " + ", ".join(o.split(":")[0] for o in r["host_ops"])
+    cols = ["op", "name", "in", "out", "x", "w", "y", "quant", "macs", "param_bytes"]
+    total_macs = sum(r["macs"] for r in rows)
+    total_w = sum(r["param_bytes"] for r in rows)
+    host = sum(len(r["host_ops"]) for r in rows)
+    npu = sum(1 for r in rows if r["op"] != "host")
+    return (format_table(rows, cols) + f"\n\n{npu} integer ops, {host} host ops in "
+            f"{sum(1 for r in rows if r['host_ops'])} islands; {total_macs:,} MACs; {total_w:,} parameter bytes")
+
+
+def verify_text(report) -> str:
+    lines = [f"model: {report.model}", f"mode: {report.mode}, input sets: {report.input_sets}", ""]
+    rows = [{"output": c.name, "elements": c.elements, "exact": f"{100 * c.exact_fraction:.4f}%",
+             "max_diff_lsb": f"{c.max_lsb:g}"} for c in report.outputs]
+    lines.append(format_table(rows, ["output", "elements", "exact", "max_diff_lsb"]))
+    inter = report.intermediates
+    bad = [c for c in inter if c.exact != c.elements]
+    lines.append("")
+    lines.append(f"intermediate quantized tensors: {len(inter)} compared, {len(inter) - len(bad)} bit-exact")
+    for c in bad[:20]:
+        lines.append(f"  {c.name}: {100 * c.exact_fraction:.4f}% exact, max {c.max_lsb:g} LSB")
+    lines.append(f"host ops ({len(report.host_ops)}): " + (", ".join(report.host_ops) if report.host_ops else "none"))
+    lines.append("")
+    lines.append("BIT-EXACT" if report.bit_exact else "NOT BIT-EXACT")
+    return "\n".join(lines)

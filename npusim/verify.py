@@ -1,0 +1,105 @@
+"""Bit-exactness against onnxruntime: npusim and onnxruntime on the same inputs.
+
+Outputs are compared with onnxruntime running the original model as a user would (default
+session options). Intermediate quantized tensors are compared with onnxruntime running the
+model as its optimizer left it (the graph npusim imported, so tensor names match), with
+those tensors exposed as extra outputs and no further optimization.
+Differences are counted in LSBs: integer units for quantized tensors, and |a - b| / scale
+for a float output produced by a DequantizeLinear (its quantization step).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import frontend
+from .ir import is_quantized
+from .session import InferenceSession
+
+
+@dataclass
+class Compare:
+    name: str
+    elements: int = 0
+    exact: int = 0
+    max_lsb: float = 0.0
+
+    @property
+    def exact_fraction(self) -> float:
+        return self.exact / self.elements if self.elements else 1.0
+
+    def add(self, a: np.ndarray, b: np.ndarray, lsb: float):
+        if a.shape != b.shape:
+            raise ValueError(f"tensor {self.name!r}: npusim shape {a.shape} vs onnxruntime {b.shape}")
+        d = np.abs(a.astype(np.float64) - b.astype(np.float64)) / lsb
+        self.elements += a.size
+        self.exact += int(np.count_nonzero(a == b))
+        self.max_lsb = max(self.max_lsb, float(d.max()) if d.size else 0.0)
+
+
+@dataclass
+class VerifyReport:
+    model: str
+    mode: str
+    input_sets: int
+    outputs: list = field(default_factory=list)
+    intermediates: list = field(default_factory=list)
+    host_ops: list = field(default_factory=list)
+
+    @property
+    def bit_exact(self) -> bool:
+        return all(c.exact == c.elements for c in self.outputs)
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k not in ("outputs", "intermediates")}
+        d["bit_exact"] = self.bit_exact
+        d["outputs"] = [dict(asdict(c), exact_fraction=c.exact_fraction) for c in self.outputs]
+        d["intermediates"] = {
+            "compared": len(self.intermediates),
+            "exact": sum(c.exact == c.elements for c in self.intermediates),
+            "not_exact": [dict(asdict(c), exact_fraction=c.exact_fraction)
+                          for c in self.intermediates if c.exact != c.elements],
+        }
+        return d
+
+
+def _lsb(session, name):
+    """Quantization step of a graph output: 1 for integers, the DequantizeLinear scale for floats."""
+    for n in session.graph.nodes:
+        if name in n.outputs and n.op == "dequantize" and n.attrs["scale"].size == 1:
+            return float(n.attrs["scale"].reshape(-1)[0])
+    return 1.0
+
+
+def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None) -> VerifyReport:
+    import onnxruntime as ort
+
+    sess = session or InferenceSession(model_path, mode=mode, kernels=kernels)
+    g = sess.graph
+    ref = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    inner = [t for t, tensor in g.tensors.items()
+             if is_quantized(tensor.dtype) and t not in g.constants and t not in g.inputs and t not in g.outputs
+             and not t.endswith("::acc")]
+    exposed = frontend.with_extra_outputs(frontend.optimize_like_onnxruntime(frontend.read_model(str(model_path)),
+                                                                             str(model_path)), inner)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    ref_inner = ort.InferenceSession(exposed, so, providers=["CPUExecutionProvider"])
+    inner_names = [o.name for o in ref_inner.get_outputs() if o.name in set(inner)]
+
+    report = VerifyReport(str(model_path), mode, len(feeds_list))
+    outs = {n: Compare(n) for n in g.outputs}
+    mids = {n: Compare(n) for n in inner_names}
+    lsbs = {n: _lsb(sess, n) for n in g.outputs}
+    for feeds in feeds_list:
+        values = sess.run_all(feeds)
+        for name, want in zip(g.outputs, ref.run(list(g.outputs), feeds)):
+            outs[name].add(values[name], want, lsbs[name])
+        for name, want in zip(inner_names, ref_inner.run(inner_names, feeds)):
+            mids[name].add(values[name], want, 1.0)
+    report.outputs = list(outs.values())
+    report.intermediates = list(mids.values())
+    report.host_ops = [op for n in g.host_nodes() for op in n.attrs["ops"]]
+    return report
