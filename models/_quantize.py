@@ -1,0 +1,84 @@
+"""The six static-quantization variants every zoo family is built in, and one function that makes them.
+
+A variant name is `<format>_<granularity>_<activations>`:
+
+    format       qop = QOperator (QLinearConv, QLinearAdd, QGemm, ... nodes)
+                 qdq = QuantizeLinear/DequantizeLinear pairs around float ops
+    granularity  pc  = per-channel weight scales (axis 0 of each weight)
+                 pt  = one scale per weight tensor
+    activations  u8  = uint8 activations (QUInt8), s8 = int8 activations (QInt8)
+
+Weights are always QInt8. Calibration is MinMax over a fixed list of feeds, so a build is
+deterministic for a given onnxruntime version; activations are asymmetric (zero point free),
+weights symmetric (zero point 0), which are onnxruntime's defaults.
+"""
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                      quantize_static)
+
+# name -> (format, per_channel, activation type)
+VARIANTS = {
+    "qop_pc_u8": (QuantFormat.QOperator, True, QuantType.QUInt8),
+    "qop_pt_u8": (QuantFormat.QOperator, False, QuantType.QUInt8),
+    "qdq_pc_u8": (QuantFormat.QDQ, True, QuantType.QUInt8),
+    "qop_pc_s8": (QuantFormat.QOperator, True, QuantType.QInt8),
+    "qop_pt_s8": (QuantFormat.QOperator, False, QuantType.QInt8),
+    "qdq_pc_s8": (QuantFormat.QDQ, True, QuantType.QInt8),
+}
+
+
+class _FeedReader(CalibrationDataReader):
+    """Hands quantize_static a fixed list of feeds, once."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self._it = iter(feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def quantize(float_path: pathlib.Path, out_path: pathlib.Path, variant: str,
+             calib_feeds: list[dict[str, np.ndarray]]) -> pathlib.Path:
+    """Quantize `float_path` into `out_path` as `variant` (a key of VARIANTS).
+
+    Writes to a temporary file in the destination directory and renames it, so an
+    interrupted build leaves no half-written model under `out_path`.
+    """
+    fmt, per_channel, act_type = VARIANTS[variant]
+    out_path = pathlib.Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".onnx.tmp", dir=out_path.parent)
+    os.close(fd)
+    try:
+        quantize_static(str(float_path), tmp, _FeedReader(calib_feeds),
+                        quant_format=fmt, per_channel=per_channel,
+                        activation_type=act_type, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return out_path
+
+
+def save_atomic(model, out_path: pathlib.Path) -> pathlib.Path:
+    """onnx.save through a temporary file and a rename (same reason as `quantize`)."""
+    import onnx
+
+    out_path = pathlib.Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".onnx.tmp", dir=out_path.parent)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return out_path
