@@ -38,12 +38,10 @@ def _add_core(a, b, r_a, r_b, k, mode, qmin, qmax, out):
     for i in range(a.size):
         fa = np.float32(a[i])
         fb = np.float32(b[i])
-        if mode == 0:
-            v = fma_f32(fa, r_a, fma_f32(fb, r_b, k))
-        elif mode == 1:
-            v = fma_f32(fb, r_b, np.float32(k + np.float32(fa * r_a)))
+        if mode == 1:
+            v = fma_f32(fb, r_b, fma_f32(fa, r_a, k))
         else:
-            v = fma_f32(fa, r_a, np.float32(k + np.float32(fb * r_b)))
+            v = fma_f32(fa, r_a, fma_f32(fb, r_b, k))
         out[i] = _cvt_sat(v, qmin, qmax)
 
 

@@ -64,8 +64,10 @@ def qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, qmin, qmax, o
 
     r_a = f32(a_scale / y_scale), r_b = f32(b_scale / y_scale)
     k = f32(y_zp) - (r_a*a_zp + r_b*b_zp)                        (each op rounded to f32)
-    both vectors:   v = fma(a, r_a, fma(b, r_b, k))
-    s scalar per span (v_ the other input): v = fma(v_, r_v, k + f32(s * r_s))
+    both vectors, or b scalar per span:  v = fma(a, r_a, fma(b, r_b, k))
+    a scalar per span:                   v = fma(b, r_b, fma(a, r_a, k))
+        (MLAS folds the scalar into the fixed part with one FMA before the vector loop; the
+        order of the two FMAs is what distinguishes the cases)
     y = clamp(clamp(round_half_even(v), int16), qmin, qmax)      (zero points enter via k)
     """
     r_a = F32(F32(a_scale) / F32(y_scale))
@@ -73,12 +75,10 @@ def qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, qmin, qmax, o
     k = F32(F32(y_zp) - F32(F32(r_a * F32(a_zp)) + F32(r_b * F32(b_zp))))
     mode = broadcast_mode(np.shape(a), np.shape(b))
     fa, fb = np.broadcast_arrays(np.asarray(a).astype(F32), np.asarray(b).astype(F32))
-    if mode == "vv":
-        v = fma_f32(fa, r_a, fma_f32(fb, r_b, k))
-    elif mode == "a_scalar":
-        v = fma_f32(fb, r_b, (k + (fa * r_a).astype(F32)).astype(F32))
+    if mode == "a_scalar":
+        v = fma_f32(fb, r_b, fma_f32(fa, r_a, k))
     else:
-        v = fma_f32(fa, r_a, (k + (fb * r_b).astype(F32)).astype(F32))
+        v = fma_f32(fa, r_a, fma_f32(fb, r_b, k))
     return _saturate(cvtps_epi32(v), qmin, qmax, out_dtype)
 
 
