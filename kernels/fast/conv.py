@@ -1,20 +1,30 @@
-"""Fast 2-D integer convolution, same contract as golden.conv.conv_acc.
+"""Fast 2-D integer convolution, same contract as golden.conv.conv_acc; NCHW in, NCHW out.
 
 acc:i32[n, m, oh, ow] = Σ_{c, kh, kw} (x − x_zp)·(w − w_zp[m]) + bias[m]; padding contributes 0.
 Int32 result that wraps modulo 2^32 on overflow (the golden kernel raises instead).
+Every path is one Numba call (no NCHW<->NHWC transposes, no per-call Python loops);
+the path is chosen by `conv_acc`:
 
-Dense / grouped path: im2col of d = x − x_zp (Numba), then per group a float32 BLAS sgemm
-(numpy.matmul) over K-chunks of at most kc terms, kc·max|d|·max|w − w_zp| < 2^24: every
-partial sum, in whatever order BLAS adds, is an integer below 2^24 and so exact in float32;
-each chunk is converted to int32 and added to the int32 accumulator. If not even one term
-fits (operands wider than 12 bits) an int32 multiply-add loop is used instead.
-Depthwise path (group == C == M): direct int32 loop in NHWC, channels innermost (vectorized).
+* depthwise (group == C == M): `_conv_depthwise`, a direct int32 loop per channel over a
+  zero-padded plane of d = x − x_zp, one output row accumulated in int32 across the kH·kW
+  taps (the row is contiguous, so the loop vectorizes). Exact: int32 arithmetic, wraps.
+* dense / grouped with M·K·OH·OW <= SMALL_MACS, or operands too wide for float32 (see below):
+  `_conv_gemm_i32`, im2col of d into int32 (K, OH·OW), K = C/group·kH·kW (a 1x1 stride-1 conv
+  is a plain copy), then an int32 GEMM blocked over 4 output channels so each column of d
+  is loaded once per 4 rows. Exact: int32 multiply-add, wraps modulo 2^32 like the contract.
+  At these sizes it beats BLAS, whose call and float conversion cost more than the MACs.
+* otherwise: `_conv_gemm_f32`, the same im2col in float32 and a float32 sgemm (np.dot,
+  BLAS) over K-chunks of kc terms, kc·max|x − x_zp|·max|w − w_zp| < 2^24: every partial
+  sum, in whatever order BLAS adds, is an integer of magnitude below 2^24 and so exact in
+  float32; each chunk is converted to int32 and added to the int32 accumulator. If not even
+  one term fits (operands wider than 12 bits), kc = 0 and the int32 path is taken.
 """
 import numpy as np
 
 from npusim_kernels.fast._jit import njit
 
 F32_EXACT = 1 << 24  # every integer of magnitude < 2^24 is exact in float32
+SMALL_MACS = 1 << 17  # below this many multiply-adds the int32 loop beats BLAS (measured, cls model)
 
 
 def _out_hw(h, w, kh, kw, strides, pads, dilations):
@@ -24,91 +34,195 @@ def _out_hw(h, w, kh, kw, strides, pads, dilations):
 
 
 @njit
-def _pad_sub_f32(x_chw, x_zp, top, left, bottom, right):
-    """d:f32 (C, H+top+bottom, W+left+right) = x − x_zp inside, 0 in the padding (exact)."""
-    c, h, w = x_chw.shape
-    d = np.zeros((c, h + top + bottom, w + left + right), np.float32)
-    for b in range(c):
-        for i in range(h):
-            for j in range(w):
-                d[b, top + i, left + j] = np.float32(np.int32(x_chw[b, i, j]) - np.int32(x_zp))
-    return d
+def _weights(w_mk, w_zp):
+    """wd:i32 (M, K) = w − w_zp[m], and max|wd| (at least 1) as int64."""
+    m, k = w_mk.shape
+    wd = np.empty((m, k), np.int32)
+    mx = 1
+    for o in range(m):
+        z = np.int32(w_zp[o])
+        for r in range(k):
+            v = np.int32(w_mk[o, r]) - z
+            wd[o, r] = v
+            mx = max(mx, abs(np.int64(v)))
+    return wd, mx
 
 
 @njit
-def _im2col(d_chw, c0, cg, kh, kw, sh, sw, dh, dw, oh, ow):
-    """col:f32 (cg·kh·kw, oh·ow), row k = (c, i, j) in OIHW weight order."""
-    col = np.empty((cg * kh * kw, oh * ow), np.float32)
+def _im2col(x_chw, c0, cg, x_zp, kh, kw, sh, sw, dh, dw, top, left, oh, ow, col):
+    """col[(c, i, j), y·OW + x] = x[c0 + c, y·sH − top + i·dH, x·sW − left + j·dW] − x_zp, 0 outside.
+
+    Rows in OIHW weight order; col's dtype (int32 or float32) holds every value exactly.
+    """
+    h, w = x_chw.shape[1], x_chw.shape[2]
+    z = np.int32(x_zp)
     r = 0
     for c in range(cg):
         for i in range(kh):
             for j in range(kw):
                 for y in range(oh):
-                    src = d_chw[c0 + c, y * sh + i * dh]
+                    iy = y * sh - top + i * dh
                     base = y * ow
+                    if iy < 0 or iy >= h:
+                        for x in range(ow):
+                            col[r, base + x] = 0
+                        continue
+                    src = x_chw[c0 + c, iy]
                     for x in range(ow):
-                        col[r, base + x] = src[x * sw + j * dw]
+                        ix = x * sw - left + j * dw
+                        if ix >= 0 and ix < w:
+                            col[r, base + x] = np.int32(src[ix]) - z
+                        else:
+                            col[r, base + x] = 0
                 r += 1
-    return col
 
 
 @njit
-def _gemm_i32(wd_i32, col_f32, out_i32):
-    """out_i32 += wd·col in int32 (wraps), for operands too wide for the float32 path."""
-    m, k = wd_i32.shape
-    p = col_f32.shape[1]
-    for a in range(m):
-        for r in range(k):
-            wv = wd_i32[a, r]
-            for q in range(p):
-                out_i32[a, q] += np.int32(wv * np.int32(col_f32[r, q]))
+def _gemm_i32(wd, col, bias, out):
+    """out:i32 (Mg, P) = wd (Mg, K) · col (K, P) + bias (Mg,), int32 multiply-add (wraps).
 
-
-def _gemm_acc(wd_i32, col_f32, kc, out_i32):
-    """out_i32 += wd·col: float32 sgemm over K-chunks of kc (exact, see module doc), else int32."""
-    if kc <= 0:
-        _gemm_i32(np.ascontiguousarray(wd_i32), col_f32, out_i32)
-        return
-    wd_f32 = wd_i32.astype(np.float32)
-    for k0 in range(0, wd_i32.shape[1], kc):
-        out_i32 += np.matmul(wd_f32[:, k0:k0 + kc], col_f32[k0:k0 + kc]).astype(np.int32)
-
-
-@njit
-def _pad_sub_nhwc(x_nhwc, x_zp, top, left, bottom, right):
-    """d:i32 (N, H+top+bottom, W+left+right, C) = x − x_zp inside, 0 in the padding."""
-    n, h, w, c = x_nhwc.shape
-    d = np.zeros((n, h + top + bottom, w + left + right, c), np.int32)
-    for a in range(n):
-        for i in range(h):
-            for j in range(w):
-                for b in range(c):
-                    d[a, top + i, left + j, b] = np.int32(x_nhwc[a, i, j, b]) - np.int32(x_zp)
-    return d
-
-
-@njit
-def _conv_depthwise_nhwc(d_nhwc, wd_hwc, kh, kw, sh, sw, dh, dw, oh, ow):
-    """acc:i32 (N, OH, OW, C) = Σ_{i,j} d[n, y·sh + i·dh, x·sw + j·dw, c]·wd[i, j, c].
-
-    Channels innermost (contiguous), so the loop vectorizes for any stride; a private
-    accumulator row avoids aliasing with the input.
+    Four output rows at a time share each loaded column element; P == 1 is a dot product.
     """
-    n, c = d_nhwc.shape[0], d_nhwc.shape[3]
-    out = np.empty((n, oh, ow, c), np.int32)
-    acc = np.empty(c, np.int32)
+    m, k = wd.shape
+    p = col.shape[1]
+    if p == 1:
+        for o in range(m):
+            s = np.int32(bias[o])
+            for r in range(k):
+                s += wd[o, r] * col[r, 0]
+            out[o, 0] = s
+        return
+    m4 = m - m % 4
+    for o in range(0, m4, 4):
+        r0, r1, r2, r3 = out[o], out[o + 1], out[o + 2], out[o + 3]
+        b0, b1, b2, b3 = bias[o], bias[o + 1], bias[o + 2], bias[o + 3]
+        for q in range(p):
+            r0[q] = b0
+            r1[q] = b1
+            r2[q] = b2
+            r3[q] = b3
+        for r in range(k):
+            w0, w1, w2, w3 = wd[o, r], wd[o + 1, r], wd[o + 2, r], wd[o + 3, r]
+            src = col[r]
+            for q in range(p):
+                v = src[q]
+                r0[q] += w0 * v
+                r1[q] += w1 * v
+                r2[q] += w2 * v
+                r3[q] += w3 * v
+    for o in range(m4, m):
+        row = out[o]
+        for q in range(p):
+            row[q] = bias[o]
+        for r in range(k):
+            wv = wd[o, r]
+            src = col[r]
+            for q in range(p):
+                row[q] += wv * src[q]
+
+
+@njit
+def _conv_gemm_i32(x_nchw, x_zp, wd, bias, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
+    """acc:i32 (N, M, OH·OW) through int32 im2col + int32 GEMM (exact, wraps)."""
+    n, c = x_nchw.shape[0], x_nchw.shape[1]
+    m, k = wd.shape
+    cg, mg = c // group, m // group
+    acc = np.empty((n, m, oh * ow), np.int32)
+    col = np.empty((k, oh * ow), np.int32)
     for a in range(n):
-        for y in range(oh):
-            for x in range(ow):
-                acc[:] = 0
+        for g in range(group):
+            _im2col(x_nchw[a], g * cg, cg, x_zp, kh, kw, sh, sw, dh, dw, top, left, oh, ow, col)
+            _gemm_i32(wd[g * mg:(g + 1) * mg], col, bias[g * mg:(g + 1) * mg], acc[a, g * mg:(g + 1) * mg])
+    return acc
+
+
+@njit
+def _conv_gemm_f32(x_nchw, x_zp, wd, bias, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow, kc):
+    """acc:i32 (N, M, OH·OW) through float32 im2col + sgemm in K-chunks of kc (exact, module doc)."""
+    n, c = x_nchw.shape[0], x_nchw.shape[1]
+    m, k = wd.shape
+    cg, mg = c // group, m // group
+    p = oh * ow
+    wf = wd.astype(np.float32)
+    acc = np.empty((n, m, p), np.int32)
+    col = np.empty((k, p), np.float32)
+    for a in range(n):
+        for g in range(group):
+            _im2col(x_nchw[a], g * cg, cg, x_zp, kh, kw, sh, sw, dh, dw, top, left, oh, ow, col)
+            for o in range(mg):
+                acc[a, g * mg + o, :] = bias[g * mg + o]
+            for k0 in range(0, k, kc):
+                k1 = min(k, k0 + kc)
+                wch = np.ascontiguousarray(wf[g * mg:(g + 1) * mg, k0:k1])
+                part = np.dot(wch, col[k0:k1])  # |every partial sum| < 2^24: exact
+                for o in range(mg):
+                    dst = acc[a, g * mg + o]
+                    src = part[o]
+                    for q in range(p):
+                        dst[q] += np.int32(src[q])
+    return acc
+
+
+@njit
+def _conv_depthwise(x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
+    """acc:i32 (N, C, OH, OW) = Σ_{i,j} d[n, c, y·sH + i·dH, x·sW + j·dW]·wd[c, i·kW + j] + bias[c].
+
+    d = x − x_zp on a zero-padded int32 plane (one channel at a time, reused); one output
+    row is accumulated in int32 over the taps, innermost loop over the contiguous row.
+    """
+    n, c, h, w = x_nchw.shape
+    hp = max(h + top, (oh - 1) * sh + (kh - 1) * dh + 1)
+    wp = max(w + left, (ow - 1) * sw + (kw - 1) * dw + 1)
+    plane = np.zeros((hp, wp), np.int32)
+    acc = np.empty((n, c, oh, ow), np.int32)
+    z = np.int32(x_zp)
+    for a in range(n):
+        for ch in range(c):
+            for i in range(h):
+                src = x_nchw[a, ch, i]
+                dst = plane[top + i, left:]
+                for j in range(w):
+                    dst[j] = np.int32(src[j]) - z
+            for y in range(oh):
+                b = bias[ch]
+                row = acc[a, ch, y]
+                for x in range(ow):
+                    row[x] = b
                 for i in range(kh):
+                    prow = plane[y * sh + i * dh]
+                    if sw == 1 and kw == 3:  # all taps of the row in one pass: fewer row loads/stores
+                        w0, w1, w2 = wd[ch, i * 3], wd[ch, i * 3 + 1], wd[ch, i * 3 + 2]
+                        t0, t1, t2 = prow[0:], prow[dw:], prow[2 * dw:]
+                        for x in range(ow):
+                            row[x] += w0 * t0[x] + w1 * t1[x] + w2 * t2[x]
+                        continue
+                    if sw == 1 and kw == 5:
+                        w0, w1, w2, w3, w4 = (wd[ch, i * 5], wd[ch, i * 5 + 1], wd[ch, i * 5 + 2],
+                                              wd[ch, i * 5 + 3], wd[ch, i * 5 + 4])
+                        t0, t1, t2, t3, t4 = prow[0:], prow[dw:], prow[2 * dw:], prow[3 * dw:], prow[4 * dw:]
+                        for x in range(ow):
+                            row[x] += w0 * t0[x] + w1 * t1[x] + w2 * t2[x] + w3 * t3[x] + w4 * t4[x]
+                        continue
                     for j in range(kw):
-                        src = d_nhwc[a, y * sh + i * dh, x * sw + j * dw]
-                        wv = wd_hwc[i, j]
-                        for ch in range(c):
-                            acc[ch] += wv[ch] * src[ch]
-                out[a, y, x] = acc
-    return out
+                        wv = wd[ch, i * kw + j]
+                        tap = prow[j * dw:]  # a view: its indices below are provably >= 0
+                        if sw == 1:
+                            for x in range(ow):
+                                row[x] += wv * tap[x]
+                        else:
+                            for x in range(ow):
+                                row[x] += wv * tap[x * sw]
+    return acc
+
+
+_BYTE_RANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
+
+
+def _vec_i32(v, m):
+    """v as a contiguous int32 (m,) array; a per-tensor scalar is repeated. No copy if already so."""
+    if type(v) is np.ndarray and v.dtype == np.int32 and v.shape == (m,) and v.flags.c_contiguous:
+        return v
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.int32).reshape(-1), (m,)))
 
 
 def conv_acc(x_nchw, x_zp, w_oihw, w_zp, bias_i32, strides, pads, dilations, group):
@@ -116,38 +230,31 @@ def conv_acc(x_nchw, x_zp, w_oihw, w_zp, bias_i32, strides, pads, dilations, gro
 
     x_nchw: integer (N, C, H, W); x_zp: int; w_oihw: integer (M, C/group, kH, kW);
     w_zp: int32 (M,); bias_i32: int32 (M,); strides (sH, sW); pads (top, left, bottom, right);
-    dilations (dH, dW); group: int. No rounding, no saturation.
+    dilations (dH, dW); group: int. No rounding, no saturation. Path: see the module doc.
     """
     n, c, h, w = x_nchw.shape
     m, cg, kh, kw = w_oihw.shape
+    group = int(group)
     assert c == cg * group and m % group == 0, "channel / group mismatch"
     oh, ow = _out_hw(h, w, kh, kw, strides, pads, dilations)
-    top, left, bottom, right = (int(p) for p in pads)
-    sh, sw = (int(s) for s in strides)
-    dh, dw = (int(s) for s in dilations)
-    zp = np.int64(x_zp)
-    wd = w_oihw.astype(np.int32) - np.asarray(w_zp, np.int32).reshape(m, 1, 1, 1)
+    top, left = int(pads[0]), int(pads[1])
+    sh, sw = int(strides[0]), int(strides[1])
+    dh, dw = int(dilations[0]), int(dilations[1])
+    x = np.ascontiguousarray(x_nchw)
+    zp = int(x_zp)
+    wd, w_abs = _weights(np.ascontiguousarray(w_oihw).reshape(m, cg * kh * kw), _vec_i32(w_zp, m))
+    bias = _vec_i32(bias_i32, m)
+    geo = (kh, kw, sh, sw, dh, dw, top, left, oh, ow)
     if group == c == m:
-        x_nhwc = np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1))
-        d = _pad_sub_nhwc(x_nhwc, zp, top, left, bottom, right)
-        wd_hwc = np.ascontiguousarray(wd.reshape(m, kh, kw).transpose(1, 2, 0))
-        acc = _conv_depthwise_nhwc(d, wd_hwc, kh, kw, sh, sw, dh, dw, oh, ow).transpose(0, 3, 1, 2)
-        acc = np.ascontiguousarray(acc)
+        return _conv_depthwise(x, zp, wd, bias, *geo)
+    if x.dtype in _BYTE_RANGE:  # the dtype's range bounds |x − x_zp| without reading the data
+        lo, hi = _BYTE_RANGE[x.dtype]
+        x_abs = max(abs(lo - zp), abs(hi - zp), 1)
     else:
-        wd = wd.reshape(m, cg * kh * kw)
-        x_abs = max(abs(int(x_nchw.min(initial=0)) - int(zp)), abs(int(x_nchw.max(initial=0)) - int(zp)), 1)
-        kc = (F32_EXACT - 1) // (x_abs * max(1, int(np.abs(wd).max(initial=0))))
-        mg = m // group
-        acc = np.zeros((n, m, oh * ow), np.int32)
-        pointwise = kh == kw == sh == sw == 1 and top == left == bottom == right == 0
-        for a in range(n):
-            d = _pad_sub_f32(x_nchw[a], zp, top, left, bottom, right)
-            for g in range(group):
-                if pointwise:  # the input itself is the column matrix
-                    col = d[g * cg:(g + 1) * cg].reshape(cg, oh * ow)
-                else:
-                    col = _im2col(d, g * cg, cg, kh, kw, sh, sw, dh, dw, oh, ow)
-                _gemm_acc(wd[g * mg:(g + 1) * mg], col, kc, acc[a, g * mg:(g + 1) * mg])
-        acc = acc.reshape(n, m, oh, ow)
-    acc += np.asarray(bias_i32, np.int32).reshape(1, m, 1, 1)
-    return acc
+        x_abs = max(abs(int(x.min(initial=0)) - zp), abs(int(x.max(initial=0)) - zp), 1)
+    kc = (F32_EXACT - 1) // (x_abs * int(w_abs))
+    if kc <= 0 or m * cg * kh * kw * oh * ow <= SMALL_MACS:
+        acc = _conv_gemm_i32(x, zp, wd, bias, group, *geo)
+    else:
+        acc = _conv_gemm_f32(x, zp, wd, bias, group, *geo, kc)
+    return acc.reshape(n, m, oh, ow)

@@ -9,21 +9,27 @@ from npusim_kernels.fast._jit import njit
 
 
 @njit
-def _requant(acc_3d, scale_f32, y_zp, qmin, qmax):
-    """acc (outer, C, inner) with scale (C,) or (1,); returns int32 (outer, C, inner)."""
+def _requant(acc_3d, scale_f32, y_zp, qmin, qmax, out):
+    """out[a, c, i] = rne(clamp(f32(acc[a, c, i])·scale[c or 0], qmin − y_zp, qmax − y_zp)) + y_zp.
+
+    acc (outer, C, inner) int32, scale (C,) or (1,); out has acc's shape and the output dtype
+    and is written in the same single pass (no int32 temporary). The clamp bounds are integers,
+    so rne(f) + y_zp lies in [qmin, qmax] and the cast to out's dtype is exact.
+    """
     o, c, n = acc_3d.shape
-    out = np.empty((o, c, n), np.int32)
     lo = np.float32(qmin - y_zp)
     hi = np.float32(qmax - y_zp)
+    z = np.int32(y_zp)
     per_ch = scale_f32.shape[0] > 1
     for a in range(o):
         for ch in range(c):
             s = scale_f32[ch] if per_ch else scale_f32[0]
+            src = acc_3d[a, ch]
+            dst = out[a, ch]
             for i in range(n):
-                f = np.float32(acc_3d[a, ch, i]) * s
+                f = np.float32(src[i]) * s
                 f = min(max(f, lo), hi)
-                out[a, ch, i] = np.int32(np.rint(f)) + np.int32(y_zp)
-    return out
+                dst[i] = np.int32(np.rint(f)) + z
 
 
 def requantize_f32(acc_i32, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
@@ -31,15 +37,19 @@ def requantize_f32(acc_i32, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
 
     acc_i32: int32 ndarray; scale_f32: float32 of size 1 or acc.shape[axis]; y_zp: int;
     qmin/qmax: output range; rounding: half to even; saturation: float clamp before rounding.
+    One Numba pass writes the output dtype directly.
     """
-    acc = np.asarray(acc_i32)
-    s = np.ascontiguousarray(np.asarray(scale_f32, np.float32).reshape(-1))
-    if acc.ndim == 0:
-        acc3 = acc.reshape(1, 1, 1)
-    elif s.size > 1:
+    acc = np.ascontiguousarray(acc_i32, np.int32)
+    s = np.ascontiguousarray(scale_f32, np.float32).reshape(-1)
+    shape = acc.shape
+    if s.size > 1 and acc.ndim:
         ax = axis % acc.ndim
-        acc3 = acc.reshape(int(np.prod(acc.shape[:ax], dtype=np.int64)), acc.shape[ax], -1)
+        outer = 1
+        for v in shape[:ax]:
+            outer *= v
+        acc3 = acc.reshape(outer, shape[ax], -1)
     else:
         acc3 = acc.reshape(1, 1, -1)
-    y = _requant(np.ascontiguousarray(acc3), s, np.int64(y_zp), np.int64(qmin), np.int64(qmax))
-    return y.reshape(acc.shape).astype(out_dtype)
+    y = np.empty(acc3.shape, out_dtype)
+    _requant(acc3, s, int(y_zp), int(qmin), int(qmax), y)
+    return y.reshape(shape)

@@ -298,6 +298,34 @@ def test_conv_fast_eq_golden_wide_operands():
     np.testing.assert_array_equal(fconv.conv_acc(*args), gconv.conv_acc(*args))
 
 
+@pytest.mark.parametrize("case", [
+    # (N, C, M, group, (kH, kW), strides, pads, dilations, (H, W)), chosen to hit each fast path
+    (1, 48, 64, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (12, 48)),   # float32 sgemm, one chunk
+    (2, 40, 24, 1, (3, 3), (2, 1), (1, 2, 0, 1), (1, 2), (11, 30)),   # float32 sgemm, K=360 > kc: chunks
+    (1, 12, 18, 3, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (12, 40)),   # float32 sgemm, grouped
+    (1, 8, 8, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (24, 96)),     # int32 GEMM, 1x1
+    (1, 50, 200, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (1, 1)),    # int32 GEMM, P == 1
+    (2, 24, 24, 24, (3, 3), (2, 1), (1, 1, 1, 1), (1, 1), (12, 96)),  # depthwise kW=3, sW=1
+    (1, 40, 40, 40, (5, 5), (1, 1), (2, 2, 2, 2), (1, 2), (3, 96)),   # depthwise kW=5, dilated
+    (1, 16, 16, 16, (5, 4), (2, 3), (0, 2, 3, 1), (2, 1), (9, 20)),   # depthwise generic taps
+])
+@pytest.mark.parametrize("xt,wt", [("u8", "s8"), ("s8", "s8"), ("u8", "u8")])
+def test_conv_fast_eq_golden_paths(case, xt, wt):
+    """Layer sizes of the PP-OCR classifier and beyond; operands at the type extremes."""
+    n, c, m, group, k, strides, pads, dil, hw = case
+    rng = np.random.default_rng(hash((case, xt, wt)) % 2 ** 32)
+    xlo, xhi, xdt = _RANGES[xt]
+    wlo, whi, wdt = _RANGES[wt]
+    x = rng.choice(np.array([xlo, xhi, xlo + 1, xhi - 1, (xlo + xhi) // 2]), (n, c, *hw)).astype(xdt)
+    x[..., 1::3] = rng.integers(xlo, xhi + 1, x[..., 1::3].shape)
+    w = rng.choice(np.array([wlo, whi]), (m, c // group, *k)).astype(wdt)
+    w_zp = np.where(np.arange(m) % 2, whi, wlo).astype(np.int32)  # |w − w_zp| up to 255
+    for x_zp in (xlo, xhi, (xlo + xhi) // 2):
+        bias = rng.integers(-2 ** 20, 2 ** 20, m).astype(np.int32)
+        args = (x, x_zp, w, w_zp, bias, strides, pads, dil, group)
+        np.testing.assert_array_equal(fconv.conv_acc(*args), gconv.conv_acc(*args))
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.integers(0, 2 ** 31), st.sampled_from([(), (2,), (2, 1)]), st.sampled_from(["u8", "s8", "u4", "s4"]),
        st.booleans())
