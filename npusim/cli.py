@@ -49,8 +49,11 @@ def _load_inputs(args, session, seed):
     for name, path in _parse_kv(args.input, "--input").items():
         try:
             feeds[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise NpusimError(f"--input {name}={path}: cannot read .npy file ({e})") from None
+        except OSError as e:
+            raise NpusimError(f"--input {name}={path}: cannot read .npy file ({e.strerror or e})") from None
+        except ValueError as e:  # numpy tries unknown formats as pickles: its message would mislead
+            raise NpusimError(f"--input {name}={path}: not a .npy array file"
+                              + ("" if "pickle" in str(e) else f" ({e})")) from None
     return feeds
 
 

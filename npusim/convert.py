@@ -195,8 +195,14 @@ def _qconcat(ctx, node):
     return True
 
 
+def _runtime_parameters(ctx, node):
+    """True when a Q/DQ node's scale or zero point is computed at run time (e.g. an expanded
+    DynamicQuantizeLinear): no integer form here, the node runs on the host."""
+    return any(x and x not in ctx.constants for x in node.input[1:3])
+
+
 def _quantize(ctx, node):
-    if ctx.dtype(node.input[0]) not in ("f32",):
+    if ctx.dtype(node.input[0]) not in ("f32",) or _runtime_parameters(ctx, node):
         return False
     a = _attrs(node)
     scale = ctx.const(node, 1, "y_scale")
@@ -219,7 +225,7 @@ def _quantize(ctx, node):
 
 def _dequantize(ctx, node):
     dtype = ctx.dtype(node.input[0])
-    if not (is_quantized(dtype) or dtype == "i32"):
+    if not (is_quantized(dtype) or dtype == "i32") or _runtime_parameters(ctx, node):
         return False
     a = _attrs(node)
     scale = ctx.const(node, 1, "x_scale")

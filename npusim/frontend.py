@@ -137,6 +137,8 @@ def _to_ir(model: onnx.ModelProto, name: str) -> Graph:
             ctx.constants[node.output[0]] = arr
             ctx.add_tensor(node.output[0], ONNX_DTYPES.get(node.attribute[0].t.data_type, "?"), tuple(arr.shape))
             continue
+        if _fold_exact_cast(ctx, node):
+            continue
         if not convert.convert(ctx, node):
             ctx.emit("host", node.name, node.input, node.output, {"node": node.SerializeToString()}, node.name)
             _type_host_outputs(ctx, node, opsets)
@@ -146,6 +148,23 @@ def _to_ir(model: onnx.ModelProto, name: str) -> Graph:
     used = {i for n in nodes for i in n.inputs} | set(g.output[i].name for i in range(len(g.output)))
     constants = {k: v for k, v in ctx.constants.items() if k in used}
     return Graph(name, graph_inputs, tuple(o.name for o in g.output), ctx.tensors, tuple(nodes), constants, opsets)
+
+
+def _fold_exact_cast(ctx, node) -> bool:
+    """Fold a Cast of a constant that keeps every value (e.g. the float16 -> float32 Cast
+    onnxruntime inserts before the scales of a QLinearMatMul it runs in float32)."""
+    if node.op_type != "Cast" or node.domain not in ("", "ai.onnx") or node.input[0] not in ctx.constants:
+        return False
+    to = helper.get_attribute_value(next(a for a in node.attribute if a.name == "to"))
+    src = ctx.constants[node.input[0]]
+    if not ONNX_DTYPES.get(to, "").startswith("f"):
+        return False
+    dst = helper.tensor_dtype_to_np_dtype(to)
+    if not np.can_cast(src.dtype, dst, "safe"):
+        return False
+    ctx.constants[node.output[0]] = src.astype(dst)
+    ctx.add_tensor(node.output[0], ONNX_DTYPES[to], tuple(src.shape))
+    return True
 
 
 def merge_host_islands(ctx: ImportContext, opsets: dict, graph_inputs) -> list[Node]:

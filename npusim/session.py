@@ -29,6 +29,8 @@ _ORT_TYPES = {"f32": "tensor(float)", "u8": "tensor(uint8)", "i8": "tensor(int8)
               "i64": "tensor(int64)", "bool": "tensor(bool)", "f16": "tensor(float16)", "f64": "tensor(double)",
               "u16": "tensor(uint16)", "i16": "tensor(int16)", "u4": "tensor(uint4)", "i4": "tensor(int4)"}
 
+_FOUR_BIT = {"i4": "int4", "u4": "uint4"}  # IR element type -> ml_dtypes name of a 4-bit feed
+
 
 def kernel_set(name: str) -> SimpleNamespace:
     """The golden or fast kernels, all families merged into one namespace."""
@@ -135,7 +137,7 @@ class InferenceSession:
     # ---------------------------------------------------------------- execution
     def _execute(self, feeds):
         values = list(self._base)
-        self._check_feeds(feeds)
+        feeds = self._check_feeds(feeds)
         for name in self.graph.inputs:
             values[self._slot[name]] = feeds[name]
         for step in self._steps:
@@ -152,9 +154,12 @@ class InferenceSession:
                 values[i] = v
         return values
 
-    def _check_feeds(self, feeds):
+    def _check_feeds(self, feeds) -> dict:
+        """The feeds, checked against the inputs; 4-bit arrays (ml_dtypes int4/uint4, as
+        onnx.numpy_helper gives them) are converted to the 8-bit storage of the IR."""
         if not isinstance(feeds, dict):
             raise NpusimError(f"feeds must be a dict of input name -> array, got {type(feeds).__name__}")
+        feeds = dict(feeds)
         expected = list(self.graph.inputs)
         for name in feeds:
             if name not in expected:
@@ -166,6 +171,8 @@ class InferenceSession:
             if not isinstance(x, np.ndarray):
                 raise NpusimError(f"input {name!r}: expected a numpy array, got {type(x).__name__}")
             want = ir.storage(t.dtype)
+            if x.dtype.name == _FOUR_BIT.get(t.dtype):
+                x = feeds[name] = x.astype(want)
             if x.dtype != want:
                 raise NpusimError(f"input {name!r}: expected element type {_ORT_TYPES.get(t.dtype, t.dtype)}, "
                                   f"got {x.dtype}")
@@ -177,6 +184,7 @@ class InferenceSession:
                     if isinstance(d, int) and d > 0 and d != n:
                         raise NpusimError(f"input {name!r}: dimension {i} must be {d} (shape {_fmt(t.shape)}), "
                                           f"got shape {tuple(x.shape)}")
+        return feeds
 
 
 def _fmt(shape):
@@ -200,5 +208,5 @@ def _prepare_host(node: ir.Node, threads):
     out_names = list(node.outputs)
 
     def run(*xs):
-        return sess.run(out_names, dict(zip(in_names, xs)))
+        return sess.run(out_names, {n: np.asarray(x) for n, x in zip(in_names, xs)})
     return run
