@@ -300,12 +300,14 @@ def test_conv_fast_eq_golden_wide_operands():
 
 @pytest.mark.parametrize("case", [
     # (N, C, M, group, (kH, kW), strides, pads, dilations, (H, W)), chosen to hit each fast path
-    (1, 48, 64, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (12, 48)),   # float32 sgemm, one chunk
+    (1, 48, 64, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (24, 96)),   # float32 sgemm, one chunk
     (2, 40, 24, 1, (3, 3), (2, 1), (1, 2, 0, 1), (1, 2), (11, 30)),   # float32 sgemm, K=360 > kc: chunks
-    (1, 12, 18, 3, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (12, 40)),   # float32 sgemm, grouped
+    (1, 12, 18, 3, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (48, 96)),   # float32 sgemm, grouped
     (1, 8, 8, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (24, 96)),     # int32 GEMM, 1x1
+    (1, 16, 7, 1, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), (24, 90)),   # int32 GEMM, odd M, padded
     (1, 50, 200, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (1, 1)),    # int32 GEMM, P == 1
     (2, 24, 24, 24, (3, 3), (2, 1), (1, 1, 1, 1), (1, 1), (12, 96)),  # depthwise kW=3, sW=1
+    (1, 5, 5, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (9, 13)),     # int32 GEMM, odd K = 45
     (1, 40, 40, 40, (5, 5), (1, 1), (2, 2, 2, 2), (1, 2), (3, 96)),   # depthwise kW=5, dilated
     (1, 16, 16, 16, (5, 4), (2, 3), (0, 2, 3, 1), (2, 1), (9, 20)),   # depthwise generic taps
 ])
