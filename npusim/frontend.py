@@ -126,11 +126,26 @@ def _to_array(t: onnx.TensorProto) -> np.ndarray:
 
 def _to_ir(model: onnx.ModelProto, name: str) -> Graph:
     g = model.graph
-    ctx = ImportContext(model)
-    opsets = {o.domain or "": o.version for o in model.opset_import}
     for i, node in enumerate(g.node):
         if not node.name:
             node.name = f"{node.op_type}_{i}"
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    ctx = _convert_nodes(model, opsets, frozenset())
+    boundary = _host_boundary(g, {n.name for n in ctx.nodes if n.op == "host"})
+    if boundary:
+        ctx = _convert_nodes(model, opsets, boundary)
+    ctx.graph_outputs = {o.name for o in g.output}
+    graph_inputs = tuple(vi.name for vi in g.input if vi.name not in ctx.constants)
+    nodes = merge_host_islands(ctx, opsets, graph_inputs)
+    used = {i for n in nodes for i in n.inputs} | set(g.output[i].name for i in range(len(g.output)))
+    constants = {k: v for k, v in ctx.constants.items() if k in used}
+    return Graph(name, graph_inputs, tuple(o.name for o in g.output), ctx.tensors, tuple(nodes), constants, opsets)
+
+
+def _convert_nodes(model, opsets, force_host) -> ImportContext:
+    """Convert every node; those in `force_host`, or with no integer form, become host nodes."""
+    ctx = ImportContext(model)
+    for node in model.graph.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             arr = numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].type == onnx.AttributeProto.TENSOR \
                 else np.array(helper.get_attribute_value(node.attribute[0]))
@@ -139,15 +154,37 @@ def _to_ir(model: onnx.ModelProto, name: str) -> Graph:
             continue
         if _fold_exact_cast(ctx, node):
             continue
-        if not convert.convert(ctx, node):
+        if node.name in force_host or not convert.convert(ctx, node):
             ctx.emit("host", node.name, node.input, node.output, {"node": node.SerializeToString()}, node.name)
             _type_host_outputs(ctx, node, opsets)
-    ctx.graph_outputs = {o.name for o in g.output}
-    graph_inputs = tuple(vi.name for vi in g.input if vi.name not in ctx.constants)
-    nodes = merge_host_islands(ctx, opsets, graph_inputs)
-    used = {i for n in nodes for i in n.inputs} | set(g.output[i].name for i in range(len(g.output)))
-    constants = {k: v for k, v in ctx.constants.items() if k in used}
-    return Graph(name, graph_inputs, tuple(o.name for o in g.output), ctx.tensors, tuple(nodes), constants, opsets)
+    return ctx
+
+
+def _host_boundary(g, host: set) -> frozenset:
+    """The DequantizeLinear nodes that feed only host ops, and the QuantizeLinear nodes fed by one.
+
+    They convert between the NPU's integers and the host's floats, so they belong to the host
+    island they border: the island then takes and returns integer tensors, as a host fallback
+    does in deployment, and runs in one onnxruntime call instead of three steps.
+    """
+    consumers, producer = {}, {}
+    for n in g.node:
+        for x in n.input:
+            consumers.setdefault(x, []).append(n)
+        for o in n.output:
+            producer[o] = n
+    outputs = {o.name for o in g.output}
+    extra = set()
+    for n in g.node:
+        if n.name in host or n.domain not in ("", "ai.onnx"):
+            continue
+        if n.op_type == "DequantizeLinear" and n.output[0] not in outputs:
+            cons = consumers.get(n.output[0], [])
+            if cons and all(c.name in host for c in cons):
+                extra.add(n.name)
+        elif n.op_type == "QuantizeLinear" and n.input[0] in producer and producer[n.input[0]].name in host:
+            extra.add(n.name)
+    return frozenset(extra)
 
 
 def _fold_exact_cast(ctx, node) -> bool:

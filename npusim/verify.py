@@ -78,9 +78,8 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None) -> 
     sess = session or InferenceSession(model_path, mode=mode, kernels=kernels)
     g = sess.graph
     ref = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    inner = [t for t, tensor in g.tensors.items()
-             if is_quantized(tensor.dtype) and t not in g.constants and t not in g.inputs and t not in g.outputs
-             and not t.endswith("::acc")]
+    produced = {o for n in g.nodes for o in n.outputs}
+    inner = [t for t in produced if is_quantized(g.tensors[t].dtype) and t not in g.outputs]
     exposed = frontend.with_extra_outputs(frontend.optimize_like_onnxruntime(frontend.read_model(str(model_path)),
                                                                              str(model_path)), inner)
     so = ort.SessionOptions()
