@@ -259,8 +259,28 @@ def _island_node(ctx, members, all_nodes, opsets, graph_inputs) -> Node:
     model = helper.make_model(sub, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
     model.ir_version = 10
     return Node("host", members[0].name, tuple(inputs), tuple(outputs),
-                {"model": model.SerializeToString(), "ops": tuple(f"{p.op_type}:{p.name}" for p in protos)},
+                {"model": model.SerializeToString(), "ops": tuple(f"{p.op_type}:{p.name}" for p in protos),
+                 "elementwise": _elementwise(ctx, protos, inputs)},
                 source=", ".join(p.name for p in protos))
+
+
+_ELEMENTWISE = {"DequantizeLinear", "QuantizeLinear", "Identity", "Relu", "Clip", "HardSigmoid", "HardSwish",
+                "Sigmoid", "Tanh", "LeakyRelu", "Elu", "Selu", "Softplus", "Exp", "Log", "Neg", "Abs", "Sqrt",
+                "Erf", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"}
+
+
+def _elementwise(ctx, protos, inputs) -> bool:
+    """True when the island maps one 8-bit input to its outputs value by value: standard
+    elementwise ops whose constant operands are single values (per-tensor Q/DQ, scalar
+    Add/Div, Clip bounds). Such an island is a function of 256 codes (see session)."""
+    if len(inputs) != 1 or ctx.dtype(inputs[0]) not in ("u8", "i8"):
+        return False
+    for p in protos:
+        if p.domain not in ("", "ai.onnx") or p.op_type not in _ELEMENTWISE:
+            return False
+        if any(x in ctx.constants and ctx.constants[x].size != 1 for x in p.input):
+            return False
+    return True
 
 
 def _onnx_shape(shape):

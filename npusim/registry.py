@@ -61,34 +61,36 @@ def _window(node, spatial_in, k):
 
 
 def _prep_conv(node, const, K):
+    """Weights packed once (K.pack_conv_weights); the window settled once unless auto_pad needs
+    the input size. A 1-D conv runs as 2-D with H = 1."""
     x_name, w_name, b_name, xzp_name, wzp_name = node.inputs
     w = const(w_name)
     one_d = w.ndim == 3
     w4 = np.ascontiguousarray(w[:, :, None, :] if one_d else w)
     m = w4.shape[0]
-    bias = const(b_name) if b_name else np.zeros(m, np.int32)
-    bias = np.ascontiguousarray(bias, np.int32)
+    bias = np.ascontiguousarray(const(b_name) if b_name else np.zeros(m, np.int32), np.int32)
     k = w4.shape[2:]
     a = dict(node.attrs)
     if one_d:
         a.update(strides=(1,) + tuple(a["strides"]), dilations=(1,) + tuple(a["dilations"]),
                  pads=(0, a["pads"][0], 0, a["pads"][1]) if a["pads"] else (0, 0, 0, 0))
     fixed = node.__class__(node.op, node.name, node.inputs, node.outputs, a)
+    window = None if a["auto_pad"] in ("SAME_UPPER", "SAME_LOWER") else _window(fixed, None, k)
     group = int(a["group"])
     xzp_c, wzp_c = _zp(const, xzp_name), _zp(const, wzp_name)
+    xz_fixed = None if xzp_c is None else _scalar(xzp_c)
 
     def wzp_vec(v):
-        v = np.asarray(v, np.int32).reshape(-1)
-        return np.ascontiguousarray(np.broadcast_to(v, (m,)), np.int32)
+        return np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.int32).reshape(-1), (m,)), np.int32)
 
-    wzp_fixed = None if wzp_c is None else wzp_vec(wzp_c)
+    packed = None if wzp_c is None else K.pack_conv_weights(w4, wzp_vec(wzp_c), bias)
 
     def run(x, w_in=None, b_in=None, x_zp=None, w_zp=None):
         x4 = x[:, :, None, :] if one_d else x
-        s, p, d = _window(fixed, x4.shape[2:], k)
-        xz = _scalar(xzp_c if xzp_c is not None else x_zp)
-        wz = wzp_fixed if wzp_fixed is not None else wzp_vec(w_zp)
-        acc = K.conv_acc(x4, xz, w4, wz, bias, s, p, d, group)
+        s, p, d = window or _window(fixed, x4.shape[2:], k)
+        xz = xz_fixed if xz_fixed is not None else _scalar(x_zp)
+        pk = packed if packed is not None else K.pack_conv_weights(w4, wzp_vec(w_zp), bias)
+        acc = K.conv_acc_packed(x4, xz, pk, s, p, d, group)
         return (acc[:, :, 0, :] if one_d else acc,)
     return run
 

@@ -239,6 +239,14 @@ def _vec_i32(v, m):
     return np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.int32).reshape(-1), (m,)))
 
 
+def pack_conv_weights(w_oihw, w_zp, bias_i32):
+    """Plan-time weight preparation (done once per session, not per inference):
+    -> (wd:i32 (M, C/group·kH·kW) = w − w_zp[m], max|wd| (>= 1), bias:i32 (M,), (M, C/group, kH, kW))."""
+    m, cg, kh, kw = w_oihw.shape
+    wd, w_abs = _weights(np.ascontiguousarray(w_oihw).reshape(m, cg * kh * kw), _vec_i32(w_zp, m))
+    return wd, int(w_abs), _vec_i32(bias_i32, m), (m, cg, kh, kw)
+
+
 def conv_acc(x_nchw, x_zp, w_oihw, w_zp, bias_i32, strides, pads, dilations, group):
     """acc:i32 (N, M, OH, OW) = Σ (x − x_zp)·(w − w_zp[m]) + bias[m]; int32, wraps on overflow.
 
@@ -246,8 +254,13 @@ def conv_acc(x_nchw, x_zp, w_oihw, w_zp, bias_i32, strides, pads, dilations, gro
     w_zp: int32 (M,); bias_i32: int32 (M,); strides (sH, sW); pads (top, left, bottom, right);
     dilations (dH, dW); group: int. No rounding, no saturation. Path: see the module doc.
     """
+    return conv_acc_packed(x_nchw, x_zp, pack_conv_weights(w_oihw, w_zp, bias_i32), strides, pads, dilations, group)
+
+
+def conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group):
+    """conv_acc with weights, weight zero points and bias from `pack_conv_weights`."""
+    wd, w_abs, bias, (m, cg, kh, kw) = packed
     n, c, h, w = x_nchw.shape
-    m, cg, kh, kw = w_oihw.shape
     group = int(group)
     assert c == cg * group and m % group == 0, "channel / group mismatch"
     oh, ow = _out_hw(h, w, kh, kw, strides, pads, dilations)
@@ -256,8 +269,6 @@ def conv_acc(x_nchw, x_zp, w_oihw, w_zp, bias_i32, strides, pads, dilations, gro
     dh, dw = int(dilations[0]), int(dilations[1])
     x = np.ascontiguousarray(x_nchw)
     zp = int(x_zp)
-    wd, w_abs = _weights(np.ascontiguousarray(w_oihw).reshape(m, cg * kh * kw), _vec_i32(w_zp, m))
-    bias = _vec_i32(bias_i32, m)
     geo = (kh, kw, sh, sw, dh, dw, top, left, oh, ow)
     if group == c == m:
         return _conv_depthwise(x, zp, wd, bias, *geo)
@@ -266,7 +277,7 @@ def conv_acc(x_nchw, x_zp, w_oihw, w_zp, bias_i32, strides, pads, dilations, gro
         x_abs = max(abs(lo - zp), abs(hi - zp), 1)
     else:
         x_abs = max(abs(int(x.min(initial=0)) - zp), abs(int(x.max(initial=0)) - zp), 1)
-    kc = (F32_EXACT - 1) // (x_abs * int(w_abs))
+    kc = (F32_EXACT - 1) // (x_abs * w_abs)
     if kc <= 0 or n * m * cg * kh * kw * oh * ow <= I32_MAX_MACS:
         acc = _conv_gemm_i32(x, zp, wd, bias, group, *geo)
     else:

@@ -54,3 +54,14 @@ def conv_acc(x_nchw, x_zp, w_oihw, w_zp, bias_i32, strides, pads, dilations, gro
     acc += np.asarray(bias_i32, np.int64).reshape(1, m, 1, 1)
     check_i32(acc, "conv_acc Σ(x−x_zp)(w−w_zp)+bias")
     return acc.astype(np.int32)
+
+
+def pack_conv_weights(w_oihw, w_zp, bias_i32):
+    """Plan-time weight preparation for `conv_acc_packed` (golden: the arrays as given)."""
+    return (np.asarray(w_oihw), np.asarray(w_zp, np.int32), np.asarray(bias_i32, np.int32))
+
+
+def conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group):
+    """conv_acc with weights, weight zero points and bias from `pack_conv_weights`."""
+    w_oihw, w_zp, bias_i32 = packed
+    return conv_acc(x_nchw, x_zp, w_oihw, w_zp, bias_i32, strides, pads, dilations, group)
