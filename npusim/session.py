@@ -91,20 +91,23 @@ class InferenceSession:
         const = g.constants.get
         steps = []
         for node in g.nodes:
-            if node.op == "host":
-                fn = _prepare_host(node, threads, K)
-            elif node.op in OPS:
-                try:
-                    fn = OPS[node.op].prepare(node, const, K)
-                except NpusimError:
-                    raise
-                except Exception as e:
-                    raise NpusimError(f"node {node.name!r} ({node.op}): cannot plan: {e}") from None
-            else:
-                raise NpusimError(f"node {node.name!r}: op {node.op!r} has no registry entry")
-            steps.append(Step(fn, tuple(self._slot[i] if i else -1 for i in node.inputs),
-                              tuple(self._slot[o] for o in node.outputs), node))
+            fn = self._prepare(node, const, K)
+            step = Step(fn, tuple(self._slot[i] if i else -1 for i in node.inputs),
+                        tuple(self._slot[o] for o in node.outputs), node)
+            steps.append(_fuse_requantize(steps.pop(), step) if _feeds_requantize(steps, node, g) else step)
         self._steps = steps
+
+    def _prepare(self, node, const, K):
+        if node.op == "host":
+            return _prepare_host(node, self.threads, K)
+        if node.op not in OPS:
+            raise NpusimError(f"node {node.name!r}: op {node.op!r} has no registry entry")
+        try:
+            return OPS[node.op].prepare(node, const, K)
+        except NpusimError:
+            raise
+        except Exception as e:
+            raise NpusimError(f"node {node.name!r} ({node.op}): cannot plan: {e}") from None
 
     # ---------------------------------------------------------------- onnxruntime-shaped API
     def get_inputs(self) -> list[NodeArg]:
@@ -185,6 +188,25 @@ class InferenceSession:
                         raise NpusimError(f"input {name!r}: dimension {i} must be {d} (shape {_fmt(t.shape)}), "
                                           f"got shape {tuple(x.shape)}")
         return feeds
+
+
+def _feeds_requantize(steps, node, g) -> bool:
+    """True when `node` requantizes the accumulator the previous step produced and nothing else reads."""
+    if node.op != "requantize" or not steps:
+        return False
+    prev = steps[-1].node
+    acc = node.inputs[0]
+    return prev.outputs == (acc,) and acc not in g.outputs and sum(acc in n.inputs for n in g.nodes) == 1
+
+
+def _fuse_requantize(acc_step: Step, req_step: Step) -> Step:
+    """One step for accumulate + requantize (one dispatch); it still yields the accumulator."""
+    produce, requantize = acc_step.run, req_step.run
+
+    def run(*xs):
+        acc = produce(*xs)[0]
+        return acc, requantize(acc)[0]
+    return Step(run, acc_step.inputs, acc_step.outputs + req_step.outputs, acc_step.node)
 
 
 def _fmt(shape):

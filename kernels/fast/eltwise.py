@@ -74,23 +74,29 @@ def _mode(a_shape, b_shape):
     return 1
 
 
+def _flat_operands(a, b):
+    """(output shape, a and b broadcast to it, flat and contiguous); no broadcast copy when the shapes agree."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        a, b = np.broadcast_arrays(a, b)
+    return a.shape, np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1)
+
+
 def qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, qmin, qmax, out_dtype):
     """QLinearAdd; formula, dtypes and rounding as golden.eltwise.qlinear_add."""
     r_a = F32(F32(a_scale) / F32(y_scale))
     r_b = F32(F32(b_scale) / F32(y_scale))
     k = F32(F32(y_zp) - F32(F32(r_a * F32(a_zp)) + F32(r_b * F32(b_zp))))
-    ba, bb = np.broadcast_arrays(np.asarray(a), np.asarray(b))
-    out = np.empty(ba.shape, out_dtype)
-    _add_core(np.ascontiguousarray(ba).ravel(), np.ascontiguousarray(bb).ravel(), r_a, r_b, k,
-              _mode(np.shape(a), np.shape(b)), int(qmin), int(qmax), out.reshape(-1))
+    shape, fa, fb = _flat_operands(a, b)
+    out = np.empty(shape, out_dtype)
+    _add_core(fa, fb, r_a, r_b, k, _mode(np.shape(a), np.shape(b)), int(qmin), int(qmax), out.reshape(-1))
     return out
 
 
 def qlinear_mul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, qmin, qmax, out_dtype):
     """QLinearMul; formula, dtypes and rounding as golden.eltwise.qlinear_mul."""
     r = F32(F32(F32(a_scale) * F32(b_scale)) / F32(y_scale))
-    ba, bb = np.broadcast_arrays(np.asarray(a), np.asarray(b))
-    out = np.empty(ba.shape, out_dtype)
-    _mul_core(np.ascontiguousarray(ba).ravel(), np.ascontiguousarray(bb).ravel(), np.int32(a_zp), np.int32(b_zp),
-              r, F32(y_zp), int(qmin), int(qmax), out.reshape(-1))
+    shape, fa, fb = _flat_operands(a, b)
+    out = np.empty(shape, out_dtype)
+    _mul_core(fa, fb, np.int32(a_zp), np.int32(b_zp), r, F32(y_zp), int(qmin), int(qmax), out.reshape(-1))
     return out
