@@ -86,7 +86,7 @@ def qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, qmin, qmax, o
     """QLinearAdd; formula, dtypes and rounding as golden.eltwise.qlinear_add."""
     r_a = F32(F32(a_scale) / F32(y_scale))
     r_b = F32(F32(b_scale) / F32(y_scale))
-    k = F32(F32(y_zp) - F32(F32(r_a * F32(a_zp)) + F32(r_b * F32(b_zp))))
+    k = F32(F32(y_zp) - fma_f32(r_a, F32(a_zp), F32(r_b * F32(b_zp))))
     shape, fa, fb = _flat_operands(a, b)
     out = np.empty(shape, out_dtype)
     _add_core(fa, fb, r_a, r_b, k, _mode(np.shape(a), np.shape(b)), int(qmin), int(qmax), out.reshape(-1))

@@ -87,6 +87,29 @@ def test_qlinear_add_scalar_operand_vs_ort(seed, scalar_first):
     np.testing.assert_array_equal(fe.qlinear_add(a, sa, za, b, sb, zb, sy, zy, info.min, info.max, dt), y)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_qlinear_add_mul_every_input_pair_vs_ort(seed):
+    """All 65536 (a, b) code pairs at once, so rounding ties near .5 are certain to be hit.
+
+    Seed 0 is a PP-OCR classifier add where v = 138.500004 lands 1 ulp above the tie only if
+    MLAS's fixed part k = zp_y - (r_a*zp_a + r_b*zp_b) is contracted into an FMA.
+    """
+    rng = np.random.default_rng(500 + seed)
+    dt = DTYPES[seed % 2]
+    info = np.iinfo(dt)
+    codes = np.arange(256) + info.min
+    a, b = (v.ravel().astype(dt) for v in np.meshgrid(codes, codes))
+    if seed == 0:
+        (s0, s1, s2), (z0, z1, z2) = (np.float32(0.039322637), np.float32(0.054454364), np.float32(0.064625576)), \
+            (dt(132), dt(128), dt(118))
+    else:
+        (s0, s1, s2), (z0, z1, z2) = qparams(rng, dt, 3)
+    for op, gf, ff in (("QLinearAdd", ge.qlinear_add, fe.qlinear_add), ("QLinearMul", ge.qlinear_mul, fe.qlinear_mul)):
+        y = run_ort(op, [a, s0, z0, b, s1, z1, s2, z2], TT[dt], const_idx=(1, 2, 4, 5, 6, 7))
+        np.testing.assert_array_equal(gf(a, s0, z0, b, s1, z1, s2, z2, info.min, info.max, dt), y, err_msg=op)
+        np.testing.assert_array_equal(ff(a, s0, z0, b, s1, z1, s2, z2, info.min, info.max, dt), y, err_msg=op)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_pool_lut_softmax_concat_vs_ort(seed):
     rng = np.random.default_rng(100 + seed)
