@@ -6,8 +6,10 @@ Every path is one Numba call (no NCHW<->NHWC transposes, no per-call Python loop
 the path is chosen by `conv_acc`:
 
 * depthwise (group == C == M): `_conv_depthwise`, a direct int32 loop per channel over a
-  zero-padded plane of d = x − x_zp, one output row accumulated in int32 across the kH·kW
-  taps (the row is contiguous, so the loop vectorizes). Exact: int32 arithmetic, wraps.
+  zero-padded plane of d = x − x_zp split by column phase (x mod sW), so every tap is a
+  contiguous run for any stride; the whole output plane is accumulated in an int32 buffer
+  over the kH·kW taps in passes of up to 5 taps, with uint64 indices and no per-tap array
+  views (views cost a refcount each; signed indices block vectorization). Exact: int32, wraps.
 * dense / grouped with N·M·K·OH·OW <= I32_MAX_MACS, or operands too wide for float32 (below):
   `_conv_gemm_i32`, im2col of d into int32 (K, OH·OW), K = C/group·kH·kW (a 1x1 stride-1 conv
   is a plain copy), then an int32 GEMM on tiles of 4 output rows × 2 reduction rows (each
@@ -178,54 +180,88 @@ def _conv_gemm_f32(x_nchw, x_zp, wd, bias, group, kh, kw, sh, sw, dh, dw, top, l
 
 
 @njit
+def _dw_taps(buf, plane, wdf, offs, t0, nt, base_in, base_out, length):
+    """buf[base_out + x] += Σ_{t < nt} wdf[t0 + t]·plane[base_in + offs[t] + x] for x < length (int32, wraps).
+
+    Taps go in passes of 5, 3 and 1, each pass one contiguous loop over x (one load/store of
+    buf per pass). Indices are uint64: Numba then emits no negative-index wrap-around and
+    LLVM vectorizes the loop (16-lane vpmulld/vpaddd on AVX-512).
+    """
+    n_u, bi, bo = np.uint64(length), np.uint64(base_in), np.uint64(base_out)
+    t = 0
+    while t + 5 <= nt:
+        w0, w1, w2, w3, w4 = wdf[t0 + t], wdf[t0 + t + 1], wdf[t0 + t + 2], wdf[t0 + t + 3], wdf[t0 + t + 4]
+        o0, o1, o2 = bi + np.uint64(offs[t]), bi + np.uint64(offs[t + 1]), bi + np.uint64(offs[t + 2])
+        o3, o4 = bi + np.uint64(offs[t + 3]), bi + np.uint64(offs[t + 4])
+        for x in range(n_u):
+            buf[bo + x] += (w0 * plane[o0 + x] + w1 * plane[o1 + x] + w2 * plane[o2 + x]
+                            + w3 * plane[o3 + x] + w4 * plane[o4 + x])
+        t += 5
+    while t + 3 <= nt:
+        w0, w1, w2 = wdf[t0 + t], wdf[t0 + t + 1], wdf[t0 + t + 2]
+        o0, o1, o2 = bi + np.uint64(offs[t]), bi + np.uint64(offs[t + 1]), bi + np.uint64(offs[t + 2])
+        for x in range(n_u):
+            buf[bo + x] += w0 * plane[o0 + x] + w1 * plane[o1 + x] + w2 * plane[o2 + x]
+        t += 3
+    while t < nt:
+        w0 = wdf[t0 + t]
+        o0 = bi + np.uint64(offs[t])
+        for x in range(n_u):
+            buf[bo + x] += w0 * plane[o0 + x]
+        t += 1
+
+
+@njit
 def _conv_depthwise(x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     """acc:i32 (N, C, OH, OW) = Σ_{i,j} d[n, c, y·sH + i·dH, x·sW + j·dW]·wd[c, i·kW + j] + bias[c].
 
-    d = x − x_zp on a zero-padded int32 plane (one channel at a time, reused); one output
-    row is accumulated in int32 over the taps, innermost loop over the contiguous row.
+    d = x − x_zp, zero-padded, in one flat int32 scratch plane per channel (reused; its
+    border is written 0 once). Columns are split by phase col mod sW into sW sub-planes of
+    HP rows × WQ columns, so every tap reads a contiguous run for any stride: tap (i, j) of
+    output (y, x) is sub-plane (j·dW) mod sW, row y·sH + i·dH, column x + (j·dW) div sW.
+    With sH == 1 the OH output rows are one flat loop of OH·WQ (WQ − OW junk columns per
+    row, never copied out); otherwise one loop of OW per output row.
     """
     n, c, h, w = x_nchw.shape
-    hp = max(h + top, (oh - 1) * sh + (kh - 1) * dh + 1)
-    wp = max(w + left, (ow - 1) * sw + (kw - 1) * dw + 1)
-    plane = np.zeros((hp, wp), np.int32)
+    jmax = ((kw - 1) * dw) // sw
+    wq = ow + jmax
+    hp = (oh - 1) * sh + (kh - 1) * dh + 1
+    nt = kh * kw
+    offs = np.empty(nt, np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            offs[i * kw + j] = ((j * dw) % sw) * hp * wq + i * dh * wq + (j * dw) // sw
+    plane = np.zeros(sw * hp * wq + wq, np.int32)  # + wq: the junk columns of the last row stay in bounds
+    buf = np.empty(oh * wq, np.int32)
     acc = np.empty((n, c, oh, ow), np.int32)
+    wdf = wd.reshape(-1)
     z = np.int32(x_zp)
+    rows = min(h, hp - top)
     for a in range(n):
         for ch in range(c):
-            for i in range(h):
+            for i in range(rows):
                 src = x_nchw[a, ch, i]
-                dst = plane[top + i, left:]
-                for j in range(w):
-                    dst[j] = np.int32(src[j]) - z
+                for p in range(sw):
+                    j0 = (p - left) % sw  # first input column of phase p
+                    q0 = (left + j0) // sw
+                    cnt = min((w - j0 + sw - 1) // sw, wq - q0)
+                    dst = np.uint64(p * hp * wq + (top + i) * wq + q0)
+                    for e in range(np.uint64(max(cnt, 0))):
+                        plane[dst + e] = np.int32(src[j0 + e * sw]) - z
+            b = bias[ch]
+            if sh == 1:
+                for q in range(np.uint64(oh * wq)):
+                    buf[q] = b
+                _dw_taps(buf, plane, wdf, offs, ch * nt, nt, 0, 0, oh * wq)
+            else:
+                for q in range(np.uint64(oh * wq)):
+                    buf[q] = b
+                for y in range(oh):
+                    _dw_taps(buf, plane, wdf, offs, ch * nt, nt, y * sh * wq, y * wq, ow)
             for y in range(oh):
-                b = bias[ch]
-                row = acc[a, ch, y]
+                dst_row = acc[a, ch, y]
                 for x in range(ow):
-                    row[x] = b
-                for i in range(kh):
-                    prow = plane[y * sh + i * dh]
-                    if sw == 1 and kw == 3:  # all taps of the row in one pass: fewer row loads/stores
-                        w0, w1, w2 = wd[ch, i * 3], wd[ch, i * 3 + 1], wd[ch, i * 3 + 2]
-                        t0, t1, t2 = prow[0:], prow[dw:], prow[2 * dw:]
-                        for x in range(ow):
-                            row[x] += w0 * t0[x] + w1 * t1[x] + w2 * t2[x]
-                        continue
-                    if sw == 1 and kw == 5:
-                        w0, w1, w2, w3, w4 = (wd[ch, i * 5], wd[ch, i * 5 + 1], wd[ch, i * 5 + 2],
-                                              wd[ch, i * 5 + 3], wd[ch, i * 5 + 4])
-                        t0, t1, t2, t3, t4 = prow[0:], prow[dw:], prow[2 * dw:], prow[3 * dw:], prow[4 * dw:]
-                        for x in range(ow):
-                            row[x] += w0 * t0[x] + w1 * t1[x] + w2 * t2[x] + w3 * t3[x] + w4 * t4[x]
-                        continue
-                    for j in range(kw):
-                        wv = wd[ch, i * kw + j]
-                        tap = prow[j * dw:]  # a view: its indices below are provably >= 0
-                        if sw == 1:
-                            for x in range(ow):
-                                row[x] += wv * tap[x]
-                        else:
-                            for x in range(ow):
-                                row[x] += wv * tap[x * sw]
+                    dst_row[x] = buf[y * wq + x]
     return acc
 
 
