@@ -306,6 +306,9 @@ CONVERTERS = {
     ("com.microsoft", "QLinearConcat"): _qconcat,
     ("", "QuantizeLinear"): _quantize,
     ("", "DequantizeLinear"): _dequantize,
+    # onnxruntime's quantizer writes 4- and 16-bit Q/DQ in its own domain before opset 21
+    ("com.microsoft", "QuantizeLinear"): _quantize,
+    ("com.microsoft", "DequantizeLinear"): _dequantize,
     ("", "DynamicQuantizeLinear"): _dynamic_quantize,
     ("", "MaxPool"): _maxpool,
     ("", "Reshape"): _data_movement("reshape", ("allowzero",)),
