@@ -6,9 +6,9 @@ Every path is one Numba call (no NCHW<->NHWC transposes, no per-call Python loop
 the path is chosen by `conv_acc`:
 
 * depthwise (group == C == M): `_conv_depthwise`, a direct int32 loop per channel over a
-  zero-padded plane of d = x − x_zp split by column phase (x mod sW), so every tap is a
-  contiguous run for any stride; the whole output plane is accumulated in an int32 buffer
-  over the kH·kW taps in passes of up to 5 taps, with uint64 indices and no per-tap array
+  zero-padded plane of d = x − x_zp split by row and column phase (mod sH, sW), so every
+  tap is a contiguous run at a fixed offset for any stride; the whole output plane is accumulated in an int32 buffer
+  over the kH·kW taps in passes of up to 9 taps, with uint64 indices and no per-tap array
   views (views cost a refcount each; signed indices block vectorization). Exact: int32, wraps.
 * dense / grouped with N·M·K·OH·OW <= I32_MAX_MACS, or operands too wide for float32 (below):
   `_conv_gemm_i32`, im2col of d into int32 (K, OH·OW), K = C/group·kH·kW (a 1x1 stride-1 conv
@@ -183,12 +183,23 @@ def _conv_gemm_f32(x_nchw, x_zp, wd, bias, group, kh, kw, sh, sw, dh, dw, top, l
 def _dw_taps(buf, plane, wdf, offs, t0, nt, base_in, base_out, length):
     """buf[base_out + x] += Σ_{t < nt} wdf[t0 + t]·plane[base_in + offs[t] + x] for x < length (int32, wraps).
 
-    Taps go in passes of 5, 3 and 1, each pass one contiguous loop over x (one load/store of
+    Taps go in passes of 9, 5, 3 and 1, each pass one contiguous loop over x (one load/store of
     buf per pass). Indices are uint64: Numba then emits no negative-index wrap-around and
     LLVM vectorizes the loop (16-lane vpmulld/vpaddd on AVX-512).
     """
     n_u, bi, bo = np.uint64(length), np.uint64(base_in), np.uint64(base_out)
     t = 0
+    while t + 9 <= nt:  # a whole 3x3 kernel in one pass
+        w0, w1, w2, w3, w4 = wdf[t0 + t], wdf[t0 + t + 1], wdf[t0 + t + 2], wdf[t0 + t + 3], wdf[t0 + t + 4]
+        w5, w6, w7, w8 = wdf[t0 + t + 5], wdf[t0 + t + 6], wdf[t0 + t + 7], wdf[t0 + t + 8]
+        o0, o1, o2 = bi + np.uint64(offs[t]), bi + np.uint64(offs[t + 1]), bi + np.uint64(offs[t + 2])
+        o3, o4, o5 = bi + np.uint64(offs[t + 3]), bi + np.uint64(offs[t + 4]), bi + np.uint64(offs[t + 5])
+        o6, o7, o8 = bi + np.uint64(offs[t + 6]), bi + np.uint64(offs[t + 7]), bi + np.uint64(offs[t + 8])
+        for x in range(n_u):
+            buf[bo + x] += (w0 * plane[o0 + x] + w1 * plane[o1 + x] + w2 * plane[o2 + x]
+                            + w3 * plane[o3 + x] + w4 * plane[o4 + x] + w5 * plane[o5 + x]
+                            + w6 * plane[o6 + x] + w7 * plane[o7 + x] + w8 * plane[o8 + x])
+        t += 9
     while t + 5 <= nt:
         w0, w1, w2, w3, w4 = wdf[t0 + t], wdf[t0 + t + 1], wdf[t0 + t + 2], wdf[t0 + t + 3], wdf[t0 + t + 4]
         o0, o1, o2 = bi + np.uint64(offs[t]), bi + np.uint64(offs[t + 1]), bi + np.uint64(offs[t + 2])
@@ -215,54 +226,61 @@ def _dw_taps(buf, plane, wdf, offs, t0, nt, base_in, base_out, length):
 def _conv_depthwise(x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     """acc:i32 (N, C, OH, OW) = Σ_{i,j} d[n, c, y·sH + i·dH, x·sW + j·dW]·wd[c, i·kW + j] + bias[c].
 
-    d = x − x_zp, zero-padded, in one flat int32 scratch plane per channel (reused; its
-    border is written 0 once). Columns are split by phase col mod sW into sW sub-planes of
-    HP rows × WQ columns, so every tap reads a contiguous run for any stride: tap (i, j) of
-    output (y, x) is sub-plane (j·dW) mod sW, row y·sH + i·dH, column x + (j·dW) div sW.
-    With sH == 1 the OH output rows are one flat loop of OH·WQ (WQ − OW junk columns per
-    row, never copied out); otherwise one loop of OW per output row.
+    d = x − x_zp, zero-padded, in one flat int32 scratch plane per channel (reused; the
+    padding is written 0 once). Rows and columns are split by phase (row mod sH, col mod sW)
+    into sH·sW sub-planes of HQ rows × WQ columns, so for any stride tap (i, j) of output
+    (y, x) sits at sub-plane ((i·dH) mod sH, (j·dW) mod sW), row y + (i·dH) div sH, column
+    x + (j·dW) div sW: one fixed offset per tap. The OH output rows are then one flat loop
+    of OH·WQ (WQ − OW junk columns per row, never copied out).
     """
     n, c, h, w = x_nchw.shape
-    jmax = ((kw - 1) * dw) // sw
-    wq = ow + jmax
-    hp = (oh - 1) * sh + (kh - 1) * dh + 1
+    wq = ow + ((kw - 1) * dw) // sw
+    hq = oh + ((kh - 1) * dh) // sh
+    sub = hq * wq  # one sub-plane
     nt = kh * kw
     offs = np.empty(nt, np.int64)
     for i in range(kh):
         for j in range(kw):
-            offs[i * kw + j] = ((j * dw) % sw) * hp * wq + i * dh * wq + (j * dw) // sw
-    plane = np.zeros(sw * hp * wq + wq, np.int32)  # + wq: the junk columns of the last row stay in bounds
+            offs[i * kw + j] = (((i * dh) % sh) * sw + (j * dw) % sw) * sub + ((i * dh) // sh) * wq + (j * dw) // sw
+    plane = np.zeros(sh * sw * sub + wq, np.int32)  # + wq: junk columns of the last row stay in bounds
     buf = np.empty(oh * wq, np.int32)
-    acc = np.empty((n, c, oh, ow), np.int32)
+    acc = np.empty(n * c * oh * ow, np.int32)
+    xf = x_nchw.reshape(-1)  # flat views made once: a view per row would cost a refcount each
     wdf = wd.reshape(-1)
     z = np.int32(x_zp)
-    rows = min(h, hp - top)
+    hw_u, ow_u, wq_u = np.uint64(h * w), np.uint64(ow), np.uint64(wq)
     for a in range(n):
         for ch in range(c):
-            for i in range(rows):
-                src = x_nchw[a, ch, i]
+            xbase = np.uint64(a * c + ch) * hw_u
+            for i in range(h):
+                r = top + i
+                if r // sh >= hq:
+                    break
+                src = xbase + np.uint64(i * w)
                 for p in range(sw):
-                    j0 = (p - left) % sw  # first input column of phase p
+                    j0 = (p - left) % sw  # first input column of column phase p
                     q0 = (left + j0) // sw
                     cnt = min((w - j0 + sw - 1) // sw, wq - q0)
-                    dst = np.uint64(p * hp * wq + (top + i) * wq + q0)
-                    for e in range(np.uint64(max(cnt, 0))):
-                        plane[dst + e] = np.int32(src[j0 + e * sw]) - z
+                    if cnt <= 0:
+                        continue
+                    dst = np.uint64((((r % sh) * sw + p) * hq + r // sh) * wq + q0)
+                    s0 = src + np.uint64(j0)
+                    if sw == 1:
+                        for e in range(np.uint64(cnt)):
+                            plane[dst + e] = np.int32(xf[s0 + e]) - z
+                    else:
+                        sw_u = np.uint64(sw)
+                        for e in range(np.uint64(cnt)):
+                            plane[dst + e] = np.int32(xf[s0 + e * sw_u]) - z
             b = bias[ch]
-            if sh == 1:
-                for q in range(np.uint64(oh * wq)):
-                    buf[q] = b
-                _dw_taps(buf, plane, wdf, offs, ch * nt, nt, 0, 0, oh * wq)
-            else:
-                for q in range(np.uint64(oh * wq)):
-                    buf[q] = b
-                for y in range(oh):
-                    _dw_taps(buf, plane, wdf, offs, ch * nt, nt, y * sh * wq, y * wq, ow)
-            for y in range(oh):
-                dst_row = acc[a, ch, y]
-                for x in range(ow):
-                    dst_row[x] = buf[y * wq + x]
-    return acc
+            for q in range(np.uint64(oh * wq)):
+                buf[q] = b
+            _dw_taps(buf, plane, wdf, offs, ch * nt, nt, 0, 0, oh * wq)
+            obase = np.uint64((a * c + ch) * oh) * ow_u
+            for y in range(np.uint64(oh)):
+                for x in range(ow_u):
+                    acc[obase + y * ow_u + x] = buf[y * wq_u + x]
+    return acc.reshape(n, c, oh, ow)
 
 
 _BYTE_RANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
