@@ -1,6 +1,8 @@
 """Tables for people: the IR with concrete shapes, MACs and weight bytes; verify results."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from .ir import bits
@@ -71,7 +73,9 @@ def verify_text(report) -> str:
     lines.append(f"intermediate quantized tensors: {len(inter)} compared, {len(inter) - len(bad)} bit-exact")
     for c in bad[:20]:
         lines.append(f"  {c.name}: {100 * c.exact_fraction:.4f}% exact, max {c.max_lsb:g} LSB")
-    lines.append(f"host ops ({len(report.host_ops)}): " + (", ".join(report.host_ops) if report.host_ops else "none"))
+    kinds = Counter(op.split(":")[0] for op in report.host_ops)
+    lines.append(f"host ops ({len(report.host_ops)}, run by onnxruntime; names in --json): "
+                 + (", ".join(f"{k} x{v}" for k, v in kinds.most_common()) if kinds else "none"))
     lines.append("")
     lines.append("BIT-EXACT" if report.bit_exact else "NOT BIT-EXACT")
     return "\n".join(lines)
