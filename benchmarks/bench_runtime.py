@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import onnxruntime as ort
 from threadpoolctl import threadpool_limits
 

@@ -43,39 +43,29 @@ class _FeedReader(CalibrationDataReader):
 
 def quantize(float_path: pathlib.Path, out_path: pathlib.Path, variant: str,
              calib_feeds: list[dict[str, np.ndarray]]) -> pathlib.Path:
-    """Quantize `float_path` into `out_path` as `variant` (a key of VARIANTS).
-
-    Writes to a temporary file in the destination directory and renames it, so an
-    interrupted build leaves no half-written model under `out_path`.
-    """
+    """Quantize `float_path` into `out_path` as `variant` (a key of VARIANTS), atomically."""
     fmt, per_channel, act_type = VARIANTS[variant]
-    out_path = pathlib.Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".onnx.tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
-        quantize_static(str(float_path), tmp, _FeedReader(calib_feeds),
-                        quant_format=fmt, per_channel=per_channel,
-                        activation_type=act_type, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return out_path
+    return _write_atomic(out_path, lambda tmp: quantize_static(
+        str(float_path), tmp, _FeedReader(calib_feeds), quant_format=fmt, per_channel=per_channel,
+        activation_type=act_type, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax))
 
 
 def save_atomic(model, out_path: pathlib.Path) -> pathlib.Path:
-    """onnx.save through a temporary file and a rename (same reason as `quantize`)."""
+    """onnx.save through a temporary file and a rename."""
     import onnx
 
+    return _write_atomic(out_path, lambda tmp: onnx.save(model, tmp))
+
+
+def _write_atomic(out_path, write) -> pathlib.Path:
+    """`write(tmp)` into a temporary file beside `out_path`, then rename it there, so an
+    interrupted build leaves no half-written model under `out_path`."""
     out_path = pathlib.Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".onnx.tmp", dir=out_path.parent)
     os.close(fd)
     try:
-        onnx.save(model, tmp)
+        write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, out_path)
     finally:

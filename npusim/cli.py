@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 
 import numpy as np
 
+from . import ir
 from .errors import NpusimError
 
 
@@ -57,18 +56,6 @@ def _load_inputs(args, session, seed):
     return feeds
 
 
-def _atomic_savez(path, arrays):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _session(args):
     from .session import InferenceSession
     return InferenceSession(args.model or _default_model(), mode=args.mode, kernels=args.kernels)
@@ -85,7 +72,7 @@ def cmd_run(args):
             line += f"  argmax {y.argmax(axis=1).tolist()}"
         print(line)
     if args.output:
-        _atomic_savez(args.output, dict(zip(sess.graph.outputs, outs)))
+        ir.savez_atomic(args.output, dict(zip(sess.graph.outputs, outs)))
         print(f"wrote {args.output}")
     return 0
 
@@ -102,7 +89,6 @@ def cmd_verify(args):
 
 
 def cmd_inspect(args):
-    from . import ir
     from .report import inspect_text
 
     sess = _session(args)

@@ -137,7 +137,7 @@ def _decode_attr(value, arrays):
 
 
 def save(graph: Graph, path) -> None:
-    """Write `graph` to `path` (.npz) atomically: a temp file in the same folder, then rename."""
+    """Write `graph` to `path` (.npz) atomically (see savez_atomic)."""
     arrays = {}
     desc = {
         "format": "npusim-ir", "version": 1, "name": graph.name,
@@ -153,6 +153,11 @@ def save(graph: Graph, path) -> None:
     for i, (name, arr) in enumerate(graph.constants.items()):
         arrays[f"const/{i}"] = arr
     arrays["__graph__"] = np.frombuffer(json.dumps(desc).encode(), dtype=np.uint8)
+    savez_atomic(path, arrays)
+
+
+def savez_atomic(path, arrays: dict) -> None:
+    """np.savez into a temp file in the destination folder, then rename: never half-written."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(suffix=".npz", dir=folder)
     try:
