@@ -268,6 +268,9 @@ def _conv_depthwise(x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, o
                     if sw == 1:
                         for e in range(np.uint64(cnt)):
                             plane[dst + e] = np.int32(xf[s0 + e]) - z
+                    elif sw == 2:  # a literal stride: LLVM vectorizes it as an interleaved load
+                        for e in range(np.uint64(cnt)):
+                            plane[dst + e] = np.int32(xf[s0 + np.uint64(2) * e]) - z
                     else:
                         sw_u = np.uint64(sw)
                         for e in range(np.uint64(cnt)):

@@ -310,6 +310,9 @@ def test_conv_fast_eq_golden_wide_operands():
     (1, 5, 5, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (9, 13)),     # int32 GEMM, odd K = 45
     (1, 40, 40, 40, (5, 5), (1, 1), (2, 2, 2, 2), (1, 2), (3, 96)),   # depthwise kW=5, dilated
     (1, 16, 16, 16, (5, 4), (2, 3), (0, 2, 3, 1), (2, 1), (9, 20)),   # depthwise generic taps
+    (1, 16, 16, 16, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), (24, 96)),  # depthwise, both strides 2
+    (1, 8, 8, 8, (5, 5), (3, 2), (2, 1, 0, 2), (2, 1), (13, 17)),     # depthwise, row phases of 3
+    (2, 6, 6, 6, (7, 7), (1, 1), (3, 3, 3, 3), (1, 1), (9, 11)),      # depthwise, 49 taps: 9,9,9,9,9,3,1
 ])
 @pytest.mark.parametrize("xt,wt", [("u8", "s8"), ("s8", "s8"), ("u8", "u8")])
 def test_conv_fast_eq_golden_paths(case, xt, wt):
