@@ -83,7 +83,8 @@ class InferenceSession:
         self.graph = load_graph(path_or_bytes)
         K = kernel_set(kernels)
         g = self.graph
-        names = list(g.constants) + list(g.inputs) + [o for n in g.nodes for o in n.outputs]
+        # slot 0 is the absent optional input (""), always None
+        names = [""] + list(g.constants) + list(g.inputs) + [o for n in g.nodes for o in n.outputs]
         self._slot = {n: i for i, n in enumerate(dict.fromkeys(names))}
         self._base = [None] * len(self._slot)
         for name, arr in g.constants.items():
@@ -92,7 +93,7 @@ class InferenceSession:
         steps = []
         for node in g.nodes:
             fn = self._prepare(node, const, K)
-            step = Step(fn, tuple(self._slot[i] if i else -1 for i in node.inputs),
+            step = Step(fn, tuple(self._slot[i] for i in node.inputs),
                         tuple(self._slot[o] for o in node.outputs), node)
             steps.append(_fuse_requantize(steps.pop(), step) if _feeds_requantize(steps, node, g) else step)
         self._steps = steps
@@ -127,7 +128,7 @@ class InferenceSession:
         values = self._execute(feeds)
         names = list(self.graph.outputs) if not output_names else list(output_names)
         for n in names:
-            if n not in self._slot:
+            if not n or n not in self._slot:
                 raise NpusimError(f"output {n!r} is not a tensor of the model; outputs are: "
                                   f"{', '.join(self.graph.outputs)}")
         return [values[self._slot[n]] for n in names]
@@ -135,7 +136,7 @@ class InferenceSession:
     def run_all(self, feeds: dict) -> dict[str, np.ndarray]:
         """Every tensor of the graph (inputs, intermediates, outputs) after one inference."""
         values = self._execute(feeds)
-        return {name: values[i] for name, i in self._slot.items() if values[i] is not None}
+        return {name: values[i] for name, i in self._slot.items() if name and values[i] is not None}
 
     # ---------------------------------------------------------------- execution
     def _execute(self, feeds):
@@ -144,7 +145,7 @@ class InferenceSession:
         for name in self.graph.inputs:
             values[self._slot[name]] = feeds[name]
         for step in self._steps:
-            args = [values[i] if i >= 0 else None for i in step.inputs]
+            args = [values[i] for i in step.inputs]
             try:
                 outs = step.run(*args)
             except NpusimError:
