@@ -10,7 +10,7 @@ import numpy as np
 from onnx import helper
 
 from .errors import NpusimError
-from .ir import Quant, is_quantized, qrange
+from .ir import Quant, Tensor, is_quantized, qrange
 
 
 def _attrs(node):
@@ -49,7 +49,7 @@ def _quantized_input(ctx, node, i=0):
     return is_quantized(ctx.dtype(_in(node, i)))
 
 
-def _conv_attrs(node, a, spatial):
+def _conv_attrs(a, spatial):
     k = tuple(a.get("kernel_shape", ()))
     return {"auto_pad": a.get("auto_pad", b"NOTSET").decode() if isinstance(a.get("auto_pad", b""), bytes)
             else a.get("auto_pad", "NOTSET"),
@@ -80,7 +80,7 @@ def _conv(ctx, node, linear):
     if w_arr.ndim not in (3, 4):
         return False
     a = _attrs(node)
-    attrs = _conv_attrs(node, a, w_arr.ndim - 2)
+    attrs = _conv_attrs(a, w_arr.ndim - 2)
     attrs["group"] = int(a.get("group", 1))
     if linear:
         ins = [x, w, _in(node, 8), _in(node, 2), _in(node, 5)]
@@ -92,8 +92,7 @@ def _conv(ctx, node, linear):
     ctx.add_tensor(acc, "i32")
     if linear:
         x_s = _scalar_f32(ctx, node, 1, "x_scale")
-        ctx.tensors[x] = ctx.tensors[x].__class__(x, ctx.dtype(x), ctx.tensors[x].shape,
-                                                     _quant(x_s, ctx.const(node, 2, "x_zero_point")))
+        ctx.tensors[x] = Tensor(x, ctx.dtype(x), ctx.tensors[x].shape, _quant(x_s, ctx.const(node, 2, "x_zero_point")))
         _requant(ctx, node, acc, node.output[0], x_s, ctx.const(node, 4, "w_scale"),
                  _scalar_f32(ctx, node, 6, "y_scale"), _scalar_zp(ctx, node, 7, "y_zero_point"),
                  _out_dtype(ctx, node, 7), 1, node.name)
@@ -174,7 +173,7 @@ def _unary_q(op, extra=lambda a: {}):
 
 
 def _avgpool_attrs(a):
-    d = _conv_attrs(None, a, len(a.get("kernel_shape", (1, 1))))
+    d = _conv_attrs(a, len(a.get("kernel_shape", (1, 1))))
     d.update(ceil_mode=int(a.get("ceil_mode", 0)), count_include_pad=int(a.get("count_include_pad", 0)),
              channels_last=int(a.get("channels_last", 0)))
     return d
@@ -236,7 +235,7 @@ def _dequantize(ctx, node):
     if not attrs["block_size"]:
         t = ctx.tensors[node.input[0]]
         if t.quant is None:
-            ctx.tensors[t.name] = t.__class__(t.name, t.dtype, t.shape, _quant(scale, zp, attrs["axis"]))
+            ctx.tensors[t.name] = Tensor(t.name, t.dtype, t.shape, _quant(scale, zp, attrs["axis"]))
     ctx.emit("dequantize", node.name, [node.input[0]], [node.output[0]], attrs, node.name)
     ctx.add_tensor(node.output[0], "f32")
     return True
@@ -257,7 +256,7 @@ def _maxpool(ctx, node):
     a = _attrs(node)
     if len(a.get("kernel_shape", ())) != 2:
         return False
-    attrs = _conv_attrs(node, a, 2)
+    attrs = _conv_attrs(a, 2)
     attrs["ceil_mode"] = int(a.get("ceil_mode", 0))
     ctx.emit("maxpool", node.name, [node.input[0]], [node.output[0]], attrs, node.name)
     t = ctx.tensors[node.input[0]]

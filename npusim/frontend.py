@@ -136,7 +136,7 @@ def _to_ir(model: onnx.ModelProto, name: str) -> Graph:
         ctx = _convert_nodes(model, opsets, boundary)
     ctx.graph_outputs = {o.name for o in g.output}
     graph_inputs = tuple(vi.name for vi in g.input if vi.name not in ctx.constants)
-    nodes = merge_host_islands(ctx, opsets, graph_inputs)
+    nodes = merge_host_islands(ctx, opsets)
     used = {i for n in nodes for i in n.inputs} | set(g.output[i].name for i in range(len(g.output)))
     constants = {k: v for k, v in ctx.constants.items() if k in used}
     return Graph(name, graph_inputs, tuple(o.name for o in g.output), ctx.tensors, tuple(nodes), constants, opsets)
@@ -204,7 +204,7 @@ def _fold_exact_cast(ctx, node) -> bool:
     return True
 
 
-def merge_host_islands(ctx: ImportContext, opsets: dict, graph_inputs) -> list[Node]:
+def merge_host_islands(ctx: ImportContext, opsets: dict) -> list[Node]:
     """Group host nodes into islands, build each island's ONNX model, and type its outputs.
 
     A host node joins the island of one of its host producers when every other producer of
@@ -237,11 +237,11 @@ def merge_host_islands(ctx: ImportContext, opsets: dict, graph_inputs) -> list[N
         if n.op != "host":
             out.append(n)
         elif islands[island_of[i]][0] == i:
-            out.append(_island_node(ctx, [nodes[j] for j in islands[island_of[i]]], nodes, opsets, graph_inputs))
+            out.append(_island_node(ctx, [nodes[j] for j in islands[island_of[i]]], nodes, opsets))
     return out
 
 
-def _island_node(ctx, members, all_nodes, opsets, graph_inputs) -> Node:
+def _island_node(ctx, members, all_nodes, opsets) -> Node:
     protos = [onnx.NodeProto.FromString(n.attrs["node"]) for n in members]
     produced = {o for p in protos for o in p.output}
     inputs, consts = [], []
