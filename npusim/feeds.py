@@ -13,7 +13,7 @@ def concrete_shape(name, shape, given=None) -> tuple[int, ...]:
         given = tuple(int(d) for d in given)
         if shape is not None and (len(given) != len(shape) or any(
                 isinstance(d, int) and d > 0 and d != g for d, g in zip(shape, given))):
-            raise NpusimError(f"input {name!r}: shape {given} does not fit the model's {_fmt(shape)}")
+            raise NpusimError(f"input {name!r}: shape {given} does not fit the model's {format_shape(shape)}")
         return given
     if shape is None:
         raise NpusimError(f"input {name!r} has no shape in the model; give one with --shape {name}=d0,d1,...")
@@ -24,12 +24,13 @@ def concrete_shape(name, shape, given=None) -> tuple[int, ...]:
         elif i == 0:
             out.append(1)
         else:
-            raise NpusimError(f"input {name!r} has a dynamic dimension {i} in {_fmt(shape)}; "
+            raise NpusimError(f"input {name!r} has a dynamic dimension {i} in {format_shape(shape)}; "
                               f"give its shape with --shape {name}=d0,d1,...")
     return tuple(out)
 
 
-def _fmt(shape):
+def format_shape(shape) -> str:
+    """(N, 3, ?, ?): fixed dims as numbers, symbolic ones by name, unknown ones as '?'."""
     return "(" + ", ".join(str(d) if isinstance(d, int) and d > 0 else str(d or "?") for d in shape) + ")"
 
 

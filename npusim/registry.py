@@ -46,18 +46,16 @@ def _same_pads(in_hw, k, s, d, mode):
     return tuple(pads_b + pads_e)
 
 
-def _window(node, spatial_in, k):
-    """(strides, pads(top, left, bottom, right), dilations) of a 2-D window op for this input size."""
-    a = node.attrs
-    s, d = a["strides"], a["dilations"]
-    mode = a["auto_pad"]
+def _window(attrs, k):
+    """-> window(spatial_in) -> (strides, pads (top, left, bottom, right), dilations) of a 2-D
+    window op. Settled here, once, unless auto_pad SAME_* needs the input size."""
+    s = tuple(int(v) for v in attrs["strides"])
+    d = tuple(int(v) for v in attrs["dilations"])
+    mode = attrs["auto_pad"]
     if mode in ("SAME_UPPER", "SAME_LOWER"):
-        p = _same_pads(spatial_in, k, s, d, mode)
-    elif mode == "VALID":
-        p = (0,) * (2 * len(k))
-    else:
-        p = a["pads"]
-    return tuple(int(v) for v in s), tuple(int(v) for v in p), tuple(int(v) for v in d)
+        return lambda spatial_in: (s, _same_pads(spatial_in, k, s, d, mode), d)
+    fixed = (s, (0,) * (2 * len(k)) if mode == "VALID" else tuple(int(v) for v in attrs["pads"]), d)
+    return lambda spatial_in: fixed
 
 
 def _prep_conv(node, const, K):
@@ -74,8 +72,7 @@ def _prep_conv(node, const, K):
     if one_d:
         a.update(strides=(1,) + tuple(a["strides"]), dilations=(1,) + tuple(a["dilations"]),
                  pads=(0, a["pads"][0], 0, a["pads"][1]) if a["pads"] else (0, 0, 0, 0))
-    fixed = node.__class__(node.op, node.name, node.inputs, node.outputs, a)
-    window = None if a["auto_pad"] in ("SAME_UPPER", "SAME_LOWER") else _window(fixed, None, k)
+    window = _window(a, k)
     group = int(a["group"])
     xzp_c, wzp_c = _zp(const, xzp_name), _zp(const, wzp_name)
     xz_fixed = None if xzp_c is None else _scalar(xzp_c)
@@ -87,7 +84,7 @@ def _prep_conv(node, const, K):
 
     def run(x, w_in=None, b_in=None, x_zp=None, w_zp=None):
         x4 = x[:, :, None, :] if one_d else x
-        s, p, d = window or _window(fixed, x4.shape[2:], k)
+        s, p, d = window(x4.shape[2:])
         xz = xz_fixed if xz_fixed is not None else _scalar(x_zp)
         pk = packed if packed is not None else K.pack_conv_weights(w4, wzp_vec(w_zp), bias)
         acc = K.conv_acc_packed(x4, xz, pk, s, p, d, group)
@@ -115,13 +112,13 @@ def _prep_requantize(node, const, K):
 def _prep_matmul(node, const, K):
     a_name, b_name, azp_name, bzp_name = node.inputs
     b_c = const(b_name)
-    azp_c, bzp_c = _zp(const, azp_name), _zp(const, bzp_name)
+    azp_c, bzp_c = (None if v is None else np.asarray(v, np.int32) for v in (_zp(const, azp_name), _zp(const, bzp_name)))
 
     def run(a, b=None, a_zp=None, b_zp=None):
         bb = b_c if b_c is not None else b
-        az = azp_c if azp_c is not None else a_zp
-        bz = bzp_c if bzp_c is not None else b_zp
-        return (K.matmul_acc(a, np.asarray(az, np.int32), bb, np.asarray(bz, np.int32)),)
+        az = azp_c if azp_c is not None else np.asarray(a_zp, np.int32)
+        bz = bzp_c if bzp_c is not None else np.asarray(b_zp, np.int32)
+        return (K.matmul_acc(a, az, bb, bz),)
     return run
 
 
@@ -178,9 +175,10 @@ def _prep_avgpool(node, const, K):
     q = _qparams(node.attrs)
     a = node.attrs
     k = tuple(int(v) for v in a["kernel_shape"])
+    window = _window(a, k)
 
     def run(x):
-        s, p, _ = _window(node, x.shape[2:], k)
+        s, p, _ = window(x.shape[2:])
         return (K.qlinear_avgpool(x, *q, k, s, p, int(a["count_include_pad"]), int(a["ceil_mode"])),)
     return run
 
@@ -188,9 +186,10 @@ def _prep_avgpool(node, const, K):
 def _prep_maxpool(node, const, K):
     a = node.attrs
     k = tuple(int(v) for v in a["kernel_shape"])
+    window = _window(a, k)
 
     def run(x):
-        s, p, d = _window(node, x.shape[2:], k)
+        s, p, d = window(x.shape[2:])
         return (K.maxpool(x, k, s, p, d, int(a["ceil_mode"])),)
     return run
 

@@ -12,6 +12,7 @@ The NPU's fixed-point mode plugs in as another requantization form chosen here b
 from __future__ import annotations
 
 import importlib
+from collections import Counter
 import os
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -20,6 +21,7 @@ import numpy as np
 
 from . import ir
 from .errors import NpusimError
+from .feeds import format_shape
 from .registry import OPS
 
 MODES = ("ort",)
@@ -90,12 +92,14 @@ class InferenceSession:
         for name, arr in g.constants.items():
             self._base[self._slot[name]] = arr
         const = g.constants.get
+        readers = Counter(i for n in g.nodes for i in n.inputs)
         steps = []
         for node in g.nodes:
             fn = self._prepare(node, const, K)
             step = Step(fn, tuple(self._slot[i] for i in node.inputs),
                         tuple(self._slot[o] for o in node.outputs), node)
-            steps.append(_fuse_requantize(steps.pop(), step) if _feeds_requantize(steps, node, g) else step)
+            fuse = _feeds_requantize(steps, node, g, readers)
+            steps.append(_fuse_requantize(steps.pop(), step) if fuse else step)
         self._steps = steps
 
     def _prepare(self, node, const, K):
@@ -182,22 +186,22 @@ class InferenceSession:
                                   f"got {x.dtype}")
             if t.shape is not None:
                 if x.ndim != len(t.shape):
-                    raise NpusimError(f"input {name!r}: expected rank {len(t.shape)} {_fmt(t.shape)}, "
+                    raise NpusimError(f"input {name!r}: expected rank {len(t.shape)} {format_shape(t.shape)}, "
                                       f"got shape {tuple(x.shape)}")
                 for i, (d, n) in enumerate(zip(t.shape, x.shape)):
                     if isinstance(d, int) and d > 0 and d != n:
-                        raise NpusimError(f"input {name!r}: dimension {i} must be {d} (shape {_fmt(t.shape)}), "
+                        raise NpusimError(f"input {name!r}: dimension {i} must be {d} (shape {format_shape(t.shape)}), "
                                           f"got shape {tuple(x.shape)}")
         return feeds
 
 
-def _feeds_requantize(steps, node, g) -> bool:
+def _feeds_requantize(steps, node, g, readers) -> bool:
     """True when `node` requantizes the accumulator the previous step produced and nothing else reads."""
     if node.op != "requantize" or not steps:
         return False
     prev = steps[-1].node
     acc = node.inputs[0]
-    return prev.outputs == (acc,) and acc not in g.outputs and sum(acc in n.inputs for n in g.nodes) == 1
+    return prev.outputs == (acc,) and acc not in g.outputs and readers[acc] == 1
 
 
 def _fuse_requantize(acc_step: Step, req_step: Step) -> Step:
@@ -208,11 +212,6 @@ def _fuse_requantize(acc_step: Step, req_step: Step) -> Step:
         acc = produce(*xs)[0]
         return acc, requantize(acc)[0]
     return Step(run, acc_step.inputs, acc_step.outputs + req_step.outputs, acc_step.node)
-
-
-def _fmt(shape):
-    return "(" + ", ".join(str(d) if isinstance(d, int) and d > 0 else (d if isinstance(d, str) else "?")
-                           for d in shape) + ")"
 
 
 def _prepare_host(node: ir.Node, threads, K):
