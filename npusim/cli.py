@@ -58,7 +58,8 @@ def _load_inputs(args, session, seed):
 
 def _session(args):
     from .session import InferenceSession
-    return InferenceSession(args.model or _default_model(), mode=args.mode, kernels=args.kernels)
+    return InferenceSession(args.model or _default_model(), mode=args.mode, kernels=args.kernels,
+                            rounding=args.rounding)
 
 
 def cmd_run(args):
@@ -106,7 +107,11 @@ def build_parser():
 
     def common(sp):
         sp.add_argument("model", nargs="?", help="ONNX model or npusim IR (.npz); default: the shipped digits model")
-        sp.add_argument("--mode", default="ort", choices=["ort"], help="requantization arithmetic (default ort)")
+        sp.add_argument("--mode", default="ort", choices=["ort", "npu"],
+                        help="arithmetic: ort = onnxruntime's (bit-exact with it), npu = integer fixed point "
+                             "(default ort)")
+        sp.add_argument("--rounding", default="double", choices=["double", "single"],
+                        help="mode npu: requantization rounding, gemmlowp double or TFLite single (default double)")
         sp.add_argument("--kernels", default="fast", choices=["fast", "golden"])
         sp.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input array (repeatable)")
         sp.add_argument("--shape", action="append", metavar="NAME=D0,D1,..",

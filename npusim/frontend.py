@@ -10,8 +10,10 @@ islands that run on onnxruntime, as a deployment runs them on the host CPU.
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -19,7 +21,7 @@ from onnx import helper, numpy_helper
 
 from . import convert
 from .errors import NpusimError
-from .ir import Graph, Node, Tensor
+from .ir import Graph, Node, Tensor, qrange, storage
 
 ONNX_DTYPES = {1: "f32", 2: "u8", 3: "i8", 4: "u16", 5: "i16", 6: "i32", 7: "i64", 9: "bool", 10: "f16",
                11: "f64", 21: "u4", 22: "i4"}
@@ -70,8 +72,66 @@ def optimize_like_onnxruntime(model: onnx.ModelProto, where: str) -> onnx.ModelP
 
 def import_onnx(path_or_bytes) -> Graph:
     where = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
-    model = optimize_like_onnxruntime(read_model(path_or_bytes), where)
-    return _to_ir(model, os.path.basename(where))
+    model = read_model(path_or_bytes)
+    declared = declared_bits(model, where)
+    graph = _to_ir(optimize_like_onnxruntime(model, where), os.path.basename(where))
+    return apply_declared_bits(graph, declared, where) if declared else graph
+
+
+BITS_KEY = "npusim.bits"
+
+
+def declared_bits(model: onnx.ModelProto, where: str) -> dict[str, str]:
+    """Sub-byte element types the model declares in its metadata, {tensor name: IR type}.
+
+    ONNX has no 2..7-bit types: `npusim quantize` stores such tensors in 8 bits and records
+    their real width in `metadata_props["npusim.bits"]` (JSON, e.g. {"conv1.weight_quantized":
+    "i4", "relu1_out": "u6"}). onnxruntime ignores it (it clamps to the 8-bit storage range);
+    npusim gives each tensor that type, and every node producing one clamps to its range.
+    """
+    props = {p.key: p.value for p in model.metadata_props}
+    if BITS_KEY not in props:
+        return {}
+    try:
+        declared = json.loads(props[BITS_KEY])
+        ok = isinstance(declared, dict) and all(isinstance(v, str) for v in declared.values())
+    except ValueError:
+        ok = False
+    if not ok:
+        raise NpusimError(f"{where}: metadata {BITS_KEY!r} must be a JSON object of tensor name -> element type")
+    for name, dt in declared.items():
+        if dt[:1] not in ("u", "i") or not dt[1:].isdigit() or not 1 <= int(dt[1:]) <= 8:
+            raise NpusimError(f"{where}: metadata {BITS_KEY!r}: tensor {name!r} has element type {dt!r}; "
+                              f"expected u1..u8 or i1..i8")
+    return declared
+
+
+def apply_declared_bits(graph: Graph, declared: dict[str, str], where: str) -> Graph:
+    """The graph with the declared sub-byte types on its tensors and the output ranges of the
+    nodes producing them narrowed to those types (a constant outside its range is an error)."""
+    tensors = dict(graph.tensors)
+    for name, dt in declared.items():
+        t = tensors.get(name)
+        if t is None:
+            continue  # a tensor onnxruntime's optimizer removed (a fused QuantizeLinear, say)
+        if storage(t.dtype) != storage(dt):
+            raise NpusimError(f"{where}: metadata {BITS_KEY!r}: tensor {name!r} is {t.dtype}, cannot hold {dt} "
+                              f"(the storage must be the same signedness and 8 bits)")
+        lo, hi = qrange(dt)
+        c = graph.constants.get(name)
+        if c is not None and c.size and (c.min() < lo or c.max() > hi):
+            raise NpusimError(f"{where}: tensor {name!r} is declared {dt} but holds values in "
+                              f"[{int(c.min())}, {int(c.max())}], outside [{lo}, {hi}]")
+        tensors[name] = replace(t, dtype=dt)
+    nodes = []
+    for n in graph.nodes:
+        dt = declared.get(n.outputs[0]) if n.outputs else None
+        if dt and "qmin" in n.attrs:
+            lo, hi = qrange(dt)
+            n = replace(n, attrs={**n.attrs, "dtype": dt, "qmin": max(int(n.attrs["qmin"]), lo),
+                                  "qmax": min(int(n.attrs["qmax"]), hi)})
+        nodes.append(n)
+    return replace(graph, tensors=tensors, nodes=tuple(nodes))
 
 
 class ImportContext:

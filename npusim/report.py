@@ -36,8 +36,15 @@ def layer_rows(session, values) -> list[dict]:
                      "w": _bits(g, n.inputs[1]) if n.op in ("conv", "matmul", "gemm") else "-",
                      "y": _bits(g, n.outputs[0]), "quant": q.describe() if q else "-",
                      "macs": int(macs), "param_bytes": wbytes,
-                     "host_ops": list(n.attrs["ops"]) if n.op == "host" else []})
+                     "host_ops": list(n.attrs["ops"]) if n.op == "host" else [],
+                     "wess_shift": [int(v) for v in n.attrs["wess_shift"]] if "wess_shift" in n.attrs else []})
     return rows
+
+
+def _shifts(values, limit=16) -> str:
+    """WESS shifts as hex digits, one per channel: 0..15 fit one digit each."""
+    text = "".join(f"{v:x}" for v in values[:limit])
+    return text + ("..." if len(values) > limit else "") if values else "-"
 
 
 def format_table(rows, columns) -> str:
@@ -53,17 +60,24 @@ def inspect_text(session, values) -> str:
     for r in rows:
         if r["host_ops"]:
             r["name"] = "host: " + ", ".join(o.split(":")[0] for o in r["host_ops"])
-    cols = ["op", "name", "in", "out", "x", "w", "y", "quant", "macs", "param_bytes"]
+        r["wess"] = _shifts(r["wess_shift"])
+    cols = ["op", "name", "in", "out", "x", "w", "y", "quant", "wess", "macs", "param_bytes"]
     total_macs = sum(r["macs"] for r in rows)
     total_w = sum(r["param_bytes"] for r in rows)
     host = sum(len(r["host_ops"]) for r in rows)
     npu = sum(1 for r in rows if r["op"] != "host")
+    wess = sum(1 for r in rows if r["wess_shift"])
     return (format_table(rows, cols) + f"\n\n{npu} integer ops, {host} host ops in "
-            f"{sum(1 for r in rows if r['host_ops'])} islands; {total_macs:,} MACs; {total_w:,} parameter bytes")
+            f"{sum(1 for r in rows if r['host_ops'])} islands; {total_macs:,} MACs; {total_w:,} parameter bytes"
+            + (f"\nwess: per-channel 4-bit weight-equalizing shifts (hex digit per output channel) on {wess} "
+               f"layers; mode npu fuses them into the layer's right shift" if wess else ""))
 
 
 def verify_text(report) -> str:
-    lines = [f"model: {report.model}", f"mode: {report.mode}, input sets: {report.input_sets}", ""]
+    mode = report.mode + (f" ({report.rounding} rounding)" if report.rounding else "")
+    lines = [f"model: {report.model}", f"mode: {mode}, input sets: {report.input_sets}", ""]
+    if report.mode == "npu":
+        lines.append("against onnxruntime (mode npu rounds in fixed point; differences are expected):")
     rows = [{"output": c.name, "elements": c.elements, "exact": f"{100 * c.exact_fraction:.4f}%",
              "max_diff_lsb": f"{c.max_lsb:g}"} for c in report.outputs]
     lines.append(format_table(rows, ["output", "elements", "exact", "max_diff_lsb"]))
@@ -76,6 +90,17 @@ def verify_text(report) -> str:
     kinds = Counter(op.split(":")[0] for op in report.host_ops)
     lines.append(f"host ops ({len(report.host_ops)}, run by onnxruntime; names in --json): "
                  + (", ".join(f"{k} x{v}" for k, v in kinds.most_common()) if kinds else "none"))
+    if report.mode == "npu":
+        lines.append(f"host fallback at inference: {len(report.host_fallback)} islands"
+                     + (" (" + "; ".join(report.host_fallback[:5]) + (", ..." if len(report.host_fallback) > 5 else "")
+                        + ")" if report.host_fallback else "; the other islands are lookup tables on the NPU"))
+        ref = report.reference
+        bad_ref = [c for c in ref if c.exact != c.elements]
+        lines.append("")
+        lines.append(f"against the float64 fake-quantization reference: {len(ref)} quantized tensors, "
+                     f"{len(ref) - len(bad_ref)} bit-exact")
+        for c in bad_ref[:20]:
+            lines.append(f"  {c.name}: {100 * c.exact_fraction:.4f}% exact, max {c.max_lsb:g} LSB")
     lines.append("")
     lines.append("BIT-EXACT" if report.bit_exact else "NOT BIT-EXACT")
     return "\n".join(lines)

@@ -7,7 +7,10 @@ list of (callable, input slots, output slots): arithmetic, not dispatch.
 
 Modes: "ort" requantizes exactly as onnxruntime's CPU kernels do (float32 multipliers, their
 rounding and clamping order), so results are bit-exact with onnxruntime on x86-64 AVX2+.
-The NPU's fixed-point mode plugs in as another requantization form chosen here by mode.
+"npu" computes as an integer NPU does (docs/npu_arithmetic.md): fixed-point multipliers with
+gemmlowp's double rounding or TFLite's single rounding (`rounding=`), integer elementwise ops,
+and every elementwise host island of one 8-bit tensor compiled into a lookup table at plan
+time; what still needs the host per inference is listed in `host_fallback`.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from .errors import NpusimError
 from .feeds import format_shape
 from .registry import OPS
 
-MODES = ("ort",)
+MODES = ("ort", "npu")
 KERNEL_SETS = ("fast", "golden")
 _KERNEL_MODULES = ("conv", "matmul", "requant", "eltwise", "pool", "lut", "quantize")
 _ORT_TYPES = {"f32": "tensor(float)", "u8": "tensor(uint8)", "i8": "tensor(int8)", "i32": "tensor(int32)",
@@ -74,15 +77,24 @@ def load_graph(model) -> ir.Graph:
 class InferenceSession:
     """npusim.InferenceSession(path_or_bytes, mode="ort") — run(output_names, feeds) -> list of arrays.
 
-    kernels: "fast" (Numba) or "golden" (the NumPy references); threads: onnxruntime threads
-    of the host islands (default: onnxruntime's own default).
+    mode: "ort" (onnxruntime's arithmetic) or "npu" (fixed point); rounding: the NPU's
+    requantization rounding, "double" (gemmlowp) or "single" (TFLite single rounding), used
+    in mode "npu"; kernels: "fast" (Numba) or "golden" (the NumPy references); threads:
+    onnxruntime threads of the host islands (default: onnxruntime's own default).
     """
 
-    def __init__(self, path_or_bytes, mode: str = "ort", kernels: str = "fast", threads: int | None = None):
+    def __init__(self, path_or_bytes, mode: str = "ort", kernels: str = "fast", threads: int | None = None,
+                 rounding: str = "double"):
+        from . import npu
+
         if mode not in MODES:
             raise NpusimError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
-        self.mode, self.kernels, self.threads = mode, kernels, threads
+        if rounding not in npu.ROUNDINGS:
+            raise NpusimError(f"unknown rounding {rounding!r}; expected one of {', '.join(npu.ROUNDINGS)}")
+        self.mode, self.kernels, self.threads, self.rounding = mode, kernels, threads, rounding
         self.graph = load_graph(path_or_bytes)
+        self._ops = OPS if mode == "ort" else {**OPS, **npu.ops(rounding)}
+        self.host_fallback: list[str] = []  # host islands that run on onnxruntime at every inference
         K = kernel_set(kernels)
         g = self.graph
         # slot 0 is the absent optional input (""), always None
@@ -104,11 +116,14 @@ class InferenceSession:
 
     def _prepare(self, node, const, K):
         if node.op == "host":
-            return _prepare_host(node, self.threads, K)
-        if node.op not in OPS:
+            run, is_table = _prepare_host(node, self.threads, K, self.graph if self.mode == "npu" else None)
+            if not is_table:
+                self.host_fallback.append(node.source or node.name)
+            return run
+        if node.op not in self._ops:
             raise NpusimError(f"node {node.name!r}: op {node.op!r} has no registry entry")
         try:
-            return OPS[node.op].prepare(node, const, K)
+            return self._ops[node.op].prepare(node, const, K)
         except NpusimError:
             raise
         except Exception as e:
@@ -214,13 +229,16 @@ def _fuse_requantize(acc_step: Step, req_step: Step) -> Step:
     return Step(run, acc_step.inputs, acc_step.outputs + req_step.outputs, acc_step.node)
 
 
-def _prepare_host(node: ir.Node, threads, K):
-    """A host island: an onnxruntime session over the island's own ONNX model.
+def _prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None = None):
+    """A host island: an onnxruntime session over the island's own ONNX model -> (run, is_table).
 
     An elementwise island of one 8-bit input (DequantizeLinear -> HardSigmoid -> QuantizeLinear,
-    say) is a function of the input's 256 codes: onnxruntime computes it once per input rank on
-    all 256 codes, and each inference looks the values up. The values are onnxruntime's own;
-    the zoo's verify tests check the tables bit-exact against onnxruntime running the model.
+    say) is a function of the input's 256 codes: onnxruntime computes it on all 256 codes and
+    each inference looks the values up (is_table). In mode "ort" this happens lazily, once per
+    input rank; the values are onnxruntime's own, and the zoo's verify tests check the tables
+    bit-exact against onnxruntime running the model. In mode "npu" (`compile_tables_of` is
+    the graph) the table is built here, at plan time, as an NPU compiler builds a lookup table
+    from a float function: the island then costs no host work at inference.
     """
     import onnxruntime as ort
 
@@ -239,8 +257,7 @@ def _prepare_host(node: ir.Node, threads, K):
         return sess.run(out_names, {n: np.asarray(x) for n, x in zip(in_names, xs)})
 
     if not node.attrs.get("elementwise"):
-        return run
-    tables = {}
+        return run, False
 
     def tabulate(ndim, dtype):
         codes = np.arange(256, dtype=np.uint8).view(dtype).reshape((1,) * (ndim - 1) + (256,))
@@ -248,6 +265,15 @@ def _prepare_host(node: ir.Node, threads, K):
         if any(o.size != 256 for o in outs):
             return None
         return [np.ascontiguousarray(o.reshape(256)) for o in outs]
+
+    if compile_tables_of is not None:
+        t = compile_tables_of.tensors[node.inputs[0]]
+        tables = tabulate(len(t.shape) if t.shape else 1, ir.storage(t.dtype))
+        if tables is None:
+            return run, False
+        return (lambda x: [K.apply_lut(x, table) for table in tables]), True
+
+    tables = {}
 
     def run_table(x):
         key = (x.ndim, x.dtype)
@@ -257,4 +283,4 @@ def _prepare_host(node: ir.Node, threads, K):
         if t is None:
             return run(x)
         return [K.apply_lut(x, table) for table in t]
-    return run_table
+    return run_table, True

@@ -6,6 +6,10 @@ model as its optimizer left it (the graph npusim imported, so tensor names match
 those tensors exposed as extra outputs and no further optimization.
 Differences are counted in LSBs: integer units for quantized tensors, and |a - b| / scale
 for a float output produced by a DequantizeLinear (its quantization step).
+
+Mode "npu" is not meant to equal onnxruntime (it rounds in fixed point; the comparison shows
+by how much it differs). Its bit-exactness is checked against the float64 fake-quantization
+reference of the same graph (npusim.fakequant): every quantized tensor must be identical.
 """
 from __future__ import annotations
 
@@ -46,15 +50,26 @@ class VerifyReport:
     outputs: list = field(default_factory=list)
     intermediates: list = field(default_factory=list)
     host_ops: list = field(default_factory=list)
+    rounding: str = ""
+    reference: list = field(default_factory=list)  # mode "npu": every quantized tensor vs fakequant
+    host_fallback: list = field(default_factory=list)  # islands onnxruntime runs at each inference
 
     @property
     def bit_exact(self) -> bool:
-        return all(c.exact == c.elements for c in self.outputs)
+        """Mode "ort": every output equals onnxruntime's. Mode "npu": every quantized tensor
+        equals the float64 fake-quantization reference's."""
+        checked = self.reference if self.mode == "npu" else self.outputs
+        return all(c.exact == c.elements for c in checked)
 
     def to_dict(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k not in ("outputs", "intermediates")}
+        d = {k: v for k, v in asdict(self).items() if k not in ("outputs", "intermediates", "reference")}
         d["bit_exact"] = self.bit_exact
         d["outputs"] = [dict(asdict(c), exact_fraction=c.exact_fraction) for c in self.outputs]
+        if self.mode == "npu":
+            d["reference"] = {"compared": len(self.reference),
+                              "exact": sum(c.exact == c.elements for c in self.reference),
+                              "not_exact": [dict(asdict(c), exact_fraction=c.exact_fraction)
+                                            for c in self.reference if c.exact != c.elements]}
         d["intermediates"] = {
             "compared": len(self.intermediates),
             "exact": sum(c.exact == c.elements for c in self.intermediates),
@@ -72,10 +87,10 @@ def _lsb(session, name):
     return 1.0
 
 
-def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None) -> VerifyReport:
+def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rounding="double") -> VerifyReport:
     import onnxruntime as ort
 
-    sess = session or InferenceSession(model_path, mode=mode, kernels=kernels)
+    sess = session or InferenceSession(model_path, mode=mode, kernels=kernels, rounding=rounding)
     g = sess.graph
     ref = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     produced = {o for n in g.nodes for o in n.outputs}
@@ -88,8 +103,9 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None) -> 
     ref_inner = ort.InferenceSession(exposed, so, providers=["CPUExecutionProvider"])
     inner_names = [o.name for o in ref_inner.get_outputs() if o.name in set(inner)]
 
-    report = VerifyReport(str(model_path), mode, len(feeds_list))
+    report = VerifyReport(str(model_path), mode, len(feeds_list), rounding=sess.rounding if mode == "npu" else "")
     outs = {n: Compare(n) for n in g.outputs}
+    refs = {n: Compare(n) for n in g.tensors if n in produced and is_quantized(g.tensors[n].dtype)}
     mids = {n: Compare(n) for n in inner_names}
     lsbs = {n: _lsb(sess, n) for n in g.outputs}
     for feeds in feeds_list:
@@ -98,7 +114,15 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None) -> 
             outs[name].add(values[name], want, lsbs[name])
         for name, want in zip(inner_names, ref_inner.run(inner_names, feeds)):
             mids[name].add(values[name], want, 1.0)
+        if mode == "npu":
+            from .fakequant import evaluate
+
+            expect = evaluate(g, feeds, sess.rounding)
+            for name, c in refs.items():
+                c.add(values[name], expect[name], 1.0)
     report.outputs = list(outs.values())
+    report.reference = list(refs.values()) if mode == "npu" else []
+    report.host_fallback = list(sess.host_fallback)
     report.intermediates = list(mids.values())
     report.host_ops = [op for n in g.host_nodes() for op in n.attrs["ops"]]
     return report

@@ -1,0 +1,135 @@
+"""Mode "npu": the registry entries whose arithmetic an integer NPU does differently.
+
+Everything here follows docs/npu_arithmetic.md. At plan time the real scales of each node
+become fixed-point multipliers (`quantize_multiplier`: an int32 M0 in Q0.31 and a right shift
+n), computed in float64 once, as an NPU compiler does; at run time the kernels use integers
+only. The ops not listed here (conv/matmul/gemm accumulation, max pool, data movement, the
+lookup-table ops) are integer already and keep their mode-"ort" entries.
+
+WESS: a requantize node with `wess_shift` (per-channel weight scales w_layer·2^-s[c], see
+npusim.convert.wess_shifts) gets one per-layer (M0, n) from w_layer and the per-channel right
+shifts n + s[c]: the inverse of the equalizing shift is fused into the layer's shift.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .ir import qrange, storage
+from .registry import OPS, OpDef, _window
+
+ROUNDINGS = ("double", "single")
+
+
+def _f64(v):
+    return np.asarray(v, np.float64).reshape(-1)
+
+
+def requantize_multipliers(attrs: dict, K) -> tuple[np.ndarray, np.ndarray]:
+    """(M0[c], n[c]) of a requantize node: per tensor, per channel, or WESS (one M0, n + s[c])."""
+    xs = _f64(attrs["x_scale"])[0] * (float(attrs["alpha"]) if "alpha" in attrs else 1.0)
+    ws, ys = _f64(attrs["w_scale"]), _f64(attrs["y_scale"])[0]
+    if "wess_shift" in attrs:
+        m0, n = K.quantize_multiplier(np.array([xs * ws.max() / ys]))
+        s = np.asarray(attrs["wess_shift"], np.int32)
+        return np.full(s.shape, m0[0], np.int32), (n[0] + s).astype(np.int32)
+    m0, n = K.quantize_multiplier(xs * ws / ys)
+    return np.ascontiguousarray(m0, np.int32), np.ascontiguousarray(n, np.int32)
+
+
+def _out(a):
+    return int(a["y_zp"]), int(a["qmin"]), int(a["qmax"]), storage(a["dtype"])
+
+
+def ops(rounding: str) -> dict[str, OpDef]:
+    """The mode-"npu" registry entries, for one rounding rule ("double" or "single")."""
+
+    def requantize(node, const, K):
+        a = node.attrs
+        m0, n = requantize_multipliers(a, K)
+        axis = int(a["axis"])
+        out = _out(a)
+
+        def run(acc):
+            return (K.requantize_fixed(acc, m0, n, axis % acc.ndim, *out, rounding),)
+        return run
+
+    def binary(kind):
+        def prepare(node, const, K):
+            a = node.attrs
+            params = getattr(K, f"{kind}_params")(float(a["a_scale"]), float(a["b_scale"]), float(a["y_scale"]))
+            fn = getattr(K, f"fixed_{kind}")
+            az, bz = int(a["a_zp"]), int(a["b_zp"])
+            out = _out(a)
+
+            def run(x, y):
+                return (fn(x, az, y, bz, params, *out, rounding),)
+            return run
+        return prepare
+
+    def gap(node, const, K):
+        a = node.attrs
+        last = int(a.get("channels_last", 0))
+        xz = int(a["x_zp"])
+        out = _out(a)
+        cache = {}
+
+        def run(x):
+            xt = np.ascontiguousarray(np.moveaxis(x, -1, 1)) if last else x
+            count = int(np.prod(xt.shape[2:]))
+            if count not in cache:
+                cache[count] = K.quantize_multiplier(np.array([float(a["x_scale"]) / (float(a["y_scale"]) * count)]))
+            m0, n = cache[count]
+            y = K.fixed_global_avgpool(xt, xz, int(m0[0]), int(n[0]), *out, rounding)
+            return (np.moveaxis(y, 1, -1) if last else y,)
+        return run
+
+    def avgpool(node, const, K):
+        a = node.attrs
+        k = tuple(int(v) for v in a["kernel_shape"])
+        window = _window(a, k)
+        xz = int(a["x_zp"])
+        ratio = float(a["x_scale"]) / float(a["y_scale"])
+        counts = np.arange(1, int(np.prod(k)) + 1, dtype=np.float64)
+        m0, n = K.quantize_multiplier(ratio / counts)  # the multiplier of each possible divisor
+        m0 = np.concatenate([[0], m0]).astype(np.int32)  # indexed by the count itself
+        n = np.concatenate([[0], n]).astype(np.int32)
+        out = _out(a)
+
+        def run(x):
+            s, p, _ = window(x.shape[2:])
+            return (K.fixed_avgpool(x, xz, k, s, p, int(a["count_include_pad"]), int(a["ceil_mode"]), m0, n, *out,
+                                    rounding),)
+        return run
+
+    def softmax(node, const, K):
+        a = node.attrs
+        table, m0, n = K.softmax_table(float(a["x_scale"]), float(a["y_scale"]))
+        dt, (lo, hi) = storage(a["dtype"]), qrange(a["dtype"])
+        axis = int(a["axis"])
+
+        def run(x):
+            return (K.fixed_softmax(x, axis % x.ndim, table, m0, n, int(a["y_zp"]), lo, hi, dt, rounding),)
+        return run
+
+    def qconcat(node, const, K):
+        a = node.attrs
+        ys, yz = float(a["y_scale"]), int(a["y_zp"])
+        dt, (lo, hi) = storage(a["dtype"]), qrange(a["dtype"])
+        plans = [K.quantize_multiplier(np.array([float(s) / ys])) for s in a["x_scales"]]
+        same = [float(s) == ys and int(z) == yz for s, z in zip(a["x_scales"], a["x_zps"])]
+
+        def run(*xs):
+            parts = [x if keep else K.fixed_rescale(x, int(z), int(m0[0]), int(n[0]), yz, lo, hi, dt, rounding)
+                     for x, z, (m0, n), keep in zip(xs, a["x_zps"], plans, same)]
+            return (np.concatenate(parts, axis=int(a["axis"]) % parts[0].ndim),)
+        return run
+
+    return {
+        "requantize": OpDef(requantize),
+        "add": OpDef(binary("add")),
+        "mul": OpDef(binary("mul")),
+        "global_avgpool": OpDef(gap, OPS["global_avgpool"].macs),
+        "avgpool": OpDef(avgpool, OPS["avgpool"].macs),
+        "softmax": OpDef(softmax),
+        "qconcat": OpDef(qconcat),
+    }
