@@ -5,8 +5,8 @@ from collections import Counter
 
 import numpy as np
 
-from .ir import bits
 from .registry import OPS
+from .size import node_bits
 
 
 def _shape(a):
@@ -21,6 +21,7 @@ def _bits(graph, name):
 def layer_rows(session, values) -> list[dict]:
     """One row per IR node, with the shapes seen in `values` (a run_all result)."""
     g = session.graph
+    sizes = node_bits(g)
     rows = []
     for n in g.nodes:
         ins = [values.get(i) if i else None for i in n.inputs]
@@ -28,14 +29,12 @@ def layer_rows(session, values) -> list[dict]:
         macs = 0
         if n.op in OPS and all(x is not None for x in ins[:2]):
             macs = OPS[n.op].macs(n, [None if x is None else x.shape for x in ins], [o.shape for o in outs])
-        wbytes = sum(int(np.ceil(g.constants[i].size * bits(g.tensors[i].dtype) / 8))
-                     for i in n.inputs[1:] if i in g.constants and n.op in ("conv", "matmul", "gemm"))
         q = g.tensors[n.outputs[0]].quant
         rows.append({"op": n.op, "name": n.source or n.name, "in": _shape(ins[0]) if ins else "-",
                      "out": _shape(outs[0]), "x": _bits(g, n.inputs[0] if n.inputs else ""),
                      "w": _bits(g, n.inputs[1]) if n.op in ("conv", "matmul", "gemm") else "-",
                      "y": _bits(g, n.outputs[0]), "quant": q.describe() if q else "-",
-                     "macs": int(macs), "param_bytes": wbytes,
+                     "macs": int(macs), "param_bits": sizes[n.name],
                      "host_ops": list(n.attrs["ops"]) if n.op == "host" else [],
                      "wess_shift": [int(v) for v in n.attrs["wess_shift"]] if "wess_shift" in n.attrs else []})
     return rows
@@ -61,14 +60,16 @@ def inspect_text(session, values) -> str:
         if r["host_ops"]:
             r["name"] = "host: " + ", ".join(o.split(":")[0] for o in r["host_ops"])
         r["wess"] = _shifts(r["wess_shift"])
-    cols = ["op", "name", "in", "out", "x", "w", "y", "quant", "wess", "macs", "param_bytes"]
+    cols = ["op", "name", "in", "out", "x", "w", "y", "quant", "wess", "macs", "param_bits"]
     total_macs = sum(r["macs"] for r in rows)
-    total_w = sum(r["param_bytes"] for r in rows)
+    total_bits = sum(r["param_bits"] for r in rows)
     host = sum(len(r["host_ops"]) for r in rows)
     npu = sum(1 for r in rows if r["op"] != "host")
     wess = sum(1 for r in rows if r["wess_shift"])
     return (format_table(rows, cols) + f"\n\n{npu} integer ops, {host} host ops in "
-            f"{sum(1 for r in rows if r['host_ops'])} islands; {total_macs:,} MACs; {total_w:,} parameter bytes"
+            f"{sum(1 for r in rows if r['host_ops'])} islands; {total_macs:,} MACs; "
+            f"model size {total_bits:,} bits = {total_bits / 8192:.2f} KiB (weights at their widths, biases, "
+            f"multipliers, shifts, zero points, tables; see npusim.size)"
             + (f"\nwess: per-channel 4-bit weight-equalizing shifts (hex digit per output channel) on {wess} "
                f"layers; mode npu fuses them into the layer's right shift" if wess else ""))
 
