@@ -1,0 +1,371 @@
+"""The float64 fake-quantization reference of mode "npu" (docs/npu_arithmetic.md).
+
+`evaluate(graph, feeds, rounding)` runs a quantized IR graph with float64 values instead of
+the NPU's integers, independently of the fixed-point kernels: every quantized tensor is
+taken as its centered integers x − x_zp (the scales are folded into each layer's real
+multiplier), convolutions, matmuls and sums are float64 (all exact integers below 2^53), and
+requantization multiplies by the exact real value M0·2^−(31+n) of the layer's fixed-point
+multiplier. Only the pair (M0, n) comes from the shared offline `quantize_multiplier`; the
+products, sums, roundings and clamps applied at run time are this module's own.
+
+Exactness: m = M0·2^−31 is a float64 (M0 < 2^31), and for an integer x with |x| ≤ 2^31 the
+product x·m is kept as an unevaluated sum p + e (Dekker's TwoProduct, `two_product`), so a
+tie (…​.5 exactly) is told apart from a value one ulp beside it. The rounding rules are then
+applied to p + e exactly (`round_half_away`, `floor_half_up`):
+    double: y = round_half_away(floor(x'·m + 1/2) · 2^−r),  x' = sat_i32(x·2^l)
+            (l = max(−n, 0), r = max(n, 0); gemmlowp SRDHM then RDBPOT. SRDHM's nudge
+            1 − 2^30 for negative products with truncating division is floor(v + 1/2): a
+            negative tie goes up, −2.5 -> −2, not away from zero; RDBPOT is half away)
+    single: y = floor(x·m·2^−n + 1/2)  (TFLite single rounding, half toward +inf)
+both saturated to int32, then y = clamp(y + y_zp, qmin, qmax) in the output's storage type.
+
+Ops with no arithmetic of their own (data movement, max pool, quantize / dequantize at the host
+boundary, the 256-entry lookup tables of sigmoid and leaky-relu) and host islands run through
+the same registry / session functions as the npu session, with the golden kernels.
+"""
+from __future__ import annotations
+
+import types
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from . import data_ops, ir
+from .errors import NpusimError
+from .registry import OPS, _window
+
+ROUNDINGS = ("double", "single")
+_I32_MIN, _I32_MAX = -float(2 ** 31), float(2 ** 31 - 1)
+_SPLIT = 134217729.0  # 2^27 + 1, Veltkamp's splitter for float64 (53 = 26 + 27 bits)
+_ADD_LEFT_SHIFT = 20  # TFLite integer Add's L
+
+
+# ---------------------------------------------------------------- exact float64 arithmetic
+
+def _split(a):
+    """Veltkamp: a = hi + lo exactly, hi with at most 26 significant bits, lo with at most 26."""
+    c = _SPLIT * a
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+def two_product(a, b):
+    """Dekker's TwoProduct: (p, e) with p = fl(a·b) and a·b = p + e exactly (float64 arrays).
+
+    Exact while a·b neither overflows (|a·b| < 2^996) nor underflows (every partial product a
+    normal float64); here a, b are integers ≤ 2^53 and multiples of 2^−31, far inside.
+    """
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    e = al * bl - (((p - ah * bh) - al * bh) - ah * bl)
+    return p, e
+
+
+def floor_half_up(p, e=0.0):
+    """floor(v + 1/2) of the exact value v = p + e (half toward +infinity), as float64 integers.
+
+    p, e float64 with |e| ≤ ulp(p)/2 (a TwoProduct pair, or e = 0) and |p| < 2^51. With
+    f = floor(p), the answer is f + [p + e ≥ f + 1/2]; d = p − (f + 1/2) is computed exactly
+    (Sterbenz) whenever it could decide the comparison, so `d ≥ −e` is the exact test.
+    """
+    p = np.asarray(p, np.float64)
+    f = np.floor(p)
+    d = p - (f + 0.5)
+    return f + (d >= -np.asarray(e, np.float64))
+
+
+def round_half_away(p, e=0.0):
+    """round half away from zero of the exact value v = p + e, as float64 integers.
+
+    Same domain as `floor_half_up`: sign(v) · floor(|v| + 1/2), taken on the magnitude pair.
+    """
+    p = np.asarray(p, np.float64)
+    s = np.where(p < 0, -1.0, 1.0)
+    return s * floor_half_up(s * p, s * np.asarray(e, np.float64))
+
+
+def mbqm(x, m0, n, rounding):
+    """MBQM of docs/npu_arithmetic.md, in float64: x·M0·2^−(31+n) rounded by `rounding`, sat. int32.
+
+    x: float64 integers, |x| ≤ 2^31 (an int32 value); m0: integers 0 ≤ M0 < 2^31; n: integer
+    right shifts (negative: left shift), broadcast against x. Returns float64 integers in int32
+    range. "double": round_half_away(floor(x'·M0/2^31 + 1/2) / 2^r), x' = sat_i32(x·2^l);
+    "single": floor(x·M0/2^(31+n) + 1/2). A shift n > 62 gives 0 here as in the integer rules.
+    """
+    x = np.asarray(x, np.float64)
+    m = np.ldexp(np.asarray(m0, np.float64), -31)  # exact: M0 has at most 31 bits
+    n = np.asarray(n, np.int64)
+    if rounding == "double":
+        x = np.clip(np.ldexp(x, np.maximum(-n, 0)), _I32_MIN, _I32_MAX)
+        high = floor_half_up(*two_product(x, m))  # SRDHM: |high| ≤ 2^31 − 1
+        y = round_half_away(np.ldexp(high, -np.maximum(n, 0)))  # RDBPOT: an exact power-of-two scaling
+    elif rounding == "single":
+        p, e = two_product(x, m)
+        y = floor_half_up(np.ldexp(p, -n), np.ldexp(e, -n))
+    else:
+        raise NpusimError(f"unknown rounding {rounding!r}; expected one of {', '.join(ROUNDINGS)}")
+    return np.clip(y, _I32_MIN, _I32_MAX)
+
+
+# ---------------------------------------------------------------- offline multipliers
+
+def _qm(real):
+    """(M0, n) of each real multiplier, from the shared offline QuantizeMultiplier (float64 arrays)."""
+    from npusim_kernels.golden.fixedpoint import quantize_multiplier
+
+    m0, n = quantize_multiplier(np.asarray(real, np.float64).reshape(-1))
+    return np.asarray(m0, np.float64), np.asarray(n, np.int64)
+
+
+def _f64(v):
+    return np.asarray(v, np.float64).reshape(-1)
+
+
+def requantize_multipliers(attrs: dict):
+    """(M0[c], n[c]) of a requantize node, as float64 / int64 arrays (size 1 per tensor).
+
+    real[c] = x_scale·w_scale[c]/y_scale in float64 (QGemm: alpha·a_scale·b_scale[c]/y_scale);
+    WESS (`wess_shift` s[c]): one QuantizeMultiplier(x_scale·w_layer/y_scale), w_layer =
+    max w_scale, and n[c] = n + s[c]; w_scale[c] must equal w_layer·2^−s[c] exactly.
+    """
+    xs = _f64(attrs["x_scale"])[0]
+    if "alpha" in attrs:
+        xs = float(attrs["alpha"]) * xs
+    ws, ys = _f64(attrs["w_scale"]), _f64(attrs["y_scale"])[0]
+    if "wess_shift" not in attrs:
+        return _qm(xs * ws / ys)
+    s = np.asarray(attrs["wess_shift"], np.int64).reshape(-1)
+    w_layer = ws.max()
+    if s.shape != ws.shape or not np.array_equal(np.ldexp(w_layer, -s), ws):
+        raise ValueError(f"wess_shift {s.tolist()} does not give the weight scales w_layer·2^-s")
+    m0, n = _qm(xs * w_layer / ys)
+    return np.full(s.shape, m0[0]), n[0] + s
+
+
+# ---------------------------------------------------------------- ops (float64 values)
+
+def _centered(x, zp):
+    """x − zp as float64 (an absent zero point, None, is 0)."""
+    return np.asarray(x, np.float64) - (0.0 if zp is None else np.asarray(zp, np.float64))
+
+
+def _out(y, attrs):
+    """y = clamp(result + y_zp, qmin, qmax) in the output's storage type."""
+    lo, hi = (int(attrs["qmin"]), int(attrs["qmax"])) if "qmin" in attrs else ir.qrange(attrs["dtype"])
+    return np.clip(y + float(attrs["y_zp"]), lo, hi).astype(ir.storage(attrs["dtype"]))
+
+
+def _acc(acc, what):
+    """An accumulator (exact float64 integers) as int32; out of int32 range is an error."""
+    if acc.size and (acc.min() < _I32_MIN or acc.max() > _I32_MAX):
+        idx = tuple(int(i) for i in np.argwhere((acc < _I32_MIN) | (acc > _I32_MAX))[0])
+        raise ValueError(f"{what}: int32 accumulator overflow at index {idx}: {int(acc[idx])}")
+    return acc.astype(np.int32)
+
+
+def _conv(node, rounding, x, w, b=None, x_zp=None, w_zp=None):
+    """acc = Σ (x − x_zp)(w − w_zp[m]) + bias[m] in float64, over im2col windows (1-D or 2-D)."""
+    m = w.shape[0]
+    k = w.shape[2:]
+    nd = len(k)
+    strides, pads, dil = _window(node.attrs, k)(x.shape[2:])
+    xc = np.pad(_centered(x, None if x_zp is None else np.asarray(x_zp).reshape(-1)[0]),
+                [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)])
+    wc = _centered(w, None if w_zp is None else np.broadcast_to(np.asarray(w_zp).reshape(-1), (m,)).reshape(
+        (m,) + (1,) * (nd + 1)))
+    span = tuple((k[i] - 1) * dil[i] + 1 for i in range(nd))
+    win = sliding_window_view(xc, span, axis=tuple(range(2, 2 + nd)))  # (N, C, *out_full, *span)
+    win = win[(slice(None),) * 2 + tuple(slice(None, None, s) for s in strides)
+              + tuple(slice(None, None, d) for d in dil)]  # (N, C, *out, *k)
+    g = int(node.attrs["group"])
+    n_, c = x.shape[:2]
+    win = win.reshape((n_, g, c // g) + win.shape[2:])
+    wc = wc.reshape((g, m // g) + wc.shape[1:])
+    sp, kk = "hw"[:nd], "rs"[:nd]
+    acc = np.einsum(f"ngc{sp}{kk},gmc{kk}->ngm{sp}", win, wc, optimize=True)
+    acc = acc.reshape((n_, m) + acc.shape[3:])
+    if b is not None:
+        acc = acc + np.asarray(b, np.float64).reshape((m,) + (1,) * nd)
+    return (_acc(acc, "conv Σ(x−x_zp)(w−w_zp)+bias"),)
+
+
+def _matmul_f64(a, b, a_zp, b_zp):
+    azp = np.asarray(0 if a_zp is None else a_zp, np.float64)
+    if azp.ndim == 1 and azp.size > 1:
+        azp = azp.reshape(-1, 1)  # per row of a
+    bzp = np.asarray(0 if b_zp is None else b_zp, np.float64).reshape(-1)
+    return np.matmul(_centered(a, azp), _centered(b, bzp if bzp.size > 1 else bzp[0]))
+
+
+def _matmul(node, rounding, a, b, a_zp=None, b_zp=None):
+    """acc = Σ_k (a − a_zp)(b − b_zp) in float64, numpy matmul broadcasting."""
+    return (_acc(_matmul_f64(a, b, a_zp, b_zp), "matmul Σ(a−a_zp)(b−b_zp)"),)
+
+
+def _gemm(node, rounding, a, b, c=None, a_zp=None, b_zp=None):
+    """acc = (a − a_zp)ᵀ?(b − b_zp[n])ᵀ? + C in float64 (QGemm; alpha lives in the requantize)."""
+    a = a.T if int(node.attrs["transA"]) else a
+    b = b.T if int(node.attrs["transB"]) else b
+    acc = _matmul_f64(a, b, None if a_zp is None else np.asarray(a_zp).reshape(()), b_zp)
+    if c is not None:
+        acc = acc + np.asarray(c, np.float64)
+    return (_acc(acc, "gemm Σ(a−a_zp)(b−b_zp)+C"),)
+
+
+def _requantize(node, rounding, acc):
+    """y = clamp(MBQM(acc, M0[c], n[c]) + y_zp), per tensor / per channel along `axis` / WESS."""
+    a = node.attrs
+    m0, n = requantize_multipliers(a)
+    if m0.size > 1:
+        shape = [1] * acc.ndim
+        shape[int(a["axis"]) % acc.ndim] = m0.size
+        m0, n = m0.reshape(shape), n.reshape(shape)
+    return (_out(mbqm(acc, m0, n, rounding), a),)
+
+
+def _add(node, rounding, x, y):
+    """TFLite integer Add (L = 20): y = MBQM(MBQM((a−a_zp)·2^L, Ma) + MBQM((b−b_zp)·2^L, Mb), My)."""
+    a = node.attrs
+    sa, sb, sy = float(a["a_scale"]), float(a["b_scale"]), float(a["y_scale"])
+    t = 2.0 * max(sa, sb)
+    (ma, na), (mb, nb), (my, ny) = _qm(sa / t), _qm(sb / t), _qm(t / (2.0 ** _ADD_LEFT_SHIFT * sy))
+    xa = mbqm(np.ldexp(_centered(x, a["a_zp"]), _ADD_LEFT_SHIFT), ma, na, rounding)
+    xb = mbqm(np.ldexp(_centered(y, a["b_zp"]), _ADD_LEFT_SHIFT), mb, nb, rounding)
+    return (_out(mbqm(xa + xb, my, ny, rounding), a),)
+
+
+def _mul(node, rounding, x, y):
+    """TFLite integer Mul: y = MBQM((a − a_zp)(b − b_zp), M, n), real = a_scale·b_scale/y_scale."""
+    a = node.attrs
+    m0, n = _qm(float(a["a_scale"]) * float(a["b_scale"]) / float(a["y_scale"]))
+    return (_out(mbqm(_centered(x, a["a_zp"]) * _centered(y, a["b_zp"]), m0, n, rounding), a),)
+
+
+def _global_avgpool(node, rounding, x):
+    """acc = Σ (x − x_zp) over the N spatial elements; y = MBQM(acc, QM(x_scale/(y_scale·N)))."""
+    a = node.attrs
+    axes = tuple(range(1, x.ndim - 1)) if int(a.get("channels_last", 0)) else tuple(range(2, x.ndim))
+    count = int(np.prod([x.shape[i] for i in axes]))
+    acc = _centered(x, a["x_zp"]).sum(axis=axes, keepdims=True)
+    m0, n = _qm(float(a["x_scale"]) / (float(a["y_scale"]) * count))
+    return (_out(mbqm(acc, m0, n, rounding), a),)
+
+
+def _avgpool(node, rounding, x):
+    """acc = Σ (x − x_zp) over each window clipped to the input; count as kernels/golden/pool.py
+    (Πkernel with count_include_pad, else the clipped window size); one QM per distinct count."""
+    from npusim_kernels.golden.pool import pool_output_size
+
+    a = node.attrs
+    k = tuple(int(v) for v in a["kernel_shape"])
+    nd = len(k)
+    strides, pads, _ = _window(a, k)(x.shape[2:])
+    outs = [pool_output_size(x.shape[2 + i], k[i], strides[i], pads[i], pads[i + nd], 1, int(a["ceil_mode"]))
+            for i in range(nd)]
+    # pad so that every window (ceil-mode ones too) lies inside; padded cells count 0
+    ends = [(outs[i] - 1) * strides[i] + k[i] - pads[i] - x.shape[2 + i] for i in range(nd)]
+    width = [(0, 0), (0, 0)] + [(pads[i], max(ends[i], 0)) for i in range(nd)]
+    sel = (slice(None),) * 2 + tuple(slice(0, (outs[i] - 1) * strides[i] + 1, strides[i]) for i in range(nd))
+    axes = tuple(range(2, 2 + nd))
+    acc = sliding_window_view(np.pad(_centered(x, a["x_zp"]), width), k, axis=axes)[sel].sum(
+        axis=tuple(range(-nd, 0)))
+    if int(a["count_include_pad"]):
+        count = np.full(acc.shape[2:], float(np.prod(k)))
+    else:
+        inside = np.pad(np.ones(x.shape[2:]), width[2:])
+        count = sliding_window_view(inside, k)[sel[2:]].sum(axis=tuple(range(-nd, 0)))
+    distinct, where = np.unique(count, return_inverse=True)
+    m0, n = _qm(float(a["x_scale"]) / (float(a["y_scale"]) * distinct))
+    where = where.reshape(count.shape)
+    return (_out(mbqm(acc, m0[where], n[where], rounding), a),)
+
+
+def softmax_exp_q16(x_scale: float) -> np.ndarray:
+    """E[d] = round_half_away(2^16·exp(−x_scale·d)), d = 0..255 (float64 integers; E[0] = 65536)."""
+    return round_half_away(65536.0 * np.exp(-float(x_scale) * np.arange(256, dtype=np.float64)))
+
+
+def _softmax(node, rounding, x):
+    """Per row: d = max(row) − x, S = Σ E[d], P = floor((E[d]·2^15 + floor(S/2)) / S) (Q15),
+    y = clamp(MBQM(P, QM(2^−15/y_scale)) + y_zp). Rows along `axis` (opset ≥ 13) or the
+    flattened dims [axis:] (opset < 13), as ONNX Softmax defines them."""
+    a = node.attrs
+    axis = int(a["axis"]) % x.ndim
+    if int(a.get("opset", 13)) < 13:
+        rows = np.asarray(x).reshape(int(np.prod(x.shape[:axis])), -1)
+    else:
+        rows = np.moveaxis(x, axis, -1)
+    if rows.shape[-1] > 32767:
+        raise ValueError(f"softmax row length {rows.shape[-1]} exceeds 32767 (int32 sum of Q16 exponentials)")
+    xv = np.asarray(rows, np.float64)
+    e = softmax_exp_q16(float(a["x_scale"]))[(xv.max(axis=-1, keepdims=True) - xv).astype(np.intp)]
+    s = e.sum(axis=-1, keepdims=True)  # exact: < 2^31
+    num = e * 32768.0 + np.floor(s / 2.0)
+    q = np.floor(num / s)
+    r = num - q * s  # exact integers; correct the float division to the exact floor
+    q = q - (r < 0) + (r >= s)
+    m0, n = _qm(2.0 ** -15 / float(a["y_scale"]))
+    y = _out(mbqm(q, m0, n, rounding), a)
+    return (y.reshape(x.shape) if int(a.get("opset", 13)) < 13 else np.moveaxis(y, -1, axis),)
+
+
+def _qconcat(node, rounding, *xs):
+    """Each input rescaled: y = clamp(MBQM(x − x_zp, QM(x_scale/y_scale)) + y_zp), or copied when
+    its (scale, zp) equal (y_scale, y_zp); then concatenated along `axis`."""
+    a = node.attrs
+    ys, yz = float(a["y_scale"]), int(a["y_zp"])
+    parts = []
+    for x, s, z in zip(xs, a["x_scales"], a["x_zps"]):
+        if float(s) == ys and int(z) == yz:
+            parts.append(np.asarray(x).astype(ir.storage(a["dtype"])))
+        else:
+            m0, n = _qm(float(s) / ys)
+            parts.append(_out(mbqm(_centered(x, z), m0, n, rounding), a))
+    return (np.concatenate(parts, axis=int(a["axis"]) % parts[0].ndim),)
+
+
+ARITHMETIC = {"conv": _conv, "matmul": _matmul, "gemm": _gemm, "requantize": _requantize, "add": _add,
+              "mul": _mul, "global_avgpool": _global_avgpool, "avgpool": _avgpool, "softmax": _softmax,
+              "qconcat": _qconcat}
+# no arithmetic of their own: the runtime's registry entries, with the golden kernels
+REUSED = ("maxpool", "sigmoid", "leaky_relu", "quantize", "dequantize", "dynamic_quantize", *data_ops.PREPARE)
+
+
+# ---------------------------------------------------------------- graph
+
+def evaluate(graph: ir.Graph, feeds: dict, rounding: str = "double") -> dict[str, np.ndarray]:
+    """Every tensor of `graph` (constants, inputs, intermediates, outputs) for one inference,
+    computed by the float64 reference; quantized tensors in their integer storage dtype.
+
+    rounding: "double" (gemmlowp) or "single" (TFLite single rounding), as mode "npu".
+    """
+    from .session import InferenceSession, _prepare_host, kernel_set
+
+    if rounding not in ROUNDINGS:
+        raise NpusimError(f"unknown rounding {rounding!r}; expected one of {', '.join(ROUNDINGS)}")
+    feeds = InferenceSession._check_feeds(types.SimpleNamespace(graph=graph), feeds)
+    K = kernel_set("golden")
+    values = {**graph.constants, **{name: feeds[name] for name in graph.inputs}}
+    for node in graph.nodes:
+        xs = [values[i] if i else None for i in node.inputs]
+        while xs and xs[-1] is None:
+            xs.pop()  # absent trailing optional inputs take their defaults
+        try:
+            if node.op in ARITHMETIC:
+                outs = ARITHMETIC[node.op](node, rounding, *xs)
+            elif node.op in REUSED:
+                outs = OPS[node.op].prepare(node, graph.constants.get, K)(*xs)
+            elif node.op == "host":
+                outs = _prepare_host(node, None, K, graph)[0](*xs)
+            else:
+                raise NpusimError(f"node {node.name!r}: op {node.op!r} is not supported by the float64 reference")
+        except NpusimError:
+            raise
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise NpusimError(f"node {node.source or node.name!r} ({node.op}): {msg}") from None
+        values.update(zip(node.outputs, outs))
+    return values
