@@ -1,0 +1,467 @@
+"""Fast fixed-point kernels of mode "npu" (Numba); same names, signatures and numbers as
+golden.fixedpoint (docs/npu_arithmetic.md).
+
+The offline float64 helpers (quantize_multiplier, *_params, softmax_table) are re-exported from
+the golden module: they run once per session, not per inference. The integer primitives are
+written independently of the golden ones (SRDHM as VQRDMULH's (p + 2^30) >> 31 instead of
+gemmlowp's truncating division; RDBPOT as a biased arithmetic shift instead of mask/threshold),
+so the bit-exact tests compare two derivations of the same numbers.
+"""
+import numpy as np
+
+from npusim_kernels.fast._jit import njit
+from npusim_kernels.fast import pool as _pool
+from npusim_kernels.golden.fixedpoint import (  # noqa: F401  (offline helpers, re-exported)
+    ADD_LEFT_SHIFT, add_params, avgpool_params, global_avgpool_params, mul_params, quantize_multiplier,
+    softmax_table)
+
+I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
+
+
+def _single(rounding):
+    """rounding str -> the bool the Numba cores take (True: single rounding)."""
+    if rounding not in ("double", "single"):
+        raise ValueError(f"rounding must be 'double' or 'single', got {rounding!r}")
+    return rounding == "single"
+
+
+def _check_range(v, lo, hi, what):
+    v = np.asarray(v)
+    bad = (v < lo) | (v > hi)
+    if np.any(bad):
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{what} out of [{lo}, {hi}] at index {idx}: {int(v[idx])}")
+
+
+@njit(inline="always")
+def _sat32(v):
+    return min(max(v, np.int64(I32_MIN)), np.int64(I32_MAX))
+
+
+@njit(inline="always")
+def _srdhm1(a, b):
+    """floor(a·b / 2^31 + 1/2) (VQRDMULH); INT32_MIN·INT32_MIN -> INT32_MAX. int64 in/out."""
+    if a == I32_MIN and b == I32_MIN:
+        return np.int64(I32_MAX)
+    return (a * b + np.int64(1 << 30)) >> 31
+
+
+@njit(inline="always")
+def _rdbpot1(x, e):
+    """round_half_away(x / 2^e), 0 <= e <= 62: (x + 2^(e−1) − [x < 0]) >> e. int64 in/out."""
+    if e == 0:
+        return x
+    return (x + (np.int64(1) << (e - 1)) - np.int64(x < 0)) >> e
+
+
+@njit(inline="always")
+def _split_shift(n, single):
+    """Per-(m0, n) constants hoisted out of the element loops: (a, b) =
+    double: (left shift clipped to 32, right shift clipped to 62);
+    single: (total shift t = 31 + n clipped to [−32, 63], 0).
+    The clips change no result (an int32 shifted left by 32 saturates unless 0; an int32 / 2^62
+    and x·m0 / 2^63 round to 0) and keep every shift in int64."""
+    if single:
+        return min(max(np.int64(31) + n, np.int64(-32)), np.int64(63)), np.int64(0)
+    return min(max(-n, np.int64(0)), np.int64(32)), min(max(n, np.int64(0)), np.int64(62))
+
+
+@njit(inline="always")
+def _mbqm1(x, m0, a, b, single):
+    """MBQM of one int32 value x (int64) with constants (a, b) from _split_shift; int64 result
+    saturated to int32. Double: RDBPOT(SRDHM(sat32(x·2^a), m0), b). Single (a = t):
+    floor((x·m0 + 2^(t−1)) / 2^t), 0 for t > 62, sat32(x·m0)·2^−t for t < 1."""
+    if single:
+        p = x * m0
+        if a > 62:
+            return np.int64(0)
+        if a >= 1:
+            return _sat32((p + (np.int64(1) << (a - 1))) >> a)
+        return _sat32(_sat32(p) << -a)
+    return _rdbpot1(_srdhm1(_sat32(x << a), m0), b)
+
+
+@njit
+def _srdhm_core(a, b, out):
+    for i in range(out.size):
+        out[i] = _srdhm1(np.int64(a[i]), np.int64(b[i]))
+
+
+@njit
+def _rdbpot_core(x, e, out):
+    for i in range(out.size):
+        out[i] = _rdbpot1(np.int64(x[i]), np.int64(e[i]))
+
+
+@njit
+def _mbqm_core(x, m0, n, single, out):
+    for i in range(out.size):
+        a, b = _split_shift(np.int64(n[i]), single)
+        out[i] = _mbqm1(np.int64(x[i]), np.int64(m0[i]), a, b, single)
+
+
+def _flat_i64(*arrays):
+    """Broadcast, then flat contiguous int64 copies; returns (shape, flats...)."""
+    bs = np.broadcast_arrays(*[np.asarray(v, np.int64) for v in arrays])
+    return (bs[0].shape,) + tuple(np.ascontiguousarray(v).reshape(-1) for v in bs)
+
+
+def srdhm(a, b):
+    """SaturatingRoundingDoublingHighMul, elementwise, int32 in/out; see golden.fixedpoint.srdhm."""
+    shape, a, b = _flat_i64(a, b)
+    _check_range(a, I32_MIN, I32_MAX, "srdhm a")
+    _check_range(b, I32_MIN, I32_MAX, "srdhm b")
+    out = np.empty(a.size, np.int32)
+    _srdhm_core(a, b, out)
+    return out.reshape(shape)
+
+
+def rdbpot(x, e):
+    """RoundingDivideByPOT, int64, 0 <= e <= 62; see golden.fixedpoint.rdbpot."""
+    shape, x, e = _flat_i64(x, e)
+    _check_range(e, 0, 62, "rdbpot exponent")
+    out = np.empty(x.size, np.int64)
+    _rdbpot_core(x, e, out)
+    return out.reshape(shape)
+
+
+def mbqm(x, m0, n, rounding):
+    """MultiplyByQuantizedMultiplier, broadcasting, int64 out; see golden.fixedpoint.mbqm."""
+    single = _single(rounding)
+    shape, x, m0, n = _flat_i64(x, m0, n)
+    _check_range(x, I32_MIN, I32_MAX, "mbqm x")
+    _check_range(m0, 0, I32_MAX, "mbqm m0")
+    out = np.empty(x.size, np.int64)
+    _mbqm_core(x, m0, n, single, out)
+    return out.reshape(shape)
+
+
+def _params(m0, n, size=None):
+    """Multiplier parameters as flat int64 arrays, m0 checked; size (if given) must match or be 1."""
+    m = np.ascontiguousarray(m0, np.int64).reshape(-1)
+    s = np.ascontiguousarray(n, np.int64).reshape(-1)
+    if m.size != s.size or (size is not None and m.size not in (1, size)):
+        raise ValueError(f"multiplier parameters of size {m.size} / {s.size}, expected 1 or {size}")
+    _check_range(m, 0, I32_MAX, "m0")
+    return m, s
+
+
+# ---------------------------------------------------------------- requantize / rescale
+
+@njit
+def _requant_core(acc_3d, m0, n, single, y_zp, qmin, qmax, out):
+    """out[o, c, i] = clamp(MBQM(acc[o, c, i], m0[c or 0], n[c or 0]) + y_zp, qmin, qmax).
+
+    acc (outer, C, inner) of any int dtype (values int32); out the output dtype, written in one
+    pass; the multiplier constants are hoisted per channel.
+    """
+    no, nc, ni = acc_3d.shape
+    per_ch = m0.shape[0] > 1
+    lo = np.int64(qmin) - y_zp
+    hi = np.int64(qmax) - y_zp
+    for c in range(nc):
+        k = c if per_ch else 0
+        m = m0[k]
+        a, b = _split_shift(n[k], single)
+        for o in range(no):
+            src = acc_3d[o, c]
+            dst = out[o, c]
+            for i in range(ni):
+                v = _mbqm1(np.int64(src[i]), m, a, b, single)
+                dst[i] = min(max(v, lo), hi) + y_zp
+
+
+def requantize_fixed(acc_i32, m0, n, axis, y_zp, qmin, qmax, out_dtype, rounding):
+    """y:out_dtype = clamp(MBQM(acc, m0[c], n[c]) + y_zp, qmin, qmax); see golden.fixedpoint.
+
+    acc_i32: int32; m0, n: size 1 or acc.shape[axis]. One Numba pass, no temporaries.
+    """
+    single = _single(rounding)
+    acc = np.asarray(acc_i32)
+    if acc.dtype != np.int32:
+        raise ValueError(f"requantize_fixed: acc must be int32, got {acc.dtype}")
+    acc = np.ascontiguousarray(acc)
+    shape = acc.shape
+    m, s = _params(m0, n, shape[axis] if acc.ndim else 1)
+    if m.size > 1:
+        ax = axis % acc.ndim
+        acc3 = acc.reshape(int(np.prod(shape[:ax], dtype=np.int64)), shape[ax], -1)
+    else:
+        acc3 = acc.reshape(1, 1, -1)
+    out = np.empty(acc3.shape, out_dtype)
+    _requant_core(acc3, m, s, single, np.int64(y_zp), int(qmin), int(qmax), out)
+    return out.reshape(shape)
+
+
+@njit
+def _rescale_core(x, x_zp, m0, n, single, y_zp, qmin, qmax, out):
+    a, b = _split_shift(n, single)
+    lo = np.int64(qmin) - y_zp
+    hi = np.int64(qmax) - y_zp
+    for i in range(x.size):
+        v = _mbqm1(np.int64(x[i]) - x_zp, m0, a, b, single)
+        out[i] = min(max(v, lo), hi) + y_zp
+
+
+def fixed_rescale(x, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
+    """y = clamp(MBQM(x − x_zp, m0, n) + y_zp, qmin, qmax); see golden.fixedpoint.fixed_rescale."""
+    single = _single(rounding)
+    m, s = _params(m0, n, 1)
+    x = np.ascontiguousarray(x)
+    if x.dtype.kind not in "iu" or x.dtype.itemsize > 4:
+        raise ValueError(f"fixed_rescale: x must be an integer type of at most 32 bits, got {x.dtype}")
+    out = np.empty(x.shape, out_dtype)
+    _rescale_core(x.reshape(-1), np.int64(x_zp), m[0], s[0], single, np.int64(y_zp), int(qmin), int(qmax),
+                  out.reshape(-1))
+    return out
+
+
+# ---------------------------------------------------------------- add / mul
+
+def _split_2d(a_shape, b_shape):
+    """(outer, inner, (a_outer, a_inner), (b_outer, b_inner)) when both operands broadcast as
+    (outer, inner) blocks (each either full or 1 in each part), else None. Covers equal shapes,
+    scalars, per-channel operands ((N, C, 1, 1) against (N, C, H, W)) and trailing ones ((W,))."""
+    nd = max(len(a_shape), len(b_shape))
+    a = (1,) * (nd - len(a_shape)) + tuple(a_shape)
+    b = (1,) * (nd - len(b_shape)) + tuple(b_shape)
+    out = tuple(max(x, y) for x, y in zip(a, b))
+
+    def part(s, lo, hi):
+        """1 if the operand is all-1 over out[lo:hi], the full size if it matches, None otherwise."""
+        full = int(np.prod(out[lo:hi], dtype=np.int64))
+        if all(s[i] == out[i] for i in range(lo, hi)):
+            return full
+        if all(s[i] == 1 for i in range(lo, hi)):
+            return 1
+        return None
+
+    for k in range(nd + 1):
+        pa = (part(a, 0, k), part(a, k, nd))
+        pb = (part(b, 0, k), part(b, k, nd))
+        if None not in pa + pb:
+            return (int(np.prod(out[:k], dtype=np.int64)), int(np.prod(out[k:], dtype=np.int64)), pa, pb), out
+    return None, out
+
+
+def _operands_2d(a, b):
+    """(a_2d, b_2d, out_shape): both operands as 2-D blocks that broadcast against
+    (outer, inner); falls back to np.broadcast_arrays for any other broadcast."""
+    a, b = np.asarray(a), np.asarray(b)
+    split, out = _split_2d(a.shape, b.shape)
+    if split is None:
+        a, b = (np.ascontiguousarray(v) for v in np.broadcast_arrays(a, b))
+        return a.reshape(1, -1), b.reshape(1, -1), out
+    _, _, pa, pb = split
+    return np.ascontiguousarray(a).reshape(pa), np.ascontiguousarray(b).reshape(pb), out
+
+
+def _check_8bit(x, zp, what):
+    """x must be u8/i8 and its zero point inside the type's range."""
+    dt = np.asarray(x).dtype
+    if dt not in (np.uint8, np.int8):
+        raise ValueError(f"{what} must be uint8 or int8, got {dt}")
+    info = np.iinfo(dt)
+    if not info.min <= int(zp) <= info.max:
+        raise ValueError(f"{what} zero point {int(zp)} outside {dt} range")
+
+
+@njit
+def _add_table(zp, m0, n, single, table):
+    """table[v + 128] = MBQM((v − zp)·2^20, m0, n) for every 8-bit code v in −128..255."""
+    a, b = _split_shift(n, single)
+    for i in range(table.size):
+        table[i] = _mbqm1((np.int64(i - 128) - zp) << 20, m0, a, b, single)
+
+
+@njit
+def _add_core(a2, b2, ta, tb, my, ny, single, y_zp, qmin, qmax, out):
+    """out[o, i] = clamp(MBQM(ta[a] + tb[b], my, ny) + y_zp), a and b broadcast as 2-D blocks."""
+    no, ni = out.shape
+    ao, ai = (1 if a2.shape[0] > 1 else 0), (1 if a2.shape[1] > 1 else 0)
+    bo, bi = (1 if b2.shape[0] > 1 else 0), (1 if b2.shape[1] > 1 else 0)
+    a, b = _split_shift(ny, single)
+    lo = np.int64(qmin) - y_zp
+    hi = np.int64(qmax) - y_zp
+    for o in range(no):
+        ra = a2[o * ao]
+        rb = b2[o * bo]
+        dst = out[o]
+        for i in range(ni):
+            s = ta[np.int64(ra[i * ai]) + 128] + tb[np.int64(rb[i * bi]) + 128]
+            v = _mbqm1(s, my, a, b, single)
+            dst[i] = min(max(v, lo), hi) + y_zp
+
+
+@njit
+def _mul_core(a2, b2, a_zp, b_zp, m0, n, single, y_zp, qmin, qmax, out):
+    """out[o, i] = clamp(MBQM((a − a_zp)·(b − b_zp), m0, n) + y_zp), 2-D block broadcasting."""
+    no, ni = out.shape
+    ao, ai = (1 if a2.shape[0] > 1 else 0), (1 if a2.shape[1] > 1 else 0)
+    bo, bi = (1 if b2.shape[0] > 1 else 0), (1 if b2.shape[1] > 1 else 0)
+    a, b = _split_shift(n, single)
+    lo = np.int64(qmin) - y_zp
+    hi = np.int64(qmax) - y_zp
+    for o in range(no):
+        ra = a2[o * ao]
+        rb = b2[o * bo]
+        dst = out[o]
+        for i in range(ni):
+            p = (np.int64(ra[i * ai]) - a_zp) * (np.int64(rb[i * bi]) - b_zp)
+            v = _mbqm1(p, m0, a, b, single)
+            dst[i] = min(max(v, lo), hi) + y_zp
+
+
+def _empty_2d(a2, b2, out_dtype):
+    return np.empty((max(a2.shape[0], b2.shape[0]), max(a2.shape[1], b2.shape[1])), out_dtype)
+
+
+def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
+    """TFLite integer Add (L = 20), u8/i8, numpy broadcasting; see golden.fixedpoint.fixed_add.
+    The per-operand stage MBQM((v − zp)·2^20, m, n) is a 384-entry table over the 8-bit codes."""
+    single = _single(rounding)
+    _check_8bit(a, a_zp, "fixed_add a")
+    _check_8bit(b, b_zp, "fixed_add b")
+    (ma, na), (mb, nb), (my, ny) = params
+    _params([ma, mb, my], [na, nb, ny])
+    ta = np.empty(384, np.int64)
+    tb = np.empty(384, np.int64)
+    _add_table(np.int64(a_zp), np.int64(ma), np.int64(na), single, ta)
+    _add_table(np.int64(b_zp), np.int64(mb), np.int64(nb), single, tb)
+    a2, b2, shape = _operands_2d(a, b)
+    out = _empty_2d(a2, b2, out_dtype)
+    _add_core(a2, b2, ta, tb, np.int64(my), np.int64(ny), single, np.int64(y_zp), int(qmin), int(qmax), out)
+    return out.reshape(shape)
+
+
+def fixed_mul(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
+    """TFLite integer Mul, u8/i8, numpy broadcasting; see golden.fixedpoint.fixed_mul."""
+    single = _single(rounding)
+    _check_8bit(a, a_zp, "fixed_mul a")
+    _check_8bit(b, b_zp, "fixed_mul b")
+    m, n = params
+    _params(m, n)
+    a2, b2, shape = _operands_2d(a, b)
+    out = _empty_2d(a2, b2, out_dtype)
+    _mul_core(a2, b2, np.int64(a_zp), np.int64(b_zp), np.int64(m), np.int64(n), single, np.int64(y_zp),
+              int(qmin), int(qmax), out)
+    return out.reshape(shape)
+
+
+# ---------------------------------------------------------------- pooling
+
+@njit
+def _gap_core(x, x_zp, m0, n, single, y_zp, qmin, qmax, out):
+    a, b = _split_shift(n, single)
+    lo = np.int64(qmin) - y_zp
+    hi = np.int64(qmax) - y_zp
+    for r in range(x.shape[0]):
+        acc = np.int64(0)
+        for i in range(x.shape[1]):
+            acc += np.int64(x[r, i])
+        acc -= x_zp * x.shape[1]
+        out[r] = min(max(_mbqm1(acc, m0, a, b, single), lo), hi) + y_zp
+
+
+def fixed_global_avgpool(x_nchw, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
+    """Global average pool, integer; see golden.fixedpoint.fixed_global_avgpool."""
+    single = _single(rounding)
+    m, s = _params(m0, n, 1)
+    x = np.ascontiguousarray(x_nchw)
+    _check_8bit(x, x_zp, "fixed_global_avgpool x")
+    nb, c = x.shape[:2]
+    hw = int(np.prod(x.shape[2:], dtype=np.int64))
+    if hw >= 2 ** 23:
+        raise ValueError(f"fixed_global_avgpool: {hw} spatial elements, at most 2^23 - 1")
+    out = np.empty(nb * c, out_dtype)
+    _gap_core(x.reshape(nb * c, hw), np.int64(x_zp), m[0], s[0], single, np.int64(y_zp), int(qmin), int(qmax), out)
+    return out.reshape((nb, c) + (1,) * (x.ndim - 2))
+
+
+@njit
+def _avg_core(x, x_zp, k, st, pb, count_include_pad, m0, n, single, y_zp, qmin, qmax, out):
+    """Integer window sums of (x − x_zp) over the clipped window, MBQM with the count's (m0, n)."""
+    nc, d0, d1, d2 = x.shape
+    o0, o1, o2 = out.shape[1], out.shape[2], out.shape[3]
+    lo = np.int64(qmin) - y_zp
+    hi = np.int64(qmax) - y_zp
+    for a in range(o0):
+        h0 = max(a * st[0] - pb[0], 0)
+        h1 = min(a * st[0] - pb[0] + k[0], d0)
+        for b in range(o1):
+            w0 = max(b * st[1] - pb[1], 0)
+            w1 = min(b * st[1] - pb[1] + k[1], d1)
+            for e in range(o2):
+                z0 = max(e * st[2] - pb[2], 0)
+                z1 = min(e * st[2] - pb[2] + k[2], d2)
+                size = (h1 - h0) * (w1 - w0) * (z1 - z0)
+                cnt = k[0] * k[1] * k[2] if count_include_pad else size
+                sa, sb = _split_shift(n[cnt], single)
+                m = m0[cnt]
+                for c in range(nc):
+                    acc = np.int64(0)
+                    for h in range(h0, h1):
+                        for w in range(w0, w1):
+                            for z in range(z0, z1):
+                                acc += np.int64(x[c, h, w, z])
+                    acc -= x_zp * size
+                    out[c, a, b, e] = min(max(_mbqm1(acc, m, sa, sb, single), lo), hi) + y_zp
+
+
+def fixed_avgpool(x_nchw, x_zp, kernel, strides, pads, count_include_pad, ceil_mode,
+                  m0_by_count, n_by_count, y_zp, qmin, qmax, out_dtype, rounding):
+    """Average pool, integer, 1-3 spatial dims; see golden.fixedpoint.fixed_avgpool."""
+    single = _single(rounding)
+    x = np.asarray(x_nchw)
+    _check_8bit(x, x_zp, "fixed_avgpool x")
+    nd = x.ndim - 2
+    m, s = _params(m0_by_count, n_by_count, None)
+    if m.size != int(np.prod(kernel)) + 1:
+        raise ValueError(f"fixed_avgpool: {m.size} per-count multipliers, expected prod(kernel) + 1 = "
+                         f"{int(np.prod(kernel)) + 1}")
+    x3, k, st, pb, pe, _ = _pool._lift(x, kernel, strides, pads, [1] * nd)
+    outs = [_pool._out_size(x3.shape[2 + i], k[i], st[i], pb[i], pe[i], 1, ceil_mode) for i in range(3)]
+    nb, c = x.shape[:2]
+    out = np.empty((nb * c,) + tuple(outs), out_dtype)
+    _avg_core(np.ascontiguousarray(x3).reshape((nb * c,) + x3.shape[2:]), np.int64(x_zp), k, st, pb,
+              bool(count_include_pad), m, s, single, np.int64(y_zp), int(qmin), int(qmax), out)
+    return out.reshape((nb, c) + tuple(outs[3 - nd:]))
+
+
+# ---------------------------------------------------------------- softmax
+
+@njit
+def _softmax_core(rows, table, m0, n, single, y_zp, qmin, qmax, out):
+    """Per row: d = max − x, S = Σ E[d], P = (E[d]·2^15 + S // 2) // S, MBQM(P) + y_zp clamped."""
+    a, b = _split_shift(n, single)
+    lo = np.int64(qmin) - y_zp
+    hi = np.int64(qmax) - y_zp
+    for r in range(rows.shape[0]):
+        row = rows[r]
+        mx = np.int64(row[0])
+        for i in range(row.size):
+            mx = max(mx, np.int64(row[i]))
+        s = np.int64(0)
+        for i in range(row.size):
+            s += table[mx - np.int64(row[i])]
+        half = s // 2
+        for i in range(row.size):
+            p = (table[mx - np.int64(row[i])] * 32768 + half) // s
+            out[r, i] = min(max(_mbqm1(p, m0, a, b, single), lo), hi) + y_zp
+
+
+def fixed_softmax(x, axis, table, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
+    """Softmax of an 8-bit tensor along `axis`, integer; see golden.fixedpoint.fixed_softmax."""
+    single = _single(rounding)
+    m, s = _params(m0, n, 1)
+    x = np.asarray(x)
+    _check_8bit(x, 0, "fixed_softmax x")
+    axis = axis % x.ndim
+    if x.shape[axis] > 32767:
+        raise ValueError(f"fixed_softmax: row length {x.shape[axis]} along axis {axis}, at most 32767")
+    xt = np.moveaxis(x, axis, -1)
+    rows = np.ascontiguousarray(xt).reshape(-1, x.shape[axis])
+    out = np.empty(rows.shape, out_dtype)
+    _softmax_core(rows, np.ascontiguousarray(table, np.int64), m[0], s[0], single, np.int64(y_zp),
+                  int(qmin), int(qmax), out)
+    return np.moveaxis(out.reshape(xt.shape), -1, axis)
