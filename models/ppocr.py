@@ -11,7 +11,8 @@ The float model `ppocr_<family>_float` is the source model converted to opset 13
 carry per-channel axes) and run through onnxruntime's quant_pre_process (ONNX shape inference
 and graph optimization: BatchNormalization folded into Conv, Constant nodes turned into
 initializers; `_check_preprocessed` fails the build otherwise), plus one fold onnxruntime does
-not do: `_fold_convtranspose_bias_bn` for the detector head. The quantized variants are
+not do: ConvTranspose -> Add(bias) -> BatchNormalization in the detector head, by
+`npusim.quantize.fold_batchnorm`. The quantized variants are
 made from it with deterministic calibration feeds (`_synth`). The files are a few MB each and
 are not committed: they go to a cache directory, default ~/.cache/npusim/zoo/<rapidocr version>/.
 The cache key is the rapidocr version only: after an onnxruntime upgrade (whose quantizer may
@@ -56,52 +57,6 @@ def default_cache_dir() -> pathlib.Path:
     return pathlib.Path.home() / ".cache" / "npusim" / "zoo" / _package()[0]
 
 
-def _fold_convtranspose_bias_bn(model):
-    """Fold ConvTranspose(no bias) -> Add(bias [1,C,1,1]) -> BatchNormalization into one ConvTranspose.
-
-    onnxruntime folds BatchNormalization only into a Conv; the PP-OCRv4 detector head has this
-    pattern after its first ConvTranspose. With s = scale/sqrt(var + eps) per output channel c:
-    w'[:, c] = w[:, c]*s[c] (w is [C_in, C_out, kh, kw], group 1), b'[c] = (bias[c] - mean[c])*s[c] + B[c].
-    """
-    import numpy as np
-    from onnx import helper, numpy_helper
-
-    g = model.graph
-    init = {t.name: t for t in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    uses = {}
-    for n in g.node:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
-    for bn in [n for n in g.node if n.op_type == "BatchNormalization"]:
-        add = producer.get(bn.input[0])
-        if add is None or add.op_type != "Add" or uses[add.output[0]] != 1:
-            continue
-        ct = producer.get(add.input[0])
-        bias = init.get(add.input[1])
-        group = next((a.i for a in ct.attribute if a.name == "group"), 1) if ct is not None else None
-        if (ct is None or ct.op_type != "ConvTranspose" or len(ct.input) != 2 or group != 1
-                or bias is None or uses[ct.output[0]] != 1):
-            continue
-        gamma, beta, mean, var = (numpy_helper.to_array(init[i]) for i in bn.input[1:])
-        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
-        s = gamma / np.sqrt(var + eps)
-        w = numpy_helper.to_array(init[ct.input[1]])
-        b = (numpy_helper.to_array(bias).reshape(-1) - mean) * s + beta
-        w_name, b_name = ct.input[1] + "_bnfolded", ct.input[1] + "_bnfolded_bias"
-        g.initializer.extend([numpy_helper.from_array((w * s[None, :, None, None]).astype(np.float32), w_name),
-                              numpy_helper.from_array(b.astype(np.float32), b_name)])
-        new_ct = helper.make_node("ConvTranspose", [ct.input[0], w_name, b_name], [bn.output[0]], ct.name)
-        new_ct.attribute.extend(ct.attribute)
-        idx = list(g.node).index(ct)
-        for n in (ct, add, bn):
-            g.node.remove(n)
-        g.node.insert(idx, new_ct)
-    used = {i for n in g.node for i in n.input}
-    for t in [t for t in g.initializer if t.name not in used]:
-        g.initializer.remove(t)
-
-
 def _prune_opsets(model):
     """Drop the opset imports onnxruntime's optimizer adds for domains no node uses."""
     used = {n.domain for n in model.graph.node} | {""}
@@ -121,6 +76,8 @@ def _build_float(family, out_path):
     from onnx import version_converter
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from npusim.quantize import fold_batchnorm
+
     _, src_dir = _package()
     model = version_converter.convert_version(onnx.load(src_dir / SOURCES[family]), 13)
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,7 +86,7 @@ def _build_float(family, out_path):
         onnx.save(model, op13)
         quant_pre_process(op13, pre, skip_symbolic_shape=True)
         model = onnx.load(pre)
-    _fold_convtranspose_bias_bn(model)
+    fold_batchnorm(model)  # the ConvTranspose -> Add -> BatchNormalization of the detector head
     _prune_opsets(model)
     onnx.checker.check_model(model)
     _check_preprocessed(model, f"{family}_float")
