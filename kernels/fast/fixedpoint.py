@@ -266,50 +266,79 @@ def _check_8bit(x, zp, what):
         raise ValueError(f"{what} zero point {int(zp)} outside {dt} range")
 
 
-@njit
-def _add_table(zp, m0, n, single, table):
-    """table[v + 128] = MBQM((v − zp)·2^20, m0, n) for every 8-bit code v in −128..255."""
-    a, b = _split_shift(n, single)
-    for i in range(table.size):
-        table[i] = _mbqm1((np.int64(i - 128) - zp) << 20, m0, a, b, single)
+@njit(inline="always")
+def _add1(av, bv, a_zp, b_zp, ma, sa, mb, sb, my, sy, single, lo, hi, y_zp):
+    """One output of fixed_add; s* are _split_shift constants. |(v − zp)·2^20| < 2^29."""
+    a1 = _mbqm1((np.int64(av) - a_zp) << 20, ma, sa[0], sa[1], single)
+    b1 = _mbqm1((np.int64(bv) - b_zp) << 20, mb, sb[0], sb[1], single)
+    return min(max(_mbqm1(a1 + b1, my, sy[0], sy[1], single), lo), hi) + y_zp
+
+
+@njit(inline="always")
+def _mul1(av, bv, a_zp, b_zp, m0, s, single, lo, hi, y_zp):
+    """One output of fixed_mul; s are _split_shift constants. |(a − a_zp)·(b − b_zp)| <= 2^16."""
+    p = (np.int64(av) - a_zp) * (np.int64(bv) - b_zp)
+    return min(max(_mbqm1(p, m0, s[0], s[1], single), lo), hi) + y_zp
 
 
 @njit
-def _add_core(a2, b2, ta, tb, my, ny, single, y_zp, qmin, qmax, out):
-    """out[o, i] = clamp(MBQM(ta[a] + tb[b], my, ny) + y_zp), a and b broadcast as 2-D blocks."""
+def _add_core(a2, b2, a_zp, b_zp, ma, na, mb, nb, my, ny, single, y_zp, qmin, qmax, out):
+    """out[o, i] = fixed_add of a2[o or 0, i or 0] and b2[o or 0, i or 0] (2-D block broadcast).
+
+    Each broadcast case has its own contiguous inner loop, so that LLVM vectorizes it and
+    hoists the MBQM of a per-row scalar operand.
+    """
     no, ni = out.shape
-    ao, ai = (1 if a2.shape[0] > 1 else 0), (1 if a2.shape[1] > 1 else 0)
-    bo, bi = (1 if b2.shape[0] > 1 else 0), (1 if b2.shape[1] > 1 else 0)
-    a, b = _split_shift(ny, single)
+    ao, ai = a2.shape[0] > 1, a2.shape[1] > 1
+    bo, bi = b2.shape[0] > 1, b2.shape[1] > 1
+    sa, sb, sy = _split_shift(na, single), _split_shift(nb, single), _split_shift(ny, single)
     lo = np.int64(qmin) - y_zp
     hi = np.int64(qmax) - y_zp
     for o in range(no):
-        ra = a2[o * ao]
-        rb = b2[o * bo]
+        ra = a2[o if ao else 0]
+        rb = b2[o if bo else 0]
         dst = out[o]
-        for i in range(ni):
-            s = ta[np.int64(ra[i * ai]) + 128] + tb[np.int64(rb[i * bi]) + 128]
-            v = _mbqm1(s, my, a, b, single)
-            dst[i] = min(max(v, lo), hi) + y_zp
+        if ai and bi:
+            for i in range(ni):
+                dst[i] = _add1(ra[i], rb[i], a_zp, b_zp, ma, sa, mb, sb, my, sy, single, lo, hi, y_zp)
+        elif ai:
+            bv = rb[0]
+            for i in range(ni):
+                dst[i] = _add1(ra[i], bv, a_zp, b_zp, ma, sa, mb, sb, my, sy, single, lo, hi, y_zp)
+        elif bi:
+            av = ra[0]
+            for i in range(ni):
+                dst[i] = _add1(av, rb[i], a_zp, b_zp, ma, sa, mb, sb, my, sy, single, lo, hi, y_zp)
+        else:
+            dst[:] = _add1(ra[0], rb[0], a_zp, b_zp, ma, sa, mb, sb, my, sy, single, lo, hi, y_zp)
 
 
 @njit
 def _mul_core(a2, b2, a_zp, b_zp, m0, n, single, y_zp, qmin, qmax, out):
-    """out[o, i] = clamp(MBQM((a − a_zp)·(b − b_zp), m0, n) + y_zp), 2-D block broadcasting."""
+    """out[o, i] = fixed_mul of a2[o or 0, i or 0] and b2[o or 0, i or 0]; loops as _add_core."""
     no, ni = out.shape
-    ao, ai = (1 if a2.shape[0] > 1 else 0), (1 if a2.shape[1] > 1 else 0)
-    bo, bi = (1 if b2.shape[0] > 1 else 0), (1 if b2.shape[1] > 1 else 0)
-    a, b = _split_shift(n, single)
+    ao, ai = a2.shape[0] > 1, a2.shape[1] > 1
+    bo, bi = b2.shape[0] > 1, b2.shape[1] > 1
+    s = _split_shift(n, single)
     lo = np.int64(qmin) - y_zp
     hi = np.int64(qmax) - y_zp
     for o in range(no):
-        ra = a2[o * ao]
-        rb = b2[o * bo]
+        ra = a2[o if ao else 0]
+        rb = b2[o if bo else 0]
         dst = out[o]
-        for i in range(ni):
-            p = (np.int64(ra[i * ai]) - a_zp) * (np.int64(rb[i * bi]) - b_zp)
-            v = _mbqm1(p, m0, a, b, single)
-            dst[i] = min(max(v, lo), hi) + y_zp
+        if ai and bi:
+            for i in range(ni):
+                dst[i] = _mul1(ra[i], rb[i], a_zp, b_zp, m0, s, single, lo, hi, y_zp)
+        elif ai:
+            bv = rb[0]
+            for i in range(ni):
+                dst[i] = _mul1(ra[i], bv, a_zp, b_zp, m0, s, single, lo, hi, y_zp)
+        elif bi:
+            av = ra[0]
+            for i in range(ni):
+                dst[i] = _mul1(av, rb[i], a_zp, b_zp, m0, s, single, lo, hi, y_zp)
+        else:
+            dst[:] = _mul1(ra[0], rb[0], a_zp, b_zp, m0, s, single, lo, hi, y_zp)
 
 
 def _empty_2d(a2, b2, out_dtype):
@@ -317,20 +346,16 @@ def _empty_2d(a2, b2, out_dtype):
 
 
 def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
-    """TFLite integer Add (L = 20), u8/i8, numpy broadcasting; see golden.fixedpoint.fixed_add.
-    The per-operand stage MBQM((v − zp)·2^20, m, n) is a 384-entry table over the 8-bit codes."""
+    """TFLite integer Add (L = 20), u8/i8, numpy broadcasting; see golden.fixedpoint.fixed_add."""
     single = _single(rounding)
     _check_8bit(a, a_zp, "fixed_add a")
     _check_8bit(b, b_zp, "fixed_add b")
     (ma, na), (mb, nb), (my, ny) = params
     _params([ma, mb, my], [na, nb, ny])
-    ta = np.empty(384, np.int64)
-    tb = np.empty(384, np.int64)
-    _add_table(np.int64(a_zp), np.int64(ma), np.int64(na), single, ta)
-    _add_table(np.int64(b_zp), np.int64(mb), np.int64(nb), single, tb)
     a2, b2, shape = _operands_2d(a, b)
     out = _empty_2d(a2, b2, out_dtype)
-    _add_core(a2, b2, ta, tb, np.int64(my), np.int64(ny), single, np.int64(y_zp), int(qmin), int(qmax), out)
+    _add_core(a2, b2, np.int64(a_zp), np.int64(b_zp), np.int64(ma), np.int64(na), np.int64(mb), np.int64(nb),
+              np.int64(my), np.int64(ny), single, np.int64(y_zp), int(qmin), int(qmax), out)
     return out.reshape(shape)
 
 
