@@ -47,6 +47,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import NpusimError
+from .feeds import format_shape
 
 SCHEMES = ("per-tensor", "per-channel", "wess")
 CALIBRATIONS = ("minmax", "percentile", "entropy")
@@ -74,7 +75,7 @@ def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
     g = model.graph
     init = {t.name: t for t in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
-    uses = {}
+    uses = {o.name: 1 for o in g.output}  # a graph output is a use: its name must stay
     for n in g.node:
         for i in n.input:
             uses[i] = uses.get(i, 0) + 1
@@ -365,7 +366,7 @@ class _CheckedReader:
 
         self._reader = reader
         inits = {t.name for t in model.graph.initializer}
-        self._inputs = {vi.name: [d.dim_value if d.HasField("dim_value") else None
+        self._inputs = {vi.name: [d.dim_value if d.HasField("dim_value") else d.dim_param
                                   for d in vi.type.tensor_type.shape.dim] for vi in model.graph.input
                         if vi.name not in inits}
         self.count = 0
@@ -383,9 +384,9 @@ class _CheckedReader:
             x = np.asarray(feeds[name])
             if x.dtype != np.float32:
                 raise NpusimError(f"{where}: input {name!r} is {x.dtype}, expected float32")
-            if x.ndim != len(dims) or any(d and d != s for d, s in zip(dims, x.shape)):
-                shape = tuple(d or "?" for d in dims)
-                raise NpusimError(f"{where}: input {name!r} has shape {x.shape}, the model expects {shape}")
+            if x.ndim != len(dims) or any(isinstance(d, int) and d and d != s for d, s in zip(dims, x.shape)):
+                raise NpusimError(f"{where}: input {name!r} has shape {x.shape}, the model expects "
+                                  f"{format_shape(dims)}")
         self.count += 1
         self._bar.update(1)
         return feeds
