@@ -1,0 +1,630 @@
+"""QONNX (the format Brevitas exports) -> the integer IR.
+
+A QONNX model is a float graph in which `Quant`, `BipolarQuant` and `Trunc` nodes (domain
+"qonnx.custom_op.general"; older exports "onnx.brevitas" / "finn.custom_op.general") mark
+where values are integers. Their semantics are qonnx's reference implementation
+(qonnx/custom_op/general/intquant.py, bipolar_quant.py, trunc.py), for a float tensor x:
+
+    Quant(x, s, z, b):     q = R(clamp(x / s + z, qmin, qmax)),  out = (q − z)·s
+                           qmin..qmax = b-bit signed/unsigned range, narrowed by 1 if `narrow`;
+                           R = rounding_mode (ROUND = half to even, CEIL, FLOOR, ...).
+    BipolarQuant(x, s):    q = +1 if x ≥ 0 else −1,  out = q·s
+    Trunc v1(x, s, z, bi, bo):        q = R(round(x / s + z) / 2^(bi−bo)),  out = (q − z)·s
+    Trunc v2(x, s, z, bi, so, bo):    q = R(clamp(round(x / s + z) / 2^k)), k = round(log2(so/s)),
+                                      out = (q − z/2^k)·so
+
+(Trunc v1, qonnx opset 1, keeps the input scale: its output is the shifted code times s.
+Trunc v2, opset 2, has an explicit output scale, which Brevitas sets to s·2^k.)
+
+The importer keeps, for every float tensor of the QONNX graph that carries integers, the IR
+tensor of those integers (same name): a Quant output is its code q with Quant(s, z); a Conv,
+MatMul or Gemm output is the int32 accumulator Σ(x − x_zp)(w − w_zp) + bias, whose real
+scale is x_scale·w_scale[c] (kept on the side, see `_Acc`). Mapping (docs/qonnx.md):
+
+- Quant on a constant: integer weight constant (i{b}/u{b}, int32 for a bias over 8 bits),
+  codes computed offline exactly as qonnx does (float32 arithmetic, same rounding).
+- Quant on the float model input: `quantize` (ROUND only: the kernel rounds half to even).
+- Quant on an accumulator (Relu in between folds into the clamp): ROUND -> `requantize`
+  (float32 multiplier x_scale·w_scale/y_scale, round half to even, as npusim.requant);
+  any other rounding mode -> `round_shift` when the multiplier is an exact power of two
+  (integer, exact for every mode), else an NpusimError.
+- Quant on a quantized tensor: `round_shift` when the scale ratio is a power of two, else
+  `dequantize` + `quantize` (ROUND only).
+- BipolarQuant (and Quant with bits=1, signed): i2 codes −1/+1 (zero point 0, storage int8),
+  offline for weights, `sign` for activations; the integer conv then sums ±1 products.
+- Trunc: `round_shift` (an exact integer shift with the node's rounding mode).
+- Relu on an accumulator folds into the next clamp; on a quantized tensor it is `round_shift`
+  with shift 0 and qmin = zero point. Reshape, Flatten, Transpose, Squeeze, Unsqueeze,
+  Identity, Concat, MaxPool on quantized tensors convert as in npusim.convert.
+- A graph output that holds integers is dequantized to float (the integer tensor is then
+  named "<output>::q").
+Anything else (MultiThreshold, a float op between quantized tensors, per-tensor-unsupported
+parameters) is an NpusimError naming the node.
+
+`round_shift` and `sign` are new IR ops; their registry entries are defined here (`OPS_ADDED`)
+and added to npusim.registry.OPS when this module is imported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from . import convert
+from .errors import NpusimError
+from .frontend import ONNX_DTYPES, ImportContext
+from .ir import Graph, Quant, is_quantized, qrange, storage
+from .registry import OPS, OpDef
+from .requant import f32_form
+
+DOMAINS = ("qonnx.custom_op.general", "onnx.brevitas", "finn.custom_op.general")
+
+# rounding_mode spellings -> one name. ROUND is half to even (numpy's round), as in qonnx;
+# ROUND_TO_ZERO (Brevitas' name) is qonnx's DOWN.
+ROUNDINGS = {"ROUND": "HALF_EVEN", "HALF_EVEN": "HALF_EVEN", "CEIL": "CEIL", "FLOOR": "FLOOR", "UP": "UP",
+             "DOWN": "DOWN", "ROUND_TO_ZERO": "DOWN", "HALF_UP": "HALF_UP", "HALF_DOWN": "HALF_DOWN"}
+
+_DATA_OPS = ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Concat", "MaxPool")
+
+
+def is_qonnx(model: onnx.ModelProto) -> bool:
+    """True when the model has a node of a QONNX domain (Quant, BipolarQuant, Trunc, ...)."""
+    return any(n.domain in DOMAINS for n in model.graph.node)
+
+
+def import_qonnx(model: onnx.ModelProto, name: str | None = None) -> Graph:
+    """The integer IR of a QONNX model (see the module docstring for the mapping)."""
+    return _Importer(model).graph(name or model.graph.name or "qonnx")
+
+
+# ---------------------------------------------------------------- rounding (integer and offline)
+
+def round_shift(x, x_zp, shift, axis, rounding, y_zp, qmin, qmax, out_dtype):
+    """y = clamp(R((x − x_zp) · 2^−shift + y_zp), qmin, qmax), exact integer arithmetic.
+
+    x: integer array (any width; computed in int64); shift: int array of size 1 or
+    x.shape[axis], each in −31..62 (negative: a left shift, exact); rounding: one of
+    ROUNDINGS' values: FLOOR (arithmetic right shift), CEIL, DOWN (toward zero), UP (away
+    from zero), HALF_EVEN, HALF_UP (ties away from zero), HALF_DOWN (ties toward zero).
+    The zero point is added before rounding, as qonnx rounds x/s + z (the sign-symmetric
+    modes UP, DOWN, HALF_UP, HALF_DOWN are not invariant under integer shifts).
+    With v = (x − x_zp)·2^max(−shift, 0) + y_zp·2^k, k = max(shift, 0), f = floor(v / 2^k)
+    and rem = v − f·2^k (0 ≤ rem < 2^k), every mode is f or f + 1.
+    Saturation: clamp to [qmin, qmax] (clamping before or after rounding is the same, the
+    bounds being integers), then the storage dtype.
+    """
+    v = np.asarray(x).astype(np.int64) - int(x_zp)
+    s = np.asarray(shift, np.int64).reshape(-1)
+    if s.size > 1:
+        shape = [1] * v.ndim
+        shape[axis] = s.size
+        s = s.reshape(shape)
+    else:
+        s = s.reshape(())
+    k = np.maximum(s, 0)
+    v = np.left_shift(v, np.maximum(-s, 0)) + np.left_shift(np.int64(y_zp), k)
+    f = np.right_shift(v, k)
+    rem = v - np.left_shift(f, k)
+    twice, one = np.left_shift(rem, 1), np.left_shift(np.int64(1), k)
+    up = {"FLOOR": np.zeros_like(rem, bool),
+          "CEIL": rem > 0,
+          "DOWN": (rem > 0) & (v < 0),
+          "UP": (rem > 0) & (v > 0),
+          "HALF_EVEN": (twice > one) | ((twice == one) & (f % 2 == 1)),
+          "HALF_UP": (twice > one) | ((twice == one) & (v > 0)),
+          "HALF_DOWN": (twice > one) | ((twice == one) & (v < 0))}[rounding]
+    return np.clip(f + up, qmin, qmax).astype(out_dtype)
+
+
+def sign(x, x_zp):
+    """y:int8 = +1 if x ≥ x_zp else −1 (bipolar; NaN -> −1, −0.0 -> +1, as qonnx's np.where)."""
+    return np.where(np.asarray(x) >= x_zp, np.int8(1), np.int8(-1))
+
+
+def _round_float(y, mode):
+    """qonnx's rounding functions on floats (offline weight quantization), same dtype and ops."""
+    return {"HALF_EVEN": np.round, "CEIL": np.ceil, "FLOOR": np.floor, "DOWN": np.fix,
+            "UP": lambda v: np.sign(v) * np.ceil(np.abs(v)),
+            "HALF_UP": lambda v: np.sign(v) * np.floor(np.abs(v) + 0.5),
+            "HALF_DOWN": lambda v: np.sign(v) * np.ceil(np.abs(v) - 0.5)}[mode](y)
+
+
+def _prep_round_shift(node, const, K):
+    a = node.attrs
+    args = (int(a["x_zp"]), np.asarray(a["shift"], np.int64), int(a["axis"]), a["rounding"], int(a["y_zp"]),
+            int(a["qmin"]), int(a["qmax"]), storage(a["dtype"]))
+
+    def run(x):
+        return (round_shift(x, args[0], args[1], args[2] % max(x.ndim, 1), *args[3:]),)
+    return run
+
+
+def _prep_sign(node, const, K):
+    x_zp = node.attrs["x_zp"]
+
+    def run(x):
+        return (sign(x, x_zp),)
+    return run
+
+
+OPS_ADDED = {"round_shift": OpDef(_prep_round_shift), "sign": OpDef(_prep_sign)}
+for _op, _def in OPS_ADDED.items():
+    OPS.setdefault(_op, _def)
+
+
+# ---------------------------------------------------------------- the importer
+
+@dataclass(frozen=True)
+class _Acc:
+    """An int32 accumulator standing for a float Conv/MatMul/Gemm output: real = acc·x_scale·w_scale[c]."""
+    ir: str            # IR tensor name
+    x_scale: float
+    w_scale: np.ndarray  # float32 (1,) or (C,)
+    axis: int          # channel axis of w_scale on the accumulator
+    node: int          # index of the producing IR node (for bias folding)
+    relu: bool = False
+
+    def scale(self) -> np.ndarray:
+        return (np.float32(self.x_scale) * self.w_scale).astype(np.float32)
+
+
+def _int_range(signed: bool, narrow: bool, b: int) -> tuple[int, int]:
+    """qonnx's min_int/max_int: b-bit range, narrowed by one code at the bottom (signed) or top (unsigned)."""
+    if signed:
+        return -(1 << (b - 1)) + int(narrow), (1 << (b - 1)) - 1
+    return 0, (1 << b) - 1 - int(narrow)
+
+
+def _pow2_exponent(v) -> np.ndarray | None:
+    """e with v == 2^e exactly (elementwise), or None when some value is not a power of two."""
+    m, e = np.frexp(np.asarray(v, np.float64).reshape(-1))
+    return (e - 1).astype(np.int64) if np.all(m == 0.5) else None
+
+
+def _shape_inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with value_info from ONNX shape inference, the QONNX nodes read as Identity."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for n in m.graph.node:
+        if n.domain in DOMAINS and n.op_type in ("Quant", "BipolarQuant", "Trunc"):
+            n.op_type, n.domain = "Identity", ""
+            del n.input[1:]
+            del n.attribute[:]
+    try:
+        return onnx.shape_inference.infer_shapes(m)
+    except Exception:  # shapes are informative only
+        return m
+
+
+class _Importer:
+    def __init__(self, model: onnx.ModelProto):
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        for i, n in enumerate(m.graph.node):
+            if not n.name:
+                n.name = f"{n.op_type}_{i}"
+        self.model = m
+        self.opset = {o.domain: o.version for o in m.opset_import}
+        self.ctx = ImportContext(_shape_inferred(m))
+        self.acc: dict[str, _Acc] = {}
+        self.readers: dict[str, int] = {}
+        for n in m.graph.node:
+            for x in n.input:
+                self.readers[x] = self.readers.get(x, 0) + 1
+        for o in m.graph.output:
+            self.readers[o.name] = self.readers.get(o.name, 0) + 1
+        for node in m.graph.node:
+            self._convert(node)
+
+    # ------------------------------------------------------------ helpers
+    def _err(self, node, msg):
+        return NpusimError(f"node {node.name!r} ({node.op_type}): {msg}")
+
+    def _const(self, node, i, what):
+        v = self.ctx.const(node, i, what)
+        if v is None:
+            raise self._err(node, f"input {i} {what!r} is missing")
+        return np.asarray(v)
+
+    def _scalar(self, node, i, what) -> float:
+        v = self._const(node, i, what)
+        if v.size != 1:
+            raise self._err(node, f"input {what!r} must be a scalar, got shape {v.shape}")
+        return float(v.reshape(-1)[0])
+
+    def _qparams(self, node):
+        """(scale f32 array, integer zero point, bits, signed, narrow, rounding) of a Quant node."""
+        a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+        scale = self._const(node, 1, "scale").astype(np.float32)
+        zp = self._const(node, 2, "zeropt")
+        bits = self._scalar(node, 3, "bitwidth")
+        if np.any(scale <= 0):
+            raise self._err(node, "scales must be positive")
+        if not np.all(zp == np.round(zp)) or np.unique(zp).size != 1:
+            raise self._err(node, f"zero point must be one integer, got {zp.reshape(-1)[:4]}")
+        if bits != int(bits) or not 1 <= bits <= 32:
+            raise self._err(node, f"bit width must be an integer 1..32, got {bits}")
+        mode = a.get("rounding_mode", b"ROUND")
+        mode = (mode.decode() if isinstance(mode, bytes) else mode).upper()
+        if mode not in ROUNDINGS:
+            raise self._err(node, f"unknown rounding_mode {mode!r}; expected one of {', '.join(ROUNDINGS)}")
+        return scale, int(zp.reshape(-1)[0]), int(bits), bool(a.get("signed", 1)), bool(a.get("narrow", 1)), \
+            ROUNDINGS[mode]
+
+    def _act_scale(self, node, scale) -> float:
+        if scale.size != 1:
+            raise self._err(node, f"activation scale must be per tensor, got shape {scale.shape}")
+        return float(scale.reshape(-1)[0])
+
+    def _quantized(self, node, name, what):
+        """The IR tensor of a quantized activation; an error naming the node if it is not one."""
+        t = self.ctx.tensors.get(name)
+        if name in self.acc:
+            raise self._err(node, f"{what} {name!r} is an unquantized Conv/MatMul/Gemm output; put a Quant "
+                                  f"between them")
+        if t is None or not is_quantized(t.dtype) or t.quant is None or name in self.ctx.constants:
+            raise self._err(node, f"{what} {name!r} must be a quantized activation (the output of a Quant, "
+                                  f"BipolarQuant or Trunc node)")
+        if len(t.quant.scale) != 1:
+            raise self._err(node, f"{what} {name!r} must be quantized per tensor")
+        return t
+
+    def _add_const(self, name, arr, dtype, quant=None):
+        self.ctx.constants[name] = arr
+        self.ctx.add_tensor(name, dtype, tuple(arr.shape), quant)
+        return name
+
+    def _zp_input(self, name, zp, dtype):
+        """The zero-point input of conv/gemm/matmul: "" when all zero (the kernels' default), else a constant."""
+        zp = np.asarray(zp).reshape(-1)
+        if not zp.any():
+            return ""
+        return self._add_const(name, (zp if zp.size > 1 else zp[:1]).astype(storage(dtype)), dtype)
+
+    # ------------------------------------------------------------ dispatch
+    def _convert(self, node):
+        ctx = self.ctx
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            arr = numpy_helper.to_array(node.attribute[0].t)
+            ctx.constants[node.output[0]] = arr
+            ctx.add_tensor(node.output[0], ONNX_DTYPES.get(node.attribute[0].t.data_type, "?"), tuple(arr.shape))
+            return
+        if node.domain in DOMAINS:
+            fn = {"Quant": self._quant, "BipolarQuant": self._bipolar, "Trunc": self._trunc}.get(node.op_type)
+            if fn is None:
+                raise self._err(node, f"QONNX op {node.op_type} is not supported (supported: Quant, BipolarQuant, "
+                                      f"Trunc)")
+            return fn(node)
+        if node.domain not in ("", "ai.onnx"):
+            raise self._err(node, f"domain {node.domain!r} is not supported in a QONNX graph")
+        fn = {"Conv": self._conv, "MatMul": self._matmul, "Gemm": self._gemm, "Relu": self._relu,
+              "Add": self._add}.get(node.op_type)
+        if fn is not None:
+            return fn(node)
+        if node.op_type in _DATA_OPS and not any(x in self.acc for x in node.input) \
+                and convert.convert(ctx, node):
+            return
+        raise self._err(node, "no integer form: a float op between quantized tensors (supported: Quant, "
+                              f"BipolarQuant, Trunc, Conv, MatMul, Gemm, Relu, bias Add, {', '.join(_DATA_OPS)} "
+                              "on quantized tensors)")
+
+    # ------------------------------------------------------------ Quant
+    def _quant(self, node):
+        scale, zp, bits, signed, narrow, mode = self._qparams(node)
+        x, y = node.input[0], node.output[0]
+        if bits == 1 and signed:
+            if zp != 0:
+                raise self._err(node, "a 1-bit signed (bipolar) Quant needs zero point 0")
+            return self._to_bipolar(node, x, y, scale)
+        qmin, qmax = _int_range(signed, narrow, bits)
+        if x in self.ctx.constants:
+            return self._quant_const(node, x, y, scale, zp, bits, signed, qmin, qmax, mode)
+        if bits > 8:
+            raise self._err(node, f"{bits}-bit activations are not supported (1..8 bits)")
+        dtype = f"{'i' if signed else 'u'}{bits}"
+        y_scale = self._act_scale(node, scale)
+        if not qmin <= zp <= qmax:
+            raise self._err(node, f"zero point {zp} is outside the {bits}-bit range {qmin}..{qmax}")
+        if x in self.acc:
+            self._requant_acc(node, self.acc[x], y, y_scale, zp, dtype, qmin, qmax, mode)
+        elif self.ctx.dtype(x) == "f32":
+            self._quantize(node, x, y, y_scale, zp, dtype, qmin, qmax, mode)
+        else:
+            self._requant_codes(node, self._quantized(node, x, "input"), y, y_scale, zp, dtype, qmin, qmax, mode)
+        self.ctx.add_tensor(y, dtype, quant=convert._quant(y_scale, zp))
+
+    def _quant_const(self, node, x, y, scale, zp, bits, signed, qmin, qmax, mode):
+        """Weights or bias: the codes qonnx computes, in its float32 order (x/s + z, clamp, round)."""
+        w = np.asarray(self.ctx.constants[x])
+        if w.dtype != np.float32:
+            raise self._err(node, f"input 'x' must be float32, got {w.dtype}")
+        v = (w / scale).astype(np.float32) + np.float32(zp)
+        codes = _round_float(np.clip(v, np.float32(qmin), np.float32(qmax)), mode).astype(np.int64)
+        dtype = f"{'i' if signed else 'u'}{bits}" if bits <= 8 else "i32"
+        self._add_const(y, codes.astype(storage(dtype)), dtype, self._const_quant(node, scale, zp, w))
+
+    def _const_quant(self, node, scale, zp, w) -> Quant:
+        """Quant of a constant: per tensor, or along the one axis where the scale is not 1."""
+        axis = None
+        if scale.size > 1:
+            big = [i for i, d in enumerate(scale.shape) if d > 1]
+            if scale.ndim != w.ndim or np.broadcast_shapes(scale.shape, w.shape) != w.shape or len(big) != 1:
+                raise self._err(node, f"scale of shape {scale.shape} must be per tensor or along one axis of the "
+                                      f"constant {w.shape}")
+            axis = big[0]
+        return Quant(tuple(float(s) for s in scale.reshape(-1)), (zp,) * scale.size, axis)
+
+    def _quantize(self, node, x, y, y_scale, zp, dtype, qmin, qmax, mode):
+        """The model's float input: `quantize` (x / s, round half to even, clamp) — ROUND only."""
+        if mode != "HALF_EVEN":
+            raise self._err(node, f"rounding_mode {mode} on a float input is not supported: npusim's quantize "
+                                  f"rounds half to even (ROUND) only")
+        attrs = {"scale": np.array([y_scale], np.float32), "zp": np.array([zp], np.int64), "axis": 1,
+                 "block_size": 0, "qmin": qmin, "qmax": qmax, "dtype": dtype}
+        self.ctx.emit("quantize", node.name, [x], [y], attrs, node.name)
+
+    def _requant_acc(self, node, acc, y, y_scale, zp, dtype, qmin, qmax, mode):
+        """Quant of a Conv/MatMul/Gemm output: requantize (ROUND) or an exact shift (power-of-two multiplier)."""
+        if acc.relu:
+            qmin = max(qmin, zp)
+        real = acc.x_scale * np.asarray(acc.w_scale, np.float64) / y_scale
+        if mode != "HALF_EVEN":
+            e = _pow2_exponent(real)
+            if e is None:
+                raise self._err(node, f"rounding_mode {mode} needs a power-of-two multiplier x_scale·w_scale/"
+                                      f"y_scale, got {real[:4]}; npusim's requantize rounds half to even only")
+            return self._emit_shift(node, acc.ir, 0, -e, acc.axis, mode, y, zp, qmin, qmax, dtype)
+        attrs = {"x_scale": np.float32(acc.x_scale), "w_scale": acc.w_scale, "y_scale": np.float32(y_scale),
+                 "y_zp": zp, "qmin": qmin, "qmax": qmax, "dtype": dtype, "axis": acc.axis}
+        attrs.update(f32_form(attrs))
+        self.ctx.emit("requantize", f"{node.name}/requantize", [acc.ir], [y], attrs, node.name)
+
+    def _requant_codes(self, node, t, y, y_scale, zp, dtype, qmin, qmax, mode):
+        """Quant of a quantized tensor: an exact shift when the scale ratio is a power of two, else
+        dequantize + quantize (the float values qonnx computes, ROUND only)."""
+        e = _pow2_exponent(t.quant.scale[0] / y_scale)
+        if e is not None:
+            return self._emit_shift(node, t.name, t.quant.zero_point[0], -e, -1, mode, y, zp, qmin, qmax, dtype)
+        if mode != "HALF_EVEN":
+            raise self._err(node, f"rounding_mode {mode} needs a power-of-two ratio of input to output scale")
+        f = f"{y}::float"
+        self.ctx.emit("dequantize", f"{node.name}/dequantize", [t.name], [f],
+                      {"scale": np.array(t.quant.scale, np.float32), "zp": np.array(t.quant.zero_point, np.int64),
+                       "axis": 1, "block_size": 0}, node.name)
+        self.ctx.add_tensor(f, "f32")
+        self._quantize(node, f, y, y_scale, zp, dtype, qmin, qmax, mode)
+
+    def _emit_shift(self, node, x, x_zp, shift, axis, mode, y, y_zp, qmin, qmax, dtype):
+        shift = np.asarray(shift, np.int32).reshape(-1)
+        if shift.min() < -31 or shift.max() > 62:
+            raise self._err(node, f"shift {shift.min()}..{shift.max()} is outside -31..62")
+        attrs = {"x_zp": int(x_zp), "shift": shift, "axis": int(axis), "rounding": mode, "y_zp": int(y_zp),
+                 "qmin": int(qmin), "qmax": int(qmax), "dtype": dtype}
+        self.ctx.emit("round_shift", node.name, [x], [y], attrs, node.name)
+
+    # ------------------------------------------------------------ BipolarQuant
+    def _bipolar(self, node):
+        self._to_bipolar(node, node.input[0], node.output[0], self._const(node, 1, "scale").astype(np.float32))
+
+    def _to_bipolar(self, node, x, y, scale):
+        """Codes −1/+1 as element type i2 (zero point 0): real = code·scale."""
+        if np.any(scale <= 0):
+            raise self._err(node, "scales must be positive")
+        if x in self.ctx.constants:
+            w = np.asarray(self.ctx.constants[x])
+            self._add_const(y, sign(w, 0), "i2", self._const_quant(node, scale, 0, w))
+            return
+        s = self._act_scale(node, scale)
+        if x in self.acc:
+            if self.acc[x].relu:
+                raise self._err(node, "Relu before a bipolar quantizer makes every value +1; not supported")
+            src, x_zp = self.acc[x].ir, 0
+        elif self.ctx.dtype(x) == "f32":
+            src, x_zp = x, 0.0
+        else:
+            t = self._quantized(node, x, "input")
+            src, x_zp = t.name, t.quant.zero_point[0]
+        self.ctx.emit("sign", node.name, [src], [y], {"x_zp": x_zp}, node.name)
+        self.ctx.add_tensor(y, "i2", quant=convert._quant(s, 0))
+
+    # ------------------------------------------------------------ Trunc
+    def _trunc(self, node):
+        """Trunc -> round_shift: the code q of the input, shifted right by k with the node's rounding."""
+        a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+        mode = a.get("rounding_mode", b"FLOOR")
+        mode = ROUNDINGS.get((mode.decode() if isinstance(mode, bytes) else mode).upper())
+        if mode is None:
+            raise self._err(node, f"unknown rounding_mode; expected one of {', '.join(ROUNDINGS)}")
+        x, y = node.input[0], node.output[0]
+        s = self._scalar(node, 1, "scale")
+        if self._scalar(node, 2, "zeropt") != 0:
+            raise self._err(node, "only zero point 0 is supported")
+        in_bits = self._scalar(node, 3, "input_bit_width")
+        v2 = len(node.input) == 6
+        if x in self.acc:
+            acc = self.acc[x]
+            src, x_zp, src_scale, signed, lo = acc.ir, 0, acc.scale(), True, 0 if acc.relu else None
+        else:
+            t = self._quantized(node, x, "input")
+            src, x_zp, src_scale, lo = t.name, t.quant.zero_point[0], np.array(t.quant.scale, np.float32), None
+            signed = t.dtype[0] == "i"
+            if x_zp != 0:
+                raise self._err(node, f"input {x!r} must have zero point 0, got {x_zp}")
+        if v2:  # explicit output scale; k = round(log2(output_scale / scale)), as qonnx
+            y_scale, out_bits = self._scalar(node, 4, "output_scale"), int(self._scalar(node, 5, "output_bit_width"))
+            k = int(np.round(np.log2(y_scale / s)))
+            signed, narrow = bool(a.get("signed", 1)), bool(a.get("narrow", 0))
+        else:  # v1 keeps the input scale; signedness is the input's
+            out_bits = int(self._scalar(node, 4, "output_bit_width"))
+            y_scale, k, narrow = s, int(in_bits) - out_bits, False
+        if not np.all(src_scale == src_scale[0]) or not np.isclose(src_scale[0], s, rtol=1e-6, atol=0):
+            raise self._err(node, f"scale {s} differs from the scale of its input ({src_scale[:4]})")
+        if k < 0:
+            raise self._err(node, f"output scale below the input scale (shift {k}) is not supported")
+        qmin, qmax = _int_range(signed, narrow, out_bits)
+        if lo is not None:
+            qmin = max(qmin, lo)
+        dtype = f"{'i' if signed else 'u'}{out_bits}" if out_bits <= 8 else "i32"
+        self._emit_shift(node, src, x_zp, k, -1, mode, y, 0, qmin, qmax, dtype)
+        self.ctx.add_tensor(y, dtype, quant=convert._quant(y_scale, 0))
+
+    # ------------------------------------------------------------ Conv / MatMul / Gemm
+    def _weights(self, node, i, what, axis):
+        """A quantized weight constant: (name, Quant, w_scale f32 (1,) or (C,)); per-channel along `axis` only."""
+        name = node.input[i]
+        t = self.ctx.tensors.get(name)
+        if name not in self.ctx.constants or t is None or not is_quantized(t.dtype) or t.quant is None:
+            raise self._err(node, f"{what} {name!r} must be a constant quantized by a Quant or BipolarQuant node")
+        if t.quant.axis is not None and t.quant.axis != axis:
+            raise self._err(node, f"{what} {name!r} is quantized along axis {t.quant.axis}; only per-tensor or "
+                                  f"per-output-channel (axis {axis}) is supported")
+        return name, t, np.array(t.quant.scale, np.float32)
+
+    def _bias(self, node, name, acc_scale: np.ndarray, channels: int) -> str:
+        """A bias as int32 in units of the accumulator scale; it must be (within 1e-4) an integer multiple."""
+        b = np.asarray(self.ctx.constants.get(name, np.array([]))).astype(np.float64).reshape(-1)
+        t = self.ctx.tensors.get(name)
+        if name not in self.ctx.constants or b.size not in (1, channels):
+            raise self._err(node, f"bias {name!r} must be a constant of {channels} values")
+        if t is not None and t.quant is not None:  # Quant'd bias: its real value
+            b = (b - np.asarray(t.quant.zero_point, np.float64)) * np.asarray(t.quant.scale, np.float64)
+        units = np.broadcast_to(b, (channels,)) / acc_scale.astype(np.float64)
+        q = np.round(units)
+        if np.any(np.abs(units - q) > 1e-4 * np.maximum(1, np.abs(q))) or np.any(np.abs(q) >= 2 ** 31):
+            raise self._err(node, f"bias {name!r} is not an integer multiple of the accumulator scale "
+                                  f"x_scale·w_scale (first values {units[:4]})")
+        return self._add_const(f"{name}::i32", q.astype(np.int32), "i32")
+
+    def _record_acc(self, node, acc_name, x_scale, w_scale, axis, channels):
+        w_scale = np.broadcast_to(w_scale, (channels,)).astype(np.float32)
+        self.ctx.add_tensor(acc_name, "i32")
+        self.acc[node.output[0]] = _Acc(acc_name, x_scale, w_scale, axis, len(self.ctx.nodes) - 1)
+
+    def _conv(self, node):
+        x = self._quantized(node, node.input[0], "input X")
+        w, wt, w_scale = self._weights(node, 1, "weight W", 0)
+        w_scale = np.broadcast_to(w_scale, (self.ctx.constants[w].shape[0],))
+        a = {v.name: helper.get_attribute_value(v) for v in node.attribute}
+        attrs = convert._conv_attrs(a, self.ctx.constants[w].ndim - 2)
+        attrs["group"] = int(a.get("group", 1))
+        acc_scale = (np.float32(x.quant.scale[0]) * w_scale).astype(np.float32)
+        b = node.input[2] if len(node.input) > 2 and node.input[2] else ""
+        bias = self._bias(node, b, acc_scale, w_scale.size) if b else ""
+        acc = f"{node.output[0]}::acc"
+        self.ctx.emit("conv", node.name, [x.name, w, bias, self._zp_input(f"{node.name}::x_zp", x.quant.zero_point,
+                                                                          x.dtype),
+                                          self._zp_input(f"{node.name}::w_zp", wt.quant.zero_point, wt.dtype)],
+                      [acc], attrs, node.name)
+        self._record_acc(node, acc, x.quant.scale[0], w_scale, 1, w_scale.size)
+
+    def _matmul(self, node):
+        a = self._quantized(node, node.input[0], "input A")
+        b, bt, b_scale = self._weights(node, 1, "input B", 1)
+        acc = f"{node.output[0]}::acc"
+        self.ctx.emit("matmul", node.name, [a.name, b, self._zp_input(f"{node.name}::a_zp", a.quant.zero_point,
+                                                                      a.dtype),
+                                            self._zp_input(f"{node.name}::b_zp", bt.quant.zero_point, bt.dtype)],
+                      [acc], {}, node.name)
+        self._record_acc(node, acc, a.quant.scale[0], b_scale, -1, self.ctx.constants[b].shape[-1])
+
+    def _gemm(self, node):
+        at = {v.name: helper.get_attribute_value(v) for v in node.attribute}
+        if float(at.get("alpha", 1.0)) != 1.0 or float(at.get("beta", 1.0)) != 1.0:
+            raise self._err(node, "alpha and beta must be 1")
+        trans_b = int(at.get("transB", 0))
+        a = self._quantized(node, node.input[0], "input A")
+        b, bt, b_scale = self._weights(node, 1, "input B", 0 if trans_b else 1)
+        n = self.ctx.constants[b].shape[0 if trans_b else 1]
+        scale = (np.float32(a.quant.scale[0]) * b_scale).astype(np.float32)
+        c = node.input[2] if len(node.input) > 2 and node.input[2] else ""
+        bias = self._bias(node, c, np.broadcast_to(scale, (n,)), n) if c else ""
+        acc = f"{node.output[0]}::acc"
+        self.ctx.emit("gemm", node.name, [a.name, b, bias,
+                                          self._zp_input(f"{node.name}::a_zp", a.quant.zero_point, a.dtype),
+                                          self._zp_input(f"{node.name}::b_zp", bt.quant.zero_point, bt.dtype)],
+                      [acc], {"transA": int(at.get("transA", 0)), "transB": trans_b}, node.name)
+        self._record_acc(node, acc, a.quant.scale[0], b_scale, -1, n)
+
+    # ------------------------------------------------------------ Relu, bias Add
+    def _relu(self, node):
+        x, y = node.input[0], node.output[0]
+        if x in self.acc:
+            self.acc[y] = replace(self.acc[x], relu=True)
+            return
+        t = self._quantized(node, x, "input")
+        zp = t.quant.zero_point[0]
+        qmin, qmax = qrange(t.dtype)
+        self._emit_shift(node, t.name, 0, 0, -1, "FLOOR", y, 0, max(qmin, zp), qmax, t.dtype)
+        self.ctx.add_tensor(y, t.dtype, quant=t.quant)
+
+    def _add(self, node):
+        """Conv/Gemm output + constant bias -> the bias input of that conv/gemm (int32, accumulator units)."""
+        x, c = node.input[0], node.input[1]
+        if c in self.acc:
+            x, c = c, x
+        if x not in self.acc or c not in self.ctx.constants:
+            raise self._err(node, "only a constant bias added to a Conv or Gemm output has an integer form here")
+        acc = self.acc[x]
+        ir_node = self.ctx.nodes[acc.node]
+        if acc.relu or ir_node.op not in ("conv", "gemm") or ir_node.inputs[2] or self.readers.get(x, 0) != 1:
+            raise self._err(node, "the bias must follow a bias-free Conv or Gemm directly (no Relu, one reader)")
+        channels = acc.w_scale.size
+        if ir_node.op == "conv":
+            arr = np.asarray(self.ctx.constants[c])
+            if arr.size not in (1, channels) or (arr.size > 1 and arr.shape[-3 if arr.ndim >= 3 else 0] != channels):
+                raise self._err(node, f"bias {c!r} of shape {arr.shape} must be per output channel (C, 1, 1)")
+        bias = self._bias(node, c, acc.scale(), channels)
+        ins = list(ir_node.inputs)
+        ins[2] = bias
+        self.ctx.nodes[acc.node] = replace(ir_node, inputs=tuple(ins))
+        self.acc[node.output[0]] = acc
+
+    # ------------------------------------------------------------ the graph
+    def graph(self, name: str) -> Graph:
+        ctx, g = self.ctx, self.model.graph
+        outputs = [o.name for o in g.output]
+        for o in outputs:
+            if o in self.acc:
+                self._dequantize_acc(o)
+            elif o in ctx.tensors and is_quantized(ctx.dtype(o)) and ctx.tensors[o].quant is not None \
+                    and o not in ctx.constants:
+                self._dequantize_output(o)
+            elif ctx.dtype(o) != "f32":
+                raise NpusimError(f"graph output {o!r} carries no quantized value npusim can produce")
+        inputs = tuple(vi.name for vi in g.input if vi.name not in ctx.constants)
+        used = {i for n in ctx.nodes for i in n.inputs}
+        constants = {k: v for k, v in ctx.constants.items() if k in used}
+        return Graph(name, inputs, tuple(outputs), dict(ctx.tensors), tuple(ctx.nodes), constants, {})
+
+    def _rename(self, old, new):
+        ctx = self.ctx
+        ctx.nodes = [replace(n, inputs=tuple(new if i == old else i for i in n.inputs),
+                             outputs=tuple(new if o == old else o for o in n.outputs)) for n in ctx.nodes]
+        t = ctx.tensors.pop(old)
+        ctx.tensors[new] = replace(t, name=new)
+
+    def _dequantize_output(self, o):
+        q = f"{o}::q"
+        self._rename(o, q)
+        t = self.ctx.tensors[q]
+        self.ctx.emit("dequantize", f"{o}/dequantize", [q], [o],
+                      {"scale": np.array(t.quant.scale, np.float32), "zp": np.array(t.quant.zero_point, np.int64),
+                       "axis": 1, "block_size": 0}, o)
+        self.ctx.add_tensor(o, "f32")
+
+    def _dequantize_acc(self, o):
+        """A Conv/MatMul/Gemm output that is a graph output: f32(acc)·(x_scale·w_scale[c])."""
+        acc = self.acc[o]
+        src = acc.ir
+        if acc.relu:
+            src = f"{o}::relu"
+            self.ctx.emit("round_shift", f"{o}/relu", [acc.ir], [src],
+                          {"x_zp": 0, "shift": np.zeros(1, np.int32), "axis": -1, "rounding": "FLOOR", "y_zp": 0,
+                           "qmin": 0, "qmax": 2 ** 31 - 1, "dtype": "i32"}, o)
+            self.ctx.add_tensor(src, "i32")
+        scale = acc.scale()
+        self.ctx.emit("dequantize", f"{o}/dequantize", [src], [o],
+                      {"scale": scale, "zp": np.zeros(scale.shape, np.int64), "axis": acc.axis, "block_size": 0}, o)
+        self.ctx.add_tensor(o, "f32")

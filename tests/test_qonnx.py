@@ -1,0 +1,428 @@
+"""QONNX import (npusim.qonnx): hand-built Brevitas-style models run by qonnx's own executor
+and by npusim, compared on the integer codes of every Quant/BipolarQuant/Trunc output.
+
+qonnx is a test-only reference (pip install qonnx; tests that run it skip without it). Unless a
+test says otherwise the scales are powers of two and every accumulator stays far below 2^24,
+so qonnx's float32 evaluation (float conv on onnxruntime, x/s + z, np.round) is exact and the
+comparison must be bit for bit. One test uses non-power-of-two scales and bounds the difference.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+import math
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given, settings, strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+import npusim
+from npusim.errors import NpusimError
+from npusim.qonnx import ROUNDINGS, import_qonnx, is_qonnx, round_shift
+
+try:
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.infer_shapes import InferShapes
+except ImportError:  # qonnx is a test-only reference
+    execute_onnx = None
+needs_qonnx = pytest.mark.skipif(execute_onnx is None, reason="qonnx (test-only reference executor) not installed")
+
+D = "qonnx.custom_op.general"
+
+
+class Builder:
+    """A QONNX graph under construction: Quant/BipolarQuant/Trunc and standard nodes, initializers."""
+
+    def __init__(self):
+        self.nodes, self.inits, self.qparams = [], [], {}
+
+    def const(self, name, value, dtype=np.float32):
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype), name))
+        return name
+
+    def quant(self, x, y, scale, bits, signed=True, narrow=False, zp=0.0, rounding="ROUND"):
+        s = self.const(f"{y}_s", scale)
+        self.nodes.append(helper.make_node("Quant", [x, s, self.const(f"{y}_z", zp), self.const(f"{y}_b", bits)],
+                                           [y], domain=D, name=f"q_{y}", signed=int(signed), narrow=int(narrow),
+                                           rounding_mode=rounding))
+        self.qparams[y] = (np.asarray(scale, np.float32), zp)
+        return y
+
+    def bipolar(self, x, y, scale):
+        self.nodes.append(helper.make_node("BipolarQuant", [x, self.const(f"{y}_s", scale)], [y], domain=D,
+                                           name=f"bq_{y}"))
+        self.qparams[y] = (np.asarray(scale, np.float32), 0.0)
+        return y
+
+    def trunc(self, x, y, scale, in_bits, out_bits, rounding="FLOOR", out_scale=None):
+        ins = [x, self.const(f"{y}_s", scale), self.const(f"{y}_z", 0.0), self.const(f"{y}_bi", in_bits)]
+        if out_scale is not None:  # Trunc v2
+            ins.append(self.const(f"{y}_so", out_scale))
+        ins.append(self.const(f"{y}_bo", out_bits))
+        self.nodes.append(helper.make_node("Trunc", ins, [y], domain=D, name=f"t_{y}", rounding_mode=rounding))
+        self.qparams[y] = (np.asarray(scale if out_scale is None else out_scale, np.float32), 0.0)
+        return y
+
+    def node(self, op, ins, out, **attrs):
+        self.nodes.append(helper.make_node(op, ins, [out], name=f"{op.lower()}_{out}", **attrs))
+        return out
+
+    def model(self, in_shape, out, qonnx_opset=1):
+        g = helper.make_graph(self.nodes, "qonnx_test",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], self.inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(D, qonnx_opset)])
+        m.ir_version = 8
+        return m
+
+
+def pow2_weights(rng, shape, bits, narrow=False):
+    """Float weights whose per-output-channel pow2-scaled codes cover the signed `bits` range."""
+    lo, hi = -(1 << (bits - 1)) + int(narrow), (1 << (bits - 1)) - 1
+    scale = (2.0 ** rng.integers(-6, -2, size=(shape[0],) + (1,) * (len(shape) - 1))).astype(np.float32)
+    return (rng.integers(lo - 1, hi + 2, size=shape) * scale).astype(np.float32), scale
+
+
+def compare(model, feeds, *, kernels="fast"):
+    """Run qonnx and npusim; return {tensor: (npusim codes, qonnx codes)} for every quantized output."""
+    ctx = execute_onnx(ModelWrapper(model).transform(InferShapes()), feeds, return_full_exec_context=True)
+    graph = import_qonnx(model)
+    got = npusim.InferenceSession(graph, kernels=kernels).run_all(feeds)
+    pairs = {}
+    for name, (scale, zp) in Builder_params(model).items():
+        ours = got.get(f"{name}::q", got.get(name))
+        if ours is not None and name not in graph.constants:  # activations (weights are constants)
+            ref = np.round(ctx[name].astype(np.float64) / scale.astype(np.float64)) + zp
+            pairs[name] = (np.asarray(ours).astype(np.int64), ref.astype(np.int64))
+    return pairs, got, ctx
+
+
+def Builder_params(model):
+    """(scale, zero point) of every QONNX node output, read back from the model."""
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    out = {}
+    for n in model.graph.node:
+        if n.domain != D:
+            continue
+        if n.op_type == "Quant":
+            out[n.output[0]] = (inits[n.input[1]], float(inits[n.input[2]]))
+        elif n.op_type == "BipolarQuant":
+            out[n.output[0]] = (inits[n.input[1]], 0.0)
+        elif n.op_type == "Trunc":
+            out[n.output[0]] = (inits[n.input[4] if len(n.input) == 6 else n.input[1]], 0.0)
+    return out
+
+
+def assert_exact(pairs):
+    assert pairs
+    for name, (ours, ref) in pairs.items():
+        np.testing.assert_array_equal(ours, ref, err_msg=name)
+
+
+def conv_net(rng, weight_scale=None, act_scale=None, bias=True):
+    """8-bit input -> conv 4-bit weights (+bias) -> Relu -> 4-bit act -> conv 2-bit narrow weights
+    -> Relu -> 4-bit act -> MaxPool -> Flatten -> Gemm 4-bit (transB) -> 8-bit signed output."""
+    b = Builder()
+    s_in = act_scale or 2.0 ** -5
+    b.quant("x", "xq", s_in, 8, signed=True)
+    w1, s1 = pow2_weights(rng, (6, 3, 3, 3), 4)
+    if weight_scale is not None:
+        s1 = weight_scale[0]
+        w1 = (rng.integers(-9, 9, size=(6, 3, 3, 3)) * s1).astype(np.float32)
+    b.const("w1", w1)
+    b.quant("w1", "w1q", s1, 4, signed=True)
+    conv1_in = ["xq", "w1q"]
+    if bias:
+        b.const("b1", (rng.integers(-50, 50, size=6) * (s_in * s1.reshape(-1))).astype(np.float32))
+        b.quant("b1", "b1q", (s_in * s1.reshape(-1)).astype(np.float32), 32, signed=True)
+        conv1_in.append("b1q")
+    b.node("Conv", conv1_in, "c1", pads=[1, 1, 1, 1], kernel_shape=[3, 3])
+    b.node("Relu", ["c1"], "r1")
+    b.quant("r1", "a1", act_scale or 2.0 ** -2, 4, signed=False)
+    w2, s2 = pow2_weights(rng, (8, 6, 3, 3), 2, narrow=True)
+    if weight_scale is not None:
+        s2 = weight_scale[1]
+        w2 = (rng.integers(-2, 3, size=(8, 6, 3, 3)) * s2).astype(np.float32)
+    b.const("w2", w2)
+    b.quant("w2", "w2q", s2, 2, signed=True, narrow=True)
+    b.node("Conv", ["a1", "w2q"], "c2", strides=[2, 2], pads=[1, 1, 1, 1], kernel_shape=[3, 3])
+    b.node("Relu", ["c2"], "r2")
+    b.quant("r2", "a2", act_scale or 2.0 ** -1, 4, signed=False)
+    b.node("MaxPool", ["a2"], "p2", kernel_shape=[2, 2], strides=[2, 2])
+    b.node("Flatten", ["p2"], "f2", axis=1)
+    w3 = (rng.integers(-8, 8, size=(5, 8 * 2 * 2)) * 2.0 ** -3).astype(np.float32)
+    b.const("w3", w3)
+    b.quant("w3", "w3q", np.float32(2.0 ** -3) if weight_scale is None else weight_scale[2], 4, signed=True)
+    b.node("Gemm", ["f2", "w3q"], "g3", transB=1)
+    b.quant("g3", "y", act_scale or 2.0 ** -2, 8, signed=True)
+    return b.model((2, 3, 8, 8), "y")
+
+
+def feeds(rng, shape=(2, 3, 8, 8), scale=4.0):
+    return {"x": (rng.standard_normal(shape) * scale).astype(np.float32)}
+
+
+# ---------------------------------------------------------------- bit-exact against qonnx
+
+@needs_qonnx
+@pytest.mark.parametrize("kernels", ["fast", "golden"])
+def test_conv_net_mixed_precision_bit_exact(kernels):
+    rng = np.random.default_rng(0)
+    model = conv_net(rng)
+    for seed in range(3):
+        pairs, got, ctx = compare(model, feeds(np.random.default_rng(seed)), kernels=kernels)
+        assert set(pairs) == {"xq", "a1", "a2", "y"}
+        assert_exact(pairs)
+        np.testing.assert_array_equal(got["y"], ctx["y"])  # the dequantized float output too
+    # the codes really use the sub-8-bit ranges (and saturate)
+    assert pairs["a1"][0].min() == 0 and pairs["a1"][0].max() == 15
+    assert pairs["y"][0].min() < 0 < pairs["y"][0].max()
+
+
+def test_conv_net_ir_types():
+    g = import_qonnx(conv_net(np.random.default_rng(0)))
+    ops = [n.op for n in g.nodes]
+    assert ops == ["quantize", "conv", "requantize", "conv", "requantize", "maxpool", "flatten", "gemm",
+                   "requantize", "dequantize"]
+    assert (g.tensors["w1q"].dtype, g.tensors["w2q"].dtype, g.tensors["a1"].dtype, g.tensors["y::q"].dtype) == \
+        ("i4", "i2", "u4", "i8")
+    assert set(np.unique(g.constants["w2q"])) <= {-1, 0, 1}
+    rq = g.nodes[2].attrs
+    assert (rq["qmin"], rq["qmax"], rq["dtype"]) == (0, 15, "u4")  # Relu folded into the clamp
+    assert g.nodes[1].inputs[2] == "b1q::i32" and g.constants["b1q::i32"].dtype == np.int32
+
+
+@needs_qonnx
+@pytest.mark.parametrize("rounding", ["FLOOR", "CEIL", "UP", "DOWN", "HALF_UP", "HALF_DOWN", "ROUND"])
+@pytest.mark.parametrize("zp", [0.0, 3.0])
+def test_quant_rounding_modes_on_accumulator(rounding, zp):
+    """A power-of-two multiplier with any rounding mode: round_shift, exact (zero point before rounding)."""
+    rng = np.random.default_rng(1)
+    b = Builder()
+    b.quant("x", "xq", 2.0 ** -4, 8)
+    w, s = pow2_weights(rng, (4, 3, 3, 3), 4)
+    b.const("w", w)
+    b.quant("w", "wq", s, 4)
+    b.node("Conv", ["xq", "wq"], "c", kernel_shape=[3, 3])
+    b.quant("c", "y", 2.0 ** -1, 6, signed=True, zp=zp, rounding=rounding)
+    model = b.model((1, 3, 6, 6), "y")
+    g = import_qonnx(model)
+    assert g.nodes[2].op == ("requantize" if rounding == "ROUND" else "round_shift")
+    pairs, _, _ = compare(model, feeds(rng, (1, 3, 6, 6), 2.0))
+    assert_exact(pairs)
+
+
+@needs_qonnx
+def test_bipolar_layers():
+    """BipolarQuant input and weights, a bipolar activation after conv (sign of the accumulator),
+    Quant(bits=1, signed) weights, a final 8-bit Quant."""
+    rng = np.random.default_rng(2)
+    b = Builder()
+    b.bipolar("x", "xb", 0.5)
+    b.const("w1", rng.standard_normal((8, 3, 3, 3)).astype(np.float32))
+    b.bipolar("w1", "w1b", (2.0 ** rng.integers(-3, 0, size=(8, 1, 1, 1))).astype(np.float32))
+    b.node("Conv", ["xb", "w1b"], "c1", pads=[1, 1, 1, 1], kernel_shape=[3, 3])
+    b.bipolar("c1", "a1", 1.0)
+    b.const("w2", rng.standard_normal((4, 8, 1, 1)).astype(np.float32))
+    b.quant("w2", "w2b", 0.25, 1, signed=True)
+    b.node("Conv", ["a1", "w2b"], "c2", kernel_shape=[1, 1])
+    b.quant("c2", "y", 0.25, 8, signed=True)
+    model = b.model((2, 3, 5, 5), "y")
+    g = import_qonnx(model)
+    assert [g.tensors[t].dtype for t in ("xb", "w1b", "a1", "w2b")] == ["i2"] * 4
+    assert set(np.unique(g.constants["w1b"])) == {-1, 1}
+    f = feeds(rng, (2, 3, 5, 5), 1.0)
+    f["x"][0, 0, 0, :2] = (0.0, -0.0)  # zero and negative zero are +1
+    pairs, got, _ = compare(model, f)
+    assert_exact(pairs)
+    assert set(np.unique(got["a1"])) == {-1, 1}
+
+
+@needs_qonnx
+@pytest.mark.parametrize("rounding", ["FLOOR", "ROUND", "CEIL"])
+def test_trunc_v1_on_accumulator_and_activation(rounding):
+    """Trunc v1 (opset 1, output keeps the input scale) on a conv accumulator, then on a quantized activation."""
+    rng = np.random.default_rng(3)
+    b = Builder()
+    b.quant("x", "xq", 2.0 ** -3, 8)
+    w, _ = pow2_weights(rng, (4, 3, 3, 3), 4)
+    b.const("w", w)
+    b.quant("w", "wq", np.float32(2.0 ** -4), 4)
+    b.node("Conv", ["xq", "wq"], "c", pads=[1, 1, 1, 1], kernel_shape=[3, 3])
+    b.trunc("c", "t", 2.0 ** -7, 14, 8, rounding)
+    b.trunc("t", "y", 2.0 ** -7, 8, 5, rounding)
+    model = b.model((2, 3, 6, 6), "y")
+    g = import_qonnx(model)
+    assert [n.op for n in g.nodes][2:4] == ["round_shift", "round_shift"]
+    assert g.tensors["t"].dtype == "i8" and g.tensors["y::q"].dtype == "i5"
+    pairs, _, ctx = compare(model, feeds(rng, (2, 3, 6, 6), 8.0))
+    assert_exact(pairs)
+    assert np.abs(pairs["t"][0]).max() > 16  # the shifts are not trivially zero
+
+
+@needs_qonnx
+def test_trunc_v2_output_scale_and_clamp():
+    rng = np.random.default_rng(4)
+    b = Builder()
+    b.quant("x", "xq", 2.0 ** -3, 8)
+    w, _ = pow2_weights(rng, (4, 3, 3, 3), 4)
+    b.const("w", w)
+    b.quant("w", "wq", np.float32(2.0 ** -4), 4)
+    b.node("Conv", ["xq", "wq"], "c", kernel_shape=[3, 3])
+    b.node("Relu", ["c"], "r")
+    b.trunc("r", "y", 2.0 ** -7, 16, 4, "FLOOR", out_scale=2.0 ** -4)
+    model = b.model((2, 3, 6, 6), "y", qonnx_opset=2)
+    pairs, _, _ = compare(model, feeds(rng, (2, 3, 6, 6), 8.0))
+    assert_exact(pairs)
+    assert pairs["y"][0].min() == 0 and pairs["y"][0].max() == 7  # Relu, then the signed 4-bit clamp
+
+
+@needs_qonnx
+def test_requantize_activation_and_relu_on_codes():
+    """Quant of a quantized tensor (power-of-two ratio: round_shift; otherwise dequantize+quantize),
+    Relu on signed codes, a MatMul layer, an accumulator graph output, a bias Add after Gemm."""
+    rng = np.random.default_rng(5)
+    b = Builder()
+    b.quant("x", "xq", 2.0 ** -3, 8)
+    b.node("Relu", ["xq"], "xr")
+    b.quant("xr", "xs", 2.0 ** -1, 4, signed=False, rounding="FLOOR")
+    b.quant("xs", "xt", 0.3, 4, signed=False)
+    b.node("Flatten", ["xt"], "f")
+    b.const("w", (rng.integers(-7, 8, size=(12, 3)) * 2.0 ** -3).astype(np.float32))
+    b.quant("w", "wq", 2.0 ** -3, 4)
+    b.node("MatMul", ["f", "wq"], "m")
+    b.quant("m", "mq", 2.0 ** -2, 8)
+    b.const("w2", (rng.integers(-7, 8, size=(2, 3)) * 2.0 ** -3).astype(np.float32))
+    b.quant("w2", "w2q", 2.0 ** -3, 4)
+    b.node("Gemm", ["mq", "w2q"], "g", transB=1)
+    b.const("bias", np.array([0.25, -1.5], np.float32))
+    b.node("Add", ["g", "bias"], "y")
+    model = b.model((3, 3, 2, 2), "y")
+    g = import_qonnx(model)
+    assert [n.op for n in g.nodes] == ["quantize", "round_shift", "round_shift", "dequantize", "quantize",
+                                       "flatten", "matmul", "requantize", "gemm", "dequantize"]
+    f = feeds(rng, (3, 3, 2, 2), 2.0)
+    pairs, got, ctx = compare(model, f)
+    assert_exact(pairs)
+    np.testing.assert_array_equal(got["y"], ctx["y"])  # float output of the accumulator, exact
+
+
+@needs_qonnx
+def test_non_power_of_two_scales_within_one_lsb():
+    """Arbitrary float scales: qonnx's float conv rounds differently from npusim's integer
+    accumulator + float32 multiplier, so codes may differ by 1 LSB at near-ties only."""
+    rng = np.random.default_rng(6)
+    ws = ((rng.uniform(0.02, 0.1, (6, 1, 1, 1))).astype(np.float32), np.float32(0.137), np.float32(0.0713))
+    model = conv_net(rng, weight_scale=ws, act_scale=0.0371, bias=False)
+    total = differ = 0
+    for seed in range(20):
+        pairs, _, _ = compare(model, feeds(np.random.default_rng(100 + seed), scale=1.0))
+        for ours, ref in pairs.values():
+            assert np.abs(ours - ref).max() <= 1
+            total += ours.size
+            differ += int((ours != ref).sum())
+    assert total > 10000
+    assert differ / total < 1e-3, (differ, total)
+
+
+# ---------------------------------------------------------------- round_shift against exact rationals
+
+def _ref_round(fr: Fraction, mode: str) -> int:
+    """The rounding modes on an exact rational, as their definitions say."""
+    fl, ce = math.floor(fr), math.ceil(fr)
+    if mode == "FLOOR":
+        return fl
+    if mode == "CEIL":
+        return ce
+    if mode == "DOWN":
+        return fl if fr >= 0 else ce
+    if mode == "UP":
+        return ce if fr >= 0 else fl
+    if fr - fl != Fraction(1, 2):
+        return fl if fr - fl < Fraction(1, 2) else ce
+    return {"HALF_EVEN": fl if fl % 2 == 0 else ce, "HALF_UP": ce if fr > 0 else fl,
+            "HALF_DOWN": fl if fr > 0 else ce}[mode]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-2 ** 31, 2 ** 31 - 1), min_size=1, max_size=8), st.integers(-8, 40),
+       st.sampled_from(sorted(set(ROUNDINGS.values()))), st.integers(-128, 127), st.integers(-20, 20))
+def test_round_shift_matches_exact_rounding(xs, shift, mode, x_zp, y_zp):
+    x = np.array(xs, np.int32)
+    got = round_shift(x, x_zp, np.array([shift]), 0, mode, y_zp, -2 ** 40, 2 ** 40, np.int64)
+    want = [_ref_round(Fraction(v - x_zp) / Fraction(2) ** shift + y_zp, mode) for v in xs]
+    assert got.tolist() == want
+
+
+def test_round_shift_edges_and_per_channel():
+    x = np.array([[-6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6]] * 2, np.int32)
+    half_even = round_shift(x, 0, np.array([1, 2]), 0, "HALF_EVEN", 0, -128, 127, np.int8)
+    assert half_even.tolist() == [[-3, -2, -2, -2, -1, 0, 0, 0, 1, 2, 2, 2, 3],
+                                  [-2, -1, -1, -1, 0, 0, 0, 0, 0, 1, 1, 1, 2]]
+    assert round_shift(x[0], 0, np.array([1]), 0, "FLOOR", 0, -2, 1, np.int8).tolist() == \
+        [-2, -2, -2, -2, -1, -1, 0, 0, 1, 1, 1, 1, 1]  # clamped to i2
+    assert round_shift(np.array([2 ** 31 - 1, -2 ** 31], np.int32), 0, np.array([31]), 0, "HALF_UP", 0,
+                       -8, 7, np.int8).tolist() == [1, -1]
+    assert round_shift(np.array([3], np.int32), 1, np.array([-3]), 0, "FLOOR", 0, 0, 255, np.uint8).tolist() == [16]
+
+
+# ---------------------------------------------------------------- detection, errors, save/load
+
+def test_is_qonnx():
+    assert is_qonnx(conv_net(np.random.default_rng(0)))
+    n = helper.make_node("Relu", ["x"], ["y"])
+    g = helper.make_graph([n], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    assert not is_qonnx(helper.make_model(g))
+
+
+def test_ir_saves_and_loads(tmp_path):
+    from npusim import ir
+    g = import_qonnx(conv_net(np.random.default_rng(0)))
+    ir.save(g, tmp_path / "g.npz")
+    assert ir.graphs_equal(g, ir.load(tmp_path / "g.npz"))
+
+
+def _single_layer(quant_kwargs=None, after=None, wscale=2.0 ** -3, multithreshold=False):
+    rng = np.random.default_rng(7)
+    b = Builder()
+    b.quant("x", "xq", 2.0 ** -3, 8)
+    b.const("w", (rng.integers(-7, 8, size=(4, 3, 1, 1)) * 2.0 ** -3).astype(np.float32))
+    b.quant("w", "wq", wscale, 4)
+    b.node("Conv", ["xq", "wq"], "c", kernel_shape=[1, 1])
+    src = "c"
+    if after:
+        src = b.node(after, [src], "h")
+    if multithreshold:
+        b.const("thr", np.zeros((4, 3), np.float32))
+        b.nodes.append(helper.make_node("MultiThreshold", [src, "thr"], ["mt"], domain=D, name="mt"))
+        src = "mt"
+    b.quant(src, "y", **(quant_kwargs or {"scale": 2.0 ** -2, "bits": 8}))
+    return b.model((1, 3, 2, 2), "y")
+
+
+@pytest.mark.parametrize("model, message", [
+    (lambda: _single_layer(multithreshold=True), "node 'mt' (MultiThreshold): QONNX op MultiThreshold"),
+    (lambda: _single_layer(after="Sigmoid"), "node 'sigmoid_h' (Sigmoid): no integer form"),
+    (lambda: _single_layer({"scale": 0.3, "bits": 8, "rounding": "FLOOR"}),
+     "node 'q_y' (Quant): rounding_mode FLOOR needs a power-of-two multiplier"),
+    (lambda: _single_layer({"scale": 0.25, "bits": 16}), "node 'q_y' (Quant): 16-bit activations"),
+    (lambda: _single_layer({"scale": 0.25, "bits": 8, "zp": 0.5}), "node 'q_y' (Quant): zero point must be one"),
+    (lambda: _single_layer({"scale": 0.25, "bits": 8, "rounding": "SIDEWAYS"}), "unknown rounding_mode 'SIDEWAYS'"),
+    (lambda: _single_layer(wscale=np.full((1, 3, 1, 1), 0.125, np.float32)),
+     "node 'conv_c' (Conv): weight W 'wq' is quantized along axis 1"),
+])
+def test_errors_name_the_node(model, message):
+    with pytest.raises(NpusimError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        import_qonnx(model())
+
+
+def test_float_input_to_conv_is_an_error():
+    b = Builder()
+    b.const("w", np.ones((1, 3, 1, 1), np.float32))
+    b.quant("w", "wq", 1.0, 4)
+    b.node("Conv", ["x", "wq"], "y", kernel_shape=[1, 1])
+    with pytest.raises(NpusimError, match=r"node 'conv_y' \(Conv\): input X 'x' must be a quantized activation"):
+        import_qonnx(b.model((1, 3, 2, 2), "y"))
