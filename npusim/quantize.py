@@ -34,7 +34,6 @@ Tensor names follow onnxruntime's quantizer: the quantized weight of initializer
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -391,10 +390,6 @@ class _CheckedReader:
         self._bar.update(1)
         return feeds
 
-    def rewind(self):
-        if hasattr(self._reader, "rewind"):
-            self._reader.rewind()
-
     def close(self):
         self._bar.close()
 
@@ -515,8 +510,7 @@ def _requantize_layer(qmodel, float_model, node, scheme, bits, declared) -> Laye
         if refs.get("b_scale"):
             inits.set(refs["b_scale"], bias_scale)
             inits.set(refs["b_zp"], np.zeros(bias_scale.shape, np.int32))
-    abits = bits["abits"]
-    return LayerSummary(node.name, node.op_type, bits["wbits"], abits, scheme,
+    return LayerSummary(node.name, node.op_type, bits["wbits"], bits["abits"], scheme,
                         tuple(int(s) for s in shifts) if shifts is not None else (), saturated)
 
 
@@ -576,9 +570,6 @@ class NpzReader:
             return None
         self._i += 1
         return {n: a[self._i - 1:self._i] for n, a in self._arrays.items()}
-
-    def rewind(self):
-        self._i = 0
 
 
 def register(subparsers):

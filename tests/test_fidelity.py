@@ -48,8 +48,8 @@ def test_sqnr_and_top1_against_independent_computation():
     a1 = ort.InferenceSession(_exposed("a1"), providers=["CPUExecutionProvider"])
     fa = np.concatenate([a1.run(["a1"], x)[0] for x in feeds]).astype(np.float64)
     qa = np.concatenate([dequantize(v["z1_quantized"], sess.graph.tensors["z1_quantized"].quant) for v in values])
-    assert z1.float_name == "a1" and z1.sqnr_db == pytest.approx(10 * np.log10(np.sum(fa ** 2) / np.sum((fa - qa) ** 2)),
-                                                             rel=1e-4)
+    want = 10 * np.log10(np.sum(fa ** 2) / np.sum((fa - qa) ** 2))
+    assert z1.float_name == "a1" and z1.sqnr_db == pytest.approx(want, rel=1e-4)
     text = fidelity_text(report)
     assert "z1_quantized" in text and "top1_agreement" in text
 
