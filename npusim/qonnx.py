@@ -170,6 +170,11 @@ class _Acc:
         return (np.float32(self.x_scale) * self.w_scale).astype(np.float32)
 
 
+def _compact(v: np.ndarray) -> np.ndarray:
+    """A per-channel vector whose values are all equal, as one value (per tensor)."""
+    return v[:1] if np.all(v == v[0]) else v
+
+
 def _int_range(signed: bool, narrow: bool, b: int) -> tuple[int, int]:
     """qonnx's min_int/max_int: b-bit range, narrowed by one code at the bottom (signed) or top (unsigned)."""
     if signed:
@@ -375,8 +380,8 @@ class _Importer:
             if e is None:
                 raise self._err(node, f"rounding_mode {mode} needs a power-of-two multiplier x_scale·w_scale/"
                                       f"y_scale, got {real[:4]}; npusim's requantize rounds half to even only")
-            return self._emit_shift(node, acc.ir, 0, -e, acc.axis, mode, y, zp, qmin, qmax, dtype)
-        attrs = {"x_scale": np.float32(acc.x_scale), "w_scale": acc.w_scale, "y_scale": np.float32(y_scale),
+            return self._emit_shift(node, acc.ir, 0, _compact(-e), acc.axis, mode, y, zp, qmin, qmax, dtype)
+        attrs = {"x_scale": np.float32(acc.x_scale), "w_scale": _compact(acc.w_scale), "y_scale": np.float32(y_scale),
                  "y_zp": zp, "qmin": qmin, "qmax": qmax, "dtype": dtype, "axis": acc.axis}
         attrs.update(f32_form(attrs))
         self.ctx.emit("requantize", f"{node.name}/requantize", [acc.ir], [y], attrs, node.name)
@@ -624,7 +629,7 @@ class _Importer:
                           {"x_zp": 0, "shift": np.zeros(1, np.int32), "axis": -1, "rounding": "FLOOR", "y_zp": 0,
                            "qmin": 0, "qmax": 2 ** 31 - 1, "dtype": "i32"}, o)
             self.ctx.add_tensor(src, "i32")
-        scale = acc.scale()
+        scale = _compact(acc.scale())
         self.ctx.emit("dequantize", f"{o}/dequantize", [src], [o],
                       {"scale": scale, "zp": np.zeros(scale.shape, np.int64), "axis": acc.axis, "block_size": 0}, o)
         self.ctx.add_tensor(o, "f32")

@@ -18,6 +18,7 @@ from hypothesis import given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import npusim
+from npusim import ir
 from npusim.errors import NpusimError
 from npusim.qonnx import ROUNDINGS, import_qonnx, is_qonnx, round_shift
 
@@ -123,7 +124,7 @@ def assert_exact(pairs):
 
 def conv_net(rng, weight_scale=None, act_scale=None, bias=True):
     """8-bit input -> conv 4-bit weights (+bias) -> Relu -> 4-bit act -> conv 2-bit narrow weights
-    -> Relu -> 4-bit act -> MaxPool -> Flatten -> Gemm 4-bit (transB) -> 8-bit signed output."""
+    -> Relu -> signed 4-bit act -> MaxPool -> Flatten -> Gemm 4-bit (transB) -> 8-bit signed output."""
     b = Builder()
     s_in = act_scale or 2.0 ** -5
     b.quant("x", "xq", s_in, 8, signed=True)
@@ -149,7 +150,7 @@ def conv_net(rng, weight_scale=None, act_scale=None, bias=True):
     b.quant("w2", "w2q", s2, 2, signed=True, narrow=True)
     b.node("Conv", ["a1", "w2q"], "c2", strides=[2, 2], pads=[1, 1, 1, 1], kernel_shape=[3, 3])
     b.node("Relu", ["c2"], "r2")
-    b.quant("r2", "a2", act_scale or 2.0 ** -1, 4, signed=False)
+    b.quant("r2", "a2", act_scale or 2.0 ** -3, 4, signed=True)  # signed after Relu: the clamp is 0..7
     b.node("MaxPool", ["a2"], "p2", kernel_shape=[2, 2], strides=[2, 2])
     b.node("Flatten", ["p2"], "f2", axis=1)
     w3 = (rng.integers(-8, 8, size=(5, 8 * 2 * 2)) * 2.0 ** -3).astype(np.float32)
@@ -176,8 +177,9 @@ def test_conv_net_mixed_precision_bit_exact(kernels):
         assert set(pairs) == {"xq", "a1", "a2", "y"}
         assert_exact(pairs)
         np.testing.assert_array_equal(got["y"], ctx["y"])  # the dequantized float output too
-    # the codes really use the sub-8-bit ranges (and saturate)
+    # the codes really use the sub-8-bit ranges (and saturate); Relu folded into a2's clamp
     assert pairs["a1"][0].min() == 0 and pairs["a1"][0].max() == 15
+    assert pairs["a2"][0].min() == 0 and pairs["a2"][0].max() == 7
     assert pairs["y"][0].min() < 0 < pairs["y"][0].max()
 
 
@@ -186,11 +188,11 @@ def test_conv_net_ir_types():
     ops = [n.op for n in g.nodes]
     assert ops == ["quantize", "conv", "requantize", "conv", "requantize", "maxpool", "flatten", "gemm",
                    "requantize", "dequantize"]
-    assert (g.tensors["w1q"].dtype, g.tensors["w2q"].dtype, g.tensors["a1"].dtype, g.tensors["y::q"].dtype) == \
-        ("i4", "i2", "u4", "i8")
+    assert [g.tensors[t].dtype for t in ("w1q", "w2q", "a1", "a2", "y::q")] == ["i4", "i2", "u4", "i4", "i8"]
     assert set(np.unique(g.constants["w2q"])) <= {-1, 0, 1}
     rq = g.nodes[2].attrs
     assert (rq["qmin"], rq["qmax"], rq["dtype"]) == (0, 15, "u4")  # Relu folded into the clamp
+    assert (g.nodes[4].attrs["qmin"], g.nodes[4].attrs["qmax"]) == (0, 7)
     assert g.nodes[1].inputs[2] == "b1q::i32" and g.constants["b1q::i32"].dtype == np.int32
 
 
@@ -370,8 +372,17 @@ def test_round_shift_edges_and_per_channel():
 
 # ---------------------------------------------------------------- detection, errors, save/load
 
-def test_is_qonnx():
-    assert is_qonnx(conv_net(np.random.default_rng(0)))
+def test_is_qonnx_and_old_domains():
+    model = conv_net(np.random.default_rng(0))
+    assert is_qonnx(model)
+    for domain in ("onnx.brevitas", "finn.custom_op.general"):  # older exports: same ops, same IR
+        old = onnx.ModelProto()
+        old.CopyFrom(model)
+        for n in old.graph.node:
+            if n.domain == D:
+                n.domain = domain
+        assert is_qonnx(old)
+        assert ir.graphs_equal(import_qonnx(old), import_qonnx(model))
     n = helper.make_node("Relu", ["x"], ["y"])
     g = helper.make_graph([n], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
@@ -379,7 +390,6 @@ def test_is_qonnx():
 
 
 def test_ir_saves_and_loads(tmp_path):
-    from npusim import ir
     g = import_qonnx(conv_net(np.random.default_rng(0)))
     ir.save(g, tmp_path / "g.npz")
     assert ir.graphs_equal(g, ir.load(tmp_path / "g.npz"))
