@@ -44,6 +44,10 @@ def _popcount(typingctx, v):
     return sig, codegen
 
 
+def _i32(*v):
+    return tuple(np.int32(e) for e in v)
+
+
 def _encoding(bits, signed, bipolar, what):
     """-> (c int64 (B,) plane weights, α, β, code parameters (lo, hi, bad, add, shift, mask)).
 
@@ -53,12 +57,12 @@ def _encoding(bits, signed, bipolar, what):
     if bipolar:
         if bits != 1:
             raise ValueError(f"{what}: bipolar encoding needs 1 bit, got {bits}")
-        return np.array([1], np.int64), 2, -1, (-1, 1, 0, 1, 1, 1)
+        return np.array([1], np.int64), 2, -1, _i32(-1, 1, 0, 1, 1, 1)
     c = np.array([1 << k for k in range(bits)], np.int64)
     if signed:
         c[-1] = -c[-1]
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    return c, 1, 0, (lo, hi, 1 << 20, 0, 0, (1 << bits) - 1)
+    return c, 1, 0, _i32(lo, hi, 1 << 20, 0, 0, (1 << bits) - 1)
 
 
 def _range_error(v, bits, signed, bipolar, what):
@@ -168,19 +172,21 @@ def _tiles(xw, nb_x, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, vw, bias, out, n_
 
 
 @njit(parallel=True)
-def _image_codes(xf, base, cg, h, w, top, left, wp, cpad, lo, hi, bad, add, shift, mask, codes):
+def _image_codes(xf, base, cg, h, w, top, left, wp, cpad, code_args, codes):
     """codes[(y + top)·Wp + x + left, c] = ((v + add) >> shift) & mask, v = xf[base + (c·H + y)·W + x];
-    returns how many v are outside lo..hi or equal `bad`. Padding pixels/channels are left as they are (0)."""
+    returns how many v are outside lo..hi or equal `bad`. Padding pixels/channels are left as they are (0).
+    int32 arithmetic and uint64 indices, so that LLVM vectorizes the byte loop."""
+    lo, hi, bad, add, shift, mask = code_args
     nbad = 0
     for y in prange(h):
-        nb = 0
+        nb = np.int32(0)
         for c in range(cg):
-            src = base + (c * h + y) * w
-            dst = ((y + top) * wp + left) * cpad + c
-            for x in range(w):
+            src = np.uint64(base + (c * h + y) * w)
+            dst = np.uint64(((y + top) * wp + left) * cpad + c)
+            for x in range(np.uint64(w)):
                 v = np.int32(xf[src + x])
-                nb += (v < lo) | (v > hi) | (v == bad)
-                codes[dst + x * cpad] = np.uint8(((v + add) >> shift) & mask)
+                nb += np.int32((v < lo) | (v > hi) | (v == bad))
+                codes[dst + x * np.uint64(cpad)] = np.uint8(((v + add) >> shift) & mask)
         nbad += nb
     return nbad
 
@@ -250,7 +256,6 @@ def _border(out, m_base, n_ch, wdsum, bx, h, w, kh, kw, sh, sw, dh, dw, top, lef
 def _conv_bitserial(xf, n, c, h, w, code_args, nb_x, xc, x_alpha, bx, ww, nb_w, coef, bw, wdsum, bias, group,
                     kh, kw, sh, sw, dh, dw, top, left, bottom, right, oh, ow):
     """acc:i32 (N, M, OH·OW) and the count of out-of-range activation values (module doc)."""
-    lo, hi, bad, add, shift, mask = code_args
     m = bias.shape[0]
     cg, mg = c // group, m // group
     cwg = (cg + 63) // 64
@@ -267,8 +272,7 @@ def _conv_bitserial(xf, n, c, h, w, code_args, nb_x, xc, x_alpha, bx, ww, nb_w, 
     nbad = 0
     for a in range(n):
         for g in range(group):
-            nbad += _image_codes(xf, (a * c + g * cg) * h * w, cg, h, w, top, left, wp, 64 * cwg,
-                                 lo, hi, bad, add, shift, mask, codes)
+            nbad += _image_codes(xf, (a * c + g * cg) * h * w, cg, h, w, top, left, wp, 64 * cwg, code_args, codes)
             _pack_planes(codes, hp * wp, nb_x, cwg, pw)
             _im2col_words(pw, nb_x, cwg, cg, wp, kh, kw, sh, sw, dh, dw, ow, n_pos, kw_n, xc, x_alpha, xw, sx)
             out = acc[a, g * mg:(g + 1) * mg]
@@ -340,15 +344,17 @@ def pack_bitserial_matrix(b_kn, b_bits, b_signed, b_zp, bipolar=False):
 
 
 @njit(parallel=True)
-def _row_codes(af, rows, k, stride, lo, hi, bad, add, shift, mask, codes):
-    """codes[r, t] = ((v + add) >> shift) & mask for v = af[r·K + t]; returns the count of bad v."""
+def _row_codes(af, rows, k, stride, code_args, codes):
+    """codes[r·stride + t] = ((v + add) >> shift) & mask for v = af[r·K + t]; returns the count of bad v."""
+    lo, hi, bad, add, shift, mask = code_args
     nbad = 0
     for r in prange(rows):
-        nb = 0
-        for t in range(k):
-            v = np.int32(af[r * k + t])
-            nb += (v < lo) | (v > hi) | (v == bad)
-            codes[r * stride + t] = np.uint8(((v + add) >> shift) & mask)
+        nb = np.int32(0)
+        src, dst = np.uint64(r * k), np.uint64(r * stride)
+        for t in range(np.uint64(k)):
+            v = np.int32(af[src + t])
+            nb += np.int32((v < lo) | (v > hi) | (v == bad))
+            codes[dst + t] = np.uint8(((v + add) >> shift) & mask)
         nbad += nb
     return nbad
 
@@ -356,11 +362,10 @@ def _row_codes(af, rows, k, stride, lo, hi, bad, add, shift, mask, codes):
 @njit
 def _matmul_bitserial(af, rows, k, code_args, nb_x, xc, x_alpha, bx_rows, ww, nb_w, coef, bw, vw, n_cols):
     """acc:i32 (N, rows) (transposed) and the count of out-of-range values of a."""
-    lo, hi, bad, add, shift, mask = code_args
     kw_n = (k + 63) // 64
     rows4 = (rows + TILE - 1) // TILE * TILE
     codes = np.zeros(rows * 64 * kw_n, np.uint8)
-    nbad = _row_codes(af, rows, k, 64 * kw_n, lo, hi, bad, add, shift, mask, codes)
+    nbad = _row_codes(af, rows, k, 64 * kw_n, code_args, codes)
     xw = np.zeros(rows4 * nb_x * kw_n, np.uint64)
     _pack_planes(codes, rows, nb_x, kw_n, xw)
     sx = np.zeros(rows4, np.int64)

@@ -1,0 +1,180 @@
+"""Bit-serial conv / GEMM: fast == golden == the direct accumulator (conv_acc / matmul_acc), bit for bit."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from npusim_kernels.fast import bitserial as fbs, conv as fconv
+from npusim_kernels.golden import bitserial as gbs, conv as gconv, matmul as gmm
+
+PAIRS = [(wb, xb) for wb in range(1, 9) for xb in range(1, 9)]
+FEW = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def value_range(bits, signed):
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
+def codes(rng, bits, signed, bipolar, shape):
+    """Random values of the encoding in its 8-bit container (bipolar: −1/+1 as int8)."""
+    if bipolar:
+        return (2 * rng.integers(0, 2, shape) - 1).astype(np.int8)
+    lo, hi = value_range(bits, signed)
+    return rng.integers(lo, hi + 1, shape).astype(np.int8 if signed else np.uint8)
+
+
+@st.composite
+def conv_geometry(draw, depthwise=False):
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    strides = (draw(st.integers(1, 3)), draw(st.integers(1, 2)))
+    dil = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    pads = tuple(draw(st.integers(0, 2)) for _ in range(4))
+    h = draw(st.integers(max(1, (kh - 1) * dil[0] + 1 - pads[0] - pads[2]), 9))
+    w = draw(st.integers(max(1, (kw - 1) * dil[1] + 1 - pads[1] - pads[3]), 9))
+    if depthwise:
+        group = draw(st.integers(1, 6))
+        cg, mg = 1, 1
+    else:
+        group = draw(st.integers(1, 3))
+        cg = draw(st.sampled_from([1, 2, 3, 5, 7, 63, 64, 65]))  # 64: word-aligned taps; 63/65: spills
+        mg = draw(st.integers(1, 6))
+    return dict(n=draw(st.integers(1, 2)), kh=kh, kw=kw, strides=strides, dil=dil, pads=pads, h=h, w=w,
+                group=group, cg=cg, mg=mg, seed=draw(st.integers(0, 2 ** 32 - 1)))
+
+
+def check_conv(g, wb, xb, w_signed, x_signed, w_bip=False, x_bip=False, zp_span=20):
+    rng = np.random.default_rng(g["seed"])
+    m, c = g["mg"] * g["group"], g["cg"] * g["group"]
+    x = codes(rng, xb, x_signed, x_bip, (g["n"], c, g["h"], g["w"]))
+    w = codes(rng, wb, w_signed, w_bip, (m, g["cg"], g["kh"], g["kw"]))
+    x_zp = int(rng.integers(-zp_span, zp_span + 1))
+    w_zp = rng.integers(-zp_span, zp_span + 1, m).astype(np.int32)
+    bias = rng.integers(-1000, 1001, m).astype(np.int32)
+    geo = (g["strides"], g["pads"], g["dil"], g["group"])
+    want = gconv.conv_acc(x, x_zp, w, w_zp, bias, *geo)
+    gold = gbs.bitserial_conv_acc(x, x_zp, xb, x_signed, gbs.pack_bitserial_weights(w, wb, w_signed, w_zp, bias, w_bip),
+                                  *geo, x_bipolar=x_bip)
+    fast = fbs.bitserial_conv_acc(x, x_zp, xb, x_signed, fbs.pack_bitserial_weights(w, wb, w_signed, w_zp, bias, w_bip),
+                                  *geo, x_bipolar=x_bip)
+    assert fast.dtype == np.int32 and fast.shape == want.shape
+    np.testing.assert_array_equal(gold, want)
+    np.testing.assert_array_equal(fast, want)
+
+
+@pytest.mark.parametrize("wb,xb", PAIRS)
+@FEW
+@given(g=conv_geometry(), w_signed=st.booleans(), x_signed=st.booleans())
+def test_conv_every_bit_pair(wb, xb, g, w_signed, x_signed):
+    check_conv(g, wb, xb, w_signed, x_signed)
+
+
+@pytest.mark.parametrize("w_bip,x_bip", [(True, True), (True, False), (False, True)])
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(g=conv_geometry(), signed=st.booleans(), other_bits=st.integers(1, 8))
+def test_conv_bipolar(w_bip, x_bip, g, signed, other_bits):
+    wb = 1 if w_bip else other_bits
+    xb = 1 if x_bip else other_bits
+    check_conv(g, wb, xb, signed, signed, w_bip, x_bip)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(g=conv_geometry(depthwise=True), wb=st.integers(1, 8), xb=st.integers(1, 8),
+       w_signed=st.booleans(), x_signed=st.booleans())
+def test_conv_depthwise(g, wb, xb, w_signed, x_signed):
+    check_conv(g, wb, xb, w_signed, x_signed)
+
+
+@pytest.mark.parametrize("wb,xb,signed", [(1, 1, False), (8, 8, True), (8, 8, False), (3, 5, True)])
+def test_conv_extreme_values(wb, xb, signed):
+    """Every value at its encoding's minimum, then maximum; zero points outside the value range."""
+    g = dict(n=1, kh=3, kw=3, strides=(1, 1), dil=(1, 1), pads=(1, 1, 1, 1), h=5, w=6, group=1, cg=65, mg=5)
+    for pick in (0, 1):
+        lo_x, hi_x = value_range(xb, signed)
+        lo_w, hi_w = value_range(wb, signed)
+        dt = np.int8 if signed else np.uint8
+        x = np.full((1, 65, 5, 6), (lo_x, hi_x)[pick], dt)
+        w = np.full((5, 65, 3, 3), (lo_w, hi_w)[pick], dt)
+        w_zp = np.array([-300, -1, 0, 1, 300], np.int32)
+        bias = np.array([0, 1, -1, 2 ** 20, -(2 ** 20)], np.int32)
+        for x_zp in (-200, 0, 200):
+            want = gconv.conv_acc(x, x_zp, w, w_zp, bias, g["strides"], g["pads"], g["dil"], 1)
+            for K in (gbs, fbs):
+                got = K.bitserial_conv_acc(x, x_zp, xb, signed, K.pack_bitserial_weights(w, wb, signed, w_zp, bias),
+                                           g["strides"], g["pads"], g["dil"], 1)
+                np.testing.assert_array_equal(got, want)
+
+
+def test_conv_int32_wraps_like_direct_fast_kernel():
+    """Far-out zero points overflow int32: fast bit-serial wraps modulo 2^32 like fast conv_acc;
+    the golden one raises, naming the index."""
+    rng = np.random.default_rng(7)
+    x = codes(rng, 8, False, False, (1, 16, 4, 4))
+    w = codes(rng, 8, True, False, (3, 16, 3, 3))
+    w_zp = np.full(3, 100000, np.int32)
+    bias = np.zeros(3, np.int32)
+    geo = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    got = fbs.bitserial_conv_acc(x, -100000, 8, False, fbs.pack_bitserial_weights(w, 8, True, w_zp, bias), *geo)
+    np.testing.assert_array_equal(got, fconv.conv_acc(x, -100000, w, w_zp, bias, *geo))
+    with pytest.raises(ValueError, match="int32 accumulator overflow at index"):
+        gbs.bitserial_conv_acc(x, -100000, 8, False, gbs.pack_bitserial_weights(w, 8, True, w_zp, bias), *geo)
+
+
+@st.composite
+def gemm_case(draw):
+    batch = draw(st.sampled_from([(), (2,), (2, 1)]))
+    return dict(batch=batch, m=draw(st.integers(1, 9)), k=draw(st.sampled_from([1, 7, 63, 64, 65, 130, 300])),
+                n=draw(st.integers(1, 9)), per_row=draw(st.booleans()), seed=draw(st.integers(0, 2 ** 32 - 1)))
+
+
+def check_gemm(cs, ab, bb, a_signed, b_signed, a_bip=False, b_bip=False):
+    rng = np.random.default_rng(cs["seed"])
+    a = codes(rng, ab, a_signed, a_bip, cs["batch"] + (cs["m"], cs["k"]))
+    b = codes(rng, bb, b_signed, b_bip, (cs["k"], cs["n"]))
+    a_zp = rng.integers(-20, 21, cs["m"]) if cs["per_row"] else int(rng.integers(-20, 21))
+    b_zp = rng.integers(-20, 21, cs["n"]).astype(np.int32)
+    want = gmm.matmul_acc(a, a_zp, b, b_zp)
+    for K in (gbs, fbs):
+        got = K.bitserial_matmul_acc(a, a_zp, ab, a_signed, K.pack_bitserial_matrix(b, bb, b_signed, b_zp, b_bip), a_bip)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("bb,ab", PAIRS)
+@FEW
+@given(cs=gemm_case(), a_signed=st.booleans(), b_signed=st.booleans())
+def test_gemm_every_bit_pair(bb, ab, cs, a_signed, b_signed):
+    check_gemm(cs, ab, bb, a_signed, b_signed)
+
+
+@pytest.mark.parametrize("b_bip,a_bip", [(True, True), (True, False), (False, True)])
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@given(cs=gemm_case(), signed=st.booleans(), other_bits=st.integers(1, 8))
+def test_gemm_bipolar(b_bip, a_bip, cs, signed, other_bits):
+    check_gemm(cs, 1 if a_bip else other_bits, 1 if b_bip else other_bits, signed, signed, a_bip, b_bip)
+
+
+def test_gemm_vector_a():
+    rng = np.random.default_rng(3)
+    a = codes(rng, 4, True, False, (70,))
+    b = codes(rng, 3, False, False, (70, 5))
+    want = gmm.matmul_acc(a, 2, b, np.int32(1))
+    for K in (gbs, fbs):
+        np.testing.assert_array_equal(K.bitserial_matmul_acc(a, 2, 4, True, K.pack_bitserial_matrix(b, 3, False, 1)), want)
+
+
+@pytest.mark.parametrize("K", [gbs, fbs], ids=["golden", "fast"])
+def test_bad_input_is_named(K):
+    w = np.array([[[[0, 7]]]], np.uint8)                      # (1, 1, 1, 2), 3-bit unsigned
+    with pytest.raises(ValueError, match=r"bitserial weights: value 7 at index \(0, 0, 0, 1\) outside the 2-bit"):
+        K.pack_bitserial_weights(w, 2, False, 0, 0)
+    with pytest.raises(ValueError, match="bipolar encoding needs 1 bit"):
+        K.pack_bitserial_weights(w, 3, False, 0, 0, bipolar=True)
+    with pytest.raises(ValueError, match="bit width 9 outside 1..8"):
+        K.pack_bitserial_weights(w, 9, False, 0, 0)
+    packed = K.pack_bitserial_weights(w, 3, False, 0, 0)
+    x = np.array([[[[1, -1, 0]]]], np.int8)
+    with pytest.raises(ValueError, match=r"bitserial activations: value 0 at index \(0, 0, 0, 2\) outside the 1-bit bipolar"):
+        K.bitserial_conv_acc(x, 0, 1, True, packed, (1, 1), (0, 0, 0, 0), (1, 1), 1, x_bipolar=True)
+    with pytest.raises(ValueError, match=r"bitserial activations: value 1 at index \(0, 0, 0, 0\) outside the 1-bit signed"):
+        K.bitserial_conv_acc(x, 0, 1, True, packed, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    with pytest.raises(ValueError, match="bitserial conv: 2 input channels"):
+        K.bitserial_conv_acc(np.zeros((1, 2, 1, 3), np.uint8), 0, 1, False, packed, (1, 1), (0, 0, 0, 0), (1, 1), 1)
