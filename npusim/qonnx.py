@@ -292,9 +292,12 @@ class _Importer:
     def _convert(self, node):
         ctx = self.ctx
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            arr = numpy_helper.to_array(node.attribute[0].t)
+            at = node.attribute[0]
+            arr = numpy_helper.to_array(at.t) if at.type == onnx.AttributeProto.TENSOR \
+                else np.array(helper.get_attribute_value(at))
             ctx.constants[node.output[0]] = arr
-            ctx.add_tensor(node.output[0], ONNX_DTYPES.get(node.attribute[0].t.data_type, "?"), tuple(arr.shape))
+            ctx.add_tensor(node.output[0], "f32" if arr.dtype == np.float32 else ONNX_DTYPES.get(at.t.data_type, "?"),
+                           tuple(arr.shape))
             return
         if node.domain in DOMAINS:
             fn = {"Quant": self._quant, "BipolarQuant": self._bipolar, "Trunc": self._trunc}.get(node.op_type)
@@ -481,7 +484,8 @@ class _Importer:
         name = node.input[i]
         t = self.ctx.tensors.get(name)
         if name not in self.ctx.constants or t is None or not is_quantized(t.dtype) or t.quant is None:
-            raise self._err(node, f"{what} {name!r} must be a constant quantized by a Quant or BipolarQuant node")
+            raise self._err(node, f"{what} {name!r} must be a constant quantized to 1..8 bits by a Quant or "
+                                  f"BipolarQuant node")
         if t.quant.axis is not None and t.quant.axis != axis:
             raise self._err(node, f"{what} {name!r} is quantized along axis {t.quant.axis}; only per-tensor or "
                                   f"per-output-channel (axis {axis}) is supported")

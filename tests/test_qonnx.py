@@ -217,6 +217,35 @@ def test_quant_rounding_modes_on_accumulator(rounding, zp):
 
 
 @needs_qonnx
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_random_conv_layers_bit_exact(data):
+    """Random conv layers: input/weight/output bits 2..8, signed or not, narrow, zero points,
+    per-channel weight scales, groups, strides, padding, Relu or not; power-of-two scales."""
+    d = data.draw
+    rng = np.random.default_rng(d(st.integers(0, 2 ** 32 - 1)))
+    in_bits, w_bits, out_bits = d(st.integers(2, 8)), d(st.integers(2, 8)), d(st.integers(2, 8))
+    in_signed, out_signed, narrow = d(st.booleans()), d(st.booleans()), d(st.booleans())
+    group = d(st.sampled_from([1, 2]))
+    cin, cout, k = 2 * d(st.integers(1, 3)), 2 * d(st.integers(1, 3)), d(st.sampled_from([1, 3]))
+    lo, hi = (-(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1) if out_signed else (0, (1 << out_bits) - 1)
+    y_zp = float(d(st.integers(lo, hi))) if d(st.booleans()) else 0.0
+    b = Builder()
+    b.quant("x", "xq", 2.0 ** d(st.integers(-6, 0)), in_bits, signed=in_signed,
+            zp=0.0 if in_signed else float(d(st.integers(0, 1 << (in_bits - 1)))))
+    w, s = pow2_weights(rng, (cout, cin // group, k, k), w_bits, narrow)
+    b.const("w", w)
+    b.quant("w", "wq", s, w_bits, signed=True, narrow=narrow)
+    b.node("Conv", ["xq", "wq"], "c", kernel_shape=[k, k], group=group, strides=[d(st.integers(1, 2))] * 2,
+           pads=[k // 2] * 4)
+    src = b.node("Relu", ["c"], "r") if d(st.booleans()) else "c"
+    b.quant(src, "y", 2.0 ** d(st.integers(-6, 2)), out_bits, signed=out_signed, zp=y_zp)
+    model = b.model((1, cin, 5, 6), "y")
+    pairs, _, _ = compare(model, feeds(rng, (1, cin, 5, 6), 2.0 ** d(st.integers(-2, 3))))
+    assert_exact(pairs)
+
+
+@needs_qonnx
 def test_bipolar_layers():
     """BipolarQuant input and weights, a bipolar activation after conv (sign of the accumulator),
     Quant(bits=1, signed) weights, a final 8-bit Quant."""
