@@ -303,10 +303,9 @@ def _softmax(node, rounding, x):
     xv = np.asarray(rows, np.float64)
     e = softmax_exp_q16(float(a["x_scale"]))[(xv.max(axis=-1, keepdims=True) - xv).astype(np.intp)]
     s = e.sum(axis=-1, keepdims=True)  # exact: < 2^31
-    num = e * 32768.0 + np.floor(s / 2.0)
-    q = np.floor(num / s)
-    r = num - q * s  # exact integers; correct the float division to the exact floor
-    q = q - (r < 0) + (r >= s)
+    # floor of the float64 quotient is the exact floor: num < 2^32, so a non-integer num/s lies
+    # at least 1/s > 2^−31 from the next integer, far more than half an ulp of num/s (< 2^−20)
+    q = np.floor((e * 32768.0 + np.floor(s / 2.0)) / s)
     m0, n = _qm(2.0 ** -15 / float(a["y_scale"]))
     y = _out(mbqm(q, m0, n, rounding), a)
     return (y.reshape(x.shape) if int(a.get("opset", 13)) < 13 else np.moveaxis(y, -1, axis),)

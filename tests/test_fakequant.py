@@ -315,6 +315,24 @@ def test_add_mul_match_golden(data, op, rounding):
     assert y.dtype == storage(ydt)
 
 
+@requires_golden
+@pytest.mark.parametrize("op", ["add", "mul"])
+@pytest.mark.parametrize("scales", [(0.0244687, 0.0701670, 0.0478288), (0.5, 0.25, 0.125), (0.01, 0.01, 0.02),
+                                    (0.003, 0.2, 0.05)])
+@ROUNDINGS
+def test_add_mul_exhaustive_over_all_code_pairs(op, scales, rounding):
+    """All 256 × 256 (a, b) pairs of u8 codes (the digits model's residual add scales among them)."""
+    a = np.arange(256, dtype=np.uint8).reshape(256, 1)
+    b = np.arange(256, dtype=np.uint8).reshape(1, 256)
+    attrs = {"a_scale": np.float32(scales[0]), "a_zp": 3, "b_scale": np.float32(scales[1]), "b_zp": 121,
+             "y_scale": np.float32(scales[2] if op == "add" else scales[0] * scales[1] * 64), "y_zp": 7,
+             "qmin": 0, "qmax": 255, "dtype": "u8"}
+    s = (attrs["a_scale"], attrs["b_scale"], attrs["y_scale"])
+    params = G.add_params(*s) if op == "add" else G.mul_params(*s)
+    want = getattr(G, f"fixed_{op}")(a, 3, b, 121, params, *golden_out(attrs), rounding)
+    np.testing.assert_array_equal(evaluate_node(op, attrs, [a, b], rounding), want)
+
+
 def pool_attrs(draw, xdt, ydt):
     x = qparams(draw, "x", xdt)
     return {**x, **yparams(draw, x["x_scale"], ydt, -1, 1), **out_attrs(draw, ydt)}
