@@ -85,7 +85,14 @@ def cmd_verify(args):
     sess = _session(args)
     feeds = [_load_inputs(args, sess, args.seed + i) for i in range(args.inputs)]
     report = verify(args.model or _default_model(), feeds, args.mode, args.kernels, session=sess)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else verify_text(report))
+    fid = None
+    if args.float_model:
+        from .fidelity import fidelity, fidelity_text
+        fid = fidelity([sess.run_all(f) for f in feeds], sess.graph, args.float_model, feeds)
+    if args.json:
+        print(json.dumps(dict(report.to_dict(), **({"fidelity": fid.to_dict()} if fid else {})), indent=2))
+    else:
+        print(verify_text(report) + ("\n\n" + fidelity_text(fid) if fid else ""))
     return 0 if report.bit_exact else 1
 
 
@@ -126,11 +133,15 @@ def build_parser():
     common(v)
     v.add_argument("--inputs", type=int, default=3, help="number of random input sets (default 3)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.add_argument("--float-model", metavar="F.onnx",
+                   help="also report SQNR per layer and at the outputs, and top-1 agreement, against this float model")
     v.set_defaults(func=cmd_verify)
     i = sub.add_parser("inspect", help="print the integer IR: ops, shapes, bits, scales, MACs, weight bytes")
     common(i)
     i.add_argument("--save-ir", metavar="OUT.npz", help="also save the IR")
     i.set_defaults(func=cmd_inspect)
+    from .quantize import register as register_quantize
+    register_quantize(sub)
     return p
 
 

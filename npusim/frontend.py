@@ -73,6 +73,9 @@ def optimize_like_onnxruntime(model: onnx.ModelProto, where: str) -> onnx.ModelP
 def import_onnx(path_or_bytes) -> Graph:
     where = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
     model = read_model(path_or_bytes)
+    from . import qonnx
+    if qonnx.is_qonnx(model):
+        return qonnx.import_qonnx(model, os.path.basename(where))
     declared = declared_bits(model, where)
     graph = _to_ir(optimize_like_onnxruntime(model, where), os.path.basename(where))
     return apply_declared_bits(graph, declared, where) if declared else graph
@@ -324,7 +327,7 @@ def _island_node(ctx, members, all_nodes, opsets) -> Node:
                 source=", ".join(p.name for p in protos))
 
 
-_ELEMENTWISE = {"DequantizeLinear", "QuantizeLinear", "Identity", "Relu", "Clip", "HardSigmoid", "HardSwish",
+ELEMENTWISE_OPS = {"DequantizeLinear", "QuantizeLinear", "Identity", "Relu", "Clip", "HardSigmoid", "HardSwish",
                 "Sigmoid", "Tanh", "LeakyRelu", "Elu", "Selu", "Softplus", "Exp", "Log", "Neg", "Abs", "Sqrt",
                 "Erf", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"}
 
@@ -336,7 +339,7 @@ def _elementwise(ctx, protos, inputs) -> bool:
     if len(inputs) != 1 or ctx.dtype(inputs[0]) not in ("u8", "i8"):
         return False
     for p in protos:
-        if p.domain not in ("", "ai.onnx") or p.op_type not in _ELEMENTWISE:
+        if p.domain not in ("", "ai.onnx") or p.op_type not in ELEMENTWISE_OPS:
             return False
         if any(x in ctx.constants and ctx.constants[x].size != 1 for x in p.input):
             return False

@@ -17,7 +17,10 @@ Compute (SCALE-Sim v3's compute model, exact): the GEMM becomes Sr x Sc x T
     compute = ceil(Sr / rows) * ceil(Sc / cols) * fold
 
 where passes = ceil(w_bits / weight_bits_per_cycle) * ceil(a_bits / act_bits_per_cycle) is 1
-on a bit-parallel PE. Folds run column fold outer, row fold inner (SCALE-Sim's order).
+on a bit-parallel PE. Folds run column fold outer, row fold inner (SCALE-Sim's order). This is
+SCALE-Sim's count whenever ws/is partial sums (cols x T int32) fit in half the output SRAM;
+otherwise npusim cuts T into chunks that fit (SCALE-Sim does not model that limit), and every
+chunk pays the fill/drain skew again.
 
 Memory: each fold loads the operand tiles it does not already hold (a tile is kept across the
 inner loop, a whole operand that fits in half its SRAM is loaded once) and stores its outputs;
@@ -38,7 +41,7 @@ from .ir import bits
 
 DATAFLOWS = ("os", "ws", "is")
 ROUNDINGS = ("double", "single")
-ACC_BITS = 32  # partial sums that spill out of the output SRAM travel as int32
+ACC_BITS = 32  # partial sums in the output SRAM are int32
 
 _POS_INT, _POS_NUM = "positive integer", "positive number"
 # section -> key -> kind; kind is _POS_INT, _POS_NUM, or a tuple of allowed strings
@@ -200,39 +203,48 @@ def _grid(sr, sc, rows, cols):
     return np.tile(fr, nc), np.repeat(fc, nr), idx == 0, idx == nr - 1, np.repeat(np.arange(nc) == 0, nr)
 
 
+def _cat(folds: list) -> _Folds:
+    return _Folds(*(np.concatenate([getattr(f, k) for f in folds]).astype(np.float64)
+                    for k in ("compute", "load", "store", "sram")))
+
+
 def _dense_folds(m, k, n, xb, wb, yb, in_ratio, p: Profile) -> _Folds:
     """Folds of a dense M x K x N GEMM. in_ratio: unique input bytes / im2col bytes (<= 1), the
-    share of an im2col tile that really comes from DRAM (overlapping windows are fetched once)."""
+    share of an im2col tile that really comes from DRAM (overlapping windows are fetched once).
+
+    os keeps each r x c output tile in the array. ws and is accumulate r-row partial sums of a
+    cols x T output block over the row folds in the output SRAM; when cols * T int32 partial
+    sums do not fit in half of it, T is cut into chunks that do (each chunk runs all its folds,
+    and reloads the operand tiles it needs), so partial sums never travel to DRAM.
+    """
     df = p.dataflow
     sr, sc, t = gemm_view(m, k, n, df)
-    r, c, first_r, last_r, first_c = _grid(sr, sc, p.rows, p.cols)
-    half = {s: getattr(p, f"{s}_kib") * 512 for s in ("ifmap", "weight", "output")}
-    x_all, w_all = m * k * xb / 8 * in_ratio, k * n * wb / 8
-    compute = np.full(r.shape, fold_skew(p.rows, p.cols, df) + t * p.passes(wb, xb), dtype=np.float64)
-    if df == "os":  # r pixels x c channels; tiles: x r x K, w K x c
-        x_tile, w_tile, out, partial = r * k * xb / 8 * in_ratio, k * c * wb / 8, r * c * yb / 8, None
-        x_load = np.where(first_c if x_all <= half["ifmap"] else True, x_tile, 0)
-        w_load = np.where(first_r | (w_tile > half["weight"]), w_tile, 0)
-        sram = r * k * xb / 8 + w_tile + out
-    elif df == "ws":  # weights r (K) x c (N) stationary; x streams M x r; out M x c over row folds
-        x_tile, w_tile = m * r * xb / 8 * in_ratio, r * c * wb / 8
-        x_load = np.where(first_c if x_all <= half["ifmap"] else True, x_tile, 0)
-        w_load, partial = w_tile, m * c
-        sram = m * r * xb / 8 + w_tile + m * c * yb / 8
-    else:  # is: inputs r (K) x c (M) stationary; weights r x N stream; out c x N over row folds
-        x_tile, w_tile = r * c * xb / 8 * in_ratio, r * n * wb / 8
-        x_load = x_tile
-        w_load = np.where(first_c if w_all <= half["weight"] else True, w_tile, 0)
-        partial = c * n
-        sram = r * c * xb / 8 + w_tile + c * n * yb / 8
-    if partial is None:
-        store = out
-    else:  # accumulate over the row folds in the output SRAM, or spill int32 partial sums
-        spills = partial * ACC_BITS / 8 > half["output"]
-        store = np.where(last_r, partial * yb / 8, 0) + np.where(
-            spills, np.where(last_r, 0, partial * ACC_BITS / 8) + np.where(first_r, 0, partial * ACC_BITS / 8), 0)
-    return _Folds(compute, (x_load + w_load).astype(np.float64), np.asarray(store, np.float64),
-                  np.asarray(sram, np.float64))
+    half_x, half_w, half_o = (getattr(p, f"{s}_kib") * 512 for s in ("ifmap", "weight", "output"))
+    skew, passes = fold_skew(p.rows, p.cols, df), p.passes(wb, xb)
+    if df == "os":  # r pixels x c channels; tiles: x r x K, w K x c; out r x c
+        r, c, first_r, _, first_c = _grid(sr, sc, p.rows, p.cols)
+        w_tile = k * c * wb / 8
+        x_load = np.where(first_c | (m * k * xb / 8 * in_ratio > half_x), r * k * xb / 8 * in_ratio, 0)
+        w_load = np.where(first_r | (w_tile > half_w), w_tile, 0)
+        out = r * c * yb / 8
+        return _cat([_Folds(np.full(r.shape, skew + t * passes), x_load + w_load, out,
+                            r * k * xb / 8 + w_tile + out)])
+    chunk = max(1, int(half_o // (p.cols * ACC_BITS / 8)))
+    parts = []
+    for tj in _sizes(t, chunk):
+        r, c, _, last_r, first_c = _grid(sr, sc, p.rows, p.cols)
+        out = np.where(last_r, c * tj * yb / 8, 0)
+        if df == "ws":  # weights r (K) x c (N) stationary; x streams tj pixels x r
+            x_tile, w_load = tj * r * xb / 8, r * c * wb / 8
+            x_load = np.where(first_c | (tj * k * xb / 8 * in_ratio > half_x), x_tile * in_ratio, 0)
+            sram = x_tile + w_load + out
+        else:  # is: inputs r (K) x c (M) stationary; weights r x tj stream
+            w_tile = r * tj * wb / 8
+            x_load = r * c * xb / 8 * in_ratio
+            w_load = np.where(first_c | (k * tj * wb / 8 > half_w), w_tile, 0)
+            sram = r * c * xb / 8 + w_tile + out
+        parts.append(_Folds(np.full(r.shape, skew + tj * passes), x_load + w_load, out, sram))
+    return _cat(parts)
 
 
 def _depthwise_folds(ch, m, taps, xb, wb, yb, in_ratio, p: Profile) -> _Folds:
@@ -338,6 +350,11 @@ class NetworkCost:
                 "compute_cycles": sum(c.compute_cycles for c in self.layers), "energy_pj": self.energy_pj}
 
 
+def _ceil(x: float) -> int:
+    """Round up, ignoring float noise below 1e-6 (tile byte counts carry fractional ratios)."""
+    return math.ceil(round(x, 6))
+
+
 def _nbytes(shape, dtype) -> float:
     return int(np.prod(shape)) * bits(dtype) / 8
 
@@ -427,11 +444,11 @@ def estimate(graph, shapes: dict, profile: Profile | None = None) -> NetworkCost
             used, bound = 0, "post" if total == compute else "memory"
             if p.energy:
                 energy = dram * (p.energy.dram_pj_per_byte + p.energy.sram_pj_per_byte)
-        total_c = math.ceil(total)
+        total_c = _ceil(total)
         data_in = [s for s, i in zip(ins, [i for i in node.inputs if i]) if i not in graph.constants] or ins
         layers.append(LayerCost(node.source or node.name, node.op, data_in[0] if data_in else (), outs[0] if outs else (),
-                                bits_s, int(macs), math.ceil(compute), math.ceil(dram / p.dram_bytes_per_cycle),
+                                bits_s, int(macs), _ceil(compute), _ceil(dram / p.dram_bytes_per_cycle),
                                 total_c, used / (p.rows * p.cols * total_c) if total_c else 0.0, bound,
-                                math.ceil(dram), energy))
+                                _ceil(dram), energy))
     return NetworkCost(p, layers)
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ir import qrange, storage
+from dataclasses import replace
+
+from .ir import Graph, Node, qrange, storage
 from .registry import OPS, OpDef, _window
 
 ROUNDINGS = ("double", "single")
@@ -71,15 +73,14 @@ def ops(rounding: str) -> dict[str, OpDef]:
         last = int(a.get("channels_last", 0))
         xz = int(a["x_zp"])
         out = _out(a)
-        cache = {}
+        by_count = {}  # the spatial size is known at run time; one (M0, n) per size seen
 
         def run(x):
             xt = np.ascontiguousarray(np.moveaxis(x, -1, 1)) if last else x
-            count = int(np.prod(xt.shape[2:]))
-            if count not in cache:
-                cache[count] = K.quantize_multiplier(np.array([float(a["x_scale"]) / (float(a["y_scale"]) * count)]))
-            m0, n = cache[count]
-            y = K.fixed_global_avgpool(xt, xz, int(m0[0]), int(n[0]), *out, rounding)
+            hw = int(np.prod(xt.shape[2:]))
+            if hw not in by_count:
+                by_count[hw] = K.global_avgpool_params(a["x_scale"], a["y_scale"], hw)
+            y = K.fixed_global_avgpool(xt, xz, *by_count[hw], *out, rounding)
             return (np.moveaxis(y, 1, -1) if last else y,)
         return run
 
@@ -88,11 +89,7 @@ def ops(rounding: str) -> dict[str, OpDef]:
         k = tuple(int(v) for v in a["kernel_shape"])
         window = _window(a, k)
         xz = int(a["x_zp"])
-        ratio = float(a["x_scale"]) / float(a["y_scale"])
-        counts = np.arange(1, int(np.prod(k)) + 1, dtype=np.float64)
-        m0, n = K.quantize_multiplier(ratio / counts)  # the multiplier of each possible divisor
-        m0 = np.concatenate([[0], m0]).astype(np.int32)  # indexed by the count itself
-        n = np.concatenate([[0], n]).astype(np.int32)
+        m0, n = K.avgpool_params(a["x_scale"], a["y_scale"], k)  # one multiplier per possible divisor
         out = _out(a)
 
         def run(x):
@@ -133,3 +130,74 @@ def ops(rounding: str) -> dict[str, OpDef]:
         "softmax": OpDef(softmax),
         "qconcat": OpDef(qconcat),
     }
+
+
+def lower_islands(graph: Graph) -> Graph:
+    """Move the global average pools out of host islands onto the NPU.
+
+    onnxruntime's quantizer leaves DequantizeLinear -> f -> {QuantizeLinear -> t_a,
+    GlobalAveragePool -> QuantizeLinear -> t_b} in float (MobileNetV3's squeeze-and-excite
+    input: hard-swish's division, then the pool). On an NPU the pool reads the quantized t_a:
+    the island becomes DequantizeLinear -> f -> QuantizeLinear (a lookup table when f is
+    elementwise) and a fixed-point global_avgpool t_a -> t_b. The pool then averages t_a's
+    rounded values instead of f's exact ones, which is the NPU's arithmetic, not onnxruntime's.
+    """
+    nodes = []
+    for n in graph.nodes:
+        nodes.extend(_split_pool(graph, n) if n.op == "host" else [n])
+    return replace(graph, nodes=tuple(nodes)) if len(nodes) != len(graph.nodes) else graph
+
+
+def _split_pool(graph: Graph, node: Node) -> list[Node]:
+    import onnx
+    from onnx import numpy_helper
+
+    from .frontend import ELEMENTWISE_OPS
+
+    model = onnx.load_from_string(node.attrs["model"])
+    g = model.graph
+    init = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    by_input = {}
+    for p in g.node:
+        for x in p.input:
+            by_input.setdefault(x, []).append(p)
+    pools, drop = [], set()
+    for p in g.node:
+        if p.op_type != "GlobalAveragePool":
+            continue
+        after = by_input.get(p.output[0], [])
+        taps = [q for q in by_input.get(p.input[0], []) if q.op_type == "QuantizeLinear"]
+        if len(after) != 1 or after[0].op_type != "QuantizeLinear" or not taps:
+            return [node]
+        q_a, q_b = taps[0], after[0]
+        if any(init.get(x) is None or init[x].size != 1 for x in list(q_a.input[1:3]) + list(q_b.input[1:3])):
+            return [node]
+        pools.append((q_a, q_b, p))
+        drop |= {p.name, q_b.name}
+    if not pools:
+        return [node]
+    keep = [p for p in g.node if p.name not in drop]
+    taps = [q_a.output[0] for q_a, _, _ in pools]
+    outputs = [o for o in node.outputs if o not in {q_b.output[0] for _, q_b, _ in pools}]
+    outputs += [t for t in taps if t not in outputs]
+    del g.node[:]
+    g.node.extend(keep)
+    del g.output[:]
+    g.output.extend(onnx.ValueInfoProto(name=o) for o in outputs)
+    elementwise = len(node.inputs) == 1 and all(p.domain in ("", "ai.onnx") and p.op_type in ELEMENTWISE_OPS
+                                                for p in keep) \
+        and all(init[x].size == 1 for p in keep for x in p.input if x in init)
+    island = Node("host", node.name, node.inputs, tuple(outputs),
+                  {"model": model.SerializeToString(), "ops": tuple(f"{p.op_type}:{p.name}" for p in keep),
+                   "elementwise": elementwise}, ", ".join(p.name for p in keep))
+    out = [island]
+    for q_a, q_b, p in pools:
+        y_dtype = graph.tensors[q_b.output[0]].dtype
+        lo, hi = qrange(y_dtype)
+        out.append(Node("global_avgpool", p.name, (q_a.output[0],), (q_b.output[0],),
+                        {"x_scale": np.float32(init[q_a.input[1]].reshape(-1)[0]),
+                         "x_zp": int(init[q_a.input[2]].reshape(-1)[0]),
+                         "y_scale": np.float32(init[q_b.input[1]].reshape(-1)[0]),
+                         "y_zp": int(init[q_b.input[2]].reshape(-1)[0]), "qmin": lo, "qmax": hi, "dtype": y_dtype},
+                        p.name))
+    return out

@@ -24,10 +24,10 @@ scale is x_scale·w_scale[c] (kept on the side, see `_Acc`). Mapping (docs/qonnx
 - Quant on a constant: integer weight constant (i{b}/u{b}, int32 for a bias over 8 bits),
   codes computed offline exactly as qonnx does (float32 arithmetic, same rounding).
 - Quant on the float model input: `quantize` (ROUND only: the kernel rounds half to even).
-- Quant on an accumulator (Relu in between folds into the clamp): ROUND -> `requantize`
-  (float32 multiplier x_scale·w_scale/y_scale, round half to even, as npusim.requant);
-  any other rounding mode -> `round_shift` when the multiplier is an exact power of two
-  (integer, exact for every mode), else an NpusimError.
+- Quant on an accumulator (Relu in between folds into the clamp): `round_shift` when the
+  multiplier x_scale·w_scale/y_scale is an exact power of two (integer, exact for every mode,
+  zero point added before rounding as qonnx does); otherwise ROUND -> `requantize` (float32
+  multiplier, round half to even, as npusim.requant) and any other mode -> an NpusimError.
 - Quant on a quantized tensor: `round_shift` when the scale ratio is a power of two, else
   `dequantize` + `quantize` (ROUND only).
 - BipolarQuant (and Quant with bits=1, signed): i2 codes −1/+1 (zero point 0, storage int8),
@@ -41,8 +41,8 @@ scale is x_scale·w_scale[c] (kept on the side, see `_Acc`). Mapping (docs/qonnx
 Anything else (MultiThreshold, a float op between quantized tensors, per-tensor-unsupported
 parameters) is an NpusimError naming the node.
 
-`round_shift` and `sign` are new IR ops; their registry entries are defined here (`OPS_ADDED`)
-and added to npusim.registry.OPS when this module is imported.
+`round_shift` and `sign` are IR ops of their own (npusim.registry; kernels in
+npusim_kernels.golden.shift).
 """
 from __future__ import annotations
 
@@ -56,8 +56,8 @@ from . import convert
 from .errors import NpusimError
 from .frontend import ONNX_DTYPES, ImportContext
 from .ir import Graph, Quant, is_quantized, qrange, storage
-from .registry import OPS, OpDef
 from .requant import f32_form
+from npusim_kernels.golden.shift import sign
 
 DOMAINS = ("qonnx.custom_op.general", "onnx.brevitas", "finn.custom_op.general")
 
@@ -81,77 +81,12 @@ def import_qonnx(model: onnx.ModelProto, name: str | None = None) -> Graph:
 
 # ---------------------------------------------------------------- rounding (integer and offline)
 
-def round_shift(x, x_zp, shift, axis, rounding, y_zp, qmin, qmax, out_dtype):
-    """y = clamp(R((x − x_zp) · 2^−shift + y_zp), qmin, qmax), exact integer arithmetic.
-
-    x: integer array (any width; computed in int64); shift: int array of size 1 or
-    x.shape[axis], each in −31..62 (negative: a left shift, exact); rounding: one of
-    ROUNDINGS' values: FLOOR (arithmetic right shift), CEIL, DOWN (toward zero), UP (away
-    from zero), HALF_EVEN, HALF_UP (ties away from zero), HALF_DOWN (ties toward zero).
-    The zero point is added before rounding, as qonnx rounds x/s + z (the sign-symmetric
-    modes UP, DOWN, HALF_UP, HALF_DOWN are not invariant under integer shifts).
-    With v = (x − x_zp)·2^max(−shift, 0) + y_zp·2^k, k = max(shift, 0), f = floor(v / 2^k)
-    and rem = v − f·2^k (0 ≤ rem < 2^k), every mode is f or f + 1.
-    Saturation: clamp to [qmin, qmax] (clamping before or after rounding is the same, the
-    bounds being integers), then the storage dtype.
-    """
-    v = np.asarray(x).astype(np.int64) - int(x_zp)
-    s = np.asarray(shift, np.int64).reshape(-1)
-    if s.size > 1:
-        shape = [1] * v.ndim
-        shape[axis] = s.size
-        s = s.reshape(shape)
-    else:
-        s = s.reshape(())
-    k = np.maximum(s, 0)
-    v = np.left_shift(v, np.maximum(-s, 0)) + np.left_shift(np.int64(y_zp), k)
-    f = np.right_shift(v, k)
-    rem = v - np.left_shift(f, k)
-    twice, one = np.left_shift(rem, 1), np.left_shift(np.int64(1), k)
-    up = {"FLOOR": np.zeros_like(rem, bool),
-          "CEIL": rem > 0,
-          "DOWN": (rem > 0) & (v < 0),
-          "UP": (rem > 0) & (v > 0),
-          "HALF_EVEN": (twice > one) | ((twice == one) & (f % 2 == 1)),
-          "HALF_UP": (twice > one) | ((twice == one) & (v > 0)),
-          "HALF_DOWN": (twice > one) | ((twice == one) & (v < 0))}[rounding]
-    return np.clip(f + up, qmin, qmax).astype(out_dtype)
-
-
-def sign(x, x_zp):
-    """y:int8 = +1 if x ≥ x_zp else −1 (bipolar; NaN -> −1, −0.0 -> +1, as qonnx's np.where)."""
-    return np.where(np.asarray(x) >= x_zp, np.int8(1), np.int8(-1))
-
-
 def _round_float(y, mode):
     """qonnx's rounding functions on floats (offline weight quantization), same dtype and ops."""
     return {"HALF_EVEN": np.round, "CEIL": np.ceil, "FLOOR": np.floor, "DOWN": np.fix,
             "UP": lambda v: np.sign(v) * np.ceil(np.abs(v)),
             "HALF_UP": lambda v: np.sign(v) * np.floor(np.abs(v) + 0.5),
             "HALF_DOWN": lambda v: np.sign(v) * np.ceil(np.abs(v) - 0.5)}[mode](y)
-
-
-def _prep_round_shift(node, const, K):
-    a = node.attrs
-    args = (int(a["x_zp"]), np.asarray(a["shift"], np.int64), int(a["axis"]), a["rounding"], int(a["y_zp"]),
-            int(a["qmin"]), int(a["qmax"]), storage(a["dtype"]))
-
-    def run(x):
-        return (round_shift(x, args[0], args[1], args[2] % max(x.ndim, 1), *args[3:]),)
-    return run
-
-
-def _prep_sign(node, const, K):
-    x_zp = node.attrs["x_zp"]
-
-    def run(x):
-        return (sign(x, x_zp),)
-    return run
-
-
-OPS_ADDED = {"round_shift": OpDef(_prep_round_shift), "sign": OpDef(_prep_sign)}
-for _op, _def in OPS_ADDED.items():
-    OPS.setdefault(_op, _def)
 
 
 # ---------------------------------------------------------------- the importer
@@ -378,12 +313,12 @@ class _Importer:
         if acc.relu:
             qmin = max(qmin, zp)
         real = acc.x_scale * np.asarray(acc.w_scale, np.float64) / y_scale
-        if mode != "HALF_EVEN":
-            e = _pow2_exponent(real)
-            if e is None:
-                raise self._err(node, f"rounding_mode {mode} needs a power-of-two multiplier x_scale·w_scale/"
-                                      f"y_scale, got {real[:4]}; npusim's requantize rounds half to even only")
+        e = _pow2_exponent(real)
+        if e is not None:  # exact in every mode; qonnx rounds acc·m + zp, zero point before rounding
             return self._emit_shift(node, acc.ir, 0, _compact(-e), acc.axis, mode, y, zp, qmin, qmax, dtype)
+        if mode != "HALF_EVEN":
+            raise self._err(node, f"rounding_mode {mode} needs a power-of-two multiplier x_scale·w_scale/"
+                                  f"y_scale, got {real[:4]}; npusim's requantize rounds half to even only")
         attrs = {"x_scale": np.float32(acc.x_scale), "w_scale": _compact(acc.w_scale), "y_scale": np.float32(y_scale),
                  "y_zp": zp, "qmin": qmin, "qmax": qmax, "dtype": dtype, "axis": acc.axis}
         attrs.update(f32_form(attrs))

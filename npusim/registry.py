@@ -255,6 +255,24 @@ def _prep_dynamic_quantize(node, const, K):
     return run
 
 
+def _prep_round_shift(node, const, K):
+    a = node.attrs
+    args = (int(a["x_zp"]), np.asarray(a["shift"], np.int64), int(a["axis"]), a["rounding"], int(a["y_zp"]),
+            int(a["qmin"]), int(a["qmax"]), storage(a["dtype"]))
+
+    def run(x):
+        return (K.round_shift(x, args[0], args[1], args[2] % max(x.ndim, 1), *args[3:]),)
+    return run
+
+
+def _prep_sign(node, const, K):
+    x_zp = node.attrs["x_zp"]
+
+    def run(x):
+        return (K.sign(x, x_zp),)
+    return run
+
+
 OPS: dict[str, OpDef] = {
     "conv": OpDef(_prep_conv, _conv_macs),
     "matmul": OpDef(_prep_matmul, _matmul_macs),
@@ -272,5 +290,7 @@ OPS: dict[str, OpDef] = {
     "quantize": OpDef(_prep_quantize),
     "dequantize": OpDef(_prep_dequantize),
     "dynamic_quantize": OpDef(_prep_dynamic_quantize),
+    "round_shift": OpDef(_prep_round_shift),
+    "sign": OpDef(_prep_sign),
     **{op: OpDef(prep) for op, prep in data_ops.PREPARE.items()},
 }

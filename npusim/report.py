@@ -95,6 +95,12 @@ def verify_text(report) -> str:
         lines.append(f"host fallback at inference: {len(report.host_fallback)} islands"
                      + (" (" + "; ".join(report.host_fallback[:5]) + (", ..." if len(report.host_fallback) > 5 else "")
                         + ")" if report.host_fallback else "; the other islands are lookup tables on the NPU"))
+        lw = report.layerwise
+        if lw:
+            n = sum(c.elements for c in lw)
+            lines.append(f"layer-wise (each op on onnxruntime's inputs): {len(lw)} tensors, "
+                         f"{100 * sum(c.exact for c in lw) / max(n, 1):.3f}% of {n} elements exact, "
+                         f"max {max(c.max_lsb for c in lw):g} LSB")
         ref = report.reference
         bad_ref = [c for c in ref if c.exact != c.elements]
         lines.append("")

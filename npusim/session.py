@@ -29,7 +29,7 @@ from .registry import OPS
 
 MODES = ("ort", "npu")
 KERNEL_SETS = ("fast", "golden")
-_KERNEL_MODULES = ("conv", "matmul", "requant", "eltwise", "pool", "lut", "quantize")
+_KERNEL_MODULES = ("conv", "matmul", "requant", "eltwise", "pool", "lut", "quantize", "fixedpoint", "shift")
 _ORT_TYPES = {"f32": "tensor(float)", "u8": "tensor(uint8)", "i8": "tensor(int8)", "i32": "tensor(int32)",
               "i64": "tensor(int64)", "bool": "tensor(bool)", "f16": "tensor(float16)", "f64": "tensor(double)",
               "u16": "tensor(uint16)", "i16": "tensor(int16)", "u4": "tensor(uint4)", "i4": "tensor(int4)"}
@@ -93,6 +93,8 @@ class InferenceSession:
             raise NpusimError(f"unknown rounding {rounding!r}; expected one of {', '.join(npu.ROUNDINGS)}")
         self.mode, self.kernels, self.threads, self.rounding = mode, kernels, threads, rounding
         self.graph = load_graph(path_or_bytes)
+        if mode == "npu":
+            self.graph = npu.lower_islands(self.graph)
         self._ops = OPS if mode == "ort" else {**OPS, **npu.ops(rounding)}
         self.host_fallback: list[str] = []  # host islands that run on onnxruntime at every inference
         K = kernel_set(kernels)
@@ -152,19 +154,23 @@ class InferenceSession:
                                   f"{', '.join(self.graph.outputs)}")
         return [values[self._slot[n]] for n in names]
 
-    def run_all(self, feeds: dict) -> dict[str, np.ndarray]:
-        """Every tensor of the graph (inputs, intermediates, outputs) after one inference."""
-        values = self._execute(feeds)
+    def run_all(self, feeds: dict, given: dict | None = None) -> dict[str, np.ndarray]:
+        """Every tensor of the graph (inputs, intermediates, outputs) after one inference.
+
+        given: tensors (by name) that replace npusim's own values wherever an op reads them,
+        so that every op sees the same inputs as a reference (a layer-wise comparison).
+        """
+        values = self._execute(feeds, {self._slot[k]: v for k, v in (given or {}).items() if k in self._slot})
         return {name: values[i] for name, i in self._slot.items() if name and values[i] is not None}
 
     # ---------------------------------------------------------------- execution
-    def _execute(self, feeds):
+    def _execute(self, feeds, given=None):
         values = list(self._base)
         feeds = self._check_feeds(feeds)
         for name in self.graph.inputs:
             values[self._slot[name]] = feeds[name]
         for step in self._steps:
-            args = [values[i] for i in step.inputs]
+            args = [given.get(i, values[i]) for i in step.inputs] if given else [values[i] for i in step.inputs]
             try:
                 outs = step.run(*args)
             except NpusimError:

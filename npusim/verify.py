@@ -52,6 +52,7 @@ class VerifyReport:
     host_ops: list = field(default_factory=list)
     rounding: str = ""
     reference: list = field(default_factory=list)  # mode "npu": every quantized tensor vs fakequant
+    layerwise: list = field(default_factory=list)  # mode "npu": each op on onnxruntime's inputs vs onnxruntime
     host_fallback: list = field(default_factory=list)  # islands onnxruntime runs at each inference
 
     @property
@@ -62,7 +63,7 @@ class VerifyReport:
         return all(c.exact == c.elements for c in checked)
 
     def to_dict(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k not in ("outputs", "intermediates", "reference")}
+        d = {k: v for k, v in asdict(self).items() if k not in ("outputs", "intermediates", "reference", "layerwise")}
         d["bit_exact"] = self.bit_exact
         d["outputs"] = [dict(asdict(c), exact_fraction=c.exact_fraction) for c in self.outputs]
         if self.mode == "npu":
@@ -70,6 +71,7 @@ class VerifyReport:
                               "exact": sum(c.exact == c.elements for c in self.reference),
                               "not_exact": [dict(asdict(c), exact_fraction=c.exact_fraction)
                                             for c in self.reference if c.exact != c.elements]}
+            d["layerwise"] = [dict(asdict(c), exact_fraction=c.exact_fraction) for c in self.layerwise]
         d["intermediates"] = {
             "compared": len(self.intermediates),
             "exact": sum(c.exact == c.elements for c in self.intermediates),
@@ -107,14 +109,19 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
     outs = {n: Compare(n) for n in g.outputs}
     refs = {n: Compare(n) for n in g.tensors if n in produced and is_quantized(g.tensors[n].dtype)}
     mids = {n: Compare(n) for n in inner_names}
+    layer = {n: Compare(n) for n in inner_names}
     lsbs = {n: _lsb(sess, n) for n in g.outputs}
     for feeds in feeds_list:
         values = sess.run_all(feeds)
         for name, want in zip(g.outputs, ref.run(list(g.outputs), feeds)):
             outs[name].add(values[name], want, lsbs[name])
-        for name, want in zip(inner_names, ref_inner.run(inner_names, feeds)):
+        ort_inner = dict(zip(inner_names, ref_inner.run(inner_names, feeds)))
+        for name, want in ort_inner.items():
             mids[name].add(values[name], want, 1.0)
         if mode == "npu":
+            own = sess.run_all(feeds, given=ort_inner)
+            for name, want in ort_inner.items():
+                layer[name].add(own[name], want, 1.0)
             from .fakequant import evaluate
 
             expect = evaluate(g, feeds, sess.rounding)
@@ -122,6 +129,7 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
                 c.add(values[name], expect[name], 1.0)
     report.outputs = list(outs.values())
     report.reference = list(refs.values()) if mode == "npu" else []
+    report.layerwise = list(layer.values()) if mode == "npu" else []
     report.host_fallback = list(sess.host_fallback)
     report.intermediates = list(mids.values())
     report.host_ops = [op for n in g.host_nodes() for op in n.attrs["ops"]]

@@ -20,7 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 import npusim
 from npusim import ir
 from npusim.errors import NpusimError
-from npusim.qonnx import ROUNDINGS, import_qonnx, is_qonnx, round_shift
+from npusim.qonnx import ROUNDINGS, import_qonnx, is_qonnx
+from npusim_kernels.golden.shift import round_shift
 
 try:
     from qonnx.core.modelwrapper import ModelWrapper
@@ -186,8 +187,9 @@ def test_conv_net_mixed_precision_bit_exact(kernels):
 def test_conv_net_ir_types():
     g = import_qonnx(conv_net(np.random.default_rng(0)))
     ops = [n.op for n in g.nodes]
-    assert ops == ["quantize", "conv", "requantize", "conv", "requantize", "maxpool", "flatten", "gemm",
-                   "requantize", "dequantize"]
+    # power-of-two scales: every requantization is an exact shift (zero point added before rounding, as qonnx)
+    assert ops == ["quantize", "conv", "round_shift", "conv", "round_shift", "maxpool", "flatten", "gemm",
+                   "round_shift", "dequantize"]
     assert [g.tensors[t].dtype for t in ("w1q", "w2q", "a1", "a2", "y::q")] == ["i4", "i2", "u4", "i4", "i8"]
     assert set(np.unique(g.constants["w2q"])) <= {-1, 0, 1}
     rq = g.nodes[2].attrs
@@ -211,7 +213,7 @@ def test_quant_rounding_modes_on_accumulator(rounding, zp):
     b.quant("c", "y", 2.0 ** -1, 6, signed=True, zp=zp, rounding=rounding)
     model = b.model((1, 3, 6, 6), "y")
     g = import_qonnx(model)
-    assert g.nodes[2].op == ("requantize" if rounding == "ROUND" else "round_shift")
+    assert g.nodes[2].op == "round_shift"
     pairs, _, _ = compare(model, feeds(rng, (1, 3, 6, 6), 2.0))
     assert_exact(pairs)
 
