@@ -1,0 +1,171 @@
+"""`npusim bench`: per-layer latency of a model on an NPU profile, and npusim's own speed.
+
+The layer costs come from npusim.hardware (shapes of one seeded run); the wall time is the
+median of a few warm runs of npusim and of onnxruntime on the same inputs. `--plot` draws a
+per-layer chart (matplotlib, Agg backend), `--json` prints everything for machines. Files are
+written to a temp file in the destination folder and renamed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from .errors import NpusimError
+from .hardware import NetworkCost, estimate, load_profile
+
+_COLUMNS = ["op", "name", "in", "out", "bits", "macs", "compute", "memory", "total", "util", "bound"]
+
+
+def _fmt_shape(shape) -> str:
+    return "x".join(str(d) for d in shape) or "-"
+
+
+def cost_rows(net: NetworkCost) -> list[dict]:
+    """One table row per layer (free ops left out)."""
+    return [{"op": c.op, "name": c.name if len(c.name) <= 40 else c.name[:37] + "...",
+             "in": _fmt_shape(c.in_shape), "out": _fmt_shape(c.out_shape), "bits": c.bits, "macs": f"{c.macs:,}",
+             "compute": f"{c.compute_cycles:,}", "memory": f"{c.memory_cycles:,}", "total": f"{c.total_cycles:,}",
+             "util": f"{100 * c.utilization:.1f}%" if c.macs else "-", "bound": c.bound}
+            for c in net.layers if c.bound != "free"]
+
+
+def bench_text(net: NetworkCost, wall: dict | None = None) -> str:
+    from .report import format_table
+
+    p = net.profile
+    by_bound = {}
+    for c in net.layers:
+        by_bound[c.bound] = by_bound.get(c.bound, 0) + c.total_cycles
+    array_cycles = sum(c.total_cycles for c in net.layers if c.macs)
+    lines = [f"profile: {p.name} ({p.source}): {p.rows}x{p.cols} {p.dataflow}, {p.clock_mhz:g} MHz, "
+             f"DRAM {p.dram_bytes_per_cycle:g} B/cycle", "", format_table(cost_rows(net), _COLUMNS), "",
+             f"total: {net.total_cycles:,} cycles = {net.latency_us:,.1f} us at {p.clock_mhz:g} MHz; "
+             f"{net.macs:,} MACs; array utilization {100 * sum(c.utilization * c.total_cycles for c in net.layers if c.macs) / max(array_cycles, 1):.1f}% "
+             f"over its layers",
+             "cycles by kind: " + ", ".join(f"{k} {v:,} ({100 * v / max(net.total_cycles, 1):.1f}%)"
+                                             for k, v in sorted(by_bound.items(), key=lambda kv: -kv[1]) if v)]
+    if net.energy_pj is not None:
+        lines.append(f"energy: {net.energy_pj / 1e6:,.3f} uJ")
+    if wall:
+        ort = f"{wall['onnxruntime_ms']:.3f} ms" if wall.get("onnxruntime_ms") is not None else "n/a (not ONNX)"
+        lines.append(f"simulator wall time (median of {wall['runs']}): npusim {wall['npusim_ms']:.3f} ms, "
+                     f"onnxruntime {ort}")
+    return "\n".join(lines)
+
+
+def wall_times(model, session, feeds, runs: int) -> dict:
+    """Median wall time of `runs` warm runs of npusim and of onnxruntime (ONNX models only)."""
+    def median_ms(fn):
+        fn()
+        ts = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return 1e3 * float(np.median(ts))
+    out = {"runs": runs, "npusim_ms": median_ms(lambda: session.run(None, feeds)), "onnxruntime_ms": None}
+    if not str(model).endswith(".npz"):
+        import onnxruntime as ort
+        sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        names = {i.name for i in sess.get_inputs()}
+        ort_feeds = {k: v for k, v in feeds.items() if k in names}
+        out["onnxruntime_ms"] = median_ms(lambda: sess.run(None, ort_feeds))
+    return out
+
+
+def _atomic(path, suffix, write):
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def plot(net: NetworkCost, path, title: str = "") -> None:
+    """Per-layer latency chart: one stacked bar per layer (compute or post-processing or host
+    time, then stall), in execution order, and the total by kind; written atomically as PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = [c for c in net.layers if c.total_cycles]
+    us = 1.0 / net.profile.clock_mhz
+    colors = {"compute": "#1f77b4", "memory": "#1f77b4", "post": "#2ca02c", "host": "#9467bd"}
+    x = np.arange(len(layers))
+    busy = np.array([c.compute_cycles for c in layers]) * us
+    stall = np.array([c.stall_cycles for c in layers]) * us
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(13, 7.5), height_ratios=[3, 1])
+    ax.bar(x, busy, width=0.85, color=[colors[c.bound] for c in layers])
+    ax.bar(x, stall, width=0.85, bottom=busy, color="#d62728")
+    for i in np.argsort(-(busy + stall))[:6]:
+        ax.annotate(f"{layers[i].op} {_fmt_shape(layers[i].out_shape)}", (x[i], busy[i] + stall[i]),
+                    textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7, rotation=0)
+    from matplotlib.patches import Patch
+    ax.legend(handles=[Patch(color=colors["compute"], label="array compute (conv/matmul)"),
+                       Patch(color=colors["post"], label="post-processing (requant, eltwise, pool)"),
+                       Patch(color=colors["host"], label="host fallback"),
+                       Patch(color="#d62728", label="DRAM stall")], loc="upper right", fontsize=8)
+    ax.set_xlabel("layer (execution order)")
+    ax.set_ylabel("latency (us)")
+    p = net.profile
+    ax.set_title(title or f"{p.name}: {net.latency_us:,.0f} us total at {p.clock_mhz:g} MHz")
+    kinds = {"array compute": sum(c.compute_cycles for c in net.layers if c.macs),
+             "post-processing": sum(c.compute_cycles for c in net.layers if c.bound in ("post",) or
+                                    (c.bound == "memory" and not c.macs)),
+             "host": sum(c.total_cycles for c in net.layers if c.bound == "host"),
+             "DRAM stall": sum(c.stall_cycles for c in net.layers)}
+    ax2.barh(list(kinds), [v * us for v in kinds.values()],
+             color=[colors["compute"], colors["post"], colors["host"], "#d62728"])
+    for i, v in enumerate(kinds.values()):
+        ax2.text(v * us, i, f" {v * us:,.0f} us ({100 * v / max(net.total_cycles, 1):.0f}%)", va="center", fontsize=8)
+    ax2.set_xlabel("total latency by kind (us)")
+    fig.tight_layout()
+    _atomic(path, ".png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def cmd_bench(args) -> int:
+    from .cli import _default_model, _shapes
+    from .feeds import random_feeds
+    from .session import InferenceSession
+
+    if args.runs < 0:
+        raise NpusimError(f"--runs {args.runs}: expected a count >= 0")
+    profile = load_profile(args.hw)
+    model = args.model or _default_model()
+    sess = InferenceSession(model)
+    feeds = random_feeds(sess.graph, args.seed, _shapes(args))
+    values = sess.run_all(feeds)
+    net = estimate(sess.graph, {k: np.shape(v) for k, v in values.items()}, profile)
+    wall = wall_times(model, sess, feeds, args.runs) if args.runs else None
+    if args.json:
+        print(json.dumps({"model": str(model), **net.to_dict(), "wall": wall}, indent=2, default=list))
+    else:
+        print(bench_text(net, wall))
+    if args.plot:
+        plot(net, args.plot, f"{os.path.basename(str(model))} on {profile.name}: {net.latency_us:,.0f} us")
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add the `bench` subcommand to an argparse subparsers object."""
+    b = subparsers.add_parser("bench", help="per-layer cycles, latency and utilization on an NPU profile")
+    b.add_argument("model", nargs="?", help="ONNX model or npusim IR (.npz); default: the shipped digits model")
+    b.add_argument("--hw", metavar="PROFILE.toml", help="hardware profile (default: npusim/profiles/default.toml)")
+    b.add_argument("--shape", action="append", metavar="NAME=D0,D1,..",
+                   help="shape of an input with dynamic dimensions")
+    b.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    b.add_argument("--runs", type=int, default=5, help="timed runs of npusim and onnxruntime (default 5; 0 skips)")
+    b.add_argument("--json", action="store_true", help="print the report as JSON")
+    b.add_argument("--plot", metavar="FILE.png", help="write the per-layer latency chart")
+    b.set_defaults(func=cmd_bench)
+
