@@ -245,15 +245,16 @@ def _split_2d(a_shape, b_shape):
 
 
 def _operands_2d(a, b):
-    """(a_2d, b_2d, out_shape): both operands as 2-D blocks that broadcast against
-    (outer, inner); falls back to np.broadcast_arrays for any other broadcast."""
+    """(a_2d, b_2d, out_shape, swap): both operands as 2-D blocks that broadcast against
+    (outer, inner), and whether b (not a) is the one that runs along the inner dimension;
+    falls back to np.broadcast_arrays for any other broadcast."""
     a, b = np.asarray(a), np.asarray(b)
     split, out = _split_2d(a.shape, b.shape)
     if split is None:
         a, b = (np.ascontiguousarray(v) for v in np.broadcast_arrays(a, b))
-        return a.reshape(1, -1), b.reshape(1, -1), out
-    _, _, pa, pb = split
-    return np.ascontiguousarray(a).reshape(pa), np.ascontiguousarray(b).reshape(pb), out
+        return a.reshape(1, -1), b.reshape(1, -1), out, False
+    _, inner, pa, pb = split
+    return np.ascontiguousarray(a).reshape(pa), np.ascontiguousarray(b).reshape(pb), out, pa[1] != inner
 
 
 def _check_8bit(x, zp, what):
@@ -267,30 +268,20 @@ def _check_8bit(x, zp, what):
 
 
 @njit(inline="always")
-def _add1(av, bv, a_zp, b_zp, ma, sa, mb, sb, my, sy, single, lo, hi, y_zp):
-    """One output of fixed_add; s* are _split_shift constants. |(v − zp)·2^20| < 2^29."""
-    a1 = _mbqm1((np.int64(av) - a_zp) << 20, ma, sa[0], sa[1], single)
-    b1 = _mbqm1((np.int64(bv) - b_zp) << 20, mb, sb[0], sb[1], single)
-    return min(max(_mbqm1(a1 + b1, my, sy[0], sy[1], single), lo), hi) + y_zp
-
-
-@njit(inline="always")
-def _mul1(av, bv, a_zp, b_zp, m0, s, single, lo, hi, y_zp):
-    """One output of fixed_mul; s are _split_shift constants. |(a − a_zp)·(b − b_zp)| <= 2^16."""
-    p = (np.int64(av) - a_zp) * (np.int64(bv) - b_zp)
-    return min(max(_mbqm1(p, m0, s[0], s[1], single), lo), hi) + y_zp
+def _add_stage(v, zp, m0, s, single):
+    """The per-operand stage of fixed_add: MBQM((v − zp)·2^20, m0, n) (|v − zp|·2^20 < 2^29)."""
+    return _mbqm1((np.int64(v) - zp) << 20, m0, s[0], s[1], single)
 
 
 @njit
 def _add_core(a2, b2, a_zp, b_zp, ma, na, mb, nb, my, ny, single, y_zp, qmin, qmax, out):
-    """out[o, i] = fixed_add of a2[o or 0, i or 0] and b2[o or 0, i or 0] (2-D block broadcast).
-
-    Each broadcast case has its own contiguous inner loop, so that LLVM vectorizes it and
-    hoists the MBQM of a per-row scalar operand.
+    """out[o, i] = clamp(MBQM(a'[o, i] + b'[o, i], my, ny) + y_zp, qmin, qmax), a' and b' the
+    per-operand stages of a2[o or 0, i] and b2[o or 0, i or 0] (2-D block broadcast; a2 always
+    runs along the row, the wrapper swaps the operands otherwise). Two contiguous inner loops:
+    b along the row, or b one value per row (its stage hoisted); both vectorize.
     """
     no, ni = out.shape
-    ao, ai = a2.shape[0] > 1, a2.shape[1] > 1
-    bo, bi = b2.shape[0] > 1, b2.shape[1] > 1
+    ao, bo, bi = a2.shape[0] == no, b2.shape[0] == no, b2.shape[1] == ni
     sa, sb, sy = _split_shift(na, single), _split_shift(nb, single), _split_shift(ny, single)
     lo = np.int64(qmin) - y_zp
     hi = np.int64(qmax) - y_zp
@@ -298,27 +289,23 @@ def _add_core(a2, b2, a_zp, b_zp, ma, na, mb, nb, my, ny, single, y_zp, qmin, qm
         ra = a2[o if ao else 0]
         rb = b2[o if bo else 0]
         dst = out[o]
-        if ai and bi:
+        if bi:
             for i in range(ni):
-                dst[i] = _add1(ra[i], rb[i], a_zp, b_zp, ma, sa, mb, sb, my, sy, single, lo, hi, y_zp)
-        elif ai:
-            bv = rb[0]
-            for i in range(ni):
-                dst[i] = _add1(ra[i], bv, a_zp, b_zp, ma, sa, mb, sb, my, sy, single, lo, hi, y_zp)
-        elif bi:
-            av = ra[0]
-            for i in range(ni):
-                dst[i] = _add1(av, rb[i], a_zp, b_zp, ma, sa, mb, sb, my, sy, single, lo, hi, y_zp)
+                s = _add_stage(ra[i], a_zp, ma, sa, single) + _add_stage(rb[i], b_zp, mb, sb, single)
+                dst[i] = min(max(_mbqm1(s, my, sy[0], sy[1], single), lo), hi) + y_zp
         else:
-            dst[:] = _add1(ra[0], rb[0], a_zp, b_zp, ma, sa, mb, sb, my, sy, single, lo, hi, y_zp)
+            b1 = _add_stage(rb[0], b_zp, mb, sb, single)
+            for i in range(ni):
+                s = _add_stage(ra[i], a_zp, ma, sa, single) + b1
+                dst[i] = min(max(_mbqm1(s, my, sy[0], sy[1], single), lo), hi) + y_zp
 
 
 @njit
 def _mul_core(a2, b2, a_zp, b_zp, m0, n, single, y_zp, qmin, qmax, out):
-    """out[o, i] = fixed_mul of a2[o or 0, i or 0] and b2[o or 0, i or 0]; loops as _add_core."""
+    """out[o, i] = clamp(MBQM((a − a_zp)·(b − b_zp), m0, n) + y_zp, qmin, qmax) (|product| <= 2^16),
+    a = a2[o or 0, i], b = b2[o or 0, i or 0]; loops as _add_core."""
     no, ni = out.shape
-    ao, ai = a2.shape[0] > 1, a2.shape[1] > 1
-    bo, bi = b2.shape[0] > 1, b2.shape[1] > 1
+    ao, bo, bi = a2.shape[0] == no, b2.shape[0] == no, b2.shape[1] == ni
     s = _split_shift(n, single)
     lo = np.int64(qmin) - y_zp
     hi = np.int64(qmax) - y_zp
@@ -326,19 +313,15 @@ def _mul_core(a2, b2, a_zp, b_zp, m0, n, single, y_zp, qmin, qmax, out):
         ra = a2[o if ao else 0]
         rb = b2[o if bo else 0]
         dst = out[o]
-        if ai and bi:
+        if bi:
             for i in range(ni):
-                dst[i] = _mul1(ra[i], rb[i], a_zp, b_zp, m0, s, single, lo, hi, y_zp)
-        elif ai:
-            bv = rb[0]
-            for i in range(ni):
-                dst[i] = _mul1(ra[i], bv, a_zp, b_zp, m0, s, single, lo, hi, y_zp)
-        elif bi:
-            av = ra[0]
-            for i in range(ni):
-                dst[i] = _mul1(av, rb[i], a_zp, b_zp, m0, s, single, lo, hi, y_zp)
+                p = (np.int64(ra[i]) - a_zp) * (np.int64(rb[i]) - b_zp)
+                dst[i] = min(max(_mbqm1(p, m0, s[0], s[1], single), lo), hi) + y_zp
         else:
-            dst[:] = _mul1(ra[0], rb[0], a_zp, b_zp, m0, s, single, lo, hi, y_zp)
+            b1 = np.int64(rb[0]) - b_zp
+            for i in range(ni):
+                p = (np.int64(ra[i]) - a_zp) * b1
+                dst[i] = min(max(_mbqm1(p, m0, s[0], s[1], single), lo), hi) + y_zp
 
 
 def _empty_2d(a2, b2, out_dtype):
@@ -352,7 +335,9 @@ def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
     _check_8bit(b, b_zp, "fixed_add b")
     (ma, na), (mb, nb), (my, ny) = params
     _params([ma, mb, my], [na, nb, ny])
-    a2, b2, shape = _operands_2d(a, b)
+    a2, b2, shape, swap = _operands_2d(a, b)
+    if swap:  # the sum is symmetric: the operand that runs along the row goes first
+        a2, b2, a_zp, b_zp, ma, na, mb, nb = b2, a2, b_zp, a_zp, mb, nb, ma, na
     out = _empty_2d(a2, b2, out_dtype)
     _add_core(a2, b2, np.int64(a_zp), np.int64(b_zp), np.int64(ma), np.int64(na), np.int64(mb), np.int64(nb),
               np.int64(my), np.int64(ny), single, np.int64(y_zp), int(qmin), int(qmax), out)
@@ -366,7 +351,9 @@ def fixed_mul(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
     _check_8bit(b, b_zp, "fixed_mul b")
     m, n = params
     _params(m, n)
-    a2, b2, shape = _operands_2d(a, b)
+    a2, b2, shape, swap = _operands_2d(a, b)
+    if swap:  # the product is symmetric
+        a2, b2, a_zp, b_zp = b2, a2, b_zp, a_zp
     out = _empty_2d(a2, b2, out_dtype)
     _mul_core(a2, b2, np.int64(a_zp), np.int64(b_zp), np.int64(m), np.int64(n), single, np.int64(y_zp),
               int(qmin), int(qmax), out)

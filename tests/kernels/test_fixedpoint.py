@@ -221,7 +221,7 @@ ADD_SHAPES = [((2, 3, 4, 5), (2, 3, 4, 5)), ((1, 3, 4, 5), (1, 3, 1, 1)), ((1, 3
 @given(st.data(), st.sampled_from(ADD_SHAPES), st.sampled_from(["fixed_add", "fixed_mul"]))
 def test_fast_eq_golden_add_mul(data, shapes, op):
     d = data.draw
-    dt_a, dt_b, dt_y = (d(st.sampled_from(DTYPES)) for _ in range(3))
+    dt_a = dt_b = dt_y = d(st.sampled_from(DTYPES))  # QLinearAdd/Mul: one type T for A, B and C
     a, b = codes(d, dt_a, shapes[0]), codes(d, dt_b, shapes[1])
     sa, sb, sy = scale(d), scale(d), scale(d)
     params = gf.add_params(sa, sb, sy) if op == "fixed_add" else gf.mul_params(sa, sb, sy)
