@@ -29,7 +29,8 @@ from numba.extending import intrinsic
 
 from npusim_kernels.fast._jit import njit
 
-TILE = 4  # register tile: TILE positions × TILE output channels
+TILE = 4  # output channels per block (weights hold TILE − 1 zero rows past M)
+CHUNK = 128  # positions per parallel work item: 2 × 4 × CHUNK int64 sums stay in L1
 _LSB8 = np.uint64(0x0101010101010101)   # bit 0 of each byte
 _GATHER8 = np.uint64(0x0102040810204080)  # moves bit 0 of byte t to bit 56 + t
 
@@ -80,10 +81,9 @@ def _u8_container(v, what):
 
 
 @njit(parallel=True)
-def _pack_planes(codes, rows, nb, kw_n, words):
-    """words[r, k, q] = bit k of codes[r, 64q + t] at bit t (t < 64), for r < rows, k < nb.
-
-    codes: uint8 (R, 64·KW) flat; words: uint64 (R', nb, KW) flat; 8 codes per multiply."""
+def _pack_planes(codes, rows, nb, kw_n, words, r_step, k_step, q_step):
+    """words[r·r_step + k·k_step + q·q_step] = bits k of codes[r, 64q .. 64q + 63], code t at bit t
+    (lsb_first), for r < rows, k < nb, q < KW. codes: uint8 (rows, 64·KW) flat; 8 codes per multiply."""
     c64 = codes.view(np.uint64)
     for r in prange(rows):
         for k in range(nb):
@@ -94,81 +94,75 @@ def _pack_planes(codes, rows, nb, kw_n, words):
                 for e in range(8):
                     v = (c64[src + e] >> kk) & _LSB8
                     word |= ((v * _GATHER8) >> np.uint64(56)) << np.uint64(8 * e)
-                words[(r * nb + k) * kw_n + q] = word
+                words[r * r_step + k * k_step + q * q_step] = word
 
 
 @njit(parallel=True)
-def _tiles(xw, nb_x, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, vw, bias, out, n_pos, n_ch):
-    """out[m, p] = i32(Σ_{j,i} coef[j, i]·Σ_t popcount(xw[p, i, t] & ww[m_base + m, j, t])
-                       + sx[p]·bw[m_base + m] + rx[p]·vw[m_base + m] + bias[m_base + m]),  m < n_ch, p < n_pos.
+def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, vw, bias, out, n_pos, n_ch):
+    """out[m, p] = i32(Σ_{j,i} coef[j, i]·Σ_t popcount(xt[i, t, p] & ww[m_base + m, j, t])
+                       + sx[p]·bw[mm] + rx[p]·vw[mm] + bias[mm]),  mm = m_base + m, m < n_ch, p < n_pos.
 
-    xw: uint64 (P4, nb_x, KW) flat, rows past n_pos zero; ww: uint64 (M + 3, nb_w, KW) flat
-    (rows past M zero, so a tile may run past the group); out: int32 (n_ch, n_pos). Tiles of
-    4 positions × 4 channels, prange over position tiles; int64 sums, int32 truncation (wraps)."""
-    kw_u = np.uint64(kw_n)
-    for pt in prange((n_pos + TILE - 1) // TILE):
-        p0 = pt * TILE
-        for m0 in range(0, n_ch, TILE):
-            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = np.int64(0)
-            a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = np.int64(0)
+    xt: uint64 (nb_x, KW, p_stride) flat, positions contiguous; ww: uint64 (M + 3, nb_w, KW) flat
+    (rows past M zero, so a block of 4 channels may run past the group); out: int32 (n_ch, n_pos).
+    prange over chunks of CHUNK positions; per chunk, blocks of 4 channels: for each plane pair,
+    raw[dm, p] = Σ_t popcount(...) over 4 words at a time (16 weight words held in registers, each
+    activation word loaded once for 4 channels; the p loop vectorizes to zmm vpandq/vpopcntq/vpaddq),
+    then acc += coef·raw. int64 sums, int32 truncation (wraps)."""
+    t4 = kw_n - kw_n % 4
+    ps = np.uint64(p_stride)
+    ws = nb_w * kw_n  # one weight row
+    c1, c2, c3 = np.uint64(CHUNK), np.uint64(2 * CHUNK), np.uint64(3 * CHUNK)
+    for ck in prange((n_pos + CHUNK - 1) // CHUNK):
+        p0 = ck * CHUNK
+        ln = np.uint64(min(CHUNK, n_pos - p0))
+        raw = np.empty(4 * CHUNK, np.int64)
+        acc = np.empty(4 * CHUNK, np.int64)
+        for m0 in range(0, n_ch, 4):
+            acc[:] = 0
             for j in range(nb_w):
-                w0 = np.uint64(((m_base + m0) * nb_w + j) * kw_n)
-                w1 = w0 + np.uint64(nb_w * kw_n)
-                w2 = w1 + np.uint64(nb_w * kw_n)
-                w3 = w2 + np.uint64(nb_w * kw_n)
+                r0 = (m_base + m0) * ws + j * kw_n
                 for i in range(nb_x):
-                    x0 = np.uint64(((p0 * nb_x) + i) * kw_n)
-                    x1 = x0 + np.uint64(nb_x * kw_n)
-                    x2 = x1 + np.uint64(nb_x * kw_n)
-                    x3 = x2 + np.uint64(nb_x * kw_n)
-                    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.int64(0)
-                    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = np.int64(0)
-                    for t in range(kw_u):
-                        u0, u1, u2, u3 = xw[x0 + t], xw[x1 + t], xw[x2 + t], xw[x3 + t]
-                        v0, v1, v2, v3 = ww[w0 + t], ww[w1 + t], ww[w2 + t], ww[w3 + t]
-                        s00 += _popcount(u0 & v0)
-                        s01 += _popcount(u0 & v1)
-                        s02 += _popcount(u0 & v2)
-                        s03 += _popcount(u0 & v3)
-                        s10 += _popcount(u1 & v0)
-                        s11 += _popcount(u1 & v1)
-                        s12 += _popcount(u1 & v2)
-                        s13 += _popcount(u1 & v3)
-                        s20 += _popcount(u2 & v0)
-                        s21 += _popcount(u2 & v1)
-                        s22 += _popcount(u2 & v2)
-                        s23 += _popcount(u2 & v3)
-                        s30 += _popcount(u3 & v0)
-                        s31 += _popcount(u3 & v1)
-                        s32 += _popcount(u3 & v2)
-                        s33 += _popcount(u3 & v3)
+                    raw[:] = 0
+                    for t in range(0, t4, 4):
+                        w00, w01, w02, w03 = ww[r0 + t], ww[r0 + t + 1], ww[r0 + t + 2], ww[r0 + t + 3]
+                        r1 = r0 + ws
+                        w10, w11, w12, w13 = ww[r1 + t], ww[r1 + t + 1], ww[r1 + t + 2], ww[r1 + t + 3]
+                        r2 = r1 + ws
+                        w20, w21, w22, w23 = ww[r2 + t], ww[r2 + t + 1], ww[r2 + t + 2], ww[r2 + t + 3]
+                        r3 = r2 + ws
+                        w30, w31, w32, w33 = ww[r3 + t], ww[r3 + t + 1], ww[r3 + t + 2], ww[r3 + t + 3]
+                        b0 = np.uint64((i * kw_n + t) * p_stride + p0)
+                        b1, b2, b3 = b0 + ps, b0 + ps + ps, b0 + ps + ps + ps
+                        for p in range(ln):
+                            x0, x1, x2, x3 = xt[b0 + p], xt[b1 + p], xt[b2 + p], xt[b3 + p]
+                            raw[p] += (_popcount(x0 & w00) + _popcount(x1 & w01)
+                                       + _popcount(x2 & w02) + _popcount(x3 & w03))
+                            raw[c1 + p] += (_popcount(x0 & w10) + _popcount(x1 & w11)
+                                            + _popcount(x2 & w12) + _popcount(x3 & w13))
+                            raw[c2 + p] += (_popcount(x0 & w20) + _popcount(x1 & w21)
+                                            + _popcount(x2 & w22) + _popcount(x3 & w23))
+                            raw[c3 + p] += (_popcount(x0 & w30) + _popcount(x1 & w31)
+                                            + _popcount(x2 & w32) + _popcount(x3 & w33))
+                    for t in range(t4, kw_n):
+                        w0, w1, w2, w3 = ww[r0 + t], ww[r0 + ws + t], ww[r0 + 2 * ws + t], ww[r0 + 3 * ws + t]
+                        b0 = np.uint64((i * kw_n + t) * p_stride + p0)
+                        for p in range(ln):
+                            x0 = xt[b0 + p]
+                            raw[p] += _popcount(x0 & w0)
+                            raw[c1 + p] += _popcount(x0 & w1)
+                            raw[c2 + p] += _popcount(x0 & w2)
+                            raw[c3 + p] += _popcount(x0 & w3)
                     c = coef[j, i]
-                    a00 += c * s00
-                    a01 += c * s01
-                    a02 += c * s02
-                    a03 += c * s03
-                    a10 += c * s10
-                    a11 += c * s11
-                    a12 += c * s12
-                    a13 += c * s13
-                    a20 += c * s20
-                    a21 += c * s21
-                    a22 += c * s22
-                    a23 += c * s23
-                    a30 += c * s30
-                    a31 += c * s31
-                    a32 += c * s32
-                    a33 += c * s33
-            tile = ((a00, a01, a02, a03), (a10, a11, a12, a13), (a20, a21, a22, a23), (a30, a31, a32, a33))
-            for dp in range(TILE):
-                p = p0 + dp
-                if p < n_pos:
-                    row = tile[dp]
-                    for dm in range(TILE):
-                        m = m0 + dm
-                        if m < n_ch:
-                            mm = m_base + m
-                            out[m, p] = np.int32(row[dm] + sx[p] * bw[mm] + rx[p] * vw[mm] + bias[mm])
+                    for p in range(4 * CHUNK):
+                        acc[p] += c * raw[p]
+            for dm in range(min(4, n_ch - m0)):
+                mm = m_base + m0 + dm
+                b, v, bb = bw[mm], vw[mm], bias[mm]
+                row = out[m0 + dm]
+                src = np.uint64(dm * CHUNK)
+                for p in range(ln):
+                    q = np.uint64(p0) + p
+                    row[q] = np.int32(acc[src + p] + sx[q] * b + rx[q] * v + bb)
 
 
 @njit(parallel=True)
@@ -192,18 +186,19 @@ def _image_codes(xf, base, cg, h, w, top, left, wp, cpad, code_args, codes):
 
 
 @njit(parallel=True)
-def _im2col_words(pw, nb, cwg, cg, wp, kh, kw, sh, sw, dh, dw, ow, n_pos, kw_n, xc, x_alpha, xw, sx):
-    """xw[p, k, :] = the pixel words pw[pixel, k, :] of output position p's window, tap (i, j) at bit
-    offset (i·kW + j)·cg; sx[p] = α·Σ_k xc[k]·popcount(xw[p, k, :]) = α·Σ x̃ over the window."""
+def _im2col_words(pw, nb, cwg, cg, wp, kh, kw, sh, sw, dh, dw, ow, n_pos, kw_n, p_stride, xc, x_alpha, xt, sx):
+    """xt[k, :, p] = the pixel words pw[pixel, k, :] of output position p's window, tap (i, j) at bit
+    offset (i·kW + j)·cg; sx[p] = α·Σ_k xc[k]·popcount(xt[k, :, p]) = α·Σ x̃ over the window."""
     last = np.uint64(cg - 64 * (cwg - 1))  # bits in a tap's last word
+    ps = np.uint64(p_stride)
     for p in prange(n_pos):
         oy = p // ow
         ox = p - oy * ow
         s = np.int64(0)
         for k in range(nb):
-            row = np.uint64((p * nb + k) * kw_n)
+            col = np.uint64(k * kw_n * p_stride + p)
             for q in range(np.uint64(kw_n)):
-                xw[row + q] = 0
+                xt[col + q * ps] = 0
             off = np.uint64(0)
             for i in range(kh):
                 prow = (oy * sh + i * dh) * wp + ox * sw
@@ -211,17 +206,17 @@ def _im2col_words(pw, nb, cwg, cg, wp, kh, kw, sh, sw, dh, dw, ow, n_pos, kw_n, 
                     src = np.uint64(((prow + j * dw) * nb + k) * cwg)
                     for q in range(np.uint64(cwg)):
                         v = pw[src + q]
-                        wi = row + (off >> np.uint64(6))
+                        wi = col + (off >> np.uint64(6)) * ps
                         b = off & np.uint64(63)
-                        xw[wi] |= v << b
+                        xt[wi] |= v << b
                         if b != 0:
                             spill = v >> (np.uint64(64) - b)
                             if spill != 0:
-                                xw[wi + np.uint64(1)] |= spill
+                                xt[wi + ps] |= spill
                         off += np.uint64(64) if q + np.uint64(1) < np.uint64(cwg) else last
             cnt = np.int64(0)
             for q in range(np.uint64(kw_n)):
-                cnt += _popcount(xw[row + q])
+                cnt += _popcount(xt[col + q * ps])
             s += xc[k] * cnt
         sx[p] = x_alpha * s
 
@@ -264,19 +259,19 @@ def _conv_bitserial(xf, n, c, h, w, code_args, nb_x, xc, x_alpha, bx, ww, nb_w, 
     kw_n = (kh * kw * cg + 63) // 64
     codes = np.zeros(hp * wp * 64 * cwg, np.uint8)
     pw = np.empty(hp * wp * nb_x * cwg, np.uint64)
-    xw = np.zeros(((n_pos + TILE - 1) // TILE * TILE) * nb_x * kw_n, np.uint64)
-    sx = np.zeros(xw.shape[0] // (nb_x * kw_n), np.int64)
-    rx = np.full(sx.shape[0], bx, np.int64)
+    xt = np.empty(nb_x * kw_n * n_pos, np.uint64)
+    sx = np.empty(n_pos, np.int64)
+    rx = np.full(n_pos, bx, np.int64)
     vw = wdsum.sum(axis=1)
     acc = np.empty((n, m, n_pos), np.int32)
     nbad = 0
     for a in range(n):
         for g in range(group):
             nbad += _image_codes(xf, (a * c + g * cg) * h * w, cg, h, w, top, left, wp, 64 * cwg, code_args, codes)
-            _pack_planes(codes, hp * wp, nb_x, cwg, pw)
-            _im2col_words(pw, nb_x, cwg, cg, wp, kh, kw, sh, sw, dh, dw, ow, n_pos, kw_n, xc, x_alpha, xw, sx)
+            _pack_planes(codes, hp * wp, nb_x, cwg, pw, nb_x * cwg, cwg, 1)
+            _im2col_words(pw, nb_x, cwg, cg, wp, kh, kw, sh, sw, dh, dw, ow, n_pos, kw_n, n_pos, xc, x_alpha, xt, sx)
             out = acc[a, g * mg:(g + 1) * mg]
-            _tiles(xw, nb_x, ww, g * mg, nb_w, kw_n, coef, sx, bw, rx, vw, bias, out, n_pos, mg)
+            _tiles(xt, nb_x, n_pos, ww, g * mg, nb_w, kw_n, coef, sx, bw, rx, vw, bias, out, n_pos, mg)
             if bx != 0 and top + left + bottom + right > 0:
                 _border(out, g * mg, mg, wdsum, bx, h, w, kh, kw, sh, sw, dh, dw, top, left, ow, n_pos)
     return acc, nbad
@@ -363,25 +358,18 @@ def _row_codes(af, rows, k, stride, code_args, codes):
 def _matmul_bitserial(af, rows, k, code_args, nb_x, xc, x_alpha, bx_rows, ww, nb_w, coef, bw, vw, n_cols):
     """acc:i32 (N, rows) (transposed) and the count of out-of-range values of a."""
     kw_n = (k + 63) // 64
-    rows4 = (rows + TILE - 1) // TILE * TILE
     codes = np.zeros(rows * 64 * kw_n, np.uint8)
     nbad = _row_codes(af, rows, k, 64 * kw_n, code_args, codes)
-    xw = np.zeros(rows4 * nb_x * kw_n, np.uint64)
-    _pack_planes(codes, rows, nb_x, kw_n, xw)
-    sx = np.zeros(rows4, np.int64)
-    for r in range(rows):
-        s = np.int64(0)
-        for i in range(nb_x):
-            base = (r * nb_x + i) * kw_n
-            cnt = np.int64(0)
-            for q in range(kw_n):
-                cnt += _popcount(xw[base + q])
-            s += xc[i] * cnt
-        sx[r] = x_alpha * s
-    rx = np.zeros(rows4, np.int64)
-    rx[:rows] = bx_rows
+    xt = np.empty(nb_x * kw_n * rows, np.uint64)
+    _pack_planes(codes, rows, nb_x, kw_n, xt, 1, kw_n * rows, rows)
+    sx = np.zeros(rows, np.int64)
+    for i in range(nb_x):
+        for q in range(kw_n):
+            base = (i * kw_n + q) * rows
+            for r in range(rows):
+                sx[r] += x_alpha * xc[i] * _popcount(xt[base + r])
     acc = np.empty((n_cols, rows), np.int32)
-    _tiles(xw, nb_x, ww, 0, nb_w, kw_n, coef, sx, bw, rx, vw, np.zeros(n_cols, np.int64), acc, rows, n_cols)
+    _tiles(xt, nb_x, rows, ww, 0, nb_w, kw_n, coef, sx, bw, bx_rows, vw, np.zeros(n_cols, np.int64), acc, rows, n_cols)
     return acc, nbad
 
 
