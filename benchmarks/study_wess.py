@@ -14,7 +14,7 @@ and compared with the float model run by onnxruntime on the same inputs:
 Prints a markdown table; `--out FILE` also writes it (atomically) with the set-up. Measures;
 asserts nothing.
 
-    python benchmarks/study_wess.py [--wbits 8 6 4] [--schemes per_tensor wess per_channel]
+    python benchmarks/study_wess.py [--wbits 8 6 4] [--schemes per-tensor wess per-channel]
         [--count 400] [--calib 64] [--batch 50] [--mode npu] [--workdir DIR] [--out docs/wess_study.md]
 """
 import argparse
@@ -35,7 +35,7 @@ from npusim_models import textlines
 from npusim_models._quantize import _write_atomic
 
 FLOAT_MODEL = "ppocr_cls_float"
-SCHEMES = {"per_tensor": "per-tensor", "wess": "WESS", "per_channel": "per-channel"}
+SCHEMES = {"per-tensor": "per-tensor", "wess": "WESS", "per-channel": "per-channel"}  # name -> table label
 ABITS = 8
 
 
@@ -43,14 +43,10 @@ class FeedReader(CalibrationDataReader):
     """onnxruntime-style calibration reader: feeds {"x": [1, 3, 48, 192]}, one per line of x."""
 
     def __init__(self, x: np.ndarray):
-        self.x = x
-        self.rewind()
+        self._it = ({"x": x[i:i + 1]} for i in range(len(x)))
 
     def get_next(self):
         return next(self._it, None)
-
-    def rewind(self):
-        self._it = ({"x": self.x[i:i + 1]} for i in range(len(self.x)))
 
 
 def run_batched(sess, x, batch) -> np.ndarray:
@@ -69,7 +65,7 @@ def quantize_config(float_path, out_path, calib, scheme, wbits):
     from npusim.quantize import quantize
 
     return quantize(str(float_path), str(out_path), FeedReader(calib), scheme=scheme, wbits=wbits,
-                    abits=ABITS, calibration="minmax")
+                    abits=ABITS, calibration="minmax", progress=False)
 
 
 def study(args) -> list[dict]:
@@ -82,12 +78,13 @@ def study(args) -> list[dict]:
              "agreement": 1.0, "sqnr_db": math.inf, "seconds": math.nan}]
     print(f"float: accuracy {rows[0]['accuracy']:.4f}", file=sys.stderr)
     workdir = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="wess_study_"))
+    workdir.mkdir(parents=True, exist_ok=True)
     for wbits in args.wbits:
         for scheme in args.schemes:
             t = time.perf_counter()
             result = quantize_config(float_path, workdir / f"ppocr_cls_{scheme}_w{wbits}a{ABITS}.onnx",
                                      calib, scheme, wbits)
-            sess = npusim.InferenceSession(str(result.onnx), mode=args.mode)
+            sess = npusim.InferenceSession(str(result.ir), mode=args.mode)
             q = run_batched(sess, x, args.batch)
             row = {"wbits": wbits, "scheme": scheme, "accuracy": textlines.accuracy(q, labels),
                    "agreement": float(np.mean(q.argmax(1) == f.argmax(1))), "sqnr_db": sqnr_db(f, q),
@@ -117,7 +114,8 @@ def document(rows, args) -> str:
 Written by `python benchmarks/study_wess.py {' '.join(_argv_for_doc(args))}`.
 
 Model: the PP-OCR MobileNetV3 text-direction classifier (zoo `{FLOAT_MODEL}`, from rapidocr-onnxruntime),
-quantized by `npusim.quantize.quantize` with {ABITS}-bit activations, MinMax calibration on
+quantized by `npusim.quantize.quantize` (its defaults: QDQ format, uint8 activations, symmetric weights;
+{ABITS}-bit activations), MinMax calibration on
 `textlines.calib_set({args.calib}, seed={args.calib_seed})`, and run by npusim in mode `"{args.mode}"`.
 Evaluation: `textlines.eval_set({args.count}, seed={args.seed})`, rendered text lines, half of them
 rotated by 180° (labels "0" / "180"). The float row is onnxruntime on the float model.
