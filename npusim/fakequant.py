@@ -326,11 +326,37 @@ def _qconcat(node, rounding, *xs):
     return (np.concatenate(parts, axis=int(a["axis"]) % parts[0].ndim),)
 
 
+def _round_shift(node, rounding, x):
+    """QONNX's exact shift: y = clamp(R((x − x_zp)·2^−shift[c] + y_zp), qmin, qmax), R the node's
+    own rounding mode (FLOOR, CEIL, DOWN, UP, HALF_EVEN, HALF_UP, HALF_DOWN; not the NPU's
+    `rounding`). a = (x − x_zp)·2^−shift is an exact float64; the rounding is decided on a by
+    exact comparisons (its floor f, a ≠ f, a − (f + 1/2) as in `floor_half_up`) and on the
+    sign of v = a + y_zp, which the sign-symmetric modes need."""
+    a = node.attrs
+    shift = np.asarray(a["shift"], np.int64).reshape(-1)
+    if shift.size > 1:
+        shape = [1] * x.ndim
+        shape[int(a["axis"]) % x.ndim] = shift.size
+        shift = shift.reshape(shape)
+    v = np.ldexp(_centered(x, a["x_zp"]), -shift)
+    z = float(a["y_zp"])
+    f = np.floor(v)
+    frac = v != f
+    d = np.where(frac, v - (f + 0.5), -0.5)  # sign of (v − f) − 1/2, exact
+    pos, neg = v > -z, v < -z  # the sign of v + y_zp
+    lower = f + z  # floor(v + y_zp)
+    up = {"FLOOR": np.zeros_like(frac), "CEIL": frac, "DOWN": frac & neg, "UP": frac & pos,
+          "HALF_EVEN": (d > 0) | ((d == 0) & (np.mod(lower, 2) == 1)),
+          "HALF_UP": (d > 0) | ((d == 0) & pos), "HALF_DOWN": (d > 0) | ((d == 0) & neg)}[a["rounding"]]
+    return (np.clip(lower + up, int(a["qmin"]), int(a["qmax"])).astype(ir.storage(a["dtype"])),)
+
+
 ARITHMETIC = {"conv": _conv, "matmul": _matmul, "gemm": _gemm, "requantize": _requantize, "add": _add,
               "mul": _mul, "global_avgpool": _global_avgpool, "avgpool": _avgpool, "softmax": _softmax,
-              "qconcat": _qconcat}
+              "qconcat": _qconcat, "round_shift": _round_shift}
 # no arithmetic of their own: the runtime's registry entries, with the golden kernels
-REUSED = ("maxpool", "sigmoid", "leaky_relu", "quantize", "dequantize", "dynamic_quantize", *data_ops.PREPARE)
+REUSED = ("maxpool", "sigmoid", "leaky_relu", "sign", "quantize", "dequantize", "dynamic_quantize",
+          *data_ops.PREPARE)
 
 
 # ---------------------------------------------------------------- graph
