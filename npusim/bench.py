@@ -105,14 +105,16 @@ def plot(net: NetworkCost, path, title: str = "") -> None:
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(13, 7.5), height_ratios=[3, 1])
     ax.bar(x, busy, width=0.85, color=[colors[c.bound] for c in layers])
     ax.bar(x, stall, width=0.85, bottom=busy, color="#d62728")
-    for i in np.argsort(-(busy + stall))[:6]:
-        ax.annotate(f"{layers[i].op} {_fmt_shape(layers[i].out_shape)}", (x[i], busy[i] + stall[i]),
-                    textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7, rotation=0)
+    top = busy + stall
+    ax.set_ylim(0, 1.3 * top.max())
+    for j, i in enumerate(sorted(np.argsort(-top)[:5])):  # the five slowest, labels staggered
+        ax.annotate(f"{layers[i].op} {_fmt_shape(layers[i].out_shape)}", (x[i], top[i]),
+                    textcoords="offset points", xytext=(0, 3 + 11 * (j % 2)), ha="center", fontsize=7)
     from matplotlib.patches import Patch
     ax.legend(handles=[Patch(color=colors["compute"], label="array compute (conv/matmul)"),
                        Patch(color=colors["post"], label="post-processing (requant, eltwise, pool)"),
                        Patch(color=colors["host"], label="host fallback"),
-                       Patch(color="#d62728", label="DRAM stall")], loc="upper right", fontsize=8)
+                       Patch(color="#d62728", label="DRAM stall")], loc="upper center", ncol=4, fontsize=8)
     ax.set_xlabel("layer (execution order)")
     ax.set_ylabel("latency (us)")
     p = net.profile
