@@ -10,8 +10,9 @@ products, sums, roundings and clamps applied at run time are this module's own.
 
 Exactness: m = M0·2^−31 is a float64 (M0 < 2^31), and for an integer x with |x| ≤ 2^31 the
 product x·m is kept as an unevaluated sum p + e (Dekker's TwoProduct, `two_product`), so a
-tie (…​.5 exactly) is told apart from a value one ulp beside it. The rounding rules are then
-applied to p + e exactly (`round_half_away`, `floor_half_up`):
+tie (k + 1/2 exactly) is told apart from a value 2^−31 beside it, which float64 alone cannot
+represent once |x·m| ≥ 2^22. The rounding rules are then applied to p + e exactly
+(`round_half_away`, `floor_half_up`):
     double: y = round_half_away(floor(x'·m + 1/2) · 2^−r),  x' = sat_i32(x·2^l)
             (l = max(−n, 0), r = max(n, 0); gemmlowp SRDHM then RDBPOT. SRDHM's nudge
             1 − 2^30 for negative products with truncating division is floor(v + 1/2): a
