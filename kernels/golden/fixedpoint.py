@@ -219,7 +219,7 @@ def _check_8bit(x, zp, what):
 def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
     """TFLite integer Add, u8/i8 in, numpy broadcasting. params = add_params(...).
 
-    a' = MBQM((a − a_zp)·2^20, ma, na), b' = MBQM((b − b_zp)·2^20, mb, nb)  (|a − a_zp|·2^20 < 2^29)
+    a' = MBQM((a − a_zp)·2^20, ma, na), b' = MBQM((b − b_zp)·2^20, mb, nb)  (|a − a_zp|·2^20 < 2^28)
     y = clamp(MBQM(a' + b', my, ny) + y_zp, qmin, qmax)   (|a'|, |b'| <= 2^28: the sum fits int32)
     """
     (ma, na), (mb, nb), (my, ny) = params
