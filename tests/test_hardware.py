@@ -222,10 +222,14 @@ def test_single_fold_double_buffering_by_hand():
 @settings(max_examples=40, deadline=None)
 @given(h=st.integers(3, 30), c=st.integers(1, 64), m=st.integers(1, 96), k=st.sampled_from([1, 3]),
        df=st.sampled_from(["os", "ws", "is"]), bw=st.sampled_from([0.5, 2, 16, 256]),
-       kib=st.sampled_from([1, 8, 256]))
-def test_total_bounds(h, c, m, k, df, bw, kib):
-    p = profile(dataflow=df, dram_bytes_per_cycle=bw, ifmap_kib=kib, weight_kib=kib, output_kib=kib)
-    cost = conv_cost(layer(h, h, k, k, c, m), p)
+       kib=st.sampled_from([1, 8, 256]), depthwise=st.booleans(), wbits=st.sampled_from([1, 8]))
+def test_total_bounds(h, c, m, k, df, bw, kib, depthwise, wbits):
+    p = profile(dataflow=df, dram_bytes_per_cycle=bw, ifmap_kib=kib, weight_kib=kib, output_kib=kib,
+                rows=8 if k == 3 and depthwise else 32, weight_bits_per_cycle=wbits)
+    L = layer(h, h, k, k, c, c if depthwise else m)
+    g, shapes = V.conv_graph(L, group=c if depthwise else 1)
+    cost = hardware.estimate(g, shapes, p).layers[0]
+    assert cost.macs == (h - k + 1) ** 2 * k * k * c * (1 if depthwise else m)
     assert cost.total_cycles >= max(cost.compute_cycles, cost.memory_cycles)
     assert cost.total_cycles <= cost.compute_cycles + cost.memory_cycles + 2
     assert 0 < cost.utilization <= 1
