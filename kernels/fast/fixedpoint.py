@@ -140,8 +140,10 @@ def _params(m0, n, size=None):
     """Multiplier parameters as flat int64 arrays, m0 checked; size (if given) must match or be 1."""
     m = np.ascontiguousarray(m0, np.int64).reshape(-1)
     s = np.ascontiguousarray(n, np.int64).reshape(-1)
-    if m.size != s.size or (size is not None and m.size not in (1, size)):
-        raise ValueError(f"multiplier parameters of size {m.size} / {s.size}, expected 1 or {size}")
+    if m.size != s.size:
+        raise ValueError(f"m0 has {m.size} elements but n has {s.size}")
+    if size is not None and m.size not in (1, size):
+        raise ValueError(f"multiplier parameters of size {m.size}, expected 1 or {size}")
     _check_range(m, 0, I32_MAX, "m0")
     return m, s
 
@@ -269,8 +271,8 @@ def _check_8bit(x, zp, what):
 
 @njit(inline="always")
 def _add_stage(v, zp, m0, s, single):
-    """The per-operand stage of fixed_add: MBQM((v − zp)·2^20, m0, n) (|v − zp|·2^20 < 2^29)."""
-    return _mbqm1((np.int64(v) - zp) << 20, m0, s[0], s[1], single)
+    """The per-operand stage of fixed_add: MBQM((v − zp)·2^20, m0, n) (|v − zp|·2^20 < 2^28)."""
+    return _mbqm1((np.int64(v) - zp) << ADD_LEFT_SHIFT, m0, s[0], s[1], single)
 
 
 @njit
@@ -392,32 +394,32 @@ def fixed_global_avgpool(x_nchw, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, round
 
 @njit
 def _avg_core(x, x_zp, k, st, pb, count_include_pad, m0, n, single, y_zp, qmin, qmax, out):
-    """Integer window sums of (x − x_zp) over the clipped window, MBQM with the count's (m0, n)."""
+    """Integer window sums of (x − x_zp) over the clipped window, MBQM with the count's (m0, n).
+    x (N·C, d0, d1, d2), one plane at a time (contiguous reads)."""
     nc, d0, d1, d2 = x.shape
     o0, o1, o2 = out.shape[1], out.shape[2], out.shape[3]
     lo = np.int64(qmin) - y_zp
     hi = np.int64(qmax) - y_zp
-    for a in range(o0):
-        h0 = max(a * st[0] - pb[0], 0)
-        h1 = min(a * st[0] - pb[0] + k[0], d0)
-        for b in range(o1):
-            w0 = max(b * st[1] - pb[1], 0)
-            w1 = min(b * st[1] - pb[1] + k[1], d1)
-            for e in range(o2):
-                z0 = max(e * st[2] - pb[2], 0)
-                z1 = min(e * st[2] - pb[2] + k[2], d2)
-                size = (h1 - h0) * (w1 - w0) * (z1 - z0)
-                cnt = k[0] * k[1] * k[2] if count_include_pad else size
-                sa, sb = _split_shift(n[cnt], single)
-                m = m0[cnt]
-                for c in range(nc):
+    for c in range(nc):
+        for a in range(o0):
+            h0 = max(a * st[0] - pb[0], 0)
+            h1 = min(a * st[0] - pb[0] + k[0], d0)
+            for b in range(o1):
+                w0 = max(b * st[1] - pb[1], 0)
+                w1 = min(b * st[1] - pb[1] + k[1], d1)
+                for e in range(o2):
+                    z0 = max(e * st[2] - pb[2], 0)
+                    z1 = min(e * st[2] - pb[2] + k[2], d2)
+                    size = (h1 - h0) * (w1 - w0) * (z1 - z0)
+                    cnt = k[0] * k[1] * k[2] if count_include_pad else size
+                    sa, sb = _split_shift(n[cnt], single)
                     acc = np.int64(0)
                     for h in range(h0, h1):
                         for w in range(w0, w1):
                             for z in range(z0, z1):
                                 acc += np.int64(x[c, h, w, z])
                     acc -= x_zp * size
-                    out[c, a, b, e] = min(max(_mbqm1(acc, m, sa, sb, single), lo), hi) + y_zp
+                    out[c, a, b, e] = min(max(_mbqm1(acc, m0[cnt], sa, sb, single), lo), hi) + y_zp
 
 
 def fixed_avgpool(x_nchw, x_zp, kernel, strides, pads, count_include_pad, ceil_mode,

@@ -180,11 +180,14 @@ def _finish(v, y_zp, qmin, qmax, out_dtype):
     return np.clip(np.asarray(v, np.int64) + int(y_zp), int(qmin), int(qmax)).astype(out_dtype)
 
 
-def _per_axis(p, ndim, axis):
-    """A per-tensor (size 1) or per-channel parameter, shaped to broadcast along `axis`."""
+def _per_axis(p, shape, axis):
+    """A per-tensor (size 1) or per-channel parameter, shaped to broadcast along `axis` of `shape`."""
     p = np.asarray(p, np.int64).reshape(-1)
     if p.size == 1:
         return p[0]
+    ndim = len(shape)
+    if not ndim or p.size != shape[axis]:
+        raise ValueError(f"multiplier parameters of size {p.size}, expected 1 or {shape[axis] if ndim else 1}")
     shape = [1] * ndim
     shape[axis] = p.size
     return p.reshape(shape)
@@ -201,7 +204,7 @@ def requantize_fixed(acc_i32, m0, n, axis, y_zp, qmin, qmax, out_dtype, rounding
     acc = np.asarray(acc_i32)
     if acc.dtype != np.int32:
         raise ValueError(f"requantize_fixed: acc must be int32, got {acc.dtype}")
-    m, s = _per_axis(m0, acc.ndim, axis), _per_axis(n, acc.ndim, axis)
+    m, s = _per_axis(m0, acc.shape, axis), _per_axis(n, acc.shape, axis)
     return _finish(mbqm(acc, m, s, rounding), y_zp, qmin, qmax, out_dtype)
 
 

@@ -376,6 +376,8 @@ def test_bad_input_is_a_clear_error(k):
         k.requantize_fixed(acc, [2 ** 30], [0], 1, 0, 0, 255, np.uint8, "nearest")
     with pytest.raises(ValueError, match="acc must be int32"):
         k.requantize_fixed(acc.astype(np.int64), [2 ** 30], [0], 1, 0, 0, 255, np.uint8, "double")
+    with pytest.raises(ValueError, match="multiplier parameters of size 3, expected 1 or 2"):
+        k.requantize_fixed(acc, [2 ** 30] * 3, [0] * 3, 1, 0, 0, 255, np.uint8, "double")
     with pytest.raises(ValueError, match="m0"):
         k.mbqm([1], [2 ** 31], [0], "double")
     with pytest.raises(ValueError, match="mbqm x"):
