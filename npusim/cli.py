@@ -140,8 +140,10 @@ def build_parser():
     common(i)
     i.add_argument("--save-ir", metavar="OUT.npz", help="also save the IR")
     i.set_defaults(func=cmd_inspect)
+    from .bench import register as register_bench
     from .quantize import register as register_quantize
     register_quantize(sub)
+    register_bench(sub)
     return p
 
 

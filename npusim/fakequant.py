@@ -26,7 +26,6 @@ the same registry / session functions as the npu session, with the golden kernel
 """
 from __future__ import annotations
 
-import types
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -368,11 +367,11 @@ def evaluate(graph: ir.Graph, feeds: dict, rounding: str = "double") -> dict[str
 
     rounding: "double" (gemmlowp) or "single" (TFLite single rounding), as mode "npu".
     """
-    from .session import InferenceSession, _prepare_host, kernel_set
+    from .session import _prepare_host, check_feeds, kernel_set
 
     if rounding not in ROUNDINGS:
         raise NpusimError(f"unknown rounding {rounding!r}; expected one of {', '.join(ROUNDINGS)}")
-    feeds = InferenceSession._check_feeds(types.SimpleNamespace(graph=graph), feeds)
+    feeds = check_feeds(graph, feeds)
     K = kernel_set("golden")
     values = {**graph.constants, **{name: feeds[name] for name in graph.inputs}}
     for node in graph.nodes:

@@ -102,10 +102,14 @@ def ops(rounding: str) -> dict[str, OpDef]:
         a = node.attrs
         table, m0, n = K.softmax_table(float(a["x_scale"]), float(a["y_scale"]))
         dt, (lo, hi) = storage(a["dtype"]), qrange(a["dtype"])
-        axis = int(a["axis"])
+        axis, opset = int(a["axis"]), int(a["opset"])
 
         def run(x):
-            return (K.fixed_softmax(x, axis % x.ndim, table, m0, n, int(a["y_zp"]), lo, hi, dt, rounding),)
+            ax = axis % x.ndim
+            if opset < 13:  # Softmax-1/11: rows are the dimensions from `axis` on, flattened
+                rows = x.reshape(int(np.prod(x.shape[:ax])), -1)
+                return (K.fixed_softmax(rows, 1, table, m0, n, int(a["y_zp"]), lo, hi, dt, rounding).reshape(x.shape),)
+            return (K.fixed_softmax(x, ax, table, m0, n, int(a["y_zp"]), lo, hi, dt, rounding),)
         return run
 
     def qconcat(node, const, K):

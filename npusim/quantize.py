@@ -229,22 +229,59 @@ def quantize(float_model, output, calibration_data_reader, *, scheme="per-channe
     layer_bits: {float node name: {"wbits": b, "abits": b}} (or a JSON file of it) overriding
     wbits/abits per layer. See the module docstring for what is computed.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     from . import ir
     from .session import load_graph
+
+    cal = calibrate(float_model, calibration_data_reader, scheme=scheme, calibration=calibration,
+                    quant_format=quant_format, activation_type=activation_type, progress=progress)
+    qmodel, summaries, bits = cal.apply_bits(wbits, abits, layer_bits)
+    output = pathlib.Path(output)
+    save_model_atomic(qmodel, output)
+    ir_path = output.with_suffix(".npz")
+    ir.save(load_graph(str(output)), ir_path)
+    return QuantizeResult(output, ir_path, summaries, bits)
+
+
+@dataclass
+class Calibrated:
+    """A float model folded and calibrated once (onnxruntime's quantize_static, 8-bit), from which
+    any weight/activation bitwidth assignment is made without calibrating again (`apply_bits`)."""
+    model: onnx.ModelProto     # the float model, batch norms folded
+    qmodel: onnx.ModelProto    # onnxruntime's 8-bit quantization of it
+    scheme: str
+    activation_type: str
+    layers: list               # the weight layers (float NodeProtos)
+
+    def apply_bits(self, wbits=8, abits=8, layer_bits=None):
+        """-> (quantized ONNX model, per-layer summaries, declared sub-byte types)."""
+        _check_bits("wbits", wbits)
+        _check_bits("abits", abits)
+        per_layer = _layer_bits(layer_bits, {n.name for n in self.layers}, wbits, abits)
+        qmodel = onnx.ModelProto()
+        qmodel.CopyFrom(self.qmodel)
+        bits = _set_activation_bits(qmodel, self.model, per_layer, abits, self.activation_type)
+        summaries = []
+        for node in self.layers:
+            s = _requantize_layer(qmodel, self.model, node, self.scheme, per_layer[node.name], bits)
+            if s is not None:
+                summaries.append(s)
+        del qmodel.metadata_props[:]  # npusim owns the metadata it writes
+        qmodel.metadata_props.add(key="npusim.bits", value=json.dumps(bits, sort_keys=True))
+        return qmodel, summaries, bits
+
+
+def calibrate(float_model, calibration_data_reader, *, scheme="per-channel", calibration="minmax",
+              quant_format="qdq", activation_type="u8", progress=True) -> Calibrated:
+    """Fold batch norms and calibrate the activations (onnxruntime's quantize_static)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     _check_choice("scheme", scheme, SCHEMES)
     _check_choice("calibration", calibration, CALIBRATIONS)
     _check_choice("quant_format", quant_format, FORMATS)
     _check_choice("activation_type", activation_type, ACTIVATION_TYPES)
-    _check_bits("wbits", wbits)
-    _check_bits("abits", abits)
     model = _load_float(float_model)
     fold_batchnorm(model)
     layers = [n for n in model.graph.node if _is_weight_layer(model, n)]
-    per_layer = _layer_bits(layer_bits, {n.name for n in layers}, wbits, abits)
-    output = pathlib.Path(output)
     with tempfile.TemporaryDirectory(prefix="npusim-quantize-") as tmp:
         folded, quantized = os.path.join(tmp, "folded.onnx"), os.path.join(tmp, "quantized.onnx")
         onnx.save(model, folded)
@@ -266,18 +303,7 @@ def quantize(float_model, output, calibration_data_reader, *, scheme="per-channe
         if reader.count == 0:
             raise NpusimError("calibration data: the reader gave no samples")
         qmodel = onnx.load(quantized)
-    bits = _set_activation_bits(qmodel, model, per_layer, abits, activation_type)
-    summaries = []
-    for node in layers:
-        s = _requantize_layer(qmodel, model, node, scheme, per_layer[node.name], bits)
-        if s is not None:
-            summaries.append(s)
-    del qmodel.metadata_props[:]  # npusim owns the metadata it writes
-    qmodel.metadata_props.add(key="npusim.bits", value=json.dumps(bits, sort_keys=True))
-    save_model_atomic(qmodel, output)
-    ir_path = output.with_suffix(".npz")
-    ir.save(load_graph(str(output)), ir_path)
-    return QuantizeResult(output, ir_path, summaries, bits)
+    return Calibrated(model, qmodel, scheme, activation_type, layers)
 
 
 def save_model_atomic(model: onnx.ModelProto, path) -> pathlib.Path:

@@ -166,7 +166,7 @@ class InferenceSession:
     # ---------------------------------------------------------------- execution
     def _execute(self, feeds, given=None):
         values = list(self._base)
-        feeds = self._check_feeds(feeds)
+        feeds = check_feeds(self.graph, feeds)
         for name in self.graph.inputs:
             values[self._slot[name]] = feeds[name]
         for step in self._steps:
@@ -183,37 +183,38 @@ class InferenceSession:
                 values[i] = v
         return values
 
-    def _check_feeds(self, feeds) -> dict:
-        """The feeds, checked against the inputs; 4-bit arrays (ml_dtypes int4/uint4, as
-        onnx.numpy_helper gives them) are converted to the 8-bit storage of the IR."""
-        if not isinstance(feeds, dict):
-            raise NpusimError(f"feeds must be a dict of input name -> array, got {type(feeds).__name__}")
-        feeds = dict(feeds)
-        expected = list(self.graph.inputs)
-        for name in feeds:
-            if name not in expected:
-                raise NpusimError(f"input {name!r} is not an input of the model; inputs are: {', '.join(expected)}")
-        for name in expected:
-            if name not in feeds:
-                raise NpusimError(f"input {name!r} is missing from the feeds")
-            x, t = feeds[name], self.graph.tensors[name]
-            if not isinstance(x, np.ndarray):
-                raise NpusimError(f"input {name!r}: expected a numpy array, got {type(x).__name__}")
-            want = ir.storage(t.dtype)
-            if x.dtype.name == _FOUR_BIT.get(t.dtype):
-                x = feeds[name] = x.astype(want)
-            if x.dtype != want:
-                raise NpusimError(f"input {name!r}: expected element type {_ORT_TYPES.get(t.dtype, t.dtype)}, "
-                                  f"got {x.dtype}")
-            if t.shape is not None:
-                if x.ndim != len(t.shape):
-                    raise NpusimError(f"input {name!r}: expected rank {len(t.shape)} {format_shape(t.shape)}, "
+
+def check_feeds(graph: ir.Graph, feeds) -> dict:
+    """The feeds, checked against the inputs; 4-bit arrays (ml_dtypes int4/uint4, as
+    onnx.numpy_helper gives them) are converted to the 8-bit storage of the IR."""
+    if not isinstance(feeds, dict):
+        raise NpusimError(f"feeds must be a dict of input name -> array, got {type(feeds).__name__}")
+    feeds = dict(feeds)
+    expected = list(graph.inputs)
+    for name in feeds:
+        if name not in expected:
+            raise NpusimError(f"input {name!r} is not an input of the model; inputs are: {', '.join(expected)}")
+    for name in expected:
+        if name not in feeds:
+            raise NpusimError(f"input {name!r} is missing from the feeds")
+        x, t = feeds[name], graph.tensors[name]
+        if not isinstance(x, np.ndarray):
+            raise NpusimError(f"input {name!r}: expected a numpy array, got {type(x).__name__}")
+        want = ir.storage(t.dtype)
+        if x.dtype.name == _FOUR_BIT.get(t.dtype):
+            x = feeds[name] = x.astype(want)
+        if x.dtype != want:
+            raise NpusimError(f"input {name!r}: expected element type {_ORT_TYPES.get(t.dtype, t.dtype)}, "
+                              f"got {x.dtype}")
+        if t.shape is not None:
+            if x.ndim != len(t.shape):
+                raise NpusimError(f"input {name!r}: expected rank {len(t.shape)} {format_shape(t.shape)}, "
+                                  f"got shape {tuple(x.shape)}")
+            for i, (d, n) in enumerate(zip(t.shape, x.shape)):
+                if isinstance(d, int) and d > 0 and d != n:
+                    raise NpusimError(f"input {name!r}: dimension {i} must be {d} (shape {format_shape(t.shape)}), "
                                       f"got shape {tuple(x.shape)}")
-                for i, (d, n) in enumerate(zip(t.shape, x.shape)):
-                    if isinstance(d, int) and d > 0 and d != n:
-                        raise NpusimError(f"input {name!r}: dimension {i} must be {d} (shape {format_shape(t.shape)}), "
-                                          f"got shape {tuple(x.shape)}")
-        return feeds
+    return feeds
 
 
 def _feeds_requantize(steps, node, g, readers) -> bool:
