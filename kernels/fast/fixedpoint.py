@@ -2,7 +2,7 @@
 golden.fixedpoint (docs/npu_arithmetic.md).
 
 The offline float64 helpers (quantize_multiplier, *_params, softmax_table) are re-exported from
-the golden module: they run once per session, not per inference. The integer primitives are
+the golden module: they run once per session, not per inference; so are the argument checks. The integer primitives are
 written independently of the golden ones (SRDHM as VQRDMULH's (p + 2^30) >> 31 instead of
 gemmlowp's truncating division; RDBPOT as a biased arithmetic shift instead of mask/threshold),
 so the bit-exact tests compare two derivations of the same numbers.
@@ -14,23 +14,15 @@ from npusim_kernels.fast import pool as _pool
 from npusim_kernels.golden.fixedpoint import (  # noqa: F401  (offline helpers, re-exported)
     ADD_LEFT_SHIFT, add_params, avgpool_params, global_avgpool_params, mul_params, quantize_multiplier,
     softmax_table)
+from npusim_kernels.golden.fixedpoint import _check_8bit, _check_range, _check_rounding  # argument checks
 
 I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
 
 
 def _single(rounding):
     """rounding str -> the bool the Numba cores take (True: single rounding)."""
-    if rounding not in ("double", "single"):
-        raise ValueError(f"rounding must be 'double' or 'single', got {rounding!r}")
+    _check_rounding(rounding)
     return rounding == "single"
-
-
-def _check_range(v, lo, hi, what):
-    v = np.asarray(v)
-    bad = (v < lo) | (v > hi)
-    if np.any(bad):
-        idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{what} out of [{lo}, {hi}] at index {idx}: {int(v[idx])}")
 
 
 @njit(inline="always")
@@ -117,8 +109,9 @@ def srdhm(a, b):
 
 
 def rdbpot(x, e):
-    """RoundingDivideByPOT, int64, 0 <= e <= 62; see golden.fixedpoint.rdbpot."""
+    """RoundingDivideByPOT, int64, |x| <= 2^62, 0 <= e <= 62; see golden.fixedpoint.rdbpot."""
     shape, x, e = _flat_i64(x, e)
+    _check_range(x, -(2 ** 62), 2 ** 62, "rdbpot x")
     _check_range(e, 0, 62, "rdbpot exponent")
     out = np.empty(x.size, np.int64)
     _rdbpot_core(x, e, out)
@@ -257,16 +250,6 @@ def _operands_2d(a, b):
         return a.reshape(1, -1), b.reshape(1, -1), out, False
     _, inner, pa, pb = split
     return np.ascontiguousarray(a).reshape(pa), np.ascontiguousarray(b).reshape(pb), out, pa[1] != inner
-
-
-def _check_8bit(x, zp, what):
-    """x must be u8/i8 and its zero point inside the type's range."""
-    dt = np.asarray(x).dtype
-    if dt not in (np.uint8, np.int8):
-        raise ValueError(f"{what} must be uint8 or int8, got {dt}")
-    info = np.iinfo(dt)
-    if not info.min <= int(zp) <= info.max:
-        raise ValueError(f"{what} zero point {int(zp)} outside {dt} range")
 
 
 @njit(inline="always")

@@ -134,11 +134,12 @@ def srdhm(a, b):
 def rdbpot(x, e):
     """RoundingDivideByPOT (gemmlowp), elementwise in int64: round_half_away_from_zero(x / 2^e).
 
-    x: int64 values, e: ints in 0..62 (gemmlowp allows 0..31; int64 lets a WESS-extended shift
-    pass 31). mask = 2^e − 1, rem = x & mask, threshold = (mask >> 1) + (x < 0);
+    x: int64 values with |x| <= 2^62, e: ints in 0..62 (gemmlowp allows 0..31; int64 lets a
+    WESS-extended shift pass 31). mask = 2^e − 1, rem = x & mask, threshold = (mask >> 1) + (x < 0);
     result = (x >> e) + (rem > threshold), '>>' arithmetic. Returns int64.
     """
     x, e = np.broadcast_arrays(np.asarray(x, np.int64), np.asarray(e, np.int64))
+    _check_range(x, -(2 ** 62), 2 ** 62, "rdbpot x")
     _check_range(e, 0, 62, "rdbpot exponent")
     mask = (np.int64(1) << e) - 1
     rem = x & mask
@@ -209,14 +210,14 @@ def requantize_fixed(acc_i32, m0, n, axis, y_zp, qmin, qmax, out_dtype, rounding
 
 
 def _check_8bit(x, zp, what):
-    """x as int64, after checking that it is u8/i8 and its zero point inside the type's range."""
+    """x as an array, after checking that it is u8/i8 and its zero point inside the type's range."""
     x = np.asarray(x)
     if x.dtype not in (np.uint8, np.int8):
         raise ValueError(f"{what} must be uint8 or int8, got {x.dtype}")
     info = np.iinfo(x.dtype)
     if not info.min <= int(zp) <= info.max:
         raise ValueError(f"{what} zero point {int(zp)} outside {x.dtype} range")
-    return x.astype(np.int64)
+    return x
 
 
 def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
@@ -226,8 +227,8 @@ def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
     y = clamp(MBQM(a' + b', my, ny) + y_zp, qmin, qmax)   (|a'|, |b'| <= 2^28: the sum fits int32)
     """
     (ma, na), (mb, nb), (my, ny) = params
-    a = _check_8bit(a, a_zp, "fixed_add a") - int(a_zp)
-    b = _check_8bit(b, b_zp, "fixed_add b") - int(b_zp)
+    a = _check_8bit(a, a_zp, "fixed_add a").astype(np.int64) - int(a_zp)
+    b = _check_8bit(b, b_zp, "fixed_add b").astype(np.int64) - int(b_zp)
     a1 = mbqm(a << ADD_LEFT_SHIFT, ma, na, rounding)
     b1 = mbqm(b << ADD_LEFT_SHIFT, mb, nb, rounding)
     return _finish(mbqm(a1 + b1, my, ny, rounding), y_zp, qmin, qmax, out_dtype)
@@ -239,7 +240,8 @@ def fixed_mul(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
     prod = (a − a_zp)·(b − b_zp) (|prod| <= 2^16); y = clamp(MBQM(prod, m, n) + y_zp, qmin, qmax).
     """
     m, n = params
-    prod = (_check_8bit(a, a_zp, "fixed_mul a") - int(a_zp)) * (_check_8bit(b, b_zp, "fixed_mul b") - int(b_zp))
+    a = _check_8bit(a, a_zp, "fixed_mul a").astype(np.int64) - int(a_zp)
+    prod = a * (_check_8bit(b, b_zp, "fixed_mul b").astype(np.int64) - int(b_zp))
     return _finish(mbqm(prod, m, n, rounding), y_zp, qmin, qmax, out_dtype)
 
 
@@ -257,7 +259,7 @@ def fixed_global_avgpool(x_nchw, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, round
     """Global average pool (N, C, *spatial) -> (N, C, 1, ..): acc:i32 = Σ (x − x_zp) over
     N_s = Πspatial < 2^23 elements (so |acc| < 2^31 for 8-bit x); (m0, n) =
     global_avgpool_params(x_scale, y_scale, N_s); y = clamp(MBQM(acc, m0, n) + y_zp, qmin, qmax)."""
-    x = _check_8bit(x_nchw, x_zp, "fixed_global_avgpool x")
+    x = _check_8bit(x_nchw, x_zp, "fixed_global_avgpool x").astype(np.int64)
     hw = int(np.prod(x.shape[2:]))
     if hw >= 2 ** 23:
         raise ValueError(f"fixed_global_avgpool: {hw} spatial elements, at most 2^23 - 1")
@@ -276,7 +278,7 @@ def fixed_avgpool(x_nchw, x_zp, kernel, strides, pads, count_include_pad, ceil_m
     output sizes and ceil_mode as golden.pool); (m0, n) = (m0_by_count[count], n_by_count[count])
     from avgpool_params; y = clamp(MBQM(acc, m0, n) + y_zp, qmin, qmax).
     """
-    x = _check_8bit(x_nchw, x_zp, "fixed_avgpool x") - int(x_zp)
+    x = _check_8bit(x_nchw, x_zp, "fixed_avgpool x").astype(np.int64) - int(x_zp)
     nd = x.ndim - 2
     outs = [_pool.pool_output_size(x.shape[2 + i], kernel[i], strides[i], pads[i], pads[i + nd], 1, ceil_mode)
             for i in range(nd)]
@@ -301,7 +303,7 @@ def fixed_softmax(x, axis, table, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
     P = floor((E[d]·2^15 + floor(S / 2)) / S) (int64; the probability in Q15, 0..2^15),
     y = clamp(MBQM(P, m0, n) + y_zp, qmin, qmax).
     """
-    x = _check_8bit(x, 0, "fixed_softmax x")
+    x = _check_8bit(x, 0, "fixed_softmax x").astype(np.int64)
     axis = axis % x.ndim
     if x.shape[axis] > 32767:
         raise ValueError(f"fixed_softmax: row length {x.shape[axis]} along axis {axis}, at most 32767")

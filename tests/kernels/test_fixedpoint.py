@@ -384,6 +384,8 @@ def test_bad_input_is_a_clear_error(k):
         k.mbqm([2 ** 31], [2 ** 30], [0], "single")
     with pytest.raises(ValueError, match="rdbpot exponent"):
         k.rdbpot([1], [63])
+    with pytest.raises(ValueError, match="rdbpot x"):
+        k.rdbpot([2 ** 62 + 1], [1])
     with pytest.raises(ValueError, match="fixed_add b must be uint8 or int8"):
         k.fixed_add(np.zeros(3, np.uint8), 0, np.zeros(3, np.int16), 0, gf.add_params(1, 1, 1), 0, 0, 255, np.uint8,
                     "double")
