@@ -12,9 +12,7 @@ Weights are always QInt8. Calibration is MinMax over a fixed list of feeds, so a
 deterministic for a given onnxruntime version; activations are asymmetric (zero point free),
 weights symmetric (zero point 0), which are onnxruntime's defaults.
 """
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
@@ -58,17 +56,10 @@ def save_atomic(model, out_path: pathlib.Path) -> pathlib.Path:
 
 
 def _write_atomic(out_path, write) -> pathlib.Path:
-    """`write(tmp)` into a temporary file beside `out_path`, then rename it there, so an
-    interrupted build leaves no half-written model under `out_path`."""
+    """`write(tmp)` atomically to `out_path` (npusim.ir.write_atomic), creating its folder."""
+    from npusim.ir import write_atomic
+
     out_path = pathlib.Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".onnx.tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_atomic(out_path, write)
     return out_path

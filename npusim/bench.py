@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
 
 from .errors import NpusimError
 from .hardware import NetworkCost, estimate, load_profile
+from .ir import write_atomic
 
 _COLUMNS = ["op", "name", "in", "out", "bits", "macs", "compute", "memory", "total", "util", "bound"]
 
@@ -77,18 +77,6 @@ def wall_times(model, session, feeds, runs: int) -> dict:
     return out
 
 
-def _atomic(path, suffix, write):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def plot(net: NetworkCost, path, title: str = "") -> None:
     """Per-layer latency chart: one stacked bar per layer (compute or post-processing or host
     time, then stall), in execution order, and the total by kind; written atomically as PNG."""
@@ -130,7 +118,7 @@ def plot(net: NetworkCost, path, title: str = "") -> None:
         ax2.text(v * us, i, f" {v * us:,.0f} us ({100 * v / max(net.total_cycles, 1):.0f}%)", va="center", fontsize=8)
     ax2.set_xlabel("total latency by kind (us)")
     fig.tight_layout()
-    _atomic(path, ".png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 

@@ -142,7 +142,9 @@ def build_parser():
     i.set_defaults(func=cmd_inspect)
     from .bench import register as register_bench
     from .quantize import register as register_quantize
+    from .search import register as register_search
     register_quantize(sub)
+    register_search(sub)
     register_bench(sub)
     return p
 

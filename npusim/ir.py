@@ -156,17 +156,28 @@ def save(graph: Graph, path) -> None:
     savez_atomic(path, arrays)
 
 
-def savez_atomic(path, arrays: dict) -> None:
-    """np.savez into a temp file in the destination folder, then rename: never half-written."""
+def write_atomic(path, write) -> None:
+    """`write(tmp_path)` into a temp file in the destination folder, then rename it to `path`:
+    an interrupted or failed write never leaves a half-written file under `path`."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=folder)
+    stem, ext = os.path.splitext(os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=ext, dir=folder)  # same extension: writers that
+    os.close(fd)                                                            # infer the format still can
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def savez_atomic(path, arrays: dict) -> None:
+    """np.savez, atomically (write_atomic)."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    write_atomic(path, write)
 
 
 def load(path) -> Graph:

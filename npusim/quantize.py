@@ -307,18 +307,11 @@ def calibrate(float_model, calibration_data_reader, *, scheme="per-channel", cal
 
 
 def save_model_atomic(model: onnx.ModelProto, path) -> pathlib.Path:
-    """onnx.save into a temporary file beside `path`, then rename: never half-written."""
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx.tmp", dir=path.parent.absolute())
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    """onnx.save, atomically (npusim.ir.write_atomic)."""
+    from .ir import write_atomic
+
+    write_atomic(path, lambda tmp: onnx.save(model, tmp))
+    return pathlib.Path(path)
 
 
 def _check_choice(what, value, choices):

@@ -9,7 +9,9 @@ cycles) need no discretisation. For ≤ 100 layers and ≤ 8 choices per layer t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from .errors import NpusimError
 
@@ -39,3 +41,203 @@ def solve(layers: list[list[Choice]], budget: int) -> tuple[list[int], int, floa
                 front.append(s)
     cost, dist, picks = min(front, key=lambda s: (s[1], s[0]))
     return list(picks), cost, dist
+
+
+# ---------------------------------------------------------------- measuring and searching
+
+@dataclass
+class SearchResult:
+    budget: str                 # "size <= N bits" or "latency <= N us"
+    layers: list[str]           # float weight-layer names, in model order
+    candidates: tuple
+    bits: dict                  # the chosen {layer: wbits}
+    sensitivity: dict           # {layer: {bits: output SQNR dB with only that layer at bits}}
+    rows: list = field(default_factory=list)  # searched and uniform configurations, measured
+
+    def layer_bits(self) -> dict:
+        """The per-layer bitwidth file `npusim quantize --layer-bits` accepts."""
+        return {name: {"wbits": b} for name, b in self.bits.items()}
+
+    def to_dict(self) -> dict:
+        return {"budget": self.budget, "bits": self.bits, "rows": self.rows,
+                "sensitivity": {k: {str(b): v for b, v in d.items()} for k, d in self.sensitivity.items()}}
+
+
+def _sqnr(ref: np.ndarray, got: np.ndarray) -> float:
+    noise = float(np.sum((ref - got) ** 2))
+    return float("inf") if noise == 0 else 10 * np.log10(float(np.sum(ref ** 2)) / noise)
+
+
+def _outputs(sess, feeds_list) -> np.ndarray:
+    return np.concatenate([np.concatenate([np.asarray(o, np.float64).reshape(-1) for o in sess.run(None, f)])
+                           for f in feeds_list])
+
+
+class _Simulator:
+    """Quantize-once, simulate-many: a calibrated model, its float outputs on the calibration
+    feeds, and the npu-mode output SQNR of any weight-bitwidth assignment."""
+
+    def __init__(self, float_model, feeds_list, scheme, abits, calibration, progress):
+        import onnxruntime as ort
+
+        from .quantize import calibrate
+
+        self.feeds = feeds_list
+        self.abits = abits
+        self.cal = calibrate(float_model, _ListReader(feeds_list), scheme=scheme, calibration=calibration,
+                             progress=progress)
+        self.names = [n.name for n in self.cal.layers]
+        ref = ort.InferenceSession(self.cal.model.SerializeToString(), providers=["CPUExecutionProvider"])
+        self.ref = np.concatenate([np.concatenate([np.asarray(o, np.float64).reshape(-1) for o in ref.run(None, f)])
+                                   for f in feeds_list])
+
+    def graph(self, bits: dict):
+        from .session import load_graph
+
+        qmodel, _, _ = self.cal.apply_bits(8, self.abits, {n: {"wbits": b, "abits": self.abits}
+                                                          for n, b in bits.items()})
+        return load_graph(qmodel.SerializeToString())
+
+    def sqnr(self, bits: dict) -> float:
+        from .session import InferenceSession
+
+        return _sqnr(self.ref, _outputs(InferenceSession(self.graph(bits), mode="npu"), self.feeds))
+
+
+class _ListReader:
+    def __init__(self, feeds):
+        self._it = iter(feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def _layer_costs(sim: _Simulator, candidates, latency_profile):
+    """-> (cost[layer][bits], fixed): each weight layer's parameter bits (or cycles on the
+    profile) at each candidate width, and what the rest of the model costs regardless."""
+    from .size import layer_sizes, model_bits
+
+    base = sim.graph({})
+    by_weight = {f"{n.input[1]}_quantized": n.name for n in sim.cal.layers}
+    if latency_profile is None:
+        sizes = {by_weight[s.weight]: s for s in layer_sizes(base) if s.weight in by_weight}
+        cost = {name: {b: s.bits_at(b) for b in candidates} for name, s in sizes.items()}
+        return cost, model_bits(base) - sum(s.total_bits for s in sizes.values())
+    from .hardware import estimate
+    from .session import InferenceSession
+
+    shapes = {k: v.shape for k, v in InferenceSession(base, mode="npu").run_all(sim.feeds[0]).items()}
+    cost, fixed = {}, 0
+    for i, b in enumerate(candidates):
+        g = sim.graph({n: b for n in sim.names})
+        for node, lc in zip(g.nodes, estimate(g, shapes, latency_profile).layers):
+            name = by_weight.get(node.inputs[1]) if node.op in ("conv", "matmul", "gemm") else None
+            if name:
+                cost.setdefault(name, {})[b] = lc.total_cycles
+            elif i == 0:
+                fixed += lc.total_cycles
+    return cost, fixed
+
+
+def search(float_model, feeds_list, *, budget_bits=None, budget_us=None, profile=None,
+           candidates=(2, 3, 4, 5, 6, 8), scheme="per-channel", abits=8, calibration="minmax",
+           progress=True) -> SearchResult:
+    """Per-layer weight bitwidths with the best output SQNR under a size or latency budget.
+
+    1. Sensitivity, measured on the simulator (mode "npu"): the output SQNR on the calibration
+       feeds with one layer at each candidate width and every other layer at 8 bits.
+    2. Each layer's distortion at width b is the output noise it adds over the all-8-bit model,
+       noise = 10^(-SQNR/10) (relative noise power), assumed additive across layers.
+    3. `solve` picks the assignment of least summed distortion within the budget (exact).
+    4. The chosen assignment and every uniform width that fits the same budget are quantized and
+       measured (output SQNR), so the search is judged on what the simulator computes.
+    budget_bits: model size in bits; budget_us: latency on `profile` (npusim.hardware). One of them.
+    """
+    from tqdm import tqdm
+
+    from .hardware import load_profile
+
+    if (budget_bits is None) == (budget_us is None):
+        raise NpusimError("give exactly one budget: size or latency")
+    candidates = tuple(sorted(set(int(b) for b in candidates)))
+    if not candidates or candidates[0] < 2 or candidates[-1] > 8:
+        raise NpusimError(f"candidate bitwidths must lie in 2..8, got {candidates}")
+    sim = _Simulator(float_model, feeds_list, scheme, abits, calibration, progress)
+    latency = None if budget_us is None else (profile if profile is not None else load_profile())
+    cost, fixed = _layer_costs(sim, candidates, latency)
+    budget = budget_bits if latency is None else int(budget_us * latency.clock_mhz)
+    what = f"size <= {budget_bits} bits" if latency is None else f"latency <= {budget_us} us"
+    base = 10 ** (-sim.sqnr({}) / 10)
+    sens = {}
+    jobs = [(n, b) for n in sim.names if n in cost for b in candidates if b != 8]
+    for n, b in tqdm(jobs, desc="sensitivity", unit="run", disable=not progress):
+        sens.setdefault(n, {8: 10 * np.log10(1 / base) if base else float("inf")})[b] = sim.sqnr({n: b})
+    names = [n for n in sim.names if n in cost]
+    layers = [[Choice(b, cost[n][b], max(10 ** (-sens[n][b] / 10) - base, 0.0)) for b in candidates] for n in names]
+    picked = solve(layers, budget - fixed)
+    if picked is None:
+        raise NpusimError(f"no assignment of {candidates} bits fits {what}: the smallest needs "
+                          f"{fixed + sum(min(c.cost for c in ls) for ls in layers)}")
+    chosen = {n: layers[i][k].bits for i, (n, k) in enumerate(zip(names, picked[0]))}
+    result = SearchResult(what, names, candidates, chosen, sens)
+    unit = (lambda c: c) if latency is None else (lambda c: c / latency.clock_mhz)
+    configs = [("searched", chosen)] + [(f"uniform {b}", {n: b for n in names}) for b in candidates]
+    for label, bits in configs:
+        total = fixed + sum(cost[n][bits[n]] for n in names)
+        if label != "searched" and total > budget:
+            continue
+        result.rows.append({"config": label, "cost": unit(total), "sqnr_db": sim.sqnr(bits),
+                            "bits": "".join(str(bits[n]) for n in names)})
+    return result
+
+
+def search_text(r: SearchResult) -> str:
+    from .report import format_table
+
+    rows = [{"config": x["config"], "cost": f"{x['cost']:,.6g}", "output SQNR dB": f"{x['sqnr_db']:.2f}",
+             "bits per layer": x["bits"]} for x in r.rows]
+    return (f"budget: {r.budget}; layers (in order): {', '.join(r.layers)}\n\n"
+            + format_table(rows, ["config", "cost", "output SQNR dB", "bits per layer"]))
+
+
+def register(subparsers):
+    p = subparsers.add_parser("search", help="per-layer weight bitwidths with the best fidelity under a budget")
+    p.add_argument("model", help="float ONNX model")
+    p.add_argument("--calib", required=True, metavar="DATA.npz",
+                   help="calibration inputs: arrays keyed by input name, first axis = samples")
+    b = p.add_mutually_exclusive_group(required=True)
+    b.add_argument("--budget-size", type=float, metavar="KB", help="model size budget in KiB (npusim.size)")
+    b.add_argument("--budget-latency", type=float, metavar="US", help="latency budget in microseconds")
+    p.add_argument("--hw", metavar="PROFILE.toml", help="hardware profile for the latency budget (default: shipped)")
+    p.add_argument("--candidates", default="2,3,4,5,6,8", help="candidate weight bitwidths (default 2,3,4,5,6,8)")
+    p.add_argument("--scheme", default="per-channel", choices=["per-tensor", "per-channel", "wess"])
+    p.add_argument("--abits", type=int, default=8)
+    p.add_argument("-o", "--output", required=True, metavar="BITS.json",
+                   help="write the per-layer bitwidths here (npusim quantize --layer-bits reads it)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+
+def cmd_search(args) -> int:
+    import json
+
+    from .hardware import load_profile
+    from .ir import write_atomic
+    from .quantize import NpzReader, _load_float
+
+    model = _load_float(args.model)
+    reader = NpzReader(args.calib, [i.name for i in model.graph.input
+                                    if i.name not in {t.name for t in model.graph.initializer}])
+    feeds = list(iter(reader.get_next, None))
+    try:
+        cands = [int(c) for c in args.candidates.split(",")]
+    except ValueError:
+        raise NpusimError(f"--candidates {args.candidates!r}: expected comma-separated integers") from None
+    r = search(args.model, feeds, budget_bits=None if args.budget_size is None else int(args.budget_size * 8192),
+               budget_us=args.budget_latency, profile=load_profile(args.hw) if args.hw else None,
+               candidates=cands, scheme=args.scheme, abits=args.abits, progress=not args.no_progress)
+    print(search_text(r))
+    text = json.dumps(r.layer_bits(), indent=2) + "\n"
+    write_atomic(args.output, lambda tmp: open(tmp, "w").write(text))
+    print(f"wrote {args.output}")
+    return 0

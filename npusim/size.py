@@ -39,6 +39,7 @@ _WEIGHT_OPS = ("conv", "matmul", "gemm")
 class LayerSize:
     name: str       # the node's source name (the ONNX node it came from)
     op: str
+    weight: str     # the weight tensor's name
     weights: int    # number of weights (0 when the layer has no constant weights)
     wbits: int      # their width now
     channels: int   # output channels (number of weight zero points when stored per channel)
@@ -62,7 +63,7 @@ def _weight_layer(graph: Graph, node) -> LayerSize:
     w_name = node.inputs[1]
     w = graph.constants.get(w_name)
     if w is None:
-        return LayerSize(node.source or node.name, node.op, 0, 0, 0, 0, 0)
+        return LayerSize(node.source or node.name, node.op, w_name, 0, 0, 0, 0, 0)
     wbits = _tbits(graph, w_name)
     channels = int(w.shape[0]) if node.op == "conv" else int(w.shape[-1] if not node.attrs.get("transB") else w.shape[0])
     zp_name = node.inputs[4] if node.op in ("conv", "gemm") else node.inputs[3]
@@ -71,7 +72,7 @@ def _weight_layer(graph: Graph, node) -> LayerSize:
     bias_name = node.inputs[2] if node.op in ("conv", "gemm") else ""
     bias = graph.constants.get(bias_name) if bias_name else None
     other = 0 if bias is None else BIAS_BITS * int(np.asarray(bias).size)
-    return LayerSize(node.source or node.name, node.op, int(w.size), wbits, channels, w_zp, other)
+    return LayerSize(node.source or node.name, node.op, w_name, int(w.size), wbits, channels, w_zp, other)
 
 
 def _node_bits(graph: Graph, node) -> int:
