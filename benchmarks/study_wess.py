@@ -36,7 +36,7 @@ from onnxruntime.quantization import CalibrationDataReader
 import npusim
 import npusim_models as zoo
 from npusim_models import textlines
-from npusim_models._quantize import _write_atomic
+from npusim.ir import write_atomic
 
 FLOAT_MODEL = "ppocr_cls_float"
 SCHEMES = {"per-tensor": "per-tensor", "wess": "WESS", "per-channel": "per-channel"}  # name -> table label
@@ -193,7 +193,7 @@ def main(argv=None):
     rows = study(args)
     print(table(rows), end="")
     if args.out:
-        _write_atomic(args.out, lambda tmp: pathlib.Path(tmp).write_text(document(rows, args)))
+        write_atomic(args.out, lambda tmp: pathlib.Path(tmp).write_text(document(rows, args)))
         print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -160,6 +160,8 @@ def write_atomic(path, write) -> None:
     """`write(tmp_path)` into a temp file in the destination folder, then rename it to `path`:
     an interrupted or failed write never leaves a half-written file under `path`."""
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise NpusimError(f"cannot write {path}: folder {folder} does not exist")
     stem, ext = os.path.splitext(os.path.basename(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=ext, dir=folder)  # same extension: writers that
     os.close(fd)                                                            # infer the format still can

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from npusim import fakequant as F
 from npusim.errors import NpusimError
-from npusim.ir import Graph, Node, Tensor, qrange, storage
+from npusim.ir import Graph, Node, qrange, storage
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 I32 = st.integers(-2 ** 31, 2 ** 31 - 1)

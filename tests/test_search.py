@@ -86,7 +86,7 @@ def test_search_finds_the_known_optimum_and_the_quantized_model_fits(tmp_path):
     from npusim.size import model_bits
 
     feeds = _toy_model(tmp_path / "toy.onnx")
-    big, small = 64 * 4 * 9, 2 * 64
+    big = 64 * 4 * 9  # weights of A
     # size at A = 2 bits and B = 8 bits, plus a margin smaller than one more bit on A
     r8 = search(tmp_path / "toy.onnx", feeds, budget_bits=10 ** 9, candidates=(2, 8), progress=False)
     full = next(x["cost"] for x in r8.rows if x["config"] == "uniform 8")
