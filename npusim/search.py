@@ -139,10 +139,9 @@ def _layer_costs(sim: _Simulator, candidates, latency_profile):
     return cost, fixed
 
 
-def search(float_model, feeds_list, *, budget_bits=None, budget_us=None, profile=None,
-           candidates=(2, 3, 4, 5, 6, 8), scheme="per-channel", abits=8, calibration="minmax",
-           progress=True) -> SearchResult:
-    """Per-layer weight bitwidths with the best output SQNR under a size or latency budget.
+class BitwidthSearch:
+    """A calibrated model and its per-layer sensitivity (measured once), searched under any
+    number of budgets (`solve`). `search()` is the one-budget shorthand.
 
     1. Sensitivity, measured on the simulator (mode "npu"): the output SQNR on the calibration
        feeds with one layer at each candidate width and every other layer at 8 bits.
@@ -151,44 +150,65 @@ def search(float_model, feeds_list, *, budget_bits=None, budget_us=None, profile
     3. `solve` picks the assignment of least summed distortion within the budget (exact).
     4. The chosen assignment and every uniform width that fits the same budget are quantized and
        measured (output SQNR), so the search is judged on what the simulator computes.
-    budget_bits: model size in bits; budget_us: latency on `profile` (npusim.hardware). One of them.
     """
-    from tqdm import tqdm
 
-    from .hardware import load_profile
+    def __init__(self, float_model, feeds_list, *, candidates=(2, 3, 4, 5, 6, 8), scheme="per-channel", abits=8,
+                 calibration="minmax", progress=True):
+        from tqdm import tqdm
 
+        candidates = tuple(sorted(set(int(b) for b in candidates)))
+        if not candidates or candidates[0] < 2 or candidates[-1] > 8:
+            raise NpusimError(f"candidate bitwidths must lie in 2..8, got {candidates}")
+        self.candidates = candidates
+        self.sim = sim = _Simulator(float_model, feeds_list, scheme, abits, calibration, progress)
+        self.base_noise = 10 ** (-sim.sqnr({}) / 10)
+        self.sensitivity = {}
+        jobs = [(n, b) for n in sim.names for b in candidates if b != 8]
+        for n, b in tqdm(jobs, desc="sensitivity", unit="run", disable=not progress):
+            self.sensitivity.setdefault(n, {8: -10 * np.log10(self.base_noise) if self.base_noise else float("inf")})
+            self.sensitivity[n][b] = sim.sqnr({n: b})
+
+    def solve(self, budget_bits=None, budget_us=None, profile=None) -> SearchResult:
+        """budget_bits: model size in bits (npusim.size); budget_us: latency on `profile`
+        (npusim.hardware; default the shipped profile). Exactly one of them."""
+        from .hardware import load_profile
+
+        if (budget_bits is None) == (budget_us is None):
+            raise NpusimError("give exactly one budget: size or latency")
+        sim, candidates = self.sim, self.candidates
+        latency = None if budget_us is None else (profile if profile is not None else load_profile())
+        cost, fixed = _layer_costs(sim, candidates, latency)
+        budget = budget_bits if latency is None else int(budget_us * latency.clock_mhz)
+        what = f"size <= {budget_bits} bits" if latency is None else f"latency <= {budget_us} us"
+        names = [n for n in sim.names if n in cost]
+        layers = [[Choice(b, cost[n][b], max(10 ** (-self.sensitivity[n][b] / 10) - self.base_noise, 0.0))
+                   for b in candidates] for n in names]
+        picked = solve(layers, budget - fixed)
+        if picked is None:
+            raise NpusimError(f"no assignment of {candidates} bits fits {what}: the smallest needs "
+                              f"{fixed + sum(min(c.cost for c in ls) for ls in layers)}")
+        chosen = {n: layers[i][k].bits for i, (n, k) in enumerate(zip(names, picked[0]))}
+        result = SearchResult(what, names, candidates, chosen, {n: self.sensitivity[n] for n in names})
+        unit = (lambda c: c) if latency is None else (lambda c: c / latency.clock_mhz)
+        configs = [("searched", chosen)] + [(f"uniform {b}", {n: b for n in names}) for b in candidates]
+        for label, bits in configs:
+            total = fixed + sum(cost[n][bits[n]] for n in names)
+            if label != "searched" and total > budget:
+                continue
+            result.rows.append({"config": label, "cost": unit(total), "sqnr_db": sim.sqnr(bits), "layer_bits": bits,
+                                "bits": "".join(str(bits[n]) for n in names)})
+        return result
+
+
+def search(float_model, feeds_list, *, budget_bits=None, budget_us=None, profile=None,
+           candidates=(2, 3, 4, 5, 6, 8), scheme="per-channel", abits=8, calibration="minmax",
+           progress=True) -> SearchResult:
+    """Per-layer weight bitwidths with the best output SQNR under a size or latency budget
+    (see BitwidthSearch)."""
     if (budget_bits is None) == (budget_us is None):
         raise NpusimError("give exactly one budget: size or latency")
-    candidates = tuple(sorted(set(int(b) for b in candidates)))
-    if not candidates or candidates[0] < 2 or candidates[-1] > 8:
-        raise NpusimError(f"candidate bitwidths must lie in 2..8, got {candidates}")
-    sim = _Simulator(float_model, feeds_list, scheme, abits, calibration, progress)
-    latency = None if budget_us is None else (profile if profile is not None else load_profile())
-    cost, fixed = _layer_costs(sim, candidates, latency)
-    budget = budget_bits if latency is None else int(budget_us * latency.clock_mhz)
-    what = f"size <= {budget_bits} bits" if latency is None else f"latency <= {budget_us} us"
-    base = 10 ** (-sim.sqnr({}) / 10)
-    sens = {}
-    jobs = [(n, b) for n in sim.names if n in cost for b in candidates if b != 8]
-    for n, b in tqdm(jobs, desc="sensitivity", unit="run", disable=not progress):
-        sens.setdefault(n, {8: 10 * np.log10(1 / base) if base else float("inf")})[b] = sim.sqnr({n: b})
-    names = [n for n in sim.names if n in cost]
-    layers = [[Choice(b, cost[n][b], max(10 ** (-sens[n][b] / 10) - base, 0.0)) for b in candidates] for n in names]
-    picked = solve(layers, budget - fixed)
-    if picked is None:
-        raise NpusimError(f"no assignment of {candidates} bits fits {what}: the smallest needs "
-                          f"{fixed + sum(min(c.cost for c in ls) for ls in layers)}")
-    chosen = {n: layers[i][k].bits for i, (n, k) in enumerate(zip(names, picked[0]))}
-    result = SearchResult(what, names, candidates, chosen, sens)
-    unit = (lambda c: c) if latency is None else (lambda c: c / latency.clock_mhz)
-    configs = [("searched", chosen)] + [(f"uniform {b}", {n: b for n in names}) for b in candidates]
-    for label, bits in configs:
-        total = fixed + sum(cost[n][bits[n]] for n in names)
-        if label != "searched" and total > budget:
-            continue
-        result.rows.append({"config": label, "cost": unit(total), "sqnr_db": sim.sqnr(bits),
-                            "bits": "".join(str(bits[n]) for n in names)})
-    return result
+    return BitwidthSearch(float_model, feeds_list, candidates=candidates, scheme=scheme, abits=abits,
+                          calibration=calibration, progress=progress).solve(budget_bits, budget_us, profile)
 
 
 def search_text(r: SearchResult) -> str:
