@@ -31,6 +31,7 @@ from npusim_kernels.fast._jit import njit
 
 TILE = 4  # output channels per block (weights hold TILE − 1 zero rows past M)
 CHUNK = 128  # positions per parallel work item: 2 × 4 × CHUNK int64 sums stay in L1
+PIX_BLOCK = 1024  # pixels per parallel work item of the activation packing
 _LSB8 = np.uint64(0x0101010101010101)   # bit 0 of each byte
 _GATHER8 = np.uint64(0x0102040810204080)  # moves bit 0 of byte t to bit 56 + t
 
@@ -98,9 +99,11 @@ def _pack_planes(codes, rows, nb, kw_n, words, r_step, k_step, q_step):
 
 
 @njit(parallel=True)
-def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, vw, bias, out, n_pos, n_ch):
+def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, tab, edge_pos, edge_cls, bias, out,
+           n_pos, n_ch):
     """out[m, p] = i32(Σ_{j,i} coef[j, i]·Σ_t popcount(xt[i, t, p] & ww[m_base + m, j, t])
-                       + sx[p]·bw[mm] + rx[p]·vw[mm] + bias[mm]),  mm = m_base + m, m < n_ch, p < n_pos.
+                       + sx[p]·bw[mm] + rx[p]·tab[mm, cls(p)] + bias[mm]),  mm = m_base + m, m < n_ch, p < n_pos,
+    where cls(p) = 0 except at positions edge_pos[e] (cls edge_cls[e]; patched after the vector loop).
 
     xt: uint64 (nb_x, KW, p_stride) flat, positions contiguous; ww: uint64 (M + 3, nb_w, KW) flat
     (rows past M zero, so a block of 4 channels may run past the group); out: int32 (n_ch, n_pos).
@@ -117,6 +120,7 @@ def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, vw, bia
         ln = np.uint64(min(CHUNK, n_pos - p0))
         raw = np.empty(4 * CHUNK, np.int64)
         acc = np.empty(4 * CHUNK, np.int64)
+        e0, e1 = np.searchsorted(edge_pos, p0), np.searchsorted(edge_pos, p0 + CHUNK)  # this chunk's edges
         for m0 in range(0, n_ch, 4):
             acc[:] = 0
             for j in range(nb_w):
@@ -157,55 +161,111 @@ def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, vw, bia
                         acc[p] += c * raw[p]
             for dm in range(min(4, n_ch - m0)):
                 mm = m_base + m0 + dm
-                b, v, bb = bw[mm], vw[mm], bias[mm]
+                b, bb, t0 = bw[mm], bias[mm], tab[mm, 0]
                 row = out[m0 + dm]
                 src = np.uint64(dm * CHUNK)
                 for p in range(ln):
                     q = np.uint64(p0) + p
-                    row[q] = np.int32(acc[src + p] + sx[q] * b + rx[q] * v + bb)
+                    row[q] = np.int32(acc[src + p] + sx[q] * b + rx[q] * t0 + bb)
+                for e in range(e0, e1):
+                    q = edge_pos[e]
+                    row[q] = np.int32(np.int64(row[q]) + rx[q] * (tab[mm, edge_cls[e]] - t0))
 
 
 @njit(parallel=True)
-def _image_codes(xf, base, cg, h, w, top, left, wp, cpad, code_args, codes):
-    """codes[(y + top)·Wp + x + left, c] = ((v + add) >> shift) & mask, v = xf[base + (c·H + y)·W + x];
-    returns how many v are outside lo..hi or equal `bad`. Padding pixels/channels are left as they are (0).
-    int32 arithmetic and uint64 indices, so that LLVM vectorizes the byte loop."""
+def _pixel_words(xf, base, cg, hw, nb, code_args, pw):
+    """pw[k, c div 64, pix] |= bit k of code(xf[base + c·H·W + pix]) at bit c mod 64, for the H·W
+    pixels of cg channels; returns nonzero iff some value is outside lo..hi or equals `bad`
+    (code = ((v + add) >> shift) & mask). pw: uint64 (nb, ceil(cg/64), H·W) flat, zero beforehand.
+    Blocks of PIX_BLOCK pixels in parallel; the inner loop runs along contiguous pixels (vectorizes)."""
     lo, hi, bad, add, shift, mask = code_args
+    cwg = (cg + 63) // 64
     nbad = 0
-    for y in prange(h):
-        nb = np.int32(0)
+    for blk in prange((hw + PIX_BLOCK - 1) // PIX_BLOCK):
+        p0 = np.uint64(blk * PIX_BLOCK)
+        p1 = np.uint64(min(hw, blk * PIX_BLOCK + PIX_BLOCK))
+        nbd = np.int32(0)
         for c in range(cg):
-            src = np.uint64(base + (c * h + y) * w)
-            dst = np.uint64(((y + top) * wp + left) * cpad + c)
-            for x in range(np.uint64(w)):
-                v = np.int32(xf[src + x])
-                nb += np.int32((v < lo) | (v > hi) | (v == bad))
-                codes[dst + x * np.uint64(cpad)] = np.uint8(((v + add) >> shift) & mask)
-        nbad += nb
+            src = np.uint64(base + c * hw)
+            bit = np.uint64(c % 64)
+            for k in range(nb):
+                dst = np.uint64((k * cwg + c // 64) * hw)
+                kk = np.uint64(k)
+                for q in range(p0, p1):
+                    v = np.int32(xf[src + q])
+                    nbd += np.int32((v < lo) | (v > hi) | (v == bad))
+                    pw[dst + q] |= ((np.uint64(((v + add) >> shift) & mask) >> kk) & np.uint64(1)) << bit
+        nbad += nbd
     return nbad
 
 
 @njit(parallel=True)
-def _im2col_words(pw, nb, cwg, cg, wp, kh, kw, sh, sw, dh, dw, ow, n_pos, kw_n, p_stride, xc, x_alpha, xt, sx):
-    """xt[k, :, p] = the pixel words pw[pixel, k, :] of output position p's window, tap (i, j) at bit
-    offset (i·kW + j)·cg; sx[p] = α·Σ_k xc[k]·popcount(xt[k, :, p]) = α·Σ x̃ over the window."""
+def _im2col_words(pw, nb, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, kw_n, xc, x_alpha, xt, sx):
+    """xt[k, :, p] = output position p's window of pixel words pw[k, :, y, x] (zero outside the
+    image), tap (i, j) at bit offset (i·kW + j)·cg; sx[p] = α·Σ_k xc[k]·popcount(xt[k, :, p]) = α·Σ x̃.
+
+    cg a multiple of 64: every tap is whole words, copied row by row (contiguous for stride 1);
+    otherwise per position, words appended by funnel shifts."""
+    cwg = (cg + 63) // 64
+    n_pos = oh * ow
+    ps = np.uint64(n_pos)
+    plane = np.uint64(h * w)
+    if cg % 64 == 0:
+        for r in prange(nb * kw_n):  # one word row of xt: plane k, tap (i, j), word q
+            k, t = r // kw_n, r % kw_n
+            tap, q = t // cwg, t % cwg
+            i, j = tap // kw, tap % kw
+            x_lo = min(ow, max(0, (left - j * dw + sw - 1) // sw))   # first ox inside the image
+            x_hi = max(x_lo, min(ow, (w - 1 + left - j * dw) // sw + 1))  # one past the last
+            for oy in range(oh):
+                dst = np.uint64(r * n_pos + oy * ow)
+                iy = oy * sh + i * dh - top
+                if iy < 0 or iy >= h:
+                    for ox in range(np.uint64(ow)):
+                        xt[dst + ox] = 0
+                    continue
+                for ox in range(np.uint64(x_lo)):
+                    xt[dst + ox] = 0
+                for ox in range(np.uint64(x_hi), np.uint64(ow)):
+                    xt[dst + ox] = 0
+                src = np.uint64((k * cwg + q) * h * w + iy * w + j * dw - left)  # + ox·sW, ox >= x_lo
+                if sw == 1:
+                    for ox in range(np.uint64(x_lo), np.uint64(x_hi)):
+                        xt[dst + ox] = pw[src + ox]
+                else:
+                    for ox in range(np.uint64(x_lo), np.uint64(x_hi)):
+                        xt[dst + ox] = pw[src + ox * np.uint64(sw)]
+        for p in prange(n_pos):
+            s = np.int64(0)
+            for k in range(nb):
+                cnt = np.int64(0)
+                for t in range(kw_n):
+                    cnt += _popcount(xt[np.uint64((k * kw_n + t) * n_pos + p)])
+                s += xc[k] * cnt
+            sx[p] = x_alpha * s
+        return
     last = np.uint64(cg - 64 * (cwg - 1))  # bits in a tap's last word
-    ps = np.uint64(p_stride)
     for p in prange(n_pos):
         oy = p // ow
         ox = p - oy * ow
         s = np.int64(0)
         for k in range(nb):
-            col = np.uint64(k * kw_n * p_stride + p)
+            col = np.uint64(k * kw_n * n_pos + p)
+            cnt = np.int64(0)
             for q in range(np.uint64(kw_n)):
                 xt[col + q * ps] = 0
             off = np.uint64(0)
             for i in range(kh):
-                prow = (oy * sh + i * dh) * wp + ox * sw
+                iy = oy * sh + i * dh - top
                 for j in range(kw):
-                    src = np.uint64(((prow + j * dw) * nb + k) * cwg)
+                    ix = ox * sw + j * dw - left
+                    if iy < 0 or iy >= h or ix < 0 or ix >= w:  # zero words: only the offset moves
+                        off += np.uint64(cg)
+                        continue
+                    src = np.uint64(k * cwg * h * w + iy * w + ix)
                     for q in range(np.uint64(cwg)):
-                        v = pw[src + q]
+                        v = pw[src + q * plane]
+                        cnt += _popcount(v)
                         wi = col + (off >> np.uint64(6)) * ps
                         b = off & np.uint64(63)
                         xt[wi] |= v << b
@@ -214,37 +274,62 @@ def _im2col_words(pw, nb, cwg, cg, wp, kh, kw, sh, sw, dh, dw, ow, n_pos, kw_n, 
                             if spill != 0:
                                 xt[wi + ps] |= spill
                         off += np.uint64(64) if q + np.uint64(1) < np.uint64(cwg) else last
-            cnt = np.int64(0)
-            for q in range(np.uint64(kw_n)):
-                cnt += _popcount(xt[col + q * ps])
             s += xc[k] * cnt
         sx[p] = x_alpha * s
 
 
-@njit(parallel=True)
-def _border(out, m_base, n_ch, wdsum, bx, h, w, kh, kw, sh, sw, dh, dw, top, left, ow, n_pos):
-    """out[m, p] −= bx·Σ_{taps (i, j) of p outside the image} wdsum[m_base + m, i·kW + j] (int32, wraps)."""
-    for p in prange(n_pos):
-        oy = p // ow
-        ox = p - oy * ow
-        inside = True
-        for i in range(kh):
-            r = oy * sh + i * dh - top
-            inside &= (r >= 0) & (r < h)
-        for j in range(kw):
-            q = ox * sw + j * dw - left
-            inside &= (q >= 0) & (q < w)
-        if inside:
-            continue
-        for m in range(n_ch):
-            s = np.int64(0)
-            for i in range(kh):
-                r = oy * sh + i * dh - top
-                for j in range(kw):
-                    q = ox * sw + j * dw - left
-                    if r < 0 or r >= h or q < 0 or q >= w:
-                        s += wdsum[m_base + m, i * kw + j]
-            out[m, p] = np.int32(np.int64(out[m, p]) - bx * s)
+@njit
+def _window_classes(n_out, k, stride, dil, pad, size):
+    """Taps lo..hi (an interval) of output index o lie inside the input 0..size − 1; positions
+    with the same (lo, hi) form a class. -> (class id (n_out,), lo (n_cls,), hi (n_cls,))."""
+    ids = np.empty(n_out, np.int64)
+    los = np.empty(n_out, np.int64)
+    his = np.empty(n_out, np.int64)
+    n = 0
+    for o in range(n_out):
+        lo, hi = 0, k - 1
+        while lo < k and o * stride + lo * dil - pad < 0:
+            lo += 1
+        while hi >= 0 and o * stride + hi * dil - pad >= size:
+            hi -= 1
+        e = 0
+        while e < n and (los[e] != lo or his[e] != hi):
+            e += 1
+        if e == n:
+            los[n], his[n] = lo, hi
+            n += 1
+        ids[o] = e
+    return ids, los[:n], his[:n]
+
+
+@njit
+def _valid_weight_sums(wdsum, kh, kw, h, w, sh, sw, dh, dw, top, left, oh, ow):
+    """-> (tab int64 (M, classes), edge_pos, edge_cls int64): Σ_valid (w − w_zp[m]) of position p is
+    tab[m, cls(p)], the sum of wdsum[m, i·kW + j] over the taps of p inside the image; class 0 is
+    the most common one (the interior), the others are listed by position (edge_pos ascending)."""
+    rid, rlo, rhi = _window_classes(oh, kh, sh, dh, top, h)
+    cid, clo, chi = _window_classes(ow, kw, sw, dw, left, w)
+    m = wdsum.shape[0]
+    tab = np.zeros((m, len(rlo) * len(clo)), np.int64)
+    for r in range(len(rlo)):
+        for c in range(len(clo)):
+            for i in range(rlo[r], rhi[r] + 1):
+                for j in range(clo[c], chi[c] + 1):
+                    for o in range(m):
+                        tab[o, r * len(clo) + c] += wdsum[o, i * kw + j]
+    cls = np.empty(oh * ow, np.int64)
+    for y in range(oh):
+        for x in range(ow):
+            cls[y * ow + x] = rid[y] * len(clo) + cid[x]
+    ref = 0  # the interior class (all taps inside), if there is one
+    for e in range(len(rlo) * len(clo)):
+        if rlo[e // len(clo)] == 0 and rhi[e // len(clo)] == kh - 1 and clo[e % len(clo)] == 0 and chi[e % len(clo)] == kw - 1:
+            ref = e
+    edge_pos = np.nonzero(cls != ref)[0]
+    edge_cls = cls[edge_pos]
+    tab[:, 0], tab[:, ref] = tab[:, ref].copy(), tab[:, 0].copy()  # the interior class becomes 0
+    edge_cls[edge_cls == 0] = ref
+    return tab, edge_pos, edge_cls
 
 
 @njit
@@ -254,26 +339,22 @@ def _conv_bitserial(xf, n, c, h, w, code_args, nb_x, xc, x_alpha, bx, ww, nb_w, 
     m = bias.shape[0]
     cg, mg = c // group, m // group
     cwg = (cg + 63) // 64
-    hp, wp = h + top + bottom, w + left + right
     n_pos = oh * ow
     kw_n = (kh * kw * cg + 63) // 64
-    codes = np.zeros(hp * wp * 64 * cwg, np.uint8)
-    pw = np.empty(hp * wp * nb_x * cwg, np.uint64)
+    pw = np.empty(nb_x * cwg * h * w, np.uint64)
     xt = np.empty(nb_x * kw_n * n_pos, np.uint64)
     sx = np.empty(n_pos, np.int64)
     rx = np.full(n_pos, bx, np.int64)
-    vw = wdsum.sum(axis=1)
+    tab, edge_pos, edge_cls = _valid_weight_sums(wdsum, kh, kw, h, w, sh, sw, dh, dw, top, left, oh, ow)
     acc = np.empty((n, m, n_pos), np.int32)
     nbad = 0
     for a in range(n):
         for g in range(group):
-            nbad += _image_codes(xf, (a * c + g * cg) * h * w, cg, h, w, top, left, wp, 64 * cwg, code_args, codes)
-            _pack_planes(codes, hp * wp, nb_x, cwg, pw, nb_x * cwg, cwg, 1)
-            _im2col_words(pw, nb_x, cwg, cg, wp, kh, kw, sh, sw, dh, dw, ow, n_pos, kw_n, n_pos, xc, x_alpha, xt, sx)
-            out = acc[a, g * mg:(g + 1) * mg]
-            _tiles(xt, nb_x, n_pos, ww, g * mg, nb_w, kw_n, coef, sx, bw, rx, vw, bias, out, n_pos, mg)
-            if bx != 0 and top + left + bottom + right > 0:
-                _border(out, g * mg, mg, wdsum, bx, h, w, kh, kw, sh, sw, dh, dw, top, left, ow, n_pos)
+            pw[:] = 0
+            nbad += _pixel_words(xf, (a * c + g * cg) * h * w, cg, h * w, nb_x, code_args, pw)
+            _im2col_words(pw, nb_x, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, kw_n, xc, x_alpha, xt, sx)
+            _tiles(xt, nb_x, n_pos, ww, g * mg, nb_w, kw_n, coef, sx, bw, rx, tab, edge_pos, edge_cls, bias,
+                   acc[a, g * mg:(g + 1) * mg], n_pos, mg)
     return acc, nbad
 
 
@@ -355,7 +436,7 @@ def _row_codes(af, rows, k, stride, code_args, codes):
 
 
 @njit
-def _matmul_bitserial(af, rows, k, code_args, nb_x, xc, x_alpha, bx_rows, ww, nb_w, coef, bw, vw, n_cols):
+def _matmul_bitserial(af, rows, k, code_args, nb_x, xc, x_alpha, bx_rows, ww, nb_w, coef, bw, vw_n1, n_cols):
     """acc:i32 (N, rows) (transposed) and the count of out-of-range values of a."""
     kw_n = (k + 63) // 64
     codes = np.zeros(rows * 64 * kw_n, np.uint8)
@@ -369,7 +450,8 @@ def _matmul_bitserial(af, rows, k, code_args, nb_x, xc, x_alpha, bx_rows, ww, nb
             for r in range(rows):
                 sx[r] += x_alpha * xc[i] * _popcount(xt[base + r])
     acc = np.empty((n_cols, rows), np.int32)
-    _tiles(xt, nb_x, rows, ww, 0, nb_w, kw_n, coef, sx, bw, bx_rows, vw, np.zeros(n_cols, np.int64), acc, rows, n_cols)
+    _tiles(xt, nb_x, rows, ww, 0, nb_w, kw_n, coef, sx, bw, bx_rows, vw_n1, np.zeros(0, np.int64), np.zeros(0, np.int64),
+           np.zeros(n_cols, np.int64), acc, rows, n_cols)
     return acc, nbad
 
 
@@ -391,7 +473,7 @@ def bitserial_matmul_acc(a, a_zp, a_bits, a_signed, packed_b, a_bipolar=False):
     bx_rows = np.tile(x_beta - azp, rows // mrows if mrows else 0)
     coef = (x_alpha * w_alpha) * np.outer(w_c, x_c)
     acc, nbad = _matmul_bitserial(av.reshape(-1), rows, kk, code_args, len(x_c), x_c, x_alpha, bx_rows,
-                                  words.reshape(-1), len(w_c), coef, bw, wdsum[:, 0], nn)
+                                  words.reshape(-1), len(w_c), coef, bw, wdsum, nn)
     if nbad:
         raise _range_error(av.astype(np.int32), a_bits, a_signed, a_bipolar, "bitserial GEMM a")
     return np.ascontiguousarray(acc.T).reshape(lead + (nn,))
