@@ -6,22 +6,26 @@ acc:i32 = Σ_valid (x − x_zp)(w − w_zp[m]) + bias[m], the accumulator of con
 as int32 by truncation (wraps modulo 2^32 like the direct fast kernels; the golden one raises).
 
 Layout. Reduction order (kh, kw, c) per group (channels fastest), planes lsb_first in uint64
-words, rows padded with zero bits to KW = ceil(K/64) words: weights (G, Mg4, B_w, KW) and
-activations (P4, B_x, KW), Mg4 and P4 rounded up to the 4×4 register tile (zero rows).
-Activation packing, per image and group: (1) codes: x → its plane bits (x & (2^B − 1); bipolar
-(x + 1) >> 1) in a zero-padded HWC byte image, channels padded to 64 (the range check rides
-along); (2) per pixel and plane, 8 code bytes at a time → 8 bits by one multiply
-(((v >> k) & 0x0101..01)·0x0102040810204080) >> 56, lsb_first); (3) im2col of whole pixel
-words, appended at bit offset (i·kW + j)·C/group (funnel shift when C/group is not a multiple
-of 64), plus Σx̃ of each row. Border taps read zero pixels; the Σ_valid(w − w_zp) term is the
-full per-channel sum minus the taps outside the image (border positions only).
+words, K padded with zero bits to KW = ceil(K/64) words. Weights (plan time): (M + 3, B_w, KW),
+3 zero rows past M so that a block of 4 channels may run past the last one. Activations (run
+time, per image and group): (B_x, KW, P), positions contiguous, built in two passes:
+(1) pixel words: bit c mod 64 of word [k, c div 64, pixel] = plane k of x[c, pixel], code
+    ((v + add) >> shift) & mask (x & (2^B − 1); bipolar (x + 1) >> 1), one contiguous pass per
+    channel and plane; the range check rides along;
+(2) im2col of whole pixel words: row copies when C/group is a multiple of 64, else per position
+    with funnel shifts to bit offset (i·kW + j)·C/group; taps outside the image are zero words;
+    Σx̃ per position from the popcounts.
+Σ_valid (w − w_zp) depends on the position only through the interval of kernel rows and columns
+inside the image: one value per (row class, column class), the interior class applied in the
+vector loop and the border positions patched after it.
 
-Inner loop: a 4-position × 4-channel tile, for each plane pair 16 AND + popcount + add chains
-over the KW words of four activation rows and four weight rows (each load serves 4 chains).
-Popcount is LLVM's llvm.ctpop.i64; on this machine (AMD EPYC Zen 5, AVX-512 VPOPCNTDQ) the
-tile loop vectorizes over words to zmm vpandq + vpopcntq + vpaddq (checked with inspect_asm);
-CPUs without popcnt get LLVM's bit-twiddling expansion (same result). Parallel: numba prange
-over position tiles (and over rows in the packing steps); threads = numba.set_num_threads.
+Inner loop (`_tiles`): per chunk of CHUNK positions and block of 4 channels, for each plane pair,
+4 reduction words at a time: 16 weight words held in registers, each activation word loaded once
+for the 4 channels, the loop over positions vectorized (no horizontal sums); then acc += coef·raw.
+Popcount is LLVM's llvm.ctpop.i64. On this machine (AMD EPYC Zen 5, AVX-512 VPOPCNTDQ) that
+loop compiles to zmm vpandq + vpopcntq + vpaddq (checked with inspect_asm); a CPU without
+popcnt gets LLVM's bit-twiddling expansion (same result). Parallel: numba prange over position
+chunks (and pixel blocks / word rows in packing); threads = numba.set_num_threads.
 """
 import numpy as np
 from numba import prange, types
