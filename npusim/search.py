@@ -51,7 +51,7 @@ class SearchResult:
     layers: list[str]           # float weight-layer names, in model order
     candidates: tuple
     bits: dict                  # the chosen {layer: wbits}
-    sensitivity: dict           # {layer: {bits: output SQNR dB with only that layer at bits}}
+    sensitivity: dict           # {layer: {bits: relative output noise that layer adds at bits}}
     rows: list = field(default_factory=list)  # searched and uniform configurations, measured
 
     def layer_bits(self) -> dict:
@@ -98,10 +98,13 @@ class _Simulator:
                                                           for n, b in bits.items()})
         return load_graph(qmodel.SerializeToString())
 
-    def sqnr(self, bits: dict) -> float:
+    def outputs(self, bits: dict) -> np.ndarray:
         from .session import InferenceSession
 
-        return _sqnr(self.ref, _outputs(InferenceSession(self.graph(bits), mode="npu"), self.feeds))
+        return _outputs(InferenceSession(self.graph(bits), mode="npu"), self.feeds)
+
+    def sqnr(self, bits: dict) -> float:
+        return _sqnr(self.ref, self.outputs(bits))
 
 
 class _ListReader:
@@ -143,13 +146,16 @@ class BitwidthSearch:
     """A calibrated model and its per-layer sensitivity (measured once), searched under any
     number of budgets (`solve`). `search()` is the one-budget shorthand.
 
-    1. Sensitivity, measured on the simulator (mode "npu"): the output SQNR on the calibration
-       feeds with one layer at each candidate width and every other layer at 8 bits.
-    2. Each layer's distortion at width b is the output noise it adds over the all-8-bit model,
-       noise = 10^(-SQNR/10) (relative noise power), assumed additive across layers.
+    1. Sensitivity, measured on the simulator (mode "npu"): with one layer at each candidate
+       width and every other layer at 8 bits, the output noise that layer adds, measured
+       against the all-8-bit model's outputs on the calibration feeds and relative to their
+       power: d[l][b] = Σ (y8 − y_{l@b})² / Σ y8². (Measured against the float outputs
+       instead, one layer's small contribution drowns in the 8-bit model's own noise.)
+    2. The distortions are assumed additive across layers.
     3. `solve` picks the assignment of least summed distortion within the budget (exact).
     4. The chosen assignment and every uniform width that fits the same budget are quantized and
-       measured (output SQNR), so the search is judged on what the simulator computes.
+       measured (output SQNR against the float model), so the search is judged on what the
+       simulator computes.
     """
 
     def __init__(self, float_model, feeds_list, *, candidates=(2, 3, 4, 5, 6, 8), scheme="per-channel", abits=8,
@@ -161,12 +167,12 @@ class BitwidthSearch:
             raise NpusimError(f"candidate bitwidths must lie in 2..8, got {candidates}")
         self.candidates = candidates
         self.sim = sim = _Simulator(float_model, feeds_list, scheme, abits, calibration, progress)
-        self.base_noise = 10 ** (-sim.sqnr({}) / 10)
-        self.sensitivity = {}
+        y8 = sim.outputs({})
+        power = float(np.sum(y8 ** 2)) or 1.0
+        self.distortion = {n: {8: 0.0} for n in sim.names}  # relative added noise power
         jobs = [(n, b) for n in sim.names for b in candidates if b != 8]
         for n, b in tqdm(jobs, desc="sensitivity", unit="run", disable=not progress):
-            self.sensitivity.setdefault(n, {8: -10 * np.log10(self.base_noise) if self.base_noise else float("inf")})
-            self.sensitivity[n][b] = sim.sqnr({n: b})
+            self.distortion[n][b] = float(np.sum((y8 - sim.outputs({n: b})) ** 2)) / power
 
     def solve(self, budget_bits=None, budget_us=None, profile=None) -> SearchResult:
         """budget_bits: model size in bits (npusim.size); budget_us: latency on `profile`
@@ -181,14 +187,13 @@ class BitwidthSearch:
         budget = budget_bits if latency is None else int(budget_us * latency.clock_mhz)
         what = f"size <= {budget_bits} bits" if latency is None else f"latency <= {budget_us} us"
         names = [n for n in sim.names if n in cost]
-        layers = [[Choice(b, cost[n][b], max(10 ** (-self.sensitivity[n][b] / 10) - self.base_noise, 0.0))
-                   for b in candidates] for n in names]
+        layers = [[Choice(b, cost[n][b], self.distortion[n][b]) for b in candidates] for n in names]
         picked = solve(layers, budget - fixed)
         if picked is None:
             raise NpusimError(f"no assignment of {candidates} bits fits {what}: the smallest needs "
                               f"{fixed + sum(min(c.cost for c in ls) for ls in layers)}")
         chosen = {n: layers[i][k].bits for i, (n, k) in enumerate(zip(names, picked[0]))}
-        result = SearchResult(what, names, candidates, chosen, {n: self.sensitivity[n] for n in names})
+        result = SearchResult(what, names, candidates, chosen, {n: self.distortion[n] for n in names})
         unit = (lambda c: c) if latency is None else (lambda c: c / latency.clock_mhz)
         configs = [("searched", chosen)] + [(f"uniform {b}", {n: b for n in names}) for b in candidates]
         for label, bits in configs:
