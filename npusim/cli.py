@@ -59,7 +59,7 @@ def _load_inputs(args, session, seed):
 def _session(args):
     from .session import InferenceSession
     return InferenceSession(args.model or _default_model(), mode=args.mode, kernels=args.kernels,
-                            rounding=args.rounding)
+                            rounding=args.rounding, engine=args.engine)
 
 
 def cmd_run(args):
@@ -120,6 +120,9 @@ def build_parser():
         sp.add_argument("--rounding", default="double", choices=["double", "single"],
                         help="mode npu: requantization rounding, gemmlowp double or TFLite single (default double)")
         sp.add_argument("--kernels", default="fast", choices=["fast", "golden"])
+        sp.add_argument("--engine", default="auto", choices=["auto", "direct", "bitserial"],
+                        help="convolution engine: direct int8, bit-serial popcount, or auto per layer from its "
+                             "weight and activation bits (default auto)")
         sp.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input array (repeatable)")
         sp.add_argument("--shape", action="append", metavar="NAME=D0,D1,..",
                         help="shape of a random input with dynamic dimensions")

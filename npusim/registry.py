@@ -80,6 +80,16 @@ def _prep_conv(node, const, K):
     def wzp_vec(v):
         return np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.int32).reshape(-1), (m,)), np.int32)
 
+    if a.get("engine") == "bitserial" and wzp_c is not None and xz_fixed is not None:
+        xb, xs = a["x_bits"]
+        packed = K.pack_bitserial_weights(w4, *a["w_bits"], wzp_vec(wzp_c), bias)
+
+        def run_bitserial(x, *_):
+            x4 = x[:, :, None, :] if one_d else x
+            s, p, d = window(x4.shape[2:])
+            acc = K.bitserial_conv_acc(x4, xz_fixed, xb, xs, packed, s, p, d, group)
+            return (acc[:, :, 0, :] if one_d else acc,)
+        return run_bitserial
     packed = None if wzp_c is None else K.pack_conv_weights(w4, wzp_vec(wzp_c), bias)
 
     def run(x, w_in=None, b_in=None, x_zp=None, w_zp=None):
@@ -90,6 +100,24 @@ def _prep_conv(node, const, K):
         acc = K.conv_acc_packed(x4, xz, pk, s, p, d, group)
         return (acc[:, :, 0, :] if one_d else acc,)
     return run
+
+
+ENGINES = ("auto", "direct", "bitserial")
+# engine "auto": the bit-serial conv is used when weight bits x activation bits is at most this
+# (measured: benchmarks/bench_bitserial.py, see docs/bitserial.md)
+BITSERIAL_MAX_PLANE_PAIRS = 4
+
+
+def choose_engine(engine: str, w_dtype: str, x_dtype: str) -> str:
+    """"direct" or "bitserial" for a conv with these weight and input element types."""
+    from .ir import bits, is_quantized
+
+    if engine == "direct" or not (is_quantized(w_dtype) and is_quantized(x_dtype)) \
+            or max(bits(w_dtype), bits(x_dtype)) > 8:
+        return "direct"
+    if engine == "bitserial":
+        return "bitserial"
+    return "bitserial" if bits(w_dtype) * bits(x_dtype) <= BITSERIAL_MAX_PLANE_PAIRS else "direct"
 
 
 def _conv_macs(node, ins, outs):

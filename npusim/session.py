@@ -29,7 +29,8 @@ from .registry import OPS
 
 MODES = ("ort", "npu")
 KERNEL_SETS = ("fast", "golden")
-_KERNEL_MODULES = ("conv", "matmul", "requant", "eltwise", "pool", "lut", "quantize", "fixedpoint", "shift")
+_KERNEL_MODULES = ("conv", "matmul", "requant", "eltwise", "pool", "lut", "quantize", "fixedpoint", "shift",
+                   "bitserial")
 _ORT_TYPES = {"f32": "tensor(float)", "u8": "tensor(uint8)", "i8": "tensor(int8)", "i32": "tensor(int32)",
               "i64": "tensor(int64)", "bool": "tensor(bool)", "f16": "tensor(float16)", "f64": "tensor(double)",
               "u16": "tensor(uint16)", "i16": "tensor(int16)", "u4": "tensor(uint4)", "i4": "tensor(int4)"}
@@ -84,15 +85,18 @@ class InferenceSession:
     """
 
     def __init__(self, path_or_bytes, mode: str = "ort", kernels: str = "fast", threads: int | None = None,
-                 rounding: str = "double"):
+                 rounding: str = "double", engine: str = "auto"):
         from . import npu
+        from .registry import ENGINES
 
         if mode not in MODES:
             raise NpusimError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
         if rounding not in npu.ROUNDINGS:
             raise NpusimError(f"unknown rounding {rounding!r}; expected one of {', '.join(npu.ROUNDINGS)}")
+        if engine not in ENGINES:
+            raise NpusimError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
         self.mode, self.kernels, self.threads, self.rounding = mode, kernels, threads, rounding
-        self.graph = load_graph(path_or_bytes)
+        self.graph = _with_engines(load_graph(path_or_bytes), engine)
         if mode == "npu":
             self.graph = npu.lower_islands(self.graph)
         self._ops = OPS if mode == "ort" else {**OPS, **npu.ops(rounding)}
@@ -215,6 +219,25 @@ def check_feeds(graph: ir.Graph, feeds) -> dict:
                     raise NpusimError(f"input {name!r}: dimension {i} must be {d} (shape {format_shape(t.shape)}), "
                                       f"got shape {tuple(x.shape)}")
     return feeds
+
+
+def _with_engines(g: ir.Graph, engine: str) -> ir.Graph:
+    """The graph with each conv's engine chosen ("direct" int8 or "bitserial" popcount) and the
+    bit widths the bit-serial kernel needs recorded on the node (attrs engine, w_bits, x_bits)."""
+    from dataclasses import replace
+
+    from .registry import choose_engine
+
+    nodes = []
+    for n in g.nodes:
+        if n.op == "conv" and n.inputs[1] in g.constants:
+            wt, xt = g.tensors[n.inputs[1]].dtype, g.tensors[n.inputs[0]].dtype
+            choice = choose_engine(engine, wt, xt)
+            if choice != n.attrs.get("engine", "direct"):
+                n = replace(n, attrs={**n.attrs, "engine": choice, "w_bits": (ir.bits(wt), wt[0] == "i"),
+                                      "x_bits": (ir.bits(xt), xt[0] == "i")})
+        nodes.append(n)
+    return replace(g, nodes=tuple(nodes))
 
 
 def _feeds_requantize(steps, node, g, readers) -> bool:
