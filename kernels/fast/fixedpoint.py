@@ -11,6 +11,7 @@ import numpy as np
 
 from npusim_kernels.fast._jit import njit
 from npusim_kernels.fast import pool as _pool
+from npusim_kernels.fast.pool import _window_span
 from npusim_kernels.golden.fixedpoint import (  # noqa: F401  (offline helpers, re-exported)
     ADD_LEFT_SHIFT, add_params, avgpool_params, global_avgpool_params, mul_params, quantize_multiplier,
     softmax_table)
@@ -385,14 +386,11 @@ def _avg_core(x, x_zp, k, st, pb, count_include_pad, m0, n, single, y_zp, qmin, 
     hi = np.int64(qmax) - y_zp
     for c in range(nc):
         for a in range(o0):
-            h0 = max(a * st[0] - pb[0], 0)
-            h1 = min(a * st[0] - pb[0] + k[0], d0)
+            h0, h1 = _window_span(a, st[0], pb[0], k[0], d0)
             for b in range(o1):
-                w0 = max(b * st[1] - pb[1], 0)
-                w1 = min(b * st[1] - pb[1] + k[1], d1)
+                w0, w1 = _window_span(b, st[1], pb[1], k[1], d1)
                 for e in range(o2):
-                    z0 = max(e * st[2] - pb[2], 0)
-                    z1 = min(e * st[2] - pb[2] + k[2], d2)
+                    z0, z1 = _window_span(e, st[2], pb[2], k[2], d2)
                     size = (h1 - h0) * (w1 - w0) * (z1 - z0)
                     cnt = k[0] * k[1] * k[2] if count_include_pad else size
                     sa, sb = _split_shift(n[cnt], single)

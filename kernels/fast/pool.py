@@ -55,20 +55,23 @@ def _lift(x, kernel, strides, pads, dilations):
     return x3, np.array(k, np.int64), np.array(st, np.int64), np.array(pb, np.int64), np.array(pe, np.int64), np.array(dl, np.int64)
 
 
+@njit(inline="always")
+def _window_span(o, stride, pad_begin, k, size):
+    """[lo, hi): the input positions of output position o's window, clipped to the input."""
+    return max(o * stride - pad_begin, 0), min(o * stride - pad_begin + k, size)
+
+
 @njit
 def _avg_core(xf, k, st, pb, count_include_pad, y_scale, y_zp_f, qmin, qmax, out):
     nc, d0, d1, d2 = xf.shape
     o0, o1, o2 = out.shape[1], out.shape[2], out.shape[3]
     for c in range(nc):
         for a in range(o0):
-            h0 = max(a * st[0] - pb[0], 0)
-            h1 = min(a * st[0] - pb[0] + k[0], d0)
+            h0, h1 = _window_span(a, st[0], pb[0], k[0], d0)
             for b in range(o1):
-                w0 = max(b * st[1] - pb[1], 0)
-                w1 = min(b * st[1] - pb[1] + k[1], d1)
+                w0, w1 = _window_span(b, st[1], pb[1], k[1], d1)
                 for e in range(o2):
-                    z0 = max(e * st[2] - pb[2], 0)
-                    z1 = min(e * st[2] - pb[2] + k[2], d2)
+                    z0, z1 = _window_span(e, st[2], pb[2], k[2], d2)
                     acc = np.float32(0.0)
                     for h in range(h0, h1):
                         for w in range(w0, w1):
