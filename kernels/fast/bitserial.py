@@ -114,7 +114,8 @@ def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, tab, ed
     prange over chunks of CHUNK positions; per chunk, blocks of 4 channels: for each plane pair,
     raw[dm, p] = Σ_t popcount(...) over 4 words at a time (16 weight words held in registers, each
     activation word loaded once for 4 channels; the p loop vectorizes to zmm vpandq/vpopcntq/vpaddq),
-    then acc += coef·raw. int64 sums, int32 truncation (wraps)."""
+    then acc += coef·raw; the last KW mod 4 words add coef·popcount to acc directly. int64 sums,
+    int32 truncation (wraps)."""
     t4 = kw_n - kw_n % 4
     ps = np.uint64(p_stride)
     ws = nb_w * kw_n  # one weight row
@@ -130,7 +131,9 @@ def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, tab, ed
             for j in range(nb_w):
                 r0 = (m_base + m0) * ws + j * kw_n
                 for i in range(nb_x):
-                    raw[:] = 0
+                    c = coef[j, i]
+                    if t4 > 0:
+                        raw[:] = 0
                     for t in range(0, t4, 4):
                         w00, w01, w02, w03 = ww[r0 + t], ww[r0 + t + 1], ww[r0 + t + 2], ww[r0 + t + 3]
                         r1 = r0 + ws
@@ -151,18 +154,18 @@ def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, tab, ed
                                             + _popcount(x2 & w22) + _popcount(x3 & w23))
                             raw[c3 + p] += (_popcount(x0 & w30) + _popcount(x1 & w31)
                                             + _popcount(x2 & w32) + _popcount(x3 & w33))
-                    for t in range(t4, kw_n):
+                    if t4 > 0:
+                        for p in range(4 * CHUNK):
+                            acc[p] += c * raw[p]
+                    for t in range(t4, kw_n):  # the last KW mod 4 words: c·popcount straight into acc
                         w0, w1, w2, w3 = ww[r0 + t], ww[r0 + ws + t], ww[r0 + 2 * ws + t], ww[r0 + 3 * ws + t]
                         b0 = np.uint64((i * kw_n + t) * p_stride + p0)
                         for p in range(ln):
                             x0 = xt[b0 + p]
-                            raw[p] += _popcount(x0 & w0)
-                            raw[c1 + p] += _popcount(x0 & w1)
-                            raw[c2 + p] += _popcount(x0 & w2)
-                            raw[c3 + p] += _popcount(x0 & w3)
-                    c = coef[j, i]
-                    for p in range(4 * CHUNK):
-                        acc[p] += c * raw[p]
+                            acc[p] += c * _popcount(x0 & w0)
+                            acc[c1 + p] += c * _popcount(x0 & w1)
+                            acc[c2 + p] += c * _popcount(x0 & w2)
+                            acc[c3 + p] += c * _popcount(x0 & w3)
             for dm in range(min(4, n_ch - m0)):
                 mm = m_base + m0 + dm
                 b, bb, t0 = bw[mm], bias[mm], tab[mm, 0]
