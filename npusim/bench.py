@@ -131,7 +131,8 @@ def cmd_bench(args) -> int:
         raise NpusimError(f"--runs {args.runs}: expected a count >= 0")
     profile = load_profile(args.hw)
     model = args.model or _default_model()
-    sess = InferenceSession(model)
+    # the graph as the NPU runs it: mode npu's lowering (pools out of host islands) and rounding
+    sess = InferenceSession(model, mode="npu", rounding=profile.requant_rounding)
     feeds = random_feeds(sess.graph, args.seed, _shapes(args))
     values = sess.run_all(feeds)
     net = estimate(sess.graph, {k: np.shape(v) for k, v in values.items()}, profile)

@@ -426,7 +426,9 @@ def estimate(graph, shapes: dict, profile: Profile | None = None) -> NetworkCost
             if p.energy:
                 energy = (macs * p.energy.mac_pj * wb * xb / 64 + float(folds.sram.sum()) * p.energy.sram_pj_per_byte
                           + dram * p.energy.dram_pj_per_byte)
-        elif node.op == "host":
+        elif node.op == "host" and not node.attrs.get("elementwise"):
+            # an elementwise island of one 8-bit tensor is a lookup table on the NPU (mode npu
+            # compiles it at plan time): it falls through to the post-processor below
             compute = total = float(p.host_cycles * len(node.attrs["ops"]))
             dram, used, bound = 0.0, 0, "host"
             energy = 0.0 if p.energy else None

@@ -103,13 +103,16 @@ def _prep_conv(node, const, K):
 
 
 ENGINES = ("auto", "direct", "bitserial")
-# engine "auto": the bit-serial conv is used when weight bits x activation bits is at most this
-# (measured: benchmarks/bench_bitserial.py, see docs/bitserial.md)
-BITSERIAL_MAX_PLANE_PAIRS = 4
 
 
-def choose_engine(engine: str, w_dtype: str, x_dtype: str) -> str:
-    """"direct" or "bitserial" for a conv with these weight and input element types."""
+def choose_engine(engine: str, w_dtype: str, x_dtype: str, taps: int = 9, depthwise: bool = False) -> str:
+    """"direct" or "bitserial" for a conv with these weight and input element types.
+
+    "auto" follows the measured throughput (benchmarks/bench_bitserial.py, docs/bitserial.md;
+    1 thread, 64 channels): the bit-serial kernel beats the direct int8 one when weight bits x
+    activation bits is at most 16 for a 3x3 (or larger) window and at most 6 for a 1x1; not for
+    depthwise convolution, where a block of 4 output channels holds one real channel.
+    """
     from .ir import bits, is_quantized
 
     if engine == "direct" or not (is_quantized(w_dtype) and is_quantized(x_dtype)) \
@@ -117,7 +120,8 @@ def choose_engine(engine: str, w_dtype: str, x_dtype: str) -> str:
         return "direct"
     if engine == "bitserial":
         return "bitserial"
-    return "bitserial" if bits(w_dtype) * bits(x_dtype) <= BITSERIAL_MAX_PLANE_PAIRS else "direct"
+    limit = 16 if taps >= 9 else 6
+    return "bitserial" if not depthwise and bits(w_dtype) * bits(x_dtype) <= limit else "direct"
 
 
 def _conv_macs(node, ins, outs):

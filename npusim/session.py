@@ -232,7 +232,9 @@ def _with_engines(g: ir.Graph, engine: str) -> ir.Graph:
     for n in g.nodes:
         if n.op == "conv" and n.inputs[1] in g.constants:
             wt, xt = g.tensors[n.inputs[1]].dtype, g.tensors[n.inputs[0]].dtype
-            choice = choose_engine(engine, wt, xt)
+            w = g.constants[n.inputs[1]]
+            group = int(n.attrs["group"])
+            choice = choose_engine(engine, wt, xt, int(np.prod(w.shape[2:])), group > 1 and w.shape[1] == 1)
             if choice != n.attrs.get("engine", "direct"):
                 n = replace(n, attrs={**n.attrs, "engine": choice, "w_bits": (ir.bits(wt), wt[0] == "i"),
                                       "x_bits": (ir.bits(xt), xt[0] == "i")})

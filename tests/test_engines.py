@@ -50,14 +50,15 @@ def test_bitserial_equals_direct_and_golden(model, mode):
 
 
 def test_auto_picks_bitserial_only_for_narrow_layers():
-    from npusim.registry import BITSERIAL_MAX_PLANE_PAIRS, choose_engine
+    from npusim.registry import choose_engine
 
     assert choose_engine("auto", "i8", "u8") == "direct"
     assert choose_engine("auto", "i1", "u1") == "bitserial"
     assert choose_engine("direct", "i1", "u1") == "direct"
     assert choose_engine("bitserial", "i8", "u8") == "bitserial"
     assert choose_engine("auto", "f32", "u8") == "direct"
+    assert choose_engine("auto", "i2", "u2", taps=9, depthwise=True) == "direct"
     for wb in range(1, 9):
         for xb in range(1, 9):
-            want = "bitserial" if wb * xb <= BITSERIAL_MAX_PLANE_PAIRS else "direct"
-            assert choose_engine("auto", f"i{wb}", f"u{xb}") == want
+            assert choose_engine("auto", f"i{wb}", f"u{xb}", taps=9) == ("bitserial" if wb * xb <= 16 else "direct")
+            assert choose_engine("auto", f"i{wb}", f"u{xb}", taps=1) == ("bitserial" if wb * xb <= 6 else "direct")
