@@ -18,8 +18,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
 
 import numba
 import numpy as np
@@ -29,23 +27,13 @@ from scipy.linalg import blas as scipy_blas
 from onnx import TensorProto, helper, numpy_helper
 from threadpoolctl import threadpool_limits
 
+from npusim.bench import median_time
 from npusim_kernels.fast import bitserial as fbs, conv as fconv, matmul as fmm
 from npusim_kernels.fast._jit import njit
 from npusim_kernels.fast.bitserial import _popcount
 
 CORE_PAIRS = sorted({(1, 1), (1, 2), (2, 1), (2, 2), (4, 4), (8, 8)} | {(b, b) for b in range(1, 9)})
 CEIL_WORDS = 2048  # per thread: 16 KiB, in L1
-
-
-def median_time(fn, repeat):
-    """Median wall time of `repeat` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 @njit(parallel=True)

@@ -23,16 +23,7 @@ from threadpoolctl import threadpool_limits
 
 import npusim
 import npusim_models as zoo
-
-
-def median_time(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from npusim.bench import median_time
 
 
 def bench_model(name, threads, repeat):

@@ -57,16 +57,22 @@ def bench_text(net: NetworkCost, wall: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def median_time(fn, repeat: int) -> float:
+    """Median wall time in seconds of `repeat` calls of `fn` after one warm-up call (the one
+    timing rule of `npusim bench` and the scripts in benchmarks/)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 def wall_times(model, session, feeds, runs: int) -> dict:
     """Median wall time of `runs` warm runs of npusim and of onnxruntime (ONNX models only)."""
     def median_ms(fn):
-        fn()
-        ts = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return 1e3 * float(np.median(ts))
+        return 1e3 * median_time(fn, runs)
     out = {"runs": runs, "npusim_ms": median_ms(lambda: session.run(None, feeds)), "onnxruntime_ms": None}
     if not str(model).endswith(".npz"):
         import onnxruntime as ort
