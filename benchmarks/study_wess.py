@@ -31,7 +31,6 @@ import time
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.quantization import CalibrationDataReader
 
 import npusim
 import npusim_models as zoo
@@ -41,16 +40,6 @@ from npusim.ir import write_atomic
 FLOAT_MODEL = "ppocr_cls_float"
 SCHEMES = {"per-tensor": "per-tensor", "wess": "WESS", "per-channel": "per-channel"}  # name -> table label
 ABITS = 8
-
-
-class FeedReader(CalibrationDataReader):
-    """onnxruntime-style calibration reader: feeds {"x": [1, 3, 48, 192]}, one per line of x."""
-
-    def __init__(self, x: np.ndarray):
-        self._it = ({"x": x[i:i + 1]} for i in range(len(x)))
-
-    def get_next(self):
-        return next(self._it, None)
 
 
 def run_batched(sess, x, batch) -> np.ndarray:
@@ -95,9 +84,10 @@ def weight_sqnr_db(float_path, quantized_onnx) -> float:
 
 
 def quantize_config(float_path, out_path, calib, scheme, wbits):
-    from npusim.quantize import quantize
+    from npusim.quantize import FeedsReader, quantize
 
-    return quantize(str(float_path), str(out_path), FeedReader(calib), scheme=scheme, wbits=wbits,
+    feeds = [{"x": calib[i:i + 1]} for i in range(len(calib))]
+    return quantize(str(float_path), str(out_path), FeedsReader(feeds), scheme=scheme, wbits=wbits,
                     abits=ABITS, calibration="minmax", progress=False)
 
 

@@ -15,8 +15,9 @@ weights symmetric (zero point 0), which are onnxruntime's defaults.
 import pathlib
 
 import numpy as np
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                      quantize_static)
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+from npusim.quantize import FeedsReader
 
 # name -> (format, per_channel, activation type)
 VARIANTS = {
@@ -29,22 +30,12 @@ VARIANTS = {
 }
 
 
-class _FeedReader(CalibrationDataReader):
-    """Hands quantize_static a fixed list of feeds, once."""
-
-    def __init__(self, feeds: list[dict[str, np.ndarray]]):
-        self._it = iter(feeds)
-
-    def get_next(self):
-        return next(self._it, None)
-
-
 def quantize(float_path: pathlib.Path, out_path: pathlib.Path, variant: str,
              calib_feeds: list[dict[str, np.ndarray]]) -> pathlib.Path:
     """Quantize `float_path` into `out_path` as `variant` (a key of VARIANTS), atomically."""
     fmt, per_channel, act_type = VARIANTS[variant]
     return _write_atomic(out_path, lambda tmp: quantize_static(
-        str(float_path), tmp, _FeedReader(calib_feeds), quant_format=fmt, per_channel=per_channel,
+        str(float_path), tmp, FeedsReader(calib_feeds), quant_format=fmt, per_channel=per_channel,
         activation_type=act_type, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax))
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from . import data_ops, ir
+from . import data_ops, ir, npu
 from .errors import NpusimError
 from .registry import OPS, _window
 
@@ -120,31 +120,6 @@ def _qm(real):
     return np.asarray(m0, np.float64), np.asarray(n, np.int64)
 
 
-def _f64(v):
-    return np.asarray(v, np.float64).reshape(-1)
-
-
-def requantize_multipliers(attrs: dict):
-    """(M0[c], n[c]) of a requantize node, as float64 / int64 arrays (size 1 per tensor).
-
-    real[c] = x_scale·w_scale[c]/y_scale in float64 (QGemm: alpha·a_scale·b_scale[c]/y_scale);
-    WESS (`wess_shift` s[c]): one QuantizeMultiplier(x_scale·w_layer/y_scale), w_layer =
-    max w_scale, and n[c] = n + s[c]; w_scale[c] must equal w_layer·2^−s[c] exactly.
-    """
-    xs = _f64(attrs["x_scale"])[0]
-    if "alpha" in attrs:
-        xs = float(attrs["alpha"]) * xs
-    ws, ys = _f64(attrs["w_scale"]), _f64(attrs["y_scale"])[0]
-    if "wess_shift" not in attrs:
-        return _qm(xs * ws / ys)
-    s = np.asarray(attrs["wess_shift"], np.int64).reshape(-1)
-    w_layer = ws.max()
-    if s.shape != ws.shape or not np.array_equal(np.ldexp(w_layer, -s), ws):
-        raise ValueError(f"wess_shift {s.tolist()} does not give the weight scales w_layer·2^-s")
-    m0, n = _qm(xs * w_layer / ys)
-    return np.full(s.shape, m0[0]), n[0] + s
-
-
 # ---------------------------------------------------------------- ops (float64 values)
 
 def _centered(x, zp):
@@ -218,7 +193,10 @@ def _gemm(node, rounding, a, b, c=None, a_zp=None, b_zp=None):
 def _requantize(node, rounding, acc):
     """y = clamp(MBQM(acc, M0[c], n[c]) + y_zp), per tensor / per channel along `axis` / WESS."""
     a = node.attrs
-    m0, n = requantize_multipliers(a)
+    from npusim_kernels.golden import fixedpoint
+
+    m0, n = npu.requantize_multipliers(a, fixedpoint)  # the offline pair (M0, n): shared
+    m0, n = m0.astype(np.float64), n.astype(np.int64)
     if m0.size > 1:
         shape = [1] * acc.ndim
         shape[int(a["axis"]) % acc.ndim] = m0.size

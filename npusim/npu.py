@@ -27,12 +27,19 @@ def _f64(v):
 
 
 def requantize_multipliers(attrs: dict, K) -> tuple[np.ndarray, np.ndarray]:
-    """(M0[c], n[c]) of a requantize node: per tensor, per channel, or WESS (one M0, n + s[c])."""
+    """(M0[c], n[c]) of a requantize node: per tensor, per channel, or WESS (one M0, n + s[c]).
+
+    real[c] = x_scale·w_scale[c]/y_scale in float64 (QGemm: alpha·a_scale·b_scale[c]/y_scale);
+    WESS: one QuantizeMultiplier(x_scale·w_layer/y_scale), w_layer = max w_scale, and
+    n[c] = n + s[c]; w_scale[c] must equal w_layer·2^-s[c] exactly (ValueError otherwise).
+    """
     xs = _f64(attrs["x_scale"])[0] * (float(attrs["alpha"]) if "alpha" in attrs else 1.0)
     ws, ys = _f64(attrs["w_scale"]), _f64(attrs["y_scale"])[0]
     if "wess_shift" in attrs:
+        s = np.asarray(attrs["wess_shift"], np.int32).reshape(-1)
+        if s.shape != ws.shape or not np.array_equal(np.ldexp(ws.max(), -s), ws):
+            raise ValueError(f"wess_shift {s.tolist()} does not give the weight scales w_layer·2^-s")
         m0, n = K.quantize_multiplier(np.array([xs * ws.max() / ys]))
-        s = np.asarray(attrs["wess_shift"], np.int32)
         return np.full(s.shape, m0[0], np.int32), (n[0] + s).astype(np.int32)
     m0, n = K.quantize_multiplier(xs * ws / ys)
     return np.ascontiguousarray(m0, np.int32), np.ascontiguousarray(n, np.int32)

@@ -561,6 +561,16 @@ def _layer_refs(qmodel, w_q, node) -> dict[str, str]:
 
 # ---------------------------------------------------------------- calibration data and CLI
 
+class FeedsReader:
+    """An onnxruntime-style CalibrationDataReader over a list of feeds dicts, read once."""
+
+    def __init__(self, feeds):
+        self._it = iter(feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+
 class NpzReader:
     """A CalibrationDataReader over arrays keyed by input name, first axis = samples; sample i
     is fed as arr[i:i+1]. A single-array file may use any key when the model has one input."""

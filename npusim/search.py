@@ -80,11 +80,11 @@ class _Simulator:
     def __init__(self, float_model, feeds_list, scheme, abits, calibration, progress):
         import onnxruntime as ort
 
-        from .quantize import calibrate
+        from .quantize import FeedsReader, calibrate
 
         self.feeds = feeds_list
         self.abits = abits
-        self.cal = calibrate(float_model, _ListReader(feeds_list), scheme=scheme, calibration=calibration,
+        self.cal = calibrate(float_model, FeedsReader(feeds_list), scheme=scheme, calibration=calibration,
                              progress=progress)
         self.names = [n.name for n in self.cal.layers]
         ref = ort.InferenceSession(self.cal.model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -105,14 +105,6 @@ class _Simulator:
 
     def sqnr(self, bits: dict) -> float:
         return _sqnr(self.ref, self.outputs(bits))
-
-
-class _ListReader:
-    def __init__(self, feeds):
-        self._it = iter(feeds)
-
-    def get_next(self):
-        return next(self._it, None)
 
 
 def _layer_costs(sim: _Simulator, candidates, latency_profile):
