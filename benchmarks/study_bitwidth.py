@@ -19,6 +19,7 @@ import onnxruntime as ort
 
 import npusim
 import npusim_models as zoo
+from npusim.fidelity import sqnr_db
 from npusim.hardware import estimate, load_profile
 from npusim.ir import write_atomic
 from npusim.search import BitwidthSearch
@@ -30,11 +31,10 @@ def evaluate(graph, x, labels, ref, profile):
     sess = npusim.InferenceSession(graph, mode="npu")
     name = sess.get_inputs()[0].name
     probs = np.concatenate([sess.run(None, {name: x[i:i + 50]})[0] for i in range(0, len(x), 50)])
-    noise = np.sum((ref - probs) ** 2)
     shapes = {k: v.shape for k, v in sess.run_all({name: x[:1]}).items()}
     return {"size_kib": model_bits(sess.graph) / 8192, "latency_us": estimate(sess.graph, shapes, profile).latency_us,
             "accuracy": textlines.accuracy(probs, labels),
-            "sqnr_db": float("inf") if noise == 0 else 10 * np.log10(np.sum(ref ** 2) / noise)}
+            "sqnr_db": sqnr_db(ref, probs)}
 
 
 def plot(rows, float_acc, path):

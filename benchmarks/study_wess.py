@@ -35,6 +35,7 @@ import onnxruntime as ort
 import npusim
 import npusim_models as zoo
 from npusim_models import textlines
+from npusim.fidelity import sqnr_db
 from npusim.ir import write_atomic
 
 FLOAT_MODEL = "ppocr_cls_float"
@@ -45,13 +46,6 @@ ABITS = 8
 def run_batched(sess, x, batch) -> np.ndarray:
     """The first output of sess on x [N, 3, 48, 192], in batches of `batch` lines."""
     return np.concatenate([sess.run(None, {"x": x[i:i + batch]})[0] for i in range(0, len(x), batch)])
-
-
-def sqnr_db(f, q) -> float:
-    """10·log10(Σ f² / Σ (f − q)²) in float64; inf when q equals f."""
-    f, q = np.asarray(f, np.float64), np.asarray(q, np.float64)
-    noise = np.sum((f - q) ** 2)
-    return math.inf if noise == 0 else 10 * math.log10(np.sum(f ** 2) / noise)
 
 
 def weight_sqnr_db(float_path, quantized_onnx) -> float:

@@ -67,14 +67,14 @@ def _requant(ctx, node, acc, y, x_scale, w_scale, y_scale, y_zp, dtype, axis, so
              "y_scale": np.float32(y_scale), "y_zp": int(y_zp), "qmin": qmin, "qmax": qmax, "dtype": dtype,
              "axis": axis}
     attrs.update(f32_form(attrs))
-    shifts = wess_shifts(attrs["w_scale"])
+    shifts = wess_shifts_of_scales(attrs["w_scale"])
     if shifts is not None:
         attrs["wess_shift"] = shifts
     ctx.emit("requantize", f"{source}/requantize", [acc], [y], attrs, source)
     ctx.add_tensor(y, dtype, quant=_quant(y_scale, y_zp))
 
 
-def wess_shifts(w_scale) -> np.ndarray | None:
+def wess_shifts_of_scales(w_scale) -> np.ndarray | None:
     """The 4-bit weight-equalizing shifts of a layer whose per-channel weight scales are
     w_scale[c] = w_layer · 2^-s[c] exactly, s[c] in 0..15, w_layer = max(w_scale), not all s
     zero (seed 003, WESS); None for any other scales. A uint8 array of one shift per channel."""

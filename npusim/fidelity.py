@@ -79,6 +79,13 @@ class _Sqnr:
         return float(10.0 * np.log10(self.signal / self.noise))
 
 
+def sqnr_db(f, q) -> float:
+    """10·log10(Σ f² / Σ (f − q)²) in float64: inf when q equals f (the one SQNR of npusim)."""
+    acc = _Sqnr()
+    acc.add(f, q)
+    return acc.db
+
+
 def dequantize(q: np.ndarray, quant) -> np.ndarray:
     """(q − zp)·scale in float64, per tensor or along quant.axis."""
     scale = np.asarray(quant.scale, np.float64)

@@ -7,7 +7,7 @@ only. The ops not listed here (conv/matmul/gemm accumulation, max pool, data mov
 lookup-table ops) are integer already and keep their mode-"ort" entries.
 
 WESS: a requantize node with `wess_shift` (per-channel weight scales w_layer·2^-s[c], see
-npusim.convert.wess_shifts) gets one per-layer (M0, n) from w_layer and the per-channel right
+npusim.convert.wess_shifts_of_scales) gets one per-layer (M0, n) from w_layer and the per-channel right
 shifts n + s[c]: the inverse of the equalizing shift is fused into the layer's shift.
 """
 from __future__ import annotations

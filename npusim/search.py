@@ -63,11 +63,6 @@ class SearchResult:
                 "sensitivity": {k: {str(b): v for b, v in d.items()} for k, d in self.sensitivity.items()}}
 
 
-def _sqnr(ref: np.ndarray, got: np.ndarray) -> float:
-    noise = float(np.sum((ref - got) ** 2))
-    return float("inf") if noise == 0 else 10 * np.log10(float(np.sum(ref ** 2)) / noise)
-
-
 def _outputs(sess, feeds_list) -> np.ndarray:
     return np.concatenate([np.concatenate([np.asarray(o, np.float64).reshape(-1) for o in sess.run(None, f)])
                            for f in feeds_list])
@@ -104,7 +99,9 @@ class _Simulator:
         return _outputs(InferenceSession(self.graph(bits), mode="npu"), self.feeds)
 
     def sqnr(self, bits: dict) -> float:
-        return _sqnr(self.ref, self.outputs(bits))
+        from .fidelity import sqnr_db
+
+        return sqnr_db(self.ref, self.outputs(bits))
 
 
 def _layer_costs(sim: _Simulator, candidates, latency_profile):

@@ -3,19 +3,10 @@ runs identically with the direct int8 conv, the bit-serial popcount conv (fast a
 the auto choice, in both modes."""
 import numpy as np
 import pytest
-from onnxruntime.quantization import CalibrationDataReader
 
 import npusim
 import npusim_models as zoo
-from npusim.quantize import quantize
-
-
-class _Reader(CalibrationDataReader):
-    def __init__(self):
-        self.it = iter(zoo.sample_inputs("digits_float", 16, seed=0))
-
-    def get_next(self):
-        return next(self.it, None)
+from npusim.quantize import FeedsReader, quantize
 
 
 MIXED = {"conv1": {"wbits": 3, "abits": 2}, "dwconv2": {"wbits": 2, "abits": 5},
@@ -26,7 +17,7 @@ MIXED = {"conv1": {"wbits": 3, "abits": 2}, "dwconv2": {"wbits": 2, "abits": 5},
 def model(request, tmp_path_factory):
     out = tmp_path_factory.mktemp("eng") / f"{request.param}.onnx"
     kw = {"wbits": 4, "abits": 4} if request.param == "w4a4" else {"layer_bits": MIXED}
-    return quantize(zoo.path("digits_float"), out, _Reader(), progress=False, **kw).onnx
+    return quantize(zoo.path("digits_float"), out, FeedsReader(zoo.sample_inputs("digits_float", 16, seed=0)), progress=False, **kw).onnx
 
 
 @pytest.mark.parametrize("mode", ["ort", "npu"])

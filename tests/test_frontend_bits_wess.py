@@ -9,7 +9,7 @@ from onnx import numpy_helper
 
 import npusim
 import npusim_models as zoo
-from npusim.convert import wess_shifts
+from npusim.convert import wess_shifts_of_scales as wess_shifts
 from npusim.errors import NpusimError
 from npusim.frontend import BITS_KEY
 

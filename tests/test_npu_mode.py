@@ -5,11 +5,10 @@ weight width 2..8, with both rounding rules; layer by layer it is within 1 LSB o
 except for the islands reported."""
 import numpy as np
 import pytest
-from onnxruntime.quantization import CalibrationDataReader
 
 import npusim
 import npusim_models as zoo
-from npusim.quantize import quantize
+from npusim.quantize import FeedsReader, quantize
 from npusim.verify import verify
 
 ZOO = ["digits_qop_pc_u8", "digits_qop_pt_s8", "digits_qdq_pc_u8", "ppocr_cls_qop_pc_u8", "ppocr_cls_qop_pt_u8",
@@ -30,14 +29,6 @@ def test_zoo_model_npu_bit_exact_with_reference_and_within_one_lsb_of_onnxruntim
     assert sum(c.exact for c in r.layerwise) / n >= 0.99
 
 
-class _Reader(CalibrationDataReader):
-    def __init__(self, feeds):
-        self.it = iter(feeds)
-
-    def get_next(self):
-        return next(self.it, None)
-
-
 @pytest.fixture(scope="module")
 def calib():
     return zoo.sample_inputs("digits_float", 16, seed=0)
@@ -46,7 +37,7 @@ def calib():
 @pytest.mark.parametrize("wbits", range(2, 9))
 @pytest.mark.parametrize("scheme", ["per-tensor", "per-channel", "wess"])
 def test_quantized_digits_bit_exact_with_reference(tmp_path, calib, scheme, wbits):
-    res = quantize(zoo.path("digits_float"), tmp_path / "q.onnx", _Reader(calib), scheme=scheme, wbits=wbits,
+    res = quantize(zoo.path("digits_float"), tmp_path / "q.onnx", FeedsReader(calib), scheme=scheme, wbits=wbits,
                    progress=False)
     feeds = zoo.sample_inputs("digits_float", 2, seed=5)
     for rounding in ("double", "single"):
@@ -63,7 +54,7 @@ def test_quantized_digits_bit_exact_with_reference(tmp_path, calib, scheme, wbit
 
 
 def test_wess_model_runs_bit_exact_fast_vs_golden_and_onnx_export_within_one_lsb(tmp_path, calib):
-    res = quantize(zoo.path("digits_float"), tmp_path / "w.onnx", _Reader(calib), scheme="wess", wbits=6,
+    res = quantize(zoo.path("digits_float"), tmp_path / "w.onnx", FeedsReader(calib), scheme="wess", wbits=6,
                    progress=False)
     feeds = zoo.sample_inputs("digits_float", 3, seed=6)
     fast = npusim.InferenceSession(res.onnx, mode="npu", kernels="fast")
