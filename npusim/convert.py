@@ -88,6 +88,12 @@ def wess_shifts_of_scales(w_scale) -> np.ndarray | None:
     return s.astype(np.uint8)
 
 
+def _ort_u8s8(ctx, a, b) -> dict:
+    """{"ort_u8s8": 1} when onnxruntime multiplies operand A `a` (u8) by B `b` (s8) in its U8S8
+    GEMM / ConvSym kernels, whose pair sums saturate on CPUs without VNNI (npusim.ortisa)."""
+    return {"ort_u8s8": 1} if (ctx.dtype(a), ctx.dtype(b)) == ("u8", "i8") else {}
+
+
 def _conv(ctx, node, linear):
     """QLinearConv -> conv (i32 accumulator) + requantize; ConvInteger -> conv."""
     x, w = _in(node, 0), _in(node, 3 if linear else 1)
@@ -99,6 +105,9 @@ def _conv(ctx, node, linear):
     a = _attrs(node)
     attrs = _conv_attrs(a, w_arr.ndim - 2)
     attrs["group"] = int(a.get("group", 1))
+    depthwise = w_arr.shape[1] == 1 and w_arr.shape[0] == attrs["group"]
+    if linear and not depthwise:  # ConvInteger passes w as the GEMM's A operand: S8U8, exact
+        attrs.update(_ort_u8s8(ctx, x, w))
     if linear:
         ins = [x, w, _in(node, 8), _in(node, 2), _in(node, 5)]
         acc = f"{node.output[0]}::acc"
@@ -125,7 +134,7 @@ def _matmul(ctx, node, linear):
         ins, acc = [a, b, _in(node, 2), _in(node, 5)], f"{node.output[0]}::acc"
     else:
         ins, acc = [a, b, _in(node, 2), _in(node, 3)], node.output[0]
-    ctx.emit("matmul", node.name, ins, [acc], {}, node.name)
+    ctx.emit("matmul", node.name, ins, [acc], _ort_u8s8(ctx, a, b), node.name)
     ctx.add_tensor(acc, "i32")
     if linear:
         _requant(ctx, node, acc, node.output[0], _scalar_f32(ctx, node, 1, "a_scale"), ctx.const(node, 4, "b_scale"),
@@ -145,7 +154,8 @@ def _qgemm(ctx, node):
     a = _attrs(node)
     acc = f"{node.output[0]}::acc"
     ctx.emit("gemm", node.name, [a_name, b_name, _in(node, 6), _in(node, 2), _in(node, 5)], [acc],
-             {"transA": int(a.get("transA", 0)), "transB": int(a.get("transB", 0))}, node.name)
+             {"transA": int(a.get("transA", 0)), "transB": int(a.get("transB", 0)), **_ort_u8s8(ctx, a_name, b_name)},
+             node.name)
     ctx.add_tensor(acc, "i32")
     _requant(ctx, node, acc, node.output[0], _scalar_f32(ctx, node, 1, "a_scale"), ctx.const(node, 4, "b_scale"),
              _scalar_f32(ctx, node, 7, "y_scale"), _scalar_zp(ctx, node, 8, "y_zero_point"),

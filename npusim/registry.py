@@ -80,6 +80,14 @@ def _prep_conv(node, const, K):
     def wzp_vec(v):
         return np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.int32).reshape(-1), (m,)), np.int32)
 
+    pairs = K.pack_conv_pair_weights(w4) if a.get("pair_sat16") else None
+
+    def saturate(acc, x4, xz, s, p, d):
+        """onnxruntime's int16 pair saturation (npusim.ortisa), added to the exact accumulator."""
+        if pairs is not None:
+            acc += K.conv_pair_excess(x4, xz, pairs, s, p, d, group)[0]
+        return acc[:, :, 0, :] if one_d else acc
+
     if a.get("engine") == "bitserial" and wzp_c is not None and xz_fixed is not None:
         xb, xs = a["x_bits"]
         packed = K.pack_bitserial_weights(w4, *a["w_bits"], wzp_vec(wzp_c), bias)
@@ -87,8 +95,7 @@ def _prep_conv(node, const, K):
         def run_bitserial(x, *_):
             x4 = x[:, :, None, :] if one_d else x
             s, p, d = window(x4.shape[2:])
-            acc = K.bitserial_conv_acc(x4, xz_fixed, xb, xs, packed, s, p, d, group)
-            return (acc[:, :, 0, :] if one_d else acc,)
+            return (saturate(K.bitserial_conv_acc(x4, xz_fixed, xb, xs, packed, s, p, d, group), x4, xz_fixed, s, p, d),)
         return run_bitserial
     packed = None if wzp_c is None else K.pack_conv_weights(w4, wzp_vec(wzp_c), bias)
 
@@ -97,8 +104,7 @@ def _prep_conv(node, const, K):
         s, p, d = window(x4.shape[2:])
         xz = xz_fixed if xz_fixed is not None else _scalar(x_zp)
         pk = packed if packed is not None else K.pack_conv_weights(w4, wzp_vec(w_zp), bias)
-        acc = K.conv_acc_packed(x4, xz, pk, s, p, d, group)
-        return (acc[:, :, 0, :] if one_d else acc,)
+        return (saturate(K.conv_acc_packed(x4, xz, pk, s, p, d, group), x4, xz, s, p, d),)
     return run
 
 
@@ -146,11 +152,16 @@ def _prep_matmul(node, const, K):
     b_c = const(b_name)
     azp_c, bzp_c = (None if v is None else np.asarray(v, np.int32) for v in (_zp(const, azp_name), _zp(const, bzp_name)))
 
+    saturate = bool(node.attrs.get("pair_sat16"))
+
     def run(a, b=None, a_zp=None, b_zp=None):
         bb = b_c if b_c is not None else b
         az = azp_c if azp_c is not None else np.asarray(a_zp, np.int32)
         bz = bzp_c if bzp_c is not None else np.asarray(b_zp, np.int32)
-        return (K.matmul_acc(a, az, bb, bz),)
+        acc = K.matmul_acc(a, az, bb, bz)
+        if saturate:  # onnxruntime's int16 pair saturation (npusim.ortisa)
+            acc += K.matmul_pair_excess(a, bb)[0]
+        return (acc,)
     return run
 
 
@@ -163,8 +174,13 @@ def _prep_gemm(node, const, K):
     az = np.asarray(_zp(const, azp_name), np.int32)
     bz = np.asarray(_zp(const, bzp_name), np.int32).reshape(-1)
 
+    saturate = bool(node.attrs.get("pair_sat16"))
+
     def run(a, *_):
-        acc = K.matmul_acc(np.ascontiguousarray(a.T) if trans_a else a, az, b, bz)
+        a = np.ascontiguousarray(a.T) if trans_a else a
+        acc = K.matmul_acc(a, az, b, bz)
+        if saturate:  # onnxruntime's int16 pair saturation (npusim.ortisa)
+            acc += K.matmul_pair_excess(a, b)[0]
         return (acc if c is None else (acc + c).astype(np.int32),)
     return run
 

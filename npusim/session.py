@@ -30,7 +30,7 @@ from .registry import OPS
 MODES = ("ort", "npu")
 KERNEL_SETS = ("fast", "golden")
 _KERNEL_MODULES = ("conv", "matmul", "requant", "eltwise", "pool", "lut", "quantize", "fixedpoint", "shift",
-                   "bitserial")
+                   "bitserial", "pairsat")
 _ORT_TYPES = {"f32": "tensor(float)", "u8": "tensor(uint8)", "i8": "tensor(int8)", "i32": "tensor(int32)",
               "i64": "tensor(int64)", "bool": "tensor(bool)", "f16": "tensor(float16)", "f64": "tensor(double)",
               "u16": "tensor(uint16)", "i16": "tensor(int16)", "u4": "tensor(uint4)", "i4": "tensor(int4)"}
@@ -78,15 +78,18 @@ def load_graph(model) -> ir.Graph:
 class InferenceSession:
     """npusim.InferenceSession(path_or_bytes, mode="ort") — run(output_names, feeds) -> list of arrays.
 
-    mode: "ort" (onnxruntime's arithmetic) or "npu" (fixed point); rounding: the NPU's
+    mode: "ort" (onnxruntime's arithmetic) or "npu" (fixed point); ort_isa: in mode "ort", the
+    instruction-set family whose onnxruntime integer kernels are reproduced (npusim.ortisa:
+    "avx2", "avx512core", "avxvnni", "avx512vnni", "amx"; default None = this CPU's, detected as
+    MLAS detects it); rounding: the NPU's
     requantization rounding, "double" (gemmlowp) or "single" (TFLite single rounding), used
     in mode "npu"; kernels: "fast" (Numba) or "golden" (the NumPy references); threads:
     onnxruntime threads of the host islands (default: onnxruntime's own default).
     """
 
     def __init__(self, path_or_bytes, mode: str = "ort", kernels: str = "fast", threads: int | None = None,
-                 rounding: str = "double", engine: str = "auto"):
-        from . import npu
+                 rounding: str = "double", engine: str = "auto", ort_isa: str | None = None):
+        from . import npu, ortisa
         from .registry import ENGINES
 
         if mode not in MODES:
@@ -96,9 +99,14 @@ class InferenceSession:
         if engine not in ENGINES:
             raise NpusimError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
         self.mode, self.kernels, self.threads, self.rounding = mode, kernels, threads, rounding
+        if mode == "npu" and ort_isa is not None:
+            raise NpusimError("ort_isa selects onnxruntime's arithmetic: it applies to mode 'ort' only")
+        self.ort_isa = ortisa.resolve(ort_isa) if mode == "ort" else None
         self.graph = _with_engines(load_graph(path_or_bytes), engine)
         if mode == "npu":
             self.graph = npu.lower_islands(self.graph)
+        else:
+            self.graph = ortisa.with_ort_isa(self.graph, self.ort_isa)
         self._ops = OPS if mode == "ort" else {**OPS, **npu.ops(rounding)}
         self.host_fallback: list[str] = []  # host islands that run on onnxruntime at every inference
         K = kernel_set(kernels)

@@ -1,0 +1,162 @@
+"""Fast int16 pair saturation of onnxruntime's u8·s8 kernels without VNNI; contract of golden.pairsat.
+
+excess = Σ_j (sat16(p_j) − p_j), p_j = a[2j]·b[2j] + a[2j+1]·b[2j+1] on raw u8 a and s8 b, pairs
+in the kernel's K order (matmul: k; conv: (kh·KW + kw)·Cg + c per group, padding = raw x_zp).
+
+Only a few pairs can saturate at all: with a in 0..255, |p_j| > 32767 needs b[2j] and b[2j+1]
+of the same sign with 255·(|b[2j]| + |b[2j+1]|) > 32767. So the weights are scanned once for
+such "risky" pairs (at plan time for a convolution), and only those are evaluated, for every
+output position; the exact accumulator comes from the ordinary kernels and the excess is
+added to it (int32, wrapping as onnxruntime's int32 accumulator does). The cost is
+(risky pairs)·(output positions): a small fraction of the convolution on real weights, about
+one more convolution when every pair is risky.
+"""
+import numpy as np
+
+from npusim_kernels.fast._jit import njit
+
+_A_MAX = 255  # the u8 operand's range bounds |p_j| without reading the activations
+
+
+@njit
+def _risky(b0, b1):
+    hi = _A_MAX * (max(b0, 0) + max(b1, 0))
+    lo = _A_MAX * (min(b0, 0) + min(b1, 0))
+    return hi > 32767 or lo < -32768
+
+
+@njit
+def _sat_excess(p):
+    if p > 32767:
+        return 32767 - p
+    if p < -32768:
+        return -32768 - p
+    return 0
+
+
+@njit
+def _scan_gemm(b):
+    """Risky pairs of b (K, N): arrays (column, k0) with k0 even and k0 + 1 < K."""
+    k, n = b.shape
+    cols = np.empty(n * (k // 2), np.int64)
+    ks = np.empty(n * (k // 2), np.int64)
+    r = 0
+    for j in range(n):
+        for k0 in range(0, k - 1, 2):
+            if _risky(np.int64(b[k0, j]), np.int64(b[k0 + 1, j])):
+                cols[r] = j
+                ks[r] = k0
+                r += 1
+    return cols[:r], ks[:r]
+
+
+@njit
+def _gemm_excess(a, b, cols, ks):
+    m = a.shape[0]
+    out = np.zeros((m, b.shape[1]), np.int32)
+    count = 0
+    for r in range(cols.shape[0]):
+        j, k0 = cols[r], ks[r]
+        b0, b1 = np.int32(b[k0, j]), np.int32(b[k0 + 1, j])
+        for i in range(m):
+            e = _sat_excess(np.int32(a[i, k0]) * b0 + np.int32(a[i, k0 + 1]) * b1)
+            if e != 0:
+                out[i, j] += e
+                count += 1
+    return out, count
+
+
+def matmul_pair_excess(a, b):
+    """Pair excess of a matmul with numpy broadcasting: a (..., M, K) u8, b (..., K, N) s8 ->
+    (excess:i32 (..., M, N), saturated pair count); each matrix product pairs from k = 0."""
+    a = np.asarray(a)
+    b = np.asarray(b)
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    if b2.ndim == 2:  # one weight matrix: all rows of a in one product
+        e, count = _gemm_excess(np.ascontiguousarray(a2.reshape(-1, a2.shape[-1])), b2, *_scan_gemm(b2))
+        excess = e.reshape(a2.shape[:-1] + (b2.shape[-1],))
+    else:
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        a3 = np.broadcast_to(a2, batch + a2.shape[-2:]).reshape((-1,) + a2.shape[-2:])
+        b3 = np.broadcast_to(b2, batch + b2.shape[-2:]).reshape((-1,) + b2.shape[-2:])
+        parts = [_gemm_excess(np.ascontiguousarray(x), np.ascontiguousarray(y), *_scan_gemm(y))
+                 for x, y in zip(a3, b3)]
+        excess = np.stack([e for e, _ in parts]).reshape(batch + (a2.shape[-2], b2.shape[-1]))
+        count = sum(c for _, c in parts)
+    if a.ndim == 1:
+        excess = excess[..., 0, :]
+    if b.ndim == 1:
+        excess = excess[..., 0]
+    return excess, int(count)
+
+
+@njit
+def _scan_conv(w):
+    """Risky pairs of raw weights (M, Cg, kH, kW) in NHWC K order: one row (m, c0, i0, j0, w0,
+    c1, i1, j1, w1) each, k = (i·kW + j)·Cg + c."""
+    m, cg, kh, kw = w.shape
+    k = kh * kw * cg
+    rows = np.empty((m * (k // 2), 9), np.int64)
+    r = 0
+    for o in range(m):
+        for k0 in range(0, k - 1, 2):
+            t0, c0 = divmod(k0, cg)
+            t1, c1 = divmod(k0 + 1, cg)
+            i0, j0 = divmod(t0, kw)
+            i1, j1 = divmod(t1, kw)
+            w0, w1 = np.int64(w[o, c0, i0, j0]), np.int64(w[o, c1, i1, j1])
+            if _risky(w0, w1):
+                rows[r, 0], rows[r, 1], rows[r, 2], rows[r, 3], rows[r, 4] = o, c0, i0, j0, w0
+                rows[r, 5], rows[r, 6], rows[r, 7], rows[r, 8] = c1, i1, j1, w1
+                r += 1
+    return rows[:r].copy()
+
+
+def pack_conv_pair_weights(w_oihw):
+    """Plan-time weight preparation for `conv_pair_excess`: (risky pair rows, weight shape)."""
+    w = np.ascontiguousarray(w_oihw)
+    return _scan_conv(w), w.shape
+
+
+@njit
+def _tap(x, n, ch, iy, ix, z):
+    if iy < 0 or iy >= x.shape[2] or ix < 0 or ix >= x.shape[3]:
+        return z
+    return np.int32(x[n, ch, iy, ix])
+
+
+@njit
+def _conv_excess(x, x_zp, rows, m, mg, cg, sh, sw, dh, dw, top, left, oh, ow):
+    n = x.shape[0]
+    out = np.zeros((n, m, oh, ow), np.int32)
+    z = np.int32(x_zp)
+    count = 0
+    for a in range(n):
+        for r in range(rows.shape[0]):
+            o = rows[r, 0]
+            base = (o // mg) * cg
+            ch0, i0, j0, w0 = base + rows[r, 1], rows[r, 2] * dh - top, rows[r, 3] * dw - left, np.int32(rows[r, 4])
+            ch1, i1, j1, w1 = base + rows[r, 5], rows[r, 6] * dh - top, rows[r, 7] * dw - left, np.int32(rows[r, 8])
+            for y in range(oh):
+                for q in range(ow):
+                    p = (_tap(x, a, ch0, y * sh + i0, q * sw + j0, z) * w0
+                         + _tap(x, a, ch1, y * sh + i1, q * sw + j1, z) * w1)
+                    e = _sat_excess(p)
+                    if e != 0:
+                        out[a, o, y, q] += e
+                        count += 1
+    return out, count
+
+
+def conv_pair_excess(x_nchw, x_zp, packed, strides, pads, dilations, group):
+    """(excess:i32 (N, M, OH, OW), saturated pair count) of a convolution of raw u8 x_nchw
+    (N, C, H, W) with the raw s8 weights packed by `pack_conv_pair_weights`; NHWC K order."""
+    rows, (m, cg, kh, kw) = packed
+    n, c, h, w = x_nchw.shape
+    oh = (h + pads[0] + pads[2] - dilations[0] * (kh - 1) - 1) // strides[0] + 1
+    ow = (w + pads[1] + pads[3] - dilations[1] * (kw - 1) - 1) // strides[1] + 1
+    out, count = _conv_excess(np.ascontiguousarray(x_nchw), int(x_zp), rows, m, m // int(group), cg,
+                              int(strides[0]), int(strides[1]), int(dilations[0]), int(dilations[1]),
+                              int(pads[0]), int(pads[1]), oh, ow)
+    return out, int(count)
