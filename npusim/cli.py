@@ -13,6 +13,7 @@ import numpy as np
 
 from . import ir
 from .errors import NpusimError
+from .ortisa import ORT_ISAS
 
 
 def _default_model():
@@ -59,7 +60,7 @@ def _load_inputs(args, session, seed):
 def _session(args):
     from .session import InferenceSession
     return InferenceSession(args.model or _default_model(), mode=args.mode, kernels=args.kernels,
-                            rounding=args.rounding, engine=args.engine)
+                            rounding=args.rounding, engine=args.engine, ort_isa=args.ort_isa)
 
 
 def cmd_run(args):
@@ -120,6 +121,10 @@ def build_parser():
         sp.add_argument("--rounding", default="double", choices=["double", "single"],
                         help="mode npu: requantization rounding, gemmlowp double or TFLite single (default double)")
         sp.add_argument("--kernels", default="fast", choices=["fast", "golden"])
+        sp.add_argument("--ort-isa", choices=list(ORT_ISAS),
+                        help="mode ort: reproduce onnxruntime's integer kernels as on this CPU family: avx2 and "
+                             "avx512core (no VNNI) sum u8*s8 pairs in a saturating int16, the VNNI/AMX families "
+                             "exactly (default: this CPU's family)")
         sp.add_argument("--engine", default="auto", choices=["auto", "direct", "bitserial"],
                         help="convolution engine: direct int8, bit-serial popcount, or auto per layer from its "
                              "weight and activation bits (default auto)")

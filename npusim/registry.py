@@ -22,6 +22,7 @@ from .ir import storage
 class OpDef:
     prepare: Callable
     macs: Callable = lambda node, in_shapes, out_shapes: 0
+    pair_excess: Callable | None = None  # (node, const, K) -> fn(*inputs) -> (excess, count), see npusim.ortisa
 
 
 def _zp(const, name, default=0):
@@ -58,35 +59,53 @@ def _window(attrs, k):
     return lambda spatial_in: fixed
 
 
-def _prep_conv(node, const, K):
-    """Weights packed once (K.pack_conv_weights); the window settled once unless auto_pad needs
-    the input size. A 1-D conv runs as 2-D with H = 1."""
-    x_name, w_name, b_name, xzp_name, wzp_name = node.inputs
-    w = const(w_name)
+def _conv_plan(node, const):
+    """(w_oihw, one_d, window, group, attrs) of a conv node: a 1-D conv runs as 2-D with H = 1."""
+    w = const(node.inputs[1])
     one_d = w.ndim == 3
     w4 = np.ascontiguousarray(w[:, :, None, :] if one_d else w)
-    m = w4.shape[0]
-    bias = np.ascontiguousarray(const(b_name) if b_name else np.zeros(m, np.int32), np.int32)
-    k = w4.shape[2:]
     a = dict(node.attrs)
     if one_d:
         a.update(strides=(1,) + tuple(a["strides"]), dilations=(1,) + tuple(a["dilations"]),
                  pads=(0, a["pads"][0], 0, a["pads"][1]) if a["pads"] else (0, 0, 0, 0))
-    window = _window(a, k)
-    group = int(a["group"])
+    return w4, one_d, _window(a, w4.shape[2:]), int(a["group"]), a
+
+
+def _conv_pair_excess(node, const, K):
+    """-> excess(*inputs) = (onnxruntime's int16 pair excess in the accumulator's layout, saturated
+    pair count) of a conv that onnxruntime runs through its U8S8 kernels (npusim.ortisa); the
+    inputs as the node has them (x, w, bias, x_zp, w_zp)."""
+    w4, one_d, window, group, _ = _conv_plan(node, const)
+    pairs = K.pack_conv_pair_weights(w4)
+    xz_c = _zp(const, node.inputs[3])
+
+    def excess(x, w=None, b=None, x_zp=None, w_zp=None):
+        x4 = x[:, :, None, :] if one_d else x
+        e, count = K.conv_pair_excess(x4, _scalar(xz_c if xz_c is not None else x_zp), pairs, *window(x4.shape[2:]),
+                                      group)
+        return (e[:, :, 0, :] if one_d else e), count
+    return excess
+
+
+def _prep_conv(node, const, K):
+    """Weights packed once (K.pack_conv_weights); the window settled once unless auto_pad needs
+    the input size. With `pair_sat16`, onnxruntime's int16 pair excess is added (npusim.ortisa)."""
+    x_name, w_name, b_name, xzp_name, wzp_name = node.inputs
+    w4, one_d, window, group, a = _conv_plan(node, const)
+    m = w4.shape[0]
+    bias = np.ascontiguousarray(const(b_name) if b_name else np.zeros(m, np.int32), np.int32)
     xzp_c, wzp_c = _zp(const, xzp_name), _zp(const, wzp_name)
     xz_fixed = None if xzp_c is None else _scalar(xzp_c)
+    excess = _conv_pair_excess(node, const, K) if a.get("pair_sat16") else None
 
     def wzp_vec(v):
         return np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.int32).reshape(-1), (m,)), np.int32)
 
-    pairs = K.pack_conv_pair_weights(w4) if a.get("pair_sat16") else None
-
-    def saturate(acc, x4, xz, s, p, d):
-        """onnxruntime's int16 pair saturation (npusim.ortisa), added to the exact accumulator."""
-        if pairs is not None:
-            acc += K.conv_pair_excess(x4, xz, pairs, s, p, d, group)[0]
-        return acc[:, :, 0, :] if one_d else acc
+    def finish(acc4, x, x_zp):
+        acc = acc4[:, :, 0, :] if one_d else acc4
+        if excess is not None:
+            acc += excess(x, None, None, x_zp)[0]
+        return (acc,)
 
     if a.get("engine") == "bitserial" and wzp_c is not None and xz_fixed is not None:
         xb, xs = a["x_bits"]
@@ -95,7 +114,7 @@ def _prep_conv(node, const, K):
         def run_bitserial(x, *_):
             x4 = x[:, :, None, :] if one_d else x
             s, p, d = window(x4.shape[2:])
-            return (saturate(K.bitserial_conv_acc(x4, xz_fixed, xb, xs, packed, s, p, d, group), x4, xz_fixed, s, p, d),)
+            return finish(K.bitserial_conv_acc(x4, xz_fixed, xb, xs, packed, s, p, d, group), x, None)
         return run_bitserial
     packed = None if wzp_c is None else K.pack_conv_weights(w4, wzp_vec(wzp_c), bias)
 
@@ -104,8 +123,19 @@ def _prep_conv(node, const, K):
         s, p, d = window(x4.shape[2:])
         xz = xz_fixed if xz_fixed is not None else _scalar(x_zp)
         pk = packed if packed is not None else K.pack_conv_weights(w4, wzp_vec(w_zp), bias)
-        return (saturate(K.conv_acc_packed(x4, xz, pk, s, p, d, group), x4, xz, s, p, d),)
+        return finish(K.conv_acc_packed(x4, xz, pk, s, p, d, group), x, x_zp)
     return run
+
+
+def _matmul_pair_excess(node, const, K):
+    """-> excess(*inputs) = (onnxruntime's int16 pair excess, saturated pair count) of a matmul or
+    gemm onnxruntime runs through its U8S8 kernels; the inputs as the node has them (a, b, ...)."""
+    b_c = const(node.inputs[1])
+    if node.op == "gemm":
+        b_c = np.ascontiguousarray(b_c.T if int(node.attrs["transB"]) else b_c)
+        trans_a = int(node.attrs["transA"])
+        return lambda a, *_: K.matmul_pair_excess(np.ascontiguousarray(a.T) if trans_a else a, b_c)
+    return lambda a, b=None, *_: K.matmul_pair_excess(a, b_c if b_c is not None else b)
 
 
 ENGINES = ("auto", "direct", "bitserial")
@@ -152,15 +182,15 @@ def _prep_matmul(node, const, K):
     b_c = const(b_name)
     azp_c, bzp_c = (None if v is None else np.asarray(v, np.int32) for v in (_zp(const, azp_name), _zp(const, bzp_name)))
 
-    saturate = bool(node.attrs.get("pair_sat16"))
+    excess = _matmul_pair_excess(node, const, K) if node.attrs.get("pair_sat16") else None
 
     def run(a, b=None, a_zp=None, b_zp=None):
         bb = b_c if b_c is not None else b
         az = azp_c if azp_c is not None else np.asarray(a_zp, np.int32)
         bz = bzp_c if bzp_c is not None else np.asarray(b_zp, np.int32)
         acc = K.matmul_acc(a, az, bb, bz)
-        if saturate:  # onnxruntime's int16 pair saturation (npusim.ortisa)
-            acc += K.matmul_pair_excess(a, bb)[0]
+        if excess is not None:  # onnxruntime's int16 pair saturation (npusim.ortisa)
+            acc += excess(a, bb)[0]
         return (acc,)
     return run
 
@@ -174,13 +204,12 @@ def _prep_gemm(node, const, K):
     az = np.asarray(_zp(const, azp_name), np.int32)
     bz = np.asarray(_zp(const, bzp_name), np.int32).reshape(-1)
 
-    saturate = bool(node.attrs.get("pair_sat16"))
+    excess = _matmul_pair_excess(node, const, K) if node.attrs.get("pair_sat16") else None
 
     def run(a, *_):
-        a = np.ascontiguousarray(a.T) if trans_a else a
-        acc = K.matmul_acc(a, az, b, bz)
-        if saturate:  # onnxruntime's int16 pair saturation (npusim.ortisa)
-            acc += K.matmul_pair_excess(a, b)[0]
+        acc = K.matmul_acc(np.ascontiguousarray(a.T) if trans_a else a, az, b, bz)
+        if excess is not None:  # onnxruntime's int16 pair saturation (npusim.ortisa)
+            acc += excess(a)[0]
         return (acc if c is None else (acc + c).astype(np.int32),)
     return run
 
@@ -322,9 +351,9 @@ def _prep_sign(node, const, K):
 
 
 OPS: dict[str, OpDef] = {
-    "conv": OpDef(_prep_conv, _conv_macs),
-    "matmul": OpDef(_prep_matmul, _matmul_macs),
-    "gemm": OpDef(_prep_gemm, _matmul_macs),
+    "conv": OpDef(_prep_conv, _conv_macs, _conv_pair_excess),
+    "matmul": OpDef(_prep_matmul, _matmul_macs, _matmul_pair_excess),
+    "gemm": OpDef(_prep_gemm, _matmul_macs, _matmul_pair_excess),
     "requantize": OpDef(_prep_requantize),
     "add": OpDef(_prep_binary("qlinear_add")),
     "mul": OpDef(_prep_binary("qlinear_mul")),

@@ -74,6 +74,35 @@ def inspect_text(session, values) -> str:
                f"layers; mode npu fuses them into the layer's right shift" if wess else ""))
 
 
+def _saturation_lines(report) -> list[str]:
+    """The emulated onnxruntime family, and per U8S8 layer what the int16 pair saturation of
+    onnxruntime's non-VNNI kernels does there (npusim.ortisa)."""
+    from .ortisa import SATURATING, describe, host_ort_isa
+
+    lines = [f"onnxruntime integer kernels emulated: {describe(report.ort_isa)}"]
+    sat = report.saturation
+    hit = [c for c in sat if c.pairs]
+    if not sat:
+        return lines + ["u8·s8 layers (int16 pair saturation without VNNI): none in this model"]
+    if report.ort_isa in SATURATING:
+        lines.append(f"u8·s8 layers: {len(sat)}, with int16 pair saturation in {len(hit)}"
+                     + (" (onnxruntime's result against the exact integer result):" if hit else ""))
+    else:
+        lines.append(f"u8·s8 layers: {len(sat)}; on CPUs without VNNI ({', '.join(SATURATING)}) onnxruntime "
+                     f"would saturate int16 pair sums in {len(hit)}" + (" (not on this family):" if hit else ""))
+    rows = [{"layer": c.layer, "saturated_pairs": c.pairs,
+             "acc_changed": f"{c.acc_changed}/{c.acc_elements}", "max_acc_diff": c.max_acc_diff,
+             "out_changed": c.out_changed, "max_out_lsb": c.max_out_diff}
+            for c in sorted(hit, key=lambda c: -c.pairs)[:20]]
+    if rows:
+        lines.append(format_table(rows, ["layer", "saturated_pairs", "acc_changed", "max_acc_diff", "out_changed",
+                                         "max_out_lsb"]))
+    host = host_ort_isa()
+    if (host in SATURATING) != (report.ort_isa in SATURATING):
+        lines.append(f"note: this CPU's onnxruntime computes as family {host}, and the comparison above is with it")
+    return lines
+
+
 def verify_text(report) -> str:
     mode = report.mode + (f" ({report.rounding} rounding)" if report.rounding else "")
     lines = [f"model: {report.model}", f"mode: {mode}, input sets: {report.input_sets}", ""]
@@ -91,6 +120,8 @@ def verify_text(report) -> str:
     kinds = Counter(op.split(":")[0] for op in report.host_ops)
     lines.append(f"host ops ({len(report.host_ops)}, run by onnxruntime; names in --json): "
                  + (", ".join(f"{k} x{v}" for k, v in kinds.most_common()) if kinds else "none"))
+    if report.mode == "ort":
+        lines.extend(_saturation_lines(report))
     if report.mode == "npu":
         lines.append(f"host fallback at inference: {len(report.host_fallback)} islands"
                      + (" (" + "; ".join(report.host_fallback[:5]) + (", ..." if len(report.host_fallback) > 5 else "")

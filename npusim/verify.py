@@ -19,7 +19,7 @@ import numpy as np
 
 from . import frontend
 from .ir import is_quantized
-from .session import InferenceSession
+from .session import InferenceSession, kernel_set
 
 
 @dataclass
@@ -43,6 +43,50 @@ class Compare:
 
 
 @dataclass
+class Saturation:
+    """onnxruntime's int16 pair saturation in one layer it runs through its U8S8 kernels, over all
+    input sets: what its result is on CPUs without VNNI (families avx2, avx512core) against the
+    exact integer result (npusim.ortisa), whichever family the session emulates."""
+    layer: str
+    pairs: int = 0  # pair sums a[2j]·b[2j] + a[2j+1]·b[2j+1] outside int16
+    acc_changed: int = 0  # accumulator elements that differ from the exact sum
+    acc_elements: int = 0
+    max_acc_diff: int = 0  # max |saturated accumulator − exact accumulator|
+    out_changed: int = 0  # output codes that differ (after requantization, when the layer has one)
+    max_out_diff: int = 0  # in output LSBs
+
+    def add(self, excess, count, y_sat, y_exact):
+        self.pairs += count
+        self.acc_changed += int(np.count_nonzero(excess))
+        self.acc_elements += excess.size
+        self.max_acc_diff = max(self.max_acc_diff, int(np.abs(excess.astype(np.int64)).max(initial=0)))
+        d = np.abs(y_sat.astype(np.int64) - y_exact.astype(np.int64))
+        self.out_changed += int(np.count_nonzero(d))
+        self.max_out_diff = max(self.max_out_diff, int(d.max(initial=0)))
+
+
+class _SaturationProbe:
+    """Measures `Saturation` of one U8S8 node from the values of a run (npusim.ortisa)."""
+
+    def __init__(self, node, graph, K):
+        from .registry import OPS
+
+        const = graph.constants.get
+        self.stats = Saturation(node.source or node.name)
+        self.node, self.acc = node, node.outputs[0]
+        self.excess_of = OPS[node.op].pair_excess(node, const, K)
+        req = next((r for r in graph.nodes if r.op == "requantize" and r.inputs[0] == self.acc), None)
+        self.requant = OPS["requantize"].prepare(req, const, K) if req is not None else (lambda v: (v,))
+        self.saturating = bool(node.attrs.get("pair_sat16"))
+
+    def __call__(self, values):
+        e, count = self.excess_of(*[values.get(i) for i in self.node.inputs])
+        a = values[self.acc]
+        a_sat, a_exact = (a, a - e) if self.saturating else (a + e, a)
+        self.stats.add(e, count, self.requant(a_sat)[0], self.requant(a_exact)[0])
+
+
+@dataclass
 class VerifyReport:
     model: str
     mode: str
@@ -54,6 +98,8 @@ class VerifyReport:
     reference: list = field(default_factory=list)  # mode "npu": every quantized tensor vs fakequant
     layerwise: list = field(default_factory=list)  # mode "npu": each op on onnxruntime's inputs vs onnxruntime
     host_fallback: list = field(default_factory=list)  # islands onnxruntime runs at each inference
+    ort_isa: str = ""  # mode "ort": the emulated family of onnxruntime's integer kernels
+    saturation: list = field(default_factory=list)  # mode "ort": Saturation per U8S8 layer
 
     @property
     def bit_exact(self) -> bool:
@@ -63,7 +109,10 @@ class VerifyReport:
         return all(c.exact == c.elements for c in checked)
 
     def to_dict(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k not in ("outputs", "intermediates", "reference", "layerwise")}
+        d = {k: v for k, v in asdict(self).items()
+             if k not in ("outputs", "intermediates", "reference", "layerwise", "saturation")}
+        if self.mode == "ort":
+            d["saturation"] = [asdict(c) for c in self.saturation]
         d["bit_exact"] = self.bit_exact
         d["outputs"] = [dict(asdict(c), exact_fraction=c.exact_fraction) for c in self.outputs]
         if self.mode == "npu":
@@ -105,7 +154,10 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
     ref_inner = ort.InferenceSession(exposed, so, providers=["CPUExecutionProvider"])
     inner_names = [o.name for o in ref_inner.get_outputs() if o.name in set(inner)]
 
-    report = VerifyReport(str(model_path), mode, len(feeds_list), rounding=sess.rounding if mode == "npu" else "")
+    report = VerifyReport(str(model_path), mode, len(feeds_list), rounding=sess.rounding if mode == "npu" else "",
+                          ort_isa=sess.ort_isa or "")
+    K = kernel_set(sess.kernels)
+    probes = [_SaturationProbe(n, g, K) for n in g.nodes if n.attrs.get("ort_u8s8")] if mode == "ort" else []
     outs = {n: Compare(n) for n in g.outputs}
     refs = {n: Compare(n) for n in g.tensors if n in produced and is_quantized(g.tensors[n].dtype)}
     mids = {n: Compare(n) for n in inner_names}
@@ -113,6 +165,8 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
     lsbs = {n: _lsb(sess, n) for n in g.outputs}
     for feeds in feeds_list:
         values = sess.run_all(feeds)
+        for probe in probes:
+            probe(values)
         for name, want in zip(g.outputs, ref.run(list(g.outputs), feeds)):
             outs[name].add(values[name], want, lsbs[name])
         ort_inner = dict(zip(inner_names, ref_inner.run(inner_names, feeds)))
@@ -132,5 +186,6 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
     report.layerwise = list(layer.values()) if mode == "npu" else []
     report.host_fallback = list(sess.host_fallback)
     report.intermediates = list(mids.values())
+    report.saturation = [p.stats for p in probes]
     report.host_ops = [op for n in g.host_nodes() for op in n.attrs["ops"]]
     return report
