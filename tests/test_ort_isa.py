@@ -1,7 +1,9 @@
 """Mode "ort" per instruction-set family of onnxruntime's integer kernels (npusim.ortisa).
 
 * Every case onnxruntime 1.32.0 recorded on an AVX2-only CPU (../shared/ort-fixtures/avx2) is
-  reproduced bit for bit by `ort_isa="avx2"`, on any machine, with both kernel sets.
+  reproduced bit for bit by `ort_isa="avx2"`, on any machine, with both kernel sets; the
+  saturation-prone cases recorded on an AVX-512 VNNI CPU (tests/fixtures/ort_vnni, record.py
+  there) by `ort_isa="avx512vnni"`.
 * The fast pair-excess kernels equal the golden ones on saturating data (hypothesis).
 * The live comparison with this CPU's onnxruntime is in test_ort_single_ops.py and the zoo tests
   (the session's default family is the host's).
@@ -22,14 +24,25 @@ from npusim_kernels.golden import pairsat as golden
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "ort-fixtures" / "avx2"
 _MANIFEST = FIXTURES / "manifest.json"
 CASES = json.loads(_MANIFEST.read_text())["cases"] if _MANIFEST.exists() else []
+VNNI = Path(__file__).resolve().parent / "fixtures" / "ort_vnni"
+VNNI_CASES = json.loads((VNNI / "manifest.json").read_text())["cases"]
 
 
-def _run_fixture(case, kernels):
-    z = np.load(FIXTURES / case["data"])
+def _run_fixture(case, kernels, folder=FIXTURES, isa="avx2"):
+    z = np.load(folder / case["data"])
     feeds = {k[len("in__"):]: z[k] for k in z.files if k.startswith("in__")}
-    sess = npusim.InferenceSession(str(FIXTURES / case["model"]), ort_isa="avx2", kernels=kernels)
+    sess = npusim.InferenceSession(str(folder / case["model"]), ort_isa=isa, kernels=kernels)
     outs = sess.run(list(case["outputs"]), feeds)
     return sess, [(o, z[f"out__default__{name}"]) for o, name in zip(outs, case["outputs"])]
+
+
+@pytest.mark.parametrize("case", VNNI_CASES, ids=[c["name"] for c in VNNI_CASES])
+def test_vnni_fixture_reproduced(case):
+    sess, pairs = _run_fixture(case, "fast", VNNI, "avx512vnni")
+    assert pairs and all(want.size for _, want in pairs)
+    for got, want in pairs:
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.skipif(not CASES, reason=f"onnxruntime AVX2 fixtures not found at {FIXTURES}")
