@@ -26,15 +26,6 @@ def _risky(b0, b1):
 
 
 @njit
-def _sat_excess(p):
-    if p > 32767:
-        return 32767 - p
-    if p < -32768:
-        return -32768 - p
-    return 0
-
-
-@njit
 def _scan_gemm(b):
     """Risky pairs of b (K, N): arrays (column, k0) with k0 even and k0 + 1 < K."""
     k, n = b.shape
@@ -52,18 +43,24 @@ def _scan_gemm(b):
 
 @njit
 def _gemm_excess(a, b, cols, ks):
+    """a (M, K) read as a^T (K, M), so each pair's two rows are contiguous; branch-free: the
+    excess e = clamp(p, −32768, 32767) − p is added everywhere (0 where p fits)."""
     m = a.shape[0]
-    out = np.zeros((m, b.shape[1]), np.int32)
+    at = np.ascontiguousarray(a.T)
+    out_t = np.zeros((b.shape[1], m), np.int32)
     count = 0
     for r in range(cols.shape[0]):
         j, k0 = cols[r], ks[r]
         b0, b1 = np.int32(b[k0, j]), np.int32(b[k0 + 1, j])
+        src0, src1, dst = at[k0], at[k0 + 1], out_t[j]
+        hits = 0
         for i in range(m):
-            e = _sat_excess(np.int32(a[i, k0]) * b0 + np.int32(a[i, k0 + 1]) * b1)
-            if e != 0:
-                out[i, j] += e
-                count += 1
-    return out, count
+            p = np.int32(src0[i]) * b0 + np.int32(src1[i]) * b1
+            e = min(max(p, -32768), 32767) - p
+            dst[i] += e
+            hits += e != 0
+        count += hits
+    return out_t.T.copy(), count
 
 
 def matmul_pair_excess(a, b):
@@ -120,32 +117,35 @@ def pack_conv_pair_weights(w_oihw):
 
 
 @njit
-def _tap(x, n, ch, iy, ix, z):
-    if iy < 0 or iy >= x.shape[2] or ix < 0 or ix >= x.shape[3]:
-        return z
-    return np.int32(x[n, ch, iy, ix])
-
-
-@njit
-def _conv_excess(x, x_zp, rows, m, mg, cg, sh, sw, dh, dw, top, left, oh, ow):
-    n = x.shape[0]
+def _conv_excess(x, x_zp, rows, m, mg, cg, sh, sw, dh, dw, top, left, bottom, right, oh, ow):
+    """Per image: x zero-padded with the raw x_zp (int32, C × (H + top + bottom) × (W + left +
+    right)), then for each risky pair a branch-free loop over the output plane:
+    e = clamp(p, −32768, 32767) − p is added everywhere (0 where p fits)."""
+    n, c, h, w = x.shape
     out = np.zeros((n, m, oh, ow), np.int32)
-    z = np.int32(x_zp)
+    xp = np.full((c, h + top + bottom, w + left + right), np.int32(x_zp), np.int32)
     count = 0
     for a in range(n):
+        for ch in range(c):
+            for i in range(h):
+                for j in range(w):
+                    xp[ch, top + i, left + j] = x[a, ch, i, j]
         for r in range(rows.shape[0]):
             o = rows[r, 0]
             base = (o // mg) * cg
-            ch0, i0, j0, w0 = base + rows[r, 1], rows[r, 2] * dh - top, rows[r, 3] * dw - left, np.int32(rows[r, 4])
-            ch1, i1, j1, w1 = base + rows[r, 5], rows[r, 6] * dh - top, rows[r, 7] * dw - left, np.int32(rows[r, 8])
+            ch0, i0, j0, w0 = base + rows[r, 1], rows[r, 2] * dh, rows[r, 3] * dw, np.int32(rows[r, 4])
+            ch1, i1, j1, w1 = base + rows[r, 5], rows[r, 6] * dh, rows[r, 7] * dw, np.int32(rows[r, 8])
             for y in range(oh):
+                src0 = xp[ch0, y * sh + i0]
+                src1 = xp[ch1, y * sh + i1]
+                dst = out[a, o, y]
+                hits = 0
                 for q in range(ow):
-                    p = (_tap(x, a, ch0, y * sh + i0, q * sw + j0, z) * w0
-                         + _tap(x, a, ch1, y * sh + i1, q * sw + j1, z) * w1)
-                    e = _sat_excess(p)
-                    if e != 0:
-                        out[a, o, y, q] += e
-                        count += 1
+                    p = src0[q * sw + j0] * w0 + src1[q * sw + j1] * w1
+                    e = min(max(p, -32768), 32767) - p
+                    dst[q] += e
+                    hits += e != 0
+                count += hits
     return out, count
 
 
@@ -158,5 +158,5 @@ def conv_pair_excess(x_nchw, x_zp, packed, strides, pads, dilations, group):
     ow = (w + pads[1] + pads[3] - dilations[1] * (kw - 1) - 1) // strides[1] + 1
     out, count = _conv_excess(np.ascontiguousarray(x_nchw), int(x_zp), rows, m, m // int(group), cg,
                               int(strides[0]), int(strides[1]), int(dilations[0]), int(dilations[1]),
-                              int(pads[0]), int(pads[1]), oh, ow)
+                              int(pads[0]), int(pads[1]), int(pads[2]), int(pads[3]), oh, ow)
     return out, int(count)
