@@ -141,7 +141,7 @@ class InferenceSession:
         except NpusimError:
             raise
         except Exception as e:
-            raise NpusimError(f"node {node.name!r} ({node.op}): cannot plan: {e}") from None
+            raise _node_error(node, e, f"node {node.name!r} ({node.op}): cannot plan: {e}") from None
 
     # ---------------------------------------------------------------- onnxruntime-shaped API
     def get_inputs(self) -> list[NodeArg]:
@@ -190,10 +190,32 @@ class InferenceSession:
             except Exception as e:
                 n = step.node
                 msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-                raise NpusimError(f"node {n.source or n.name!r} ({n.op}): {msg}") from None
+                raise _node_error(n, e, f"node {n.source or n.name!r} ({n.op}): {msg}") from None
             for i, v in zip(step.outputs, outs):
                 values[i] = v
         return values
+
+
+def _node_error(node: ir.Node, e: Exception, model_error: str) -> NpusimError:
+    """The one-line error of a node whose plan or kernel raised `e`: `model_error`, unless an
+    ImportError is in the chain of `e` (a Python package is missing, not the model wrong;
+    Numba raises one for np.dot without scipy), which is then named with what needed it."""
+    imp, name, seen = None, None, set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, ImportError):
+            imp = imp or e
+            name = name or e.name
+        e = e.__cause__ or e.__context__
+    if imp is None:
+        return NpusimError(model_error)
+    msg = str(imp).splitlines()[0] if str(imp) else type(imp).__name__
+    if name is None:
+        return NpusimError(f"missing dependency, not a model error: {msg} (node {node.source or node.name!r} "
+                           f"({node.op}) needs it)")
+    package = name.split(".")[0]
+    return NpusimError(f"missing dependency {package!r}, not a model error: {msg} (node "
+                       f"{node.source or node.name!r} ({node.op}) needs it; pip install {package})")
 
 
 def check_feeds(graph: ir.Graph, feeds) -> dict:
