@@ -42,10 +42,11 @@ def _shapes(args):
 
 
 def _load_inputs(args, session, seed):
-    from .feeds import random_feeds
+    from .feeds import check_shape_names, random_feeds
 
-    feeds = random_feeds(session.graph, seed, _shapes(args)) if len(args.input or []) < len(session.graph.inputs) \
-        else {}
+    shapes = _shapes(args)
+    check_shape_names(session.graph, shapes)
+    feeds = random_feeds(session.graph, seed, shapes) if not _every_input_given(args, session) else {}
     for name, path in _parse_kv(args.input, "--input").items():
         try:
             feeds[name] = np.load(path, allow_pickle=False)
@@ -55,6 +56,21 @@ def _load_inputs(args, session, seed):
             raise NpusimError(f"--input {name}={path}: not a .npy array file"
                               + ("" if "pickle" in str(e) else f" ({e})")) from None
     return feeds
+
+
+def _every_input_given(args, session) -> bool:
+    return set(session.graph.inputs) <= set(_parse_kv(args.input, "--input"))
+
+
+def _input_sets(args, session) -> list[dict]:
+    """verify's input sets: `--inputs` seeded random sets (default 3), or the one set of
+    `--input` files when they give every input (more sets would repeat it: refused)."""
+    if _every_input_given(args, session):
+        if args.inputs not in (None, 1):
+            raise NpusimError(f"--inputs {args.inputs}: every input is given with --input, so there is one input "
+                              f"set; --inputs counts random sets")
+        return [_load_inputs(args, session, args.seed)]
+    return [_load_inputs(args, session, args.seed + i) for i in range(3 if args.inputs is None else args.inputs)]
 
 
 def _session(args):
@@ -83,9 +99,15 @@ def cmd_verify(args):
     from .report import verify_text
     from .verify import verify
 
+    model = args.model or _default_model()
+    if args.inputs is not None and args.inputs < 1:
+        raise NpusimError(f"--inputs {args.inputs}: expected at least 1 input set (0 would compare nothing)")
+    if model.endswith(".npz"):
+        raise NpusimError(f"{model}: verify needs the ONNX model (onnxruntime, the reference, runs the .onnx file; "
+                          f"an npusim IR has none): give the .onnx the IR was made from")
     sess = _session(args)
-    feeds = [_load_inputs(args, sess, args.seed + i) for i in range(args.inputs)]
-    report = verify(args.model or _default_model(), feeds, args.mode, args.kernels, session=sess)
+    feeds = _input_sets(args, sess)
+    report = verify(model, feeds, args.mode, args.kernels, session=sess)
     fid = None
     if args.float_model:
         from .fidelity import fidelity, fidelity_text
@@ -113,8 +135,8 @@ def build_parser():
     p = argparse.ArgumentParser(prog="npusim", description="Simulate a quantized ONNX model on an integer NPU.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp):
-        sp.add_argument("model", nargs="?", help="ONNX model or npusim IR (.npz); default: the shipped digits model")
+    def common(sp, model_help="ONNX model or npusim IR (.npz)"):
+        sp.add_argument("model", nargs="?", help=f"{model_help}; default: the shipped digits model")
         sp.add_argument("--mode", default="ort", choices=["ort", "npu"],
                         help="arithmetic: ort = onnxruntime's (bit-exact with it), npu = integer fixed point "
                              "(default ort)")
@@ -138,8 +160,10 @@ def build_parser():
     r.add_argument("-o", "--output", metavar="OUT.npz", help="write the outputs here")
     r.set_defaults(func=cmd_run)
     v = sub.add_parser("verify", help="compare with onnxruntime; exit 0 only when bit-exact")
-    common(v)
-    v.add_argument("--inputs", type=int, default=3, help="number of random input sets (default 3)")
+    common(v, "quantized ONNX model (not an IR .npz: onnxruntime, the reference, runs the ONNX file)")
+    v.add_argument("--inputs", type=int, metavar="N",
+                   help="number of random input sets (default 3); when --input gives every input, the one set "
+                        "of those files")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.add_argument("--float-model", metavar="F.onnx",
                    help="also report SQNR per layer and at the outputs, and top-1 agreement, against this float model")

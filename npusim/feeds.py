@@ -34,8 +34,17 @@ def format_shape(shape) -> str:
     return "(" + ", ".join(str(d) if isinstance(d, int) and d > 0 else str(d or "?") for d in shape) + ")"
 
 
+def check_shape_names(graph, shapes: dict) -> None:
+    """Every name given a shape (`--shape NAME=...`) must be an input of the graph."""
+    for name in shapes:
+        if name not in graph.inputs:
+            raise NpusimError(f"--shape {name}=...: the model has no input {name!r}; its inputs are: "
+                              f"{', '.join(graph.inputs)}")
+
+
 def random_feeds(graph, seed: int, shapes: dict | None = None) -> dict[str, np.ndarray]:
     """One feed dict: float inputs uniform in [-1, 1), integer inputs uniform over their range."""
+    check_shape_names(graph, shapes or {})
     rng = np.random.default_rng(seed)
     feeds = {}
     for name in graph.inputs:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import frontend
+from .errors import NpusimError
 from .ir import is_quantized
 from .session import InferenceSession, kernel_set
 
@@ -143,6 +144,11 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
 
     sess = session or InferenceSession(model_path, mode=mode, kernels=kernels, rounding=rounding)
     g = sess.graph
+    if all(n.op == "host" for n in g.nodes):
+        raise NpusimError(f"{model_path}: nothing to compare: the model has no integer op (onnxruntime would run "
+                          f"all of it on both sides); verify takes a quantized model")
+    if not feeds_list:
+        raise NpusimError("nothing to compare: no input sets")
     ref = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     produced = {o for n in g.nodes for o in n.outputs}
     inner = [t for t in produced if is_quantized(g.tensors[t].dtype) and t not in g.outputs]
