@@ -2,6 +2,12 @@
 
 The pipeline, in order (`quantize`):
 
+0. A model below opset 13 is converted to opset 13 (onnx's version converter; QDQ carries
+   per-channel axes from 13), and every Constant node becomes an initializer
+   (`fold_constant_nodes`: paddle2onnx, which exported rapidocr's models, puts every weight
+   there). A layer weight still computed by other nodes from constants is refused, and so is a
+   model without a Conv/ConvTranspose/Gemm/MatMul of constant weight (nothing to quantize).
+   A batch dimension of -1 (as paddle2onnx writes it) is dynamic, as onnxruntime takes it.
 1. `fold_batchnorm`: every BatchNormalization that follows a Conv, or a ConvTranspose
    (optionally through a per-channel bias Add), is folded into that op's weights and bias.
 2. onnxruntime's `quantize_static` calibrates (MinMax, Percentile or Entropy) and writes the
@@ -58,7 +64,30 @@ WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _FUSED_ACTIVATIONS = ("Relu", "Clip")  # onnxruntime folds these into the producing quantized op
 
 
-# ---------------------------------------------------------------- BatchNormalization folding
+# ---------------------------------------------------------------- Constant nodes and BatchNormalization folding
+
+def fold_constant_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Turn every Constant node of the main graph into an initializer of the same name, in
+    place; returns `model`. Exporters such as paddle2onnx (rapidocr's models) put every weight
+    and batch-norm parameter in a Constant node: as initializers, fold_batchnorm and the weight
+    quantization see them. Values are unchanged (a Constant is its value)."""
+    g = model.graph
+    for node in [n for n in g.node if n.op_type == "Constant" and n.domain in ("", "ai.onnx")]:
+        at = node.attribute[0]
+        if at.type == onnx.AttributeProto.TENSOR:
+            arr = numpy_helper.to_array(at.t)
+        elif at.name in _CONSTANT_LISTS:
+            arr = np.array(helper.get_attribute_value(at), _CONSTANT_LISTS[at.name])
+        else:
+            continue  # sparse or string constants carry no weight
+        g.initializer.append(numpy_helper.from_array(arr, node.output[0]))
+        g.node.remove(node)
+    return model
+
+
+_CONSTANT_LISTS = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64,
+                   "value_ints": np.int64}
+
 
 def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fold BatchNormalization into the op before it, in place; returns `model`.
@@ -279,9 +308,10 @@ def calibrate(float_model, calibration_data_reader, *, scheme="per-channel", cal
     _check_choice("calibration", calibration, CALIBRATIONS)
     _check_choice("quant_format", quant_format, FORMATS)
     _check_choice("activation_type", activation_type, ACTIVATION_TYPES)
-    model = _load_float(float_model)
+    model = fold_constant_nodes(_opset_at_least_13(_load_float(float_model), float_model))
     fold_batchnorm(model)
     layers = [n for n in model.graph.node if _is_weight_layer(model, n)]
+    _check_weights_constant(model, float_model, layers)
     with tempfile.TemporaryDirectory(prefix="npusim-quantize-") as tmp:
         folded, quantized = os.path.join(tmp, "folded.onnx"), os.path.join(tmp, "quantized.onnx")
         onnx.save(model, folded)
@@ -334,6 +364,37 @@ def _load_float(float_model) -> onnx.ModelProto:
         raise NpusimError(f"{float_model}: already quantized (has {', '.join(quantized)} nodes); "
                           f"quantize takes a float model")
     return model
+
+
+def _opset_at_least_13(model, where) -> onnx.ModelProto:
+    """The model converted to opset 13 (onnx's version converter) when its default opset is older:
+    QDQ carries per-channel axes from opset 13 (onnxruntime's quantizer writes them regardless)."""
+    from onnx import version_converter
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if opset >= 13:
+        return model
+    try:
+        return version_converter.convert_version(model, 13)
+    except Exception as e:
+        raise NpusimError(f"{where}: opset {opset}: onnx cannot convert it to opset 13, which quantization "
+                          f"needs: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def _check_weights_constant(model, where, layers):
+    """Refuse a model that leaves nothing to quantize, or whose layer weights are computed from
+    constants by other nodes (a Constant -> Transpose, say: npusim quantizes initializer weights)."""
+    inits = {t.name for t in model.graph.initializer}
+    varying = {vi.name for vi in model.graph.input if vi.name not in inits}
+    for n in model.graph.node:  # topological order: a node's output varies if one of its inputs does
+        if any(i in varying for i in n.input):
+            varying.update(n.output)
+    for n in model.graph.node:
+        if n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] not in inits and n.input[1] not in varying:
+            raise NpusimError(f"{where}: layer {n.name!r} ({n.op_type}): its weight {n.input[1]!r} is computed from "
+                              f"constants by other nodes; fold them first (onnxruntime.quantization.quant_pre_process)")
+    if not layers:
+        raise NpusimError(f"{where}: nothing to quantize: no {'/'.join(WEIGHT_OPS)} layer with a constant weight")
 
 
 def _is_weight_layer(model, node) -> bool:
@@ -402,7 +463,7 @@ class _CheckedReader:
             x = np.asarray(feeds[name])
             if x.dtype != np.float32:
                 raise NpusimError(f"{where}: input {name!r} is {x.dtype}, expected float32")
-            if x.ndim != len(dims) or any(isinstance(d, int) and d and d != s for d, s in zip(dims, x.shape)):
+            if x.ndim != len(dims) or any(isinstance(d, int) and d > 0 and d != s for d, s in zip(dims, x.shape)):
                 raise NpusimError(f"{where}: input {name!r} has shape {x.shape}, the model expects "
                                   f"{format_shape(dims)}")
         self.count += 1
@@ -573,14 +634,22 @@ class FeedsReader:
 
 class NpzReader:
     """A CalibrationDataReader over arrays keyed by input name, first axis = samples; sample i
-    is fed as arr[i:i+1]. A single-array file may use any key when the model has one input."""
+    is fed as arr[i:i+1]. A single-array file may use any key when the model has one input,
+    and a model of one input may also take a .npy file (its one array)."""
 
     def __init__(self, path, input_names: list[str]):
         try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.ndarray):
+                with loaded as z:
+                    arrays = {k: z[k] for k in z.files}
         except (OSError, ValueError) as e:
-            raise NpusimError(f"--calib {path}: cannot read .npz arrays ({e})") from None
+            raise NpusimError(f"--calib {path}: cannot read .npz or .npy arrays ({e})") from None
+        if isinstance(loaded, np.ndarray):
+            if len(input_names) != 1:
+                raise NpusimError(f"--calib {path}: one .npy array, but the model has {len(input_names)} inputs "
+                                  f"({', '.join(input_names)}): give an .npz with an array per input name")
+            arrays = {input_names[0]: loaded}
         if len(input_names) == 1 and len(arrays) == 1:
             arrays = {input_names[0]: next(iter(arrays.values()))}
         missing = [n for n in input_names if n not in arrays]
@@ -608,7 +677,8 @@ def register(subparsers):
     q.add_argument("-o", "--output", metavar="OUT.onnx", required=True,
                    help="the quantized model; the npusim IR goes beside it (.npz)")
     q.add_argument("--calib", metavar="DATA.npz", required=True,
-                   help="calibration inputs: arrays keyed by input name, first axis = samples")
+                   help="calibration inputs: an .npz of arrays keyed by input name (or, for a model of one "
+                        "input, one .npy array), first axis = samples")
     q.add_argument("--scheme", default="per-channel", choices=SCHEMES, help="weight scales (default per-channel)")
     q.add_argument("--wbits", type=int, default=8, choices=BITS, metavar="2..8", help="weight bits (default 8)")
     q.add_argument("--abits", type=int, default=8, choices=BITS, metavar="2..8", help="activation bits (default 8)")
