@@ -64,6 +64,15 @@ def test_missing_dependency_is_named(monkeypatch, capsys, kernel):
     assert not line.startswith("npusim: error: node")
 
 
+def test_missing_dependency_without_a_module_name(monkeypatch, capsys):
+    def needs_a_library(*args):
+        raise ImportError("libblas.so.3 is required for linear algebra")  # no module name to give
+
+    monkeypatch.setattr(npusim_kernels.fast.conv, "conv_acc_packed", needs_a_library)
+    _one_error_line(capsys, main(["run", DIGITS_Q]), "missing dependency, not a model error: libblas.so.3 is "
+                    "required for linear algebra (node 'conv1_quant' (conv) needs it)")
+
+
 def test_other_kernel_errors_stay_node_errors(monkeypatch, capsys):
     def broken(*args):
         raise ValueError("operands could not be broadcast")
@@ -98,6 +107,14 @@ def files(tmp_path, monkeypatch):
 def test_verify_float_model_compares_nothing(files, capsys):
     _one_error_line(capsys, main(["verify", DIGITS_FLOAT]), "digits_float.onnx", "nothing to compare",
                     "no integer op")
+
+
+def test_verify_api_without_input_sets():
+    from npusim import NpusimError
+    from npusim.verify import verify
+
+    with pytest.raises(NpusimError, match="nothing to compare: no input sets"):
+        verify(DIGITS_S8, [])
 
 
 @pytest.mark.parametrize("n", ["0", "-2"])
@@ -231,13 +248,22 @@ def _two_inputs():
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
+def _unknown_op_opset_11():
+    graph = helper.make_graph([helper.make_node("Frobnicate", ["x"], ["y"], "frob")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+
+
 @pytest.mark.parametrize("make,calib,fragments", [
     (_weight_through_transpose, np.zeros((2, 1, 4), np.float32),
      ["layer 'fc' (MatMul): its weight 'w' is computed from constants", "quant_pre_process"]),
     (_no_weight_layer, np.zeros((2, 1, 4), np.float32), ["nothing to quantize"]),
     (_two_inputs, np.zeros((2, 1, 4), np.float32), ["c.npy: one .npy array, but the model has 2 inputs (a, b)"]),
     (_no_weight_layer, None, ["c.npy: cannot read .npz or .npy arrays"]),
-], ids=["weight_from_constants", "no_weight_layer", "npy_for_two_inputs", "garbage_npy"])
+    (_unknown_op_opset_11, np.zeros((2, 1, 4), np.float32),
+     ["f.onnx: opset 11: onnx cannot convert it to opset 13, which quantization needs"]),
+], ids=["weight_from_constants", "no_weight_layer", "npy_for_two_inputs", "garbage_npy", "opset_not_convertible"])
 def test_quantize_refusals(tmp_path, capsys, make, calib, fragments):
     onnx.save(make(), tmp_path / "f.onnx")
     if calib is None:
@@ -249,3 +275,33 @@ def test_quantize_refusals(tmp_path, capsys, make, calib, fragments):
                  str(tmp_path / "c.npy"), "--no-progress"])
     _one_error_line(capsys, code, *fragments)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_fold_constant_nodes_keeps_values_and_types():
+    """Every Constant form becomes an initializer of the same value and type; onnxruntime computes
+    the same outputs before and after. A string constant (no weight) stays a node."""
+    from npusim.quantize import fold_constant_nodes
+
+    w = np.arange(6, dtype=np.float32).reshape(2, 3) - 2.5
+    nodes = [helper.make_node("Constant", [], ["w"], "c_w", value=numpy_helper.from_array(w, "w")),
+             helper.make_node("Constant", [], ["shape"], "c_shape", value_ints=[1, 9]),
+             helper.make_node("Constant", [], ["k"], "c_k", value_float=0.5),
+             helper.make_node("Constant", [], ["label"], "c_label", value_string="text"),
+             helper.make_node("MatMul", ["x", "w"], ["m"], "fc"),
+             helper.make_node("Reshape", ["m", "shape"], ["r"], "reshape"),
+             helper.make_node("Mul", ["r", "k"], ["y"], "scale")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 9]),
+                               helper.make_tensor_value_info("label", TensorProto.STRING, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = np.random.default_rng(4).normal(size=(3, 2)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    fold_constant_nodes(model)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert [n.op_type for n in model.graph.node] == ["Constant", "MatMul", "Reshape", "Mul"]
+    np.testing.assert_array_equal(inits["w"], w)
+    assert inits["shape"].dtype == np.int64 and inits["shape"].tolist() == [1, 9]
+    assert inits["k"].dtype == np.float32 and inits["k"].shape == () and inits["k"] == 0.5
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_array_equal(after[0], before[0])
+    assert after[1] == before[1]
