@@ -144,22 +144,88 @@ def _matmul(ctx, node, linear):
 
 
 def _qgemm(ctx, node):
-    """com.microsoft QGemm with y_scale -> gemm (i32 accumulator, C added) + requantize.
-
-    Without y_scale QGemm outputs float; that form stays on the host.
-    """
+    """com.microsoft QGemm -> gemm (i32 accumulator, C added) + requantize with y_scale, or
+    + scale_float without (float output, f32(acc)·((alpha·a_scale)·b_scale[n]))."""
     a_name, b_name = _in(node, 0), _in(node, 3)
-    if not (is_quantized(ctx.dtype(a_name)) and is_quantized(ctx.dtype(b_name))) or not _in(node, 7):
+    if not (is_quantized(ctx.dtype(a_name)) and is_quantized(ctx.dtype(b_name))):
         return False
+    if bool(_in(node, 7)) != bool(_in(node, 8)):
+        return False  # onnxruntime picks its output form by y_zero_point alone; no such form here
     a = _attrs(node)
     acc = f"{node.output[0]}::acc"
     ctx.emit("gemm", node.name, [a_name, b_name, _in(node, 6), _in(node, 2), _in(node, 5)], [acc],
              {"transA": int(a.get("transA", 0)), "transB": int(a.get("transB", 0)), **_ort_u8s8(ctx, a_name, b_name)},
              node.name)
     ctx.add_tensor(acc, "i32")
+    alpha = float(a.get("alpha", 1.0))
+    if not _in(node, 7):
+        _scale_float(ctx, node, acc, _in(node, 1), ctx.const(node, 4, "b_scale"), "", alpha)
+        return True
     _requant(ctx, node, acc, node.output[0], _scalar_f32(ctx, node, 1, "a_scale"), ctx.const(node, 4, "b_scale"),
              _scalar_f32(ctx, node, 7, "y_scale"), _scalar_zp(ctx, node, 8, "y_zero_point"),
-             _out_dtype(ctx, node, 8), -1, node.name, alpha=float(a.get("alpha", 1.0)))
+             _out_dtype(ctx, node, 8), -1, node.name, alpha=alpha)
+    return True
+
+
+def _scale_float(ctx, node, acc, a_scale, b_scale, bias, alpha=1.0):
+    """A scale_float node: node.output[0]:f32 = f32(acc)·((alpha·a_scale)·b_scale[n]) (+ bias[n]),
+    onnxruntime's float output of an integer GEMM (npusim_kernels scale_float)."""
+    attrs = {"b_scale": np.asarray(b_scale, np.float32).reshape(-1), "alpha": float(np.float32(alpha))}
+    ctx.emit("scale_float", f"{node.name}/scale_float", [acc, a_scale, bias], [node.output[0]], attrs, node.name)
+    ctx.add_tensor(node.output[0], "f32")
+
+
+def _to_float_parameters(ctx, b, b_scale, b_zp, bias):
+    """The constants of a MatMulIntegerToFloat / DynamicQuantizeMatMul whose output processor
+    MLAS applies alone: B a constant matrix, b_scale and b_zero_point scalar or one per column,
+    bias absent or one per column. None otherwise (onnxruntime then rescales the output in a
+    second pass, or B is computed at run time): the node stays on the host."""
+    w = ctx.constants.get(b)
+    if w is None or w.ndim != 2:
+        return None
+    n = w.shape[1]
+    scale, zp, vb = (ctx.constants.get(x) if x else np.zeros(0) for x in (b_scale, b_zp, bias))
+    if scale is None or zp is None or vb is None:
+        return None
+    per_column = lambda v: v.size == 1 and v.ndim <= 1 or v.shape == (n,)
+    if not (per_column(scale) and (zp.size == 0 or per_column(zp)) and (vb.size == 0 or vb.shape == (n,))):
+        return None
+    return scale
+
+
+def _matmul_integer_to_float(ctx, node):
+    """com.microsoft MatMulIntegerToFloat -> matmul (i32 accumulator) + scale_float (a_scale·b_scale[n], bias)."""
+    a, b = _in(node, 0), _in(node, 1)
+    if not (_quantized_input(ctx, node, 0) and _quantized_input(ctx, node, 1)):
+        return False
+    a_scale = ctx.constants.get(_in(node, 2))
+    b_scale = _to_float_parameters(ctx, b, _in(node, 3), _in(node, 5), _in(node, 6))
+    if b_scale is None or a_scale is None or a_scale.size != 1:
+        return False  # a per-row a_scale (or scales onnxruntime swaps at run time): host
+    acc = f"{node.output[0]}::acc"
+    ctx.emit("matmul", node.name, [a, b, _in(node, 4), _in(node, 5)], [acc], {}, node.name)
+    ctx.add_tensor(acc, "i32")
+    _scale_float(ctx, node, acc, _in(node, 2), b_scale, _in(node, 6))
+    return True
+
+
+def _dynamic_quantize_matmul(ctx, node):
+    """com.microsoft DynamicQuantizeMatMul -> dynamic_quantize (A to u8, run-time scale and zero
+    point) + matmul (i32 accumulator) + scale_float (a_scale·b_scale[n], bias)."""
+    x, b = _in(node, 0), _in(node, 1)
+    if ctx.dtype(x) != "f32" or not _quantized_input(ctx, node, 1):
+        return False
+    b_scale = _to_float_parameters(ctx, b, _in(node, 2), _in(node, 3), _in(node, 4))
+    if b_scale is None:
+        return False
+    q, q_scale, q_zp = (f"{node.output[0]}::{s}" for s in ("a_quantized", "a_scale", "a_zero_point"))
+    ctx.emit("dynamic_quantize", f"{node.name}/dynamic_quantize", [x], [q, q_scale, q_zp], {}, node.name)
+    for t, dt in zip((q, q_scale, q_zp), ("u8", "f32", "u8")):
+        ctx.add_tensor(t, dt)
+    acc = f"{node.output[0]}::acc"
+    ctx.emit("matmul", node.name, [q, b, q_zp, _in(node, 3)], [acc], {}, node.name)
+    ctx.add_tensor(acc, "i32")
+    _scale_float(ctx, node, acc, q_scale, b_scale, _in(node, 4))
     return True
 
 
@@ -320,6 +386,8 @@ CONVERTERS = {
     ("", "QLinearMatMul"): lambda c, n: _matmul(c, n, True),
     ("", "MatMulInteger"): lambda c, n: _matmul(c, n, False),
     ("com.microsoft", "QGemm"): _qgemm,
+    ("com.microsoft", "MatMulIntegerToFloat"): _matmul_integer_to_float,
+    ("com.microsoft", "DynamicQuantizeMatMul"): _dynamic_quantize_matmul,
     ("com.microsoft", "QLinearAdd"): _binary("add"),
     ("com.microsoft", "QLinearMul"): _binary("mul"),
     ("com.microsoft", "QLinearGlobalAveragePool"): _unary_q("global_avgpool",

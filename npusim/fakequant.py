@@ -333,7 +333,7 @@ ARITHMETIC = {"conv": _conv, "matmul": _matmul, "gemm": _gemm, "requantize": _re
               "mul": _mul, "global_avgpool": _global_avgpool, "avgpool": _avgpool, "softmax": _softmax,
               "qconcat": _qconcat, "round_shift": _round_shift}
 # no arithmetic of their own: the runtime's registry entries, with the golden kernels
-REUSED = ("maxpool", "sigmoid", "leaky_relu", "sign", "quantize", "dequantize", "dynamic_quantize",
+REUSED = ("maxpool", "sigmoid", "leaky_relu", "sign", "quantize", "dequantize", "dynamic_quantize", "scale_float",
           *data_ops.PREPARE)
 
 

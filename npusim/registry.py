@@ -214,6 +214,20 @@ def _prep_gemm(node, const, K):
     return run
 
 
+def _prep_scale_float(node, const, K):
+    """acc:i32 (..., N) -> f32: K.scale_float with a_scale (an input: constant, or the run-time
+    scale of a dynamic_quantize), b_scale and alpha from the attrs, an optional float bias input."""
+    acc_name, a_scale_name, bias_name = node.inputs
+    a = node.attrs
+    b_scale, alpha = np.asarray(a["b_scale"], np.float32), float(a["alpha"])
+    a_scale_c, bias_c = const(a_scale_name), (const(bias_name) if bias_name else None)
+
+    def run(acc, a_scale=None, bias=None):
+        return (K.scale_float(acc, a_scale_c if a_scale_c is not None else a_scale, b_scale, alpha,
+                              bias_c if bias_c is not None else bias),)
+    return run
+
+
 def _matmul_macs(node, ins, outs):
     return int(np.prod(outs[0])) * int(ins[0][-1])
 
@@ -355,6 +369,7 @@ OPS: dict[str, OpDef] = {
     "matmul": OpDef(_prep_matmul, _matmul_macs, _matmul_pair_excess),
     "gemm": OpDef(_prep_gemm, _matmul_macs, _matmul_pair_excess),
     "requantize": OpDef(_prep_requantize),
+    "scale_float": OpDef(_prep_scale_float),
     "add": OpDef(_prep_binary("qlinear_add")),
     "mul": OpDef(_prep_binary("qlinear_mul")),
     "global_avgpool": OpDef(_prep_gap),

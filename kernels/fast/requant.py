@@ -1,4 +1,5 @@
-"""Fast float requantization (Numba), bit-exact with onnxruntime's MlasRequantizeOutput (x86).
+"""Fast float requantization (Numba), bit-exact with onnxruntime's MlasRequantizeOutput (x86),
+and the float output of its integer GEMMs (scale_float).
 
 f:f32 = f32(acc_i32)·scale_f32; f = min(max(f, qmin − y_zp), qmax − y_zp);
 y = rne(f) + y_zp (cvtps2dq, round half to even). See golden.requant for the ORT sources.
@@ -53,3 +54,36 @@ def requantize_f32(acc_i32, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
     y = np.empty(acc3.shape, out_dtype)
     _requant(acc3, s, int(y_zp), int(qmin), int(qmax), y)
     return y.reshape(shape)
+
+
+@njit
+def _scale_float(acc_2d, m_f32, bias_f32, out):
+    """out[r, n] = f32(f32(acc[r, n])·m[n or 0]) (+ bias[n] when bias has N entries), one pass."""
+    rows, cols = acc_2d.shape
+    per_col = m_f32.shape[0] > 1
+    has_bias = bias_f32.shape[0] > 0
+    for r in range(rows):
+        for n in range(cols):
+            f = np.float32(acc_2d[r, n]) * (m_f32[n] if per_col else m_f32[0])
+            if has_bias:
+                f = f + bias_f32[n]
+            out[r, n] = f
+
+
+def scale_float(acc_i32, a_scale, b_scale, alpha, bias):
+    """y:f32[..., n] = f32(f32(acc[..., n]) · m[n]) [+ bias[n]], m[n] = f32(f32(alpha · a_scale) · b_scale[n]).
+
+    onnxruntime's float GEMM output (MLAS scale-bias processor, multiply then add, no FMA);
+    see golden.requant.scale_float for the sources. acc_i32: int32 (..., N); b_scale: size 1 or N;
+    bias: float32 (N,) or None.
+    """
+    acc = np.ascontiguousarray(acc_i32, np.int32)
+    m = (np.float32(alpha) * np.float32(np.asarray(a_scale, np.float32).reshape(-1)[0])
+         * np.asarray(b_scale, np.float32).reshape(-1)).astype(np.float32)
+    b = np.zeros(0, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32).reshape(-1)
+    n = acc.shape[-1] if acc.ndim else 1
+    if m.size not in (1, n) or b.size not in (0, n):
+        raise ValueError(f"scale_float: {m.size} scales and {b.size} biases for {n} columns")
+    y = np.empty(acc.shape, np.float32)
+    _scale_float(acc.reshape(-1, n), m, b, y.reshape(-1, n))
+    return y

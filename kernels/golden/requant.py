@@ -14,6 +14,8 @@ Output multipliers, computed in float32 left to right:
        qlinearmatmul.cc via matmul_integer_base.h / same formula)
   QGemm (com.microsoft):       scale = (alpha · a_scale) · b_scale[i], then / y_scale if y_scale given
       (contrib_ops/cpu/quantization/quant_gemm.cc, ComputeOutputScale)
+Float outputs of the integer GEMMs (QGemm without y_scale, MatMulIntegerToFloat,
+DynamicQuantizeMatMul): scale_float.
 """
 import numpy as np
 
@@ -33,7 +35,7 @@ def qgemm_scale(alpha, a_scale, b_scale, y_scale=None):
     """scale:f32[i] = ((f32(alpha) · a_scale) · b_scale[i]) [/ y_scale], each step f32 (RNE).
 
     com.microsoft QGemm: y = requantize_f32(C_i32 + acc_i32, scale, ...) when y_scale is given,
-    else the float output y:f32 = f32(C_i32 + acc_i32) · scale (see qgemm_float_output).
+    else the float output of scale_float.
     """
     al = np.float32(alpha)
     as_ = np.float32(np.asarray(a_scale, np.float32).reshape(-1)[0])
@@ -43,14 +45,27 @@ def qgemm_scale(alpha, a_scale, b_scale, y_scale=None):
     return s
 
 
-def qgemm_float_output(acc_i32, scale_f32):
-    """y:f32[i, j] = f32(acc[i, j]) · scale[j or 0]; QGemm without y_scale (MLAS scale-bias processor).
+def scale_float(acc_i32, a_scale, b_scale, alpha, bias):
+    """y:f32[..., n] = f32(f32(acc[..., n]) · m[n]) [+ bias[n]], m[n] = f32(f32(alpha · a_scale) · b_scale[n]).
 
-    acc_i32 already includes C (ORT writes C into the output, then the GEMM accumulates onto it,
-    int32 wrap-around). One f32 multiply, round to nearest even, no clamp.
+    The float output of onnxruntime's integer GEMMs, MLAS_QGEMM_SCALE_BIAS_OUTPUT_PROCESSOR in
+    ZeroMode (core/mlas/lib/qpostprocessor.cpp: cvtdq2ps, mulps, then addps of the bias; no FMA):
+      QGemm without y_scale:       m = (alpha · a_scale) · b_scale[n]   (quant_gemm.cc, ComputeOutputScale;
+                                   acc already holds C, added in int32 with wrap-around)
+      MatMulIntegerToFloat,
+      DynamicQuantizeMatMul:       m = a_scale · b_scale[n], alpha = 1  (dynamic_quantize_matmul.cc,
+                                   ComputeCommon; f32(1 · a_scale) = a_scale exactly), float bias
+    acc_i32: int32 (..., N); a_scale: float32 scalar (a run-time value for DynamicQuantizeMatMul);
+    b_scale: float32 of size 1 or N (per column = last axis); alpha: float; bias: float32 (N,) or
+    None. Every product and sum is one float32 operation rounded to nearest even; no clamp.
     """
-    s = np.asarray(scale_f32, np.float32).reshape(-1)
-    return (np.asarray(acc_i32, np.int32).astype(np.float32) * (s if s.size > 1 else s[0])).astype(np.float32)
+    acc = np.asarray(acc_i32)
+    assert acc.dtype == np.int32, "acc must be int32"
+    m = qgemm_scale(alpha, a_scale, b_scale)
+    y = (acc.astype(np.float32) * (m if m.size > 1 else m[0])).astype(np.float32)
+    if bias is not None:
+        y = (y + np.asarray(bias, np.float32).reshape(-1)).astype(np.float32)
+    return y
 
 
 def requantize_f32(acc_i32, scale_f32, axis, y_zp, qmin, qmax, out_dtype):

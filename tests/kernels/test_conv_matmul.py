@@ -198,7 +198,7 @@ def test_qgemm_golden_eq_ort(seed):
     attrs = dict(alpha=alpha, transA=int(ta), transB=int(tb))
     if float_out:
         y = run_ort("QGemm", [a, a_scale, a_zp, b, b_scale, b_zp, c], attrs, np.float32, domain="com.microsoft")
-        want = greq.qgemm_float_output(acc, greq.qgemm_scale(alpha, a_scale, b_scale))
+        want = greq.scale_float(acc, a_scale, b_scale, alpha, None)
     else:
         y_scale = np.float32(a_scale * float(b_scale.max()) * max(1.0, np.abs(acc).max() / 100.0))
         y_zp = rand_q(rng, at, ())
@@ -387,3 +387,35 @@ def test_requant_fast_eq_golden(seed, out, per_ch, axis):
     zp = int(rng.integers(lo, hi + 1))
     np.testing.assert_array_equal(freq.requantize_f32(acc, scale, axis, zp, lo, hi, dt),
                                   greq.requantize_f32(acc, scale, axis, zp, lo, hi, dt))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.integers(0, 2 ** 31), st.booleans(), st.booleans(), st.sampled_from([(), (3,), (2, 5)]))
+def test_scale_float_fast_eq_golden(seed, per_col, with_bias, lead):
+    """f32(acc)·((alpha·a_scale)·b_scale[n]) (+ bias[n]): int32 extremes, scales 2^k ± 1 ulp, alpha 1 or not."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 9))
+    acc = rng.integers(-2 ** 31, 2 ** 31, lead + (n,)).astype(np.int32) >> int(rng.integers(0, 31))
+    acc.flat[0] = [2 ** 31 - 1, -(2 ** 31), 0][seed % 3]
+    b_scale = (2.0 ** rng.integers(-20, 2, n if per_col else 1)).astype(np.float32)
+    b_scale = np.where(rng.random(b_scale.shape) < 0.5, np.nextafter(b_scale, np.float32(1)), b_scale)
+    a_scale = np.float32(rng.uniform(1e-4, 1.0))
+    alpha = [1.0, float(np.float32(rng.uniform(0.1, 3.0)))][seed % 2]
+    bias = rng.standard_normal(n).astype(np.float32) * np.float32(100) if with_bias else None
+    y = freq.scale_float(acc, a_scale, b_scale, alpha, bias)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y, greq.scale_float(acc, a_scale, b_scale, alpha, bias))
+
+
+def test_scale_float_order_units():
+    """The multiplier is rounded to float32 before it meets the accumulator, and the bias is added
+    after the product is rounded (no fused multiply-add), as MLAS's scale-bias processor does."""
+    a_scale, b_scale = np.float32(1 + 2 ** -12), np.float32(1 + 2 ** -12)  # product 1 + 2^-11 + 2^-24 -> 1 + 2^-11
+    acc = np.array([[2 ** 24 - 1]], np.int32)
+    for mod in (greq, freq):
+        y = mod.scale_float(acc, a_scale, np.array([b_scale]), 1.0, None)
+        assert y[0, 0] == np.float32(16785406)  # the unrounded product 1 + 2^-11 + 2^-24 would give 16785408
+        # 3 · (1 + 2^-23) = 3 + 1.5 ulp rounds (half to even) to 3 + 2^-21; + (−3) then gives 2^-21 (an FMA: 3·2^-23)
+        z = mod.scale_float(np.array([3], np.int32), np.float32(1), np.array([1 + 2 ** -23], np.float32), 1.0,
+                            np.array([-3], np.float32))
+        assert z[0] == np.float32(2 ** -21)
