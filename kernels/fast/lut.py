@@ -97,7 +97,7 @@ def _softmax_rows(rows, table, is_signed, ys, y_zp, qmax, out):
             vsum = np.float32(vsum + table[(base + np.int64(rows[r, j])) & 0xFF])
         for j in range(rows.shape[1]):
             e = table[(base + np.int64(rows[r, j])) & 0xFF]
-            q = np.int64(np.rint(np.float32(np.float32(e * ys) / vsum))) + y_zp
+            q = np.int64(np.rint(np.float64(e) * np.float64(ys) / np.float64(vsum))) + y_zp
             out[r, j] = min(q, qmax)
 
 
