@@ -90,7 +90,7 @@ def qlinear_softmax(x, x_scale, x_zp, y_scale, y_zp, axis, opset, dtype):
     ys = floor(1 / y_scale);  vq = round_half_even(e·ys / vsum, in float64) + y_zp
     y = min(vq, qmax) (u8: 255, i8: 127; vq >= y_zp always). Measured on onnxruntime 1.32:
     the quotient is not rounded to float32 (f32(e·ys) overflows when a row is short, ys > 148·D,
-    and rounding it to float32 moves ~1 in 300 results), and y_zp is added after the rounding
+    and rounding it to float32 moves ~1 in 3,000 results), and y_zp is added after the rounding
     (a tie q + 0.5 goes to the even q, whatever y_zp's parity).
     """
     x = np.asarray(x)
