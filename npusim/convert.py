@@ -203,7 +203,7 @@ def _matmul_integer_to_float(ctx, node):
     if b_scale is None or a_scale is None or a_scale.size != 1:
         return False  # a per-row a_scale (or scales onnxruntime swaps at run time): host
     acc = f"{node.output[0]}::acc"
-    ctx.emit("matmul", node.name, [a, b, _in(node, 4), _in(node, 5)], [acc], {}, node.name)
+    ctx.emit("matmul", node.name, [a, b, _in(node, 4), _in(node, 5)], [acc], _ort_u8s8(ctx, a, b), node.name)
     ctx.add_tensor(acc, "i32")
     _scale_float(ctx, node, acc, _in(node, 2), b_scale, _in(node, 6))
     return True
@@ -223,7 +223,7 @@ def _dynamic_quantize_matmul(ctx, node):
     for t, dt in zip((q, q_scale, q_zp), ("u8", "f32", "u8")):
         ctx.add_tensor(t, dt)
     acc = f"{node.output[0]}::acc"
-    ctx.emit("matmul", node.name, [q, b, q_zp, _in(node, 3)], [acc], {}, node.name)
+    ctx.emit("matmul", node.name, [q, b, q_zp, _in(node, 3)], [acc], _ort_u8s8(ctx, q, b), node.name)
     ctx.add_tensor(acc, "i32")
     _scale_float(ctx, node, acc, q_scale, b_scale, _in(node, 4))
     return True
