@@ -4,7 +4,8 @@ MatMulInteger -> Cast -> Mul chain (which onnxruntime's optimizer fuses to Dynam
 
 * They import as dynamic_quantize + matmul / gemm + scale_float, no host op left.
 * The float order (f32(acc)·((alpha·a_scale)·b_scale[n]), then + bias) equals the exact-arithmetic
-  references `exact__*` recorded with the onnxruntime AVX2 fixtures (../shared/ort-fixtures).
+  references `exact__*` recorded with the onnxruntime AVX2 fixtures (../shared/ort-fixtures);
+  the recorded AVX2 outputs themselves are test_ort_isa's (ort_isa="avx2").
 * Live against this CPU's onnxruntime on data whose u8·s8 pair sums cannot leave int16
   (|b| <= 63), so the comparison holds on every x86-64 family.
 """
@@ -35,13 +36,11 @@ def _ops(sess):
 @pytest.mark.parametrize("kernels", ["fast", "golden"])
 @pytest.mark.parametrize("case", FLOAT_CASES)
 def test_exact_float_order(case, kernels):
-    """npusim's exact int32 accumulation + scale_float == the fixtures' exact-arithmetic reference.
-
-    (When mode "ort" emulates onnxruntime's instruction-set families, this runs with an exact one.)
-    """
+    """npusim with exact int32 sums (an exact onnxruntime family, on any machine) + scale_float ==
+    the fixtures' exact-arithmetic reference (test_ort_isa checks the recorded AVX2 outputs)."""
     z = np.load(FIXTURES / f"{case}.npz")
     feeds = {k[len("in__"):]: z[k] for k in z.files if k.startswith("in__")}
-    sess = npusim.InferenceSession(str(FIXTURES / f"{case}.onnx"), kernels=kernels)
+    sess = npusim.InferenceSession(str(FIXTURES / f"{case}.onnx"), kernels=kernels, ort_isa="avx512vnni")
     assert "host" not in _ops(sess) and "scale_float" in _ops(sess)
     (y,) = sess.run(None, feeds)
     assert y.dtype == z["exact__y"].dtype == np.float32
