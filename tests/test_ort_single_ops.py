@@ -162,7 +162,7 @@ def k_split(draw, k_max=300):
 def conv_geometry(draw):
     """(spatial dims, kernel, strides, dilations, pads, auto_pad, input spatial size)."""
     nd = draw(st.sampled_from([2, 2, 1]), label="spatial_dims")
-    k = tuple(draw(st.integers(1, 5 if nd == 1 else 3), label="kernel") for _ in range(nd))
+    k = tuple(draw(st.integers(1, 5), label="kernel") for _ in range(nd))
     s = tuple(draw(st.integers(1, 3), label="stride") for _ in range(nd))
     auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]), label="auto_pad")
     # onnxruntime refuses dilation with SAME_UPPER / SAME_LOWER
@@ -191,9 +191,10 @@ def draw_conv(draw, rng, saturating, xt, wt):
     kind = draw(st.sampled_from(["plain", "grouped", "depthwise"]), label="group_kind")
     taps = int(np.prod(k))
     cg = 1 if kind == "depthwise" else max(1, min(k_split(draw) // taps, 300 // taps))
-    group = 1 if kind == "plain" else draw(st.integers(2, 4) if kind == "grouped" else st.integers(1, 24),
-                                          label="group" if kind == "grouped" else "channels")
-    mg = 1 if kind == "depthwise" else draw(st.integers(1, 8), label="out_per_group")
+    # ConvSym kernels need 16+ output channels (depthwise: 16+ channels); fewer take the GEMM paths
+    group = 1 if kind == "plain" else draw(st.integers(2, 4) if kind == "grouped" else st.sampled_from([3, 16, 24, 32])
+                                          | st.integers(1, 48), label="group" if kind == "grouped" else "channels")
+    mg = 1 if kind == "depthwise" else draw(st.sampled_from([1, 8, 16, 32]) | st.integers(1, 40), label="out_per_group")
     n = draw(st.integers(1, 2), label="batch")
     x = activations(rng, xt, (n, cg * group) + size, saturating)
     # w (M, Cg, *k); the reduction order onnxruntime pairs along is (taps, Cg) with Cg fastest
