@@ -455,18 +455,19 @@ def test_qlinear_unary(data, op):
         c.check("softmax")
     else:
         last = draw(st.booleans(), label="channels_last")
+        x = x[:, :, 0] if draw(st.booleans(), label="one_spatial_dim") else x
         unary_q(c, draw, t, x, op, "global_avgpool", channels_last=int(last))
 
 
-def pool_geometry(draw, with_dilation):
-    k = tuple(draw(st.integers(1, 4), label="kernel") for _ in range(2))
-    s = tuple(draw(st.integers(1, 3), label="stride") for _ in range(2))
+def pool_geometry(draw, with_dilation, nd=2):
+    k = tuple(draw(st.integers(1, 4), label="kernel") for _ in range(nd))
+    s = tuple(draw(st.integers(1, 3), label="stride") for _ in range(nd))
     auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]), label="auto_pad")
     with_dilation = with_dilation and not auto_pad.startswith("SAME")
-    d = tuple(draw(st.integers(1, 2), label="dilation") for _ in range(2)) if with_dilation else (1, 1)
-    pads = tuple(min(draw(st.integers(0, 2), label="pad"), k[i % 2] - 1) for i in range(4))
+    d = tuple(draw(st.integers(1, 2), label="dilation") for _ in range(nd)) if with_dilation else (1,) * nd
+    pads = tuple(min(draw(st.integers(0, 2), label="pad"), k[i % nd] - 1) for i in range(2 * nd))
     span = [dd * (kk - 1) + 1 for kk, dd in zip(k, d)]
-    size = tuple(draw(st.integers(span[i], span[i] + 6), label="in_size") for i in range(2))
+    size = tuple(draw(st.integers(span[i], span[i] + 6), label="in_size") for i in range(nd))
     a = dict(kernel_shape=list(k), strides=list(s), ceil_mode=int(draw(st.booleans(), label="ceil_mode")))
     if with_dilation:
         a["dilations"] = list(d)
@@ -483,7 +484,7 @@ def test_qlinear_averagepool(data):
     draw = data.draw
     c = Case(np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1), label="seed")))
     t = qtype(draw)
-    attrs, size = pool_geometry(draw, with_dilation=False)
+    attrs, size = pool_geometry(draw, with_dilation=False, nd=draw(st.sampled_from([2, 2, 1, 3]), label="spatial_dims"))
     attrs["count_include_pad"] = int(draw(st.booleans(), label="count_include_pad"))
     lo, hi = RANGE[t]
     x = c.rng.integers(lo, hi + 1, shape4(draw)[:2] + size).astype(t)
