@@ -173,3 +173,16 @@ def test_unsupported_parameters_stay_on_host():
     model = _model(("MatMulIntegerToFloat", ["a", "b", "a_scale", "b_scale"]), [("a", TensorProto.UINT8, a.shape)],
                    consts, TensorProto.FLOAT)
     _check(model, {"a": a}, integer=False)
+
+
+def test_qgemm_y_scale_without_zero_point_stays_on_host():
+    """QGemm with y_scale but no y_zero_point: onnxruntime outputs float32, f32(acc)·(alpha·a_s·b_s / y_s)
+    (it picks the requantizing form by y_zero_point alone). No integer form here: the node runs on
+    the host, with onnxruntime's dtype (it used to become a u8 requantize)."""
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 256, (3, 16)).astype(np.uint8)
+    consts = {"a_scale": np.float32(0.02), "a_zero_point": np.array(3, np.uint8), "b": _weights(rng, np.int8, (16, 4)),
+              "b_scale": np.float32(0.03), "b_zero_point": np.array(0, np.int8), "y_scale": np.float32(0.01)}
+    model = _model(("QGemm", ["a", "a_scale", "a_zero_point", "b", "b_scale", "b_zero_point", "c", "y_scale"]),
+                   [("a", TensorProto.UINT8, a.shape)], consts, TensorProto.FLOAT)
+    _check(model, {"a": a}, integer=False)
