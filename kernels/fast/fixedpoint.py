@@ -16,6 +16,8 @@ from npusim_kernels.golden.fixedpoint import (  # noqa: F401  (offline helpers, 
     ADD_LEFT_SHIFT, add_params, avgpool_params, global_avgpool_params, mul_params, quantize_multiplier,
     softmax_table)
 from npusim_kernels.golden.fixedpoint import _check_8bit, _check_range, _check_rounding  # argument checks
+from npusim_kernels.fast.acc64 import conv_acc_i64, matmul_acc_i64  # noqa: F401  (16x8 accumulators: the
+#   kernel sets are read from this module until acc64 is listed in npusim.session._KERNEL_MODULES)
 
 I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
 
@@ -186,6 +188,75 @@ def requantize_fixed(acc_i32, m0, n, axis, y_zp, qmin, qmax, out_dtype, rounding
         acc3 = acc.reshape(1, 1, -1)
     out = np.empty(acc3.shape, out_dtype)
     _requant_core(acc3, m, s, single, np.int64(y_zp), int(qmin), int(qmax), out)
+    return out.reshape(shape)
+
+
+@njit(inline="always")
+def _mbqm_i64_1(x, rm, t):
+    """TFLite's int64 MBQM of one value with the Q0.15 multiplier rm and total shift t = 15 + n."""
+    if t > 62:
+        return np.int64(0)
+    return _sat32((x * rm + (np.int64(1) << (t - 1))) >> t)
+
+
+@njit(inline="always")
+def _q15(m0):
+    """m0 (Q0.31) -> TFLite's reduced Q0.15 multiplier, capped at 0x7FFF."""
+    return np.int64(0x7FFF) if m0 >= 0x7FFF0000 else (m0 + np.int64(1 << 15)) >> 16
+
+
+@njit
+def _mbqm_i64_core(x, m0, n, out):
+    for i in range(out.size):
+        out[i] = _mbqm_i64_1(x[i], _q15(m0[i]), np.int64(15) + n[i])
+
+
+def _check_i64_args(x, m0, n):
+    _check_range(x, -(2 ** 47) + 1, 2 ** 47 - 1, "mbqm_i64 x")
+    _check_range(m0, 0, I32_MAX, "mbqm_i64 m0")
+    _check_range(np.asarray(n, np.int64) + 15, 1, 2 ** 62, "mbqm_i64 total shift 15 + n")
+
+
+def mbqm_i64(x, m0, n):
+    """TFLite's MultiplyByQuantizedMultiplier(int64 x, ...), broadcasting; see golden.fixedpoint.mbqm_i64."""
+    shape, x, m0, n = _flat_i64(x, m0, n)
+    _check_i64_args(x, m0, n)
+    out = np.empty(x.size, np.int64)
+    _mbqm_i64_core(x, m0, n, out)
+    return out.reshape(shape)
+
+
+@njit
+def _requant_i64_core(acc_3d, m0, n, y_zp, qmin, qmax, out):
+    no, nc, ni = acc_3d.shape
+    per_ch = m0.shape[0] > 1
+    lo = np.int64(qmin) - y_zp
+    hi = np.int64(qmax) - y_zp
+    for c in range(nc):
+        k = c if per_ch else 0
+        rm, t = _q15(m0[k]), np.int64(15) + n[k]
+        for o in range(no):
+            for i in range(ni):
+                v = _mbqm_i64_1(acc_3d[o, c, i], rm, t)
+                out[o, c, i] = min(max(v, lo), hi) + y_zp
+
+
+def requantize_fixed_i64(acc_i64, m0, n, axis, y_zp, qmin, qmax, out_dtype):
+    """y:out_dtype = clamp(MBQM_i64(acc, m0[c], n[c]) + y_zp, qmin, qmax); see golden.fixedpoint."""
+    acc = np.asarray(acc_i64)
+    if acc.dtype != np.int64:
+        raise ValueError(f"requantize_fixed_i64: acc must be int64, got {acc.dtype}")
+    acc = np.ascontiguousarray(acc)
+    shape = acc.shape
+    m, s = _params(m0, n, shape[axis] if acc.ndim else 1)
+    _check_i64_args(acc, m, s)
+    if m.size > 1:
+        ax = axis % acc.ndim
+        acc3 = acc.reshape(int(np.prod(shape[:ax], dtype=np.int64)), shape[ax], -1)
+    else:
+        acc3 = acc.reshape(1, 1, -1)
+    out = np.empty(acc3.shape, out_dtype)
+    _requant_i64_core(acc3, m, s, np.int64(y_zp), int(qmin), int(qmax), out)
     return out.reshape(shape)
 
 

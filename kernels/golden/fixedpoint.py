@@ -16,6 +16,8 @@ import math
 import numpy as np
 
 from npusim_kernels.golden import pool as _pool
+from npusim_kernels.golden.acc64 import conv_acc_i64, matmul_acc_i64  # noqa: F401  (16x8 accumulators: the
+#   kernel sets are read from this module until acc64 is listed in npusim.session._KERNEL_MODULES)
 
 I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
 ROUNDINGS = ("double", "single")
@@ -176,6 +178,33 @@ def mbqm(x, m0, n, rounding):
     return np.clip(y, I32_MIN, I32_MAX)
 
 
+def reduced_multiplier_q15(m0):
+    """The Q0.15 multiplier TFLite's int64 MBQM uses: (m0 + 2^15) >> 16, or 0x7FFF for
+    m0 >= 0x7FFF0000 (so it never reaches 2^15). m0: ints in [0, 2^31); int64 out."""
+    m0 = np.asarray(m0, np.int64)
+    return np.where(m0 < 0x7FFF0000, (m0 + (1 << 15)) >> 16, 0x7FFF)
+
+
+def mbqm_i64(x, m0, n):
+    """MultiplyByQuantizedMultiplier(int64 x, m0, shift = −n) of TFLite's 16x8 conv and fully
+    connected kernels (common.cc; the same with and without TFLITE_SINGLE_ROUNDING). Broadcasting.
+
+    x: int64 values with |x| < 2^47 (TFLite's precondition; ValueError otherwise); m0: ints in
+    [0, 2^31); n: right shifts with t = 15 + n >= 1. rm = reduced_multiplier_q15(m0), and
+    y = (x·rm + 2^(t−1)) >> t: one rounding, half toward +infinity (|x·rm| < 2^62 fits int64;
+    t > 62 gives 0). The multiplier is thus rounded to 15 bits: rm·2^−(15+n), not m0·2^−(31+n).
+    TFLite assumes the result fits int32; it is saturated to int32 here. int64 out.
+    """
+    x, m0, n = np.broadcast_arrays(np.asarray(x, np.int64), np.asarray(m0, np.int64), np.asarray(n, np.int64))
+    _check_range(x, -(2 ** 47) + 1, 2 ** 47 - 1, "mbqm_i64 x")
+    _check_range(m0, 0, I32_MAX, "mbqm_i64 m0")
+    t = 15 + n
+    _check_range(t, 1, 2 ** 62, "mbqm_i64 total shift 15 + n")
+    tr = np.minimum(t, 62)
+    y = (x * reduced_multiplier_q15(m0) + (np.int64(1) << (tr - 1))) >> tr
+    return np.clip(np.where(t > 62, 0, y), I32_MIN, I32_MAX)
+
+
 def _finish(v, y_zp, qmin, qmax, out_dtype):
     """y = clamp(v + y_zp, qmin, qmax) in int64, cast to out_dtype."""
     return np.clip(np.asarray(v, np.int64) + int(y_zp), int(qmin), int(qmax)).astype(out_dtype)
@@ -207,6 +236,20 @@ def requantize_fixed(acc_i32, m0, n, axis, y_zp, qmin, qmax, out_dtype, rounding
         raise ValueError(f"requantize_fixed: acc must be int32, got {acc.dtype}")
     m, s = _per_axis(m0, acc.shape, axis), _per_axis(n, acc.shape, axis)
     return _finish(mbqm(acc, m, s, rounding), y_zp, qmin, qmax, out_dtype)
+
+
+def requantize_fixed_i64(acc_i64, m0, n, axis, y_zp, qmin, qmax, out_dtype):
+    """y:out_dtype = clamp(MBQM_i64(acc, m0[c], n[c]) + y_zp, qmin, qmax): the requantization of
+    TFLite's 16x8 conv / fully connected (int64 accumulator; one rounding in either rounding mode).
+
+    acc_i64: int64 (acc64.conv_acc_i64 / matmul_acc_i64, bias included, |acc| < 2^47); m0, n:
+    int32 of size 1 or acc.shape[axis], as for requantize_fixed.
+    """
+    acc = np.asarray(acc_i64)
+    if acc.dtype != np.int64:
+        raise ValueError(f"requantize_fixed_i64: acc must be int64, got {acc.dtype}")
+    m, s = _per_axis(m0, acc.shape, axis), _per_axis(n, acc.shape, axis)
+    return _finish(mbqm_i64(acc, m, s), y_zp, qmin, qmax, out_dtype)
 
 
 def _check_8bit(x, zp, what):
