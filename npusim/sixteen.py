@@ -27,7 +27,7 @@ from . import convert
 from .frontend import ImportContext, onnx_dtype
 from .ir import Graph, Node, bits, is_quantized, storage
 
-_LOWERED = ("Conv", "Gemm", "MatMul")
+_LOWERED = ("Conv", "Gemm", "MatMul", "MatMulNBits")
 
 
 class _Flat:
@@ -112,9 +112,12 @@ def _outputs(u):
 def _qlinear(flat: _Flat, p: onnx.NodeProto):
     """(QLinear NodeProto, its initializers {name: array}, Q unit index) for the DQ -> p -> Q
     pattern around float op `p`, or None when p does not fit TFLite's 16x8 (or 8x8) kernels."""
-    if p.domain not in ("", "ai.onnx") or p.op_type not in _LOWERED:
+    if p.domain not in ("", "ai.onnx", "com.microsoft") or p.op_type not in _LOWERED or \
+            (p.domain == "com.microsoft") != (p.op_type == "MatMulNBits"):
         return None
     srcs = [flat.dequantized(x) if x else None for x in p.input]
+    if p.op_type == "MatMulNBits":
+        srcs = [srcs[0], _nbits_weight(flat, p)]
     out = flat.quantized_by(p.output[0])
     if out is None or len(srcs) < 2 or srcs[0] is None or srcs[1] is None:
         return None
@@ -132,11 +135,11 @@ def _qlinear(flat: _Flat, p: onnx.NodeProto):
              f"{name}::w": w, f"{name}::w_scale": ws.reshape(-1) if ws.size > 1 else ws.reshape(()),
              f"{name}::w_zp": wz.reshape(-1) if wz.size > 1 else wz.reshape(()),
              f"{name}::y_scale": ys.reshape(()), f"{name}::y_zp": yz.reshape(())}
-    out_axis = {"Conv": 0, "MatMul": 1, "Gemm": 0 if a.get("transB", 0) else 1}[p.op_type]
+    out_axis = {"Conv": 0, "MatMul": 1, "MatMulNBits": 1, "Gemm": 0 if a.get("transB", 0) else 1}[p.op_type]
     if ws.size > 1 and w_axis % w.ndim != out_axis:
         return None  # per-channel along an axis that is not the output channels
     bias = None
-    if len(p.input) > 2 and p.input[2]:
+    if p.op_type in ("Conv", "Gemm") and len(p.input) > 2 and p.input[2]:
         bias = _bias(flat, srcs[2], np.float64(xs.reshape(-1)[0]) * ws.astype(np.float64).reshape(-1))
         if bias is None:
             return None
@@ -148,7 +151,7 @@ def _qlinear(flat: _Flat, p: onnx.NodeProto):
             return None
         node = helper.make_node("QLinearConv", ins + outs + ([f"{name}::bias"] if bias is not None else []), [y],
                                 name=name, **a)
-    elif p.op_type == "MatMul":
+    elif p.op_type in ("MatMul", "MatMulNBits"):
         if w.ndim != 2:
             return None
         node = helper.make_node("QLinearMatMul", ins + outs, [y], name=name)
@@ -159,6 +162,28 @@ def _qlinear(flat: _Flat, p: onnx.NodeProto):
                                 domain="com.microsoft", transA=0, transB=int(a.get("transB", 0)),
                                 alpha=float(a.get("alpha", 1.0)))
     return node, inits, q_index
+
+
+def _nbits_weight(flat, p):
+    """(w, scale, zp, axis) of an 8-bit com.microsoft MatMulNBits, the form onnxruntime's optimizer
+    gives DequantizeLinear(int8 W) -> MatMul: B (N, blocks, block_size) uint8 holds w[k, n] + 128
+    at [n, k // block_size, k % block_size], zero points 128; registered as a (K, N) int8 constant
+    with zero point 0. None for other widths, extra inputs, or scales that vary along K."""
+    a = {x.name: helper.get_attribute_value(x) for x in p.attribute}
+    names = list(p.input[1:4]) + [""] * (4 - len(p.input))
+    if int(a.get("bits", 4)) != 8 or any(x for x in p.input[4:]) or not all(x in flat.inits for x in names[:2]):
+        return None
+    k, n = int(a["K"]), int(a["N"])
+    b = np.asarray(flat.inits[names[0]])
+    scale = np.asarray(flat.inits[names[1]], np.float32).reshape(n, -1)
+    zp = np.asarray(flat.inits[names[2]]).reshape(n, -1) if names[2] in flat.inits else np.full(scale.shape, 128)
+    if b.dtype != np.uint8 or np.any(zp != 128) or np.any(scale != scale[:, :1]):
+        return None
+    w = (b.reshape(n, -1)[:, :k].astype(np.int16) - 128).astype(np.int8).T
+    name = f"{p.name}::w_int8"
+    flat.inits[name] = np.ascontiguousarray(w)
+    per_n = scale[:, 0] if np.any(scale[:, 0] != scale[0, 0]) else scale[:1, 0]
+    return name, per_n, np.zeros(per_n.shape, np.int8), 1
 
 
 def _bias(flat, src, acc_scale):
