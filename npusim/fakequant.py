@@ -40,7 +40,7 @@ from .registry import OPS, _window
 ROUNDINGS = ("double", "single")
 _I32_MIN, _I32_MAX = -float(2 ** 31), float(2 ** 31 - 1)
 _SPLIT = 134217729.0  # 2^27 + 1, Veltkamp's splitter for float64 (53 = 26 + 27 bits)
-_ADD_LEFT_SHIFT = 20  # TFLite integer Add's L
+_ADD_LEFT_SHIFT = {8: 20, 16: 15}  # TFLite integer Add's L, by the output's storage bits
 
 
 # ---------------------------------------------------------------- exact float64 arithmetic
@@ -229,13 +229,15 @@ def _requantize(node, rounding, acc):
 
 
 def _add(node, rounding, x, y):
-    """TFLite integer Add (L = 20): y = MBQM(MBQM((a−a_zp)·2^L, Ma) + MBQM((b−b_zp)·2^L, Mb), My)."""
+    """TFLite integer Add (L = 20; 15 for a 16-bit output):
+    y = MBQM(MBQM((a−a_zp)·2^L, Ma) + MBQM((b−b_zp)·2^L, Mb), My)."""
     a = node.attrs
     sa, sb, sy = float(a["a_scale"]), float(a["b_scale"]), float(a["y_scale"])
+    shift = _ADD_LEFT_SHIFT[8 * ir.storage(a["dtype"]).itemsize]
     t = 2.0 * max(sa, sb)
-    (ma, na), (mb, nb), (my, ny) = _qm(sa / t), _qm(sb / t), _qm(t / (2.0 ** _ADD_LEFT_SHIFT * sy))
-    xa = mbqm(np.ldexp(_centered(x, a["a_zp"]), _ADD_LEFT_SHIFT), ma, na, rounding)
-    xb = mbqm(np.ldexp(_centered(y, a["b_zp"]), _ADD_LEFT_SHIFT), mb, nb, rounding)
+    (ma, na), (mb, nb), (my, ny) = _qm(sa / t), _qm(sb / t), _qm(t / (2.0 ** shift * sy))
+    xa = mbqm(np.ldexp(_centered(x, a["a_zp"]), shift), ma, na, rounding)
+    xb = mbqm(np.ldexp(_centered(y, a["b_zp"]), shift), mb, nb, rounding)
     return (_out(mbqm(xa + xb, my, ny, rounding), a),)
 
 

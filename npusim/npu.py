@@ -77,7 +77,9 @@ def ops(rounding: str) -> dict[str, OpDef]:
     def binary(kind):
         def prepare(node, const, K):
             a = node.attrs
-            params = getattr(K, f"{kind}_params")(float(a["a_scale"]), float(a["b_scale"]), float(a["y_scale"]))
+            scales = (float(a["a_scale"]), float(a["b_scale"]), float(a["y_scale"]))
+            params = K.add_params(*scales, K.add_left_shift(storage(a["dtype"]))) if kind == "add" \
+                else K.mul_params(*scales)
             fn = getattr(K, f"fixed_{kind}")
             az, bz = int(a["a_zp"]), int(a["b_zp"])
             out = _out(a)

@@ -1,16 +1,19 @@
 """Mode "npu": the 16-bit layers onnxruntime runs in float, lowered to TFLite's 16x8 kernels.
 
-onnxruntime's CPU provider has no integer conv, gemm or matmul for 16-bit activations: for QDQ
-models with uint16/int16 activations (its QUInt16 / QInt16, weights QInt8) its optimizer leaves
-DequantizeLinear -> Conv / Gemm / MatMul -> QuantizeLinear in float32, and mode "ort" runs those
-as host islands (npusim cannot reproduce MLAS's float summation order). An integer NPU runs them
-as TFLite's 16x8 kernels: an int64 accumulator and the int64 MultiplyByQuantizedMultiplier
-(npusim_kernels.*.acc64, fixedpoint.requantize_fixed_i64).
+onnxruntime's CPU provider has no integer kernel for 16-bit activations: for QDQ models with
+uint16/int16 activations (its QUInt16 / QInt16, weights QInt8) its optimizer leaves
+DequantizeLinear -> Conv / Gemm / MatMul / Add / Mul / pools -> QuantizeLinear in float32 (and
+makes DQ(int8 W) -> MatMul an 8-bit MatMulNBits), and mode "ort" runs those as host islands
+(npusim cannot reproduce MLAS's float summation order). An integer NPU runs them as TFLite's
+16x8 kernels: an int64 accumulator and the int64 MultiplyByQuantizedMultiplier
+(npusim_kernels.*.acc64, fixedpoint.requantize_fixed_i64), and the int16 Add (L = 15) and Mul.
 
 `lower(graph)` finds each such DQ -> op -> Q pattern, whether its Q/DQ are integer IR nodes or
 members of host islands, and replaces it by the QLinear node onnxruntime fuses for 8 bits
-(QLinearConv, com.microsoft QGemm, QLinearMatMul), converted by npusim.convert as any QLinear
-node: conv / gemm / matmul + requantize, the accumulator marked int64 (attrs["acc"] = "i64").
+(QLinearConv, com.microsoft QGemm, QLinearMatMul, QLinearAdd, QLinearMul), converted by
+npusim.convert as any QLinear node: conv / gemm / matmul + requantize with the accumulator
+marked int64 (attrs["acc"] = "i64"), or add / mul. Not lowered (they stay on the host): pools,
+Relu and the other float ops, and a Mul whose operands' zero points let products leave int32.
 What else an island held stays on the host, as smaller islands. Weights must be constant
 integers of at most 8 bits; a bias DequantizeLinear's int32 values are rescaled offline to the
 accumulator's scale x_scale·w_scale when its own scale differs (the NPU compiler's job).
@@ -28,6 +31,7 @@ from .frontend import ImportContext, onnx_dtype
 from .ir import Graph, Node, bits, is_quantized, storage
 
 _LOWERED = ("Conv", "Gemm", "MatMul", "MatMulNBits")
+_BINARY = {"Add": "QLinearAdd", "Mul": "QLinearMul"}
 
 
 class _Flat:
@@ -112,6 +116,8 @@ def _outputs(u):
 def _qlinear(flat: _Flat, p: onnx.NodeProto):
     """(QLinear NodeProto, its initializers {name: array}, Q unit index) for the DQ -> p -> Q
     pattern around float op `p`, or None when p does not fit TFLite's 16x8 (or 8x8) kernels."""
+    if p.domain in ("", "ai.onnx") and p.op_type in _BINARY:
+        return _qbinary(flat, p)
     if p.domain not in ("", "ai.onnx", "com.microsoft") or p.op_type not in _LOWERED or \
             (p.domain == "com.microsoft") != (p.op_type == "MatMulNBits"):
         return None
@@ -164,6 +170,39 @@ def _qlinear(flat: _Flat, p: onnx.NodeProto):
     return node, inits, q_index
 
 
+def _qbinary(flat: _Flat, p: onnx.NodeProto):
+    """DQ(a), DQ(b) -> Add / Mul -> Q as com.microsoft QLinearAdd / QLinearMul (TFLite's int16 Add
+    and Mul for 16-bit operands), when the fixed-point kernel's int32 headroom holds: Add shifts
+    |x − x_zp| by 15 (16-bit output) or 20 bits; Mul needs max|a − a_zp|·max|b − b_zp| < 2^31
+    (true for TFLite's zero points 0, not for most uint16 zero points, which stay on the host)."""
+    srcs = [flat.dequantized(x) for x in p.input]
+    out = flat.quantized_by(p.output[0])
+    if out is None or None in srcs or any(s[1].size != 1 for s in srcs):
+        return None
+    q_index, y, ys, yz = out
+    name, ins, inits = p.name, [], {}
+    for i, (q, scale, zp, _) in enumerate(srcs):
+        if q in flat.inits:  # a constant operand
+            inits[f"{name}::in{i}"] = np.asarray(flat.inits[q])
+            q = f"{name}::in{i}"
+        elif q not in flat.graph.tensors:
+            return None
+        inits[f"{name}::scale{i}"], inits[f"{name}::zp{i}"] = scale.reshape(()), zp.reshape(())
+        ins += [q, f"{name}::scale{i}", f"{name}::zp{i}"]
+    types = [inits[x].dtype if x in inits else storage(flat.graph.tensors[x].dtype) for x in ins[::3]]
+    if not all(t.kind in "ui" and t.itemsize <= 2 for t in types):
+        return None
+    room = [max(int(z) - int(np.iinfo(t).min), int(np.iinfo(t).max) - int(z)) for t, (_, _, z, _) in zip(types, srcs)]
+    if p.op_type == "Add" and max(room) << (15 if yz.dtype.itemsize == 2 else 20) > 2 ** 31 - 1:
+        return None
+    if p.op_type == "Mul" and room[0] * room[1] > 2 ** 31 - 1:
+        return None
+    inits[f"{name}::y_scale"], inits[f"{name}::y_zp"] = ys.reshape(()), yz.reshape(())
+    node = helper.make_node(_BINARY[p.op_type], ins + [f"{name}::y_scale", f"{name}::y_zp"], [y], name=name,
+                            domain="com.microsoft")
+    return node, inits, q_index
+
+
 def _nbits_weight(flat, p):
     """(w, scale, zp, axis) of an 8-bit com.microsoft MatMulNBits, the form onnxruntime's optimizer
     gives DequantizeLinear(int8 W) -> MatMul: B (N, blocks, block_size) uint8 holds w[k, n] + 128
@@ -208,13 +247,13 @@ def _bias(flat, src, acc_scale):
 
 def _convert(flat: _Flat, node: onnx.NodeProto, inits: dict):
     """npusim.convert's IR nodes and tensors for QLinear `node` (accumulator marked int64)."""
-    x = node.input[0]
-    t = flat.graph.tensors[x]
+    acts = [x for x in node.input if x and x not in inits]  # the operands that are graph tensors
+    g = flat.graph
     model = helper.make_model(helper.make_graph(
-        [node], "lowered", [helper.make_tensor_value_info(x, onnx_dtype(t.dtype), None)], [],
+        [node], "lowered", [helper.make_tensor_value_info(x, onnx_dtype(g.tensors[x].dtype), None) for x in acts], [],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()]))
     ctx = ImportContext(model)
-    ctx.tensors[x] = t
+    ctx.tensors.update({x: g.tensors[x] for x in acts})
     if not convert.convert(ctx, node):
         return None
     nodes = []
@@ -253,7 +292,7 @@ def lower(graph: Graph) -> Graph:
                     tensors[x] = new_tensors[x]
             for o in n.outputs:
                 tensors[o] = new_tensors[o]
-        tensors[node.input[0]] = new_tensors[node.input[0]]
+        tensors.update({x: new_tensors[x] for x in node.input if x in graph.tensors})
     if not lowered:
         return graph
     drop |= _dead_dequantize(flat, drop)

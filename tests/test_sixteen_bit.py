@@ -3,8 +3,9 @@
 - A16W8 QDQ models made by onnxruntime's own quantizer (QUInt16 / QInt16 activations, QInt8
   weights; opset 21 Q/DQ and the com.microsoft Q/DQ of `UseQDQContribOps`): mode "ort" is
   bit-exact with onnxruntime, dtype included; the 16-bit Q/DQ are integer IR ops in 16-bit storage.
-- Mode "npu": the convs and gemms onnxruntime runs in float become TFLite 16x8 integer layers
-  (no host island left for them), bit-exact with the float64 reference (npusim.fakequant).
+- Mode "npu": the convs, gemms, matmuls and adds onnxruntime runs in float become TFLite 16x8
+  integer layers (no host island left for them), bit-exact with the float64 reference
+  (npusim.fakequant).
 - float16: DequantizeLinear with a float16 scale returns float16, bit for bit onnxruntime's.
 - Kernels: the 16x8 accumulators and TFLite's int64 MultiplyByQuantizedMultiplier against
   independent integer arithmetic; fast == golden (hypothesis, derandomized).
@@ -148,7 +149,7 @@ def test_a16w8_mode_npu_integer_and_bit_exact_with_float64_reference(a16w8, name
     path = a16w8[(name, *variant)]
     sess = npusim.InferenceSession(str(path), mode="npu", rounding=rounding)
     host_ops = {op.split(":")[0] for n in sess.graph.host_nodes() for op in n.attrs["ops"]}
-    assert not host_ops & {"Conv", "Gemm", "MatMul", "MatMulNBits"}, host_ops
+    assert not host_ops & {"Conv", "Gemm", "MatMul", "MatMulNBits", "Add"}, host_ops
     wide = [n for n in sess.graph.nodes if n.attrs.get("acc") == "i64"]
     if name in ("conv", "conv_strided_group", "gemm", "matmul", "pools"):
         assert len(wide) == 1 and sess.graph.tensors[wide[0].outputs[0]].dtype == "i64"
@@ -313,3 +314,37 @@ def test_requantize_fixed_i64_fast_eq_golden(seed, dt, per_channel):
     want = np.clip(np.array([_mbqm_i64_exact(int(acc[0, ch, 0, 0]), int(m0[ch if per_channel else 0]),
                                              int(n[ch if per_channel else 0]))]) + y_zp, info.min, info.max)
     assert int(g[0, ch, 0, 0]) == int(want[0])
+
+
+@SETTINGS
+@given(st.integers(0, 2 ** 31), st.sampled_from(["add", "mul"]), st.sampled_from(["i16", "u16"]),
+       st.sampled_from(["double", "single"]), st.sampled_from([((3, 5), (3, 5)), ((2, 3, 4), (3, 1)), ((4,), ())]))
+def test_sixteen_bit_add_mul_fast_eq_golden_eq_float64_reference(seed, op, dt, rounding, shapes):
+    """TFLite's int16 Add (L = 15) and Mul on 16-bit operands: fast == golden == fakequant. A
+    uint16 Mul cannot keep its products in int32 (65535² > 2^31): both kernels refuse it."""
+    from npusim.ir import Graph, Node, qrange
+
+    rng = np.random.default_rng(seed)
+    lo, hi = qrange(dt)
+    npdt = storage(dt)
+    zps = [int(rng.integers(lo, hi + 1)) for _ in range(3)]
+    if op == "mul":
+        zps[:2] = [0, 0]  # TFLite's int16 zero points: the product stays in int32
+    a, b = (rng.integers(lo, hi + 1, s).astype(npdt) for s in shapes)
+    a.reshape(-1)[:1] = hi
+    scales = [float(np.float32(2.0 ** rng.integers(-14, -6) * rng.uniform(1, 2))) for _ in range(3)]
+    params = gfp.add_params(*scales, gfp.add_left_shift(npdt)) if op == "add" else gfp.mul_params(*scales)
+    args = (a, zps[0], b, zps[1], params, zps[2], lo, hi, npdt, rounding)
+    if op == "mul" and dt == "u16":
+        for k in (gfp, ffp):
+            with pytest.raises(ValueError, match="can leave int32"):
+                k.fixed_mul(*args)
+        return
+    g = getattr(gfp, f"fixed_{op}")(*args)
+    np.testing.assert_array_equal(getattr(ffp, f"fixed_{op}")(*args), g)
+    attrs = {"a_scale": np.float32(scales[0]), "a_zp": zps[0], "b_scale": np.float32(scales[1]), "b_zp": zps[1],
+             "y_scale": np.float32(scales[2]), "y_zp": zps[2], "qmin": lo, "qmax": hi, "dtype": dt}
+    graph = Graph("t", (), ("y",), {}, (Node(op, "n", ("a", "b"), ("y",), attrs),), {"a": a, "b": b})
+    want = evaluate(graph, {}, rounding)["y"]
+    assert want.dtype == g.dtype == npdt
+    np.testing.assert_array_equal(g, want)

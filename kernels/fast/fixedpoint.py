@@ -13,9 +13,10 @@ from npusim_kernels.fast._jit import njit
 from npusim_kernels.fast import pool as _pool
 from npusim_kernels.fast.pool import _window_span
 from npusim_kernels.golden.fixedpoint import (  # noqa: F401  (offline helpers, re-exported)
-    ADD_LEFT_SHIFT, add_params, avgpool_params, global_avgpool_params, mul_params, quantize_multiplier,
-    softmax_table)
-from npusim_kernels.golden.fixedpoint import _check_8bit, _check_range, _check_rounding  # argument checks
+    add_left_shift, add_params, avgpool_params, global_avgpool_params, mul_params,
+    quantize_multiplier, softmax_table)
+from npusim_kernels.golden.fixedpoint import (  # argument checks
+    _add_operands, _check_8bit, _check_range, _check_rounding, _mul_operands)
 from npusim_kernels.fast.acc64 import conv_acc_i64, matmul_acc_i64  # noqa: F401  (16x8 accumulators: the
 #   kernel sets are read from this module until acc64 is listed in npusim.session._KERNEL_MODULES)
 
@@ -325,13 +326,13 @@ def _operands_2d(a, b):
 
 
 @njit(inline="always")
-def _add_stage(v, zp, m0, s, single):
-    """The per-operand stage of fixed_add: MBQM((v − zp)·2^20, m0, n) (|v − zp|·2^20 < 2^28)."""
-    return _mbqm1((np.int64(v) - zp) << ADD_LEFT_SHIFT, m0, s[0], s[1], single)
+def _add_stage(v, zp, left, m0, s, single):
+    """The per-operand stage of fixed_add: MBQM((v − zp)·2^L, m0, n) (int32, checked by the wrapper)."""
+    return _mbqm1((np.int64(v) - zp) << left, m0, s[0], s[1], single)
 
 
 @njit
-def _add_core(a2, b2, a_zp, b_zp, ma, na, mb, nb, my, ny, single, y_zp, qmin, qmax, out):
+def _add_core(a2, b2, a_zp, b_zp, left, ma, na, mb, nb, my, ny, single, y_zp, qmin, qmax, out):
     """out[o, i] = clamp(MBQM(a'[o, i] + b'[o, i], my, ny) + y_zp, qmin, qmax), a' and b' the
     per-operand stages of a2[o or 0, i] and b2[o or 0, i or 0] (2-D block broadcast; a2 always
     runs along the row, the wrapper swaps the operands otherwise). Two contiguous inner loops:
@@ -348,18 +349,18 @@ def _add_core(a2, b2, a_zp, b_zp, ma, na, mb, nb, my, ny, single, y_zp, qmin, qm
         dst = out[o]
         if bi:
             for i in range(ni):
-                s = _add_stage(ra[i], a_zp, ma, sa, single) + _add_stage(rb[i], b_zp, mb, sb, single)
+                s = _add_stage(ra[i], a_zp, left, ma, sa, single) + _add_stage(rb[i], b_zp, left, mb, sb, single)
                 dst[i] = min(max(_mbqm1(s, my, sy[0], sy[1], single), lo), hi) + y_zp
         else:
-            b1 = _add_stage(rb[0], b_zp, mb, sb, single)
+            b1 = _add_stage(rb[0], b_zp, left, mb, sb, single)
             for i in range(ni):
-                s = _add_stage(ra[i], a_zp, ma, sa, single) + b1
+                s = _add_stage(ra[i], a_zp, left, ma, sa, single) + b1
                 dst[i] = min(max(_mbqm1(s, my, sy[0], sy[1], single), lo), hi) + y_zp
 
 
 @njit
 def _mul_core(a2, b2, a_zp, b_zp, m0, n, single, y_zp, qmin, qmax, out):
-    """out[o, i] = clamp(MBQM((a − a_zp)·(b − b_zp), m0, n) + y_zp, qmin, qmax) (|product| <= 2^16),
+    """out[o, i] = clamp(MBQM((a − a_zp)·(b − b_zp), m0, n) + y_zp, qmin, qmax) (|product| < 2^31),
     a = a2[o or 0, i], b = b2[o or 0, i or 0]; loops as _add_core."""
     no, ni = out.shape
     ao, bo, bi = a2.shape[0] == no, b2.shape[0] == no, b2.shape[1] == ni
@@ -386,26 +387,25 @@ def _empty_2d(a2, b2, out_dtype):
 
 
 def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
-    """TFLite integer Add (L = 20), u8/i8, numpy broadcasting; see golden.fixedpoint.fixed_add."""
+    """TFLite integer Add (L = 20; 15 for a 16-bit output), 8/16-bit, numpy broadcasting; see
+    golden.fixedpoint.fixed_add."""
     single = _single(rounding)
-    _check_8bit(a, a_zp, "fixed_add a")
-    _check_8bit(b, b_zp, "fixed_add b")
+    a, b, left = _add_operands(a, a_zp, b, b_zp, out_dtype)
     (ma, na), (mb, nb), (my, ny) = params
     _params([ma, mb, my], [na, nb, ny])
     a2, b2, shape, swap = _operands_2d(a, b)
     if swap:  # the sum is symmetric: the operand that runs along the row goes first
         a2, b2, a_zp, b_zp, ma, na, mb, nb = b2, a2, b_zp, a_zp, mb, nb, ma, na
     out = _empty_2d(a2, b2, out_dtype)
-    _add_core(a2, b2, np.int64(a_zp), np.int64(b_zp), np.int64(ma), np.int64(na), np.int64(mb), np.int64(nb),
+    _add_core(a2, b2, np.int64(a_zp), np.int64(b_zp), np.int64(left), np.int64(ma), np.int64(na), np.int64(mb), np.int64(nb),
               np.int64(my), np.int64(ny), single, np.int64(y_zp), int(qmin), int(qmax), out)
     return out.reshape(shape)
 
 
 def fixed_mul(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
-    """TFLite integer Mul, u8/i8, numpy broadcasting; see golden.fixedpoint.fixed_mul."""
+    """TFLite integer Mul, 8/16-bit, numpy broadcasting; see golden.fixedpoint.fixed_mul."""
     single = _single(rounding)
-    _check_8bit(a, a_zp, "fixed_mul a")
-    _check_8bit(b, b_zp, "fixed_mul b")
+    a, b = _mul_operands(a, a_zp, b, b_zp)
     m, n = params
     _params(m, n)
     a2, b2, shape, swap = _operands_2d(a, b)

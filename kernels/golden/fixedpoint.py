@@ -22,6 +22,7 @@ from npusim_kernels.golden.acc64 import conv_acc_i64, matmul_acc_i64  # noqa: F4
 I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
 ROUNDINGS = ("double", "single")
 ADD_LEFT_SHIFT = 20  # TFLite's left_shift for 8-bit Add: (a − a_zp)·2^20 keeps 11 bits of headroom
+ADD_LEFT_SHIFT_16 = 15  # and for an int16 output: (a − a_zp)·2^15 < 2^31 for any 16-bit a
 
 
 def _check_rounding(rounding):
@@ -71,12 +72,18 @@ def _qm_int(real):
     return int(m0), int(n)
 
 
-def add_params(a_scale, b_scale, y_scale):
-    """((ma, na), (mb, nb), (my, ny)) for fixed_add, TFLite integer Add with L = 20 (float64):
-    t = 2·max(a_scale, b_scale); QM(a_scale / t), QM(b_scale / t), QM(t / (2^L · y_scale))."""
+def add_left_shift(out_dtype):
+    """TFLite Add's left shift L: 15 for a 16-bit output (add.cc: int16), else 20."""
+    return ADD_LEFT_SHIFT_16 if np.dtype(out_dtype).itemsize == 2 else ADD_LEFT_SHIFT
+
+
+def add_params(a_scale, b_scale, y_scale, left_shift=ADD_LEFT_SHIFT):
+    """((ma, na), (mb, nb), (my, ny)) for fixed_add, TFLite integer Add with L = left_shift
+    (add_left_shift of the output type; float64): t = 2·max(a_scale, b_scale);
+    QM(a_scale / t), QM(b_scale / t), QM(t / (2^L · y_scale))."""
     a_scale, b_scale, y_scale = float(a_scale), float(b_scale), float(y_scale)
     t = 2.0 * max(a_scale, b_scale)
-    return _qm_int(a_scale / t), _qm_int(b_scale / t), _qm_int(t / (2.0 ** ADD_LEFT_SHIFT * y_scale))
+    return _qm_int(a_scale / t), _qm_int(b_scale / t), _qm_int(t / (2.0 ** int(left_shift) * y_scale))
 
 
 def mul_params(a_scale, b_scale, y_scale):
@@ -252,39 +259,76 @@ def requantize_fixed_i64(acc_i64, m0, n, axis, y_zp, qmin, qmax, out_dtype):
     return _finish(mbqm_i64(acc, m, s), y_zp, qmin, qmax, out_dtype)
 
 
-def _check_8bit(x, zp, what):
-    """x as an array, after checking that it is u8/i8 and its zero point inside the type's range."""
+def _check_8bit(x, zp, what, dtypes=(np.uint8, np.int8)):
+    """x as an array, after checking that its dtype is one of `dtypes` (u8/i8 by default) and its
+    zero point inside the type's range."""
     x = np.asarray(x)
-    if x.dtype not in (np.uint8, np.int8):
-        raise ValueError(f"{what} must be uint8 or int8, got {x.dtype}")
+    if x.dtype not in dtypes:
+        raise ValueError(f"{what} must be {' or '.join(np.dtype(d).name for d in dtypes)}, got {x.dtype}")
     info = np.iinfo(x.dtype)
     if not info.min <= int(zp) <= info.max:
         raise ValueError(f"{what} zero point {int(zp)} outside {x.dtype} range")
     return x
 
 
-def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
-    """TFLite integer Add, u8/i8 in, numpy broadcasting. params = add_params(...).
+ELTWISE_DTYPES = (np.uint8, np.int8, np.uint16, np.int16)
 
-    a' = MBQM((a − a_zp)·2^20, ma, na), b' = MBQM((b − b_zp)·2^20, mb, nb)  (|a − a_zp|·2^20 < 2^28)
-    y = clamp(MBQM(a' + b', my, ny) + y_zp, qmin, qmax)   (|a'|, |b'| <= 2^28: the sum fits int32)
+
+def _headroom(zp, dtype):
+    """max |x − zp| over x's whole type."""
+    info = np.iinfo(dtype)
+    return max(int(zp) - int(info.min), int(info.max) - int(zp))
+
+
+def _add_operands(a, a_zp, b, b_zp, out_dtype):
+    """(a, b, L) for fixed_add after its checks: 8/16-bit operands, zero points in range, and
+    |x − x_zp|·2^L inside int32 for every value of either type (L = add_left_shift(out_dtype))."""
+    a = _check_8bit(a, a_zp, "fixed_add a", ELTWISE_DTYPES)
+    b = _check_8bit(b, b_zp, "fixed_add b", ELTWISE_DTYPES)
+    shift = add_left_shift(out_dtype)
+    if max(_headroom(a_zp, a.dtype), _headroom(b_zp, b.dtype)) << shift > I32_MAX:
+        raise ValueError(f"fixed_add: {a.dtype} + {b.dtype} inputs shifted by {shift} overflow int32 "
+                         f"(output {np.dtype(out_dtype).name})")
+    return a, b, shift
+
+
+def _mul_operands(a, a_zp, b, b_zp):
+    """(a, b) for fixed_mul after its checks: 8/16-bit operands, zero points in range, and
+    max|a − a_zp|·max|b − b_zp| over the types inside int32."""
+    a = _check_8bit(a, a_zp, "fixed_mul a", ELTWISE_DTYPES)
+    b = _check_8bit(b, b_zp, "fixed_mul b", ELTWISE_DTYPES)
+    if _headroom(a_zp, a.dtype) * _headroom(b_zp, b.dtype) > I32_MAX:
+        raise ValueError(f"fixed_mul: products of {a.dtype} (zp {int(a_zp)}) and {b.dtype} (zp {int(b_zp)}) "
+                         f"can leave int32")
+    return a, b
+
+
+def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
+    """TFLite integer Add, 8- or 16-bit in (int16: TFLite's 16x8 Add, zero points allowed),
+    numpy broadcasting. params = add_params(..., add_left_shift(out_dtype)).
+
+    L = add_left_shift(out_dtype) (20; 15 for a 16-bit output), and |a − a_zp|·2^L must fit
+    int32 for every value of a's type (else ValueError: a 16-bit input needs a 16-bit output):
+    a' = MBQM((a − a_zp)·2^L, ma, na), b' likewise (|a'|, |b'| <= 2^30: the sum fits int32);
+    y = clamp(MBQM(a' + b', my, ny) + y_zp, qmin, qmax).
     """
     (ma, na), (mb, nb), (my, ny) = params
-    a = _check_8bit(a, a_zp, "fixed_add a").astype(np.int64) - int(a_zp)
-    b = _check_8bit(b, b_zp, "fixed_add b").astype(np.int64) - int(b_zp)
-    a1 = mbqm(a << ADD_LEFT_SHIFT, ma, na, rounding)
-    b1 = mbqm(b << ADD_LEFT_SHIFT, mb, nb, rounding)
+    a, b, shift = _add_operands(a, a_zp, b, b_zp, out_dtype)
+    a1 = mbqm((a.astype(np.int64) - int(a_zp)) << shift, ma, na, rounding)
+    b1 = mbqm((b.astype(np.int64) - int(b_zp)) << shift, mb, nb, rounding)
     return _finish(mbqm(a1 + b1, my, ny, rounding), y_zp, qmin, qmax, out_dtype)
 
 
 def fixed_mul(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
-    """TFLite integer Mul, u8/i8 in, numpy broadcasting. params = mul_params(...) = (m, n).
+    """TFLite integer Mul, 8- or 16-bit in, numpy broadcasting. params = mul_params(...) = (m, n).
 
-    prod = (a − a_zp)·(b − b_zp) (|prod| <= 2^16); y = clamp(MBQM(prod, m, n) + y_zp, qmin, qmax).
+    prod:i32 = (a − a_zp)·(b − b_zp): max|a − a_zp|·max|b − b_zp| over the types must be < 2^31
+    (always for 8 bits; for 16 bits, TFLite's zero points 0 give <= 2^30), else ValueError;
+    y = clamp(MBQM(prod, m, n) + y_zp, qmin, qmax).
     """
     m, n = params
-    a = _check_8bit(a, a_zp, "fixed_mul a").astype(np.int64) - int(a_zp)
-    prod = a * (_check_8bit(b, b_zp, "fixed_mul b").astype(np.int64) - int(b_zp))
+    a, b = _mul_operands(a, a_zp, b, b_zp)
+    prod = (a.astype(np.int64) - int(a_zp)) * (b.astype(np.int64) - int(b_zp))
     return _finish(mbqm(prod, m, n, rounding), y_zp, qmin, qmax, out_dtype)
 
 
