@@ -12,8 +12,9 @@ makes DQ(int8 W) -> MatMul an 8-bit MatMulNBits), and mode "ort" runs those as h
 members of host islands, and replaces it by the QLinear node onnxruntime fuses for 8 bits
 (QLinearConv, com.microsoft QGemm, QLinearMatMul, QLinearAdd, QLinearMul), converted by
 npusim.convert as any QLinear node: conv / gemm / matmul + requantize with the accumulator
-marked int64 (attrs["acc"] = "i64"), or add / mul. Not lowered (they stay on the host): pools,
-Relu and the other float ops, and a Mul whose operands' zero points let products leave int32.
+marked int64 (attrs["acc"] = "i64"), or add / mul / avgpool / global_avgpool / maxpool. Not
+lowered (they stay on the host): Relu and the other float ops, a Mul whose operands' zero points
+let products leave int32, a MaxPool that changes scale, a pool whose window sum can leave int32.
 What else an island held stays on the host, as smaller islands. Weights must be constant
 integers of at most 8 bits; a bias DequantizeLinear's int32 values are rescaled offline to the
 accumulator's scale x_scale·w_scale when its own scale differs (the NPU compiler's job).
@@ -32,6 +33,7 @@ from .ir import Graph, Node, bits, is_quantized, storage
 
 _LOWERED = ("Conv", "Gemm", "MatMul", "MatMulNBits")
 _BINARY = {"Add": "QLinearAdd", "Mul": "QLinearMul"}
+_POOLS = {"AveragePool": "QLinearAveragePool", "GlobalAveragePool": "QLinearGlobalAveragePool", "MaxPool": "MaxPool"}
 
 
 class _Flat:
@@ -118,6 +120,8 @@ def _qlinear(flat: _Flat, p: onnx.NodeProto):
     pattern around float op `p`, or None when p does not fit TFLite's 16x8 (or 8x8) kernels."""
     if p.domain in ("", "ai.onnx") and p.op_type in _BINARY:
         return _qbinary(flat, p)
+    if p.domain in ("", "ai.onnx") and p.op_type in _POOLS:
+        return _qpool(flat, p)
     if p.domain not in ("", "ai.onnx", "com.microsoft") or p.op_type not in _LOWERED or \
             (p.domain == "com.microsoft") != (p.op_type == "MatMulNBits"):
         return None
@@ -200,6 +204,36 @@ def _qbinary(flat: _Flat, p: onnx.NodeProto):
     inits[f"{name}::y_scale"], inits[f"{name}::y_zp"] = ys.reshape(()), yz.reshape(())
     node = helper.make_node(_BINARY[p.op_type], ins + [f"{name}::y_scale", f"{name}::y_zp"], [y], name=name,
                             domain="com.microsoft")
+    return node, inits, q_index
+
+
+def _qpool(flat: _Flat, p: onnx.NodeProto):
+    """DQ -> AveragePool / GlobalAveragePool -> Q as com.microsoft QLinearAveragePool /
+    QLinearGlobalAveragePool (the NPU's integer window sum and per-count multiplier, 8 or 16 bits,
+    when a window's sum stays in int32); DQ -> MaxPool -> Q with the same scale and zero point on
+    both sides as an integer MaxPool of the quantized tensor."""
+    src = flat.dequantized(p.input[0])
+    out = flat.quantized_by(p.output[0])
+    if src is None or out is None or len([o for o in p.output if o]) != 1:
+        return None
+    (xq, xs, xz, _), (q_index, y, ys, yz) = src, out
+    t = flat.graph.tensors.get(xq)
+    if t is None or xq in flat.inits or not is_quantized(t.dtype) or bits(t.dtype) > 16 or xs.size != 1:
+        return None
+    a = {x.name: helper.get_attribute_value(x) for x in p.attribute}
+    if p.op_type == "MaxPool":
+        same = xs.reshape(-1)[0] == ys.reshape(-1)[0] and int(xz.reshape(-1)[0]) == int(yz.reshape(-1)[0])
+        return (helper.make_node("MaxPool", [xq], [y], name=p.name, **a), {}, q_index) if same else None
+    known = t.shape is not None and all(isinstance(d, int) and d > 0 for d in t.shape[2:])
+    taps = int(np.prod(a["kernel_shape"])) if p.op_type == "AveragePool" else \
+        int(np.prod(t.shape[2:])) if known else 1  # unknown size: the kernel checks it at run time
+    info = np.iinfo(storage(t.dtype))
+    if taps * max(int(xz.reshape(-1)[0]) - int(info.min), int(info.max) - int(xz.reshape(-1)[0])) > 2 ** 31 - 1:
+        return None
+    name = p.name
+    inits = {f"{name}::x_scale": xs.reshape(()), f"{name}::x_zp": xz.reshape(()),
+             f"{name}::y_scale": ys.reshape(()), f"{name}::y_zp": yz.reshape(())}
+    node = helper.make_node(_POOLS[p.op_type], [xq] + list(inits), [y], name=name, domain="com.microsoft", **a)
     return node, inits, q_index
 
 

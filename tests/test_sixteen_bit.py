@@ -3,8 +3,8 @@
 - A16W8 QDQ models made by onnxruntime's own quantizer (QUInt16 / QInt16 activations, QInt8
   weights; opset 21 Q/DQ and the com.microsoft Q/DQ of `UseQDQContribOps`): mode "ort" is
   bit-exact with onnxruntime, dtype included; the 16-bit Q/DQ are integer IR ops in 16-bit storage.
-- Mode "npu": the convs, gemms, matmuls and adds onnxruntime runs in float become TFLite 16x8
-  integer layers (no host island left for them), bit-exact with the float64 reference
+- Mode "npu": the convs, gemms, matmuls, adds and pools onnxruntime runs in float become integer
+  layers (TFLite 16x8; no host island left for them), bit-exact with the float64 reference
   (npusim.fakequant).
 - float16: DequantizeLinear with a float16 scale returns float16, bit for bit onnxruntime's.
 - Kernels: the 16x8 accumulators and TFLite's int64 MultiplyByQuantizedMultiplier against
@@ -149,7 +149,10 @@ def test_a16w8_mode_npu_integer_and_bit_exact_with_float64_reference(a16w8, name
     path = a16w8[(name, *variant)]
     sess = npusim.InferenceSession(str(path), mode="npu", rounding=rounding)
     host_ops = {op.split(":")[0] for n in sess.graph.host_nodes() for op in n.attrs["ops"]}
-    assert not host_ops & {"Conv", "Gemm", "MatMul", "MatMulNBits", "Add"}, host_ops
+    assert not host_ops & {"Conv", "Gemm", "MatMul", "MatMulNBits", "Add", "MaxPool", "AveragePool",
+                           "GlobalAveragePool"}, host_ops
+    if name in ("conv_strided_group", "gemm", "matmul", "pools"):
+        assert not sess.host_fallback  # the whole A16W8 model is integer
     wide = [n for n in sess.graph.nodes if n.attrs.get("acc") == "i64"]
     if name in ("conv", "conv_strided_group", "gemm", "matmul", "pools"):
         assert len(wide) == 1 and sess.graph.tensors[wide[0].outputs[0]].dtype == "i64"
@@ -348,3 +351,42 @@ def test_sixteen_bit_add_mul_fast_eq_golden_eq_float64_reference(seed, op, dt, r
     want = evaluate(graph, {}, rounding)["y"]
     assert want.dtype == g.dtype == npdt
     np.testing.assert_array_equal(g, want)
+
+
+@SETTINGS
+@given(st.integers(0, 2 ** 31), st.sampled_from(["i16", "u16"]), st.sampled_from(["double", "single"]),
+       st.booleans(), st.booleans())
+def test_sixteen_bit_pools_fast_eq_golden_eq_float64_reference(seed, dt, rounding, include_pad, ceil):
+    """avgpool / global_avgpool on 16-bit x: integer window sums, one multiplier per count."""
+    from npusim.ir import Graph, Node, qrange
+
+    rng = np.random.default_rng(seed)
+    lo, hi = qrange(dt)
+    npdt = storage(dt)
+    x = rng.integers(lo, hi + 1, (2, 3, 7, 6)).astype(npdt)
+    x.reshape(-1)[:3] = [lo, hi, hi]
+    x_zp, y_zp = (int(v) for v in rng.integers(lo, hi + 1, 2))
+    xs, ys = (np.float32(rng.uniform(1e-5, 1e-3)) for _ in range(2))
+    k, st_, pads = (3, 2), (2, 2), (1, 0, 1, 1)
+    attrs = {"x_scale": xs, "x_zp": x_zp, "y_scale": ys, "y_zp": y_zp, "qmin": lo, "qmax": hi, "dtype": dt,
+             "kernel_shape": k, "strides": st_, "pads": pads, "dilations": (1, 1), "auto_pad": "NOTSET",
+             "count_include_pad": int(include_pad), "ceil_mode": int(ceil)}
+    m0, n = gfp.avgpool_params(xs, ys, k)
+    args = (x, x_zp, k, st_, pads, int(include_pad), int(ceil), m0, n, y_zp, lo, hi, npdt, rounding)
+    g = gfp.fixed_avgpool(*args)
+    np.testing.assert_array_equal(ffp.fixed_avgpool(*args), g)
+    graph = Graph("t", (), ("y",), {}, (Node("avgpool", "n", ("x",), ("y",), attrs),), {"x": x})
+    np.testing.assert_array_equal(evaluate(graph, {}, rounding)["y"], g)
+    gm0, gn = gfp.global_avgpool_params(xs, ys, 42)
+    g = gfp.fixed_global_avgpool(x, x_zp, gm0, gn, y_zp, lo, hi, npdt, rounding)
+    np.testing.assert_array_equal(ffp.fixed_global_avgpool(x, x_zp, gm0, gn, y_zp, lo, hi, npdt, rounding), g)
+    graph = Graph("t", (), ("y",), {}, (Node("global_avgpool", "n", ("x",), ("y",), attrs),), {"x": x})
+    np.testing.assert_array_equal(evaluate(graph, {}, rounding)["y"], g)
+    assert g.dtype == npdt and g.shape == (2, 3, 1, 1)
+
+
+def test_sixteen_bit_pool_sum_that_can_leave_int32_is_refused():
+    x = np.zeros((1, 1, 200, 200), np.uint16)  # 40000 values of up to 65535
+    for k in (gfp, ffp):
+        with pytest.raises(ValueError, match="can leave int32"):
+            k.fixed_global_avgpool(x, 0, 1 << 30, 20, 0, 0, 65535, np.uint16, "double")

@@ -16,7 +16,7 @@ from npusim_kernels.golden.fixedpoint import (  # noqa: F401  (offline helpers, 
     add_left_shift, add_params, avgpool_params, global_avgpool_params, mul_params,
     quantize_multiplier, softmax_table)
 from npusim_kernels.golden.fixedpoint import (  # argument checks
-    _add_operands, _check_8bit, _check_range, _check_rounding, _mul_operands)
+    _add_operands, _check_8bit, _check_range, _check_rounding, _mul_operands, _pool_operand)
 from npusim_kernels.fast.acc64 import conv_acc_i64, matmul_acc_i64  # noqa: F401  (16x8 accumulators: the
 #   kernel sets are read from this module until acc64 is listed in npusim.session._KERNEL_MODULES)
 
@@ -437,11 +437,9 @@ def fixed_global_avgpool(x_nchw, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, round
     single = _single(rounding)
     m, s = _params(m0, n, 1)
     x = np.ascontiguousarray(x_nchw)
-    _check_8bit(x, x_zp, "fixed_global_avgpool x")
     nb, c = x.shape[:2]
     hw = int(np.prod(x.shape[2:], dtype=np.int64))
-    if hw >= 2 ** 23:
-        raise ValueError(f"fixed_global_avgpool: {hw} spatial elements, at most 2^23 - 1")
+    _pool_operand(x, x_zp, hw, "fixed_global_avgpool")
     out = np.empty(nb * c, out_dtype)
     _gap_core(x.reshape(nb * c, hw), np.int64(x_zp), m[0], s[0], single, np.int64(y_zp), int(qmin), int(qmax), out)
     return out.reshape((nb, c) + (1,) * (x.ndim - 2))
@@ -479,7 +477,7 @@ def fixed_avgpool(x_nchw, x_zp, kernel, strides, pads, count_include_pad, ceil_m
     """Average pool, integer, 1-3 spatial dims; see golden.fixedpoint.fixed_avgpool."""
     single = _single(rounding)
     x = np.asarray(x_nchw)
-    _check_8bit(x, x_zp, "fixed_avgpool x")
+    _pool_operand(x, x_zp, np.prod(kernel), "fixed_avgpool")
     nd = x.ndim - 2
     m, s = _params(m0_by_count, n_by_count, None)
     if m.size != int(np.prod(kernel)) + 1:

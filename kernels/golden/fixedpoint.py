@@ -271,7 +271,7 @@ def _check_8bit(x, zp, what, dtypes=(np.uint8, np.int8)):
     return x
 
 
-ELTWISE_DTYPES = (np.uint8, np.int8, np.uint16, np.int16)
+ACT_DTYPES = (np.uint8, np.int8, np.uint16, np.int16)  # activations of fixed_add, fixed_mul and the pools
 
 
 def _headroom(zp, dtype):
@@ -283,8 +283,8 @@ def _headroom(zp, dtype):
 def _add_operands(a, a_zp, b, b_zp, out_dtype):
     """(a, b, L) for fixed_add after its checks: 8/16-bit operands, zero points in range, and
     |x − x_zp|·2^L inside int32 for every value of either type (L = add_left_shift(out_dtype))."""
-    a = _check_8bit(a, a_zp, "fixed_add a", ELTWISE_DTYPES)
-    b = _check_8bit(b, b_zp, "fixed_add b", ELTWISE_DTYPES)
+    a = _check_8bit(a, a_zp, "fixed_add a", ACT_DTYPES)
+    b = _check_8bit(b, b_zp, "fixed_add b", ACT_DTYPES)
     shift = add_left_shift(out_dtype)
     if max(_headroom(a_zp, a.dtype), _headroom(b_zp, b.dtype)) << shift > I32_MAX:
         raise ValueError(f"fixed_add: {a.dtype} + {b.dtype} inputs shifted by {shift} overflow int32 "
@@ -295,8 +295,8 @@ def _add_operands(a, a_zp, b, b_zp, out_dtype):
 def _mul_operands(a, a_zp, b, b_zp):
     """(a, b) for fixed_mul after its checks: 8/16-bit operands, zero points in range, and
     max|a − a_zp|·max|b − b_zp| over the types inside int32."""
-    a = _check_8bit(a, a_zp, "fixed_mul a", ELTWISE_DTYPES)
-    b = _check_8bit(b, b_zp, "fixed_mul b", ELTWISE_DTYPES)
+    a = _check_8bit(a, a_zp, "fixed_mul a", ACT_DTYPES)
+    b = _check_8bit(b, b_zp, "fixed_mul b", ACT_DTYPES)
     if _headroom(a_zp, a.dtype) * _headroom(b_zp, b.dtype) > I32_MAX:
         raise ValueError(f"fixed_mul: products of {a.dtype} (zp {int(a_zp)}) and {b.dtype} (zp {int(b_zp)}) "
                          f"can leave int32")
@@ -342,14 +342,22 @@ def fixed_rescale(x, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
     return _finish(mbqm(d, m0, n, rounding), y_zp, qmin, qmax, out_dtype)
 
 
+def _pool_operand(x, x_zp, taps, what):
+    """x after the pools' checks: 8- or 16-bit, zero point in range, and a sum of `taps` values
+    x − x_zp inside int32 for any values of x's type (taps·max|x − x_zp| < 2^31)."""
+    x = _check_8bit(x, x_zp, f"{what} x", ACT_DTYPES)
+    if int(taps) * _headroom(x_zp, x.dtype) > I32_MAX:
+        raise ValueError(f"{what}: a sum of {int(taps)} {x.dtype} values (zp {int(x_zp)}) can leave int32")
+    return x
+
+
 def fixed_global_avgpool(x_nchw, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
-    """Global average pool (N, C, *spatial) -> (N, C, 1, ..): acc:i32 = Σ (x − x_zp) over
-    N_s = Πspatial < 2^23 elements (so |acc| < 2^31 for 8-bit x); (m0, n) =
-    global_avgpool_params(x_scale, y_scale, N_s); y = clamp(MBQM(acc, m0, n) + y_zp, qmin, qmax)."""
-    x = _check_8bit(x_nchw, x_zp, "fixed_global_avgpool x").astype(np.int64)
-    hw = int(np.prod(x.shape[2:]))
-    if hw >= 2 ** 23:
-        raise ValueError(f"fixed_global_avgpool: {hw} spatial elements, at most 2^23 - 1")
+    """Global average pool (N, C, *spatial) -> (N, C, 1, ..), 8- or 16-bit x: acc:i32 = Σ (x − x_zp)
+    over N_s = Πspatial elements, N_s·max|x − x_zp| < 2^31 (8 bits: N_s up to ~2^23; 16 bits:
+    2^15); (m0, n) = global_avgpool_params(x_scale, y_scale, N_s);
+    y = clamp(MBQM(acc, m0, n) + y_zp, qmin, qmax)."""
+    hw = int(np.prod(np.shape(x_nchw)[2:]))
+    x = _pool_operand(x_nchw, x_zp, hw, "fixed_global_avgpool").astype(np.int64)
     acc = (x - int(x_zp)).reshape(x.shape[:2] + (hw,)).sum(axis=2)
     _check_range(acc, I32_MIN, I32_MAX, "fixed_global_avgpool accumulator")
     y = _finish(mbqm(acc, m0, n, rounding), y_zp, qmin, qmax, out_dtype)
@@ -358,14 +366,15 @@ def fixed_global_avgpool(x_nchw, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, round
 
 def fixed_avgpool(x_nchw, x_zp, kernel, strides, pads, count_include_pad, ceil_mode,
                   m0_by_count, n_by_count, y_zp, qmin, qmax, out_dtype, rounding):
-    """Average pool (N, C, *spatial), 1-3 spatial dims, no dilation; pads = [begin..., end...].
+    """Average pool (N, C, *spatial), 1-3 spatial dims, no dilation; pads = [begin..., end...];
+    8- or 16-bit x with Πkernel·max|x − x_zp| < 2^31.
 
     acc:i32 = Σ (x − x_zp) over the window clipped to the input (padding contributes 0);
     count = Πkernel if count_include_pad else the clipped window size (onnxruntime's divisor;
     output sizes and ceil_mode as golden.pool); (m0, n) = (m0_by_count[count], n_by_count[count])
     from avgpool_params; y = clamp(MBQM(acc, m0, n) + y_zp, qmin, qmax).
     """
-    x = _check_8bit(x_nchw, x_zp, "fixed_avgpool x").astype(np.int64) - int(x_zp)
+    x = _pool_operand(x_nchw, x_zp, np.prod(kernel), "fixed_avgpool").astype(np.int64) - int(x_zp)
     nd = x.ndim - 2
     outs = [_pool.pool_output_size(x.shape[2 + i], kernel[i], strides[i], pads[i], pads[i + nd], 1, ceil_mode)
             for i in range(nd)]
