@@ -299,9 +299,16 @@ def _convert(flat: _Flat, node: onnx.NodeProto, inits: dict):
     return nodes, ctx.tensors
 
 
+def _sixteen_bit(flat: _Flat, node: onnx.NodeProto, inits: dict) -> bool:
+    """True when an activation of QLinear `node` (an operand or the output) is 16-bit: the layers
+    of 8-bit models that onnxruntime keeps in float (4-bit weights, say) are left as they are."""
+    acts = [x for x in list(node.input) + [node.output[0]] if x in flat.graph.tensors and x not in inits]
+    return any(is_quantized(d) and bits(d) == 16 for d in (flat.graph.tensors[x].dtype for x in acts))
+
+
 def lower(graph: Graph) -> Graph:
-    """`graph` with every DQ -> Conv/Gemm/MatMul -> Q of 8..16-bit activations that onnxruntime
-    leaves in float replaced by integer 16x8 nodes (see the module docstring)."""
+    """`graph` with every DQ -> op -> Q with 16-bit activations that onnxruntime leaves in float
+    replaced by integer nodes (see the module docstring)."""
     flat = _Flat(graph)
     lowered: dict[int, list[Node]] = {}
     tensors, constants = dict(graph.tensors), dict(graph.constants)
@@ -310,7 +317,7 @@ def lower(graph: Graph) -> Graph:
         if isinstance(u, Node):
             continue
         found = _qlinear(flat, u[0])
-        if found is None:
+        if found is None or not _sixteen_bit(flat, found[0], found[1]):
             continue
         node, inits, q_index = found
         done = _convert(flat, node, inits)
