@@ -197,8 +197,8 @@ def test_a16w8_matmul_npu_within_one_lsb_of_exact(a16w8):
 
 
 MIXED = {  # onnxruntime's mixed precision: one tensor quantized twice, each reader gets its own type
-    "s8_to_i16": (QuantType.QInt8, {"r1": [{"quant_type": QuantType.QInt8,
-                                             "convert": {"quant_type": QuantType.QInt16, "recv_nodes": {"add", "mul"}}}]}),
+    "s8_to_i16": (QuantType.QInt8, {"r1": [{"quant_type": QuantType.QInt8, "convert": {
+        "quant_type": QuantType.QInt16, "recv_nodes": {"add", "mul"}}}]}),
     "u16_to_u8": (QuantType.QUInt16, {"r1": [{"quant_type": QuantType.QUInt16,
                                               "convert": {"quant_type": QuantType.QUInt8, "recv_nodes": {"conv2"}}}]}),
     "i16_symmetric": (QuantType.QInt16, {}),
@@ -211,8 +211,8 @@ def mixed(tmp_path_factory):
     (s8 where 8-bit layers run on onnxruntime's integer kernels: no u8·s8 pair saturation)."""
     rng = np.random.default_rng(2)
     mk = helper.make_node
-    m = _model([mk("Conv", ["x", "w"], ["c1"], pads=[1, 1, 1, 1], name="conv1"), mk("Relu", ["c1"], ["r1"], name="relu1"),
-                mk("Conv", ["r1", "w2"], ["c2"], name="conv2"), mk("Add", ["r1", "c2"], ["a"], name="add"),
+    m = _model([mk("Conv", ["x", "w"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+                mk("Relu", ["c1"], ["r1"], name="relu1"), mk("Conv", ["r1", "w2"], ["c2"], name="conv2"), mk("Add", ["r1", "c2"], ["a"], name="add"),
                 mk("Mul", ["a", "r1"], ["y"], name="mul")], {"x": [1, 4, 8, 8]}, "y",
                {"w": rng.normal(0, 0.3, (8, 4, 3, 3)), "w2": rng.normal(0, 0.3, (8, 8, 1, 1))})
     tmp = tmp_path_factory.mktemp("mixed")

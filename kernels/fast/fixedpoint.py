@@ -397,8 +397,8 @@ def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
     if swap:  # the sum is symmetric: the operand that runs along the row goes first
         a2, b2, a_zp, b_zp, ma, na, mb, nb = b2, a2, b_zp, a_zp, mb, nb, ma, na
     out = _empty_2d(a2, b2, out_dtype)
-    _add_core(a2, b2, np.int64(a_zp), np.int64(b_zp), np.int64(left), np.int64(ma), np.int64(na), np.int64(mb), np.int64(nb),
-              np.int64(my), np.int64(ny), single, np.int64(y_zp), int(qmin), int(qmax), out)
+    _add_core(a2, b2, np.int64(a_zp), np.int64(b_zp), np.int64(left), np.int64(ma), np.int64(na), np.int64(mb),
+              np.int64(nb), np.int64(my), np.int64(ny), single, np.int64(y_zp), int(qmin), int(qmax), out)
     return out.reshape(shape)
 
 

@@ -35,7 +35,8 @@ def conv_acc_i64(x_nchw, x_zp, w_oihw, w_zp, bias_i64, strides, pads, dilations,
     if c != cg * group or m % group:
         raise ValueError(f"conv_acc_i64: {c} input channels, weights {w_oihw.shape}, group {group}")
     xc = np.pad(np.asarray(x_nchw, np.int64) - int(x_zp), [(0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])])
-    wc = np.asarray(w_oihw, np.int64) - np.broadcast_to(np.asarray(w_zp, np.int64).reshape(-1), (m,))[:, None, None, None]
+    wz = np.broadcast_to(np.asarray(w_zp, np.int64).reshape(-1), (m,))
+    wc = np.asarray(w_oihw, np.int64) - wz[:, None, None, None]
     span = ((kh - 1) * dilations[0] + 1, (kw - 1) * dilations[1] + 1)
     win = sliding_window_view(xc, span, axis=(2, 3))[:, :, ::strides[0], ::strides[1], ::dilations[0], ::dilations[1]]
     mg = m // group
