@@ -12,9 +12,10 @@ makes DQ(int8 W) -> MatMul an 8-bit MatMulNBits), and mode "ort" runs those as h
 members of host islands, and replaces it by the QLinear node onnxruntime fuses for 8 bits
 (QLinearConv, com.microsoft QGemm, QLinearMatMul, QLinearAdd, QLinearMul), converted by
 npusim.convert as any QLinear node: conv / gemm / matmul + requantize with the accumulator
-marked int64 (attrs["acc"] = "i64"), or add / mul / avgpool / global_avgpool / maxpool. Not
-lowered (they stay on the host): Relu and the other float ops, a Mul whose operands' zero points
-let products leave int32, a MaxPool that changes scale, a pool whose window sum can leave int32.
+marked int64 (attrs["acc"] = "i64"), or add / mul / avgpool / global_avgpool / maxpool, and a
+Relu that keeps its scale as an exact round_shift. Not lowered (they stay on the host): the
+other float ops (sigmoid, ...), a Mul whose operands' zero points let products leave int32, a
+MaxPool or Relu that changes scale, a pool whose window sum can leave int32.
 What else an island held stays on the host, as smaller islands. Weights must be constant
 integers of at most 8 bits; a bias DequantizeLinear's int32 values are rescaled offline to the
 accumulator's scale x_scale·w_scale when its own scale differs (the NPU compiler's job).
@@ -29,7 +30,7 @@ from onnx import helper, numpy_helper
 
 from . import convert
 from .frontend import ELEMENTWISE_OPS, ImportContext, onnx_dtype
-from .ir import Graph, Node, bits, is_quantized, storage
+from .ir import Graph, Node, bits, is_quantized, qrange, storage
 
 _LOWERED = ("Conv", "Gemm", "MatMul", "MatMulNBits")
 _BINARY = {"Add": "QLinearAdd", "Mul": "QLinearMul"}
@@ -122,6 +123,8 @@ def _qlinear(flat: _Flat, p: onnx.NodeProto):
         return _qbinary(flat, p)
     if p.domain in ("", "ai.onnx") and p.op_type in _POOLS:
         return _qpool(flat, p)
+    if p.domain in ("", "ai.onnx") and p.op_type == "Relu":
+        return _qrelu(flat, p)
     if p.domain not in ("", "ai.onnx", "com.microsoft") or p.op_type not in _LOWERED or \
             (p.domain == "com.microsoft") != (p.op_type == "MatMulNBits"):
         return None
@@ -237,6 +240,32 @@ def _qpool(flat: _Flat, p: onnx.NodeProto):
     return node, inits, q_index
 
 
+def _qrelu(flat: _Flat, p: onnx.NodeProto):
+    """DQ -> Relu -> Q with one scale on both sides (zero points may differ) as Relu of the
+    quantized tensor: y = clamp(x − x_zp + y_zp, max(qmin, y_zp), qmax), onnxruntime's own value
+    (round(f32(f32((x − x_zp)·s) / s)) is x − x_zp exactly for |x − x_zp| < 2^16)."""
+    src, out = flat.dequantized(p.input[0]), flat.quantized_by(p.output[0])
+    if src is None or out is None:
+        return None
+    (xq, xs, xz, _), (q_index, y, ys, yz) = src, out
+    if xq in flat.inits or xq not in flat.graph.tensors or xs.size != 1 or xs.reshape(-1)[0] != ys.reshape(-1)[0]:
+        return None
+    inits = {f"{p.name}::x_zp": xz.reshape(()), f"{p.name}::y_zp": yz.reshape(())}
+    return helper.make_node("Relu", [xq], [y], name=p.name), inits, q_index
+
+
+def _relu_node(flat: _Flat, node: onnx.NodeProto, inits: dict) -> Node:
+    """The IR form of `_qrelu`'s Relu: an exact round_shift by 0 whose lower bound is y_zp (as
+    npusim.qonnx lowers a Relu on a quantized tensor)."""
+    y = node.output[0]
+    x_zp, y_zp = (int(inits[f"{node.name}::{k}"]) for k in ("x_zp", "y_zp"))
+    dtype = flat.graph.tensors[y].dtype
+    lo, hi = qrange(dtype)
+    return Node("round_shift", node.name, (node.input[0],), (y,),
+                {"x_zp": x_zp, "shift": np.zeros(1, np.int64), "axis": 0, "rounding": "FLOOR", "y_zp": y_zp,
+                 "qmin": max(lo, y_zp), "qmax": hi, "dtype": dtype}, node.name)
+
+
 def _nbits_weight(flat, p):
     """(w, scale, zp, axis) of an 8-bit com.microsoft MatMulNBits, the form onnxruntime's optimizer
     gives DequantizeLinear(int8 W) -> MatMul: B (N, blocks, block_size) uint8 holds w[k, n] + 128
@@ -283,6 +312,8 @@ def _convert(flat: _Flat, node: onnx.NodeProto, inits: dict):
     """npusim.convert's IR nodes and tensors for QLinear `node` (accumulator marked int64)."""
     acts = [x for x in node.input if x and x not in inits]  # the operands that are graph tensors
     g = flat.graph
+    if node.op_type == "Relu":
+        return [_relu_node(flat, node, inits)], {x: g.tensors[x] for x in list(node.input) + list(node.output)}
     model = helper.make_model(helper.make_graph(
         [node], "lowered", [helper.make_tensor_value_info(x, onnx_dtype(g.tensors[x].dtype), None) for x in acts], [],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()]))

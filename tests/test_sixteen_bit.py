@@ -246,6 +246,31 @@ def test_mixed_precision_ort_bit_exact_and_npu_bit_exact_with_reference(mixed, n
         assert len(quantized) >= 4
         for t in quantized:
             np.testing.assert_array_equal(got[t], want[t], err_msg=t)
+    if name == "i16_symmetric":  # zero points 0: the Mul fits int32, the Relu is an exact shift
+        assert not npu_sess.host_fallback and not npu_sess.graph.host_nodes()
+
+
+@pytest.mark.parametrize("qtype,zps", [(TP.INT16, (-700, 0)), (TP.UINT16, (30000, 31000)), (TP.INT16, (0, 0))])
+def test_sixteen_bit_relu_same_scale_is_integer_and_equals_onnxruntime(qtype, zps):
+    """DQ -> Relu -> Q with one scale: mode npu's integer round_shift equals onnxruntime's float."""
+    np_q = helper.tensor_dtype_to_np_dtype(qtype).type
+    T = numpy_helper.from_array
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zx"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "zx"], ["xd"]), helper.make_node("Relu", ["xd"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "s", "zy"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "s", "zy"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT, [2, 300])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None)],
+                          [T(np.array(3.1e-4, np.float32), "s"), T(np.array(zps[0], np_q), "zx"),
+                           T(np.array(zps[1], np_q), "zy")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    m.ir_version = 10
+    data = m.SerializeToString()
+    x = np.random.default_rng(5).normal(0, 6, (2, 300)).astype(np.float32)
+    sess = npusim.InferenceSession(data, mode="npu")
+    assert not sess.host_fallback and "round_shift" in [n.op for n in sess.graph.nodes]
+    want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(sess.run(None, {"x": x})[0], want)
 
 
 # ---------------------------------------------------------------- float16
