@@ -467,3 +467,59 @@ def test_sixteen_bit_pool_sum_that_can_leave_int32_is_refused():
     for k in (gfp, ffp):
         with pytest.raises(ValueError, match="can leave int32"):
             k.fixed_global_avgpool(x, 0, 1 << 30, 20, 0, 0, 65535, np.uint16, "double")
+
+
+def _qdq_conv_model(x_dt, k_in, kh, per_channel, x_zp, y_zp, w, w_scale, x_scale, y_scale, bias):
+    """x:f32 -> Q(x_dt) -> DQ -> Conv(DQ(w:i8), DQ(bias:i32)) -> Q(x_dt) -> DQ, opset 21."""
+    T = numpy_helper.from_array
+    np_q = storage(x_dt).type
+    m = w.shape[0]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0),
+             helper.make_node("DequantizeLinear", ["b", "bs", "bz"], ["bd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd", "bd"], ["c"], pads=[kh // 2] * 4),
+             helper.make_node("QuantizeLinear", ["c", "ys", "yz"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
+    ws = np.asarray(w_scale, np.float32).reshape(-1 if per_channel else ())
+    inits = [T(np.float32(x_scale), "xs"), T(np.array(x_zp, np_q), "xz"), T(w, "w"), T(ws, "ws"),
+             T(np.zeros(ws.shape, np.int8), "wz"), T(bias, "b"),
+             T((np.float32(x_scale) * np.broadcast_to(ws, (m,))).astype(np.float32), "bs"),
+             T(np.zeros(m, np.int32), "bz"), T(np.float32(y_scale), "ys"), T(np.array(y_zp, np_q), "yz")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT, [1, k_in, 5, 4])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    return model.SerializeToString()
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(st.data(), st.sampled_from(["u16", "i16"]), st.integers(1, 34), st.sampled_from([1, 3]), st.booleans())
+def test_random_a16w8_conv_ort_and_npu(data, x_dt, k_in, kh, per_channel):
+    """Random single-conv A16W8 QDQ models, zero points at the extremes, weights near ±127 of one
+    sign, K = k_in·kh² from 1 to 306 (odd and even): mode ort equals onnxruntime (dtype included);
+    mode npu runs the conv as a 16x8 layer, bit-exact with the float64 reference."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 31)))
+    lo, hi = (0, 65535) if x_dt == "u16" else (-32768, 32767)
+    x_zp = data.draw(st.sampled_from([lo, hi, (lo + hi) // 2, lo + 1]))
+    y_zp = data.draw(st.sampled_from([lo, hi, (lo + hi) // 2]))
+    m = 3
+    w = rng.integers(100, 128, (m, k_in, kh, kh)) * data.draw(st.sampled_from([1, -1]))
+    w = np.clip(w, -127, 127).astype(np.int8)
+    w_scale = rng.uniform(1e-3, 1e-2, m if per_channel else 1)
+    x_scale = float(rng.uniform(1e-5, 1e-4))
+    acc_real = x_scale * float(np.max(w_scale)) * 127 * k_in * kh * kh * (hi - lo)
+    y_scale = float(acc_real / (hi - lo) / rng.uniform(0.5, 4))
+    bias = rng.integers(-2 ** 20, 2 ** 20, m).astype(np.int32)
+    data_bytes = _qdq_conv_model(x_dt, k_in, kh, per_channel, x_zp, y_zp, w, w_scale, x_scale, y_scale, bias)
+    x = (rng.uniform(-1.2, 1.2, (1, k_in, 5, 4)) * x_scale * (hi - lo)).astype(np.float32)  # some saturate
+    ref = ort.InferenceSession(data_bytes, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = npusim.InferenceSession(data_bytes, mode="ort").run(None, {"x": x})[0]
+    assert got.dtype == ref.dtype
+    np.testing.assert_array_equal(got, ref)
+    sess = npusim.InferenceSession(data_bytes, mode="npu")
+    assert not sess.host_fallback and any(n.attrs.get("acc") == "i64" for n in sess.graph.nodes)
+    mine, want = sess.run_all({"x": x}), evaluate(sess.graph, {"x": x})
+    for t, v in sess.graph.tensors.items():
+        if t in want and t in mine and (is_quantized(v.dtype) or v.dtype == "i64"):
+            np.testing.assert_array_equal(mine[t], want[t], err_msg=t)
