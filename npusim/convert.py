@@ -294,7 +294,8 @@ def _runtime_parameters(ctx, node):
 
 
 def _quantize(ctx, node):
-    if ctx.dtype(node.input[0]) not in ("f32",) or _runtime_parameters(ctx, node):
+    """QuantizeLinear of float32 or float16 x (onnxruntime quantizes float16 in float32)."""
+    if ctx.dtype(node.input[0]) not in ("f32", "f16") or _runtime_parameters(ctx, node):
         return False
     a = _attrs(node)
     scale = ctx.const(node, 1, "y_scale")
@@ -316,6 +317,7 @@ def _quantize(ctx, node):
 
 
 def _dequantize(ctx, node):
+    """DequantizeLinear; its output has the scale's float type (float32, or float16 from opset 19)."""
     dtype = ctx.dtype(node.input[0])
     if not (is_quantized(dtype) or dtype == "i32") or _runtime_parameters(ctx, node):
         return False
@@ -323,14 +325,15 @@ def _dequantize(ctx, node):
     scale = ctx.const(node, 1, "x_scale")
     zp = ctx.const(node, 2, "x_zero_point")
     zp = np.zeros(scale.shape, np.int64) if zp is None else zp.astype(np.int64)
+    out_dtype = "f16" if scale.dtype == np.float16 else "f32"
     attrs = {"scale": scale.astype(np.float32), "zp": zp, "axis": int(a.get("axis", 1)),
-             "block_size": int(a.get("block_size", 0))}
+             "block_size": int(a.get("block_size", 0)), "dtype": out_dtype}
     if not attrs["block_size"]:
         t = ctx.tensors[node.input[0]]
         if t.quant is None:
             ctx.tensors[t.name] = Tensor(t.name, t.dtype, t.shape, _quant(scale, zp, attrs["axis"]))
     ctx.emit("dequantize", node.name, [node.input[0]], [node.output[0]], attrs, node.name)
-    ctx.add_tensor(node.output[0], "f32")
+    ctx.add_tensor(node.output[0], out_dtype)
     return True
 
 

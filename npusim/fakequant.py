@@ -19,6 +19,9 @@ represent once |x·m| ≥ 2^22. The rounding rules are then applied to p + e exa
             negative tie goes up, −2.5 -> −2, not away from zero; RDBPOT is half away)
     single: y = floor(x·m·2^−n + 1/2)  (TFLite single rounding, half toward +inf)
 both saturated to int32, then y = clamp(y + y_zp, qmin, qmax) in the output's storage type.
+A 16x8 layer (attrs acc = "i64", npusim.sixteen) keeps its accumulator in int64 (|acc| < 2^47)
+and requantizes as TFLite's int64 MBQM does in either mode (`mbqm_i64`: the multiplier reduced
+to Q0.15, one rounding half toward +infinity).
 
 Ops with no arithmetic of their own (data movement, max pool, quantize / dequantize at the host
 boundary, the 256-entry lookup tables of sigmoid and leaky-relu) and host islands run through
@@ -37,7 +40,7 @@ from .registry import OPS, _window
 ROUNDINGS = ("double", "single")
 _I32_MIN, _I32_MAX = -float(2 ** 31), float(2 ** 31 - 1)
 _SPLIT = 134217729.0  # 2^27 + 1, Veltkamp's splitter for float64 (53 = 26 + 27 bits)
-_ADD_LEFT_SHIFT = 20  # TFLite integer Add's L
+_ADD_LEFT_SHIFT = {8: 20, 16: 15}  # TFLite integer Add's L, by the output's storage bits
 
 
 # ---------------------------------------------------------------- exact float64 arithmetic
@@ -133,12 +136,18 @@ def _out(y, attrs):
     return np.clip(y + float(attrs["y_zp"]), lo, hi).astype(ir.storage(attrs["dtype"]))
 
 
-def _acc(acc, what):
-    """An accumulator (exact float64 integers) as int32; out of int32 range is an error."""
-    if acc.size and (acc.min() < _I32_MIN or acc.max() > _I32_MAX):
-        idx = tuple(int(i) for i in np.argwhere((acc < _I32_MIN) | (acc > _I32_MAX))[0])
-        raise ValueError(f"{what}: int32 accumulator overflow at index {idx}: {int(acc[idx])}")
-    return acc.astype(np.int32)
+def _acc(acc, what, wide=False):
+    """An accumulator (exact float64 integers) as int32; out of int32 range is an error. wide
+    (a 16x8 layer, attrs acc = "i64"): as int64, and |acc| must stay below 2^47 (TFLite)."""
+    lo, hi = (-float(2 ** 47) + 1, float(2 ** 47) - 1) if wide else (_I32_MIN, _I32_MAX)
+    if acc.size and (acc.min() < lo or acc.max() > hi):
+        idx = tuple(int(i) for i in np.argwhere((acc < lo) | (acc > hi))[0])
+        raise ValueError(f"{what}: {'int64' if wide else 'int32'} accumulator overflow at index {idx}: {int(acc[idx])}")
+    return acc.astype(np.int64 if wide else np.int32)
+
+
+def _wide(node):
+    return node.attrs.get("acc") == "i64"
 
 
 def _conv(node, rounding, x, w, b=None, x_zp=None, w_zp=None):
@@ -164,7 +173,7 @@ def _conv(node, rounding, x, w, b=None, x_zp=None, w_zp=None):
     acc = acc.reshape((n_, m) + acc.shape[3:])
     if b is not None:
         acc = acc + np.asarray(b, np.float64).reshape((m,) + (1,) * nd)
-    return (_acc(acc, "conv Σ(x−x_zp)(w−w_zp)+bias"),)
+    return (_acc(acc, "conv Σ(x−x_zp)(w−w_zp)+bias", _wide(node)),)
 
 
 def _matmul_f64(a, b, a_zp, b_zp):
@@ -177,7 +186,7 @@ def _matmul_f64(a, b, a_zp, b_zp):
 
 def _matmul(node, rounding, a, b, a_zp=None, b_zp=None):
     """acc = Σ_k (a − a_zp)(b − b_zp) in float64, numpy matmul broadcasting."""
-    return (_acc(_matmul_f64(a, b, a_zp, b_zp), "matmul Σ(a−a_zp)(b−b_zp)"),)
+    return (_acc(_matmul_f64(a, b, a_zp, b_zp), "matmul Σ(a−a_zp)(b−b_zp)", _wide(node)),)
 
 
 def _gemm(node, rounding, a, b, c=None, a_zp=None, b_zp=None):
@@ -187,11 +196,24 @@ def _gemm(node, rounding, a, b, c=None, a_zp=None, b_zp=None):
     acc = _matmul_f64(a, b, None if a_zp is None else np.asarray(a_zp).reshape(()), b_zp)
     if c is not None:
         acc = acc + np.asarray(c, np.float64)
-    return (_acc(acc, "gemm Σ(a−a_zp)(b−b_zp)+C"),)
+    return (_acc(acc, "gemm Σ(a−a_zp)(b−b_zp)+C", _wide(node)),)
+
+
+def mbqm_i64(x, m0, n):
+    """TFLite's MultiplyByQuantizedMultiplier(int64 x, ...) of the 16x8 conv / fully connected, in
+    float64: rm = floor((M0 + 2^15) / 2^16) (0x7FFF from M0 >= 0x7FFF0000 on), then
+    y = floor(x·rm·2^−(15+n) + 1/2), the same under both rounding rules; saturated to int32.
+    x: float64 integers, |x| < 2^47, so x·rm < 2^62 is held exactly as a TwoProduct pair."""
+    m0 = np.asarray(m0, np.float64)
+    rm = np.where(m0 < float(0x7FFF0000), np.floor((m0 + 2.0 ** 15) / 2.0 ** 16), float(0x7FFF))
+    t = -(15 + np.asarray(n, np.int64))
+    p, e = two_product(x, rm)
+    return np.clip(floor_half_up(np.ldexp(p, t), np.ldexp(e, t)), _I32_MIN, _I32_MAX)
 
 
 def _requantize(node, rounding, acc):
-    """y = clamp(MBQM(acc, M0[c], n[c]) + y_zp), per tensor / per channel along `axis` / WESS."""
+    """y = clamp(MBQM(acc, M0[c], n[c]) + y_zp), per tensor / per channel along `axis` / WESS;
+    an int64 accumulator (a 16x8 layer) with TFLite's int64 MBQM (`mbqm_i64`)."""
     a = node.attrs
     from npusim_kernels.golden import fixedpoint
 
@@ -201,17 +223,21 @@ def _requantize(node, rounding, acc):
         shape = [1] * acc.ndim
         shape[int(a["axis"]) % acc.ndim] = m0.size
         m0, n = m0.reshape(shape), n.reshape(shape)
+    if acc.dtype == np.int64:
+        return (_out(mbqm_i64(acc.astype(np.float64), m0, n), a),)
     return (_out(mbqm(acc, m0, n, rounding), a),)
 
 
 def _add(node, rounding, x, y):
-    """TFLite integer Add (L = 20): y = MBQM(MBQM((a−a_zp)·2^L, Ma) + MBQM((b−b_zp)·2^L, Mb), My)."""
+    """TFLite integer Add (L = 20; 15 for a 16-bit output):
+    y = MBQM(MBQM((a−a_zp)·2^L, Ma) + MBQM((b−b_zp)·2^L, Mb), My)."""
     a = node.attrs
     sa, sb, sy = float(a["a_scale"]), float(a["b_scale"]), float(a["y_scale"])
+    shift = _ADD_LEFT_SHIFT[8 * ir.storage(a["dtype"]).itemsize]
     t = 2.0 * max(sa, sb)
-    (ma, na), (mb, nb), (my, ny) = _qm(sa / t), _qm(sb / t), _qm(t / (2.0 ** _ADD_LEFT_SHIFT * sy))
-    xa = mbqm(np.ldexp(_centered(x, a["a_zp"]), _ADD_LEFT_SHIFT), ma, na, rounding)
-    xb = mbqm(np.ldexp(_centered(y, a["b_zp"]), _ADD_LEFT_SHIFT), mb, nb, rounding)
+    (ma, na), (mb, nb), (my, ny) = _qm(sa / t), _qm(sb / t), _qm(t / (2.0 ** shift * sy))
+    xa = mbqm(np.ldexp(_centered(x, a["a_zp"]), shift), ma, na, rounding)
+    xb = mbqm(np.ldexp(_centered(y, a["b_zp"]), shift), mb, nb, rounding)
     return (_out(mbqm(xa + xb, my, ny, rounding), a),)
 
 

@@ -1,7 +1,8 @@
 """The integer IR: typed tensors, nodes and a graph, as plain frozen dataclasses.
 
 Element types are short codes: ``u1``..``u8`` (unsigned, 1-8 bits), ``i1``..``i8``
-(signed two's complement, 1-8 bits), ``i32``, ``i64``, ``f32`` and ``bool``. Sub-byte
+(signed two's complement, 1-8 bits), ``u16`` and ``i16`` (16-bit activations, stored in
+``uint16``/``int16``), ``i32``, ``i64``, ``f16``, ``f32``, ``f64`` and ``bool``. Sub-byte
 values are stored one per byte (``uint8``/``int8``); their range is what the code says.
 
 A graph saves to one ``.npz`` file (a JSON description plus the arrays) and loads back

@@ -3,8 +3,10 @@
 Everything here follows docs/npu_arithmetic.md. At plan time the real scales of each node
 become fixed-point multipliers (`quantize_multiplier`: an int32 M0 in Q0.31 and a right shift
 n), computed in float64 once, as an NPU compiler does; at run time the kernels use integers
-only. The ops not listed here (conv/matmul/gemm accumulation, max pool, data movement, the
-lookup-table ops) are integer already and keep their mode-"ort" entries.
+only. The ops not listed here (max pool, data movement, the lookup-table ops) are integer
+already and keep their mode-"ort" entries; so do 8-bit conv/matmul/gemm accumulations. The
+16-bit layers onnxruntime runs in float (npusim.sixteen) accumulate in int64 and requantize
+with TFLite's int64 MultiplyByQuantizedMultiplier, the same under both rounding rules.
 
 WESS: a requantize node with `wess_shift` (per-channel weight scales w_layer·2^-s[c], see
 npusim.convert.wess_shifts_of_scales) gets one per-layer (M0, n) from w_layer and the per-channel right
@@ -59,13 +61,25 @@ def ops(rounding: str) -> dict[str, OpDef]:
         out = _out(a)
 
         def run(acc):
+            if acc.dtype == np.int64:  # a 16x8 layer (npusim.sixteen): TFLite's int64 MBQM, one rounding
+                return (K.requantize_fixed_i64(acc, m0, n, axis % acc.ndim, *out),)
             return (K.requantize_fixed(acc, m0, n, axis % acc.ndim, *out, rounding),)
         return run
+
+    def wide(op, prepare_i64):
+        """The 16x8 accumulator (attrs acc = "i64", npusim.sixteen) or the op's 8-bit entry."""
+        def prepare(node, const, K):
+            if node.attrs.get("acc") == "i64":
+                return prepare_i64(node, const, K)
+            return OPS[op].prepare(node, const, K)
+        return OpDef(prepare, OPS[op].macs)
 
     def binary(kind):
         def prepare(node, const, K):
             a = node.attrs
-            params = getattr(K, f"{kind}_params")(float(a["a_scale"]), float(a["b_scale"]), float(a["y_scale"]))
+            scales = (float(a["a_scale"]), float(a["b_scale"]), float(a["y_scale"]))
+            params = K.add_params(*scales, K.add_left_shift(storage(a["dtype"]))) if kind == "add" \
+                else K.mul_params(*scales)
             fn = getattr(K, f"fixed_{kind}")
             az, bz = int(a["a_zp"]), int(a["b_zp"])
             out = _out(a)
@@ -134,6 +148,9 @@ def ops(rounding: str) -> dict[str, OpDef]:
 
     return {
         "requantize": OpDef(requantize),
+        "conv": wide("conv", _conv_i64),
+        "gemm": wide("gemm", _gemm_i64),
+        "matmul": wide("matmul", _gemm_i64),
         "add": OpDef(binary("add")),
         "mul": OpDef(binary("mul")),
         "global_avgpool": OpDef(gap, OPS["global_avgpool"].macs),
@@ -141,6 +158,51 @@ def ops(rounding: str) -> dict[str, OpDef]:
         "softmax": OpDef(softmax),
         "qconcat": OpDef(qconcat),
     }
+
+
+def _constants(node, const, names):
+    values = [const(x) if x else None for x in names]
+    missing = [x for x, v in zip(names, values) if x and v is None]
+    if missing:
+        raise ValueError(f"16x8 {node.op}: input {missing[0]!r} must be a constant")
+    return values
+
+
+def _conv_i64(node, const, K):
+    """TFLite 16x8 conv (2-D): acc:i64 = Σ (x − x_zp)(w − w_zp[m]) + bias[m] (K.conv_acc_i64)."""
+    x_name, w_name, b_name, xzp_name, wzp_name = node.inputs
+    w, b, xz, wz = _constants(node, const, (w_name, b_name, xzp_name, wzp_name))
+    k = w.shape[2:]
+    window = _window(node.attrs, k)
+    xz = int(np.asarray(xz).reshape(-1)[0]) if xz is not None else 0
+    wz = np.zeros(w.shape[0], np.int64) if wz is None else np.asarray(wz, np.int64)
+    bias = None if b is None else np.asarray(b, np.int64)
+    group = int(node.attrs["group"])
+
+    def run(x, *_):
+        s, p, d = window(x.shape[2:])
+        return (K.conv_acc_i64(x, xz, w, wz, bias, s, p, d, group),)
+    return run
+
+
+def _gemm_i64(node, const, K):
+    """TFLite 16x8 fully connected: acc:i64 = (a − a_zp)(b − b_zp[n]) + C[n], b a constant
+    (QLinearMatMul: inputs a, b, a_zp, b_zp; QGemm: a, b, C, a_zp, b_zp with transB)."""
+    if node.op == "gemm":
+        _, b_name, c_name, azp_name, bzp_name = node.inputs
+        b, c, az, bz = _constants(node, const, (b_name, c_name, azp_name, bzp_name))
+        b = b.T if int(node.attrs["transB"]) else b
+    else:
+        _, b_name, azp_name, bzp_name = node.inputs
+        (b, az, bz), c = _constants(node, const, (b_name, azp_name, bzp_name)), None
+    b = np.ascontiguousarray(b)
+    az = 0 if az is None else int(np.asarray(az).reshape(-1)[0])
+    bz = np.zeros(b.shape[1], np.int64) if bz is None else np.asarray(bz, np.int64)
+    bias = None if c is None else np.asarray(c, np.int64)
+
+    def run(a, *_):
+        return (K.matmul_acc_i64(a, az, b, bz, bias),)
+    return run
 
 
 def lower_islands(graph: Graph) -> Graph:
@@ -152,7 +214,13 @@ def lower_islands(graph: Graph) -> Graph:
     the island becomes DequantizeLinear -> f -> QuantizeLinear (a lookup table when f is
     elementwise) and a fixed-point global_avgpool t_a -> t_b. The pool then averages t_a's
     rounded values instead of f's exact ones, which is the NPU's arithmetic, not onnxruntime's.
+
+    First, the 16-bit convs, gemms and matmuls onnxruntime runs in float become TFLite 16x8
+    integer layers (npusim.sixteen.lower).
     """
+    from .sixteen import lower
+
+    graph = lower(graph)
     nodes = []
     for n in graph.nodes:
         nodes.extend(_split_pool(graph, n) if n.op == "host" else [n])

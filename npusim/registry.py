@@ -332,10 +332,11 @@ def _prep_quantize(node, const, K):
 def _prep_dequantize(node, const, K):
     a = node.attrs
     scale, zp = a["scale"], a["zp"]
+    out_dtype = storage(a.get("dtype", "f32"))  # no "dtype" (QONNX imports, older IR files): float32
 
     def run(x):
         axis = int(a["axis"]) % max(x.ndim, 1) if scale.size > 1 else None
-        return (K.dequantize_linear(x, scale, zp.astype(x.dtype), axis, int(a["block_size"]) or None),)
+        return (K.dequantize_linear(x, scale, zp.astype(x.dtype), axis, int(a["block_size"]) or None, out_dtype),)
     return run
 
 

@@ -13,9 +13,12 @@ from npusim_kernels.fast._jit import njit
 from npusim_kernels.fast import pool as _pool
 from npusim_kernels.fast.pool import _window_span
 from npusim_kernels.golden.fixedpoint import (  # noqa: F401  (offline helpers, re-exported)
-    ADD_LEFT_SHIFT, add_params, avgpool_params, global_avgpool_params, mul_params, quantize_multiplier,
-    softmax_table)
-from npusim_kernels.golden.fixedpoint import _check_8bit, _check_range, _check_rounding  # argument checks
+    add_left_shift, add_params, avgpool_params, global_avgpool_params, mul_params,
+    quantize_multiplier, softmax_table)
+from npusim_kernels.golden.fixedpoint import (  # argument checks
+    _add_operands, _check_8bit, _check_range, _check_rounding, _mul_operands, _pool_operand)
+from npusim_kernels.fast.acc64 import conv_acc_i64, matmul_acc_i64  # noqa: F401  (16x8 accumulators: the
+#   kernel sets are read from this module until acc64 is listed in npusim.session._KERNEL_MODULES)
 
 I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
 
@@ -189,6 +192,75 @@ def requantize_fixed(acc_i32, m0, n, axis, y_zp, qmin, qmax, out_dtype, rounding
     return out.reshape(shape)
 
 
+@njit(inline="always")
+def _mbqm_i64_1(x, rm, t):
+    """TFLite's int64 MBQM of one value with the Q0.15 multiplier rm and total shift t = 15 + n."""
+    if t > 62:
+        return np.int64(0)
+    return _sat32((x * rm + (np.int64(1) << (t - 1))) >> t)
+
+
+@njit(inline="always")
+def _q15(m0):
+    """m0 (Q0.31) -> TFLite's reduced Q0.15 multiplier, capped at 0x7FFF."""
+    return np.int64(0x7FFF) if m0 >= 0x7FFF0000 else (m0 + np.int64(1 << 15)) >> 16
+
+
+@njit
+def _mbqm_i64_core(x, m0, n, out):
+    for i in range(out.size):
+        out[i] = _mbqm_i64_1(x[i], _q15(m0[i]), np.int64(15) + n[i])
+
+
+def _check_i64_args(x, m0, n):
+    _check_range(x, -(2 ** 47) + 1, 2 ** 47 - 1, "mbqm_i64 x")
+    _check_range(m0, 0, I32_MAX, "mbqm_i64 m0")
+    _check_range(np.asarray(n, np.int64) + 15, 1, 2 ** 62, "mbqm_i64 total shift 15 + n")
+
+
+def mbqm_i64(x, m0, n):
+    """TFLite's MultiplyByQuantizedMultiplier(int64 x, ...), broadcasting; see golden.fixedpoint.mbqm_i64."""
+    shape, x, m0, n = _flat_i64(x, m0, n)
+    _check_i64_args(x, m0, n)
+    out = np.empty(x.size, np.int64)
+    _mbqm_i64_core(x, m0, n, out)
+    return out.reshape(shape)
+
+
+@njit
+def _requant_i64_core(acc_3d, m0, n, y_zp, qmin, qmax, out):
+    no, nc, ni = acc_3d.shape
+    per_ch = m0.shape[0] > 1
+    lo = np.int64(qmin) - y_zp
+    hi = np.int64(qmax) - y_zp
+    for c in range(nc):
+        k = c if per_ch else 0
+        rm, t = _q15(m0[k]), np.int64(15) + n[k]
+        for o in range(no):
+            for i in range(ni):
+                v = _mbqm_i64_1(acc_3d[o, c, i], rm, t)
+                out[o, c, i] = min(max(v, lo), hi) + y_zp
+
+
+def requantize_fixed_i64(acc_i64, m0, n, axis, y_zp, qmin, qmax, out_dtype):
+    """y:out_dtype = clamp(MBQM_i64(acc, m0[c], n[c]) + y_zp, qmin, qmax); see golden.fixedpoint."""
+    acc = np.asarray(acc_i64)
+    if acc.dtype != np.int64:
+        raise ValueError(f"requantize_fixed_i64: acc must be int64, got {acc.dtype}")
+    acc = np.ascontiguousarray(acc)
+    shape = acc.shape
+    m, s = _params(m0, n, shape[axis] if acc.ndim else 1)
+    _check_i64_args(acc, m, s)
+    if m.size > 1:
+        ax = axis % acc.ndim
+        acc3 = acc.reshape(int(np.prod(shape[:ax], dtype=np.int64)), shape[ax], -1)
+    else:
+        acc3 = acc.reshape(1, 1, -1)
+    out = np.empty(acc3.shape, out_dtype)
+    _requant_i64_core(acc3, m, s, np.int64(y_zp), int(qmin), int(qmax), out)
+    return out.reshape(shape)
+
+
 @njit
 def _rescale_core(x, x_zp, m0, n, single, y_zp, qmin, qmax, out):
     a, b = _split_shift(n, single)
@@ -254,13 +326,13 @@ def _operands_2d(a, b):
 
 
 @njit(inline="always")
-def _add_stage(v, zp, m0, s, single):
-    """The per-operand stage of fixed_add: MBQM((v − zp)·2^20, m0, n) (|v − zp|·2^20 < 2^28)."""
-    return _mbqm1((np.int64(v) - zp) << ADD_LEFT_SHIFT, m0, s[0], s[1], single)
+def _add_stage(v, zp, left, m0, s, single):
+    """The per-operand stage of fixed_add: MBQM((v − zp)·2^L, m0, n) (int32, checked by the wrapper)."""
+    return _mbqm1((np.int64(v) - zp) << left, m0, s[0], s[1], single)
 
 
 @njit
-def _add_core(a2, b2, a_zp, b_zp, ma, na, mb, nb, my, ny, single, y_zp, qmin, qmax, out):
+def _add_core(a2, b2, a_zp, b_zp, left, ma, na, mb, nb, my, ny, single, y_zp, qmin, qmax, out):
     """out[o, i] = clamp(MBQM(a'[o, i] + b'[o, i], my, ny) + y_zp, qmin, qmax), a' and b' the
     per-operand stages of a2[o or 0, i] and b2[o or 0, i or 0] (2-D block broadcast; a2 always
     runs along the row, the wrapper swaps the operands otherwise). Two contiguous inner loops:
@@ -277,18 +349,18 @@ def _add_core(a2, b2, a_zp, b_zp, ma, na, mb, nb, my, ny, single, y_zp, qmin, qm
         dst = out[o]
         if bi:
             for i in range(ni):
-                s = _add_stage(ra[i], a_zp, ma, sa, single) + _add_stage(rb[i], b_zp, mb, sb, single)
+                s = _add_stage(ra[i], a_zp, left, ma, sa, single) + _add_stage(rb[i], b_zp, left, mb, sb, single)
                 dst[i] = min(max(_mbqm1(s, my, sy[0], sy[1], single), lo), hi) + y_zp
         else:
-            b1 = _add_stage(rb[0], b_zp, mb, sb, single)
+            b1 = _add_stage(rb[0], b_zp, left, mb, sb, single)
             for i in range(ni):
-                s = _add_stage(ra[i], a_zp, ma, sa, single) + b1
+                s = _add_stage(ra[i], a_zp, left, ma, sa, single) + b1
                 dst[i] = min(max(_mbqm1(s, my, sy[0], sy[1], single), lo), hi) + y_zp
 
 
 @njit
 def _mul_core(a2, b2, a_zp, b_zp, m0, n, single, y_zp, qmin, qmax, out):
-    """out[o, i] = clamp(MBQM((a − a_zp)·(b − b_zp), m0, n) + y_zp, qmin, qmax) (|product| <= 2^16),
+    """out[o, i] = clamp(MBQM((a − a_zp)·(b − b_zp), m0, n) + y_zp, qmin, qmax) (|product| < 2^31),
     a = a2[o or 0, i], b = b2[o or 0, i or 0]; loops as _add_core."""
     no, ni = out.shape
     ao, bo, bi = a2.shape[0] == no, b2.shape[0] == no, b2.shape[1] == ni
@@ -315,26 +387,25 @@ def _empty_2d(a2, b2, out_dtype):
 
 
 def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
-    """TFLite integer Add (L = 20), u8/i8, numpy broadcasting; see golden.fixedpoint.fixed_add."""
+    """TFLite integer Add (L = 20; 15 for a 16-bit output), 8/16-bit, numpy broadcasting; see
+    golden.fixedpoint.fixed_add."""
     single = _single(rounding)
-    _check_8bit(a, a_zp, "fixed_add a")
-    _check_8bit(b, b_zp, "fixed_add b")
+    a, b, left = _add_operands(a, a_zp, b, b_zp, out_dtype)
     (ma, na), (mb, nb), (my, ny) = params
     _params([ma, mb, my], [na, nb, ny])
     a2, b2, shape, swap = _operands_2d(a, b)
     if swap:  # the sum is symmetric: the operand that runs along the row goes first
         a2, b2, a_zp, b_zp, ma, na, mb, nb = b2, a2, b_zp, a_zp, mb, nb, ma, na
     out = _empty_2d(a2, b2, out_dtype)
-    _add_core(a2, b2, np.int64(a_zp), np.int64(b_zp), np.int64(ma), np.int64(na), np.int64(mb), np.int64(nb),
-              np.int64(my), np.int64(ny), single, np.int64(y_zp), int(qmin), int(qmax), out)
+    _add_core(a2, b2, np.int64(a_zp), np.int64(b_zp), np.int64(left), np.int64(ma), np.int64(na), np.int64(mb),
+              np.int64(nb), np.int64(my), np.int64(ny), single, np.int64(y_zp), int(qmin), int(qmax), out)
     return out.reshape(shape)
 
 
 def fixed_mul(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
-    """TFLite integer Mul, u8/i8, numpy broadcasting; see golden.fixedpoint.fixed_mul."""
+    """TFLite integer Mul, 8/16-bit, numpy broadcasting; see golden.fixedpoint.fixed_mul."""
     single = _single(rounding)
-    _check_8bit(a, a_zp, "fixed_mul a")
-    _check_8bit(b, b_zp, "fixed_mul b")
+    a, b = _mul_operands(a, a_zp, b, b_zp)
     m, n = params
     _params(m, n)
     a2, b2, shape, swap = _operands_2d(a, b)
@@ -366,11 +437,9 @@ def fixed_global_avgpool(x_nchw, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, round
     single = _single(rounding)
     m, s = _params(m0, n, 1)
     x = np.ascontiguousarray(x_nchw)
-    _check_8bit(x, x_zp, "fixed_global_avgpool x")
     nb, c = x.shape[:2]
     hw = int(np.prod(x.shape[2:], dtype=np.int64))
-    if hw >= 2 ** 23:
-        raise ValueError(f"fixed_global_avgpool: {hw} spatial elements, at most 2^23 - 1")
+    _pool_operand(x, x_zp, hw, "fixed_global_avgpool")
     out = np.empty(nb * c, out_dtype)
     _gap_core(x.reshape(nb * c, hw), np.int64(x_zp), m[0], s[0], single, np.int64(y_zp), int(qmin), int(qmax), out)
     return out.reshape((nb, c) + (1,) * (x.ndim - 2))
@@ -408,7 +477,7 @@ def fixed_avgpool(x_nchw, x_zp, kernel, strides, pads, count_include_pad, ceil_m
     """Average pool, integer, 1-3 spatial dims; see golden.fixedpoint.fixed_avgpool."""
     single = _single(rounding)
     x = np.asarray(x_nchw)
-    _check_8bit(x, x_zp, "fixed_avgpool x")
+    _pool_operand(x, x_zp, np.prod(kernel), "fixed_avgpool")
     nd = x.ndim - 2
     m, s = _params(m0_by_count, n_by_count, None)
     if m.size != int(np.prod(kernel)) + 1:

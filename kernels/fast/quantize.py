@@ -37,8 +37,9 @@ def _dequantize_core(x, s, z, out):
 
 
 def quantize_linear(x, y_scale, y_zp, axis, block_size, qmin, qmax, out_dtype):
-    """y = clamp(round_half_even(f32(x / y_scale)), qmin − y_zp, qmax − y_zp) + y_zp (divides)."""
-    x = np.asarray(x, F32)
+    """y = clamp(round_half_even(f32(x / y_scale)), qmin − y_zp, qmax − y_zp) + y_zp (divides);
+    float16 x and y_scale are taken in float32 (exact)."""
+    x = np.asarray(x).astype(F32)
     s = _expand(y_scale, x.shape, axis or 0, block_size, F32)
     z = _expand(0 if y_zp is None else y_zp, x.shape, axis or 0, block_size, np.int64)
     out = np.empty(x.size, np.int64)
@@ -46,14 +47,14 @@ def quantize_linear(x, y_scale, y_zp, axis, block_size, qmin, qmax, out_dtype):
     return out.reshape(x.shape).astype(out_dtype)
 
 
-def dequantize_linear(x, x_scale, x_zp, axis, block_size):
-    """y:f32 = f32(x − x_zp) · x_scale."""
+def dequantize_linear(x, x_scale, x_zp, axis, block_size, out_dtype=F32):
+    """y = out_dtype(f32(x − x_zp) · f32(x_scale)); float16 out: one round to nearest even."""
     x = np.asarray(x)
     s = _expand(x_scale, x.shape, axis or 0, block_size, F32)
     z = _expand(0 if x_zp is None else x_zp, x.shape, axis or 0, block_size, np.int64)
     out = np.empty(x.size, F32)
     _dequantize_core(np.ascontiguousarray(x).ravel().astype(np.int64), s, z, out)
-    return out.reshape(x.shape)
+    return out.reshape(x.shape).astype(out_dtype, copy=False)
 
 
 @njit

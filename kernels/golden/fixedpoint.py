@@ -16,10 +16,13 @@ import math
 import numpy as np
 
 from npusim_kernels.golden import pool as _pool
+from npusim_kernels.golden.acc64 import conv_acc_i64, matmul_acc_i64  # noqa: F401  (16x8 accumulators: the
+#   kernel sets are read from this module until acc64 is listed in npusim.session._KERNEL_MODULES)
 
 I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
 ROUNDINGS = ("double", "single")
 ADD_LEFT_SHIFT = 20  # TFLite's left_shift for 8-bit Add: (a − a_zp)·2^20 keeps 11 bits of headroom
+ADD_LEFT_SHIFT_16 = 15  # and for an int16 output: (a − a_zp)·2^15 < 2^31 for any 16-bit a
 
 
 def _check_rounding(rounding):
@@ -69,12 +72,18 @@ def _qm_int(real):
     return int(m0), int(n)
 
 
-def add_params(a_scale, b_scale, y_scale):
-    """((ma, na), (mb, nb), (my, ny)) for fixed_add, TFLite integer Add with L = 20 (float64):
-    t = 2·max(a_scale, b_scale); QM(a_scale / t), QM(b_scale / t), QM(t / (2^L · y_scale))."""
+def add_left_shift(out_dtype):
+    """TFLite Add's left shift L: 15 for a 16-bit output (add.cc: int16), else 20."""
+    return ADD_LEFT_SHIFT_16 if np.dtype(out_dtype).itemsize == 2 else ADD_LEFT_SHIFT
+
+
+def add_params(a_scale, b_scale, y_scale, left_shift=ADD_LEFT_SHIFT):
+    """((ma, na), (mb, nb), (my, ny)) for fixed_add, TFLite integer Add with L = left_shift
+    (add_left_shift of the output type; float64): t = 2·max(a_scale, b_scale);
+    QM(a_scale / t), QM(b_scale / t), QM(t / (2^L · y_scale))."""
     a_scale, b_scale, y_scale = float(a_scale), float(b_scale), float(y_scale)
     t = 2.0 * max(a_scale, b_scale)
-    return _qm_int(a_scale / t), _qm_int(b_scale / t), _qm_int(t / (2.0 ** ADD_LEFT_SHIFT * y_scale))
+    return _qm_int(a_scale / t), _qm_int(b_scale / t), _qm_int(t / (2.0 ** int(left_shift) * y_scale))
 
 
 def mul_params(a_scale, b_scale, y_scale):
@@ -176,6 +185,33 @@ def mbqm(x, m0, n, rounding):
     return np.clip(y, I32_MIN, I32_MAX)
 
 
+def reduced_multiplier_q15(m0):
+    """The Q0.15 multiplier TFLite's int64 MBQM uses: (m0 + 2^15) >> 16, or 0x7FFF for
+    m0 >= 0x7FFF0000 (so it never reaches 2^15). m0: ints in [0, 2^31); int64 out."""
+    m0 = np.asarray(m0, np.int64)
+    return np.where(m0 < 0x7FFF0000, (m0 + (1 << 15)) >> 16, 0x7FFF)
+
+
+def mbqm_i64(x, m0, n):
+    """MultiplyByQuantizedMultiplier(int64 x, m0, shift = −n) of TFLite's 16x8 conv and fully
+    connected kernels (common.cc; the same with and without TFLITE_SINGLE_ROUNDING). Broadcasting.
+
+    x: int64 values with |x| < 2^47 (TFLite's precondition; ValueError otherwise); m0: ints in
+    [0, 2^31); n: right shifts with t = 15 + n >= 1. rm = reduced_multiplier_q15(m0), and
+    y = (x·rm + 2^(t−1)) >> t: one rounding, half toward +infinity (|x·rm| < 2^62 fits int64;
+    t > 62 gives 0). The multiplier is thus rounded to 15 bits: rm·2^−(15+n), not m0·2^−(31+n).
+    TFLite assumes the result fits int32; it is saturated to int32 here. int64 out.
+    """
+    x, m0, n = np.broadcast_arrays(np.asarray(x, np.int64), np.asarray(m0, np.int64), np.asarray(n, np.int64))
+    _check_range(x, -(2 ** 47) + 1, 2 ** 47 - 1, "mbqm_i64 x")
+    _check_range(m0, 0, I32_MAX, "mbqm_i64 m0")
+    t = 15 + n
+    _check_range(t, 1, 2 ** 62, "mbqm_i64 total shift 15 + n")
+    tr = np.minimum(t, 62)
+    y = (x * reduced_multiplier_q15(m0) + (np.int64(1) << (tr - 1))) >> tr
+    return np.clip(np.where(t > 62, 0, y), I32_MIN, I32_MAX)
+
+
 def _finish(v, y_zp, qmin, qmax, out_dtype):
     """y = clamp(v + y_zp, qmin, qmax) in int64, cast to out_dtype."""
     return np.clip(np.asarray(v, np.int64) + int(y_zp), int(qmin), int(qmax)).astype(out_dtype)
@@ -209,39 +245,90 @@ def requantize_fixed(acc_i32, m0, n, axis, y_zp, qmin, qmax, out_dtype, rounding
     return _finish(mbqm(acc, m, s, rounding), y_zp, qmin, qmax, out_dtype)
 
 
-def _check_8bit(x, zp, what):
-    """x as an array, after checking that it is u8/i8 and its zero point inside the type's range."""
+def requantize_fixed_i64(acc_i64, m0, n, axis, y_zp, qmin, qmax, out_dtype):
+    """y:out_dtype = clamp(MBQM_i64(acc, m0[c], n[c]) + y_zp, qmin, qmax): the requantization of
+    TFLite's 16x8 conv / fully connected (int64 accumulator; one rounding in either rounding mode).
+
+    acc_i64: int64 (acc64.conv_acc_i64 / matmul_acc_i64, bias included, |acc| < 2^47); m0, n:
+    int32 of size 1 or acc.shape[axis], as for requantize_fixed.
+    """
+    acc = np.asarray(acc_i64)
+    if acc.dtype != np.int64:
+        raise ValueError(f"requantize_fixed_i64: acc must be int64, got {acc.dtype}")
+    m, s = _per_axis(m0, acc.shape, axis), _per_axis(n, acc.shape, axis)
+    return _finish(mbqm_i64(acc, m, s), y_zp, qmin, qmax, out_dtype)
+
+
+def _check_8bit(x, zp, what, dtypes=(np.uint8, np.int8)):
+    """x as an array, after checking that its dtype is one of `dtypes` (u8/i8 by default) and its
+    zero point inside the type's range."""
     x = np.asarray(x)
-    if x.dtype not in (np.uint8, np.int8):
-        raise ValueError(f"{what} must be uint8 or int8, got {x.dtype}")
+    if x.dtype not in dtypes:
+        raise ValueError(f"{what} must be {' or '.join(np.dtype(d).name for d in dtypes)}, got {x.dtype}")
     info = np.iinfo(x.dtype)
     if not info.min <= int(zp) <= info.max:
         raise ValueError(f"{what} zero point {int(zp)} outside {x.dtype} range")
     return x
 
 
-def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
-    """TFLite integer Add, u8/i8 in, numpy broadcasting. params = add_params(...).
+ACT_DTYPES = (np.uint8, np.int8, np.uint16, np.int16)  # activations of fixed_add, fixed_mul and the pools
 
-    a' = MBQM((a − a_zp)·2^20, ma, na), b' = MBQM((b − b_zp)·2^20, mb, nb)  (|a − a_zp|·2^20 < 2^28)
-    y = clamp(MBQM(a' + b', my, ny) + y_zp, qmin, qmax)   (|a'|, |b'| <= 2^28: the sum fits int32)
+
+def _headroom(zp, dtype):
+    """max |x − zp| over x's whole type."""
+    info = np.iinfo(dtype)
+    return max(int(zp) - int(info.min), int(info.max) - int(zp))
+
+
+def _add_operands(a, a_zp, b, b_zp, out_dtype):
+    """(a, b, L) for fixed_add after its checks: 8/16-bit operands, zero points in range, and
+    |x − x_zp|·2^L inside int32 for every value of either type (L = add_left_shift(out_dtype))."""
+    a = _check_8bit(a, a_zp, "fixed_add a", ACT_DTYPES)
+    b = _check_8bit(b, b_zp, "fixed_add b", ACT_DTYPES)
+    shift = add_left_shift(out_dtype)
+    if max(_headroom(a_zp, a.dtype), _headroom(b_zp, b.dtype)) << shift > I32_MAX:
+        raise ValueError(f"fixed_add: {a.dtype} + {b.dtype} inputs shifted by {shift} overflow int32 "
+                         f"(output {np.dtype(out_dtype).name})")
+    return a, b, shift
+
+
+def _mul_operands(a, a_zp, b, b_zp):
+    """(a, b) for fixed_mul after its checks: 8/16-bit operands, zero points in range, and
+    max|a − a_zp|·max|b − b_zp| over the types inside int32."""
+    a = _check_8bit(a, a_zp, "fixed_mul a", ACT_DTYPES)
+    b = _check_8bit(b, b_zp, "fixed_mul b", ACT_DTYPES)
+    if _headroom(a_zp, a.dtype) * _headroom(b_zp, b.dtype) > I32_MAX:
+        raise ValueError(f"fixed_mul: products of {a.dtype} (zp {int(a_zp)}) and {b.dtype} (zp {int(b_zp)}) "
+                         f"can leave int32")
+    return a, b
+
+
+def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
+    """TFLite integer Add, 8- or 16-bit in (int16: TFLite's 16x8 Add, zero points allowed),
+    numpy broadcasting. params = add_params(..., add_left_shift(out_dtype)).
+
+    L = add_left_shift(out_dtype) (20; 15 for a 16-bit output), and |a − a_zp|·2^L must fit
+    int32 for every value of a's type (else ValueError: a 16-bit input needs a 16-bit output):
+    a' = MBQM((a − a_zp)·2^L, ma, na), b' likewise (|a'|, |b'| <= 2^30: the sum fits int32);
+    y = clamp(MBQM(a' + b', my, ny) + y_zp, qmin, qmax).
     """
     (ma, na), (mb, nb), (my, ny) = params
-    a = _check_8bit(a, a_zp, "fixed_add a").astype(np.int64) - int(a_zp)
-    b = _check_8bit(b, b_zp, "fixed_add b").astype(np.int64) - int(b_zp)
-    a1 = mbqm(a << ADD_LEFT_SHIFT, ma, na, rounding)
-    b1 = mbqm(b << ADD_LEFT_SHIFT, mb, nb, rounding)
+    a, b, shift = _add_operands(a, a_zp, b, b_zp, out_dtype)
+    a1 = mbqm((a.astype(np.int64) - int(a_zp)) << shift, ma, na, rounding)
+    b1 = mbqm((b.astype(np.int64) - int(b_zp)) << shift, mb, nb, rounding)
     return _finish(mbqm(a1 + b1, my, ny, rounding), y_zp, qmin, qmax, out_dtype)
 
 
 def fixed_mul(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
-    """TFLite integer Mul, u8/i8 in, numpy broadcasting. params = mul_params(...) = (m, n).
+    """TFLite integer Mul, 8- or 16-bit in, numpy broadcasting. params = mul_params(...) = (m, n).
 
-    prod = (a − a_zp)·(b − b_zp) (|prod| <= 2^16); y = clamp(MBQM(prod, m, n) + y_zp, qmin, qmax).
+    prod:i32 = (a − a_zp)·(b − b_zp): max|a − a_zp|·max|b − b_zp| over the types must be < 2^31
+    (always for 8 bits; for 16 bits, TFLite's zero points 0 give <= 2^30), else ValueError;
+    y = clamp(MBQM(prod, m, n) + y_zp, qmin, qmax).
     """
     m, n = params
-    a = _check_8bit(a, a_zp, "fixed_mul a").astype(np.int64) - int(a_zp)
-    prod = a * (_check_8bit(b, b_zp, "fixed_mul b").astype(np.int64) - int(b_zp))
+    a, b = _mul_operands(a, a_zp, b, b_zp)
+    prod = (a.astype(np.int64) - int(a_zp)) * (b.astype(np.int64) - int(b_zp))
     return _finish(mbqm(prod, m, n, rounding), y_zp, qmin, qmax, out_dtype)
 
 
@@ -255,14 +342,22 @@ def fixed_rescale(x, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
     return _finish(mbqm(d, m0, n, rounding), y_zp, qmin, qmax, out_dtype)
 
 
+def _pool_operand(x, x_zp, taps, what):
+    """x after the pools' checks: 8- or 16-bit, zero point in range, and a sum of `taps` values
+    x − x_zp inside int32 for any values of x's type (taps·max|x − x_zp| < 2^31)."""
+    x = _check_8bit(x, x_zp, f"{what} x", ACT_DTYPES)
+    if int(taps) * _headroom(x_zp, x.dtype) > I32_MAX:
+        raise ValueError(f"{what}: a sum of {int(taps)} {x.dtype} values (zp {int(x_zp)}) can leave int32")
+    return x
+
+
 def fixed_global_avgpool(x_nchw, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
-    """Global average pool (N, C, *spatial) -> (N, C, 1, ..): acc:i32 = Σ (x − x_zp) over
-    N_s = Πspatial < 2^23 elements (so |acc| < 2^31 for 8-bit x); (m0, n) =
-    global_avgpool_params(x_scale, y_scale, N_s); y = clamp(MBQM(acc, m0, n) + y_zp, qmin, qmax)."""
-    x = _check_8bit(x_nchw, x_zp, "fixed_global_avgpool x").astype(np.int64)
-    hw = int(np.prod(x.shape[2:]))
-    if hw >= 2 ** 23:
-        raise ValueError(f"fixed_global_avgpool: {hw} spatial elements, at most 2^23 - 1")
+    """Global average pool (N, C, *spatial) -> (N, C, 1, ..), 8- or 16-bit x: acc:i32 = Σ (x − x_zp)
+    over N_s = Πspatial elements, N_s·max|x − x_zp| < 2^31 (8 bits: N_s up to ~2^23; 16 bits:
+    2^15); (m0, n) = global_avgpool_params(x_scale, y_scale, N_s);
+    y = clamp(MBQM(acc, m0, n) + y_zp, qmin, qmax)."""
+    hw = int(np.prod(np.shape(x_nchw)[2:]))
+    x = _pool_operand(x_nchw, x_zp, hw, "fixed_global_avgpool").astype(np.int64)
     acc = (x - int(x_zp)).reshape(x.shape[:2] + (hw,)).sum(axis=2)
     _check_range(acc, I32_MIN, I32_MAX, "fixed_global_avgpool accumulator")
     y = _finish(mbqm(acc, m0, n, rounding), y_zp, qmin, qmax, out_dtype)
@@ -271,14 +366,15 @@ def fixed_global_avgpool(x_nchw, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, round
 
 def fixed_avgpool(x_nchw, x_zp, kernel, strides, pads, count_include_pad, ceil_mode,
                   m0_by_count, n_by_count, y_zp, qmin, qmax, out_dtype, rounding):
-    """Average pool (N, C, *spatial), 1-3 spatial dims, no dilation; pads = [begin..., end...].
+    """Average pool (N, C, *spatial), 1-3 spatial dims, no dilation; pads = [begin..., end...];
+    8- or 16-bit x with Πkernel·max|x − x_zp| < 2^31.
 
     acc:i32 = Σ (x − x_zp) over the window clipped to the input (padding contributes 0);
     count = Πkernel if count_include_pad else the clipped window size (onnxruntime's divisor;
     output sizes and ceil_mode as golden.pool); (m0, n) = (m0_by_count[count], n_by_count[count])
     from avgpool_params; y = clamp(MBQM(acc, m0, n) + y_zp, qmin, qmax).
     """
-    x = _check_8bit(x_nchw, x_zp, "fixed_avgpool x").astype(np.int64) - int(x_zp)
+    x = _pool_operand(x_nchw, x_zp, np.prod(kernel), "fixed_avgpool").astype(np.int64) - int(x_zp)
     nd = x.ndim - 2
     outs = [_pool.pool_output_size(x.shape[2 + i], kernel[i], strides[i], pads[i], pads[i + nd], 1, ceil_mode)
             for i in range(nd)]

@@ -25,12 +25,14 @@ def _expand(param, x_shape, axis, block_size):
 def quantize_linear(x, y_scale, y_zp, axis, block_size, qmin, qmax, out_dtype):
     """y = clamp(round_half_even(f32(x / y_scale)), qmin − y_zp, qmax − y_zp) + y_zp.
 
-    x float32; y_scale float32 (scalar, per-axis 1-D, or blocked); y_zp integer or None (0).
+    x float32 or float16, y_scale likewise (scalar, per-axis 1-D, or blocked); float16 values
+    convert to float32 exactly, and onnxruntime quantizes float16 in float32 too
+    (ParQuantizeLinearStd / BlockedQuantizeLinear<MLFloat16>). y_zp integer or None (0).
     ORT DIVIDES by the scale (MlasQuantizeLinear: _mm*_div_ps), it does not multiply by a
     reciprocal. Rounding: half to even. Saturation to [qmin, qmax].
     """
-    x = np.asarray(x, F32)
-    s = _expand(np.asarray(y_scale, F32), x.shape, axis or 0, block_size)
+    x = np.asarray(x).astype(F32)
+    s = _expand(np.asarray(y_scale).astype(F32), x.shape, axis or 0, block_size)
     z = 0 if y_zp is None else _expand(np.asarray(y_zp).astype(np.int64), x.shape, axis or 0, block_size)
     v = (x / s).astype(F32)
     q = np.rint(v)
@@ -38,12 +40,17 @@ def quantize_linear(x, y_scale, y_zp, axis, block_size, qmin, qmax, out_dtype):
     return np.asarray(q).astype(out_dtype)
 
 
-def dequantize_linear(x, x_scale, x_zp, axis, block_size):
-    """y:f32 = f32(x − x_zp) · x_scale (one float32 multiply); per tensor / axis / block."""
+def dequantize_linear(x, x_scale, x_zp, axis, block_size, out_dtype=F32):
+    """y = out_dtype(f32(x − x_zp) · f32(x_scale)) (one float32 multiply); per tensor / axis / block.
+
+    out_dtype float32, or float16 when the scale is float16 (DequantizeLinear-19+): the float32
+    product is then rounded once to float16, to nearest even, as onnxruntime's
+    static_cast<MLFloat16>(float) does (a float16 scale converts to float32 exactly).
+    """
     x = np.asarray(x).astype(np.int64)
-    s = _expand(np.asarray(x_scale, F32), x.shape, axis or 0, block_size)
+    s = _expand(np.asarray(x_scale).astype(F32), x.shape, axis or 0, block_size)
     z = 0 if x_zp is None else _expand(np.asarray(x_zp).astype(np.int64), x.shape, axis or 0, block_size)
-    return ((x - z).astype(F32) * s).astype(F32)
+    return ((x - z).astype(F32) * s).astype(F32).astype(out_dtype)
 
 
 def dynamic_quantize_linear(x):

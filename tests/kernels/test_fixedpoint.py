@@ -386,9 +386,14 @@ def test_bad_input_is_a_clear_error(k):
         k.rdbpot([1], [63])
     with pytest.raises(ValueError, match="rdbpot x"):
         k.rdbpot([2 ** 62 + 1], [1])
-    with pytest.raises(ValueError, match="fixed_add b must be uint8 or int8"):
+    with pytest.raises(ValueError, match="fixed_add b must be uint8 or int8 or uint16 or int16"):
+        k.fixed_add(np.zeros(3, np.uint8), 0, np.zeros(3, np.int32), 0, gf.add_params(1, 1, 1), 0, 0, 255, np.uint8,
+                    "double")
+    with pytest.raises(ValueError, match="int16 inputs shifted by 20 overflow int32"):  # 16-bit in needs 16-bit out
         k.fixed_add(np.zeros(3, np.uint8), 0, np.zeros(3, np.int16), 0, gf.add_params(1, 1, 1), 0, 0, 255, np.uint8,
                     "double")
+    with pytest.raises(ValueError, match="can leave int32"):
+        k.fixed_mul(np.zeros(3, np.uint16), 0, np.zeros(3, np.uint16), 0, (2 ** 30, 0), 0, 0, 255, np.uint8, "double")
     with pytest.raises(ValueError, match="zero point 300"):
         k.fixed_mul(np.zeros(3, np.uint8), 300, np.zeros(3, np.uint8), 0, (2 ** 30, 0), 0, 0, 255, np.uint8, "double")
     with pytest.raises(ValueError, match="row length 32768"):

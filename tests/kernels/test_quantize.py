@@ -10,7 +10,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto as TP, helper  # noqa: E402
 
-RANGES = {np.uint8: (0, 255), np.int8: (-128, 127)}
+RANGES = {np.uint8: (0, 255), np.int8: (-128, 127), np.uint16: (0, 65535), np.int16: (-32768, 32767)}
 
 
 def _ort(node_op, x, inits, attrs, out_type, opset=21):
@@ -71,8 +71,8 @@ def test_quantize_dequantize_vs_ort(seed):
     assert np.float32(gs).tobytes() == np.float32(ys).tobytes() and gz == yz
 
 
-# ONNX backend node cases this golden does not cover: float8 / float4 / 16-bit outputs, 4-bit
-# cases whose expected arrays are not 8-bit NumPy, and the *_expanded function bodies.
+# ONNX backend node cases this golden does not cover: float8 / float4 outputs, 4-bit cases
+# whose expected arrays are not 8-bit NumPy, and the *_expanded function bodies.
 def _onnx_cases():
     from onnx.backend.test.case.node import collect_testcases
     for case in collect_testcases(None):
@@ -89,35 +89,40 @@ def test_onnx_backend_node_cases(case):
     for inputs, outputs in case.data_sets:
         arrs = list(inputs)
         exp = np.asarray(outputs[0])
-        if any(a.dtype.name not in ("float32", "uint8", "int8", "int32") for a in arrs) or exp.dtype.name not in (
-                "float32", "uint8", "int8"):
+        if any(a.dtype.name not in ("float32", "float16", "uint8", "int8", "uint16", "int16", "int32")
+               for a in arrs) or exp.dtype.name not in ("float32", "float16", "uint8", "int8", "uint16", "int16"):
             pytest.skip(f"types {[a.dtype for a in arrs]} -> {exp.dtype} not implemented")
         zp = arrs[2] if len(arrs) > 2 else None
         if node.op_type == "QuantizeLinear":
             qmin, qmax = RANGES[exp.dtype.type]
             y = gq.quantize_linear(arrs[0], arrs[1], zp, attrs.get("axis", 1), attrs.get("block_size", 0), qmin, qmax, exp.dtype)
         else:
-            y = gq.dequantize_linear(arrs[0], arrs[1], zp, attrs.get("axis", 1), attrs.get("block_size", 0))
+            y = gq.dequantize_linear(arrs[0], arrs[1], zp, attrs.get("axis", 1), attrs.get("block_size", 0), exp.dtype)
+        assert y.dtype == exp.dtype
         np.testing.assert_array_equal(y, exp)
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.sampled_from([np.uint8, np.int8]), st.integers(0, 2**31), st.sampled_from([None, 1, 2]), st.booleans())
-def test_fast_eq_golden_quantize(dt, seed, axis, blocked):
+@given(st.sampled_from([np.uint8, np.int8, np.uint16, np.int16]), st.integers(0, 2**31), st.sampled_from([None, 1, 2]),
+       st.booleans(), st.sampled_from([np.float32, np.float16]))
+def test_fast_eq_golden_quantize(dt, seed, axis, blocked, ft):
     rng = np.random.default_rng(seed)
     qmin, qmax = RANGES[dt]
     x = (rng.standard_normal((2, 4, 6)) * 5).astype(np.float32)
-    x.reshape(-1)[:3] = [np.float32(1e9), np.float32(-1e9), np.float32(0.5)]
+    big = 1e9 if ft is np.float32 else 6e4  # saturates every type
+    x.reshape(-1)[:3] = [big, -big, 0.5]
     bs = 3 if (blocked and axis) else None
     n = 1 if axis is None else (-(-x.shape[axis] // bs) if bs else x.shape[axis])
     pshape = () if axis is None else ((n,) if not bs else tuple(n if i == axis else d for i, d in enumerate(x.shape)))
     s = rng.uniform(0.01, 0.5, pshape).astype(np.float32)
     s.reshape(-1)[0] = np.nextafter(np.float32(0.25), np.float32(1))  # power of two + 1 ulp
     z = rng.integers(qmin, qmax + 1, pshape).astype(dt)
-    np.testing.assert_array_equal(fq.quantize_linear(x, s, z, axis, bs, qmin, qmax, dt),
-                                  gq.quantize_linear(x, s, z, axis, bs, qmin, qmax, dt))
+    np.testing.assert_array_equal(fq.quantize_linear(x.astype(ft), s.astype(ft), z, axis, bs, qmin, qmax, dt),
+                                  gq.quantize_linear(x.astype(ft), s.astype(ft), z, axis, bs, qmin, qmax, dt))
     xi = rng.integers(qmin, qmax + 1, x.shape).astype(dt)
-    np.testing.assert_array_equal(fq.dequantize_linear(xi, s, z, axis, bs), gq.dequantize_linear(xi, s, z, axis, bs))
+    fy, gy = fq.dequantize_linear(xi, s.astype(ft), z, axis, bs, ft), gq.dequantize_linear(xi, s.astype(ft), z, axis, bs, ft)
+    assert fy.dtype == gy.dtype == ft
+    np.testing.assert_array_equal(fy, gy)
     fy, fs, fz = fq.dynamic_quantize_linear(x[..., 1:])
     gy, gs, gz = gq.dynamic_quantize_linear(x[..., 1:])
     np.testing.assert_array_equal(fy, gy)
