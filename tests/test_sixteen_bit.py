@@ -21,9 +21,9 @@ from hypothesis import given, settings, strategies as st
 import npusim
 from npusim.fakequant import evaluate, mbqm_i64 as ref_mbqm_i64
 from npusim.ir import is_quantized, storage
-from npusim_kernels.fast import fixedpoint as ffp
+from npusim_kernels.fast import acc64 as facc, fixedpoint as ffp
 from npusim_kernels.golden import conv as gconv
-from npusim_kernels.golden import fixedpoint as gfp
+from npusim_kernels.golden import acc64 as gacc, fixedpoint as gfp
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -350,14 +350,14 @@ def test_conv_acc_i64_fast_eq_golden_and_equals_int32_conv_where_it_fits(seed, d
     xz = int(rng.integers(info.min, int(info.max) + 1))
     bias = rng.integers(-2 ** 40, 2 ** 40, 6)
     pads = tuple(int(p) for p in rng.integers(0, 3, 4))
-    g = gfp.conv_acc_i64(x, xz, w, wz, bias, strides, pads, dil, group)
-    f = ffp.conv_acc_i64(x, xz, w, wz, bias, strides, pads, dil, group)
+    g = gacc.conv_acc_i64(x, xz, w, wz, bias, strides, pads, dil, group)
+    f = facc.conv_acc_i64(x, xz, w, wz, bias, strides, pads, dil, group)
     assert g.dtype == f.dtype == np.int64
     np.testing.assert_array_equal(f, g)
     if info.bits == 8:  # the int32 golden conv (written independently) agrees where int32 holds
         small = rng.integers(-1000, 1000, 6).astype(np.int32)
         want = gconv.conv_acc(x, xz, w, np.broadcast_to(wz, (6,)).astype(np.int32), small, strides, pads, dil, group)
-        np.testing.assert_array_equal(gfp.conv_acc_i64(x, xz, w, wz, small, strides, pads, dil, group), want)
+        np.testing.assert_array_equal(gacc.conv_acc_i64(x, xz, w, wz, small, strides, pads, dil, group), want)
 
 
 @SETTINGS
@@ -368,11 +368,11 @@ def test_matmul_acc_i64_fast_eq_golden_exact(seed, dt, k):
     a = rng.integers(info.min, int(info.max) + 1, (2, 3, k)).astype(dt)
     b = rng.integers(-128, 128, (k, 5)).astype(np.int8)
     az, bz, bias = int(rng.integers(info.min, int(info.max) + 1)), rng.integers(-2, 3, 5), rng.integers(-9, 9, 5)
-    g = gfp.matmul_acc_i64(a, az, b, bz, bias)
+    g = gacc.matmul_acc_i64(a, az, b, bz, bias)
     want = np.array([[[sum((int(a[i, j, t]) - az) * (int(b[t, c]) - int(bz[c])) for t in range(k)) + int(bias[c])
                        for c in range(5)] for j in range(3)] for i in range(2)], np.int64)
     np.testing.assert_array_equal(g, want)
-    np.testing.assert_array_equal(ffp.matmul_acc_i64(a, az, b, bz, bias), want)
+    np.testing.assert_array_equal(facc.matmul_acc_i64(a, az, b, bz, bias), want)
 
 
 @SETTINGS

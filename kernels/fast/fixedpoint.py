@@ -17,8 +17,6 @@ from npusim_kernels.golden.fixedpoint import (  # noqa: F401  (offline helpers, 
     quantize_multiplier, softmax_table)
 from npusim_kernels.golden.fixedpoint import (  # argument checks
     _add_operands, _check_8bit, _check_range, _check_rounding, _mul_operands, _pool_operand)
-from npusim_kernels.fast.acc64 import conv_acc_i64, matmul_acc_i64  # noqa: F401  (16x8 accumulators: the
-#   kernel sets are read from this module until acc64 is listed in npusim.session._KERNEL_MODULES)
 
 I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
 

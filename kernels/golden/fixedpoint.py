@@ -16,8 +16,6 @@ import math
 import numpy as np
 
 from npusim_kernels.golden import pool as _pool
-from npusim_kernels.golden.acc64 import conv_acc_i64, matmul_acc_i64  # noqa: F401  (16x8 accumulators: the
-#   kernel sets are read from this module until acc64 is listed in npusim.session._KERNEL_MODULES)
 
 I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
 ROUNDINGS = ("double", "single")
