@@ -92,7 +92,8 @@ def _saturation_lines(report) -> list[str]:
                      f"would saturate int16 pair sums in {len(hit)}" + (" (not on this family):" if hit else ""))
     rows = [{"layer": c.layer, "saturated_pairs": c.pairs,
              "acc_changed": f"{c.acc_changed}/{c.acc_elements}", "max_acc_diff": c.max_acc_diff,
-             "out_changed": c.out_changed, "max_out_lsb": c.max_out_diff}
+             "out_changed": "-" if c.out_changed is None else c.out_changed,
+             "max_out_lsb": "-" if c.max_out_diff is None else c.max_out_diff}
             for c in sorted(hit, key=lambda c: -c.pairs)[:20]]
     if rows:
         lines.append(format_table(rows, ["layer", "saturated_pairs", "acc_changed", "max_acc_diff", "out_changed",

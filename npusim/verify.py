@@ -53,14 +53,17 @@ class Saturation:
     acc_changed: int = 0  # accumulator elements that differ from the exact sum
     acc_elements: int = 0
     max_acc_diff: int = 0  # max |saturated accumulator − exact accumulator|
-    out_changed: int = 0  # output codes that differ (after requantization, when the layer has one)
-    max_out_diff: int = 0  # in output LSBs
+    out_changed: int | None = 0  # output codes that differ after the layer's requantization
+    max_out_diff: int | None = 0  # in output LSBs; both None for a layer with no requantization
 
-    def add(self, excess, count, y_sat, y_exact):
+    def add(self, excess, count, y_sat=None, y_exact=None):
         self.pairs += count
         self.acc_changed += int(np.count_nonzero(excess))
         self.acc_elements += excess.size
         self.max_acc_diff = max(self.max_acc_diff, int(np.abs(excess.astype(np.int64)).max(initial=0)))
+        if y_sat is None:
+            self.out_changed = self.max_out_diff = None
+            return
         d = np.abs(y_sat.astype(np.int64) - y_exact.astype(np.int64))
         self.out_changed += int(np.count_nonzero(d))
         self.max_out_diff = max(self.max_out_diff, int(d.max(initial=0)))
@@ -77,14 +80,17 @@ class _SaturationProbe:
         self.node, self.acc = node, node.outputs[0]
         self.excess_of = OPS[node.op].pair_excess(node, const, K)
         req = next((r for r in graph.nodes if r.op == "requantize" and r.inputs[0] == self.acc), None)
-        self.requant = OPS["requantize"].prepare(req, const, K) if req is not None else (lambda v: (v,))
+        self.requant = OPS["requantize"].prepare(req, const, K) if req is not None else None
         self.saturating = bool(node.attrs.get("pair_sat16"))
 
     def __call__(self, values):
         e, count = self.excess_of(*[values.get(i) for i in self.node.inputs])
         a = values[self.acc]
         a_sat, a_exact = (a, a - e) if self.saturating else (a + e, a)
-        self.stats.add(e, count, self.requant(a_sat)[0], self.requant(a_exact)[0])
+        if self.requant is None:  # an int32 or float (scale_float) output: the accumulator says it all
+            self.stats.add(e, count)
+        else:
+            self.stats.add(e, count, self.requant(a_sat)[0], self.requant(a_exact)[0])
 
 
 @dataclass

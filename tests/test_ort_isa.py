@@ -159,3 +159,53 @@ def test_pair_excess_hand_computed():
         assert e.tolist() == [[(32767 - 64770) + (-32768 + 65280)]] and n == 2
         e, n = k.matmul_pair_excess(a[:, 1:], b[1:])  # pairs shift: (127, -128), (-128, 127): no saturation
         assert e.tolist() == [[0]] and n == 0
+
+
+# ------------------------------------------------------------------ verify's saturation report
+@pytest.mark.skipif(not CASES, reason=f"onnxruntime AVX2 fixtures not found at {FIXTURES}")
+@pytest.mark.parametrize("name,acc_only", [("qlinearconv_u8s8_3x3_s1_p1_c16_m32_stress", False),
+                                           ("qlinearmatmul_u8s8_K129_M7_N64_stress", False),
+                                           ("matmulinteger_u8s8_K129_M7_N64", True)])
+def test_verify_reports_saturation_as_recorded(name, acc_only):
+    """verify's per-layer statistics equal what the fixture generator counted independently:
+    saturating pairs, and how many outputs onnxruntime on the AVX2 CPU got wrong, by how much."""
+    from npusim.report import verify_text
+    from npusim.verify import verify
+
+    case = next(c for c in CASES if c["name"] == name)
+    z = np.load(FIXTURES / case["data"])
+    feeds = {k[len("in__"):]: z[k] for k in z.files if k.startswith("in__")}
+    model = str(FIXTURES / case["model"])
+    for isa in ("avx2", "avx512vnni"):  # the statistics describe non-VNNI CPUs whichever family is emulated
+        report = verify(model, [feeds], session=npusim.InferenceSession(model, ort_isa=isa))
+        assert report.ort_isa == isa
+        (sat,) = report.saturation
+        pairs = case.get("saturating_pairs_hwc_even", case.get("saturating_pairs_k_even"))
+        vs_exact = next(iter(case["variants"]["default"]["vs_exact"].values()))
+        assert sat.pairs == pairs > 0
+        if acc_only:  # an int32 output: the accumulator is the output
+            assert (sat.out_changed, sat.max_out_diff) == (None, None)
+            assert (sat.acc_changed, sat.max_acc_diff) == (vs_exact["n_diff"], vs_exact["max_abs_diff"])
+        else:
+            assert (sat.out_changed, sat.max_out_diff) == (vs_exact["n_diff"], vs_exact["max_abs_diff"])
+        text = verify_text(report)
+        assert f"emulated: {isa}" in text and str(pairs) in text
+
+
+def test_cli_verify_ort_isa_json(capsys):
+    """`npusim verify --ort-isa F --json` on the default model: the family is recorded, the four
+    u8·s8 layers are listed, the first conv saturates (83 pairs for these inputs: see README);
+    with this CPU's own family it is bit-exact (exit 0)."""
+    import json as _json
+
+    from npusim.cli import main
+
+    host = ortisa.host_ort_isa()
+    assert main(["verify", "--ort-isa", host, "--json"]) == 0
+    d = _json.loads(capsys.readouterr().out)
+    assert d["ort_isa"] == host and d["bit_exact"]
+    sat = {s["layer"]: s for s in d["saturation"]}
+    assert len(sat) == 4 and sat["conv1_quant"]["pairs"] > 0
+    assert sum(s["pairs"] > 0 for s in sat.values()) == 1
+    with pytest.raises(SystemExit):
+        main(["verify", "--ort-isa", "sse2"])
