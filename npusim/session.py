@@ -264,10 +264,14 @@ def _fuse_requantize(acc_step: Step, req_step: Step) -> Step:
 def _prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None = None):
     """A host island: an onnxruntime session over the island's own ONNX model -> (run, is_table).
 
+    The session has onnxruntime's default options, optimization level ALL, as the whole-model
+    reference (verify, a user) has: the island's float fusions and NCHWc kernels are then the
+    ones onnxruntime picks for those nodes inside the whole model (see frontend).
     An elementwise island of one 8-bit input (DequantizeLinear -> HardSigmoid -> QuantizeLinear,
     say) is a function of the input's 256 codes: onnxruntime computes it on all 256 codes and
     each inference looks the values up (is_table). In mode "ort" this happens lazily, once per
-    input rank, on tensors of the first input's shape; the values are onnxruntime's own, and the zoo's verify tests check the tables
+    input rank, on tensors of the first input's shape (an island may fix it); the values are
+    onnxruntime's own, and the zoo's verify tests check the tables
     bit-exact against onnxruntime running the model. In mode "npu" (`compile_tables_of` is
     the graph) the table is built here, at plan time, as an NPU compiler builds a lookup table
     from a float function: the island then costs no host work at inference.
@@ -292,8 +296,8 @@ def _prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None 
         return run, False
 
     def tabulate(shape, dtype):
-        """The outputs for the 256 codes, fed as tensors of `shape` (an island may fix its input's
-        shape: a batch of 8, say), the codes repeated to fill it, in as many runs as needed."""
+        """The outputs for the 256 codes, fed as tensors of `shape`, the codes repeated to fill
+        it, in as many runs as needed."""
         size = int(np.prod(shape, dtype=np.int64))
         codes = np.arange(256, dtype=np.uint8)
         tables = None
