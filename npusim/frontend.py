@@ -393,16 +393,41 @@ def _island_node(ctx, members, all_nodes, opsets) -> Node:
     member_names = {n.name for n in members}
     consumed_outside = {x for n in all_nodes if n.name not in member_names for x in n.inputs}
     outputs = [o for p in protos for o in p.output if o and (o in consumed_outside or o in ctx.graph_outputs)]
-    in_vi = [helper.make_tensor_value_info(x, onnx_dtype(ctx.dtype(x)), _onnx_shape(ctx.tensors[x].shape))
+    in_vi = [helper.make_tensor_value_info(x, onnx_dtype(_STORED.get(ctx.dtype(x), ctx.dtype(x))),
+                                           _onnx_shape(ctx.tensors[x].shape))
              if ctx.dtype(x) in _TO_ONNX else onnx.ValueInfoProto(name=x) for x in inputs]
-    inits = [numpy_helper.from_array(ctx.constants[c], c) for c in consts]
-    sub = helper.make_graph(protos, "island", in_vi, [onnx.ValueInfoProto(name=o) for o in outputs], inits)
+    inits = [helper.make_tensor(c, onnx_dtype(ctx.dtype(c)), ctx.constants[c].shape, ctx.constants[c].reshape(-1))
+             if ctx.dtype(c) in _STORED else numpy_helper.from_array(ctx.constants[c], c) for c in consts]
+    sub = helper.make_graph(_four_bit_edges(ctx, protos, inputs, outputs), "island", in_vi,
+                            [onnx.ValueInfoProto(name=o) for o in outputs], inits)
     model = helper.make_model(sub, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
     model.ir_version = 10
     return Node("host", members[0].name, tuple(inputs), tuple(outputs),
                 {"model": model.SerializeToString(), "ops": tuple(f"{p.op_type}:{p.name}" for p in protos),
                  "elementwise": _elementwise(ctx, protos, inputs)},
                 source=", ".join(p.name for p in protos))
+
+
+_STORED = {"i4": "i8", "u4": "u8"}  # 4-bit IR types -> their 8-bit storage
+
+
+def _four_bit_edges(ctx, protos, inputs, outputs) -> list:
+    """The island's nodes, its 4-bit inputs and outputs exchanged in their 8-bit storage (the
+    IR's, and onnxruntime's Python API takes and gives no 4-bit arrays): a Cast, exact for
+    values in range, converts each at the island's edge; 4-bit constants stay 4-bit."""
+    inner = {x: f"{x}/4bit" for x in list(inputs) + list(outputs) if ctx.dtype(x) in _STORED}
+    if not inner:
+        return protos
+    nodes = [helper.make_node("Cast", [x], [inner[x]], name=f"{x}/to_4bit", to=onnx_dtype(ctx.dtype(x)))
+             for x in inputs if x in inner]
+    for p in protos:
+        q = onnx.NodeProto()
+        q.CopyFrom(p)
+        q.input[:] = [inner.get(x, x) for x in p.input]
+        q.output[:] = [inner.get(o, o) for o in p.output]
+        nodes.append(q)
+    return nodes + [helper.make_node("Cast", [inner[o]], [o], name=f"{o}/to_8bit",
+                                     to=onnx_dtype(_STORED[ctx.dtype(o)])) for o in outputs if o in inner]
 
 
 ELEMENTWISE_OPS = {"DequantizeLinear", "QuantizeLinear", "Identity", "Relu", "Clip", "HardSigmoid", "HardSwish",

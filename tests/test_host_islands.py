@@ -311,3 +311,45 @@ def test_lookup_table_island_of_a_fixed_batch(shape, mode):
     assert [n.op for n in sess.graph.nodes] == ["host"] and sess.host_fallback == []  # a lookup table
     want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_array_equal(got, want)
+
+
+def _int4_model(nodes, inputs, outputs, inits):
+    m = helper.make_model(helper.make_graph(nodes, "int4", inputs, outputs, inits),
+                          opset_imports=[helper.make_opsetid("", 21)])
+    m.ir_version = 10
+    return m.SerializeToString()
+
+
+INT4_ZP = helper.make_tensor("z4", TensorProto.INT4, [], [1])
+S4 = numpy_helper.from_array(np.float32(0.4), "s4")
+
+
+@pytest.mark.parametrize("case", ["int4_input_and_zero_point", "int4_output"])
+def test_island_with_4bit_edges(case):
+    """A 4-bit tensor crossing an island's edge, or a 4-bit zero point inside it: onnxruntime's
+    Python API takes and gives no 4-bit arrays and the IR stores them in 8 bits."""
+    x_vi = helper.make_tensor_value_info("x", F, [1, 8, 4, 4])
+    if case == "int4_input_and_zero_point":  # integer Q -> int4 -> island: DQ(int4), DQ(uint8), Mul, HardSigmoid, Q
+        c = [INT4_ZP, S4, numpy_helper.from_array(np.float32(0.01), "s8"), numpy_helper.from_array(np.int8(3), "z8"),
+             numpy_helper.from_array(np.float32(0.05), "xs"), numpy_helper.from_array(np.uint8(128), "xz")]
+        nodes = [helper.make_node("QuantizeLinear", ["x", "s4", "z4"], ["q4"]),
+                 helper.make_node("DequantizeLinear", ["q4", "s4", "z4"], ["d4"]),
+                 helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["q8"]),
+                 helper.make_node("DequantizeLinear", ["q8", "xs", "xz"], ["d8"]),
+                 helper.make_node("Mul", ["d4", "d8"], ["m"]), helper.make_node("HardSigmoid", ["m"], ["h"]),
+                 helper.make_node("QuantizeLinear", ["h", "s8", "z8"], ["y"])]
+        data = _int4_model(nodes, [x_vi], [helper.make_tensor_value_info("y", I8, [1, 8, 4, 4])], c)
+    else:  # island: HardSigmoid, Q -> int4 -> integer Transpose -> DequantizeLinear
+        s = numpy_helper.from_array(np.float32(0.05), "s")  # codes 1..21: the int4 range [-8, 7] clamps
+        nodes = [helper.make_node("HardSigmoid", ["x"], ["h"]), helper.make_node("QuantizeLinear", ["h", "s", "z4"], ["q4"]),
+                 helper.make_node("Transpose", ["q4"], ["t"], perm=[0, 1, 3, 2]),
+                 helper.make_node("DequantizeLinear", ["t", "s", "z4"], ["y"])]
+        data = _int4_model(nodes, [x_vi], [helper.make_tensor_value_info("y", F, [1, 8, 4, 4])], [INT4_ZP, s])
+    sess = npusim.InferenceSession(data, mode="ort")
+    island = [n for n in sess.graph.nodes if n.op == "host"]
+    assert len(island) == 1 and any(sess.graph.tensors[t].dtype == "i4" for t in island[0].inputs + island[0].outputs)
+    x = np.random.default_rng(3).uniform(-3, 3, (1, 8, 4, 4)).astype(np.float32)
+    want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = sess.run(None, {"x": x})[0]
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
