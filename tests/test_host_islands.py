@@ -2,10 +2,13 @@
 
 npusim runs the integer ops itself and the float ones (host islands) on onnxruntime. The model
 onnxruntime runs whole is optimized as one graph (float fusions: Conv+Add+Relu, Gemm+activation,
-MatMul+Add, LayerNorm; NCHWc layouts), so an island must run the very nodes the whole-model run
-executes, not a re-optimization of a fragment. Property: on random small graphs that mix integer
-ops (QDQ and QOperator convs, QLinearAdd, MaxPool on uint8) with float ops, npusim (mode "ort")
-and onnxruntime (default session options) give identical outputs, dtype included.
+MatMul+Add, LayerNorm; NCHWc layouts), so an island must be optimized as onnxruntime optimizes
+those nodes inside the whole model: whole (not cut between two islands), knowing the shapes the
+whole model knows, at the same level. Property: on random small graphs that mix integer ops (QDQ
+and QOperator convs, QLinearAdd, MaxPool on uint8) with float ops, npusim (mode "ort") and
+onnxruntime (default session options) give identical outputs, dtype included. Directed cases:
+a residual block after an integer conv, a dynamically quantized attention block, a lookup-table
+island of a fixed batch, 4-bit tensors at an island's edge.
 
 Weights satisfy |w| <= 63 and activations are uint8: no pair a0*w0 + a1*w1 exceeds int16, so
 onnxruntime's u8 x s8 kernels compute exact sums on every x86-64 (AVX2 saturates pair sums).
@@ -122,7 +125,8 @@ class _Graph:
         y = self.node("Conv", [self.t, self.const(w), self.const(self.rng.standard_normal(cout).astype(np.float32))],
                       **self.conv_attrs(k))
         self.shape[1] = cout
-        other = [t for t, shape in self.saved + [(self.t, [self.shape[0], cin] + self.shape[2:])] if shape == self.shape]
+        before = self.saved + [(self.t, [self.shape[0], cin] + self.shape[2:])]
+        other = [t for t, shape in before if shape == self.shape]
         if add and other and self.rng.integers(4):  # Conv + Add (+ Relu): an NCHWc conv with a sum input
             y = self.node("Add", [y, other[-1]])
         if add and self.rng.integers(2):
@@ -183,7 +187,8 @@ class _Graph:
 
     def matmul_add(self):
         w = self.shape[-1]
-        y = self.node("MatMul", [self.t, self.const((self.rng.standard_normal((w, w)) / np.sqrt(w)).astype(np.float32))])
+        weight = (self.rng.standard_normal((w, w)) / np.sqrt(w)).astype(np.float32)
+        y = self.node("MatMul", [self.t, self.const(weight)])
         self.t = self.node("Add", [y, self.const(self.rng.standard_normal(w).astype(np.float32))])
 
     def head(self, kind):
@@ -198,8 +203,10 @@ class _Graph:
     def model(self, batch_fixed, channels):
         n = self.shape[0] if batch_fixed else "N"
         graph = helper.make_graph(self.nodes, "islands", [helper.make_tensor_value_info("x", F, [n, channels, 8, 8])],
-                                  [helper.make_tensor_value_info(t, dt, [n] + shape[1:]) for t, dt, shape in self.outputs], self.inits)
-        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+                                  [helper.make_tensor_value_info(t, dt, [n] + shape[1:])
+                                   for t, dt, shape in self.outputs], self.inits)
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
         m.ir_version = 8
         onnx.checker.check_model(m)
         return m
@@ -264,7 +271,8 @@ def _attention(d=16, tokens=8):
     def w(name, shape):
         return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
     nodes = [helper.make_node("MatMul", ["x", "wq"], ["q"]), helper.make_node("MatMul", ["x", "wk"], ["k"]),
-             helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]), helper.make_node("MatMul", ["q", "kt"], ["s"]),
+             helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"]),
              helper.make_node("Mul", ["s", "scale"], ["s2"]), helper.make_node("Softmax", ["s2"], ["p"], axis=-1),
              helper.make_node("MatMul", ["p", "x"], ["o"]), helper.make_node("MatMul", ["o", "wo"], ["o2"]),
              helper.make_node("Add", ["o2", "bo"], ["o3"]),
@@ -301,7 +309,8 @@ def test_lookup_table_island_of_a_fixed_batch(shape, mode):
     c = [numpy_helper.from_array(v, n) for v, n in ((np.float32(0.05), "s"), (np.uint8(120), "z"),
                                                    (np.float32(1 / 255), "ys"), (np.uint8(0), "yz"))]
     nodes = [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["d"]),
-             helper.make_node("HardSigmoid", ["d"], ["h"]), helper.make_node("QuantizeLinear", ["h", "ys", "yz"], ["y"])]
+             helper.make_node("HardSigmoid", ["d"], ["h"]),
+             helper.make_node("QuantizeLinear", ["h", "ys", "yz"], ["y"])]
     graph = helper.make_graph(nodes, "lut", [helper.make_tensor_value_info("x", U8, shape)],
                               [helper.make_tensor_value_info("y", U8, shape)], c)
     data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
@@ -341,7 +350,8 @@ def test_island_with_4bit_edges(case):
         data = _int4_model(nodes, [x_vi], [helper.make_tensor_value_info("y", I8, [1, 8, 4, 4])], c)
     else:  # island: HardSigmoid, Q -> int4 -> integer Transpose -> DequantizeLinear
         s = numpy_helper.from_array(np.float32(0.05), "s")  # codes 1..21: the int4 range [-8, 7] clamps
-        nodes = [helper.make_node("HardSigmoid", ["x"], ["h"]), helper.make_node("QuantizeLinear", ["h", "s", "z4"], ["q4"]),
+        nodes = [helper.make_node("HardSigmoid", ["x"], ["h"]),
+                 helper.make_node("QuantizeLinear", ["h", "s", "z4"], ["q4"]),
                  helper.make_node("Transpose", ["q4"], ["t"], perm=[0, 1, 3, 2]),
                  helper.make_node("DequantizeLinear", ["t", "s", "z4"], ["y"])]
         data = _int4_model(nodes, [x_vi], [helper.make_tensor_value_info("y", F, [1, 8, 4, 4])], [INT4_ZP, s])
