@@ -5,11 +5,16 @@ optimizer at level EXTENDED (the level at which its QDQ selector/action transfor
 DequantizeLinear -> op -> QuantizeLinear into QLinearConv, QLinearMatMul, QGemm, QLinearAdd,
 ... and drop Q/DQ around MaxPool, Reshape, Transpose, ...). The integer kernels therefore see
 exactly the patterns onnxruntime fuses, and whatever it leaves in float (a 4-bit-weight conv,
-HardSigmoid, Resize, ConvTranspose, ...) becomes a host op. Consecutive host nodes merge into
-islands that run on onnxruntime, as a deployment runs them on the host CPU.
+HardSigmoid, Resize, ConvTranspose, ...) becomes a host op. Host nodes merge into islands that
+run on onnxruntime, as a deployment runs them on the host CPU. An island must compute what
+onnxruntime computes for its nodes inside the whole model, where its optimizer (at the default
+level, ALL) fuses float ops and picks NCHWc kernels from the graph and its inferred shapes: so
+islands are as large as the graph allows, and their inputs carry the types and shapes
+onnxruntime infers in the whole model; each island then runs at that same default level.
 """
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import tempfile
@@ -70,6 +75,40 @@ def optimize_like_onnxruntime(model: onnx.ModelProto, where: str) -> onnx.ModelP
         return onnx.load(out)
 
 
+def with_onnxruntime_types(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with the element type and shape onnxruntime infers for every tensor its nodes
+    produce as graph.value_info (contrib ops included, symbolic dimensions by name).
+
+    onnxruntime does not write what it infers into the model it saves, and ONNX's own inference
+    does not know its contrib ops (a MatMulIntegerToFloat's float output, say). A host island
+    needs both: typed inputs to be a valid model, and the shapes the whole-model run knows,
+    since onnxruntime's optimizer decides fusions from them (an NCHWc conv absorbs a following
+    Add only when both operands provably have the same shape).
+    """
+    import onnxruntime as ort
+
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    names = [o for n in model.graph.node for o in n.output if o]
+    sess = ort.InferenceSession(with_extra_outputs(exposed, names), so, providers=["CPUExecutionProvider"])
+    typed = onnx.ModelProto()
+    typed.CopyFrom(model)
+    del typed.graph.value_info[:]
+    outputs = {o.name for o in model.graph.output}
+    for arg in sess.get_outputs():
+        code = _ORT_TYPE_CODES.get(arg.type)
+        if code is not None and arg.name not in outputs:
+            shape = None if arg.shape is None else [d if isinstance(d, (int, str)) else None for d in arg.shape]
+            typed.graph.value_info.append(helper.make_tensor_value_info(arg.name, code, shape))
+    return typed
+
+
+_ORT_TYPE_CODES = {f"tensor({onnx.TensorProto.DataType.Name(code).lower()})": code for code in ONNX_DTYPES}
+
+
 def import_onnx(path_or_bytes) -> Graph:
     where = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
     model = read_model(path_or_bytes)
@@ -77,7 +116,7 @@ def import_onnx(path_or_bytes) -> Graph:
     if qonnx.is_qonnx(model):
         return qonnx.import_qonnx(model, os.path.basename(where))
     declared = declared_bits(model, where)
-    graph = _to_ir(optimize_like_onnxruntime(model, where), os.path.basename(where))
+    graph = _to_ir(with_onnxruntime_types(optimize_like_onnxruntime(model, where)), os.path.basename(where))
     return apply_declared_bits(graph, declared, where) if declared else graph
 
 
@@ -144,9 +183,10 @@ class ImportContext:
         g = model.graph
         self.constants = {t.name: _to_array(t) for t in g.initializer}
         self.tensors: dict[str, Tensor] = {}
-        self.value_shapes = {}
+        self.value_shapes, self.value_types = {}, {}
         for vi in list(g.input) + list(g.value_info) + list(g.output):
             tt = vi.type.tensor_type
+            self.value_types[vi.name] = ONNX_DTYPES.get(tt.elem_type, "?")
             if tt.HasField("shape"):
                 self.value_shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
                                                    for d in tt.shape.dim)
@@ -193,10 +233,10 @@ def _to_ir(model: onnx.ModelProto, name: str) -> Graph:
         if not node.name:
             node.name = f"{node.op_type}_{i}"
     opsets = {o.domain or "": o.version for o in model.opset_import}
-    ctx = _convert_nodes(model, opsets, frozenset())
+    ctx = _convert_nodes(model, frozenset())
     boundary = _host_boundary(g, {n.name for n in ctx.nodes if n.op == "host"})
     if boundary:
-        ctx = _convert_nodes(model, opsets, boundary)
+        ctx = _convert_nodes(model, boundary)
     ctx.graph_outputs = {o.name for o in g.output}
     graph_inputs = tuple(vi.name for vi in g.input if vi.name not in ctx.constants)
     nodes = merge_host_islands(ctx, opsets)
@@ -205,7 +245,7 @@ def _to_ir(model: onnx.ModelProto, name: str) -> Graph:
     return Graph(name, graph_inputs, tuple(o.name for o in g.output), ctx.tensors, tuple(nodes), constants, opsets)
 
 
-def _convert_nodes(model, opsets, force_host) -> ImportContext:
+def _convert_nodes(model, force_host) -> ImportContext:
     """Convert every node; those in `force_host`, or with no integer form, become host nodes."""
     ctx = ImportContext(model)
     for node in model.graph.node:
@@ -219,7 +259,8 @@ def _convert_nodes(model, opsets, force_host) -> ImportContext:
             continue
         if node.name in force_host or not convert.convert(ctx, node):
             ctx.emit("host", node.name, node.input, node.output, {"node": node.SerializeToString()}, node.name)
-            _type_host_outputs(ctx, node, opsets)
+            for o in node.output:
+                ctx.add_tensor(o, ctx.value_types.get(o, "?"))
     return ctx
 
 
@@ -268,39 +309,76 @@ def _fold_exact_cast(ctx, node) -> bool:
 
 
 def merge_host_islands(ctx: ImportContext, opsets: dict) -> list[Node]:
-    """Group host nodes into islands, build each island's ONNX model, and type its outputs.
+    """Group host nodes into islands, build each island's ONNX model, and order the graph.
 
-    A host node joins the island of one of its host producers when every other producer of
-    its inputs comes before that island's first node; an island then runs, whole, at the
-    place of its first node, where all its inputs are ready. Otherwise it starts a new island.
+    Islands are as large as the graph allows, so that onnxruntime optimizes each float region
+    as one graph, as it does inside the whole model: a fusion (Conv + Add + Relu, MatMul + Add,
+    a LayerNorm pattern) is a chain of nodes each read by the next only, and it must not be cut.
+    Walking the graph from its end, a host node joins the islands of all host nodes that read
+    it, merging them, except an island that also reaches it through a node outside the island
+    (joining would make a cycle: island -> integer node -> island), so a node read by one
+    island only joins it (barring a cycle that the bookkeeping, conservative once islands
+    merge, cannot rule out). The nodes, each island as one, are then ordered
+    topologically, every node as early as its inputs allow, ties in the original order.
     """
     nodes = ctx.nodes
     produced_at = {o: i for i, n in enumerate(nodes) for o in n.outputs}
-    island_of = {}  # node index -> island id
-    islands: list[list[int]] = []
+    readers = {i: set() for i in range(len(nodes))}
+    for j, n in enumerate(nodes):
+        for x in n.inputs:
+            if x in produced_at:
+                readers[produced_at[x]].add(j)
+    parent: list[int] = []  # union-find over island ids
+
+    def find(k):
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    island_of = {}  # host node index -> island id (find() gives the merged island)
+    reach, around = {}, {}  # per node: islands that depend on it; those that do through an outside node
+    for i in reversed(range(len(nodes))):
+        deps, outside = set(), set()
+        for r in readers[i]:
+            own = {find(island_of[r])} if r in island_of else set()
+            beyond = {find(k) for k in reach[r]}
+            deps |= beyond | own
+            outside |= {find(k) for k in around[r]} | (beyond - own)
+        if nodes[i].op == "host":
+            joinable = {find(island_of[r]) for r in readers[i] if r in island_of} - outside
+            if joinable:
+                root = min(joinable)
+                for k in joinable:
+                    parent[k] = root
+            else:
+                root = len(parent)
+                parent.append(root)
+            island_of[i] = root
+        reach[i], around[i] = deps, outside
+    unit = [("island", find(island_of[i])) if i in island_of else ("node", i) for i in range(len(nodes))]
+    members: dict = {}
+    for i, u in enumerate(unit):
+        members.setdefault(u, []).append(i)
+    after = {u: set() for u in members}
+    waiting = {u: 0 for u in members}
     for i, n in enumerate(nodes):
-        if n.op != "host":
-            continue
-        producers = {produced_at[x] for x in n.inputs if x in produced_at}
-        target = None
-        for p in sorted(producers, reverse=True):
-            if p in island_of:
-                isl = island_of[p]
-                start = islands[isl][0]
-                if all(q in islands[isl] or q < start for q in producers):
-                    target = isl
-                    break
-        if target is None:
-            target = len(islands)
-            islands.append([])
-        islands[target].append(i)
-        island_of[i] = target
+        for x in n.inputs:
+            if x in produced_at and unit[produced_at[x]] != unit[i] and unit[i] not in after[unit[produced_at[x]]]:
+                after[unit[produced_at[x]]].add(unit[i])
+                waiting[unit[i]] += 1
+    ready = [(m[0], u) for u, m in members.items() if not waiting[u]]
+    heapq.heapify(ready)
     out = []
-    for i, n in enumerate(nodes):
-        if n.op != "host":
-            out.append(n)
-        elif islands[island_of[i]][0] == i:
-            out.append(_island_node(ctx, [nodes[j] for j in islands[island_of[i]]], nodes, opsets))
+    while ready:
+        _, u = heapq.heappop(ready)
+        m = members[u]
+        out.append(nodes[m[0]] if u[0] == "node" else _island_node(ctx, [nodes[j] for j in m], nodes, opsets))
+        for v in after[u]:
+            waiting[v] -= 1
+            if not waiting[v]:
+                heapq.heappush(ready, (members[v][0], v))
+    assert len(out) == len(members), "host islands must not form a cycle"
     return out
 
 
@@ -315,16 +393,41 @@ def _island_node(ctx, members, all_nodes, opsets) -> Node:
     member_names = {n.name for n in members}
     consumed_outside = {x for n in all_nodes if n.name not in member_names for x in n.inputs}
     outputs = [o for p in protos for o in p.output if o and (o in consumed_outside or o in ctx.graph_outputs)]
-    in_vi = [helper.make_tensor_value_info(x, onnx_dtype(ctx.dtype(x)), _onnx_shape(ctx.tensors[x].shape))
+    in_vi = [helper.make_tensor_value_info(x, onnx_dtype(_STORED.get(ctx.dtype(x), ctx.dtype(x))),
+                                           _onnx_shape(ctx.tensors[x].shape))
              if ctx.dtype(x) in _TO_ONNX else onnx.ValueInfoProto(name=x) for x in inputs]
-    inits = [numpy_helper.from_array(ctx.constants[c], c) for c in consts]
-    sub = helper.make_graph(protos, "island", in_vi, [onnx.ValueInfoProto(name=o) for o in outputs], inits)
+    inits = [helper.make_tensor(c, onnx_dtype(ctx.dtype(c)), ctx.constants[c].shape, ctx.constants[c].reshape(-1))
+             if ctx.dtype(c) in _STORED else numpy_helper.from_array(ctx.constants[c], c) for c in consts]
+    sub = helper.make_graph(_four_bit_edges(ctx, protos, inputs, outputs), "island", in_vi,
+                            [onnx.ValueInfoProto(name=o) for o in outputs], inits)
     model = helper.make_model(sub, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
     model.ir_version = 10
     return Node("host", members[0].name, tuple(inputs), tuple(outputs),
                 {"model": model.SerializeToString(), "ops": tuple(f"{p.op_type}:{p.name}" for p in protos),
                  "elementwise": _elementwise(ctx, protos, inputs)},
                 source=", ".join(p.name for p in protos))
+
+
+_STORED = {"i4": "i8", "u4": "u8"}  # 4-bit IR types -> their 8-bit storage
+
+
+def _four_bit_edges(ctx, protos, inputs, outputs) -> list:
+    """The island's nodes, its 4-bit inputs and outputs exchanged in their 8-bit storage (the
+    IR's, and onnxruntime's Python API takes and gives no 4-bit arrays): a Cast, exact for
+    values in range, converts each at the island's edge; 4-bit constants stay 4-bit."""
+    inner = {x: f"{x}/4bit" for x in list(inputs) + list(outputs) if ctx.dtype(x) in _STORED}
+    if not inner:
+        return protos
+    nodes = [helper.make_node("Cast", [x], [inner[x]], name=f"{x}/to_4bit", to=onnx_dtype(ctx.dtype(x)))
+             for x in inputs if x in inner]
+    for p in protos:
+        q = onnx.NodeProto()
+        q.CopyFrom(p)
+        q.input[:] = [inner.get(x, x) for x in p.input]
+        q.output[:] = [inner.get(o, o) for o in p.output]
+        nodes.append(q)
+    return nodes + [helper.make_node("Cast", [inner[o]], [o], name=f"{o}/to_8bit",
+                                     to=onnx_dtype(_STORED[ctx.dtype(o)])) for o in outputs if o in inner]
 
 
 ELEMENTWISE_OPS = {"DequantizeLinear", "QuantizeLinear", "Identity", "Relu", "Clip", "HardSigmoid", "HardSwish",
@@ -347,29 +450,10 @@ def _elementwise(ctx, protos, inputs) -> bool:
 
 
 def _onnx_shape(shape):
+    """An IR shape for onnx.helper: symbolic dimensions keep their names, unknown ones ("?") none."""
     if shape is None:
         return None
-    return [d if isinstance(d, int) else None for d in shape]
-
-
-def _type_host_outputs(ctx, node, opsets):
-    """Element types of a host node's outputs, by ONNX type inference on the node alone.
-
-    Ops ONNX cannot infer (contrib ops) keep the type of their first input.
-    """
-    ins = [helper.make_tensor_value_info(x, onnx_dtype(ctx.dtype(x)), None) for x in node.input
-           if x and ctx.dtype(x) in _TO_ONNX]
-    model = helper.make_model(helper.make_graph([node], "n", ins, [onnx.ValueInfoProto(name=o) for o in node.output]),
-                              opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-        types = {vi.name: vi.type.tensor_type.elem_type for vi in list(inferred.graph.value_info)
-                 + list(inferred.graph.output)}
-    except Exception:
-        types = {}
-    fallback = ctx.dtype(node.input[0]) if node.input else "f32"
-    for o in node.output:
-        ctx.add_tensor(o, ONNX_DTYPES.get(types.get(o, 0), fallback))
+    return [None if d == "?" else d for d in shape]
 
 
 def with_extra_outputs(model: onnx.ModelProto, names) -> bytes:

@@ -294,10 +294,14 @@ def _fuse_requantize(acc_step: Step, req_step: Step) -> Step:
 def _prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None = None):
     """A host island: an onnxruntime session over the island's own ONNX model -> (run, is_table).
 
+    The session has onnxruntime's default options, optimization level ALL, as the whole-model
+    reference (verify, a user) has: the island's float fusions and NCHWc kernels are then the
+    ones onnxruntime picks for those nodes inside the whole model (see frontend).
     An elementwise island of one 8-bit input (DequantizeLinear -> HardSigmoid -> QuantizeLinear,
     say) is a function of the input's 256 codes: onnxruntime computes it on all 256 codes and
     each inference looks the values up (is_table). In mode "ort" this happens lazily, once per
-    input rank; the values are onnxruntime's own, and the zoo's verify tests check the tables
+    input rank, on tensors of the first input's shape (an island may fix it); the values are
+    onnxruntime's own, and the zoo's verify tests check the tables
     bit-exact against onnxruntime running the model. In mode "npu" (`compile_tables_of` is
     the graph) the table is built here, at plan time, as an NPU compiler builds a lookup table
     from a float function: the island then costs no host work at inference.
@@ -321,16 +325,26 @@ def _prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None 
     if not node.attrs.get("elementwise"):
         return run, False
 
-    def tabulate(ndim, dtype):
-        codes = np.arange(256, dtype=np.uint8).view(dtype).reshape((1,) * (ndim - 1) + (256,))
-        outs = run(codes)
-        if any(o.size != 256 for o in outs):
-            return None
-        return [np.ascontiguousarray(o.reshape(256)) for o in outs]
+    def tabulate(shape, dtype):
+        """The outputs for the 256 codes, fed as tensors of `shape`, the codes repeated to fill
+        it, in as many runs as needed."""
+        size = int(np.prod(shape, dtype=np.int64))
+        codes = np.arange(256, dtype=np.uint8)
+        tables = None
+        for start in range(0, 256, size):
+            probe = np.resize(np.roll(codes, -start), shape)
+            outs = run(probe.view(dtype))
+            if any(o.size != size for o in outs):
+                return None
+            tables = tables or [np.empty(256, o.dtype) for o in outs]
+            for table, o in zip(tables, outs):
+                table[probe.reshape(-1)] = o.reshape(-1)
+        return tables
 
     if compile_tables_of is not None:
         t = compile_tables_of.tensors[node.inputs[0]]
-        tables = tabulate(len(t.shape) if t.shape else 1, ir.storage(t.dtype))
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in t.shape] if t.shape else [256]
+        tables = tabulate(shape, ir.storage(t.dtype))
         if tables is None:
             return run, False
         return (lambda x: [K.apply_lut(x, table) for table in tables]), True
@@ -339,9 +353,9 @@ def _prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None 
 
     def run_table(x):
         key = (x.ndim, x.dtype)
-        if key not in tables:
-            tables[key] = tabulate(max(x.ndim, 1), x.dtype)
-        t = tables[key]
+        if key not in tables and x.size:
+            tables[key] = tabulate(x.shape, x.dtype)
+        t = tables.get(key)
         if t is None:
             return run(x)
         return [K.apply_lut(x, table) for table in t]
