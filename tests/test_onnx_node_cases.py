@@ -27,7 +27,6 @@ Skipped, and why (one line each):
     test_dequantizelinear_e5m2 ........................................ float8 e5m2
     test_quantizelinear_float4e2m1, test_dequantizelinear_float4e2m1 .. float4 e2m1
     test_quantizelinear_int2/_uint2, test_dequantizelinear_int2/_uint2  2-bit integers
-    test_quantizelinear_int16/_uint16, test_dequantizelinear_int16/_uint16  16-bit integers
   onnxruntime cannot load the model at any opset (npusim raises NpusimError):
     (none left after the opset retargeting; the skip reason quotes onnxruntime if one appears)
 """
@@ -47,7 +46,6 @@ OPS = ("qlinearconv", "qlinearmatmul", "convinteger", "matmulinteger", "quantize
 UNSUPPORTED_TYPES = {
     TensorProto.FLOAT8E4M3FN: "float8 e4m3fn", TensorProto.FLOAT8E5M2: "float8 e5m2",
     TensorProto.FLOAT4E2M1: "float4 e2m1", TensorProto.INT2: "int2", TensorProto.UINT2: "uint2",
-    TensorProto.INT16: "int16", TensorProto.UINT16: "uint16",
 }
 
 
