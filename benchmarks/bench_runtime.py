@@ -1,12 +1,13 @@
 """npusim against onnxruntime on every zoo model, and the cold start of `npusim run`.
 
 Per model: median wall time of one inference (batch 1, the same inputs, warm) for npusim
-(fast kernels, mode "ort") and for onnxruntime with the same thread count, and their ratio.
+(fast kernels, mode "ort", emulating onnxruntime's integer kernels of --ort-isa, default this
+CPU's family; npusim.ortisa) and for onnxruntime with the same thread count, and their ratio.
 BLAS threads (the fast conv's float32 chunked GEMM) and onnxruntime's intra-op threads are
 both limited to --threads. Then `npusim run` on the default model as a fresh process, with an
 empty Numba cache (cold JIT) and again with that cache warm. Measures; asserts nothing.
 
-    python benchmarks/bench_runtime.py [--threads 1] [--repeat 30] [--models NAME ...] [--json OUT]
+    python benchmarks/bench_runtime.py [--threads 1] [--repeat 30] [--models NAME ...] [--ort-isa F] [--json OUT]
 """
 import argparse
 import json
@@ -26,14 +27,14 @@ import npusim_models as zoo
 from npusim.bench import median_time
 
 
-def bench_model(name, threads, repeat):
+def bench_model(name, threads, repeat, ort_isa=None):
     path = str(zoo.path(name))
     feeds = zoo.sample_inputs(name, 1, seed=0)[0]
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     ref = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    sess = npusim.InferenceSession(path, threads=threads)
+    sess = npusim.InferenceSession(path, threads=threads, ort_isa=ort_isa)
     t_ort = median_time(lambda: ref.run(None, feeds), repeat)
     t_sim = median_time(lambda: sess.run(None, feeds), repeat)
     return {"model": name, "ort_ms": 1e3 * t_ort, "npusim_ms": 1e3 * t_sim, "ratio": t_sim / t_ort}
@@ -61,14 +62,17 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--models", nargs="*", default=[n for n in zoo.names() if not n.endswith("_float")])
+    p.add_argument("--ort-isa", help="onnxruntime CPU family npusim emulates (default: this CPU's)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; threads={args.threads}; "
+    from npusim.ortisa import host_ort_isa, resolve
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, onnxruntime family "
+          f"{host_ort_isa()}; npusim emulating {resolve(args.ort_isa)}; threads={args.threads}; "
           f"onnxruntime {ort.__version__}; median of {args.repeat}")
     rows = []
     with threadpool_limits(args.threads):
         for name in args.models:
-            r = bench_model(name, args.threads, args.repeat)
+            r = bench_model(name, args.threads, args.repeat, args.ort_isa)
             rows.append(r)
             print(f"{name:24s} npusim {r['npusim_ms']:9.3f} ms   onnxruntime {r['ort_ms']:8.3f} ms   "
                   f"ratio {r['ratio']:6.2f}x", flush=True)
@@ -77,7 +81,8 @@ def main():
           f"warm cache {cs['warm_cache_s']:.2f} s (median of 3)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": args.threads, "models": rows, "cold_start": cs}, f, indent=2)
+            json.dump({"threads": args.threads, "ort_isa": resolve(args.ort_isa), "models": rows, "cold_start": cs}, f,
+                      indent=2)
 
 
 if __name__ == "__main__":
