@@ -5,9 +5,11 @@ in the kernel's K order (matmul: k; conv: (kh·KW + kw)·Cg + c per group, paddi
 
 Only a few pairs can saturate at all: with a in 0..255, |p_j| > 32767 needs b[2j] and b[2j+1]
 of the same sign with 255·(|b[2j]| + |b[2j+1]|) > 32767. So the weights are scanned once for
-such "risky" pairs (at plan time for a convolution), and only those are evaluated, for every
-output position; the exact accumulator comes from the ordinary kernels and the excess is
-added to it (int32, wrapping as onnxruntime's int32 accumulator does). The cost is
+such "risky" pairs (at plan time for a convolution), and at run time a risky pair is skipped
+too when the largest activations it can meet (per input channel, or per column of a) keep it
+inside int16; the rest are evaluated for every output position. The exact accumulator comes
+from the ordinary kernels and the excess is added to it (int32, wrapping as onnxruntime's
+int32 accumulator does). The cost is
 (risky pairs)·(output positions): a small fraction of the convolution on real weights, about
 one more convolution when every pair is risky.
 """
@@ -19,10 +21,16 @@ _A_MAX = 255  # the u8 operand's range bounds |p_j| without reading the activati
 
 
 @njit
-def _risky(b0, b1):
-    hi = _A_MAX * (max(b0, 0) + max(b1, 0))
-    lo = _A_MAX * (min(b0, 0) + min(b1, 0))
+def _can_saturate(a0_max, a1_max, b0, b1):
+    """A pair with u8 operands at most a0_max, a1_max (>= 0) can leave int16 only if this holds."""
+    hi = a0_max * max(b0, 0) + a1_max * max(b1, 0)
+    lo = a0_max * min(b0, 0) + a1_max * min(b1, 0)
     return hi > 32767 or lo < -32768
+
+
+@njit
+def _risky(b0, b1):
+    return _can_saturate(_A_MAX, _A_MAX, b0, b1)
 
 
 @njit
@@ -43,15 +51,22 @@ def _scan_gemm(b):
 
 @njit
 def _gemm_excess(a, b, cols, ks):
-    """a (M, K) read as a^T (K, M), so each pair's two rows are contiguous; branch-free: the
+    """a (M, K) read as a^T (K, M), so each pair's two rows are contiguous; a risky pair is
+    skipped when the column maxima of a keep it inside int16; branch-free inner loop: the
     excess e = clamp(p, −32768, 32767) − p is added everywhere (0 where p fits)."""
     m = a.shape[0]
     at = np.ascontiguousarray(a.T)
+    a_max = np.zeros(at.shape[0], np.int64)
+    for k in range(at.shape[0]):
+        for i in range(m):
+            a_max[k] = max(a_max[k], np.int64(at[k, i]))
     out_t = np.zeros((b.shape[1], m), np.int32)
     count = 0
     for r in range(cols.shape[0]):
         j, k0 = cols[r], ks[r]
         b0, b1 = np.int32(b[k0, j]), np.int32(b[k0 + 1, j])
+        if not _can_saturate(a_max[k0], a_max[k0 + 1], np.int64(b0), np.int64(b1)):
+            continue
         src0, src1, dst = at[k0], at[k0 + 1], out_t[j]
         hits = 0
         for i in range(m):
@@ -119,22 +134,31 @@ def pack_conv_pair_weights(w_oihw):
 @njit
 def _conv_excess(x, x_zp, rows, m, mg, cg, sh, sw, dh, dw, top, left, bottom, right, oh, ow):
     """Per image: x zero-padded with the raw x_zp (int32, C × (H + top + bottom) × (W + left +
-    right)), then for each risky pair a branch-free loop over the output plane:
-    e = clamp(p, −32768, 32767) − p is added everywhere (0 where p fits)."""
+    right)) and each channel's maximum (x_zp included where there is padding); a risky pair is
+    skipped when those maxima keep it inside int16, else a branch-free loop over the output
+    plane adds e = clamp(p, −32768, 32767) − p everywhere (0 where p fits)."""
     n, c, h, w = x.shape
     out = np.zeros((n, m, oh, ow), np.int32)
     xp = np.full((c, h + top + bottom, w + left + right), np.int32(x_zp), np.int32)
+    padded = top + bottom + left + right > 0
+    ch_max = np.zeros(c, np.int64)
     count = 0
     for a in range(n):
         for ch in range(c):
+            mx = np.int64(x_zp) if padded else np.int64(0)
             for i in range(h):
                 for j in range(w):
-                    xp[ch, top + i, left + j] = x[a, ch, i, j]
+                    v = x[a, ch, i, j]
+                    xp[ch, top + i, left + j] = v
+                    mx = max(mx, np.int64(v))
+            ch_max[ch] = mx
         for r in range(rows.shape[0]):
             o = rows[r, 0]
             base = (o // mg) * cg
             ch0, i0, j0, w0 = base + rows[r, 1], rows[r, 2] * dh, rows[r, 3] * dw, np.int32(rows[r, 4])
             ch1, i1, j1, w1 = base + rows[r, 5], rows[r, 6] * dh, rows[r, 7] * dw, np.int32(rows[r, 8])
+            if not _can_saturate(ch_max[ch0], ch_max[ch1], np.int64(w0), np.int64(w1)):
+                continue
             for y in range(oh):
                 src0 = xp[ch0, y * sh + i0]
                 src1 = xp[ch1, y * sh + i1]
