@@ -210,12 +210,27 @@ class ImportContext:
             return None
         name = node.input[index]
         if name not in self.constants:
-            raise NpusimError(f"node {node.name!r} ({node.op_type}): input {index} {what!r} ({name}) must be a "
+            raise NotConstant(f"node {node.name!r} ({node.op_type}): input {index} {what!r} ({name}) must be a "
                               f"constant initializer")
         return self.constants[name]
 
+    def try_convert(self, node) -> bool:
+        """convert.convert, or False (a host op: onnxruntime runs it) when a weight or quantization
+        parameter the integer form plans with is computed at run time; nothing is half-emitted."""
+        n_nodes, tensors = len(self.nodes), dict(self.tensors)
+        try:
+            return convert.convert(self, node)
+        except NotConstant:
+            del self.nodes[n_nodes:]
+            self.tensors = tensors
+            return False
+
     def emit(self, op, name, inputs, outputs, attrs, source):
         self.nodes.append(Node(op, name, tuple(inputs), tuple(outputs), attrs, source))
+
+
+class NotConstant(NpusimError):
+    """An input the integer form needs at plan time is computed at run time."""
 
 
 def _to_array(t: onnx.TensorProto) -> np.ndarray:
@@ -257,7 +272,7 @@ def _convert_nodes(model, force_host) -> ImportContext:
             continue
         if _fold_exact_cast(ctx, node):
             continue
-        if node.name in force_host or not convert.convert(ctx, node):
+        if node.name in force_host or not ctx.try_convert(node):
             ctx.emit("host", node.name, node.input, node.output, {"node": node.SerializeToString()}, node.name)
             for o in node.output:
                 ctx.add_tensor(o, ctx.value_types.get(o, "?"))

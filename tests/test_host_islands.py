@@ -363,3 +363,36 @@ def test_island_with_4bit_edges(case):
     got = sess.run(None, {"x": x})[0]
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
+
+
+def test_quantized_ops_with_run_time_parameters_run_on_the_host():
+    """A QLinearConv whose weights and a QLinearMatMul whose scale are computed at run time have no
+    plan-time integer form: they run on onnxruntime (host ops), and the model still runs whole."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 256, (1, 4, 6, 6)).astype(np.uint8)
+    w = rng.integers(-60, 60, (3, 4, 3, 3)).astype(np.int8)
+    a = rng.integers(0, 256, (2, 5)).astype(np.uint8)
+    b = rng.integers(-60, 60, (5, 3)).astype(np.int8)
+    f32 = lambda v: np.array(v, np.float32)  # noqa: E731
+    inits = [numpy_helper.from_array(v, n) for n, v in [
+        ("xs", f32(0.02)), ("xz", np.array(3, np.uint8)), ("ws", f32(0.01)), ("wz", np.array(0, np.int8)),
+        ("ys", f32(0.5)), ("yz", np.array(128, np.uint8)), ("b", b), ("bz", np.array(0, np.int8)),
+        ("az", np.array(0, np.uint8)), ("bs", f32(0.03))]]
+    nodes = [helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node("QLinearMatMul", ["a", "a_scale", "az", "b", "bs", "bz", "ys", "yz"], ["z"])]
+    ins = [helper.make_tensor_value_info("x", TensorProto.UINT8, x.shape),
+           helper.make_tensor_value_info("w", TensorProto.INT8, w.shape),
+           helper.make_tensor_value_info("a", TensorProto.UINT8, a.shape),
+           helper.make_tensor_value_info("a_scale", TensorProto.FLOAT, [])]
+    outs = [helper.make_tensor_value_info(n, TensorProto.UINT8, None) for n in ("y", "z")]
+    model = helper.make_model(helper.make_graph(nodes, "g", ins, outs, inits),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    data = model.SerializeToString()
+    feeds = {"x": x, "w": w, "a": a, "a_scale": f32(0.02)}
+    sess = npusim.InferenceSession(data)
+    assert sorted(op.split(":")[0] for n in sess.graph.host_nodes() for op in n.attrs["ops"]) \
+        == ["QLinearConv", "QLinearMatMul"]
+    want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)
+    for got, ref in zip(sess.run(None, feeds), want):
+        assert got.dtype == ref.dtype
+        np.testing.assert_array_equal(got, ref)
