@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 
 import numpy as np
 
@@ -181,8 +183,19 @@ def build_parser():
     return p
 
 
+def _quiet_onnxruntime():
+    """onnxruntime logs its own errors (colored `[E:onnxruntime:...]` lines) before raising; the
+    exception becomes npusim's one error line, so only its fatal messages are let through."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    ort.set_default_logger_severity(3)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_onnxruntime()
     try:
         return args.func(args)
     except NpusimError as e:
@@ -190,6 +203,12 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # a bug in npusim, or a failure no check foresaw: one line, not a traceback
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        msg = str(e).splitlines()[0] if str(e) else ""
+        print(f"npusim: error: internal error, please report: {type(e).__name__}: {msg} "
+              f"(at {os.path.basename(where.filename)}:{where.lineno})", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

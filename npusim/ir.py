@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -110,6 +112,8 @@ class Graph:
 
 # ---------------------------------------------------------------- save / load
 
+FORMAT, VERSION = "npusim-ir", 1
+
 def _encode_attr(key_prefix, value, arrays):
     if isinstance(value, np.ndarray):
         arrays[key_prefix] = value
@@ -141,7 +145,7 @@ def save(graph: Graph, path) -> None:
     """Write `graph` to `path` (.npz) atomically (see savez_atomic)."""
     arrays = {}
     desc = {
-        "format": "npusim-ir", "version": 1, "name": graph.name,
+        "format": FORMAT, "version": VERSION, "name": graph.name,
         "inputs": list(graph.inputs), "outputs": list(graph.outputs), "opsets": graph.opsets,
         "tensors": [[t.name, t.dtype, None if t.shape is None else list(t.shape),
                      None if t.quant is None else [list(t.quant.scale), list(t.quant.zero_point), t.quant.axis]]
@@ -183,22 +187,110 @@ def savez_atomic(path, arrays: dict) -> None:
     write_atomic(path, write)
 
 
+# what reading a damaged .npz raises: zip structure (BadZipFile, a bad CRC-32 included), a
+# member cut short (EOFError), a flipped compression method or zip version (NotImplementedError,
+# zlib.error), a damaged .npy header or JSON (ValueError), a missing member (KeyError)
+_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, NotImplementedError, zipfile.BadZipFile, zlib.error,
+                MemoryError, OverflowError)
+
+
 def load(path) -> Graph:
+    """The graph saved by `save`; a file that is not one, is truncated, damaged (the zip CRC-32 of
+    every member is checked), edited into an inconsistent graph (`validate`) or written by a
+    newer format version raises one NpusimError naming the file and what is wrong."""
     try:
         with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise ValueError("a single .npy array, not an .npz archive")
             arrays = {k: z[k] for k in z.files}
         desc = json.loads(arrays.pop("__graph__").tobytes())
-    except (OSError, ValueError, KeyError) as e:
-        raise NpusimError(f"{path}: not an npusim IR file ({e})") from None
-    tensors = {}
-    for name, dtype, shape, q in desc["tensors"]:
-        quant = None if q is None else Quant(tuple(q[0]), tuple(q[1]), q[2])
-        tensors[name] = Tensor(name, dtype, None if shape is None else tuple(shape), quant)
-    nodes = tuple(Node(op, name, tuple(ins), tuple(outs), {k: _decode_attr(v, arrays) for k, v in attrs.items()}, src)
-                  for op, name, ins, outs, src, attrs in desc["nodes"])
-    constants = {name: arrays[f"const/{i}"] for i, name in enumerate(desc["constants"])}
-    return Graph(desc["name"], tuple(desc["inputs"]), tuple(desc["outputs"]), tensors, nodes, constants,
-                 desc["opsets"])
+    except _READ_ERRORS as e:
+        what = f"missing member {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise NpusimError(f"{path}: not an npusim IR file, or truncated or damaged ({what})") from None
+    if not isinstance(desc, dict) or desc.get("format") != FORMAT:
+        raise NpusimError(f"{path}: not an npusim IR file (no format {FORMAT!r} in its description)")
+    if not isinstance(desc.get("version"), int) or desc["version"] > VERSION:
+        raise NpusimError(f"{path}: npusim IR format version {desc.get('version')!r}; this npusim reads version "
+                          f"{VERSION} and older (the file was written by a newer npusim)")
+    graph = _decode(desc, arrays, path)
+    validate(graph, str(path))
+    return graph
+
+
+def _decode(desc, arrays, path) -> Graph:
+    """The Graph of a format description; a missing key, array or malformed entry is one
+    NpusimError naming it."""
+    where = "description"
+    try:
+        tensors = {}
+        for i, (name, dtype, shape, q) in enumerate(desc["tensors"]):
+            where = f"tensor #{i} {name!r}"
+            storage(dtype)
+            quant = None if q is None else Quant(tuple(float(v) for v in q[0]), tuple(int(v) for v in q[1]),
+                                                 None if q[2] is None else int(q[2]))
+            tensors[name] = Tensor(name, dtype, None if shape is None else tuple(shape), quant)
+        nodes = []
+        for i, (op, name, ins, outs, src, attrs) in enumerate(desc["nodes"]):
+            where = f"node #{i} {name!r}"
+            nodes.append(Node(str(op), str(name), tuple(str(v) for v in ins), tuple(str(v) for v in outs),
+                              {str(k): _decode_attr(v, arrays) for k, v in attrs.items()}, str(src)))
+        where = "constants"
+        constants = {}
+        for i, name in enumerate(desc["constants"]):
+            where = f"constant #{i} {name!r}"
+            constants[name] = arrays[f"const/{i}"]
+        where = "description"
+        return Graph(str(desc["name"]), tuple(desc["inputs"]), tuple(desc["outputs"]), tensors, tuple(nodes),
+                     constants, dict(desc["opsets"]))
+    except NpusimError as e:
+        raise NpusimError(f"{path}: {where}: {e}") from None
+    except KeyError as e:
+        raise NpusimError(f"{path}: {where}: missing key or array {e}") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise NpusimError(f"{path}: {where}: malformed entry ({type(e).__name__}: {e})") from None
+
+
+def validate(graph: Graph, where: str = "model") -> None:
+    """Check that `graph` is consistent, as the session relies on it: every name is a string,
+    every graph input and every node input and output has a tensor entry, every node input is
+    a constant, a graph input or an output of an earlier node (nodes are in execution order),
+    no tensor is produced twice, every graph output is produced, and every quantization scale is
+    finite and > 0 with its zero points in the range of the type. Raises one NpusimError naming
+    the node or the tensor."""
+    defined = set(graph.constants) | set(graph.inputs)
+    for name in (*graph.inputs, *graph.constants):
+        if not isinstance(name, str) or name not in graph.tensors:
+            raise NpusimError(f"{where}: input or constant {name!r} has no tensor entry")
+    for n in graph.nodes:
+        for i, name in enumerate(n.inputs):
+            if name and name not in defined:
+                raise NpusimError(f"{where}: node {n.name!r} ({n.op}): input {i} {name!r} is not a constant, a graph "
+                                  f"input or the output of an earlier node")
+            if name and name not in graph.tensors:
+                raise NpusimError(f"{where}: node {n.name!r} ({n.op}): input {i} {name!r} has no tensor entry")
+        for name in n.outputs:
+            if not name or name in defined:
+                raise NpusimError(f"{where}: node {n.name!r} ({n.op}): output {name!r} is "
+                                  + ("empty" if not name else "produced twice"))
+            if name not in graph.tensors:
+                raise NpusimError(f"{where}: node {n.name!r} ({n.op}): output {name!r} has no tensor entry")
+            defined.add(name)
+    for t in graph.tensors.values():
+        if t.quant is None:
+            continue
+        scale = np.asarray(t.quant.scale, np.float64)
+        if not scale.size or not np.all(np.isfinite(scale) & (scale > 0)):
+            raise NpusimError(f"{where}: tensor {t.name!r}: quantization scale must be finite and > 0, got "
+                              f"{np.array2string(scale, threshold=6)}")
+        if is_quantized(t.dtype):
+            lo, hi = qrange(t.dtype)
+            zp = np.asarray(t.quant.zero_point)
+            if zp.size and (zp.min() < lo or zp.max() > hi):
+                raise NpusimError(f"{where}: tensor {t.name!r}: zero point {np.array2string(zp, threshold=6)} is "
+                                  f"outside the range [{lo}, {hi}] of its type {t.dtype}")
+    for name in graph.outputs:
+        if name not in defined:
+            raise NpusimError(f"{where}: graph output {name!r} is not produced by any node")
 
 
 def graphs_equal(a: Graph, b: Graph) -> bool:

@@ -49,26 +49,61 @@ def _same_pads(in_hw, k, s, d, mode):
 
 def _window(attrs, k):
     """-> window(spatial_in) -> (strides, pads (top, left, bottom, right), dilations) of a 2-D
-    window op. Settled here, once, unless auto_pad SAME_* needs the input size."""
+    window op. Settled here, once, unless auto_pad SAME_* needs the input size. Strides and
+    dilations must be >= 1 and pads >= 0 (checked here); the dilated window must fit in the
+    padded input (checked by window() on each input size, a few integer comparisons)."""
     s = tuple(int(v) for v in attrs["strides"])
     d = tuple(int(v) for v in attrs["dilations"])
     mode = attrs["auto_pad"]
+    n = len(k)
+    pads = (0,) * (2 * n) if mode in ("VALID", "SAME_UPPER", "SAME_LOWER") else tuple(int(v) for v in attrs["pads"])
+    for name, v, want in (("strides", s, n), ("dilations", d, n), ("pads", pads, 2 * n)):
+        if len(v) != want or min(v, default=0) < (0 if name == "pads" else 1):
+            raise NpusimError(f"attribute {name}={list(v)}: expected {want} values "
+                              f"{'>= 0' if name == 'pads' else '>= 1'} for a {n}-D window {list(k)}")
+    span = tuple((kk - 1) * dd + 1 for kk, dd in zip(k, d))
+
+    def fits(spatial_in, p):
+        if len(spatial_in) != n:
+            raise NpusimError(f"input has {len(spatial_in)} spatial dimensions {list(spatial_in)}, expected {n} "
+                              f"for the window {list(k)}")
+        for i, (size, w) in enumerate(zip(spatial_in, span)):
+            if size + p[i] + p[i + n] < w:
+                raise NpusimError(f"window {list(k)} (dilations {list(d)}) is larger than the padded input: "
+                                  f"spatial dimension {i} is {size} + pads {p[i]}+{p[i + n]}, the window spans {w}")
+        return s, p, d
     if mode in ("SAME_UPPER", "SAME_LOWER"):
-        return lambda spatial_in: (s, _same_pads(spatial_in, k, s, d, mode), d)
-    fixed = (s, (0,) * (2 * len(k)) if mode == "VALID" else tuple(int(v) for v in attrs["pads"]), d)
-    return lambda spatial_in: fixed
+        return lambda spatial_in: fits(spatial_in, _same_pads(spatial_in, k, s, d, mode))
+    return lambda spatial_in: fits(spatial_in, pads)
 
 
 def _conv_plan(node, const):
     """(w_oihw, one_d, window, group, attrs) of a conv node: a 1-D conv runs as 2-D with H = 1."""
     w = const(node.inputs[1])
+    if w is None or w.ndim not in (3, 4):
+        raise NpusimError(f"weight {node.inputs[1]!r}: expected a constant of rank 3 or 4 (O, I/group, [H,] W), got "
+                          + ("a tensor computed at run time" if w is None else f"shape {w.shape}"))
     one_d = w.ndim == 3
     w4 = np.ascontiguousarray(w[:, :, None, :] if one_d else w)
     a = dict(node.attrs)
     if one_d:
         a.update(strides=(1,) + tuple(a["strides"]), dilations=(1,) + tuple(a["dilations"]),
                  pads=(0, a["pads"][0], 0, a["pads"][1]) if a["pads"] else (0, 0, 0, 0))
-    return w4, one_d, _window(a, w4.shape[2:]), int(a["group"]), a
+    group = int(a["group"])
+    if group < 1 or w4.shape[0] % group:
+        raise NpusimError(f"attribute group={group}: expected a divisor of the {w4.shape[0]} output channels of "
+                          f"weight {node.inputs[1]!r} {w.shape}")
+    if "kernel_shape" in a and tuple(int(v) for v in a["kernel_shape"]) != w.shape[2:]:
+        raise NpusimError(f"attribute kernel_shape={list(a['kernel_shape'])}: the weight {node.inputs[1]!r} has "
+                          f"shape {w.shape}, kernel {list(w.shape[2:])}")
+    return w4, one_d, _window(a, w4.shape[2:]), group, a
+
+
+def _check_channels(what, size, expected, name):
+    """A per-channel parameter `name` has one value or `expected` (its channels)."""
+    if size not in (1, expected):
+        raise NpusimError(f"{what} {name!r} has {size} values, expected "
+                          + ("1 (per tensor)" if expected == 1 else f"1 or {expected} (one per channel)"))
 
 
 def _conv_pair_excess(node, const, K):
@@ -92,9 +127,20 @@ def _prep_conv(node, const, K):
     the input size. With `pair_sat16`, onnxruntime's int16 pair excess is added (npusim.ortisa)."""
     x_name, w_name, b_name, xzp_name, wzp_name = node.inputs
     w4, one_d, window, group, a = _conv_plan(node, const)
-    m = w4.shape[0]
+    m, c_in = w4.shape[0], w4.shape[1] * group
     bias = np.ascontiguousarray(const(b_name) if b_name else np.zeros(m, np.int32), np.int32)
+    if bias.shape != (m,):
+        raise NpusimError(f"bias {b_name!r} has shape {bias.shape}, expected ({m},): one per output channel of "
+                          f"weight {w_name!r} {w4.shape[:2] if not one_d else (m, w4.shape[1])}...")
     xzp_c, wzp_c = _zp(const, xzp_name), _zp(const, wzp_name)
+    _check_channels("input zero point", 1 if xzp_c is None else np.size(xzp_c), 1, xzp_name)
+    _check_channels("weight zero point", m if wzp_c is None else np.size(wzp_c), m, wzp_name)
+
+    def check_x(x):
+        if x.ndim != w4.ndim - one_d or x.shape[1] != c_in:
+            raise NpusimError(f"input {x_name!r} has shape {x.shape}, expected {c_in} channels in dimension 1 "
+                              f"(weight {w_name!r}: {w4.shape[1]} per group x group={group}) and rank "
+                              f"{w4.ndim - one_d}")
     xz_fixed = None if xzp_c is None else _scalar(xzp_c)
     excess = _conv_pair_excess(node, const, K) if a.get("pair_sat16") else None
 
@@ -112,6 +158,7 @@ def _prep_conv(node, const, K):
         packed = K.pack_bitserial_weights(w4, *a["w_bits"], wzp_vec(wzp_c), bias)
 
         def run_bitserial(x, *_):
+            check_x(x)
             x4 = x[:, :, None, :] if one_d else x
             s, p, d = window(x4.shape[2:])
             return finish(K.bitserial_conv_acc(x4, xz_fixed, xb, xs, packed, s, p, d, group), x, None)
@@ -119,6 +166,7 @@ def _prep_conv(node, const, K):
     packed = None if wzp_c is None else K.pack_conv_weights(w4, wzp_vec(wzp_c), bias)
 
     def run(x, w_in=None, b_in=None, x_zp=None, w_zp=None):
+        check_x(x)
         x4 = x[:, :, None, :] if one_d else x
         s, p, d = window(x4.shape[2:])
         xz = xz_fixed if xz_fixed is not None else _scalar(x_zp)
@@ -171,9 +219,16 @@ def _prep_requantize(node, const, K):
     axis, y_zp, qmin, qmax, dt = int(a["axis"]), int(a["y_zp"]), int(a["qmin"]), int(a["qmax"]), storage(a["dtype"])
     if a["form"] != "f32":
         raise NpusimError(f"node {node.name!r}: requantization form {a['form']!r} is not implemented")
+    if not mult.size or not np.all(np.isfinite(mult) & (mult > 0)):
+        raise NpusimError(f"node {node.name!r}: multiplier x_scale·w_scale/y_scale must be finite and > 0, got "
+                          f"{np.array2string(mult, threshold=6)} (a zero or non-finite scale)")
 
     def run(acc):
-        return (K.requantize_f32(acc, mult, axis % acc.ndim, y_zp, qmin, qmax, dt),)
+        ax = axis % max(acc.ndim, 1)
+        if mult.size != 1 and (acc.ndim == 0 or acc.shape[ax] != mult.size):
+            raise NpusimError(f"node {node.name!r}: {mult.size} per-channel multipliers (scales), but the "
+                              f"accumulator {node.inputs[0]!r} has shape {acc.shape} (axis {axis})")
+        return (K.requantize_f32(acc, mult, ax, y_zp, qmin, qmax, dt),)
     return run
 
 
@@ -186,6 +241,9 @@ def _prep_matmul(node, const, K):
 
     def run(a, b=None, a_zp=None, b_zp=None):
         bb = b_c if b_c is not None else b
+        if a.ndim == 0 or bb.ndim == 0 or a.shape[-1] != bb.shape[-2 if bb.ndim > 1 else 0]:
+            raise NpusimError(f"inputs {a_name!r} {a.shape} and {b_name!r} {bb.shape}: the inner dimensions differ "
+                              f"(A is (..., M, K), B is (..., K, N))")
         az = azp_c if azp_c is not None else np.asarray(a_zp, np.int32)
         bz = bzp_c if bzp_c is not None else np.asarray(b_zp, np.int32)
         acc = K.matmul_acc(a, az, bb, bz)
@@ -199,14 +257,28 @@ def _prep_gemm(node, const, K):
     a_name, b_name, c_name, azp_name, bzp_name = node.inputs
     trans_a = int(node.attrs["transA"])
     b = const(b_name)
-    b = np.ascontiguousarray(b.T if int(node.attrs["transB"]) else b)
+    if b is None or b.ndim != 2:
+        raise NpusimError(f"input B {b_name!r}: expected a constant 2-D matrix, got "
+                          + ("a tensor computed at run time" if b is None else f"shape {b.shape}"))
+    trans_b = int(node.attrs["transB"])
+    b = np.ascontiguousarray(b.T if trans_b else b)
+    k, n = b.shape
     c = const(c_name) if c_name else None
+    if c is not None and (c.ndim > 2 or (c.ndim and c.shape[-1] not in (1, n))):
+        raise NpusimError(f"bias C {c_name!r} has shape {c.shape}, expected ({n},) or 1: one per output column of "
+                          f"B {b_name!r} (transB={trans_b}: N = {n})")
     az = np.asarray(_zp(const, azp_name), np.int32)
     bz = np.asarray(_zp(const, bzp_name), np.int32).reshape(-1)
+    _check_channels("input zero point", az.size, 1, azp_name)
+    _check_channels("weight zero point", bz.size, n, bzp_name)
 
     excess = _matmul_pair_excess(node, const, K) if node.attrs.get("pair_sat16") else None
 
     def run(a, *_):
+        if a.ndim != 2 or a.shape[0 if trans_a else 1] != k:
+            raise NpusimError(f"input A {a_name!r} has shape {a.shape}, expected 2-D with K = {k} in dimension "
+                              f"{0 if trans_a else 1} (transA={trans_a}; B {b_name!r} is K x N = {k} x {n} after "
+                              f"transB={trans_b})")
         acc = K.matmul_acc(np.ascontiguousarray(a.T) if trans_a else a, az, b, bz)
         if excess is not None:  # onnxruntime's int16 pair saturation (npusim.ortisa)
             acc += excess(a)[0]

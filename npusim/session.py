@@ -15,6 +15,7 @@ time; what still needs the host per inference is listed in `host_fallback`.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections import Counter
 import os
 from dataclasses import dataclass
@@ -67,12 +68,15 @@ class Step:
 
 def load_graph(model) -> ir.Graph:
     """An IR graph from an ONNX path or bytes, an npusim IR file (.npz), or a Graph."""
-    if isinstance(model, ir.Graph):
-        return model
     if isinstance(model, (str, os.PathLike)) and str(model).endswith(".npz"):
-        return ir.load(model)
-    from .frontend import import_onnx
-    return import_onnx(model)
+        return ir.load(model)  # validated there, naming the file
+    if isinstance(model, ir.Graph):
+        graph = model
+    else:
+        from .frontend import import_onnx
+        graph = import_onnx(model)
+    ir.validate(graph)
+    return graph
 
 
 class InferenceSession:
@@ -129,19 +133,21 @@ class InferenceSession:
         self._steps = steps
 
     def _prepare(self, node, const, K):
-        if node.op == "host":
-            run, is_table = _prepare_host(node, self.threads, K, self.graph if self.mode == "npu" else None)
-            if not is_table:
-                self.host_fallback.append(node.source or node.name)
-            return run
-        if node.op not in self._ops:
-            raise NpusimError(f"node {node.name!r}: op {node.op!r} has no registry entry")
         try:
-            return self._ops[node.op].prepare(node, const, K)
-        except NpusimError:
-            raise
+            if node.op == "host":
+                run, is_table = _prepare_host(node, self.threads, K, self.graph if self.mode == "npu" else None)
+                if not is_table:
+                    self.host_fallback.append(node.source or node.name)
+                return run
+            if node.op not in self._ops:
+                raise NpusimError(f"node {node.name!r}: op {node.op!r} has no registry entry")
+            run = self._ops[node.op].prepare(node, const, K)
+        except NpusimError as e:
+            raise e if node.name in str(e) else NpusimError(f"node {node.name!r} ({node.op}): {e}") from None
         except Exception as e:
-            raise _node_error(node, e, f"node {node.name!r} ({node.op}): cannot plan: {e}") from None
+            raise _node_error(node, e, f"node {node.name!r} ({node.op}): cannot plan: {_describe(node, e)}") from None
+        _check_arity(node, run)
+        return run
 
     # ---------------------------------------------------------------- onnxruntime-shaped API
     def get_inputs(self) -> list[NodeArg]:
@@ -185,15 +191,42 @@ class InferenceSession:
             args = [given.get(i, values[i]) for i in step.inputs] if given else [values[i] for i in step.inputs]
             try:
                 outs = step.run(*args)
-            except NpusimError:
-                raise
+            except NpusimError as e:
+                n = step.node
+                raise e if n.name in str(e) or (n.source and n.source in str(e)) else \
+                    NpusimError(f"node {n.source or n.name!r} ({n.op}): {e}") from None
             except Exception as e:
                 n = step.node
-                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-                raise _node_error(n, e, f"node {n.source or n.name!r} ({n.op}): {msg}") from None
+                raise _node_error(n, e, f"node {n.source or n.name!r} ({n.op}): {_describe(n, e, args)}") from None
             for i, v in zip(step.outputs, outs):
                 values[i] = v
         return values
+
+
+def _describe(node: ir.Node, e: Exception, inputs=None) -> str:
+    """What went wrong in a node's plan or kernel, for its one-line error: a missing attribute
+    (an IR file edited or from another npusim) is named; out of memory names the input shapes
+    and attributes that asked for it; anything else is the exception's first line."""
+    if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str) and e.args[0] not in node.attrs:
+        return f"attribute {e.args[0]!r} is missing"
+    if isinstance(e, MemoryError):
+        shapes = ", ".join(str(tuple(x.shape)) for x in inputs or () if isinstance(x, np.ndarray))
+        attrs = ", ".join(f"{k}={v}" for k, v in node.attrs.items() if not isinstance(v, (np.ndarray, bytes)))
+        return f"out of memory: its output is too large for inputs of shape {shapes} with {attrs}"
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _check_arity(node: ir.Node, run) -> None:
+    """The node has as many inputs as its planned step takes (an IR file edited into another op)."""
+    try:
+        sig = inspect.signature(run)
+    except (TypeError, ValueError):  # a callable with no Python signature: nothing to compare
+        return
+    try:
+        sig.bind(*node.inputs)
+    except TypeError:
+        raise NpusimError(f"node {node.name!r} ({node.op}): {len(node.inputs)} inputs {list(node.inputs)}, "
+                          f"expected {sig}") from None
 
 
 def _node_error(node: ir.Node, e: Exception, model_error: str) -> NpusimError:
@@ -260,7 +293,7 @@ def _with_engines(g: ir.Graph, engine: str) -> ir.Graph:
 
     nodes = []
     for n in g.nodes:
-        if n.op == "conv" and n.inputs[1] in g.constants:
+        if n.op == "conv" and len(n.inputs) > 1 and n.inputs[1] in g.constants and "group" in n.attrs:
             wt, xt = g.tensors[n.inputs[1]].dtype, g.tensors[n.inputs[0]].dtype
             w = g.constants[n.inputs[1]]
             group = int(n.attrs["group"])

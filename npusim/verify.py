@@ -155,7 +155,9 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
                           f"all of it on both sides); verify takes a quantized model")
     if not feeds_list:
         raise NpusimError("nothing to compare: no input sets")
-    ref = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    quiet = ort.SessionOptions()
+    quiet.log_severity_level = 3  # errors are raised, not logged (the CLI prints one line)
+    ref = ort.InferenceSession(str(model_path), quiet, providers=["CPUExecutionProvider"])
     produced = {o for n in g.nodes for o in n.outputs}
     inner = [t for t in produced if is_quantized(g.tensors[t].dtype) and t not in g.outputs]
     exposed = frontend.with_extra_outputs(frontend.optimize_like_onnxruntime(frontend.read_model(str(model_path)),
