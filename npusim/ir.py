@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -190,8 +191,9 @@ def savez_atomic(path, arrays: dict) -> None:
 # what reading a damaged .npz raises: zip structure (BadZipFile, a bad CRC-32 included), a
 # member cut short (EOFError), a flipped compression method or zip version (NotImplementedError,
 # zlib.error), a damaged .npy header or JSON (ValueError), a missing member (KeyError)
+# .npy header NumPy parses as a Python literal (SyntaxError, tokenize.TokenError)
 _READ_ERRORS = (OSError, EOFError, ValueError, KeyError, NotImplementedError, zipfile.BadZipFile, zlib.error,
-                MemoryError, OverflowError)
+                MemoryError, OverflowError, SyntaxError, tokenize.TokenError)
 
 
 def load(path) -> Graph:
@@ -222,15 +224,16 @@ def _decode(desc, arrays, path) -> Graph:
     NpusimError naming it."""
     where = "description"
     try:
-        tensors = {}
-        for i, (name, dtype, shape, q) in enumerate(desc["tensors"]):
+        tensors, tensor_list = {}, desc["tensors"]
+        for i, (name, dtype, shape, q) in enumerate(tensor_list):
             where = f"tensor #{i} {name!r}"
             storage(dtype)
             quant = None if q is None else Quant(tuple(float(v) for v in q[0]), tuple(int(v) for v in q[1]),
                                                  None if q[2] is None else int(q[2]))
             tensors[name] = Tensor(name, dtype, None if shape is None else tuple(shape), quant)
-        nodes = []
-        for i, (op, name, ins, outs, src, attrs) in enumerate(desc["nodes"]):
+        where = "description"
+        nodes, node_list = [], desc["nodes"]
+        for i, (op, name, ins, outs, src, attrs) in enumerate(node_list):
             where = f"node #{i} {name!r}"
             nodes.append(Node(str(op), str(name), tuple(str(v) for v in ins), tuple(str(v) for v in outs),
                               {str(k): _decode_attr(v, arrays) for k, v in attrs.items()}, str(src)))

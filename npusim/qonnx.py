@@ -180,8 +180,8 @@ class _Importer:
         scale = self._const(node, 1, "scale").astype(np.float32)
         zp = self._const(node, 2, "zeropt")
         bits = self._scalar(node, 3, "bitwidth")
-        if np.any(scale <= 0):
-            raise self._err(node, "scales must be positive")
+        if not np.all(np.isfinite(scale) & (scale > 0)):
+            raise self._err(node, f"scales must be finite and positive, got {scale.reshape(-1)[:4]}")
         if not np.all(zp == np.round(zp)) or np.unique(zp).size != 1:
             raise self._err(node, f"zero point must be one integer, got {zp.reshape(-1)[:4]}")
         if bits != int(bits) or not 1 <= bits <= 32:
@@ -283,17 +283,18 @@ class _Importer:
         w = np.asarray(self.ctx.constants[x])
         if w.dtype != np.float32:
             raise self._err(node, f"input 'x' must be float32, got {w.dtype}")
+        quant = self._const_quant(node, scale, zp, w)  # checks the scale's shape against the constant's
         v = (w / scale).astype(np.float32) + np.float32(zp)
         codes = _round_float(np.clip(v, np.float32(qmin), np.float32(qmax)), mode).astype(np.int64)
         dtype = f"{'i' if signed else 'u'}{bits}" if bits <= 8 else "i32"
-        self._add_const(y, codes.astype(storage(dtype)), dtype, self._const_quant(node, scale, zp, w))
+        self._add_const(y, codes.astype(storage(dtype)), dtype, quant)
 
     def _const_quant(self, node, scale, zp, w) -> Quant:
         """Quant of a constant: per tensor, or along the one axis where the scale is not 1."""
         axis = None
         if scale.size > 1:
             big = [i for i, d in enumerate(scale.shape) if d > 1]
-            if scale.ndim != w.ndim or np.broadcast_shapes(scale.shape, w.shape) != w.shape or len(big) != 1:
+            if scale.ndim != w.ndim or any(s not in (1, d) for s, d in zip(scale.shape, w.shape)) or len(big) != 1:
                 raise self._err(node, f"scale of shape {scale.shape} must be per tensor or along one axis of the "
                                       f"constant {w.shape}")
             axis = big[0]

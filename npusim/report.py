@@ -104,6 +104,17 @@ def _saturation_lines(report) -> list[str]:
     return lines
 
 
+def _overflow_lines(report) -> list[str]:
+    """Layers whose int32 accumulator can wrap (npusim.overflow) and how often it did."""
+    if not report.overflow:
+        return ["int32 accumulators: no layer can overflow (plan-time bound)"]
+    wrapped = [c for c in report.overflow if c.wrapped]
+    rows = [{"layer": c.layer, "bound": "unknown" if c.bound is None else c.bound,
+             "wrapped": f"{c.wrapped}/{c.elements}"} for c in report.overflow]
+    return [f"int32 accumulators: {len(report.overflow)} layers can overflow, {len(wrapped)} wrapped on these "
+            f"inputs (wrapped modulo 2^32, as onnxruntime does):", format_table(rows, ["layer", "bound", "wrapped"])]
+
+
 def verify_text(report) -> str:
     mode = report.mode + (f" ({report.rounding} rounding)" if report.rounding else "")
     lines = [f"model: {report.model}", f"mode: {mode}, input sets: {report.input_sets}", ""]
@@ -123,6 +134,7 @@ def verify_text(report) -> str:
                  + (", ".join(f"{k} x{v}" for k, v in kinds.most_common()) if kinds else "none"))
     if report.mode == "ort":
         lines.extend(_saturation_lines(report))
+    lines.extend(_overflow_lines(report))
     if report.mode == "npu":
         lines.append(f"host fallback at inference: {len(report.host_fallback)} islands"
                      + (" (" + "; ".join(report.host_fallback[:5]) + (", ..." if len(report.host_fallback) > 5 else "")

@@ -26,6 +26,7 @@ import numpy as np
 from . import ir
 from .errors import NpusimError
 from .feeds import format_shape
+from .overflow import may_overflow
 from .registry import OPS
 
 MODES = ("ort", "npu")
@@ -131,6 +132,8 @@ class InferenceSession:
             fuse = _feeds_requantize(steps, node, g, readers)
             steps.append(_fuse_requantize(steps.pop(), step) if fuse else step)
         self._steps = steps
+        # layers whose int32 accumulator can wrap: {node name: bound}, computed once (npusim.overflow)
+        self.overflow_possible = may_overflow(g)
 
     def _prepare(self, node, const, K):
         try:
@@ -273,6 +276,9 @@ def check_feeds(graph: ir.Graph, feeds) -> dict:
         if x.dtype != want:
             raise NpusimError(f"input {name!r}: expected element type {_ORT_TYPES.get(t.dtype, t.dtype)}, "
                               f"got {x.dtype}")
+        if x.size == 0:
+            raise NpusimError(f"input {name!r}: shape {tuple(x.shape)} has no element (a dimension is 0); npusim "
+                              f"runs non-empty tensors only")
         if t.shape is not None:
             if x.ndim != len(t.shape):
                 raise NpusimError(f"input {name!r}: expected rank {len(t.shape)} {format_shape(t.shape)}, "
@@ -293,9 +299,13 @@ def _with_engines(g: ir.Graph, engine: str) -> ir.Graph:
 
     nodes = []
     for n in g.nodes:
-        if n.op == "conv" and len(n.inputs) > 1 and n.inputs[1] in g.constants and "group" in n.attrs:
+        # a conv the registry would refuse (no weight, no group) is left to its plan to name
+        if n.op == "conv" and len(n.inputs) > 1 and np.ndim(g.constants.get(n.inputs[1])) in (3, 4) \
+                and "group" in n.attrs:
             wt, xt = g.tensors[n.inputs[1]].dtype, g.tensors[n.inputs[0]].dtype
             w = g.constants[n.inputs[1]]
+            if not isinstance(n.attrs["group"], (int, np.integer)):
+                raise NpusimError(f"node {n.name!r} (conv): attribute group={n.attrs['group']!r}: expected an integer")
             group = int(n.attrs["group"])
             choice = choose_engine(engine, wt, xt, int(np.prod(w.shape[2:])), group > 1 and w.shape[1] == 1)
             if choice != n.attrs.get("engine", "direct"):

@@ -20,6 +20,7 @@ import numpy as np
 from . import frontend
 from .errors import NpusimError
 from .ir import is_quantized
+from .overflow import count_wrapped
 from .session import InferenceSession, kernel_set
 
 
@@ -94,6 +95,16 @@ class _SaturationProbe:
 
 
 @dataclass
+class Overflow:
+    """A layer whose int32 accumulator can wrap (plan-time bound above 2^31 − 1, npusim.overflow)
+    and how many accumulator elements did wrap over all input sets (both modes wrap)."""
+    layer: str
+    bound: int | None  # max |accumulator| over every input; None: weights not constant, no bound
+    wrapped: int = 0
+    elements: int = 0
+
+
+@dataclass
 class VerifyReport:
     model: str
     mode: str
@@ -107,6 +118,7 @@ class VerifyReport:
     host_fallback: list = field(default_factory=list)  # islands onnxruntime runs at each inference
     ort_isa: str = ""  # mode "ort": the emulated family of onnxruntime's integer kernels
     saturation: list = field(default_factory=list)  # mode "ort": Saturation per U8S8 layer
+    overflow: list = field(default_factory=list)  # Overflow per layer whose int32 accumulator can wrap
 
     @property
     def bit_exact(self) -> bool:
@@ -117,7 +129,8 @@ class VerifyReport:
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items()
-             if k not in ("outputs", "intermediates", "reference", "layerwise", "saturation")}
+             if k not in ("outputs", "intermediates", "reference", "layerwise", "saturation", "overflow")}
+        d["overflow"] = [asdict(c) for c in self.overflow]
         if self.mode == "ort":
             d["saturation"] = [asdict(c) for c in self.saturation]
         d["bit_exact"] = self.bit_exact
@@ -172,6 +185,8 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
                           ort_isa=sess.ort_isa or "")
     K = kernel_set(sess.kernels)
     probes = [_SaturationProbe(n, g, K) for n in g.nodes if n.attrs.get("ort_u8s8")] if mode == "ort" else []
+    by_name = {n.name: n for n in g.nodes}
+    wraps = {name: Overflow(by_name[name].source or name, bound) for name, bound in sess.overflow_possible.items()}
     outs = {n: Compare(n) for n in g.outputs}
     refs = {n: Compare(n) for n in g.tensors if n in produced and is_quantized(g.tensors[n].dtype)}
     mids = {n: Compare(n) for n in inner_names}
@@ -181,6 +196,10 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
         values = sess.run_all(feeds)
         for probe in probes:
             probe(values)
+        for name, c in wraps.items():
+            node = by_name[name]
+            c.wrapped += count_wrapped(node, g, [values.get(i) for i in node.inputs])
+            c.elements += values[node.outputs[0]].size
         for name, want in zip(g.outputs, ref.run(list(g.outputs), feeds)):
             outs[name].add(values[name], want, lsbs[name])
         ort_inner = dict(zip(inner_names, ref_inner.run(inner_names, feeds)))
@@ -201,5 +220,6 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
     report.host_fallback = list(sess.host_fallback)
     report.intermediates = list(mids.values())
     report.saturation = [p.stats for p in probes]
+    report.overflow = list(wraps.values())
     report.host_ops = [op for n in g.host_nodes() for op in n.attrs["ops"]]
     return report

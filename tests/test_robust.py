@@ -1,0 +1,307 @@
+"""Broken and hostile input gets one NpusimError naming the file, node or input, never another
+exception type: damaged and edited IR files (seeded mutations, both modes, both kernel sets),
+model edits that used to fail deep in a kernel with NumPy's text, a QONNX scale of the wrong
+length, the CLI on corrupt files (one line, exit 2, no traceback). And int32 accumulator overflow
+is reported: bounded at plan time, counted in verify, in both modes.
+"""
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import npusim
+import npusim_models
+from npusim import NpusimError, ir
+from npusim.overflow import count_wrapped
+from npusim.report import verify_text
+from npusim.verify import verify
+
+DEFAULT = str(npusim_models.path(npusim_models.DEFAULT))  # input 'input': float32 (N, 1, 8, 8)
+FEEDS = {"input": np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)}
+COMBOS = [(m, k) for m in ("ort", "npu") for k in ("fast", "golden")]
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return npusim.InferenceSession(DEFAULT).graph
+
+
+@pytest.fixture(scope="module")
+def ir_bytes(graph, tmp_path_factory):
+    p = tmp_path_factory.mktemp("ir") / "digits.npz"
+    ir.save(graph, p)
+    return p.read_bytes()
+
+
+# ---------------------------------------------------------------- IR file mutations
+
+def _members(data):
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def _pack(members):
+    f = io.BytesIO()
+    with zipfile.ZipFile(f, "w") as z:
+        for k, v in members.items():
+            z.writestr(k, v)
+    return f.getvalue()
+
+
+def _npy(a):
+    f = io.BytesIO()
+    np.save(f, a)
+    return f.getvalue()
+
+
+def _edit(data, rng):
+    """The IR file with one edit of its description or arrays, repacked with valid CRCs."""
+    m = _members(data)
+    d = json.loads(np.load(io.BytesIO(m["__graph__.npy"])).tobytes())
+    kind = rng.integers(0, 7)
+    node = d["nodes"][rng.integers(0, len(d["nodes"]))]
+    if kind == 0:
+        del d[str(rng.choice(sorted(d)))]
+    elif kind == 1 and node[5]:
+        del node[5][str(rng.choice(sorted(node[5])))]
+    elif kind == 2:
+        node[2][rng.integers(0, len(node[2]))] = "no_such_tensor"
+    elif kind == 3 and node[5]:
+        node[5][str(rng.choice(sorted(node[5])))] = [0, -5, 10 ** 6, "x", None, 1.5, [], [0, 0]][rng.integers(0, 8)]
+    elif kind == 4:
+        node[0] = "maxpool" if node[0] == "conv" else "conv"
+    elif kind == 5:
+        key = f"const/{rng.integers(0, len(d['constants']))}.npy"
+        a = np.load(io.BytesIO(m[key]))
+        change = rng.integers(0, 3)
+        if change == 0:
+            del m[key]
+        else:
+            m[key] = _npy(a.reshape(-1)[:-1] if change == 1 else np.zeros((2,) + a.shape, a.dtype))
+    else:
+        t = d["tensors"][rng.integers(0, len(d["tensors"]))]
+        t[rng.integers(0, 3)] = ["u99", None, "renamed"][rng.integers(0, 3)]
+    m["__graph__.npy"] = _npy(np.frombuffer(json.dumps(d).encode(), np.uint8))
+    return _pack(m)
+
+
+def _mutations(data, n, seed=0):
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            yield "truncated", data[:rng.integers(0, len(data))]
+        elif kind == 1:
+            b = bytearray(data)
+            for _ in range(rng.integers(1, 4)):
+                j = rng.integers(0, len(b))
+                b[j] ^= 1 << rng.integers(0, 8)
+            yield "bit-flipped", bytes(b)
+        else:
+            yield "edited", _edit(data, rng)
+
+
+def test_damaged_and_edited_ir_files_give_npusim_errors(ir_bytes, tmp_path, graph):
+    """60 seeded mutations x 2 modes x 2 kernel sets: each loads and runs, or raises NpusimError
+    naming the file or a node; never another exception type."""
+    names = {n.name for n in graph.nodes} | {n.source for n in graph.nodes}
+    outcomes = {"ran": 0, "refused": 0}
+    for i, (kind, data) in enumerate(_mutations(ir_bytes, 60)):
+        path = tmp_path / f"case{i}.npz"
+        path.write_bytes(data)
+        for mode, kernels in COMBOS:
+            try:
+                npusim.InferenceSession(str(path), mode=mode, kernels=kernels).run(None, FEEDS)
+                outcomes["ran"] += 1
+            except NpusimError as e:
+                msg = str(e)
+                assert "\n" not in msg
+                assert str(path) in msg or any(f"'{n}'" in msg for n in names if n), (kind, msg)
+                outcomes["refused"] += 1
+    assert outcomes["refused"] >= 4 * 40  # truncations and bit flips are always refused
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("truncated", "truncated or damaged (BadZipFile"),
+    ("empty", "truncated or damaged"),
+    ("newer", "format version 2; this npusim reads version 1"),
+    ("no_nodes", "description: missing key or array 'nodes'"),
+    ("no_constant", "constant #0 'z1_zero_point': missing key or array 'const/0'"),
+    ("unknown_input", "node 'conv1_quant' (conv): input 0 'nope' is not a constant, a graph input or the output"),
+])
+def test_ir_file_errors_name_what_is_wrong(ir_bytes, tmp_path, case, fragment):
+    m = _members(ir_bytes)
+    d = json.loads(np.load(io.BytesIO(m["__graph__.npy"])).tobytes())
+    if case == "newer":
+        d["version"] = 2
+    elif case == "no_nodes":
+        del d["nodes"]
+    elif case == "no_constant":
+        del m["const/0.npy"]
+    elif case == "unknown_input":
+        next(n for n in d["nodes"] if n[1] == "conv1_quant")[2][0] = "nope"
+    m["__graph__.npy"] = _npy(np.frombuffer(json.dumps(d).encode(), np.uint8))
+    data = {"truncated": ir_bytes[:len(ir_bytes) // 2], "empty": b""}.get(case, _pack(m))
+    path = tmp_path / "bad.npz"
+    path.write_bytes(data)
+    with pytest.raises(NpusimError) as e:
+        ir.load(path)
+    assert str(path) in str(e.value) and fragment in str(e.value), str(e.value)
+
+
+# ---------------------------------------------------------------- model edits caught where the model is wrong
+
+def _node(g, name):
+    return next(n for n in g.nodes if n.name == name)
+
+
+def _with_node(g, name, **attrs):
+    return replace(g, nodes=tuple(replace(n, attrs={**n.attrs, **attrs}) if n.name == name else n for n in g.nodes))
+
+
+def _with_const(g, name, value):
+    return replace(g, constants={**g.constants, name: value})
+
+
+def _drop_attr(g, name, key):
+    return replace(g, nodes=tuple(replace(n, attrs={k: v for k, v in n.attrs.items() if k != key})
+                                  if n.name == name else n for n in g.nodes))
+
+
+EDITS = {  # name: (graph -> edited graph, feeds, fragments of the one error line)
+    "batch_0": (lambda g: g, {"input": np.zeros((0, 1, 8, 8), np.float32)},
+                ["input 'input'", "shape (0, 1, 8, 8) has no element"]),
+    "group_mismatch": (lambda g: _with_node(g, "dwconv2_quant", group=8), FEEDS,
+                       ["dwconv2_quant", "input 'z1_quantized' has shape (1, 16, 8, 8), expected 8 channels",
+                        "group=8"]),
+    "group_not_divisor": (lambda g: _with_node(g, "dwconv2_quant", group=5), FEEDS,
+                          ["dwconv2_quant", "attribute group=5: expected a divisor of the 16 output channels"]),
+    "huge_pads": (lambda g: _with_node(g, "conv1_quant", pads=(10 ** 6,) * 4), FEEDS,
+                  ["conv1_quant", "out of memory", "(1, 1, 8, 8)", "pads=(1000000, 1000000, 1000000, 1000000)"]),
+    "negative_pads": (lambda g: _with_node(g, "conv1_quant", pads=(-1, 0, 0, 0)), FEEDS,
+                      ["conv1_quant", "attribute pads=[-1, 0, 0, 0]: expected 4 values >= 0"]),
+    "zero_stride": (lambda g: _with_node(g, "maxpool", strides=(0, 2)), FEEDS,
+                    ["'maxpool'", "attribute strides=[0, 2]: expected 2 values >= 1"]),
+    "zero_scale": (lambda g: replace(g, tensors={**g.tensors, "z1_quantized": replace(
+        g.tensors["z1_quantized"], quant=ir.Quant((0.0,), (0,)))}), FEEDS,
+        ["tensor 'z1_quantized': quantization scale must be finite and > 0, got [0.]"]),
+    "gemm_transA": (lambda g: _with_node(g, "fc_quant", transA=1), FEEDS,
+                    ["fc_quant", "input A 'flat_quantized' has shape (1, 32), expected 2-D with K = 32 in "
+                                 "dimension 0 (transA=1"]),
+    "conv_bias_length": (lambda g: _with_const(g, "b1_quantized", g.constants["b1_quantized"][:15]), FEEDS,
+                         ["conv1_quant", "bias 'b1_quantized' has shape (15,), expected (16,)"]),
+    "gemm_bias_length": (lambda g: _with_const(g, "b5_quantized", g.constants["b5_quantized"][:7]), FEEDS,
+                         ["fc_quant", "bias C 'b5_quantized' has shape (7,), expected (10,)"]),
+    "pool_window": (lambda g: _with_node(g, "maxpool", kernel_shape=(16, 16)), FEEDS,
+                    ["'maxpool'", "window [16, 16]", "larger than the padded input", "spatial dimension 0 is 8"]),
+    "kernel_shape": (lambda g: _with_node(g, "conv1_quant", kernel_shape=(5, 5)), FEEDS,
+                     ["conv1_quant", "attribute kernel_shape=[5, 5]", "kernel [3, 3]"]),
+    "missing_attr": (lambda g: _drop_attr(g, "conv1_quant", "group"), FEEDS,
+                     ["conv1_quant", "attribute 'group' is missing"]),
+    "per_channel_multipliers": (lambda g: _with_node(g, "conv1_quant/requantize", multiplier=np.ones(3, np.float32)),
+                                FEEDS, ["conv1_quant", "3 per-channel multipliers", "(1, 16, 8, 8)"]),
+    "unknown_tensor": (lambda g: replace(g, nodes=tuple(replace(n, inputs=("nope",)) if n.name == "maxpool" else n
+                                                        for n in g.nodes)), FEEDS,
+                       ["node 'maxpool' (maxpool): input 0 'nope' is not a constant"]),
+}
+
+
+@pytest.mark.parametrize("mode, kernels", COMBOS)
+@pytest.mark.parametrize("case", sorted(EDITS))
+def test_wrong_models_are_caught_with_node_and_values(graph, case, mode, kernels):
+    edit, feeds, fragments = EDITS[case]
+    if case == "per_channel_multipliers" and mode == "npu":
+        pytest.skip("mode npu computes its multipliers from the scales, not the 'multiplier' attribute")
+    with pytest.raises(NpusimError) as e:
+        npusim.InferenceSession(edit(graph), mode=mode, kernels=kernels).run(None, feeds)
+    msg = str(e.value)
+    assert "\n" not in msg
+    for f in fragments:
+        assert f in msg, msg
+
+
+def test_qonnx_scale_length_must_match_the_weight():
+    d = "qonnx.custom_op.general"
+    inits = [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in {
+        "s": 0.5, "z": 0.0, "b": 8.0, "w": np.ones((6, 3, 3, 3)), "ws": np.full((7, 1, 1, 1), 0.25)}.items()]
+    nodes = [helper.make_node("Quant", ["x", "s", "z", "b"], ["xq"], domain=d, name="qx", signed=1, narrow=0),
+             helper.make_node("Quant", ["w", "ws", "z", "b"], ["wq"], domain=d, name="qw", signed=1, narrow=1),
+             helper.make_node("Conv", ["xq", "wq"], ["y"], name="conv")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(d, 1)])
+    with pytest.raises(NpusimError, match=r"node 'qw' \(Quant\): scale of shape \(7, 1, 1, 1\) must be per tensor "
+                                          r"or along one axis of the constant \(6, 3, 3, 3\)"):
+        npusim.InferenceSession(m.SerializeToString())
+
+
+# ---------------------------------------------------------------- CLI
+
+def test_cli_corrupt_ir_is_one_line(ir_bytes, tmp_path):
+    for name, data in [("trunc.npz", ir_bytes[:1000]), ("flip.npz", bytes([ir_bytes[0] ^ 0x10]) + ir_bytes[1:]),
+                       ("noise.onnx", np.random.default_rng(1).bytes(300))]:
+        (tmp_path / name).write_bytes(data)
+        r = subprocess.run([sys.executable, "-m", "npusim.cli", "run", name], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120)
+        lines = r.stderr.splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("npusim: error: "), r.stderr
+        assert name in lines[0] and "Traceback" not in r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- int32 accumulator overflow
+
+def _matmul_model(k):
+    """QLinearMatMul of an int8 (1, k) input and constant int8 (k, 2) weights, zero points 0;
+    column 0 holds -128 everywhere (its accumulator reaches 128·128·k), column 1 ones."""
+    w = np.stack([np.full(k, -128), np.ones(k)], axis=1).astype(np.int8)
+    inits = [numpy_helper.from_array(np.asarray(v, t), n) for n, v, t in [
+        ("xs", 1.0, np.float32), ("xz", 0, np.int8), ("w", w, np.int8), ("ws", 1.0, np.float32),
+        ("wz", 0, np.int8), ("ys", 2.0 ** 20, np.float32), ("yz", 0, np.int8)]]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="q"),
+             helper.make_node("QLinearMatMul", ["xq", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["yq"], name="mm"),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"], name="dq")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), w
+
+
+@pytest.mark.parametrize("mode", ["ort", "npu"])
+def test_overflow_is_bounded_at_plan_time_and_counted(tmp_path, mode):
+    """Both modes wrap the int32 accumulator; the layer is flagged at plan time from its bound and
+    the wrapped elements are counted against an int64 matmul of the same integers."""
+    k = 140_000  # 128·128·k = 2.29e9 > 2^31 − 1
+    model, w = _matmul_model(k)
+    path = tmp_path / "mm.onnx"
+    onnx.save(model, path)
+    sess = npusim.InferenceSession(str(path), mode=mode)
+    assert sess.overflow_possible == {"mm": 128 * 128 * k}
+    x = np.full((1, k), -128.0, np.float32)
+    half = x.copy()
+    half[:, k // 2:] = 0  # this input set stays within int32
+    exact = np.concatenate([x, half]).astype(np.int64) @ w.astype(np.int64)
+    assert int(np.count_nonzero(np.abs(exact) > 2 ** 31 - 1)) == 1  # column 0 of the first set
+    node = next(n for n in sess.graph.nodes if n.name == "mm")
+    counts = []
+    for feeds in ({"x": x}, {"x": half}):
+        values = sess.run_all(feeds)
+        acc = values[node.outputs[0]].astype(np.int64)
+        counts.append(count_wrapped(node, sess.graph, [values.get(i) for i in node.inputs]))
+        want = (feeds["x"].astype(np.int64) @ w.astype(np.int64) + 2 ** 31) % 2 ** 32 - 2 ** 31
+        np.testing.assert_array_equal(acc, want)  # wrapped modulo 2^32
+    assert counts == [1, 0]
+    if mode == "ort":
+        report = verify(str(path), [{"x": x}, {"x": half}], mode=mode, session=sess)
+        (ov,) = report.overflow
+        assert (ov.layer, ov.bound, ov.wrapped, ov.elements) == ("mm", 128 * 128 * k, 1, 4)
+        assert "1 layers can overflow, 1 wrapped" in verify_text(report)
+
+
+def test_models_that_cannot_overflow_have_no_check():
+    assert npusim.InferenceSession(DEFAULT).overflow_possible == {}
