@@ -93,7 +93,7 @@ def _conv_plan(node, const):
     if group < 1 or w4.shape[0] % group:
         raise NpusimError(f"attribute group={group}: expected a divisor of the {w4.shape[0]} output channels of "
                           f"weight {node.inputs[1]!r} {w.shape}")
-    if "kernel_shape" in a and tuple(int(v) for v in a["kernel_shape"]) != w.shape[2:]:
+    if len(a.get("kernel_shape", ())) and tuple(int(v) for v in a["kernel_shape"]) != w.shape[2:]:
         raise NpusimError(f"attribute kernel_shape={list(a['kernel_shape'])}: the weight {node.inputs[1]!r} has "
                           f"shape {w.shape}, kernel {list(w.shape[2:])}")
     return w4, one_d, _window(a, w4.shape[2:]), group, a
