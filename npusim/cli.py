@@ -185,12 +185,13 @@ def build_parser():
 
 def _quiet_onnxruntime():
     """onnxruntime logs its own errors (colored `[E:onnxruntime:...]` lines) before raising; the
-    exception becomes npusim's one error line, so only its fatal messages are let through."""
+    exception becomes npusim's one error line, so only its fatal messages are let through (severity 4:
+    3 still prints errors)."""
     try:
         import onnxruntime as ort
     except ImportError:
         return
-    ort.set_default_logger_severity(3)
+    ort.set_default_logger_severity(4)
 
 
 def main(argv=None) -> int:

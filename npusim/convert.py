@@ -42,6 +42,9 @@ def _scalar_f32(ctx, node, i, what):
 
 def _scalar_zp(ctx, node, i, what):
     v = ctx.const(node, i, what)
+    if v is not None and np.size(v) != 1:
+        raise NpusimError(f"node {node.name!r} ({node.op_type}): input {what!r} must be a scalar, got shape "
+                          f"{np.shape(v)}")
     return 0 if v is None else int(np.asarray(v).reshape(-1)[0])
 
 

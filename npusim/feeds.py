@@ -50,11 +50,15 @@ def random_feeds(graph, seed: int, shapes: dict | None = None) -> dict[str, np.n
     for name in graph.inputs:
         t = graph.tensors[name]
         shape = concrete_shape(name, t.shape, (shapes or {}).get(name))
-        if t.dtype.startswith("f"):
-            feeds[name] = rng.uniform(-1.0, 1.0, shape).astype(storage(t.dtype))
-        elif is_quantized(t.dtype):
-            lo, hi = qrange(t.dtype)
-            feeds[name] = rng.integers(lo, hi + 1, shape).astype(storage(t.dtype))
-        else:
-            feeds[name] = rng.integers(-100, 100, shape).astype(storage(t.dtype))
+        try:
+            if t.dtype.startswith("f"):
+                feeds[name] = rng.uniform(-1.0, 1.0, shape).astype(storage(t.dtype))
+            elif is_quantized(t.dtype):
+                lo, hi = qrange(t.dtype)
+                feeds[name] = rng.integers(lo, hi + 1, shape).astype(storage(t.dtype))
+            else:
+                feeds[name] = rng.integers(-100, 100, shape).astype(storage(t.dtype))
+        except MemoryError:
+            raise NpusimError(f"input {name!r}: a random input of shape {shape} ({int(np.prod(shape, dtype=np.float64)):.3g} "
+                              f"elements) does not fit in memory") from None
     return feeds

@@ -169,7 +169,7 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
     if not feeds_list:
         raise NpusimError("nothing to compare: no input sets")
     quiet = ort.SessionOptions()
-    quiet.log_severity_level = 3  # errors are raised, not logged (the CLI prints one line)
+    quiet.log_severity_level = 4  # errors are raised, not logged (the CLI prints one line); 3 logs them
     ref = ort.InferenceSession(str(model_path), quiet, providers=["CPUExecutionProvider"])
     produced = {o for n in g.nodes for o in n.outputs}
     inner = [t for t in produced if is_quantized(g.tensors[t].dtype) and t not in g.outputs]
@@ -177,7 +177,7 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
                                                                              str(model_path)), inner)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
+    so.log_severity_level = 4
     ref_inner = ort.InferenceSession(exposed, so, providers=["CPUExecutionProvider"])
     inner_names = [o.name for o in ref_inner.get_outputs() if o.name in set(inner)]
 

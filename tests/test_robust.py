@@ -128,6 +128,77 @@ def test_damaged_and_edited_ir_files_give_npusim_errors(ir_bytes, tmp_path, grap
     assert outcomes["refused"] >= 4 * 40  # truncations and bit flips are always refused
 
 
+def _onnx_mutations(n, seed=0):
+    """Seeded ONNX model mutations of the default model: truncated, bit-flipped, an initializer
+    deleted, renamed or reshaped, an attribute set to an absurd value."""
+    base = onnx.load(DEFAULT)
+    data = base.SerializeToString()
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        kind = i % 6
+        if kind == 0:
+            yield data[:rng.integers(0, len(data))]
+            continue
+        if kind == 1:
+            b = bytearray(data)
+            for _ in range(rng.integers(1, 4)):
+                j = rng.integers(0, len(b))
+                b[j] ^= 1 << rng.integers(0, 8)
+            yield bytes(b)
+            continue
+        m = onnx.ModelProto()
+        m.CopyFrom(base)
+        inits = m.graph.initializer
+        init = inits[rng.integers(0, len(inits))]
+        if kind == 2:
+            inits.remove(init)
+        elif kind == 3:
+            init.name = "renamed"
+        elif kind == 4:
+            a = numpy_helper.to_array(init).reshape(-1)
+            a = [a[:-1], np.concatenate([a, a]), np.zeros((2,) + a.shape, a.dtype)][rng.integers(0, 3)]
+            init.CopyFrom(numpy_helper.from_array(a, init.name))
+        else:
+            node = m.graph.node[rng.integers(0, len(m.graph.node))]
+            v = int([0, -1, 10 ** 6, 7][rng.integers(0, 4)])
+            for at in node.attribute:
+                if at.type == onnx.AttributeProto.INTS:
+                    at.ints[:] = [v] * len(at.ints)
+                elif at.type == onnx.AttributeProto.INT:
+                    at.i = v
+        yield m.SerializeToString()
+
+
+WRONG_FEEDS = [
+    {"input": np.zeros((1, 1, 8, 9), np.float32)}, {"input": np.zeros((8, 8), np.float32)},
+    {"input": np.zeros((1, 1, 8, 8), np.float64)}, {"input": np.zeros((0, 1, 8, 8), np.float32)},
+    {"input": [[0.0] * 8] * 8}, {"nope": np.zeros((1, 1, 8, 8), np.float32)}, {},
+]
+
+
+def test_mutated_models_and_wrong_feeds_give_npusim_errors():
+    """60 seeded ONNX mutations x 2 modes x 2 kernel sets, run on a good feed, two batch sizes and
+    7 wrong feeds: each succeeds or raises a one-line NpusimError naming the model (<bytes>), a
+    node, a tensor or an input; never another exception type."""
+    refused = 0
+    for i, data in enumerate(_onnx_mutations(60)):
+        for mode, kernels in COMBOS:
+            try:
+                sess = npusim.InferenceSession(data, mode=mode, kernels=kernels)
+            except NpusimError as e:
+                assert "\n" not in str(e) and any(w in str(e) for w in ("<bytes>", "node '", "tensor '")), str(e)
+                refused += 1
+                continue
+            good = [{"input": np.random.default_rng(i).random((b, 1, 8, 8), dtype=np.float32)} for b in (1, 3)]
+            for feeds in good + WRONG_FEEDS:
+                try:
+                    sess.run(None, feeds)
+                except NpusimError as e:
+                    assert "\n" not in str(e) and any(w in str(e) for w in ("node '", "input '", "feeds")), str(e)
+                    refused += 1
+    assert refused >= 4 * 60
+
+
 @pytest.mark.parametrize("case, fragment", [
     ("truncated", "truncated or damaged (BadZipFile"),
     ("empty", "truncated or damaged"),
