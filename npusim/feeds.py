@@ -59,6 +59,7 @@ def random_feeds(graph, seed: int, shapes: dict | None = None) -> dict[str, np.n
             else:
                 feeds[name] = rng.integers(-100, 100, shape).astype(storage(t.dtype))
         except MemoryError:
-            raise NpusimError(f"input {name!r}: a random input of shape {shape} ({int(np.prod(shape, dtype=np.float64)):.3g} "
-                              f"elements) does not fit in memory") from None
+            size = float(np.prod(shape, dtype=np.float64))
+            raise NpusimError(f"input {name!r}: a random input of shape {shape} ({size:.3g} elements) does not fit "
+                              f"in memory") from None
     return feeds

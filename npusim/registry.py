@@ -131,7 +131,7 @@ def _prep_conv(node, const, K):
     bias = np.ascontiguousarray(const(b_name) if b_name else np.zeros(m, np.int32), np.int32)
     if bias.shape != (m,):
         raise NpusimError(f"bias {b_name!r} has shape {bias.shape}, expected ({m},): one per output channel of "
-                          f"weight {w_name!r} {w4.shape[:2] if not one_d else (m, w4.shape[1])}...")
+                          f"weight {w_name!r}")
     xzp_c, wzp_c = _zp(const, xzp_name), _zp(const, wzp_name)
     _check_channels("input zero point", 1 if xzp_c is None else np.size(xzp_c), 1, xzp_name)
     _check_channels("weight zero point", m if wzp_c is None else np.size(wzp_c), m, wzp_name)
