@@ -246,7 +246,7 @@ def _drop_attr(g, name, key):
                                   if n.name == name else n for n in g.nodes))
 
 
-EDITS = {  # name: (graph -> edited graph, feeds, fragments of the one error line)
+EDITS = {  # name: (graph -> edited graph, feeds, fragments of the one error line, or {mode: fragments})
     "batch_0": (lambda g: g, {"input": np.zeros((0, 1, 8, 8), np.float32)},
                 ["input 'input'", "shape (0, 1, 8, 8) has no element"]),
     "group_mismatch": (lambda g: _with_node(g, "dwconv2_quant", group=8), FEEDS,
@@ -276,8 +276,10 @@ EDITS = {  # name: (graph -> edited graph, feeds, fragments of the one error lin
                      ["conv1_quant", "attribute kernel_shape=[5, 5]", "kernel [3, 3]"]),
     "missing_attr": (lambda g: _drop_attr(g, "conv1_quant", "group"), FEEDS,
                      ["conv1_quant", "attribute 'group' is missing"]),
-    "per_channel_multipliers": (lambda g: _with_node(g, "conv1_quant/requantize", multiplier=np.ones(3, np.float32)),
-                                FEEDS, ["conv1_quant", "3 per-channel multipliers", "(1, 16, 8, 8)"]),
+    "per_channel_scales": (lambda g: _with_node(g, "conv1_quant/requantize", multiplier=np.ones(3, np.float32),
+                                                w_scale=np.ones(3, np.float32)), FEEDS,
+                           {"ort": ["conv1_quant", "3 per-channel multipliers", "(1, 16, 8, 8)"],
+                            "npu": ["conv1_quant", "multiplier parameters of size 3, expected 1 or 16"]}),
     "unknown_tensor": (lambda g: replace(g, nodes=tuple(replace(n, inputs=("nope",)) if n.name == "maxpool" else n
                                                         for n in g.nodes)), FEEDS,
                        ["node 'maxpool' (maxpool): input 0 'nope' is not a constant"]),
@@ -288,8 +290,7 @@ EDITS = {  # name: (graph -> edited graph, feeds, fragments of the one error lin
 @pytest.mark.parametrize("case", sorted(EDITS))
 def test_wrong_models_are_caught_with_node_and_values(graph, case, mode, kernels):
     edit, feeds, fragments = EDITS[case]
-    if case == "per_channel_multipliers" and mode == "npu":
-        pytest.skip("mode npu computes its multipliers from the scales, not the 'multiplier' attribute")
+    fragments = fragments[mode] if isinstance(fragments, dict) else fragments  # mode npu: multipliers from scales
     with pytest.raises(NpusimError) as e:
         npusim.InferenceSession(edit(graph), mode=mode, kernels=kernels).run(None, feeds)
     msg = str(e.value)
