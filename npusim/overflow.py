@@ -61,10 +61,12 @@ def accumulator_bound(node: ir.Node, graph: ir.Graph) -> int | None:
 
 
 def may_overflow(graph: ir.Graph) -> dict[str, int | None]:
-    """{node name: bound} of the accumulating layers whose int32 accumulator can wrap."""
+    """{node name: bound} of the accumulating layers whose int32 accumulator can wrap (an int64
+    accumulator, as mode npu's 16x8 layers have, is not bounded here)."""
     out = {}
     for n in graph.nodes:
-        if n.op in ACC_OPS and ir.is_quantized(graph.tensors[n.inputs[0]].dtype):
+        if n.op in ACC_OPS and graph.tensors[n.outputs[0]].dtype == "i32" \
+                and ir.is_quantized(graph.tensors[n.inputs[0]].dtype):
             bound = accumulator_bound(n, graph)
             if bound is None or bound > I32_MAX:
                 out[n.name] = bound
