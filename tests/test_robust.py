@@ -377,3 +377,24 @@ def test_overflow_is_bounded_at_plan_time_and_counted(tmp_path, mode):
 
 def test_models_that_cannot_overflow_have_no_check():
     assert npusim.InferenceSession(DEFAULT).overflow_possible == {}
+
+
+@pytest.mark.parametrize("mode", ["ort", "npu"])
+def test_conv_overflow_from_a_large_bias_is_counted(graph, mode):
+    """conv1 (3x3, pads 1, one input channel) with every bias at 2^31 − 2000: positive sums past
+    2000 wrap. The count equals a plain int64 convolution's in the test."""
+    b = np.full(16, 2 ** 31 - 2000, np.int32)
+    g = _with_const(graph, "b1_quantized", b)
+    sess = npusim.InferenceSession(g, mode=mode)
+    c = graph.constants
+    w = c["w1_quantized"].astype(np.int64) - c["w1_zero_point"].astype(np.int64).reshape(-1, 1, 1, 1)
+    assert sess.overflow_possible["conv1_quant"] == int((np.abs(w).sum(axis=(1, 2, 3)) * 255).max() + b.max())
+    values = sess.run_all(FEEDS)
+    node = _node(sess.graph, "conv1_quant")
+    x = values["input_quantized"].astype(np.int64) - int(c["input_zero_point"])
+    x = np.pad(x, [(0, 0), (0, 0), (1, 1), (1, 1)])
+    exact = b.astype(np.int64).reshape(1, -1, 1, 1) + sum(
+        x[:, :, i:i + 8, j:j + 8] * w[:, 0, i, j].reshape(1, -1, 1, 1) for i in range(3) for j in range(3))
+    expect = int(np.count_nonzero(exact > 2 ** 31 - 1))
+    assert 0 < expect < exact.size
+    assert count_wrapped(node, sess.graph, [values.get(i) for i in node.inputs]) == expect
