@@ -150,7 +150,7 @@ def fidelity(quant_session_values, quant_graph, float_model_path, feeds_list) ->
     matched = match_tensors(quant_graph, model)
     float_outputs = [o.name for o in model.graph.output]
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # fatal only: errors are raised (3 prints them too)
     sess = ort.InferenceSession(with_extra_outputs(model, sorted(set(matched.values()))), so,
                                 providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]

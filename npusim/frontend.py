@@ -66,7 +66,7 @@ def optimize_like_onnxruntime(model: onnx.ModelProto, where: str) -> onnx.ModelP
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         so.optimized_model_filepath = out
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # fatal only: errors are raised (3 prints them too)
         try:
             ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         except Exception as e:
@@ -91,7 +91,7 @@ def with_onnxruntime_types(model: onnx.ModelProto) -> onnx.ModelProto:
     exposed.CopyFrom(model)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # fatal only: errors are raised (3 prints them too)
     names = [o for n in model.graph.node for o in n.output if o]
     sess = ort.InferenceSession(with_extra_outputs(exposed, names), so, providers=["CPUExecutionProvider"])
     typed = onnx.ModelProto()

@@ -352,7 +352,7 @@ def _prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None 
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # fatal only: errors are raised (3 prints them too)
     if threads:
         so.intra_op_num_threads = threads
     try:
