@@ -316,15 +316,25 @@ def test_qonnx_scale_length_must_match_the_weight():
 
 # ---------------------------------------------------------------- CLI
 
-def test_cli_corrupt_ir_is_one_line(ir_bytes, tmp_path):
+def _flat_weight_model() -> bytes:
+    """The default model with conv4's weight flattened and one value short: it stays on the host,
+    and onnxruntime fails while running it (and would log that failure in color)."""
+    m = onnx.load(DEFAULT)
+    init = next(i for i in m.graph.initializer if i.name == "w4_quantized")
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).reshape(-1)[:-1], init.name))
+    return m.SerializeToString()
+
+
+def test_cli_corrupt_files_are_one_line(ir_bytes, tmp_path):
+    """No traceback and no onnxruntime log line: only npusim's error line, exit 2."""
     for name, data in [("trunc.npz", ir_bytes[:1000]), ("flip.npz", bytes([ir_bytes[0] ^ 0x10]) + ir_bytes[1:]),
-                       ("noise.onnx", np.random.default_rng(1).bytes(300))]:
+                       ("noise.onnx", np.random.default_rng(1).bytes(300)), ("w4flat.onnx", _flat_weight_model())]:
         (tmp_path / name).write_bytes(data)
         r = subprocess.run([sys.executable, "-m", "npusim.cli", "run", name], cwd=tmp_path, capture_output=True,
                            text=True, timeout=120)
         lines = r.stderr.splitlines()
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("npusim: error: "), r.stderr
-        assert name in lines[0] and "Traceback" not in r.stdout + r.stderr
+        assert (name in lines[0] or "node 'conv4_quant'" in lines[0]) and "Traceback" not in r.stdout + r.stderr
 
 
 # ---------------------------------------------------------------- int32 accumulator overflow
