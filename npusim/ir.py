@@ -190,8 +190,8 @@ def savez_atomic(path, arrays: dict) -> None:
 
 # what reading a damaged .npz raises: zip structure (BadZipFile, a bad CRC-32 included), a
 # member cut short (EOFError), a flipped compression method or zip version (NotImplementedError,
-# zlib.error), a damaged .npy header or JSON (ValueError), a missing member (KeyError)
-# .npy header NumPy parses as a Python literal (SyntaxError, tokenize.TokenError)
+# zlib.error), a damaged .npy header or JSON (ValueError; SyntaxError, tokenize.TokenError from
+# the header NumPy parses as a Python literal), a missing member (KeyError)
 _READ_ERRORS = (OSError, EOFError, ValueError, KeyError, NotImplementedError, zipfile.BadZipFile, zlib.error,
                 MemoryError, OverflowError, SyntaxError, tokenize.TokenError)
 
