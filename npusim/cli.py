@@ -91,6 +91,12 @@ def cmd_run(args):
         if y.ndim == 2 and y.shape[1] > 1:
             line += f"  argmax {y.argmax(axis=1).tolist()}"
         print(line)
+    if sess.overflow_possible:
+        by_name = {n.name: n for n in sess.graph.nodes}
+        layers = ", ".join(f"{by_name[k].source or k} (bound {'unknown' if b is None else f'{b:.3g}'})"
+                           for k, b in sess.overflow_possible.items())
+        print(f"note: int32 accumulators that can overflow (they wrap modulo 2^32): {layers}; npusim verify counts "
+              f"the wrapped elements")
     if args.output:
         ir.savez_atomic(args.output, dict(zip(sess.graph.outputs, outs)))
         print(f"wrote {args.output}")

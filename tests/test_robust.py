@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 import npusim
 import npusim_models
 from npusim import NpusimError, ir
+from npusim.cli import main
 from npusim.overflow import count_wrapped
 from npusim.report import verify_text
 from npusim.verify import verify
@@ -355,7 +356,7 @@ def _matmul_model(k):
 
 
 @pytest.mark.parametrize("mode", ["ort", "npu"])
-def test_overflow_is_bounded_at_plan_time_and_counted(tmp_path, mode):
+def test_overflow_is_bounded_at_plan_time_and_counted(tmp_path, mode, capsys):
     """Both modes wrap the int32 accumulator; the layer is flagged at plan time from its bound and
     the wrapped elements are counted against an int64 matmul of the same integers."""
     k = 140_000  # 128·128·k = 2.29e9 > 2^31 − 1
@@ -378,6 +379,10 @@ def test_overflow_is_bounded_at_plan_time_and_counted(tmp_path, mode):
         want = (feeds["x"].astype(np.int64) @ w.astype(np.int64) + 2 ** 31) % 2 ** 32 - 2 ** 31
         np.testing.assert_array_equal(acc, want)  # wrapped modulo 2^32
     assert counts == [1, 0]
+    capsys.readouterr()
+    assert main(["run", str(path), "--mode", mode]) == 0
+    assert "note: int32 accumulators that can overflow (they wrap modulo 2^32): mm (bound 2.29e+09)" \
+        in capsys.readouterr().out
     if mode == "ort":
         report = verify(str(path), [{"x": x}, {"x": half}], mode=mode, session=sess)
         (ov,) = report.overflow
