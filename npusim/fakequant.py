@@ -137,13 +137,16 @@ def _out(y, attrs):
 
 
 def _acc(acc, what, wide=False):
-    """An accumulator (exact float64 integers) as int32; out of int32 range is an error. wide
+    """An accumulator (exact float64 integers) as int32, wrapping modulo 2^32 as the NPU's int32
+    accumulator does (docs/npu_arithmetic.md; npusim.overflow bounds it, verify counts it). wide
     (a 16x8 layer, attrs acc = "i64"): as int64, and |acc| must stay below 2^47 (TFLite)."""
-    lo, hi = (-float(2 ** 47) + 1, float(2 ** 47) - 1) if wide else (_I32_MIN, _I32_MAX)
+    if not wide:
+        return ((acc.astype(np.int64) + 2 ** 31) % 2 ** 32 - 2 ** 31).astype(np.int32)
+    lo, hi = -float(2 ** 47) + 1, float(2 ** 47) - 1
     if acc.size and (acc.min() < lo or acc.max() > hi):
         idx = tuple(int(i) for i in np.argwhere((acc < lo) | (acc > hi))[0])
-        raise ValueError(f"{what}: {'int64' if wide else 'int32'} accumulator overflow at index {idx}: {int(acc[idx])}")
-    return acc.astype(np.int64 if wide else np.int32)
+        raise ValueError(f"{what}: int64 accumulator overflow at index {idx}: {int(acc[idx])}")
+    return acc.astype(np.int64)
 
 
 def _wide(node):
