@@ -18,12 +18,13 @@ import importlib
 import inspect
 from collections import Counter
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 
 import numpy as np
 
-from . import ir
+from . import ir, ortcompat
 from .errors import NpusimError
 from .feeds import format_shape
 from .overflow import may_overflow
@@ -81,21 +82,40 @@ def load_graph(model) -> ir.Graph:
 
 
 class InferenceSession:
-    """npusim.InferenceSession(path_or_bytes, mode="ort") — run(output_names, feeds) -> list of arrays.
+    """npusim.InferenceSession(path_or_bytes, sess_options=None, providers=None, provider_options=None,
+    *, mode="ort", ...): onnxruntime's signature and API (run(output_names, input_feed, run_options),
+    get_inputs/get_outputs, get_modelmeta, profiling, OrtValues, IOBinding; see npusim.ortcompat).
 
-    mode: "ort" (onnxruntime's arithmetic) or "npu" (fixed point); ort_isa: in mode "ort", the
-    instruction-set family whose onnxruntime integer kernels are reproduced (npusim.ortisa:
-    "avx2", "avx512core", "avxvnni", "avx512vnni", "amx"; default None = this CPU's, detected as
-    MLAS detects it); rounding: the NPU's
-    requantization rounding, "double" (gemmlowp) or "single" (TFLite single rounding), used
-    in mode "npu"; kernels: "fast" (Numba) or "golden" (the NumPy references); threads:
-    onnxruntime threads of the host islands (default: onnxruntime's own default).
+    sess_options (onnxruntime.SessionOptions): intra_op_num_threads sets the host islands' threads
+    unless `threads` is given; enable_profiling / profile_file_prefix give end_profiling() a profile
+    of every step of the plan; the rest is accepted and has no meaning for npusim.
+    npusim's own options are keywords: mode: "ort" (onnxruntime's arithmetic) or "npu" (fixed
+    point); ort_isa: in mode "ort", the instruction-set family whose onnxruntime integer kernels
+    are reproduced (npusim.ortisa: "avx2", "avx512core", "avxvnni", "avx512vnni", "amx"; default
+    None = this CPU's, detected as MLAS detects it); rounding: the NPU's requantization rounding,
+    "double" (gemmlowp) or "single" (TFLite single rounding), used in mode "npu"; kernels: "fast"
+    (Numba) or "golden" (the NumPy references); threads: onnxruntime threads of the host islands
+    (default: onnxruntime's own default); engine: a conv's engine ("auto", "direct", "bitserial").
     """
 
-    def __init__(self, path_or_bytes, mode: str = "ort", kernels: str = "fast", threads: int | None = None,
-                 rounding: str = "double", engine: str = "auto", ort_isa: str | None = None):
+    def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None, *,
+                 mode: str = "ort", kernels: str = "fast", threads: int | None = None, rounding: str = "double",
+                 engine: str = "auto", ort_isa: str | None = None, **kwargs):
         from . import npu, ortisa
         from .registry import ENGINES
+
+        import onnxruntime as ort
+        unknown = [k for k in kwargs if k not in ortcompat.ORT_SESSION_KWARGS]
+        if unknown:
+            raise NpusimError(f"InferenceSession: unknown keyword argument {unknown[0]!r}; npusim's options are "
+                              f"mode, kernels, threads, rounding, engine, ort_isa")
+        if sess_options is not None and not isinstance(sess_options, ort.SessionOptions):
+            raise NpusimError(f"sess_options: expected an onnxruntime.SessionOptions, got "
+                              f"{type(sess_options).__name__} (npusim's own options are keywords: mode=...)")
+        self._sess_options = sess_options or ort.SessionOptions()
+        self._provider_options = ortcompat.provider_options_of(providers, provider_options)
+        if threads is None and self._sess_options.intra_op_num_threads > 0:
+            threads = self._sess_options.intra_op_num_threads
 
         if mode not in MODES:
             raise NpusimError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
@@ -134,6 +154,13 @@ class InferenceSession:
         self._steps = steps
         # layers whose int32 accumulator can wrap: {node name: bound}, computed once (npusim.overflow)
         self.overflow_possible = may_overflow(g)
+        self._profiler = None
+        if self._sess_options.enable_profiling:
+            self._profiler = ortcompat.Profiler(self._sess_options.profile_file_prefix)
+            self._steps = [replace(s, run=self._profiler.timed(s.run, s.node)) for s in steps]
+        onnx_model = not isinstance(path_or_bytes, ir.Graph) and not str(path_or_bytes).endswith(".npz")
+        self._meta, self._declared_shapes = (ortcompat.onnx_facts(path_or_bytes) if onnx_model else
+                                             (ortcompat.ModelMetadata(graph_name=g.name), {}))
 
     def _prepare(self, node, const, K):
         try:
@@ -161,19 +188,63 @@ class InferenceSession:
 
     def _arg(self, name):
         t = self.graph.tensors.get(name)
-        shape = None if t is None or t.shape is None else [d if isinstance(d, int) and d > 0 else
-                                                            (d if isinstance(d, str) and d != "?" else None)
-                                                            for d in t.shape]
+        if name in self._declared_shapes:  # the ONNX model's own, as onnxruntime shows it
+            shape = self._declared_shapes[name]
+        else:
+            shape = [] if t is None or t.shape is None else [d if isinstance(d, int) and d > 0 else
+                                                             (d if isinstance(d, str) and d != "?" else None)
+                                                             for d in t.shape]
         return NodeArg(name, shape, _ORT_TYPES.get(t.dtype if t else "", "tensor(unknown)"))
 
-    def run(self, output_names, feeds: dict) -> list[np.ndarray]:
-        values = self._execute(feeds)
+    def run(self, output_names, input_feed: dict, run_options=None) -> list[np.ndarray]:
+        """The outputs named (all when None or empty), as onnxruntime's run. run_options (an
+        onnxruntime.RunOptions) is accepted; npusim has nothing in it to honour."""
+        start = time.perf_counter()
+        values = self._execute(input_feed)
         names = list(self.graph.outputs) if not output_names else list(output_names)
         for n in names:
             if not n or n not in self._slot:
                 raise NpusimError(f"output {n!r} is not a tensor of the model; outputs are: "
                                   f"{', '.join(self.graph.outputs)}")
+        if self._profiler:
+            self._profiler.event("Session", "model_run", start, {})
         return [values[self._slot[n]] for n in names]
+
+    def run_with_ort_values(self, output_names, input_dict_ort_values: dict, run_options=None) -> list:
+        """run() on onnxruntime OrtValues (CPU), returning OrtValues."""
+        feeds = {k: ortcompat.from_ort_value(k, v) for k, v in input_dict_ort_values.items()}
+        return [ortcompat.to_ort_value(x) for x in self.run(output_names, feeds, run_options)]
+
+    def io_binding(self) -> ortcompat.IOBinding:
+        return ortcompat.IOBinding(self)
+
+    def run_with_iobinding(self, iobinding: ortcompat.IOBinding, run_options=None) -> None:
+        iobinding.run(run_options)
+
+    def get_modelmeta(self) -> ortcompat.ModelMetadata:
+        return self._meta
+
+    def get_providers(self) -> list[str]:
+        return [ortcompat.PROVIDER]
+
+    def get_provider_options(self) -> dict:
+        return self._provider_options
+
+    def get_session_options(self):
+        return self._sess_options
+
+    def get_overridable_initializers(self) -> list[NodeArg]:
+        """None: npusim plans every initializer (weights laid out, multipliers derived) once."""
+        return []
+
+    def end_profiling(self) -> str:
+        """Writes the profile (onnxruntime's JSON trace format) and returns its file name; "" when
+        the session options did not enable profiling."""
+        if not self._profiler:
+            return ""
+        path = self._profiler.write()
+        self._profiler.events.clear()
+        return path
 
     def run_all(self, feeds: dict, given: dict | None = None) -> dict[str, np.ndarray]:
         """Every tensor of the graph (inputs, intermediates, outputs) after one inference.
@@ -268,9 +339,15 @@ def check_feeds(graph: ir.Graph, feeds) -> dict:
         if name not in feeds:
             raise NpusimError(f"input {name!r} is missing from the feeds")
         x, t = feeds[name], graph.tensors[name]
+        want = ir.storage(t.dtype)
+        if isinstance(x, (list, tuple, int, float, bool, np.generic)):  # as onnxruntime converts them
+            try:
+                x = feeds[name] = np.asarray(x, dtype=want)
+            except (ValueError, OverflowError, TypeError) as e:
+                raise NpusimError(f"input {name!r}: cannot convert the {type(x).__name__} to "
+                                  f"{_ORT_TYPES.get(t.dtype, t.dtype)}: {str(e).splitlines()[0]}") from None
         if not isinstance(x, np.ndarray):
             raise NpusimError(f"input {name!r}: expected a numpy array, got {type(x).__name__}")
-        want = ir.storage(t.dtype)
         if x.dtype.name == _FOUR_BIT.get(t.dtype):
             x = feeds[name] = x.astype(want)
         if x.dtype != want:
@@ -293,8 +370,6 @@ def check_feeds(graph: ir.Graph, feeds) -> dict:
 def _with_engines(g: ir.Graph, engine: str) -> ir.Graph:
     """The graph with each conv's engine chosen ("direct" int8 or "bitserial" popcount) and the
     bit widths the bit-serial kernel needs recorded on the node (attrs engine, w_bits, x_bits)."""
-    from dataclasses import replace
-
     from .registry import choose_engine
 
     nodes = []

@@ -137,7 +137,9 @@ def test_api_bad_model_bytes(files):
     ({"input": np.zeros((8, 8), np.float32)}, r"input 'input': expected rank 4 .* got shape \(8, 8\)"),
     ({"input": np.zeros((1, 1, 8, 8), np.float64)},
      r"input 'input': expected element type tensor\(float\), got float64"),
-    ({"input": [[0.0]]}, r"input 'input': expected a numpy array, got list"),
+    ({"input": "zeros"}, r"input 'input': expected a numpy array, got str"),
+    ({"input": [[0.0]]}, r"input 'input': expected rank 4 .* got shape \(1, 1\)"),  # a list, as onnxruntime takes
+    ({"input": [[0.0], [0.0, 1.0]]}, r"input 'input': cannot convert the list to tensor\(float\): .*inhomogeneous"),
 ])
 def test_api_bad_feeds(feeds, match):
     sess = npusim.InferenceSession(str(DEFAULT), kernels="golden")
