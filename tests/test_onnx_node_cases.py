@@ -35,11 +35,11 @@ import warnings
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, numpy_helper
 
 import npusim
+import npusim.backend
 
 OPS = ("qlinearconv", "qlinearmatmul", "convinteger", "matmulinteger", "quantizelinear", "dequantizelinear",
        "dynamicquantizelinear")
@@ -86,37 +86,12 @@ def _in_storage(y):
     return y.astype({"int4": np.int8, "uint4": np.uint8}[y.dtype.name]) if y.dtype.name in ("int4", "uint4") else y
 
 
-def _ort_loads(model):
-    so = ort.SessionOptions()
-    so.log_severity_level = 4
-    try:
-        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        return None
-    except Exception as e:
-        return str(e).splitlines()[0]
-
-
 def _at_opset_onnxruntime_runs(model):
     """`model`, or the same node at the newest older opset of its op that onnxruntime loads."""
-    refused = _ort_loads(model)
-    if refused is None:
-        return model
-    node, opset = model.graph.node[0], model.opset_import[0]
-    versions = sorted({s.since_version for s in onnx.defs.get_all_schemas_with_history()
-                       if s.name == node.op_type and s.domain == node.domain and s.since_version < opset.version},
-                      reverse=True)
-    for v in versions:
-        older = onnx.ModelProto()
-        older.CopyFrom(model)
-        older.opset_import[0].version = v
-        try:
-            onnx.checker.check_model(older, full_check=True)
-        except Exception:
-            break  # the node is not valid at this opset: its meaning would change
-        if _ort_loads(older) is None:
-            return older
-    pytest.skip(f"onnxruntime cannot load the model at opset {opset.version} or any older opset the node "
-                f"is valid at: {refused}")
+    try:
+        return npusim.backend.at_opset_onnxruntime_loads(model)
+    except npusim.NpusimError as e:
+        pytest.skip(str(e))
 
 
 def _unsupported_type(model):
