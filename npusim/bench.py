@@ -14,40 +14,54 @@ import time
 import numpy as np
 
 from .errors import NpusimError
-from .hardware import NetworkCost, estimate, load_profile
+from .hardware import CYCLE_KINDS, NetworkCost, estimate, load_profile
 from .ir import write_atomic
+from .report import round_sig
 
 _COLUMNS = ["op", "name", "in", "out", "bits", "macs", "compute", "memory", "total", "util", "bound"]
+CSV_FIELDS = ["op", "name", "in_shape", "out_shape", "bits", "macs", "compute_cycles", "memory_cycles",
+              "stall_cycles", "total_cycles", "utilization", "bound", "unit", "dram_bytes"]
 
 
 def _fmt_shape(shape) -> str:
     return "x".join(str(d) for d in shape) or "-"
 
 
-def cost_rows(net: NetworkCost) -> list[dict]:
-    """One table row per layer (free ops left out)."""
-    return [{"op": c.op, "name": c.name if len(c.name) <= 40 else c.name[:37] + "...",
-             "in": _fmt_shape(c.in_shape), "out": _fmt_shape(c.out_shape), "bits": c.bits, "macs": f"{c.macs:,}",
-             "compute": f"{c.compute_cycles:,}", "memory": f"{c.memory_cycles:,}", "total": f"{c.total_cycles:,}",
-             "util": f"{100 * c.utilization:.1f}%" if c.macs else "-", "bound": c.bound}
+def layer_records(net: NetworkCost) -> list[dict]:
+    """One record per layer that costs cycles (free ops left out), raw numbers: what the table,
+    the CSV and the plot show (the JSON carries the same layers, free ones included)."""
+    return [{"op": c.op, "name": c.name, "in_shape": _fmt_shape(c.in_shape), "out_shape": _fmt_shape(c.out_shape),
+             "bits": c.bits, "macs": c.macs, "compute_cycles": c.compute_cycles, "memory_cycles": c.memory_cycles,
+             "stall_cycles": c.stall_cycles, "total_cycles": c.total_cycles,
+             "utilization": round_sig(c.utilization, 4), "bound": c.bound, "unit": c.unit, "dram_bytes": c.dram_bytes}
             for c in net.layers if c.bound != "free"]
+
+
+def cost_rows(net: NetworkCost) -> list[dict]:
+    """The table's rows: layer_records formatted."""
+    return [{"op": r["op"], "name": r["name"] if len(r["name"]) <= 40 else r["name"][:37] + "...",
+             "in": r["in_shape"], "out": r["out_shape"], "bits": r["bits"], "macs": f"{r['macs']:,}",
+             "compute": f"{r['compute_cycles']:,}", "memory": f"{r['memory_cycles']:,}",
+             "total": f"{r['total_cycles']:,}", "util": f"{100 * r['utilization']:.1f}%" if r["macs"] else "-",
+             "bound": r["bound"]} for r in layer_records(net)]
+
+
+def kinds_text(net: NetworkCost) -> str:
+    """The cycles_by_kind line of the text report."""
+    return "cycles by kind: " + ", ".join(f"{k} {v:,} ({100 * v / max(net.total_cycles, 1):.1f}%)"
+                                          for k, v in net.cycles_by_kind().items())
 
 
 def bench_text(net: NetworkCost, wall: dict | None = None) -> str:
     from .report import format_table
 
     p = net.profile
-    by_bound = {}
-    for c in net.layers:
-        by_bound[c.bound] = by_bound.get(c.bound, 0) + c.total_cycles
     array_cycles = sum(c.total_cycles for c in net.layers if c.macs)
     lines = [f"profile: {p.name} ({p.source}): {p.rows}x{p.cols} {p.dataflow}, {p.clock_mhz:g} MHz, "
              f"DRAM {p.dram_bytes_per_cycle:g} B/cycle", "", format_table(cost_rows(net), _COLUMNS), "",
              f"total: {net.total_cycles:,} cycles = {net.latency_us:,.1f} us at {p.clock_mhz:g} MHz; "
              f"{net.macs:,} MACs; array utilization {100 * sum(c.utilization * c.total_cycles for c in net.layers if c.macs) / max(array_cycles, 1):.1f}% "
-             f"over its layers",
-             "cycles by kind: " + ", ".join(f"{k} {v:,} ({100 * v / max(net.total_cycles, 1):.1f}%)"
-                                             for k, v in sorted(by_bound.items(), key=lambda kv: -kv[1]) if v)]
+             f"over its layers", kinds_text(net)]
     if net.energy_pj is not None:
         lines.append(f"energy: {net.energy_pj / 1e6:,.3f} uJ")
     if wall:
@@ -55,6 +69,18 @@ def bench_text(net: NetworkCost, wall: dict | None = None) -> str:
         lines.append(f"simulator wall time (median of {wall['runs']}): npusim {wall['npusim_ms']:.3f} ms, "
                      f"onnxruntime {ort}")
     return "\n".join(lines)
+
+
+def write_csv(net: NetworkCost, path) -> None:
+    """The per-layer records as CSV (one row per layer, Vela's per-layer report in spirit)."""
+    import csv
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, CSV_FIELDS)
+            w.writeheader()
+            w.writerows(layer_records(net))
+    write_atomic(path, write)
 
 
 def median_time(fn, repeat: int) -> float:
@@ -72,7 +98,7 @@ def median_time(fn, repeat: int) -> float:
 def wall_times(model, session, feeds, runs: int) -> dict:
     """Median wall time of `runs` warm runs of npusim and of onnxruntime (ONNX models only)."""
     def median_ms(fn):
-        return 1e3 * median_time(fn, runs)
+        return round_sig(1e3 * median_time(fn, runs))
     out = {"runs": runs, "npusim_ms": median_ms(lambda: session.run(None, feeds)), "onnxruntime_ms": None}
     if not str(model).endswith(".npz"):
         import onnxruntime as ort
@@ -83,49 +109,46 @@ def wall_times(model, session, feeds, runs: int) -> dict:
     return out
 
 
-def plot(net: NetworkCost, path, title: str = "") -> None:
-    """Per-layer latency chart: one stacked bar per layer (compute or post-processing or host
-    time, then stall), in execution order, and the total by kind; written atomically as PNG."""
+def plot(net: NetworkCost, path, title: str = "") -> dict[str, int]:
+    """Per-layer latency chart: one stacked bar per layer (its unit's busy time, then stall), in
+    execution order, and the total by kind (NetworkCost.cycles_by_kind, returned); written
+    atomically as PNG."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     layers = [c for c in net.layers if c.total_cycles]
     us = 1.0 / net.profile.clock_mhz
-    colors = {"compute": "#1f77b4", "memory": "#1f77b4", "post": "#2ca02c", "host": "#9467bd"}
+    colors = {"array compute": "#1f77b4", "post-processing": "#2ca02c", "host": "#9467bd", "DRAM stall": "#d62728"}
     x = np.arange(len(layers))
     busy = np.array([c.compute_cycles for c in layers]) * us
     stall = np.array([c.stall_cycles for c in layers]) * us
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(13, 7.5), height_ratios=[3, 1])
-    ax.bar(x, busy, width=0.85, color=[colors[c.bound] for c in layers])
-    ax.bar(x, stall, width=0.85, bottom=busy, color="#d62728")
+    ax.bar(x, busy, width=0.85, color=[colors[c.unit] for c in layers])
+    ax.bar(x, stall, width=0.85, bottom=busy, color=colors["DRAM stall"])
     top = busy + stall
     ax.set_ylim(0, 1.3 * top.max())
     for j, i in enumerate(sorted(np.argsort(-top)[:5])):  # the five slowest, labels staggered
         ax.annotate(f"{layers[i].op} {_fmt_shape(layers[i].out_shape)}", (x[i], top[i]),
                     textcoords="offset points", xytext=(0, 3 + 11 * (j % 2)), ha="center", fontsize=7)
     from matplotlib.patches import Patch
-    ax.legend(handles=[Patch(color=colors["compute"], label="array compute (conv/matmul)"),
-                       Patch(color=colors["post"], label="post-processing (requant, eltwise, pool)"),
-                       Patch(color=colors["host"], label="host fallback"),
-                       Patch(color="#d62728", label="DRAM stall")], loc="upper center", ncol=4, fontsize=8)
+    labels = {"array compute": "array compute (conv/matmul)", "post-processing": "post-processing (requant, "
+              "eltwise, pool)", "host": "host fallback", "DRAM stall": "DRAM stall"}
+    ax.legend(handles=[Patch(color=colors[k], label=labels[k]) for k in CYCLE_KINDS], loc="upper center", ncol=4,
+              fontsize=8)
     ax.set_xlabel("layer (execution order)")
     ax.set_ylabel("latency (us)")
     p = net.profile
     ax.set_title(title or f"{p.name}: {net.latency_us:,.0f} us total at {p.clock_mhz:g} MHz")
-    kinds = {"array compute": sum(c.compute_cycles for c in net.layers if c.macs),
-             "post-processing": sum(c.compute_cycles for c in net.layers if c.bound in ("post",) or
-                                    (c.bound == "memory" and not c.macs)),
-             "host": sum(c.total_cycles for c in net.layers if c.bound == "host"),
-             "DRAM stall": sum(c.stall_cycles for c in net.layers)}
-    ax2.barh(list(kinds), [v * us for v in kinds.values()],
-             color=[colors["compute"], colors["post"], colors["host"], "#d62728"])
+    kinds = net.cycles_by_kind()
+    ax2.barh(list(kinds), [v * us for v in kinds.values()], color=[colors[k] for k in kinds])
     for i, v in enumerate(kinds.values()):
         ax2.text(v * us, i, f" {v * us:,.0f} us ({100 * v / max(net.total_cycles, 1):.0f}%)", va="center", fontsize=8)
     ax2.set_xlabel("total latency by kind (us)")
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
+    return kinds
 
 
 def cmd_bench(args) -> int:
@@ -147,6 +170,9 @@ def cmd_bench(args) -> int:
         print(json.dumps({"model": str(model), **net.to_dict(), "wall": wall}, indent=2, default=list))
     else:
         print(bench_text(net, wall))
+    if args.csv:
+        write_csv(net, args.csv)
+        print(f"wrote {args.csv}")
     if args.plot:
         plot(net, args.plot, f"{os.path.basename(str(model))} on {profile.name}: {net.latency_us:,.0f} us")
         print(f"wrote {args.plot}")
@@ -164,5 +190,6 @@ def register(subparsers) -> None:
     b.add_argument("--runs", type=int, default=5, help="timed runs of npusim and onnxruntime (default 5; 0 skips)")
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.add_argument("--plot", metavar="FILE.png", help="write the per-layer latency chart")
+    b.add_argument("--csv", metavar="FILE.csv", help="write the per-layer table as CSV (raw numbers)")
     b.set_defaults(func=cmd_bench)
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from .errors import NpusimError
 from .ir import bits
+from .report import round_sig
 
 DATAFLOWS = ("os", "ws", "is")
 ROUNDINGS = ("double", "single")
@@ -320,6 +321,12 @@ class LayerCost:
     def stall_cycles(self) -> int:
         return self.total_cycles - self.compute_cycles
 
+    @property
+    def unit(self) -> str:
+        """The unit that is busy for compute_cycles: "array compute" (a layer with MACs), "host"
+        (a fallback op) or "post-processing" (requantize, elementwise, pools, tables, data moves)."""
+        return "array compute" if self.macs else "host" if self.bound == "host" else "post-processing"
+
 
 @dataclass(frozen=True)
 class NetworkCost:
@@ -342,12 +349,28 @@ class NetworkCost:
     def energy_pj(self) -> float | None:
         return None if self.profile.energy is None else sum(c.energy_pj for c in self.layers)
 
+    def cycles_by_kind(self) -> dict[str, int]:
+        """The network's cycles split by what they are spent on, the one split every report shows:
+        each layer's compute_cycles go to its unit (LayerCost.unit), the rest of its total
+        (stall_cycles, DRAM traffic the overlap did not hide) to "DRAM stall". The values add up
+        to total_cycles exactly."""
+        kinds = dict.fromkeys(CYCLE_KINDS, 0)
+        for c in self.layers:
+            kinds[c.unit] += c.compute_cycles
+            kinds["DRAM stall"] += c.stall_cycles
+        return kinds
+
     def to_dict(self) -> dict:
-        rows = [{**c.__dict__, "stall_cycles": c.stall_cycles, "latency_us": c.total_cycles / self.profile.clock_mhz}
+        rows = [{**c.__dict__, "utilization": round_sig(c.utilization), "stall_cycles": c.stall_cycles,
+                 "latency_us": round_sig(c.total_cycles / self.profile.clock_mhz),
+                 "energy_pj": round_sig(c.energy_pj)}
                 for c in self.layers]
         return {"profile": self.profile.name, "profile_file": self.profile.source, "layers": rows,
-                "total_cycles": self.total_cycles, "latency_us": self.latency_us, "macs": self.macs,
-                "compute_cycles": sum(c.compute_cycles for c in self.layers), "energy_pj": self.energy_pj}
+                "total_cycles": self.total_cycles, "latency_us": round_sig(self.latency_us), "macs": self.macs,
+                "cycles_by_kind": self.cycles_by_kind(), "energy_pj": round_sig(self.energy_pj)}
+
+
+CYCLE_KINDS = ("array compute", "post-processing", "host", "DRAM stall")
 
 
 def _ceil(x: float) -> int:

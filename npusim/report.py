@@ -9,6 +9,14 @@ from .registry import OPS
 from .size import node_bits
 
 
+def round_sig(x: float | None, digits: int = 6):
+    """`x` to `digits` significant digits for a report (an int when it is integral); None stays."""
+    if x is None:
+        return None
+    r = float(f"{x:.{digits}g}")
+    return int(r) if r.is_integer() else r
+
+
 def _shape(a):
     return "x".join(str(d) for d in a.shape) if a is not None and np.ndim(a) else "-"
 

@@ -21,6 +21,7 @@ from . import frontend
 from .errors import NpusimError
 from .ir import is_quantized
 from .overflow import count_wrapped
+from .report import round_sig
 from .session import InferenceSession, kernel_set
 
 
@@ -134,20 +135,24 @@ class VerifyReport:
         if self.mode == "ort":
             d["saturation"] = [asdict(c) for c in self.saturation]
         d["bit_exact"] = self.bit_exact
-        d["outputs"] = [dict(asdict(c), exact_fraction=c.exact_fraction) for c in self.outputs]
+        d["outputs"] = [_compare_dict(c) for c in self.outputs]
         if self.mode == "npu":
             d["reference"] = {"compared": len(self.reference),
                               "exact": sum(c.exact == c.elements for c in self.reference),
-                              "not_exact": [dict(asdict(c), exact_fraction=c.exact_fraction)
-                                            for c in self.reference if c.exact != c.elements]}
-            d["layerwise"] = [dict(asdict(c), exact_fraction=c.exact_fraction) for c in self.layerwise]
+                              "not_exact": [_compare_dict(c) for c in self.reference if c.exact != c.elements]}
+            d["layerwise"] = [_compare_dict(c) for c in self.layerwise]
         d["intermediates"] = {
             "compared": len(self.intermediates),
             "exact": sum(c.exact == c.elements for c in self.intermediates),
-            "not_exact": [dict(asdict(c), exact_fraction=c.exact_fraction)
-                          for c in self.intermediates if c.exact != c.elements],
+            "not_exact": [_compare_dict(c) for c in self.intermediates if c.exact != c.elements],
         }
         return d
+
+
+def _compare_dict(c: Compare) -> dict:
+    """A Compare for JSON: differences in LSBs to 6 significant digits (an int when integral:
+    a float output's |a - b| / scale carries float noise)."""
+    return dict(asdict(c), max_lsb=round_sig(c.max_lsb), exact_fraction=c.exact_fraction)
 
 
 def _lsb(session, name):
@@ -172,7 +177,7 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
     quiet.log_severity_level = 4  # errors are raised, not logged (the CLI prints one line); 3 logs them
     ref = ort.InferenceSession(str(model_path), quiet, providers=["CPUExecutionProvider"])
     produced = {o for n in g.nodes for o in n.outputs}
-    inner = [t for t in produced if is_quantized(g.tensors[t].dtype) and t not in g.outputs]
+    inner = [t for n in g.nodes for t in n.outputs if is_quantized(g.tensors[t].dtype) and t not in g.outputs]
     exposed = frontend.with_extra_outputs(frontend.optimize_like_onnxruntime(frontend.read_model(str(model_path)),
                                                                              str(model_path)), inner)
     so = ort.SessionOptions()

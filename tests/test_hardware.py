@@ -6,10 +6,12 @@ installed. Expected numbers in the other tests are worked out by hand in the com
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import importlib.util
 import json
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -311,6 +313,36 @@ def test_bench_json_and_plot(tmp_path, capsys):
     assert report["total_cycles"] == sum(r["total_cycles"] for r in report["layers"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["chart.png"]  # no temp file left behind
+
+
+def test_bench_reports_agree(tmp_path, capsys):
+    """Text, JSON, CSV and plot are rendered from the same records: every total agrees."""
+    png, table = tmp_path / "chart.png", tmp_path / "layers.csv"
+    args = _bench_args(["--runs", "0", "--csv", str(table)])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    args = _bench_args(["--runs", "0", "--json"])
+    assert args.func(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    kinds = report["cycles_by_kind"]
+    assert list(kinds) == ["array compute", "post-processing", "host", "DRAM stall"]
+    assert sum(kinds.values()) == report["total_cycles"] > 0
+    line = next(ln for ln in text.splitlines() if ln.startswith("cycles by kind: "))
+    shown = {k.strip(): int(v.replace(",", "")) for k, v in re.findall(r"([a-zA-Z -]+?) ([\d,]+) \(", line[16:])}
+    assert shown == kinds
+    assert f"total: {report['total_cycles']:,} cycles" in text
+    rows = list(csv.DictReader(table.open()))
+    layers = [r for r in report["layers"] if r["bound"] != "free"]
+    assert [r["name"] for r in rows] == [r["name"] for r in layers]
+    for field in ("macs", "compute_cycles", "memory_cycles", "stall_cycles", "total_cycles", "dram_bytes"):
+        assert [int(r[field]) for r in rows] == [r[field] for r in layers], field
+    for kind in kinds:
+        assert sum(int(r["compute_cycles"]) for r in rows if r["unit"] == kind) + \
+            (sum(int(r["stall_cycles"]) for r in rows) if kind == "DRAM stall" else 0) == kinds[kind]
+    sess = InferenceSession(str(npusim_models.path("digits_qop_pc_u8")), mode="npu")  # as bench plans it
+    net = hardware.estimate(sess.graph, {k: v.shape for k, v in sess.run_all(random_feeds(sess.graph, 0)).items()})
+    assert bench.plot(net, png) == kinds
+    assert isinstance(report["latency_us"], (int, float)) and len(repr(report["latency_us"])) <= 12
 
 
 def test_bench_bad_profile_and_runs(tmp_path):
