@@ -30,17 +30,21 @@ def main(argv=None) -> int:
         ap.print_help()
         return 2
     t0 = time.perf_counter()
-    if args.digits:
-        build_digits.build()
-    todo = ppocr.NAMES if args.all else args.names
-    # The float model first: every quantized variant of a family is made from it.
-    done = set()
-    for name in todo:
-        family = ppocr.split_name(name)[0]
-        if args.force and family not in done:
-            ppocr.build(f"{family}_float", args.cache_dir, force=True, log=print)
-            done.add(family)
-        ppocr.build(name, args.cache_dir, force=args.force and not name.endswith("_float"), log=print)
+    try:
+        if args.digits:
+            build_digits.build()
+        todo = ppocr.NAMES if args.all else args.names
+        # The float model first: every quantized variant of a family is made from it.
+        done = set()
+        for name in todo:
+            family = ppocr.split_name(name)[0]
+            if args.force and family not in done:
+                ppocr.build(f"{family}_float", args.cache_dir, force=True, log=print)
+                done.add(family)
+            ppocr.build(name, args.cache_dir, force=args.force and not name.endswith("_float"), log=print)
+    except ModuleNotFoundError as e:  # the zoo extra is not installed: its message says what to install
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        return 2
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -48,20 +48,40 @@ def _load_inputs(args, session, seed):
 
     shapes = _shapes(args)
     check_shape_names(session.graph, shapes)
-    feeds = random_feeds(session.graph, seed, shapes) if not _every_input_given(args, session) else {}
-    for name, path in _parse_kv(args.input, "--input").items():
-        try:
-            feeds[name] = np.load(path, allow_pickle=False)
-        except OSError as e:
-            raise NpusimError(f"--input {name}={path}: cannot read .npy file ({e.strerror or e})") from None
-        except ValueError as e:  # numpy tries unknown formats as pickles: its message would mislead
-            raise NpusimError(f"--input {name}={path}: not a .npy array file"
-                              + ("" if "pickle" in str(e) else f" ({e})")) from None
+    given = _given_inputs(args)
+    feeds = random_feeds(session.graph, seed, shapes) if not set(session.graph.inputs) <= set(given) else {}
+    feeds.update(given)
     return feeds
 
 
+def _given_inputs(args) -> dict[str, np.ndarray]:
+    """The arrays of `--input`: NAME=FILE.npy gives one input, FILE.npz (arrays keyed by input
+    name, the format of --calib) several; the arrays are fed as they are."""
+    out = {}
+    for item in args.input or []:
+        if "=" not in item and item.endswith(".npz"):
+            try:
+                with np.load(item, allow_pickle=False) as z:
+                    out.update({k: z[k] for k in z.files})
+            except (OSError, ValueError) as e:
+                raise NpusimError(f"--input {item}: cannot read the .npz file ({getattr(e, 'strerror', None) or e})"
+                                  ) from None
+            continue
+        for name, path in _parse_kv([item], "--input (NAME=FILE.npy or FILE.npz)").items():
+            try:
+                out[name] = np.load(path, allow_pickle=False)
+            except OSError as e:
+                raise NpusimError(f"--input {name}={path}: cannot read .npy file ({e.strerror or e})") from None
+            except ValueError as e:  # numpy tries unknown formats as pickles: its message would mislead
+                raise NpusimError(f"--input {name}={path}: not a .npy array file"
+                                  + ("" if "pickle" in str(e) else f" ({e})")) from None
+            if not isinstance(out[name], np.ndarray):
+                raise NpusimError(f"--input {name}={path}: an .npz holds several arrays; give it as --input {path}")
+    return out
+
+
 def _every_input_given(args, session) -> bool:
-    return set(session.graph.inputs) <= set(_parse_kv(args.input, "--input"))
+    return set(session.graph.inputs) <= set(_given_inputs(args))
 
 
 def _input_sets(args, session) -> list[dict]:
@@ -140,7 +160,10 @@ def cmd_inspect(args):
 
 
 def build_parser():
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="npusim", description="Simulate a quantized ONNX model on an integer NPU.")
+    p.add_argument("--version", action="version", version=f"npusim {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, model_help="ONNX model or npusim IR (.npz)"):
@@ -150,7 +173,9 @@ def build_parser():
                              "(default ort)")
         sp.add_argument("--rounding", default="double", choices=["double", "single"],
                         help="mode npu: requantization rounding, gemmlowp double or TFLite single (default double)")
-        sp.add_argument("--kernels", default="fast", choices=["fast", "golden"])
+        sp.add_argument("--kernels", default="fast", choices=["fast", "golden"],
+                        help="fast = the Numba kernels, golden = the plain NumPy reference kernels (same results, "
+                             "slower; default fast)")
         sp.add_argument("--ort-isa", choices=list(ORT_ISAS),
                         help="mode ort: reproduce onnxruntime's integer kernels as on this CPU family: avx2 and "
                              "avx512core (no VNNI) sum u8*s8 pairs in a saturating int16, the VNNI/AMX families "
@@ -158,7 +183,9 @@ def build_parser():
         sp.add_argument("--engine", default="auto", choices=["auto", "direct", "bitserial"],
                         help="convolution engine: direct int8, bit-serial popcount, or auto per layer from its "
                              "weight and activation bits (default auto)")
-        sp.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input array (repeatable)")
+        sp.add_argument("--input", action="append", metavar="NAME=FILE.npy|FILE.npz",
+                        help="input arrays: NAME=FILE.npy for one input, FILE.npz for arrays keyed by input name "
+                             "(the format of --calib); repeatable; inputs not given are seeded random")
         sp.add_argument("--shape", action="append", metavar="NAME=D0,D1,..",
                         help="shape of a random input with dynamic dimensions")
         sp.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")

@@ -303,6 +303,7 @@ def calibrate(float_model, calibration_data_reader, *, scheme="per-channel", cal
               quant_format="qdq", activation_type="u8", progress=True) -> Calibrated:
     """Fold batch norms and calibrate the activations (onnxruntime's quantize_static)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     _check_choice("scheme", scheme, SCHEMES)
     _check_choice("calibration", calibration, CALIBRATIONS)
@@ -319,14 +320,15 @@ def calibrate(float_model, calibration_data_reader, *, scheme="per-channel", cal
         quiet = _DropPreprocessAdvice()
         logging.getLogger().addFilter(quiet)
         try:
-            quantize_static(
-                folded, quantized, reader,
-                quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
-                per_channel=scheme != "per-tensor",
-                activation_type=QuantType.QUInt8 if activation_type == "u8" else QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                                  "entropy": CalibrationMethod.Entropy}[calibration])
+            with logging_redirect_tqdm():  # library warnings above the bar, not through it
+                quantize_static(
+                    folded, quantized, reader,
+                    quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
+                    per_channel=scheme != "per-tensor",
+                    activation_type=QuantType.QUInt8 if activation_type == "u8" else QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                                      "entropy": CalibrationMethod.Entropy}[calibration])
         finally:
             reader.close()
             logging.getLogger().removeFilter(quiet)
@@ -449,7 +451,8 @@ class _CheckedReader:
                                   for d in vi.type.tensor_type.shape.dim] for vi in model.graph.input
                         if vi.name not in inits}
         self.count = 0
-        self._bar = tqdm(desc="calibrating", unit="sample", disable=not progress, leave=False)
+        self._bar = tqdm(desc="calibrating", unit="sample", total=len(reader) if hasattr(reader, "__len__") else None,
+                         disable=not progress, leave=False)
 
     def get_next(self):
         feeds = self._reader.get_next()
@@ -662,6 +665,9 @@ class NpzReader:
         self._arrays = {n: arrays[n].astype(np.float32) if arrays[n].dtype == np.float64 else arrays[n]
                         for n in input_names}
         self._count, self._i = next(iter(counts.values())), 0
+
+    def __len__(self) -> int:
+        return self._count
 
     def get_next(self):
         if self._i >= self._count:

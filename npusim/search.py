@@ -224,11 +224,12 @@ def register(subparsers):
     b.add_argument("--budget-latency", type=float, metavar="US", help="latency budget in microseconds")
     p.add_argument("--hw", metavar="PROFILE.toml", help="hardware profile for the latency budget (default: shipped)")
     p.add_argument("--candidates", default="2,3,4,5,6,8", help="candidate weight bitwidths (default 2,3,4,5,6,8)")
-    p.add_argument("--scheme", default="per-channel", choices=["per-tensor", "per-channel", "wess"])
-    p.add_argument("--abits", type=int, default=8)
+    p.add_argument("--scheme", default="per-channel", choices=["per-tensor", "per-channel", "wess"],
+                   help="weight scales of every candidate (default per-channel)")
+    p.add_argument("--abits", type=int, default=8, help="activation bits of every candidate (default 8)")
     p.add_argument("-o", "--output", required=True, metavar="BITS.json",
                    help="write the per-layer bitwidths here (npusim quantize --layer-bits reads it)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no calibration progress bar")
     p.set_defaults(func=cmd_search)
 
 
