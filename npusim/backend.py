@@ -115,6 +115,7 @@ class NpusimRep(BackendRep):
             if len(inputs) != len(self.inputs):
                 raise NpusimError(f"{len(inputs)} inputs given; the model's are: {', '.join(self.inputs)}")
             feeds = dict(zip(self.inputs, inputs))
+        feeds = {k: numpy_helper.to_array(v) if isinstance(v, TensorProto) else v for k, v in feeds.items()}
         params = {k: np.asarray(feeds.pop(k)) for k in self.parameters if k in feeds}
         outs = self._session(params).run(None, feeds)
         return tuple(_declared(y, t) for y, t in zip(outs, self.out_types))

@@ -60,18 +60,17 @@ def onnx_facts(model) -> tuple[ModelMetadata, dict]:
     """(metadata, {input/output name: shape as onnxruntime shows it}) of an ONNX path or bytes.
 
     onnxruntime shows a fixed dimension as its int, a symbolic one by its name (dim_param, even
-    "?") and one with neither as None; a tensor without a shape as [].
+    "?") and one with neither as None; a tensor the model gives no shape is left out (onnxruntime
+    shows what it infers, as npusim's IR does).
     """
     from .frontend import read_model
     m = read_model(model)
-    meta = ModelMetadata(m.producer_name, m.graph.name, m.domain, m.doc_string, m.graph.doc_string,
-                         int(m.model_version) if m.HasField("model_version") else NO_VERSION, {p.key: p.value for p in m.metadata_props})
-    shapes = {}
-    for vi in list(m.graph.input) + list(m.graph.output):
-        tt = vi.type.tensor_type
-        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param if d.HasField("dim_param")
-                                                                          else None)
-                           for d in tt.shape.dim] if tt.HasField("shape") else []
+    version = int(m.model_version) if m.HasField("model_version") else NO_VERSION
+    meta = ModelMetadata(m.producer_name, m.graph.name, m.domain, m.doc_string, m.graph.doc_string, version,
+                         {p.key: p.value for p in m.metadata_props})
+    shapes = {vi.name: [d.dim_value if d.HasField("dim_value") else d.dim_param if d.HasField("dim_param") else None
+                        for d in vi.type.tensor_type.shape.dim]
+              for vi in list(m.graph.input) + list(m.graph.output) if vi.type.tensor_type.HasField("shape")}
     return meta, shapes
 
 

@@ -158,7 +158,8 @@ class InferenceSession:
         if self._sess_options.enable_profiling:
             self._profiler = ortcompat.Profiler(self._sess_options.profile_file_prefix)
             self._steps = [replace(s, run=self._profiler.timed(s.run, s.node)) for s in steps]
-        onnx_model = not isinstance(path_or_bytes, ir.Graph) and not str(path_or_bytes).endswith(".npz")
+        onnx_model = isinstance(path_or_bytes, (bytes, bytearray)) or (
+            isinstance(path_or_bytes, (str, os.PathLike)) and not str(path_or_bytes).endswith(".npz"))
         self._meta, self._declared_shapes = (ortcompat.onnx_facts(path_or_bytes) if onnx_model else
                                              (ortcompat.ModelMetadata(graph_name=g.name), {}))
 
