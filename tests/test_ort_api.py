@@ -9,7 +9,6 @@ npusim reproduces this CPU's onnxruntime).
 import json
 
 import numpy as np
-import onnx
 import onnxruntime
 import pytest
 from onnx import TensorProto, helper
