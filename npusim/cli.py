@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import traceback
@@ -164,6 +165,9 @@ def build_parser():
 
     p = argparse.ArgumentParser(prog="npusim", description="Simulate a quantized ONNX model on an integer NPU.")
     p.add_argument("--version", action="version", version=f"npusim {__version__}")
+    p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="the lowest level of Python library log lines shown (onnxruntime's quantizer logs at "
+                        "WARNING; they print above the progress bar; default WARNING)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, model_help="ONNX model or npusim IR (.npz)"):
@@ -229,6 +233,7 @@ def _quiet_onnxruntime():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    logging.getLogger().setLevel(args.log_level)
     _quiet_onnxruntime()
     try:
         return args.func(args)

@@ -87,3 +87,25 @@ def test_input_npz_equals_input_npy(tmp_path, capsys):
     assert "input sets: 1" in capsys.readouterr().out
     assert cli.main(["run", "--input", f"input={tmp_path / 'all.npz'}"]) == 2
     assert f"give it as --input {tmp_path / 'all.npz'}" in capsys.readouterr().err
+
+
+def test_log_level_filters_library_lines(tmp_path, monkeypatch, capsys):
+    x = np.concatenate([f["input"] for f in zoo.sample_inputs("digits_float", 3)])
+    np.savez(tmp_path / "c.npz", input=x)
+    get_next = NpzReader.get_next
+
+    def warns(self):  # a library that logs during calibration, as onnxruntime's quantizer does
+        logging.getLogger("onnxruntime.quantization").warning("a library warning")
+        return get_next(self)
+    monkeypatch.setattr(NpzReader, "get_next", warns)
+    argv = ["quantize", str(zoo.path("digits_float")), "-o", str(tmp_path / "q.onnx"), "--calib",
+            str(tmp_path / "c.npz")]
+    root = logging.getLogger()
+    level = root.level
+    try:
+        assert cli.main(["--log-level", "ERROR", *argv]) == 0
+        assert "a library warning" not in capsys.readouterr().err
+        assert cli.main(argv) == 0
+        assert "a library warning" in capsys.readouterr().err
+    finally:
+        root.setLevel(level)
