@@ -27,7 +27,7 @@ def test_bitserial_equals_direct_and_golden(model, mode):
     convs = [n for n in direct.graph.nodes if n.op == "conv"]
     widths = {(direct.graph.tensors[n.inputs[1]].dtype, direct.graph.tensors[n.inputs[0]].dtype) for n in convs}
     assert all(w != "i8" or x != "u8" for w, x in widths), widths  # really sub-byte layers
-    runs = {"direct": direct,
+    runs = {"direct-golden": npusim.InferenceSession(model, mode=mode, engine="direct", kernels="golden"),
             "bitserial": npusim.InferenceSession(model, mode=mode, engine="bitserial"),
             "bitserial-golden": npusim.InferenceSession(model, mode=mode, engine="bitserial", kernels="golden"),
             "auto": npusim.InferenceSession(model, mode=mode)}

@@ -21,7 +21,8 @@ import npusim
 from npusim import ir
 from npusim.errors import NpusimError
 from npusim.qonnx import ROUNDINGS, import_qonnx, is_qonnx
-from npusim_kernels.golden.shift import round_shift
+import npusim_kernels.fast.shift as fast_shift
+import npusim_kernels.golden.shift as golden_shift
 
 try:
     from qonnx.core.modelwrapper import ModelWrapper
@@ -360,7 +361,10 @@ def test_non_power_of_two_scales_within_one_lsb():
     assert differ / total < 1e-3, (differ, total)
 
 
-# ---------------------------------------------------------------- round_shift against exact rationals
+# ---------------------------------------------------------------- round_shift and sign, golden and fast, against exact rationals
+
+SHIFT_KERNELS = [pytest.param(golden_shift, id="golden"), pytest.param(fast_shift, id="fast")]
+
 
 def _ref_round(fr: Fraction, mode: str) -> int:
     """The rounding modes on an exact rational, as their definitions say."""
@@ -379,26 +383,41 @@ def _ref_round(fr: Fraction, mode: str) -> int:
             "HALF_DOWN": fl if fr > 0 else ce}[mode]
 
 
+@pytest.mark.parametrize("k", SHIFT_KERNELS)
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.integers(-2 ** 31, 2 ** 31 - 1), min_size=1, max_size=8), st.integers(-8, 40),
        st.sampled_from(sorted(set(ROUNDINGS.values()))), st.integers(-128, 127), st.integers(-20, 20))
-def test_round_shift_matches_exact_rounding(xs, shift, mode, x_zp, y_zp):
+def test_round_shift_matches_exact_rounding(k, xs, shift, mode, x_zp, y_zp):
     x = np.array(xs, np.int32)
-    got = round_shift(x, x_zp, np.array([shift]), 0, mode, y_zp, -2 ** 40, 2 ** 40, np.int64)
+    got = k.round_shift(x, x_zp, np.array([shift]), 0, mode, y_zp, -2 ** 40, 2 ** 40, np.int64)
     want = [_ref_round(Fraction(v - x_zp) / Fraction(2) ** shift + y_zp, mode) for v in xs]
     assert got.tolist() == want
 
 
-def test_round_shift_edges_and_per_channel():
+@pytest.mark.parametrize("k", SHIFT_KERNELS)
+def test_round_shift_edges_and_per_channel(k):
     x = np.array([[-6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6]] * 2, np.int32)
-    half_even = round_shift(x, 0, np.array([1, 2]), 0, "HALF_EVEN", 0, -128, 127, np.int8)
+    half_even = k.round_shift(x, 0, np.array([1, 2]), 0, "HALF_EVEN", 0, -128, 127, np.int8)
     assert half_even.tolist() == [[-3, -2, -2, -2, -1, 0, 0, 0, 1, 2, 2, 2, 3],
                                   [-2, -1, -1, -1, 0, 0, 0, 0, 0, 1, 1, 1, 2]]
-    assert round_shift(x[0], 0, np.array([1]), 0, "FLOOR", 0, -2, 1, np.int8).tolist() == \
+    assert k.round_shift(x[0], 0, np.array([1]), 0, "FLOOR", 0, -2, 1, np.int8).tolist() == \
         [-2, -2, -2, -2, -1, -1, 0, 0, 1, 1, 1, 1, 1]  # clamped to i2
-    assert round_shift(np.array([2 ** 31 - 1, -2 ** 31], np.int32), 0, np.array([31]), 0, "HALF_UP", 0,
+    assert k.round_shift(np.array([2 ** 31 - 1, -2 ** 31], np.int32), 0, np.array([31]), 0, "HALF_UP", 0,
                        -8, 7, np.int8).tolist() == [1, -1]
-    assert round_shift(np.array([3], np.int32), 1, np.array([-3]), 0, "FLOOR", 0, 0, 255, np.uint8).tolist() == [16]
+    assert k.round_shift(np.array([3], np.int32), 1, np.array([-3]), 0, "FLOOR", 0, 0, 255, np.uint8).tolist() == [16]
+    per_axis1 = k.round_shift(x.T.copy(), 0, np.array([1, 2]), 1, "UP", 0, -128, 127, np.int8)
+    assert per_axis1.T.tolist() == [[-3, -3, -2, -2, -1, -1, 0, 1, 1, 2, 2, 3, 3],  # away from zero
+                                    [-2, -2, -1, -1, -1, -1, 0, 1, 1, 1, 1, 2, 2]]
+    assert k.round_shift(np.int16(-7), 0, np.array([2]), 0, "HALF_DOWN", 3, -128, 127, np.int8).shape == ()
+
+
+@pytest.mark.parametrize("k", SHIFT_KERNELS)
+def test_sign_bipolar(k):
+    x = np.array([np.nan, -0.0, 0.0, -1e-30, 0.25, -3.0, np.inf, -np.inf], np.float32)
+    np.testing.assert_array_equal(k.sign(x, 0), np.array([-1, 1, 1, -1, 1, -1, 1, -1], np.int8))
+    np.testing.assert_array_equal(k.sign(x, 0.25), np.array([-1, -1, -1, -1, 1, -1, 1, -1], np.int8))
+    y = k.sign(np.arange(6, dtype=np.uint8).reshape(2, 3), 3)
+    assert y.dtype == np.int8 and y.tolist() == [[-1, -1, -1], [1, 1, 1]]
 
 
 # ---------------------------------------------------------------- detection, errors, save/load

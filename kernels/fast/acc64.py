@@ -7,7 +7,7 @@ import numba
 import numpy as np
 
 from npusim_kernels.fast._jit import njit
-from npusim_kernels.golden.acc64 import check_acc_i64  # argument / headroom check, shared
+from npusim_kernels.checks import check_acc_i64
 
 
 @njit(locals={"acc": numba.int64})

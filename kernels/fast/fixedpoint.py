@@ -2,7 +2,8 @@
 golden.fixedpoint (docs/npu_arithmetic.md).
 
 The offline float64 helpers (quantize_multiplier, *_params, softmax_table) are re-exported from
-the golden module: they run once per session, not per inference; so are the argument checks. The integer primitives are
+npusim_kernels.params, as the golden module does: they run once per session, not per inference;
+the argument checks are npusim_kernels.checks, shared likewise. The integer primitives are
 written independently of the golden ones (SRDHM as VQRDMULH's (p + 2^30) >> 31 instead of
 gemmlowp's truncating division; RDBPOT as a biased arithmetic shift instead of mask/threshold),
 so the bit-exact tests compare two derivations of the same numbers.
@@ -12,18 +13,16 @@ import numpy as np
 from npusim_kernels.fast._jit import njit
 from npusim_kernels.fast import pool as _pool
 from npusim_kernels.fast.pool import _window_span
-from npusim_kernels.golden.fixedpoint import (  # noqa: F401  (offline helpers, re-exported)
-    add_left_shift, add_params, avgpool_params, global_avgpool_params, mul_params,
-    quantize_multiplier, softmax_table)
-from npusim_kernels.golden.fixedpoint import (  # argument checks
-    _add_operands, _check_8bit, _check_range, _check_rounding, _mul_operands, _pool_operand)
-
-I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
+from npusim_kernels.checks import (
+    I32_MAX, I32_MIN, add_operands, check_int, check_range, check_rounding, mul_operands, pool_operand)
+from npusim_kernels.params import (  # noqa: F401  (offline helpers, part of this kernel set's names)
+    ADD_LEFT_SHIFT, ADD_LEFT_SHIFT_16, ROUNDINGS, add_left_shift, add_params, avgpool_params,
+    global_avgpool_params, mul_params, quantize_multiplier, softmax_table)
 
 
 def _single(rounding):
     """rounding str -> the bool the Numba cores take (True: single rounding)."""
-    _check_rounding(rounding)
+    check_rounding(rounding)
     return rounding == "single"
 
 
@@ -103,8 +102,8 @@ def _flat_i64(*arrays):
 def srdhm(a, b):
     """SaturatingRoundingDoublingHighMul, elementwise, int32 in/out; see golden.fixedpoint.srdhm."""
     shape, a, b = _flat_i64(a, b)
-    _check_range(a, I32_MIN, I32_MAX, "srdhm a")
-    _check_range(b, I32_MIN, I32_MAX, "srdhm b")
+    check_range(a, I32_MIN, I32_MAX, "srdhm a")
+    check_range(b, I32_MIN, I32_MAX, "srdhm b")
     out = np.empty(a.size, np.int32)
     _srdhm_core(a, b, out)
     return out.reshape(shape)
@@ -113,8 +112,8 @@ def srdhm(a, b):
 def rdbpot(x, e):
     """RoundingDivideByPOT, int64, |x| <= 2^62, 0 <= e <= 62; see golden.fixedpoint.rdbpot."""
     shape, x, e = _flat_i64(x, e)
-    _check_range(x, -(2 ** 62), 2 ** 62, "rdbpot x")
-    _check_range(e, 0, 62, "rdbpot exponent")
+    check_range(x, -(2 ** 62), 2 ** 62, "rdbpot x")
+    check_range(e, 0, 62, "rdbpot exponent")
     out = np.empty(x.size, np.int64)
     _rdbpot_core(x, e, out)
     return out.reshape(shape)
@@ -124,8 +123,8 @@ def mbqm(x, m0, n, rounding):
     """MultiplyByQuantizedMultiplier, broadcasting, int64 out; see golden.fixedpoint.mbqm."""
     single = _single(rounding)
     shape, x, m0, n = _flat_i64(x, m0, n)
-    _check_range(x, I32_MIN, I32_MAX, "mbqm x")
-    _check_range(m0, 0, I32_MAX, "mbqm m0")
+    check_range(x, I32_MIN, I32_MAX, "mbqm x")
+    check_range(m0, 0, I32_MAX, "mbqm m0")
     out = np.empty(x.size, np.int64)
     _mbqm_core(x, m0, n, single, out)
     return out.reshape(shape)
@@ -139,7 +138,7 @@ def _params(m0, n, size=None):
         raise ValueError(f"m0 has {m.size} elements but n has {s.size}")
     if size is not None and m.size not in (1, size):
         raise ValueError(f"multiplier parameters of size {m.size}, expected 1 or {size}")
-    _check_range(m, 0, I32_MAX, "m0")
+    check_range(m, 0, I32_MAX, "m0")
     return m, s
 
 
@@ -211,9 +210,9 @@ def _mbqm_i64_core(x, m0, n, out):
 
 
 def _check_i64_args(x, m0, n):
-    _check_range(x, -(2 ** 47) + 1, 2 ** 47 - 1, "mbqm_i64 x")
-    _check_range(m0, 0, I32_MAX, "mbqm_i64 m0")
-    _check_range(np.asarray(n, np.int64) + 15, 1, 2 ** 62, "mbqm_i64 total shift 15 + n")
+    check_range(x, -(2 ** 47) + 1, 2 ** 47 - 1, "mbqm_i64 x")
+    check_range(m0, 0, I32_MAX, "mbqm_i64 m0")
+    check_range(np.asarray(n, np.int64) + 15, 1, 2 ** 62, "mbqm_i64 total shift 15 + n")
 
 
 def mbqm_i64(x, m0, n):
@@ -388,7 +387,7 @@ def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
     """TFLite integer Add (L = 20; 15 for a 16-bit output), 8/16-bit, numpy broadcasting; see
     golden.fixedpoint.fixed_add."""
     single = _single(rounding)
-    a, b, left = _add_operands(a, a_zp, b, b_zp, out_dtype)
+    a, b, left = add_operands(a, a_zp, b, b_zp, out_dtype)
     (ma, na), (mb, nb), (my, ny) = params
     _params([ma, mb, my], [na, nb, ny])
     a2, b2, shape, swap = _operands_2d(a, b)
@@ -403,7 +402,7 @@ def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
 def fixed_mul(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
     """TFLite integer Mul, 8/16-bit, numpy broadcasting; see golden.fixedpoint.fixed_mul."""
     single = _single(rounding)
-    a, b = _mul_operands(a, a_zp, b, b_zp)
+    a, b = mul_operands(a, a_zp, b, b_zp)
     m, n = params
     _params(m, n)
     a2, b2, shape, swap = _operands_2d(a, b)
@@ -437,7 +436,7 @@ def fixed_global_avgpool(x_nchw, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, round
     x = np.ascontiguousarray(x_nchw)
     nb, c = x.shape[:2]
     hw = int(np.prod(x.shape[2:], dtype=np.int64))
-    _pool_operand(x, x_zp, hw, "fixed_global_avgpool")
+    pool_operand(x, x_zp, hw, "fixed_global_avgpool")
     out = np.empty(nb * c, out_dtype)
     _gap_core(x.reshape(nb * c, hw), np.int64(x_zp), m[0], s[0], single, np.int64(y_zp), int(qmin), int(qmax), out)
     return out.reshape((nb, c) + (1,) * (x.ndim - 2))
@@ -475,7 +474,7 @@ def fixed_avgpool(x_nchw, x_zp, kernel, strides, pads, count_include_pad, ceil_m
     """Average pool, integer, 1-3 spatial dims; see golden.fixedpoint.fixed_avgpool."""
     single = _single(rounding)
     x = np.asarray(x_nchw)
-    _pool_operand(x, x_zp, np.prod(kernel), "fixed_avgpool")
+    pool_operand(x, x_zp, np.prod(kernel), "fixed_avgpool")
     nd = x.ndim - 2
     m, s = _params(m0_by_count, n_by_count, None)
     if m.size != int(np.prod(kernel)) + 1:
@@ -517,7 +516,7 @@ def fixed_softmax(x, axis, table, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
     single = _single(rounding)
     m, s = _params(m0, n, 1)
     x = np.asarray(x)
-    _check_8bit(x, 0, "fixed_softmax x")
+    check_int(x, 0, "fixed_softmax x")
     axis = axis % x.ndim
     if x.shape[axis] > 32767:
         raise ValueError(f"fixed_softmax: row length {x.shape[axis]} along axis {axis}, at most 32767")

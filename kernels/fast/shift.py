@@ -1,3 +1,83 @@
-"""round_shift and sign are exact int64 NumPy already (vectorised, no per-element Python);
-the fast kernel set uses the golden definitions."""
-from ..golden.shift import round_shift, sign  # noqa: F401
+"""Fast integer shifts with every rounding mode, and the bipolar sign (Numba); same names,
+signatures and numbers as golden.shift.
+
+Written apart from the golden kernel: golden rounds every mode from floor and the remainder;
+here the sign-symmetric modes round the magnitude and put the sign back, CEIL is −floor(−v),
+and HALF_EVEN adds 2^(k−1) − 1 plus the parity of floor(v / 2^k) before one floor shift.
+"""
+import numpy as np
+
+from npusim_kernels.fast._jit import njit
+
+MODES = ("FLOOR", "CEIL", "DOWN", "UP", "HALF_EVEN", "HALF_UP", "HALF_DOWN")
+
+
+@njit(inline="always")
+def _round_pot(v, k, mode):
+    """R(v / 2^k), 1 <= k <= 62, mode an index into MODES; int64 in/out."""
+    if mode == 0:
+        return v >> k
+    if mode == 1:
+        return -((-v) >> k)
+    if mode == 4:
+        return (v + (np.int64(1) << (k - 1)) - 1 + ((v >> k) & 1)) >> k
+    mag = -v if v < 0 else v
+    if mode == 2:
+        mag = mag >> k
+    elif mode == 3:
+        mag = (mag + (np.int64(1) << k) - 1) >> k
+    elif mode == 5:
+        mag = (mag + (np.int64(1) << (k - 1))) >> k
+    else:
+        mag = (mag + (np.int64(1) << (k - 1)) - 1) >> k
+    return -mag if v < 0 else mag
+
+
+@njit
+def _round_shift_core(x3, x_zp, shift, mode, y_zp, qmin, qmax, out):
+    """out[o, c, i] = clamp(R(((x − x_zp)·2^max(−s, 0) + y_zp·2^max(s, 0)) / 2^max(s, 0)), qmin, qmax),
+    s = shift[c] (or shift[0]); x3 (outer, C, inner) integer, out int64."""
+    no, nc, ni = x3.shape
+    for c in range(nc):
+        s = shift[c] if shift.size > 1 else shift[0]
+        left = -s if s < 0 else np.int64(0)
+        k = s if s > 0 else np.int64(0)
+        for o in range(no):
+            for i in range(ni):
+                v = ((np.int64(x3[o, c, i]) - x_zp) << left) + (y_zp << k)
+                r = _round_pot(v, k, mode) if k > 0 else v
+                out[o, c, i] = min(max(r, qmin), qmax)
+
+
+def round_shift(x, x_zp, shift, axis, rounding, y_zp, qmin, qmax, out_dtype):
+    """y = clamp(R((x − x_zp) · 2^−shift + y_zp), qmin, qmax); see golden.shift.round_shift
+    (x any integer width, computed in int64; shift size 1 or x.shape[axis], each in −31..62)."""
+    if rounding not in MODES:
+        raise ValueError(f"round_shift: rounding must be one of {', '.join(MODES)}, got {rounding!r}")
+    x = np.asarray(x)
+    s = np.ascontiguousarray(shift, np.int64).reshape(-1)
+    if s.size > 1:
+        ax = axis % x.ndim
+        x3 = np.ascontiguousarray(x).reshape(int(np.prod(x.shape[:ax], dtype=np.int64)), x.shape[ax], -1)
+    else:
+        x3 = np.ascontiguousarray(x).reshape(1, 1, -1)
+    out = np.empty(x3.shape, np.int64)
+    _round_shift_core(x3, np.int64(x_zp), s, MODES.index(rounding), np.int64(y_zp), np.int64(qmin),
+                      np.int64(qmax), out)
+    return out.reshape(x.shape).astype(out_dtype)
+
+
+@njit
+def _sign_core(x, x_zp, out):
+    for i in range(x.size):
+        out[i] = 1 if x[i] >= x_zp else -1
+
+
+def sign(x, x_zp):
+    """y:int8 = +1 if x ≥ x_zp else −1 (bipolar; NaN -> −1, −0.0 -> +1); see golden.shift.sign."""
+    x = np.asarray(x)
+    flt = x.dtype.kind == "f" or float(x_zp) != int(x_zp)
+    xf = np.ascontiguousarray(x, np.float64 if flt else np.int64).reshape(-1)
+    out = np.empty(x.size, np.int8)
+    _sign_core(xf, np.float64(x_zp) if flt else np.int64(x_zp), out)
+    return out.reshape(x.shape)

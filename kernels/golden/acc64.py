@@ -12,15 +12,7 @@ saturation.
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-ACC_LIMIT = 2 ** 47  # |acc| < 2^47: TFLite's precondition of MultiplyByQuantizedMultiplier(int64)
-
-
-def check_acc_i64(acc, what):
-    """Raise ValueError naming the first index where `acc` leaves (−2^47, 2^47)."""
-    bad = (acc <= -ACC_LIMIT) | (acc >= ACC_LIMIT)
-    if bad.any():
-        idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{what}: accumulator outside ±2^47 at index {idx}: {int(acc[idx])}")
+from npusim_kernels.checks import check_acc_i64
 
 
 def conv_acc_i64(x_nchw, x_zp, w_oihw, w_zp, bias_i64, strides, pads, dilations, group):

@@ -13,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 import npusim_kernels.fast.fixedpoint as ff
 import npusim_kernels.golden.fixedpoint as gf
 from npusim_kernels.golden.requant import requantize_f32
+from npusim_kernels.params import quantize_multiplier_int
 from test_eltwise_pool_lut import TT, qparams, run_ort
 
 I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
@@ -239,7 +240,7 @@ def test_fast_eq_golden_rescale_global_avgpool_softmax(data):
     info_y = np.iinfo(dt_y)
     x = codes(d, dt, tuple(d(st.lists(st.integers(1, 7), min_size=3, max_size=4))))
     x_zp, y_zp = zero_point(d, dt), zero_point(d, dt_y)
-    m, n = gf._qm_int(scale(d) / scale(d))
+    m, n = quantize_multiplier_int(scale(d) / scale(d))
     both("fixed_rescale", x, x_zp, m, n, y_zp, info_y.min, info_y.max, dt_y, rounding)
     m, n = gf.global_avgpool_params(scale(d), scale(d), int(np.prod(x.shape[2:])))
     both("fixed_global_avgpool", x, x_zp, m, n, y_zp, info_y.min, info_y.max, dt_y, rounding)

@@ -1,0 +1,99 @@
+"""Offline parameter derivation of mode "npu": float64 scales -> integer multipliers and tables.
+
+Run once per session at plan time, never per inference (the integer runtime is golden.fixedpoint
+and fast.fixedpoint, which both re-export these under their own names). Kept apart from the
+integer kernels as TFLite keeps QuantizeMultiplier apart from its reference kernels, so that the
+fast kernels need not import the golden ones.
+
+A pair (m0, n) stands for the real m0 · 2^−(31 + n): m0 the Q31 multiplier in [0, 2^31), n the
+right shift (negative: a left shift).
+"""
+import math
+
+import numpy as np
+
+ROUNDINGS = ("double", "single")
+ADD_LEFT_SHIFT = 20  # TFLite's left_shift for 8-bit Add: (a − a_zp)·2^20 keeps 11 bits of headroom
+ADD_LEFT_SHIFT_16 = 15  # and for an int16 output: (a − a_zp)·2^15 < 2^31 for any 16-bit a
+
+
+def quantize_multiplier(real):
+    """(m0:int32, n:int32) per element of `real` (float64 array-like), TFLite QuantizeMultiplier.
+
+    real == 0 -> (0, 0). Else q, e = frexp(real) (0.5 <= q < 1), m0 = round_half_away(q·2^31)
+    (q·2^31 + 1/2 is exact in float64), and m0 == 2^31 becomes (2^30, e + 1); n = −e.
+    n > 62 (real < 2^−63) underflows to (0, 0). real < 0, inf or nan is a ValueError.
+    The pair stands for exactly m0 · 2^−(31 + n), within 2^−31 relative of real.
+    """
+    r = np.asarray(real, np.float64)
+    m0 = np.zeros(r.shape, np.int32)
+    n = np.zeros(r.shape, np.int32)
+    for idx in np.ndindex(*r.shape):
+        v = float(r[idx])
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"quantize_multiplier: real multiplier must be finite and >= 0, got {v} at {idx}")
+        if v == 0.0:
+            continue
+        q, e = math.frexp(v)
+        m = math.floor(q * 2.0 ** 31 + 0.5)
+        if m == 2 ** 31:
+            m, e = 2 ** 30, e + 1
+        if -e > 62:
+            continue
+        m0[idx], n[idx] = m, -e
+    return m0, n
+
+
+def quantize_multiplier_int(real):
+    """(m0, n) of one real multiplier as Python ints: quantize_multiplier of a scalar."""
+    m0, n = quantize_multiplier(real)
+    return int(m0), int(n)
+
+
+def add_left_shift(out_dtype):
+    """TFLite Add's left shift L: 15 for a 16-bit output (add.cc: int16), else 20."""
+    return ADD_LEFT_SHIFT_16 if np.dtype(out_dtype).itemsize == 2 else ADD_LEFT_SHIFT
+
+
+def add_params(a_scale, b_scale, y_scale, left_shift=ADD_LEFT_SHIFT):
+    """((ma, na), (mb, nb), (my, ny)) for fixed_add, TFLite integer Add with L = left_shift
+    (add_left_shift of the output type; float64): t = 2·max(a_scale, b_scale);
+    QM(a_scale / t), QM(b_scale / t), QM(t / (2^L · y_scale))."""
+    a_scale, b_scale, y_scale = float(a_scale), float(b_scale), float(y_scale)
+    t = 2.0 * max(a_scale, b_scale)
+    return (quantize_multiplier_int(a_scale / t), quantize_multiplier_int(b_scale / t),
+            quantize_multiplier_int(t / (2.0 ** int(left_shift) * y_scale)))
+
+
+def mul_params(a_scale, b_scale, y_scale):
+    """(m, n) for fixed_mul: QM(a_scale · b_scale / y_scale), float64 left to right."""
+    return quantize_multiplier_int(float(a_scale) * float(b_scale) / float(y_scale))
+
+
+def global_avgpool_params(x_scale, y_scale, hw):
+    """(m, n) for fixed_global_avgpool over hw spatial elements: QM(x_scale / (y_scale · hw))."""
+    return quantize_multiplier_int(float(x_scale) / (float(y_scale) * int(hw)))
+
+
+def avgpool_params(x_scale, y_scale, kernel):
+    """(m0_by_count, n_by_count): int32[prod(kernel) + 1], entry c = QM(x_scale / (y_scale · c)).
+
+    Indexed by the divisor onnxruntime uses at an output position (1..prod(kernel)); entry 0
+    is (0, 0) and never used.
+    """
+    k = int(np.prod(kernel))
+    real = np.zeros(k + 1)
+    real[1:] = float(x_scale) / (float(y_scale) * np.arange(1, k + 1, dtype=np.float64))
+    return quantize_multiplier(real)
+
+
+def softmax_table(x_scale, y_scale):
+    """(E:int32[256], m, n) for fixed_softmax.
+
+    E[d] = round_half_away(2^16 · exp(−x_scale · d)), d = 0..255 (E[0] = 65536, E > 0 while
+    x_scale·d < ~11.8, then 0); (m, n) = QM(2^−15 / y_scale) (P in Q15 -> output units).
+    """
+    d = np.arange(256, dtype=np.float64)
+    e = np.floor(65536.0 * np.exp(-float(x_scale) * d) + 0.5).astype(np.int32)
+    m, n = quantize_multiplier_int(2.0 ** -15 / float(y_scale))
+    return e, m, n
