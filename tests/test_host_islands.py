@@ -243,7 +243,7 @@ def _compare(model, seed=0):
         np.testing.assert_array_equal(g, w, err_msg=o.name)
 
 
-@settings(max_examples=150, deadline=None, derandomize=True)
+@settings(max_examples=150, deadline=None)
 @given(models)
 def test_random_mixed_graphs_equal_onnxruntime(model):
     _compare(model)

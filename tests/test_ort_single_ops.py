@@ -17,7 +17,7 @@ for each pair of adjacent reduction indices) is where the saturation bites: on a
 VNNI it checks the emulation against the live onnxruntime (on a VNNI CPU both sides are exact;
 the AVX2 arithmetic is then checked against recorded outputs in test_ort_isa.py).
 
-Settings: a fixed profile (derandomize=True, a fixed number of examples per test, no deadline);
+Settings: the suite's derandomized profile (tests/conftest.py), a fixed number of examples per test;
 the file runs in about 30 s here (about 50 s with the saturating draw).
 """
 import numpy as np
@@ -29,7 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import npusim
 
-PROFILE = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), print_blob=True)
+PROFILE = dict(deadline=None, suppress_health_check=list(HealthCheck))
 DRAWS = [pytest.param(False, id="exact-range"), pytest.param(True, id="saturating")]
 
 ONNX_TYPE = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8,
