@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from npusim import fakequant as F
 from npusim.errors import NpusimError
 from npusim.ir import Graph, Node, qrange, storage
+from npusim_kernels.golden import fixedpoint as G
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 I32 = st.integers(-2 ** 31, 2 ** 31 - 1)
@@ -173,13 +174,6 @@ def test_double_rounding_rounds_a_negative_srdhm_tie_up_and_an_rdbpot_tie_away()
 
 # ---------------------------------------------------------------- 2. ops against the golden integer kernels
 
-try:
-    from npusim_kernels.golden import fixedpoint as G
-except ImportError:  # the integer kernels of mode "npu" are written in parallel
-    G = None
-requires_golden = pytest.mark.skipif(G is None, reason="kernels/golden/fixedpoint.py (the integer kernels) missing")
-
-
 def evaluate_node(op, attrs, inputs, rounding="double", n_out=1):
     """evaluate() on a graph of one node whose inputs (arrays, or None when absent) are constants."""
     names = tuple("" if v is None else f"in{i}" for i, v in enumerate(inputs))
@@ -224,7 +218,6 @@ def golden_out(attrs):
 DTYPES = st.sampled_from(["u8", "i8"])
 
 
-@requires_golden
 @SETTINGS
 @given(data=st.data(), rounding=st.sampled_from(["double", "single"]))
 def test_conv_and_requantize_match_golden(data, rounding):
@@ -292,7 +285,6 @@ def test_conv_and_requantize_match_golden(data, rounding):
     assert y.dtype == storage(ydt)
 
 
-@requires_golden
 @SETTINGS
 @given(data=st.data(), op=st.sampled_from(["add", "mul"]), rounding=st.sampled_from(["double", "single"]))
 def test_add_mul_match_golden(data, op, rounding):
@@ -315,7 +307,6 @@ def test_add_mul_match_golden(data, op, rounding):
     assert y.dtype == storage(ydt)
 
 
-@requires_golden
 @pytest.mark.parametrize("op", ["add", "mul"])
 @pytest.mark.parametrize("scales", [(0.0244687, 0.0701670, 0.0478288), (0.5, 0.25, 0.125), (0.01, 0.01, 0.02),
                                     (0.003, 0.2, 0.05)])
@@ -338,7 +329,6 @@ def pool_attrs(draw, xdt, ydt):
     return {**x, **yparams(draw, x["x_scale"], ydt, -1, 1), **out_attrs(draw, ydt)}
 
 
-@requires_golden
 @SETTINGS
 @given(data=st.data(), rounding=st.sampled_from(["double", "single"]))
 def test_avgpool_matches_golden(data, rounding):
@@ -360,7 +350,6 @@ def test_avgpool_matches_golden(data, rounding):
     np.testing.assert_array_equal(y, want)
 
 
-@requires_golden
 @SETTINGS
 @given(data=st.data(), rounding=st.sampled_from(["double", "single"]))
 def test_global_avgpool_matches_golden(data, rounding):
@@ -377,7 +366,6 @@ def test_global_avgpool_matches_golden(data, rounding):
     np.testing.assert_array_equal(np.moveaxis(y, -1, 1) if last else y, want)
 
 
-@requires_golden
 @SETTINGS
 @given(data=st.data(), rounding=st.sampled_from(["double", "single"]))
 def test_softmax_matches_golden(data, rounding):
@@ -402,7 +390,6 @@ def test_softmax_matches_golden(data, rounding):
     np.testing.assert_array_equal(y, want)
 
 
-@requires_golden
 @SETTINGS
 @given(data=st.data(), rounding=st.sampled_from(["double", "single"]))
 def test_qconcat_rescales_like_golden(data, rounding):
@@ -479,7 +466,6 @@ def test_unsupported_op_and_bad_rounding_are_errors_naming_them():
         evaluate_node("identity", {}, [np.zeros(3, np.uint8)], rounding="nearest")
 
 
-@requires_golden
 def test_wess_shift_inconsistent_with_the_scales_is_an_error_naming_the_node():
     attrs = {"x_scale": np.float32(0.5), "w_scale": np.array([0.25, 0.1], np.float32), "y_scale": np.float32(1),
              "y_zp": 0, "qmin": 0, "qmax": 255, "dtype": "u8", "axis": 1, "wess_shift": np.array([0, 1], np.uint8)}
@@ -498,7 +484,6 @@ def test_accumulator_overflow_wraps_modulo_2_32():
 
 # ---------------------------------------------------------------- 3. a zoo model against onnxruntime
 
-@requires_golden
 @ROUNDINGS
 def test_digits_model_within_one_lsb_of_onnxruntime(rounding):
     """The fixed-point arithmetic differs from onnxruntime's float32 requantization by at most

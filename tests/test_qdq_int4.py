@@ -1,17 +1,14 @@
 """A QDQ model with 4-bit weights: onnxruntime does not fuse DQ(int4) -> Conv -> Q on the CPU,
 it computes the convolutions in float; npusim mirrors that, reports them as host ops, and
 matches onnxruntime bit for bit (the 4-bit weight DequantizeLinear runs as an integer op)."""
-import pytest
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 import npusim
 import npusim_models as zoo
 from npusim.verify import verify
 
-quantization = pytest.importorskip("onnxruntime.quantization")
-
 
 def test_int4_weight_qdq_model(tmp_path):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
         def __init__(self):

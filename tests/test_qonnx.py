@@ -1,7 +1,7 @@
 """QONNX import (npusim.qonnx): hand-built Brevitas-style models run by qonnx's own executor
 and by npusim, compared on the integer codes of every Quant/BipolarQuant/Trunc output.
 
-qonnx is a test-only reference (pip install qonnx; tests that run it skip without it). Unless a
+qonnx is a test-only reference (pinned by the test extra; a missing qonnx fails the module). Unless a
 test says otherwise the scales are powers of two and every accumulator stays far below 2^24,
 so qonnx's float32 evaluation (float conv on onnxruntime, x/s + z, np.round) is exact and the
 comparison must be bit for bit. One test uses non-power-of-two scales and bounds the difference.
@@ -24,13 +24,9 @@ from npusim.qonnx import ROUNDINGS, import_qonnx, is_qonnx
 import npusim_kernels.fast.shift as fast_shift
 import npusim_kernels.golden.shift as golden_shift
 
-try:
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.core.onnx_exec import execute_onnx
-    from qonnx.transformation.infer_shapes import InferShapes
-except ImportError:  # qonnx is a test-only reference
-    execute_onnx = None
-needs_qonnx = pytest.mark.skipif(execute_onnx is None, reason="qonnx (test-only reference executor) not installed")
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.core.onnx_exec import execute_onnx
+from qonnx.transformation.infer_shapes import InferShapes
 
 D = "qonnx.custom_op.general"
 
@@ -169,7 +165,6 @@ def feeds(rng, shape=(2, 3, 8, 8), scale=4.0):
 
 # ---------------------------------------------------------------- bit-exact against qonnx
 
-@needs_qonnx
 @pytest.mark.parametrize("kernels", ["fast", "golden"])
 def test_conv_net_mixed_precision_bit_exact(kernels):
     rng = np.random.default_rng(0)
@@ -199,7 +194,6 @@ def test_conv_net_ir_types():
     assert g.nodes[1].inputs[2] == "b1q::i32" and g.constants["b1q::i32"].dtype == np.int32
 
 
-@needs_qonnx
 @pytest.mark.parametrize("rounding", ["FLOOR", "CEIL", "UP", "DOWN", "HALF_UP", "HALF_DOWN", "ROUND"])
 @pytest.mark.parametrize("zp", [0.0, 3.0])
 def test_quant_rounding_modes_on_accumulator(rounding, zp):
@@ -219,7 +213,6 @@ def test_quant_rounding_modes_on_accumulator(rounding, zp):
     assert_exact(pairs)
 
 
-@needs_qonnx
 @settings(max_examples=25, deadline=None)
 @given(st.data())
 def test_random_conv_layers_bit_exact(data):
@@ -248,7 +241,6 @@ def test_random_conv_layers_bit_exact(data):
     assert_exact(pairs)
 
 
-@needs_qonnx
 def test_bipolar_layers():
     """BipolarQuant input and weights, a bipolar activation after conv (sign of the accumulator),
     Quant(bits=1, signed) weights, a final 8-bit Quant."""
@@ -274,7 +266,6 @@ def test_bipolar_layers():
     assert set(np.unique(got["a1"])) == {-1, 1}
 
 
-@needs_qonnx
 @pytest.mark.parametrize("rounding", ["FLOOR", "ROUND", "CEIL"])
 def test_trunc_v1_on_accumulator_and_activation(rounding):
     """Trunc v1 (opset 1, output keeps the input scale) on a conv accumulator, then on a quantized activation."""
@@ -296,7 +287,6 @@ def test_trunc_v1_on_accumulator_and_activation(rounding):
     assert np.abs(pairs["t"][0]).max() > 16  # the shifts are not trivially zero
 
 
-@needs_qonnx
 def test_trunc_v2_output_scale_and_clamp():
     rng = np.random.default_rng(4)
     b = Builder()
@@ -313,7 +303,6 @@ def test_trunc_v2_output_scale_and_clamp():
     assert pairs["y"][0].min() == 0 and pairs["y"][0].max() == 7  # Relu, then the signed 4-bit clamp
 
 
-@needs_qonnx
 def test_requantize_activation_and_relu_on_codes():
     """Quant of a quantized tensor (power-of-two ratio: round_shift; otherwise dequantize+quantize),
     Relu on signed codes, a MatMul layer, an accumulator graph output, a bias Add after Gemm."""
@@ -343,7 +332,6 @@ def test_requantize_activation_and_relu_on_codes():
     np.testing.assert_array_equal(got["y"], ctx["y"])  # float output of the accumulator, exact
 
 
-@needs_qonnx
 def test_non_power_of_two_scales_within_one_lsb():
     """Arbitrary float scales: qonnx's float conv rounds differently from npusim's integer
     accumulator + float32 multiplier, so codes may differ by 1 LSB at near-ties only."""

@@ -25,8 +25,8 @@ from npusim_kernels.fast import acc64 as facc, fixedpoint as ffp
 from npusim_kernels.golden import conv as gconv
 from npusim_kernels.golden import acc64 as gacc, fixedpoint as gfp
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx
+import onnxruntime as ort
 from onnx import TensorProto as TP, helper, numpy_helper  # noqa: E402
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static  # noqa: E402
 

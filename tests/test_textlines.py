@@ -76,7 +76,7 @@ def test_every_font_renders():
 
 def test_preprocess_equals_rapidocr_resize_norm_img_on_bgr():
     """rapidocr's own TextClassifier.resize_norm_img (the oracle) on the BGR image."""
-    text_cls = pytest.importorskip("rapidocr_onnxruntime.ch_ppocr_cls.text_cls")
+    from rapidocr_onnxruntime.ch_ppocr_cls import text_cls
     images, _ = tl.render_set(16, seed=3)
     images.append(np.random.default_rng(0).integers(0, 256, size=(48, 96, 3), dtype=np.uint8))
     cfg = SimpleNamespace(cls_image_shape=[3, 48, 192])
@@ -107,7 +107,7 @@ def test_accuracy():
 # ---- the float classifier reads the lines ----------------------------------------------------
 
 def test_float_classifier_reads_the_lines():
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     import npusim_models as zoo
 
     sess = ort.InferenceSession(str(zoo.path("ppocr_cls_float")), providers=["CPUExecutionProvider"])

@@ -124,7 +124,6 @@ def test_digits_quantized_ops():
 
 @pytest.fixture(scope="module")
 def ppocr_cache(tmp_path_factory):
-    pytest.importorskip("rapidocr_onnxruntime")
     return tmp_path_factory.mktemp("zoo")
 
 

@@ -10,8 +10,8 @@ import npusim_kernels.golden.eltwise as ge
 import npusim_kernels.golden.lut as gl
 import npusim_kernels.golden.pool as gp
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx
+import onnxruntime as ort
 from onnx import TensorProto as TP, helper  # noqa: E402
 
 DTYPES = [np.uint8, np.int8]

@@ -6,8 +6,8 @@ from hypothesis import given, settings, strategies as st
 import npusim_kernels.fast.quantize as fq
 import npusim_kernels.golden.quantize as gq
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx
+import onnxruntime as ort
 from onnx import TensorProto as TP, helper  # noqa: E402
 
 RANGES = {np.uint8: (0, 255), np.int8: (-128, 127), np.uint16: (0, 65535), np.int16: (-32768, 32767)}
