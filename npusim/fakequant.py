@@ -5,8 +5,9 @@ the NPU's integers, independently of the fixed-point kernels: every quantized te
 taken as its centered integers x − x_zp (the scales are folded into each layer's real
 multiplier), convolutions, matmuls and sums are float64 (all exact integers below 2^53), and
 requantization multiplies by the exact real value M0·2^−(31+n) of the layer's fixed-point
-multiplier. Only the pair (M0, n) comes from the shared offline `quantize_multiplier`; the
-products, sums, roundings and clamps applied at run time are this module's own.
+multiplier. The pair (M0, n) is derived here too, in exact rational arithmetic
+(`quantize_multiplier_exact`, TFLite's QuantizeMultiplier by its definition), from the same
+float64 real multipliers; the products, sums, roundings and clamps are this module's own.
 
 Exactness: m = M0·2^−31 is a float64 (M0 < 2^31), and for an integer x with |x| ≤ 2^31 the
 product x·m is kept as an unevaluated sum p + e (Dekker's TwoProduct, `two_product`), so a
@@ -23,19 +24,25 @@ A 16x8 layer (attrs acc = "i64", npusim.sixteen) keeps its accumulator in int64 
 and requantizes as TFLite's int64 MBQM does in either mode (`mbqm_i64`: the multiplier reduced
 to Q0.15, one rounding half toward +infinity).
 
-Ops with no arithmetic of their own (data movement, max pool, quantize / dequantize at the host
-boundary, the 256-entry lookup tables of sigmoid and leaky-relu) and host islands run through
-the same registry / session functions as the npu session, with the golden kernels.
+Max pool, quantize / dequantize, leaky-relu (evaluated per element, not through a table),
+sign, window padding and data movement are written here in plain NumPy as ONNX defines them.
+Shared with the runtime (`SHARED`): host islands (onnxruntime), the sigmoid table (MLAS's
+float32 logistic, onnxruntime's own definition), and the float ops dynamic_quantize and
+scale_float run through the registry entries with the golden kernels; `shared_tensors(graph)`
+names what they produce, so that a comparison with this reference does not count those
+tensors as checked.
 """
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from . import data_ops, ir, npu
+from . import ir
 from .errors import NpusimError
-from .registry import OPS, _window
+from .registry import OPS
 
 ROUNDINGS = ("double", "single")
 _I32_MIN, _I32_MAX = -float(2 ** 31), float(2 ** 31 - 1)
@@ -115,12 +122,83 @@ def mbqm(x, m0, n, rounding):
 
 # ---------------------------------------------------------------- offline multipliers
 
-def _qm(real):
-    """(M0, n) of each real multiplier, from the shared offline QuantizeMultiplier (float64 arrays)."""
-    from npusim_kernels.golden.fixedpoint import quantize_multiplier
+def quantize_multiplier_exact(real: float) -> tuple[int, int]:
+    """(M0, n) with M0·2^−(31+n) the real multiplier rounded to 31 significant bits, TFLite's
+    QuantizeMultiplier by its definition, in exact rationals: real = q·2^e with 1/2 ≤ q < 1,
+    M0 = round_half_away(q·2^31), and M0 = 2^31 (q rounded up to 1) becomes (2^30, e + 1);
+    n = −e. real == 0 and real < 2^−63 (n > 62) give (0, 0); negative or non-finite: ValueError."""
+    if not math.isfinite(real) or real < 0:
+        raise ValueError(f"real multiplier must be finite and >= 0, got {real}")
+    r = Fraction(real)  # exact: every float64 is a rational
+    if r == 0:
+        return 0, 0
+    e = 0
+    while r >= Fraction(2) ** e:
+        e += 1
+    while r < Fraction(2) ** (e - 1):
+        e -= 1
+    m0 = math.floor(r / Fraction(2) ** e * 2 ** 31 + Fraction(1, 2))  # q > 0: half away = half up
+    if m0 == 2 ** 31:
+        m0, e = 2 ** 30, e + 1
+    return (0, 0) if -e > 62 else (m0, -e)
 
-    m0, n = quantize_multiplier(np.asarray(real, np.float64).reshape(-1))
-    return np.asarray(m0, np.float64), np.asarray(n, np.int64)
+
+def _qm(real):
+    """(M0, n) of each real multiplier (float64 array-like) as float64 / int64 arrays."""
+    pairs = [quantize_multiplier_exact(float(r)) for r in np.asarray(real, np.float64).reshape(-1)]
+    return np.array([p[0] for p in pairs], np.float64), np.array([p[1] for p in pairs], np.int64)
+
+
+def requantize_pairs(attrs: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(M0[c], n[c]) of a requantize node (docs/npu_arithmetic.md). The real multiplier is
+    (x_scale·alpha)·w_scale[c] / y_scale in float64, left to right (alpha: QGemm's, else 1).
+    WESS (`wess_shift` s[c], w_scale[c] = w_layer·2^−s[c] exactly, w_layer the largest):
+    one pair from x_scale·w_layer / y_scale, and n[c] = n + s[c]."""
+    xs = float(np.asarray(attrs["x_scale"], np.float64).reshape(-1)[0]) * float(attrs.get("alpha", 1.0))
+    ws = np.asarray(attrs["w_scale"], np.float64).reshape(-1)
+    ys = float(np.asarray(attrs["y_scale"], np.float64).reshape(-1)[0])
+    if "wess_shift" not in attrs:
+        return _qm(xs * ws / ys)
+    s = np.asarray(attrs["wess_shift"], np.int64).reshape(-1)
+    w_layer = float(ws.max())
+    if s.shape != ws.shape or any(Fraction(float(w)) != Fraction(w_layer) / 2 ** int(k) for w, k in zip(ws, s)):
+        raise ValueError(f"wess_shift {s.tolist()} does not give the weight scales w_layer·2^-s")
+    m0, n = _qm(xs * w_layer / ys)
+    return np.full(s.shape, m0[0]), n[0] + s
+
+
+# ---------------------------------------------------------------- windows (ONNX conv / pool attributes)
+
+def _pads(attrs, k, spatial):
+    """(strides, pads [begin..., end...], dilations) for input spatial sizes `spatial`.
+    auto_pad SAME_*: output ceil(in / stride), total padding max(0, (out − 1)·s + (k − 1)·d + 1 − in),
+    the odd cell at the end (SAME_UPPER) or the beginning (SAME_LOWER); VALID: none."""
+    nd = len(k)
+    s = [int(v) for v in attrs["strides"]]
+    d = [int(v) for v in attrs["dilations"]]
+    mode = attrs["auto_pad"]
+    if mode == "VALID":
+        return s, [0] * (2 * nd), d
+    if mode not in ("SAME_UPPER", "SAME_LOWER"):
+        return s, [int(v) for v in attrs["pads"]], d
+    begin, end = [], []
+    for i in range(nd):
+        out = -(-spatial[i] // s[i])
+        total = max(0, (out - 1) * s[i] + (k[i] - 1) * d[i] + 1 - spatial[i])
+        small, big = total // 2, total - total // 2
+        begin.append(big if mode == "SAME_LOWER" else small)
+        end.append(total - begin[-1])
+    return s, begin + end, d
+
+
+def _pool_out(size, k, s, pb, pe, d, ceil_mode):
+    """Output length of a pooling window (ONNX): (size + pb + pe − ((k − 1)·d + 1)) / s + 1, floored
+    or, with ceil_mode, ceiled, a ceiled last window dropped if it starts past input + pb."""
+    span = size + pb + pe - ((k - 1) * d + 1)
+    if not ceil_mode:
+        return span // s + 1
+    out = -(-span // s) + 1
+    return out - 1 if (out - 1) * s >= size + pb else out
 
 
 # ---------------------------------------------------------------- ops (float64 values)
@@ -158,7 +236,7 @@ def _conv(node, rounding, x, w, b=None, x_zp=None, w_zp=None):
     m = w.shape[0]
     k = w.shape[2:]
     nd = len(k)
-    strides, pads, dil = _window(node.attrs, k)(x.shape[2:])
+    strides, pads, dil = _pads(node.attrs, k, x.shape[2:])
     xc = np.pad(_centered(x, None if x_zp is None else np.asarray(x_zp).reshape(-1)[0]),
                 [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)])
     wc = _centered(w, None if w_zp is None else np.broadcast_to(np.asarray(w_zp).reshape(-1), (m,)).reshape(
@@ -218,10 +296,7 @@ def _requantize(node, rounding, acc):
     """y = clamp(MBQM(acc, M0[c], n[c]) + y_zp), per tensor / per channel along `axis` / WESS;
     an int64 accumulator (a 16x8 layer) with TFLite's int64 MBQM (`mbqm_i64`)."""
     a = node.attrs
-    from npusim_kernels.golden import fixedpoint
-
-    m0, n = npu.requantize_multipliers(a, fixedpoint)  # the offline pair (M0, n): shared
-    m0, n = m0.astype(np.float64), n.astype(np.int64)
+    m0, n = requantize_pairs(a)
     if m0.size > 1:
         shape = [1] * acc.ndim
         shape[int(a["axis"]) % acc.ndim] = m0.size
@@ -264,13 +339,11 @@ def _global_avgpool(node, rounding, x):
 def _avgpool(node, rounding, x):
     """acc = Σ (x − x_zp) over each window clipped to the input; count as kernels/golden/pool.py
     (Πkernel with count_include_pad, else the clipped window size); one QM per distinct count."""
-    from npusim_kernels.golden.pool import pool_output_size
-
     a = node.attrs
     k = tuple(int(v) for v in a["kernel_shape"])
     nd = len(k)
-    strides, pads, _ = _window(a, k)(x.shape[2:])
-    outs = [pool_output_size(x.shape[2 + i], k[i], strides[i], pads[i], pads[i + nd], 1, int(a["ceil_mode"]))
+    strides, pads, _ = _pads(a, k, x.shape[2:])
+    outs = [_pool_out(x.shape[2 + i], k[i], strides[i], pads[i], pads[i + nd], 1, int(a["ceil_mode"]))
             for i in range(nd)]
     # pad so that every window (ceil-mode ones too) lies inside; padded cells count 0
     ends = [(outs[i] - 1) * strides[i] + k[i] - pads[i] - x.shape[2 + i] for i in range(nd)]
@@ -358,12 +431,176 @@ def _round_shift(node, rounding, x):
     return (np.clip(lower + up, int(a["qmin"]), int(a["qmax"])).astype(ir.storage(a["dtype"])),)
 
 
+def _sign(node, rounding, x):
+    """Bipolar sign: +1 where x ≥ x_zp, else −1 (int8)."""
+    return (np.where(np.asarray(x) >= node.attrs["x_zp"], 1, -1).astype(np.int8),)
+
+
+def _maxpool(node, rounding, x):
+    """ONNX MaxPool of an integer tensor (N, C, *spatial): the largest value of each window;
+    padding cells hold the type's minimum, so they never win over an input cell."""
+    a = node.attrs
+    k = tuple(int(v) for v in a["kernel_shape"])
+    nd = len(k)
+    strides, pads, dil = _pads(a, k, x.shape[2:])
+    outs = [_pool_out(x.shape[2 + i], k[i], strides[i], pads[i], pads[i + nd], dil[i], int(a["ceil_mode"]))
+            for i in range(nd)]
+    span = [(k[i] - 1) * dil[i] + 1 for i in range(nd)]
+    need = [(outs[i] - 1) * strides[i] + span[i] for i in range(nd)]  # padded length the windows reach
+    width = [(0, 0)] * 2 + [(pads[i], max(need[i] - pads[i] - x.shape[2 + i], 0)) for i in range(nd)]
+    xp = np.pad(x, width, constant_values=np.iinfo(x.dtype).min)
+    win = sliding_window_view(xp, span, axis=tuple(range(2, 2 + nd)))
+    win = win[(slice(None),) * 2 + tuple(slice(0, outs[i] * strides[i], strides[i]) for i in range(nd))
+              + tuple(slice(None, None, d) for d in dil)]
+    return (win.max(axis=tuple(range(-nd, 0))).astype(x.dtype),)
+
+
+def _per_axis(p, shape, axis, block):
+    """A scale or zero point as an array broadcasting against x: one value, one per index of
+    `axis`, or (block > 0) one per `block` consecutive indices of `axis`."""
+    p = np.asarray(p)
+    if p.size == 1:
+        return p.reshape(())
+    axis %= len(shape)
+    if block:
+        return np.repeat(p, block, axis=axis).take(np.arange(shape[axis]), axis=axis)
+    return p.reshape([p.size if i == axis else 1 for i in range(len(shape))])
+
+
+def _quantize(node, rounding, x):
+    """ONNX QuantizeLinear as onnxruntime computes it: v = f32(x / y_scale) (float32 division),
+    y = clamp(round_half_even(v) + y_zp, qmin, qmax)."""
+    a = node.attrs
+    x = np.asarray(x, np.float32)
+    s = _per_axis(np.asarray(a["scale"], np.float32), x.shape, int(a["axis"]), int(a["block_size"]))
+    z = _per_axis(np.asarray(a["zp"], np.float64), x.shape, int(a["axis"]), int(a["block_size"]))
+    v = np.rint(np.divide(x, s, dtype=np.float32).astype(np.float64)) + z
+    return (np.clip(v, int(a["qmin"]), int(a["qmax"])).astype(ir.storage(a["dtype"])),)
+
+
+def _dequantize(node, rounding, x):
+    """ONNX DequantizeLinear: y = f32(f32(x − x_zp)·x_scale), rounded to the output type (float16
+    when the scale is)."""
+    a = node.attrs
+    xv = np.asarray(x, np.int64)
+    s = _per_axis(np.asarray(a["scale"], np.float32), xv.shape, int(a["axis"]), int(a["block_size"]))
+    z = _per_axis(np.asarray(a["zp"], np.int64), xv.shape, int(a["axis"]), int(a["block_size"]))
+    y = np.multiply((xv - z).astype(np.float32), s, dtype=np.float32)
+    return (y.astype(ir.storage(a.get("dtype", "f32"))),)
+
+
+def _leaky_relu(node, rounding, x):
+    """com.microsoft QLinearLeakyRelu, element by element (the runtime looks it up in a table):
+    v = f32(x_scale·f32(x − x_zp)), f = v if v ≥ 0 else f32(alpha·v), y = QuantizeLinear(f)."""
+    a = node.attrs
+    v = np.multiply(np.float32(a["x_scale"]), (np.asarray(x, np.int64) - int(a["x_zp"])).astype(np.float32),
+                    dtype=np.float32)
+    f = np.where(v >= 0, v, np.multiply(np.float32(a["alpha"]), v, dtype=np.float32))
+    q = np.rint(np.divide(f, np.float32(a["y_scale"]), dtype=np.float32).astype(np.float64)) + int(a["y_zp"])
+    lo, hi = ir.qrange(a["dtype"])
+    return (np.clip(q, lo, hi).astype(ir.storage(a["dtype"])),)
+
+
+# ---------------------------------------------------------------- data movement (values unchanged)
+
+def _reshape(node, rounding, x, shape):
+    """ONNX Reshape: 0 copies the input's dimension (unless allowzero), −1 is inferred."""
+    dims = [int(v) for v in shape]
+    if not int(node.attrs.get("allowzero", 0)):
+        dims = [x.shape[i] if v == 0 else v for i, v in enumerate(dims)]
+    return (np.reshape(x, dims),)
+
+
+def _flatten(node, rounding, x):
+    axis = int(node.attrs.get("axis", 1)) % max(x.ndim, 1) if x.ndim else 0
+    return (np.reshape(x, (math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))),)
+
+
+def _transpose(node, rounding, x):
+    perm = node.attrs.get("perm")
+    return (np.transpose(x, list(reversed(range(x.ndim))) if perm is None else [int(p) for p in perm]),)
+
+
+def _axes_of(node, axes):
+    """The axes of squeeze / unsqueeze: the input (opset ≥ 13) or the attribute; None if neither."""
+    a = axes if axes is not None else node.attrs.get("axes")
+    return None if a is None else [int(v) for v in np.asarray(a).reshape(-1)]
+
+
+def _squeeze(node, rounding, x, axes=None):
+    ax = _axes_of(node, axes)
+    drop = {i for i in range(x.ndim) if x.shape[i] == 1} if ax is None else {v % x.ndim for v in ax}
+    return (np.reshape(x, [d for i, d in enumerate(x.shape) if i not in drop]),)
+
+
+def _unsqueeze(node, rounding, x, axes=None):
+    ax = _axes_of(node, axes)
+    rank = x.ndim + len(ax)
+    ones = {v % rank for v in ax}
+    dims = iter(x.shape)
+    return (np.reshape(x, [1 if i in ones else next(dims) for i in range(rank)]),)
+
+
+def _slice(node, rounding, x, starts, ends, axes=None, steps=None):
+    """ONNX Slice: per axis, negative starts/ends count from the end, then are clamped to
+    [0, dim] (step > 0) or [0, dim − 1] / [−1, dim − 1] (step < 0); the indices taken are
+    start, start + step, ... short of end."""
+    axes = range(len(starts)) if axes is None else [int(v) % x.ndim for v in axes]
+    steps = [1] * len(starts) if steps is None else [int(v) for v in steps]
+    y = np.asarray(x)
+    for st, en, ax, sp in zip(starts, ends, axes, steps):
+        dim = x.shape[ax]
+        st, en = int(st) + (dim if int(st) < 0 else 0), int(en) + (dim if int(en) < 0 else 0)
+        if sp > 0:
+            st, en = min(max(st, 0), dim), min(max(en, 0), dim)
+        else:
+            st, en = min(max(st, 0), dim - 1), min(max(en, -1), dim - 1)
+        y = np.take(y, np.arange(st, en, sp, dtype=np.int64), axis=ax)
+    return (y,)
+
+
+def _pad(node, rounding, x, pads, value=None, axes=None):
+    """ONNX Pad, constant mode: pads [begin..., end...] over `axes` (all by default); a negative
+    pad removes cells. Output cell j of an axis holds input cell j − begin, or `value` (0)."""
+    axes = list(range(x.ndim)) if axes is None else [int(v) % x.ndim for v in axes]
+    pads = [int(p) for p in pads]
+    begin, end = [0] * x.ndim, [0] * x.ndim
+    for i, ax in enumerate(axes):
+        begin[ax], end[ax] = pads[i], pads[i + len(axes)]
+    shape = [x.shape[i] + begin[i] + end[i] for i in range(x.ndim)]
+    v = 0 if value is None or np.size(value) == 0 else np.asarray(value).reshape(-1)[0]
+    y = np.full(shape, v, x.dtype)
+    keep = [max(x.shape[i] - max(-begin[i], 0) - max(-end[i], 0), 0) for i in range(x.ndim)]  # input cells kept
+    dst = tuple(slice(max(begin[i], 0), max(begin[i], 0) + keep[i]) for i in range(x.ndim))
+    src = tuple(slice(max(-begin[i], 0), max(-begin[i], 0) + keep[i]) for i in range(x.ndim))
+    y[dst] = np.asarray(x)[src]
+    return (y,)
+
+
+def _concat(node, rounding, *xs):
+    return (np.concatenate(xs, axis=int(node.attrs["axis"])),)
+
+
+def _identity(node, rounding, x):
+    return (x,)
+
+
 ARITHMETIC = {"conv": _conv, "matmul": _matmul, "gemm": _gemm, "requantize": _requantize, "add": _add,
               "mul": _mul, "global_avgpool": _global_avgpool, "avgpool": _avgpool, "softmax": _softmax,
-              "qconcat": _qconcat, "round_shift": _round_shift}
-# no arithmetic of their own: the runtime's registry entries, with the golden kernels
-REUSED = ("maxpool", "sigmoid", "leaky_relu", "sign", "quantize", "dequantize", "dynamic_quantize", "scale_float",
-          *data_ops.PREPARE)
+              "qconcat": _qconcat, "round_shift": _round_shift, "sign": _sign, "maxpool": _maxpool,
+              "quantize": _quantize, "dequantize": _dequantize, "leaky_relu": _leaky_relu,
+              "reshape": _reshape, "flatten": _flatten, "transpose": _transpose, "squeeze": _squeeze,
+              "unsqueeze": _unsqueeze, "slice": _slice, "pad": _pad, "concat": _concat, "identity": _identity}
+# computed by the runtime's own registry entries with the golden kernels (float ops onnxruntime
+# defines by its float32 code: MLAS's logistic table, the dynamic scale, the float GEMM output),
+# and "host": islands that onnxruntime runs
+SHARED = ("sigmoid", "dynamic_quantize", "scale_float", "host")
+
+
+def shared_tensors(graph: ir.Graph) -> dict[str, str]:
+    """{tensor: op} of every tensor the reference computes with the runtime's own code (SHARED):
+    a comparison with the reference checks nothing there."""
+    return {o: n.op for n in graph.nodes if n.op in SHARED for o in n.outputs}
 
 
 # ---------------------------------------------------------------- graph
@@ -388,7 +625,7 @@ def evaluate(graph: ir.Graph, feeds: dict, rounding: str = "double") -> dict[str
         try:
             if node.op in ARITHMETIC:
                 outs = ARITHMETIC[node.op](node, rounding, *xs)
-            elif node.op in REUSED:
+            elif node.op in SHARED[:-1]:
                 outs = OPS[node.op].prepare(node, graph.constants.get, K)(*xs)
             elif node.op == "host":
                 outs = _prepare_host(node, None, K, graph)[0](*xs)

@@ -158,6 +158,10 @@ def verify_text(report) -> str:
         lines.append("")
         lines.append(f"against the float64 fake-quantization reference: {len(ref)} quantized tensors, "
                      f"{len(ref) - len(bad_ref)} bit-exact")
+        if report.reference_shared:
+            kinds = Counter(report.reference_shared.values())
+            lines.append(f"  not compared: {len(report.reference_shared)} computed by code the reference shares with "
+                         f"the runtime (" + ", ".join(f"{k} x{v}" for k, v in kinds.most_common()) + ")")
         for c in bad_ref[:20]:
             lines.append(f"  {c.name}: {100 * c.exact_fraction:.4f}% exact, max {c.max_lsb:g} LSB")
     lines.append("")

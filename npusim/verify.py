@@ -9,7 +9,9 @@ for a float output produced by a DequantizeLinear (its quantization step).
 
 Mode "npu" is not meant to equal onnxruntime (it rounds in fixed point; the comparison shows
 by how much it differs). Its bit-exactness is checked against the float64 fake-quantization
-reference of the same graph (npusim.fakequant): every quantized tensor must be identical.
+reference of the same graph (npusim.fakequant): every quantized tensor must be identical. The
+tensors the reference computes with the runtime's own code (host islands, the sigmoid table,
+float ops: fakequant.shared_tensors) are not compared there; `reference_shared` names them.
 """
 from __future__ import annotations
 
@@ -115,6 +117,7 @@ class VerifyReport:
     host_ops: list = field(default_factory=list)
     rounding: str = ""
     reference: list = field(default_factory=list)  # mode "npu": every quantized tensor vs fakequant
+    reference_shared: dict = field(default_factory=dict)  # mode "npu": {tensor: op} fakequant computes as the runtime
     layerwise: list = field(default_factory=list)  # mode "npu": each op on onnxruntime's inputs vs onnxruntime
     host_fallback: list = field(default_factory=list)  # islands onnxruntime runs at each inference
     ort_isa: str = ""  # mode "ort": the emulated family of onnxruntime's integer kernels
@@ -124,13 +127,14 @@ class VerifyReport:
     @property
     def bit_exact(self) -> bool:
         """Mode "ort": every output equals onnxruntime's. Mode "npu": every quantized tensor
-        equals the float64 fake-quantization reference's."""
+        equals the float64 fake-quantization reference's (those it computes independently)."""
         checked = self.reference if self.mode == "npu" else self.outputs
         return all(c.exact == c.elements for c in checked)
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items()
-             if k not in ("outputs", "intermediates", "reference", "layerwise", "saturation", "overflow")}
+             if k not in ("outputs", "intermediates", "reference", "reference_shared", "layerwise", "saturation",
+                          "overflow")}
         d["overflow"] = [asdict(c) for c in self.overflow]
         if self.mode == "ort":
             d["saturation"] = [asdict(c) for c in self.saturation]
@@ -139,7 +143,8 @@ class VerifyReport:
         if self.mode == "npu":
             d["reference"] = {"compared": len(self.reference),
                               "exact": sum(c.exact == c.elements for c in self.reference),
-                              "not_exact": [_compare_dict(c) for c in self.reference if c.exact != c.elements]}
+                              "not_exact": [_compare_dict(c) for c in self.reference if c.exact != c.elements],
+                              "shared": self.reference_shared}
             d["layerwise"] = [_compare_dict(c) for c in self.layerwise]
         d["intermediates"] = {
             "compared": len(self.intermediates),
@@ -193,7 +198,12 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
     by_name = {n.name: n for n in g.nodes}
     wraps = {name: Overflow(by_name[name].source or name, bound) for name, bound in sess.overflow_possible.items()}
     outs = {n: Compare(n) for n in g.outputs}
-    refs = {n: Compare(n) for n in g.tensors if n in produced and is_quantized(g.tensors[n].dtype)}
+    shared = {}
+    if mode == "npu":
+        from .fakequant import shared_tensors
+
+        shared = {t: op for t, op in shared_tensors(g).items() if is_quantized(g.tensors[t].dtype)}
+    refs = {n: Compare(n) for n in g.tensors if n in produced and is_quantized(g.tensors[n].dtype) and n not in shared}
     mids = {n: Compare(n) for n in inner_names}
     layer = {n: Compare(n) for n in inner_names}
     lsbs = {n: _lsb(sess, n) for n in g.outputs}
@@ -221,6 +231,7 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
                 c.add(values[name], expect[name], 1.0)
     report.outputs = list(outs.values())
     report.reference = list(refs.values()) if mode == "npu" else []
+    report.reference_shared = shared
     report.layerwise = list(layer.values()) if mode == "npu" else []
     report.host_fallback = list(sess.host_fallback)
     report.intermediates = list(mids.values())

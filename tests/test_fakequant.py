@@ -457,6 +457,92 @@ def test_round_shift_matches_golden(data, mode):
     np.testing.assert_array_equal(evaluate_node("round_shift", attrs, [x]), want)
 
 
+# ---------------------------------------------------------------- ops the reference writes apart from the runtime
+
+def test_quantize_multiplier_exact_equals_the_runtime_helper():
+    """The reference's own (M0, n) (exact rationals) against the runtime's offline
+    quantize_multiplier (float64 frexp): powers of two, values that round up to 2^31,
+    the underflow edge 2^−63, and seeded random reals over 2^−40..2^8."""
+    edges = [1.0, 0.5, 0.75, 2.0 ** -31, 2.0 ** -62, 2.0 ** -63, 2.0 ** -64, 1 - 2.0 ** -33, 1 - 2.0 ** -32,
+             2.0 ** -20 * (1 - 2.0 ** -40), 3.0, 255.0 / 256, 0.0, 2.0 ** 8]
+    rng = np.random.default_rng(11)
+    reals = edges + list(np.ldexp(rng.uniform(0.5, 1.0, 400), rng.integers(-40, 9, 400)))
+    want_m0, want_n = G.quantize_multiplier(np.array(reals))
+    got = [F.quantize_multiplier_exact(float(r)) for r in reals]
+    assert [g for g in got] == [(int(m), int(n)) for m, n in zip(want_m0, want_n)]
+    assert F.quantize_multiplier_exact(1 - 2.0 ** -33) == (2 ** 30, -1)  # q·2^31 rounds up to 2^31
+    assert F.quantize_multiplier_exact(2.0 ** -64) == (0, 0)  # n = 63 > 62: underflow
+
+
+def golden_entry(op, attrs, inputs):
+    """The runtime's registry entry for `op`, with the golden kernels, run on `inputs`."""
+    from npusim.registry import OPS
+    from npusim.session import kernel_set
+
+    node = Node(op, "n", tuple(f"in{i}" for i in range(len(inputs))), ("out0",), attrs)
+    return OPS[op].prepare(node, {}.get, kernel_set("golden"))(*inputs)[0]
+
+
+def test_maxpool_matches_golden():
+    """1-D and 2-D max pools over seeded random shapes: kernels, strides, dilations, explicit pads,
+    auto_pad SAME_UPPER / SAME_LOWER / VALID, ceil_mode, u8 and i8."""
+    rng = np.random.default_rng(5)
+    for case in range(60):
+        nd, dt = 1 + case % 2, ["u8", "i8"][case % 3 % 2]
+        k = [int(v) for v in rng.integers(1, 4, nd)]
+        d = [int(v) for v in rng.integers(1, 3, nd)]
+        attrs = {"kernel_shape": k, "strides": [int(v) for v in rng.integers(1, 4, nd)], "dilations": d,
+                 "pads": [int(rng.integers(0, k[i % nd])) for i in range(2 * nd)], "ceil_mode": case % 4 == 1,
+                 "auto_pad": ["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"][case % 5]}
+        x = random_q(rng, (2, 3) + tuple(int(v) for v in rng.integers(1, 4, nd) * np.array(d) * np.array(k) + 1), dt)
+        got = evaluate_node("maxpool", attrs, [x])
+        want = golden_entry("maxpool", attrs, [x])
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want, err_msg=str(attrs))
+
+
+def test_quantize_dequantize_match_golden():
+    """QuantizeLinear / DequantizeLinear per tensor, per axis and blocked, u8 / i8 / i4 codes,
+    with ties (x an odd multiple of half the scale) and saturation."""
+    rng = np.random.default_rng(6)
+    for case in range(24):
+        dt = ["u8", "i8", "i4"][case % 3]
+        lo, hi = qrange(dt)
+        shape, axis, block = (2, 6, 4), 1, 2 if case % 6 == 5 else 0
+        n = 1 if case % 4 == 0 else (shape[axis] // block if block else shape[axis])
+        scale = np.ldexp(np.float32(1), rng.integers(-8, 0, n)).astype(np.float32) * np.float32(1 + case % 3 / 4)
+        zp = rng.integers(lo, hi + 1, n).astype(storage(dt))
+        if n > 1 and block:
+            scale, zp = scale.reshape(1, n, 1).repeat(2, 0).repeat(4, 2), zp.reshape(1, n, 1).repeat(2, 0).repeat(4, 2)
+        attrs = {"scale": scale, "zp": zp, "axis": axis, "block_size": block if n > 1 else 0, "qmin": lo, "qmax": hi,
+                 "dtype": dt}
+        x = (rng.integers(-600, 600, shape) * np.float32(0.5) * scale.reshape(-1)[0]).astype(np.float32)
+        q = evaluate_node("quantize", attrs, [x])
+        np.testing.assert_array_equal(q, golden_entry("quantize", attrs, [x]), err_msg=str(case))
+        np.testing.assert_array_equal(evaluate_node("dequantize", attrs, [q]), golden_entry("dequantize", attrs, [q]))
+
+
+@pytest.mark.parametrize("dt", ["u8", "i8"])
+def test_leaky_relu_matches_the_golden_table(dt):
+    """Every input code, element by element in the reference, by table lookup in the runtime."""
+    lo, hi = qrange(dt)
+    x = np.arange(lo, hi + 1).astype(storage(dt))
+    for alpha, xs, ys, xz, yz in [(0.01, 0.05, 0.04, 3, -2 if dt == "i8" else 7), (0.2, 2 ** -5, 2 ** -6, 0, 0),
+                                  (1.7, 0.013, 0.1, -5 if dt == "i8" else 250, 1)]:
+        attrs = {"alpha": alpha, "x_scale": np.float32(xs), "x_zp": xz, "y_scale": np.float32(ys), "y_zp": yz,
+                 "dtype": dt}
+        np.testing.assert_array_equal(evaluate_node("leaky_relu", attrs, [x]), golden_entry("leaky_relu", attrs, [x]))
+
+
+def test_shared_tensors_are_named():
+    """The reference runs host islands and the sigmoid table through the runtime's own code;
+    shared_tensors names their outputs (verify leaves them out of the reference comparison)."""
+    nodes = (Node("sigmoid", "s", ("x",), ("y",), {}), Node("maxpool", "m", ("y",), ("z",), {}),
+             Node("host", "h", ("z",), ("u", "v"), {}))
+    graph = Graph("t", ("x",), ("u",), {}, nodes, {})
+    assert F.shared_tensors(graph) == {"y": "sigmoid", "u": "host", "v": "host"}
+
+
 # ---------------------------------------------------------------- errors
 
 def test_unsupported_op_and_bad_rounding_are_errors_naming_them():
