@@ -578,7 +578,8 @@ def test_digits_model_within_one_lsb_of_onnxruntime(rounding):
     exact int32 sums (as on VNNI CPUs: npusim mode "ort" with ort_isa="avx512vnni", bit-exact with
     onnxruntime there, test_ort_isa / test_verify_zoo), so the test holds on every CPU. (Measured
     over 20 images: double rounding 98.99% exact, 99.90% within 1 LSB, at most 2 LSB where a
-    difference propagates; single rounding 100% exact.)"""
+    difference propagates; single rounding 100% exact. Measured on these 5 images: double
+    25,034 of 25,060 elements within 1 LSB (99.896%), the other 26 at 2 LSB; single: all exact.)"""
     import npusim
     import npusim_models as zoo
     from npusim.ir import is_quantized
@@ -591,7 +592,8 @@ def test_digits_model_within_one_lsb_of_onnxruntime(rounding):
     (out_name,) = graph.outputs
     (deq,) = [n for n in graph.nodes if out_name in n.outputs]
     lsb = float(deq.attrs["scale"].reshape(-1)[0])
-    within = total = 0
+    within = total = exact = 0
+    worst = 0.0
     for feeds in zoo.sample_inputs(name, 5, seed=3):
         got = F.evaluate(graph, feeds, rounding)
         want = ref.run_all(feeds)
@@ -599,8 +601,16 @@ def test_digits_model_within_one_lsb_of_onnxruntime(rounding):
             assert got[t].dtype == want[t].dtype and got[t].shape == want[t].shape, t
             d = np.abs(got[t].astype(np.int64) - want[t].astype(np.int64))
             within += int(np.count_nonzero(d <= 1))
+            exact += int(np.count_nonzero(d == 0))
             total += d.size
+            worst = max(worst, float(d.max()))
         d = np.abs(got[out_name].astype(np.float64) - want[out_name]) / lsb
         within += int(np.count_nonzero(d <= 1 + 1e-6))
+        exact += int(np.count_nonzero(d <= 1e-6))
         total += d.size
-    assert within >= 0.99 * total, f"{within}/{total} elements within 1 LSB"
+        worst = max(worst, float(d.max()))
+    if rounding == "single":
+        assert exact == total, f"{exact}/{total} elements exact"
+    else:
+        assert within >= 0.998 * total, f"{within}/{total} elements within 1 LSB"
+        assert worst <= 2.001, f"{worst} LSB"  # float32 output: 2 LSB measure 2.000001

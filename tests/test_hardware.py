@@ -142,7 +142,9 @@ def test_total_cycles_near_scalesim_when_memory_stalls(dataflow, bw):
     ours, ss = conv_cost(V.FC, p), V.run_scalesim(V.FC, p)
     assert ss["stall"] > 10 * ss["compute"]  # memory-bound in SCALE-Sim too
     assert ours.total_cycles > 4 * ours.compute_cycles and ours.bound == "memory"
-    assert abs(ours.total_cycles - ss["total"]) <= 0.10 * ss["total"]
+    # measured (scalesim 3.0.0): ours − SCALE-Sim = +3.08% (os, 1 B/cycle), +3.42% (os, 2), +1.08% (is, 1),
+    # +0.63% (is, 2); both models are deterministic, so the bound sits just above the worst
+    assert abs(ours.total_cycles - ss["total"]) <= 0.035 * ss["total"]
 
 
 def test_output_sram_limit_chunks_the_stream():

@@ -299,15 +299,21 @@ def test_add_mul_vs_ort(rounding):
             ys = s2 if op == "QLinearAdd" else s2 * np.float32(16)  # keep products mostly in range
             want = run_ort(op, [a, s0, z0, b, s1, z1, ys, z2], TT[dt], const_idx=(1, 2, 4, 5, 6, 7))
             stats[op].add(fn(a, z0, b, z1, params, z2, info.min, info.max, dt, rounding), want)
-    for s in stats.values():
-        s.check()
+    # measured (8 seeds): double: add 16,384/16,384 exact, mul 16,281/16,384 (99.37%); single: both all exact
+    floor = {"QLinearAdd": 0.998, "QLinearMul": 0.992 if rounding == "double" else 0.998}
+    for op, s in stats.items():
+        s.check(min_exact=floor[op])
 
 
 # Double rounding rounds twice (SRDHM to an integer, then RDBPOT): when the right shift n is small,
 # the first rounding often lands on a tie of the second, which then rounds away from the exact value
-# (avgpool: n = 0..2 for realistic scales; 8% of the elements measured). Single rounding rounds
-# the exact product once and is >= 99% exact against onnxruntime everywhere.
-DOUBLE_MIN_EXACT = {"gap": 0.98, "avgpool": 0.90, "softmax": 0.99}
+# (avgpool: n = 0..2 for realistic scales). Single rounding rounds the exact product once.
+# Measured on the 8 seeds below, exact against onnxruntime (every element within 1 LSB):
+#   double: gap 2,029/2,048 (99.07%), avgpool 19,552/21,312 (91.74%), softmax 73,399/73,728 (99.55%)
+#   single: gap and avgpool all exact, softmax 73,628/73,728 (99.86%)
+# The floors leave ~0.2% for onnxruntime's float32 sums on other CPUs.
+MIN_EXACT = {"double": {"gap": 0.99, "avgpool": 0.915, "softmax": 0.994},
+             "single": {"gap": 0.998, "avgpool": 0.998, "softmax": 0.997}}
 
 
 @pytest.mark.parametrize("rounding", ROUNDINGS)
@@ -341,10 +347,9 @@ def test_pools_softmax_vs_ort(rounding):
             want = run_ort("QLinearSoftmax", [x, xs * np.float32(4), xz, ysm, yzsm], TT[dt],
                            {"axis": axis, "opset": 13}, opset=13, const_idx=c)
             smx.add(ff.fixed_softmax(x, axis, table, m, n, yzsm, info.min, info.max, dt, rounding), want)
-    double = rounding == "double"
-    gap.check(min_total=2048, min_exact=DOUBLE_MIN_EXACT["gap"] if double else 0.99)
-    avg.check(min_exact=DOUBLE_MIN_EXACT["avgpool"] if double else 0.99)
-    smx.check(min_exact=DOUBLE_MIN_EXACT["softmax"] if double else 0.99)
+    gap.check(min_total=2048, min_exact=MIN_EXACT[rounding]["gap"])
+    avg.check(min_exact=MIN_EXACT[rounding]["avgpool"])
+    smx.check(min_exact=MIN_EXACT[rounding]["softmax"])
 
 
 @pytest.mark.parametrize("rounding", ROUNDINGS)
