@@ -152,17 +152,17 @@ def plot(net: NetworkCost, path, title: str = "") -> dict[str, int]:
 
 
 def cmd_bench(args) -> int:
-    from .cli import _default_model, _shapes
+    from .cli import default_model, parse_shapes
     from .feeds import random_feeds
     from .session import InferenceSession
 
     if args.runs < 0:
         raise NpusimError(f"--runs {args.runs}: expected a count >= 0")
     profile = load_profile(args.hw)
-    model = args.model or _default_model()
+    model = args.model or default_model()
     # the graph as the NPU runs it: mode npu's lowering (pools out of host islands) and rounding
     sess = InferenceSession(model, mode="npu", rounding=profile.requant_rounding)
-    feeds = random_feeds(sess.graph, args.seed, _shapes(args))
+    feeds = random_feeds(sess.graph, args.seed, parse_shapes(args))
     values = sess.run_all(feeds)
     net = estimate(sess.graph, {k: np.shape(v) for k, v in values.items()}, profile)
     wall = wall_times(model, sess, feeds, args.runs) if args.runs else None

@@ -19,7 +19,7 @@ from .errors import NpusimError
 from .ortisa import ORT_ISAS
 
 
-def _default_model():
+def default_model():
     import npusim_models
     return str(npusim_models.path(npusim_models.DEFAULT))
 
@@ -34,7 +34,7 @@ def _parse_kv(items, what):
     return out
 
 
-def _shapes(args):
+def parse_shapes(args):
     out = {}
     for name, v in _parse_kv(args.shape, "--shape").items():
         try:
@@ -47,7 +47,7 @@ def _shapes(args):
 def _load_inputs(args, session, seed):
     from .feeds import check_shape_names, random_feeds
 
-    shapes = _shapes(args)
+    shapes = parse_shapes(args)
     check_shape_names(session.graph, shapes)
     given = _given_inputs(args)
     feeds = random_feeds(session.graph, seed, shapes) if not set(session.graph.inputs) <= set(given) else {}
@@ -98,7 +98,7 @@ def _input_sets(args, session) -> list[dict]:
 
 def _session(args):
     from .session import InferenceSession
-    return InferenceSession(args.model or _default_model(), mode=args.mode, kernels=args.kernels,
+    return InferenceSession(args.model or default_model(), mode=args.mode, kernels=args.kernels,
                             rounding=args.rounding, engine=args.engine, ort_isa=args.ort_isa)
 
 
@@ -128,7 +128,7 @@ def cmd_verify(args):
     from .report import verify_text
     from .verify import verify
 
-    model = args.model or _default_model()
+    model = args.model or default_model()
     if args.inputs is not None and args.inputs < 1:
         raise NpusimError(f"--inputs {args.inputs}: expected at least 1 input set (0 would compare nothing)")
     if model.endswith(".npz"):

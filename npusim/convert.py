@@ -21,7 +21,7 @@ def _in(node, i):
     return node.input[i] if i < len(node.input) else ""
 
 
-def _quant(scale, zp, axis=None):
+def quant_of(scale, zp, axis=None):
     scale = np.asarray(scale, np.float32).reshape(-1)
     zp = np.zeros(scale.shape, np.int64) if zp is None else np.asarray(zp).reshape(-1).astype(np.int64)
     return Quant(tuple(float(s) for s in scale), tuple(int(z) for z in zp), axis if scale.size > 1 else None)
@@ -52,7 +52,7 @@ def _quantized_input(ctx, node, i=0):
     return is_quantized(ctx.dtype(_in(node, i)))
 
 
-def _conv_attrs(a, spatial):
+def conv_attrs(a, spatial):
     k = tuple(a.get("kernel_shape", ()))
     return {"auto_pad": a.get("auto_pad", b"NOTSET").decode() if isinstance(a.get("auto_pad", b""), bytes)
             else a.get("auto_pad", "NOTSET"),
@@ -74,7 +74,7 @@ def _requant(ctx, node, acc, y, x_scale, w_scale, y_scale, y_zp, dtype, axis, so
     if shifts is not None:
         attrs["wess_shift"] = shifts
     ctx.emit("requantize", f"{source}/requantize", [acc], [y], attrs, source)
-    ctx.add_tensor(y, dtype, quant=_quant(y_scale, y_zp))
+    ctx.add_tensor(y, dtype, quant=quant_of(y_scale, y_zp))
 
 
 def wess_shifts_of_scales(w_scale) -> np.ndarray | None:
@@ -106,7 +106,7 @@ def _conv(ctx, node, linear):
     if w_arr.ndim not in (3, 4):
         return False
     a = _attrs(node)
-    attrs = _conv_attrs(a, w_arr.ndim - 2)
+    attrs = conv_attrs(a, w_arr.ndim - 2)
     attrs["group"] = int(a.get("group", 1))
     depthwise = w_arr.shape[1] == 1 and w_arr.shape[0] == attrs["group"]
     if linear and not depthwise:  # ConvInteger passes w as the GEMM's A operand: S8U8, exact
@@ -121,7 +121,7 @@ def _conv(ctx, node, linear):
     ctx.add_tensor(acc, "i32")
     if linear:
         x_s = _scalar_f32(ctx, node, 1, "x_scale")
-        ctx.tensors[x] = Tensor(x, ctx.dtype(x), ctx.tensors[x].shape, _quant(x_s, ctx.const(node, 2, "x_zero_point")))
+        ctx.tensors[x] = Tensor(x, ctx.dtype(x), ctx.tensors[x].shape, quant_of(x_s, ctx.const(node, 2, "x_zero_point")))
         _requant(ctx, node, acc, node.output[0], x_s, ctx.const(node, 4, "w_scale"),
                  _scalar_f32(ctx, node, 6, "y_scale"), _scalar_zp(ctx, node, 7, "y_zero_point"),
                  _out_dtype(ctx, node, 7), 1, node.name)
@@ -243,7 +243,7 @@ def _binary(op):
                  "y_scale": _scalar_f32(ctx, node, 6, "C_scale"), "y_zp": _scalar_zp(ctx, node, 7, "C_zero_point"),
                  "qmin": qmin, "qmax": qmax, "dtype": dtype}
         ctx.emit(op, node.name, [_in(node, 0), _in(node, 3)], [node.output[0]], attrs, node.name)
-        ctx.add_tensor(node.output[0], dtype, quant=_quant(attrs["y_scale"], attrs["y_zp"]))
+        ctx.add_tensor(node.output[0], dtype, quant=quant_of(attrs["y_scale"], attrs["y_zp"]))
         return True
     return convert
 
@@ -263,13 +263,13 @@ def _unary_q(op, extra=lambda a: {}):
         if attrs.get("channels_last", 0) and op != "global_avgpool":
             return False
         ctx.emit(op, node.name, [node.input[0]], [node.output[0]], attrs, node.name)
-        ctx.add_tensor(node.output[0], dtype, quant=_quant(attrs["y_scale"], attrs["y_zp"]))
+        ctx.add_tensor(node.output[0], dtype, quant=quant_of(attrs["y_scale"], attrs["y_zp"]))
         return True
     return convert
 
 
 def _avgpool_attrs(a):
-    d = _conv_attrs(a, len(a.get("kernel_shape", (1, 1))))
+    d = conv_attrs(a, len(a.get("kernel_shape", (1, 1))))
     d.update(ceil_mode=int(a.get("ceil_mode", 0)), count_include_pad=int(a.get("count_include_pad", 0)),
              channels_last=int(a.get("channels_last", 0)))
     return d
@@ -286,7 +286,7 @@ def _qconcat(ctx, node):
              "x_zps": np.array([_scalar_zp(ctx, node, 4 + 3 * i, "X_zero_point") for i in range(n_in)], np.int64),
              "axis": int(_attrs(node)["axis"]), "dtype": dtype}
     ctx.emit("qconcat", node.name, xs, [node.output[0]], attrs, node.name)
-    ctx.add_tensor(node.output[0], dtype, quant=_quant(attrs["y_scale"], attrs["y_zp"]))
+    ctx.add_tensor(node.output[0], dtype, quant=quant_of(attrs["y_scale"], attrs["y_zp"]))
     return True
 
 
@@ -315,7 +315,7 @@ def _quantize(ctx, node):
     attrs = {"scale": scale.astype(np.float32), "zp": zp, "axis": int(a.get("axis", 1)),
              "block_size": int(a.get("block_size", 0)), "qmin": qmin, "qmax": qmax, "dtype": dtype}
     ctx.emit("quantize", node.name, [node.input[0]], [node.output[0]], attrs, node.name)
-    ctx.add_tensor(node.output[0], dtype, quant=_quant(scale, zp, attrs["axis"]) if not attrs["block_size"] else None)
+    ctx.add_tensor(node.output[0], dtype, quant=quant_of(scale, zp, attrs["axis"]) if not attrs["block_size"] else None)
     return True
 
 
@@ -334,7 +334,7 @@ def _dequantize(ctx, node):
     if not attrs["block_size"]:
         t = ctx.tensors[node.input[0]]
         if t.quant is None:
-            ctx.tensors[t.name] = Tensor(t.name, t.dtype, t.shape, _quant(scale, zp, attrs["axis"]))
+            ctx.tensors[t.name] = Tensor(t.name, t.dtype, t.shape, quant_of(scale, zp, attrs["axis"]))
     ctx.emit("dequantize", node.name, [node.input[0]], [node.output[0]], attrs, node.name)
     ctx.add_tensor(node.output[0], out_dtype)
     return True
@@ -355,7 +355,7 @@ def _maxpool(ctx, node):
     a = _attrs(node)
     if len(a.get("kernel_shape", ())) != 2:
         return False
-    attrs = _conv_attrs(a, 2)
+    attrs = conv_attrs(a, 2)
     attrs["ceil_mode"] = int(a.get("ceil_mode", 0))
     ctx.emit("maxpool", node.name, [node.input[0]], [node.output[0]], attrs, node.name)
     t = ctx.tensors[node.input[0]]

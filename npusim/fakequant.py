@@ -611,7 +611,7 @@ def evaluate(graph: ir.Graph, feeds: dict, rounding: str = "double") -> dict[str
 
     rounding: "double" (gemmlowp) or "single" (TFLite single rounding), as mode "npu".
     """
-    from .session import _prepare_host, check_feeds, kernel_set
+    from .session import prepare_host, check_feeds, kernel_set
 
     if rounding not in ROUNDINGS:
         raise NpusimError(f"unknown rounding {rounding!r}; expected one of {', '.join(ROUNDINGS)}")
@@ -628,7 +628,7 @@ def evaluate(graph: ir.Graph, feeds: dict, rounding: str = "double") -> dict[str
             elif node.op in SHARED[:-1]:
                 outs = OPS[node.op].prepare(node, graph.constants.get, K)(*xs)
             elif node.op == "host":
-                outs = _prepare_host(node, None, K, graph)[0](*xs)
+                outs = prepare_host(node, None, K, graph)[0](*xs)
             else:
                 raise NpusimError(f"node {node.name!r}: op {node.op!r} is not supported by the float64 reference")
         except NpusimError:

@@ -19,7 +19,7 @@ import numpy as np
 from dataclasses import replace
 
 from .ir import Graph, Node, qrange, storage
-from .registry import OPS, OpDef, _window
+from .registry import OPS, OpDef, plan_window
 
 ROUNDINGS = ("double", "single")
 
@@ -108,7 +108,7 @@ def ops(rounding: str) -> dict[str, OpDef]:
     def avgpool(node, const, K):
         a = node.attrs
         k = tuple(int(v) for v in a["kernel_shape"])
-        window = _window(a, k)
+        window = plan_window(a, k)
         xz = int(a["x_zp"])
         m0, n = K.avgpool_params(a["x_scale"], a["y_scale"], k)  # one multiplier per possible divisor
         out = _out(a)
@@ -173,7 +173,7 @@ def _conv_i64(node, const, K):
     x_name, w_name, b_name, xzp_name, wzp_name = node.inputs
     w, b, xz, wz = _constants(node, const, (w_name, b_name, xzp_name, wzp_name))
     k = w.shape[2:]
-    window = _window(node.attrs, k)
+    window = plan_window(node.attrs, k)
     xz = int(np.asarray(xz).reshape(-1)[0]) if xz is not None else 0
     wz = np.zeros(w.shape[0], np.int64) if wz is None else np.asarray(wz, np.int64)
     bias = None if b is None else np.asarray(b, np.int64)

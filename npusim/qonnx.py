@@ -276,7 +276,7 @@ class _Importer:
             self._quantize(node, x, y, y_scale, zp, dtype, qmin, qmax, mode)
         else:
             self._requant_codes(node, self._quantized(node, x, "input"), y, y_scale, zp, dtype, qmin, qmax, mode)
-        self.ctx.add_tensor(y, dtype, quant=convert._quant(y_scale, zp))
+        self.ctx.add_tensor(y, dtype, quant=convert.quant_of(y_scale, zp))
 
     def _quant_const(self, node, x, y, scale, zp, bits, signed, qmin, qmax, mode):
         """Weights or bias: the codes qonnx computes, in its float32 order (x/s + z, clamp, round)."""
@@ -371,7 +371,7 @@ class _Importer:
             t = self._quantized(node, x, "input")
             src, x_zp = t.name, t.quant.zero_point[0]
         self.ctx.emit("sign", node.name, [src], [y], {"x_zp": x_zp}, node.name)
-        self.ctx.add_tensor(y, "i2", quant=convert._quant(s, 0))
+        self.ctx.add_tensor(y, "i2", quant=convert.quant_of(s, 0))
 
     # ------------------------------------------------------------ Trunc
     def _trunc(self, node):
@@ -412,7 +412,7 @@ class _Importer:
             qmin = max(qmin, lo)
         dtype = f"{'i' if signed else 'u'}{out_bits}" if out_bits <= 8 else "i32"
         self._emit_shift(node, src, x_zp, k, -1, mode, y, 0, qmin, qmax, dtype)
-        self.ctx.add_tensor(y, dtype, quant=convert._quant(y_scale, 0))
+        self.ctx.add_tensor(y, dtype, quant=convert.quant_of(y_scale, 0))
 
     # ------------------------------------------------------------ Conv / MatMul / Gemm
     def _weights(self, node, i, what, axis):
@@ -452,7 +452,7 @@ class _Importer:
         w, wt, w_scale = self._weights(node, 1, "weight W", 0)
         w_scale = np.broadcast_to(w_scale, (self.ctx.constants[w].shape[0],))
         a = {v.name: helper.get_attribute_value(v) for v in node.attribute}
-        attrs = convert._conv_attrs(a, self.ctx.constants[w].ndim - 2)
+        attrs = convert.conv_attrs(a, self.ctx.constants[w].ndim - 2)
         attrs["group"] = int(a.get("group", 1))
         acc_scale = (np.float32(x.quant.scale[0]) * w_scale).astype(np.float32)
         b = node.input[2] if len(node.input) > 2 and node.input[2] else ""

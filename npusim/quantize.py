@@ -309,7 +309,7 @@ def calibrate(float_model, calibration_data_reader, *, scheme="per-channel", cal
     _check_choice("calibration", calibration, CALIBRATIONS)
     _check_choice("quant_format", quant_format, FORMATS)
     _check_choice("activation_type", activation_type, ACTIVATION_TYPES)
-    model = fold_constant_nodes(_opset_at_least_13(_load_float(float_model), float_model))
+    model = fold_constant_nodes(_opset_at_least_13(load_float(float_model), float_model))
     fold_batchnorm(model)
     layers = [n for n in model.graph.node if _is_weight_layer(model, n)]
     _check_weights_constant(model, float_model, layers)
@@ -356,7 +356,7 @@ def _check_bits(what, value, where=""):
         raise NpusimError(f"{where}{what} {value!r}: expected an integer in 2..8")
 
 
-def _load_float(float_model) -> onnx.ModelProto:
+def load_float(float_model) -> onnx.ModelProto:
     from .frontend import read_model
 
     model = read_model(float_model if isinstance(float_model, (bytes, bytearray)) else str(float_model))
@@ -699,7 +699,7 @@ def register(subparsers):
 
 
 def cmd_quantize(args) -> int:
-    model = _load_float(args.model)
+    model = load_float(args.model)
     inits = {t.name for t in model.graph.initializer}
     reader = NpzReader(args.calib, [vi.name for vi in model.graph.input if vi.name not in inits])
     result = quantize(args.model, args.output, reader, scheme=args.scheme, wbits=args.wbits, abits=args.abits,

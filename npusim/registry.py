@@ -47,7 +47,7 @@ def _same_pads(in_hw, k, s, d, mode):
     return tuple(pads_b + pads_e)
 
 
-def _window(attrs, k):
+def plan_window(attrs, k):
     """-> window(spatial_in) -> (strides, pads (top, left, bottom, right), dilations) of a 2-D
     window op. Settled here, once, unless auto_pad SAME_* needs the input size. Strides and
     dilations must be >= 1 and pads >= 0 (checked here); the dilated window must fit in the
@@ -96,7 +96,7 @@ def _conv_plan(node, const):
     if len(a.get("kernel_shape", ())) and tuple(int(v) for v in a["kernel_shape"]) != w.shape[2:]:
         raise NpusimError(f"attribute kernel_shape={list(a['kernel_shape'])}: the weight {node.inputs[1]!r} has "
                           f"shape {w.shape}, kernel {list(w.shape[2:])}")
-    return w4, one_d, _window(a, w4.shape[2:]), group, a
+    return w4, one_d, plan_window(a, w4.shape[2:]), group, a
 
 
 def _check_channels(what, size, expected, name):
@@ -338,7 +338,7 @@ def _prep_avgpool(node, const, K):
     q = _qparams(node.attrs)
     a = node.attrs
     k = tuple(int(v) for v in a["kernel_shape"])
-    window = _window(a, k)
+    window = plan_window(a, k)
 
     def run(x):
         s, p, _ = window(x.shape[2:])
@@ -349,7 +349,7 @@ def _prep_avgpool(node, const, K):
 def _prep_maxpool(node, const, K):
     a = node.attrs
     k = tuple(int(v) for v in a["kernel_shape"])
-    window = _window(a, k)
+    window = plan_window(a, k)
 
     def run(x):
         s, p, d = window(x.shape[2:])

@@ -238,9 +238,9 @@ def cmd_search(args) -> int:
 
     from .hardware import load_profile
     from .ir import write_atomic
-    from .quantize import NpzReader, _load_float
+    from .quantize import NpzReader, load_float
 
-    model = _load_float(args.model)
+    model = load_float(args.model)
     reader = NpzReader(args.calib, [i.name for i in model.graph.input
                                     if i.name not in {t.name for t in model.graph.initializer}])
     feeds = list(iter(reader.get_next, None))

@@ -166,7 +166,7 @@ class InferenceSession:
     def _prepare(self, node, const, K):
         try:
             if node.op == "host":
-                run, is_table = _prepare_host(node, self.threads, K, self.graph if self.mode == "npu" else None)
+                run, is_table = prepare_host(node, self.threads, K, self.graph if self.mode == "npu" else None)
                 if not is_table:
                     self.host_fallback.append(node.source or node.name)
                 return run
@@ -410,7 +410,7 @@ def _fuse_requantize(acc_step: Step, req_step: Step) -> Step:
     return Step(run, acc_step.inputs, acc_step.outputs + req_step.outputs, acc_step.node)
 
 
-def _prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None = None):
+def prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None = None):
     """A host island: an onnxruntime session over the island's own ONNX model -> (run, is_table).
 
     The session has onnxruntime's default options, optimization level ALL, as the whole-model

@@ -12,7 +12,7 @@ import numpy as np
 
 from npusim_kernels.fast._jit import njit
 from npusim_kernels.fast import pool as _pool
-from npusim_kernels.fast.pool import _window_span
+from npusim_kernels.fast.pool import window_span
 from npusim_kernels.checks import (
     I32_MAX, I32_MIN, add_operands, check_int, check_range, check_rounding, mul_operands, pool_operand)
 from npusim_kernels.params import (  # noqa: F401  (offline helpers, part of this kernel set's names)
@@ -452,11 +452,11 @@ def _avg_core(x, x_zp, k, st, pb, count_include_pad, m0, n, single, y_zp, qmin, 
     hi = np.int64(qmax) - y_zp
     for c in range(nc):
         for a in range(o0):
-            h0, h1 = _window_span(a, st[0], pb[0], k[0], d0)
+            h0, h1 = window_span(a, st[0], pb[0], k[0], d0)
             for b in range(o1):
-                w0, w1 = _window_span(b, st[1], pb[1], k[1], d1)
+                w0, w1 = window_span(b, st[1], pb[1], k[1], d1)
                 for e in range(o2):
-                    z0, z1 = _window_span(e, st[2], pb[2], k[2], d2)
+                    z0, z1 = window_span(e, st[2], pb[2], k[2], d2)
                     size = (h1 - h0) * (w1 - w0) * (z1 - z0)
                     cnt = k[0] * k[1] * k[2] if count_include_pad else size
                     sa, sb = _split_shift(n[cnt], single)
@@ -480,8 +480,8 @@ def fixed_avgpool(x_nchw, x_zp, kernel, strides, pads, count_include_pad, ceil_m
     if m.size != int(np.prod(kernel)) + 1:
         raise ValueError(f"fixed_avgpool: {m.size} per-count multipliers, expected prod(kernel) + 1 = "
                          f"{int(np.prod(kernel)) + 1}")
-    x3, k, st, pb, pe, _ = _pool._lift(x, kernel, strides, pads, [1] * nd)
-    outs = [_pool._out_size(x3.shape[2 + i], k[i], st[i], pb[i], pe[i], 1, ceil_mode) for i in range(3)]
+    x3, k, st, pb, pe, _ = _pool.lift_to_3d(x, kernel, strides, pads, [1] * nd)
+    outs = [_pool.pool_out_size(x3.shape[2 + i], k[i], st[i], pb[i], pe[i], 1, ceil_mode) for i in range(3)]
     nb, c = x.shape[:2]
     out = np.empty((nb * c,) + tuple(outs), out_dtype)
     _avg_core(np.ascontiguousarray(x3).reshape((nb * c,) + x3.shape[2:]), np.int64(x_zp), k, st, pb,

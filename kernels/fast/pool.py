@@ -35,7 +35,7 @@ def qlinear_global_avgpool(x_nchw, x_scale, x_zp, y_scale, y_zp, qmin, qmax, out
     return out.astype(out_dtype).reshape((n, c) + (1,) * (x.ndim - 2))
 
 
-def _out_size(in_size, kernel, stride, pb, pe, dilation, ceil_mode):
+def pool_out_size(in_size, kernel, stride, pb, pe, dilation, ceil_mode):
     span = in_size + pb + pe - dilation * (kernel - 1) - 1
     if not ceil_mode:
         return span // stride + 1
@@ -43,7 +43,7 @@ def _out_size(in_size, kernel, stride, pb, pe, dilation, ceil_mode):
     return out - 1 if (out - 1) * stride >= in_size + pb else out
 
 
-def _lift(x, kernel, strides, pads, dilations):
+def lift_to_3d(x, kernel, strides, pads, dilations):
     nd = x.ndim - 2
     e = 3 - nd
     x3 = x.reshape(x.shape[:2] + (1,) * e + x.shape[2:])
@@ -56,7 +56,7 @@ def _lift(x, kernel, strides, pads, dilations):
 
 
 @njit(inline="always")
-def _window_span(o, stride, pad_begin, k, size):
+def window_span(o, stride, pad_begin, k, size):
     """[lo, hi): the input positions of output position o's window, clipped to the input."""
     return max(o * stride - pad_begin, 0), min(o * stride - pad_begin + k, size)
 
@@ -67,11 +67,11 @@ def _avg_core(xf, k, st, pb, count_include_pad, y_scale, y_zp_f, qmin, qmax, out
     o0, o1, o2 = out.shape[1], out.shape[2], out.shape[3]
     for c in range(nc):
         for a in range(o0):
-            h0, h1 = _window_span(a, st[0], pb[0], k[0], d0)
+            h0, h1 = window_span(a, st[0], pb[0], k[0], d0)
             for b in range(o1):
-                w0, w1 = _window_span(b, st[1], pb[1], k[1], d1)
+                w0, w1 = window_span(b, st[1], pb[1], k[1], d1)
                 for e in range(o2):
-                    z0, z1 = _window_span(e, st[2], pb[2], k[2], d2)
+                    z0, z1 = window_span(e, st[2], pb[2], k[2], d2)
                     acc = np.float32(0.0)
                     for h in range(h0, h1):
                         for w in range(w0, w1):
@@ -88,8 +88,8 @@ def qlinear_avgpool(x_nchw, x_scale, x_zp, y_scale, y_zp, qmin, qmax, out_dtype,
     """QLinearAveragePool; formula as golden.pool.qlinear_avgpool."""
     x = np.asarray(x_nchw)
     nd = x.ndim - 2
-    x3, k, st, pb, pe, dl = _lift(x, kernel, strides, pads, [1] * nd)
-    outs = [_out_size(x3.shape[2 + i], k[i], st[i], pb[i], pe[i], 1, ceil_mode) for i in range(3)]
+    x3, k, st, pb, pe, dl = lift_to_3d(x, kernel, strides, pads, [1] * nd)
+    outs = [pool_out_size(x3.shape[2 + i], k[i], st[i], pb[i], pe[i], 1, ceil_mode) for i in range(3)]
     xf = (F32(x_scale) * (x3.astype(np.int64) - int(x_zp)).astype(F32)).astype(F32)
     n, c = x.shape[:2]
     out = np.empty((n * c,) + tuple(outs), np.int64)
@@ -125,8 +125,8 @@ def maxpool(x_nchw, kernel, strides, pads, dilations, ceil_mode):
     """ONNX MaxPool on integers; padded cells never win; output dtype = input dtype."""
     x = np.asarray(x_nchw)
     nd = x.ndim - 2
-    x3, k, st, pb, pe, dl = _lift(x, kernel, strides, pads, dilations)
-    outs = [_out_size(x3.shape[2 + i], k[i], st[i], pb[i], pe[i], dl[i], ceil_mode) for i in range(3)]
+    x3, k, st, pb, pe, dl = lift_to_3d(x, kernel, strides, pads, dilations)
+    outs = [pool_out_size(x3.shape[2 + i], k[i], st[i], pb[i], pe[i], dl[i], ceil_mode) for i in range(3)]
     n, c = x.shape[:2]
     out = np.empty((n * c,) + tuple(outs), np.int64)
     _max_core(np.ascontiguousarray(x3).reshape((n * c,) + x3.shape[2:]), k, st, pb, dl, out)
