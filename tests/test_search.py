@@ -54,7 +54,7 @@ def test_known_optimum():
     assert solve([big, small], budget=2019) is None
 
 
-def _toy_model(path):
+def toy_model(path):
     """conv A (16x4x3x3, weights in {-1, 0, 1}: exact at every width) -> Relu -> conv B (2x16x1x1, sensitive)."""
     import numpy as np
     import onnx
@@ -85,7 +85,7 @@ def test_search_finds_the_known_optimum_and_the_quantized_model_fits(tmp_path):
     from npusim.search import search
     from npusim.size import model_bits
 
-    feeds = _toy_model(tmp_path / "toy.onnx")
+    feeds = toy_model(tmp_path / "toy.onnx")
     big = 64 * 4 * 9  # weights of A
     # size at A = 2 bits and B = 8 bits, plus a margin smaller than one more bit on A
     r8 = search(tmp_path / "toy.onnx", feeds, budget_bits=10 ** 9, candidates=(2, 8), progress=False)
@@ -118,6 +118,6 @@ def test_search_rejects_an_impossible_budget(tmp_path):
     from npusim.errors import NpusimError
     from npusim.search import search
 
-    feeds = _toy_model(tmp_path / "toy.onnx")
+    feeds = toy_model(tmp_path / "toy.onnx")
     with pytest.raises(NpusimError, match="no assignment"):
         search(tmp_path / "toy.onnx", feeds, budget_bits=1000, candidates=(2, 8), progress=False)
