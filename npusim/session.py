@@ -87,8 +87,11 @@ class InferenceSession:
     get_inputs/get_outputs, get_modelmeta, profiling, OrtValues, IOBinding; see npusim.ortcompat).
 
     sess_options (onnxruntime.SessionOptions): intra_op_num_threads sets the host islands' threads
-    unless `threads` is given; enable_profiling / profile_file_prefix give end_profiling() a profile
-    of every step of the plan; the rest is accepted and has no meaning for npusim.
+    unless `threads` is given; graph_optimization_level is the host islands' (so they compute what
+    onnxruntime computes with these options; below EXTENDED onnxruntime fuses no QDQ pattern, npusim's
+    front end still does, as at EXTENDED); log_severity_level their logging (default: fatal
+    only, errors are raised); enable_profiling / profile_file_prefix give end_profiling() a
+    profile of every step of the plan; the rest is accepted and has no meaning for npusim.
     npusim's own options are keywords: mode: "ort" (onnxruntime's arithmetic) or "npu" (fixed
     point); ort_isa: in mode "ort", the instruction-set family whose onnxruntime integer kernels
     are reproduced (npusim.ortisa: "avx2", "avx512core", "avxvnni", "avx512vnni", "amx"; default
@@ -166,7 +169,10 @@ class InferenceSession:
     def _prepare(self, node, const, K):
         try:
             if node.op == "host":
-                run, is_table = prepare_host(node, self.threads, K, self.graph if self.mode == "npu" else None)
+                so = self._sess_options
+                run, is_table = prepare_host(node, self.threads, K, self.graph if self.mode == "npu" else None,
+                                             so.graph_optimization_level,
+                                             so.log_severity_level if so.log_severity_level >= 0 else 4)
                 if not is_table:
                     self.host_fallback.append(node.source or node.name)
                 return run
@@ -410,7 +416,8 @@ def _fuse_requantize(acc_step: Step, req_step: Step) -> Step:
     return Step(run, acc_step.inputs, acc_step.outputs + req_step.outputs, acc_step.node)
 
 
-def prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None = None):
+def prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None = None, optimization=None,
+                 log_level: int = 4):
     """A host island: an onnxruntime session over the island's own ONNX model -> (run, is_table).
 
     The session has onnxruntime's default options, optimization level ALL, as the whole-model
@@ -428,7 +435,9 @@ def prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None =
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.log_severity_level = 4  # fatal only: errors are raised (3 prints them too)
+    so.log_severity_level = log_level  # default 4, fatal only: errors are raised (3 prints them too)
+    if optimization is not None:  # the user's SessionOptions: islands optimized as their whole model would be
+        so.graph_optimization_level = optimization
     if threads:
         so.intra_op_num_threads = threads
     try:
