@@ -20,7 +20,7 @@ from .report import round_sig
 
 _COLUMNS = ["op", "name", "in", "out", "bits", "macs", "compute", "memory", "total", "util", "bound"]
 CSV_FIELDS = ["op", "name", "in_shape", "out_shape", "bits", "macs", "compute_cycles", "memory_cycles",
-              "stall_cycles", "total_cycles", "utilization", "bound", "unit", "dram_bytes"]
+              "stall_cycles", "total_cycles", "utilization", "bound", "unit", "sram_bytes", "dram_bytes"]
 
 
 def _fmt_shape(shape) -> str:
@@ -33,7 +33,8 @@ def layer_records(net: NetworkCost) -> list[dict]:
     return [{"op": c.op, "name": c.name, "in_shape": _fmt_shape(c.in_shape), "out_shape": _fmt_shape(c.out_shape),
              "bits": c.bits, "macs": c.macs, "compute_cycles": c.compute_cycles, "memory_cycles": c.memory_cycles,
              "stall_cycles": c.stall_cycles, "total_cycles": c.total_cycles,
-             "utilization": round_sig(c.utilization, 4), "bound": c.bound, "unit": c.unit, "dram_bytes": c.dram_bytes}
+             "utilization": round_sig(c.utilization, 4), "bound": c.bound, "unit": c.unit, "sram_bytes": c.sram_bytes,
+             "dram_bytes": c.dram_bytes}
             for c in net.layers if c.bound != "free"]
 
 

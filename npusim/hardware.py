@@ -315,6 +315,7 @@ class LayerCost:
     utilization: float  # MAC-cycles done / (PEs x total cycles)
     bound: str  # "compute", "memory", "post", "host" or "free"
     dram_bytes: int
+    sram_bytes: int  # bytes the array or the post-processor reads and writes in the SRAMs
     energy_pj: float | None = None
 
     @property
@@ -446,17 +447,18 @@ def estimate(graph, shapes: dict, profile: Profile | None = None) -> NetworkCost
             wb, xb = bits(dt(node.inputs[1])), bits(x_dt)
             used = macs * p.passes(wb, xb)
             bound = "memory" if dram / p.dram_bytes_per_cycle > compute else "compute"
+            sram = float(folds.sram.sum())
             if p.energy:
-                energy = (macs * p.energy.mac_pj * wb * xb / 64 + float(folds.sram.sum()) * p.energy.sram_pj_per_byte
+                energy = (macs * p.energy.mac_pj * wb * xb / 64 + sram * p.energy.sram_pj_per_byte
                           + dram * p.energy.dram_pj_per_byte)
         elif node.op == "host" and not node.attrs.get("elementwise"):
             # an elementwise island of one 8-bit tensor is a lookup table on the NPU (mode npu
             # compiles it at plan time): it falls through to the post-processor below
             compute = total = float(p.host_cycles * len(node.attrs["ops"]))
-            dram, used, bound = 0.0, 0, "host"
+            dram, sram, used, bound = 0.0, 0.0, 0, "host"
             energy = 0.0 if p.energy else None
         elif node.op in _FREE_OPS:
-            compute = total = dram = 0.0
+            compute = total = dram = sram = 0.0
             used, bound = 0, "free"
             energy = 0.0 if p.energy else None
         else:  # requantize, elementwise, pooling, lookup tables, data movement: the post-processor
@@ -467,6 +469,7 @@ def estimate(graph, shapes: dict, profile: Profile | None = None) -> NetworkCost
                 + sum(_nbytes(s, dt(o)) for s, o in zip(outs, node.outputs)))
             total = max(compute, dram / p.dram_bytes_per_cycle)
             used, bound = 0, "post" if total == compute else "memory"
+            sram = dram  # what crosses DRAM is staged through the SRAMs once
             if p.energy:
                 energy = dram * (p.energy.dram_pj_per_byte + p.energy.sram_pj_per_byte)
         total_c = _ceil(total)
@@ -474,6 +477,6 @@ def estimate(graph, shapes: dict, profile: Profile | None = None) -> NetworkCost
         layers.append(LayerCost(node.source or node.name, node.op, data_in[0] if data_in else (), outs[0] if outs else (),
                                 bits_s, int(macs), _ceil(compute), _ceil(dram / p.dram_bytes_per_cycle),
                                 total_c, used / (p.rows * p.cols * total_c) if total_c else 0.0, bound,
-                                _ceil(dram), energy))
+                                _ceil(dram), _ceil(sram), energy))
     return NetworkCost(p, layers)
 

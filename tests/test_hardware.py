@@ -328,8 +328,10 @@ def test_bench_reports_agree(tmp_path, capsys):
     rows = list(csv.DictReader(table.open()))
     layers = [r for r in report["layers"] if r["bound"] != "free"]
     assert [r["name"] for r in rows] == [r["name"] for r in layers]
-    for field in ("macs", "compute_cycles", "memory_cycles", "stall_cycles", "total_cycles", "dram_bytes"):
+    for field in ("macs", "compute_cycles", "memory_cycles", "stall_cycles", "total_cycles", "sram_bytes",
+                  "dram_bytes"):
         assert [int(r[field]) for r in rows] == [r[field] for r in layers], field
+    assert all(int(r["sram_bytes"]) > 0 for r in rows if r["op"] == "conv")
     for kind in kinds:
         assert sum(int(r["compute_cycles"]) for r in rows if r["unit"] == kind) + \
             (sum(int(r["stall_cycles"]) for r in rows) if kind == "DRAM stall" else 0) == kinds[kind]
