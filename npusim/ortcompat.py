@@ -81,8 +81,11 @@ class Profiler:
     def __init__(self, prefix: str):
         self.prefix, self.events, self.t0 = prefix or "onnxruntime_profile_", [], time.perf_counter()
         self.started = time.strftime("%Y-%m-%d_%H-%M-%S")
+        self.recording = True  # until end_profiling(), as in onnxruntime
 
     def event(self, cat: str, name: str, start: float, args: dict) -> None:
+        if not self.recording:
+            return
         self.events.append({"cat": cat, "pid": os.getpid(), "tid": threading.get_native_id(),
                             "dur": round((time.perf_counter() - start) * 1e6), "ts": round((start - self.t0) * 1e6),
                             "ph": "X", "name": name, "args": args})
@@ -100,9 +103,16 @@ class Profiler:
         return timed_run
 
     def write(self) -> str:
+        """The profile written (temp file + rename) and recording stopped; -> its file name."""
+        from .ir import write_atomic
+
         path = f"{self.prefix}_{self.started}.json"
-        with open(path, "w") as f:
-            json.dump(self.events, f, indent=0)
+
+        def dump(tmp):
+            with open(tmp, "w") as f:
+                json.dump(self.events, f, indent=0)
+        write_atomic(path, dump)
+        self.recording = False
         return path
 
 

@@ -245,13 +245,12 @@ class InferenceSession:
         return []
 
     def end_profiling(self) -> str:
-        """Writes the profile (onnxruntime's JSON trace format) and returns its file name; "" when
-        the session options did not enable profiling."""
-        if not self._profiler:
+        """Writes the profile (onnxruntime's JSON trace format), stops profiling as onnxruntime
+        does, and returns the file name; "" when the session options did not enable profiling or
+        it has ended."""
+        if not self._profiler or not self._profiler.recording:
             return ""
-        path = self._profiler.write()
-        self._profiler.events.clear()
-        return path
+        return self._profiler.write()
 
     def run_all(self, feeds: dict, given: dict | None = None) -> dict[str, np.ndarray]:
         """Every tensor of the graph (inputs, intermediates, outputs) after one inference.

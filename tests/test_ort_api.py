@@ -50,6 +50,8 @@ def documented_usage(rt, model, x, tmp_path):
     profile = json.loads(open(sess.end_profiling()).read())
     seen["profile_runs"] = sum(e["name"] == "model_run" for e in profile)
     seen["profile_has_nodes"] = any(e["cat"] == "Node" and e["ph"] == "X" and e["dur"] >= 0 for e in profile)
+    sess.run(None, {inp.name: x})
+    seen["after_end_profiling"] = sess.end_profiling()  # profiling has ended: ""
     return seen
 
 
