@@ -358,3 +358,25 @@ def test_bench_other_profile_changes_latency(digits):
     fast = hardware.estimate(sess.graph, shapes)
     assert slow.total_cycles > fast.total_cycles
     assert np.all([s.compute_cycles == f.compute_cycles for s, f in zip(slow.layers, fast.layers)])
+
+
+@pytest.mark.parametrize("name,shape", [("ppocr_cls_qop_pc_u8", "x=1,3,48,192"), ("ppocr_det_qop_pc_u8", "x=1,3,160,160")])
+def test_bench_reports_agree_on_the_ppocr_models(tmp_path, capsys, name, shape):
+    """The text's kinds line, the JSON, the CSV and the plot give the same totals per kind."""
+    path = str(npusim_models.path(name))
+    table, png = tmp_path / "t.csv", tmp_path / "p.png"
+    args = _bench_args([path, "--shape", shape, "--runs", "0", "--json", "--csv", str(table), "--plot", str(png)])
+    assert args.func(args) == 0
+    report = json.loads(capsys.readouterr().out.split("\nwrote ")[0])
+    kinds = report["cycles_by_kind"]
+    assert sum(kinds.values()) == report["total_cycles"] == sum(r["total_cycles"] for r in report["layers"]) > 0
+    rows = list(csv.DictReader(table.open()))
+    assert sum(int(r["total_cycles"]) for r in rows) == report["total_cycles"]
+    assert sum(int(r["stall_cycles"]) for r in rows) == kinds["DRAM stall"]
+    assert sum(int(r["sram_bytes"]) for r in rows) == sum(r["sram_bytes"] for r in report["layers"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    args = _bench_args([path, "--shape", shape, "--runs", "0"])
+    assert args.func(args) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("cycles by kind: "))
+    shown = {k.strip(): int(v.replace(",", "")) for k, v in re.findall(r"([a-zA-Z -]+?) ([\d,]+) \(", line[16:])}
+    assert shown == kinds
