@@ -22,9 +22,9 @@ def _reshape(node, const, K):
 def _flatten(node, const, K):
     axis = int(node.attrs.get("axis", 1))
 
-    def run(x):
-        ax = axis % x.ndim if x.ndim else 0
-        return (x.reshape(int(np.prod(x.shape[:ax])), -1),)
+    def run(x):  # ONNX: axis in [-r, r]; the output is (prod(shape[:axis]), prod(shape[axis:]))
+        ax = axis + x.ndim if axis < 0 else axis
+        return (x.reshape(int(np.prod(x.shape[:ax])), int(np.prod(x.shape[ax:]))),)
     return run
 
 

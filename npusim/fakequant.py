@@ -469,12 +469,13 @@ def _per_axis(p, shape, axis, block):
 
 def _quantize(node, rounding, x):
     """ONNX QuantizeLinear as onnxruntime computes it: v = f32(x / y_scale) (float32 division),
-    y = clamp(round_half_even(v) + y_zp, qmin, qmax)."""
+    y = clamp(round_half_even(v) + y_zp, qmin, qmax); NaN gives qmin."""
     a = node.attrs
     x = np.asarray(x, np.float32)
     s = _per_axis(np.asarray(a["scale"], np.float32), x.shape, int(a["axis"]), int(a["block_size"]))
     z = _per_axis(np.asarray(a["zp"], np.float64), x.shape, int(a["axis"]), int(a["block_size"]))
     v = np.rint(np.divide(x, s, dtype=np.float32).astype(np.float64)) + z
+    v[np.isnan(v)] = -np.inf
     return (np.clip(v, int(a["qmin"]), int(a["qmax"])).astype(ir.storage(a["dtype"])),)
 
 
@@ -512,7 +513,8 @@ def _reshape(node, rounding, x, shape):
 
 
 def _flatten(node, rounding, x):
-    axis = int(node.attrs.get("axis", 1)) % max(x.ndim, 1) if x.ndim else 0
+    axis = int(node.attrs.get("axis", 1))  # ONNX: in [-r, r]
+    axis = axis + x.ndim if axis < 0 else axis
     return (np.reshape(x, (math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))),)
 
 

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -414,3 +415,46 @@ def test_conv_overflow_from_a_large_bias_is_counted(graph, mode):
     expect = int(np.count_nonzero(exact > 2 ** 31 - 1))
     assert 0 < expect < exact.size
     assert count_wrapped(node, sess.graph, [values.get(i) for i in node.inputs]) == expect
+
+
+# ---------------------------------------------------------------- wrong results on valid input (issue 15)
+def _one_node(node, x_info, out_type, inits=()):
+    g = helper.make_graph([node], "g", [x_info], [helper.make_tensor_value_info("y", out_type, None)], list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+
+@pytest.mark.parametrize("mode", ["ort", "npu"])
+@pytest.mark.parametrize("kernels", ["fast", "golden"])
+def test_quantize_nan_and_inf_as_onnxruntime(mode, kernels):
+    """NaN quantizes to qmin, ±inf to qmax / qmin, as onnxruntime (MLAS clamps with max first)."""
+    x = np.array([np.nan, -np.nan, np.inf, -np.inf, 1.0, -300.0], np.float32)
+    for onnx_type, zp in [(TensorProto.UINT8, np.uint8(7)), (TensorProto.INT8, np.int8(-3))]:
+        model = _one_node(helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"]),
+                          helper.make_tensor_value_info("x", TensorProto.FLOAT, [6]), onnx_type,
+                          [numpy_helper.from_array(np.array(0.5, np.float32), "s"),
+                           numpy_helper.from_array(np.array(zp), "z")])
+        want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        got = npusim.InferenceSession(model, mode=mode, kernels=kernels).run(None, {"x": x})[0]
+        lo, hi = (0, 255) if onnx_type == TensorProto.UINT8 else (-128, 127)
+        assert want[:4].tolist() == [lo, lo, hi, lo]
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("axis", [-4, -1, 0, 1, 3, 4])
+def test_flatten_axis_as_onnx(axis):
+    """Flatten's axis runs over [-r, r]: axis = r gives (prod(shape), 1), axis 0 gives (1, prod)."""
+    x = np.arange(24, dtype=np.uint8).reshape(1, 2, 3, 4)
+    g = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["d"]),
+         helper.make_node("QuantizeLinear", ["d", "s", "z"], ["q"]), helper.make_node("Flatten", ["q"], ["y"], axis=axis)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, x.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
+        [numpy_helper.from_array(np.array(0.5, np.float32), "s"), numpy_helper.from_array(np.array(3, np.uint8), "z")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+    want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    for mode in ("ort", "npu"):
+        sess = npusim.InferenceSession(model, mode=mode)
+        assert "flatten" in [n.op for n in sess.graph.nodes]
+        got = sess.run(None, {"x": x})[0]
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got, want)

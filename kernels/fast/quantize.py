@@ -25,7 +25,7 @@ def _expand(param, x_shape, axis, block_size, dtype):
 def _quantize_core(x, s, z, qmin, qmax, out):
     for i in range(x.size):
         v = np.float32(x[i] / s[i])
-        q = np.rint(np.float64(v))
+        q = np.rint(np.float64(v)) if v == v else -np.inf  # NaN gives qmin, as in MLAS
         q = min(max(q, np.float64(qmin - z[i])), np.float64(qmax - z[i]))
         out[i] = np.int64(q) + z[i]
 
@@ -38,7 +38,7 @@ def _dequantize_core(x, s, z, out):
 
 def quantize_linear(x, y_scale, y_zp, axis, block_size, qmin, qmax, out_dtype):
     """y = clamp(round_half_even(f32(x / y_scale)), qmin − y_zp, qmax − y_zp) + y_zp (divides);
-    float16 x and y_scale are taken in float32 (exact)."""
+    float16 x and y_scale are taken in float32 (exact); NaN gives qmin."""
     x = np.asarray(x).astype(F32)
     s = _expand(y_scale, x.shape, axis or 0, block_size, F32)
     z = _expand(0 if y_zp is None else y_zp, x.shape, axis or 0, block_size, np.int64)

@@ -29,13 +29,14 @@ def quantize_linear(x, y_scale, y_zp, axis, block_size, qmin, qmax, out_dtype):
     convert to float32 exactly, and onnxruntime quantizes float16 in float32 too
     (ParQuantizeLinearStd / BlockedQuantizeLinear<MLFloat16>). y_zp integer or None (0).
     ORT DIVIDES by the scale (MlasQuantizeLinear: _mm*_div_ps), it does not multiply by a
-    reciprocal. Rounding: half to even. Saturation to [qmin, qmax].
+    reciprocal. Rounding: half to even. Saturation to [qmin, qmax]; NaN gives qmin (MLAS clamps
+    with max(v, qmin − zp) first, and maxps returns its second operand when the first is NaN).
     """
     x = np.asarray(x).astype(F32)
     s = _expand(np.asarray(y_scale).astype(F32), x.shape, axis or 0, block_size)
     z = 0 if y_zp is None else _expand(np.asarray(y_zp).astype(np.int64), x.shape, axis or 0, block_size)
     v = (x / s).astype(F32)
-    q = np.rint(v)
+    q = np.rint(np.where(np.isnan(v), -np.inf, v))
     q = np.clip(q, qmin - np.asarray(z, np.float64), qmax - np.asarray(z, np.float64)).astype(np.int64) + z
     return np.asarray(q).astype(out_dtype)
 
