@@ -446,7 +446,8 @@ def test_flatten_axis_as_onnx(axis):
     x = np.arange(24, dtype=np.uint8).reshape(1, 2, 3, 4)
     g = helper.make_graph(
         [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["d"]),
-         helper.make_node("QuantizeLinear", ["d", "s", "z"], ["q"]), helper.make_node("Flatten", ["q"], ["y"], axis=axis)],
+         helper.make_node("QuantizeLinear", ["d", "s", "z"], ["q"]),
+         helper.make_node("Flatten", ["q"], ["y"], axis=axis)],
         "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, x.shape)],
         [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
         [numpy_helper.from_array(np.array(0.5, np.float32), "s"), numpy_helper.from_array(np.array(3, np.uint8), "z")])
