@@ -282,7 +282,7 @@ def _prep_gemm(node, const, K):
         acc = K.matmul_acc(np.ascontiguousarray(a.T) if trans_a else a, az, b, bz)
         if excess is not None:  # onnxruntime's int16 pair saturation (npusim.ortisa)
             acc += excess(a)[0]
-        return (acc if c is None else (acc + c).astype(np.int32),)
+        return (acc if c is None else K.add_bias_i32(acc, c),)
     return run
 
 

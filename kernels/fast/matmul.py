@@ -67,3 +67,9 @@ def matmul_acc(a, a_zp, b, b_zp):
     if vec_b:
         acc = acc[..., 0]
     return acc
+
+
+def add_bias_i32(acc_i32, bias_i32):
+    """acc:i32 + bias:i32 (numpy broadcasting; QGemm's C), int32, wraps modulo 2^32 on overflow as
+    onnxruntime's int32 accumulator does (the golden kernel raises instead)."""
+    return np.add(acc_i32, np.asarray(bias_i32, np.int32), dtype=np.int32)

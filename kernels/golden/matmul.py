@@ -25,3 +25,11 @@ def matmul_acc(a, a_zp, b, b_zp):
     acc = np.matmul(a64 - azp, b64 - bzp)
     check_i32(np.atleast_1d(acc), "matmul_acc Σ(a−a_zp)(b−b_zp)")
     return acc.astype(np.int32)
+
+
+def add_bias_i32(acc_i32, bias_i32):
+    """acc:i32 + bias:i32 (numpy broadcasting; QGemm's C), exact in int64; a sum outside int32 is
+    a ValueError naming the first offending index (the fast kernel wraps, as onnxruntime does)."""
+    total = np.asarray(acc_i32, np.int64) + np.asarray(bias_i32, np.int64)
+    check_i32(np.atleast_1d(total), "gemm Σ(a−a_zp)(b−b_zp)+C")
+    return total.astype(np.int32)

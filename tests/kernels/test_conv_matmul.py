@@ -419,3 +419,13 @@ def test_scale_float_order_units():
         z = mod.scale_float(np.array([3], np.int32), np.float32(1), np.array([1 + 2 ** -23], np.float32), 1.0,
                             np.array([-3], np.float32))
         assert z[0] == np.float32(2 ** -21)
+
+
+def test_gemm_bias_add_headroom():
+    """QGemm's C is added in int32: the fast kernel wraps as onnxruntime does, the golden one raises."""
+    acc = np.array([[2 ** 31 - 10, -5]], np.int32)
+    c = np.array([20, 7], np.int32)
+    np.testing.assert_array_equal(fmm.add_bias_i32(acc, c), np.array([[-(2 ** 31) + 10, 2]], np.int32))
+    np.testing.assert_array_equal(gmm.add_bias_i32(acc[:, 1:], c[1:]), np.array([[2]], np.int32))
+    with pytest.raises(ValueError, match=r"overflow at index \(0, 0\)"):
+        gmm.add_bias_i32(acc, c)
