@@ -356,6 +356,10 @@ def check_feeds(graph: ir.Graph, feeds) -> dict:
             raise NpusimError(f"input {name!r}: expected a numpy array, got {type(x).__name__}")
         if x.dtype.name == _FOUR_BIT.get(t.dtype):
             x = feeds[name] = x.astype(want)
+        if x.dtype != want and x.dtype.newbyteorder("=") == want:
+            raise NpusimError(f"input {name!r}: a {'big' if x.dtype.byteorder == '>' else 'little'}-endian array; "
+                              f"onnxruntime would read its bytes as native values (garbage): pass "
+                              f"x.astype({want.str!r})")
         if x.dtype != want:
             raise NpusimError(f"input {name!r}: expected element type {_ORT_TYPES.get(t.dtype, t.dtype)}, "
                               f"got {x.dtype}")

@@ -459,3 +459,10 @@ def test_flatten_axis_as_onnx(axis):
         got = sess.run(None, {"x": x})[0]
         assert got.shape == want.shape
         np.testing.assert_array_equal(got, want)
+
+
+def test_big_endian_feed_is_refused_by_name():
+    """onnxruntime takes a big-endian array but reads its bytes as native values; npusim says so."""
+    x = np.zeros((1, 1, 8, 8), ">f4")
+    with pytest.raises(NpusimError, match=r"input 'input': a big-endian array; .*x\.astype\('<f4'\)"):
+        npusim.InferenceSession(DEFAULT).run(None, {"input": x})
