@@ -38,7 +38,10 @@ def onnx_dtype(code: str) -> int:
 
 
 def read_model(path_or_bytes) -> onnx.ModelProto:
-    """Parse an ONNX file or bytes; one clear error for a missing, truncated or corrupt file."""
+    """Parse an ONNX file or bytes (a ModelProto passes through); one clear error for a missing,
+    truncated or corrupt file."""
+    if isinstance(path_or_bytes, onnx.ModelProto):
+        return path_or_bytes
     where = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
     if isinstance(path_or_bytes, (bytes, bytearray)):
         data = bytes(path_or_bytes)
@@ -109,8 +112,9 @@ def with_onnxruntime_types(model: onnx.ModelProto) -> onnx.ModelProto:
 _ORT_TYPE_CODES = {f"tensor({onnx.TensorProto.DataType.Name(code).lower()})": code for code in ONNX_DTYPES}
 
 
-def import_onnx(path_or_bytes) -> Graph:
-    where = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
+def import_onnx(path_or_bytes, where: str | None = None) -> Graph:
+    """The IR of an ONNX path, bytes or parsed model; `where` names it in errors (default: the path)."""
+    where = where or ("<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes))
     model = read_model(path_or_bytes)
     from . import qonnx
     if qonnx.is_qonnx(model):

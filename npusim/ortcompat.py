@@ -56,15 +56,13 @@ class ModelMetadata:
     custom_metadata_map: dict = field(default_factory=dict)
 
 
-def onnx_facts(model) -> tuple[ModelMetadata, dict]:
-    """(metadata, {input/output name: shape as onnxruntime shows it}) of an ONNX path or bytes.
+def onnx_facts(m) -> tuple[ModelMetadata, dict]:
+    """(metadata, {input/output name: shape as onnxruntime shows it}) of a parsed ONNX model.
 
     onnxruntime shows a fixed dimension as its int, a symbolic one by its name (dim_param, even
     "?") and one with neither as None; a tensor the model gives no shape is left out (onnxruntime
     shows what it infers, as npusim's IR does).
     """
-    from .frontend import read_model
-    m = read_model(model)
     version = int(m.model_version) if m.HasField("model_version") else NO_VERSION
     meta = ModelMetadata(m.producer_name, m.graph.name, m.domain, m.doc_string, m.graph.doc_string, version,
                          {p.key: p.value for p in m.metadata_props})

@@ -68,15 +68,15 @@ class Step:
     node: ir.Node
 
 
-def load_graph(model) -> ir.Graph:
-    """An IR graph from an ONNX path or bytes, an npusim IR file (.npz), or a Graph."""
+def load_graph(model, where: str | None = None) -> ir.Graph:
+    """An IR graph from an ONNX path, bytes or parsed model, an npusim IR file (.npz), or a Graph."""
     if isinstance(model, (str, os.PathLike)) and str(model).endswith(".npz"):
         return ir.load(model)  # validated there, naming the file
     if isinstance(model, ir.Graph):
         graph = model
     else:
         from .frontend import import_onnx
-        graph = import_onnx(model)
+        graph = import_onnx(model, where)
     ir.validate(graph)
     return graph
 
@@ -130,7 +130,13 @@ class InferenceSession:
         if mode == "npu" and ort_isa is not None:
             raise NpusimError("ort_isa selects onnxruntime's arithmetic: it applies to mode 'ort' only")
         self.ort_isa = ortisa.resolve(ort_isa) if mode == "ort" else None
-        self.graph = _with_engines(load_graph(path_or_bytes), engine)
+        onnx_model = isinstance(path_or_bytes, (bytes, bytearray)) or (
+            isinstance(path_or_bytes, (str, os.PathLike)) and not str(path_or_bytes).endswith(".npz"))
+        if onnx_model:  # parsed once, for the IR and for the API's metadata and declared shapes
+            from .frontend import read_model
+            where = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
+            path_or_bytes = read_model(path_or_bytes)
+        self.graph = _with_engines(load_graph(path_or_bytes, where if onnx_model else None), engine)
         if mode == "npu":
             self.graph = npu.lower_islands(self.graph)
         else:
@@ -161,8 +167,6 @@ class InferenceSession:
         if self._sess_options.enable_profiling:
             self._profiler = ortcompat.Profiler(self._sess_options.profile_file_prefix)
             self._steps = [replace(s, run=self._profiler.timed(s.run, s.node)) for s in steps]
-        onnx_model = isinstance(path_or_bytes, (bytes, bytearray)) or (
-            isinstance(path_or_bytes, (str, os.PathLike)) and not str(path_or_bytes).endswith(".npz"))
         self._meta, self._declared_shapes = (ortcompat.onnx_facts(path_or_bytes) if onnx_model else
                                              (ortcompat.ModelMetadata(graph_name=g.name), {}))
 
@@ -423,9 +427,9 @@ def prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None =
                  log_level: int = 4):
     """A host island: an onnxruntime session over the island's own ONNX model -> (run, is_table).
 
-    The session has onnxruntime's default options, optimization level ALL, as the whole-model
-    reference (verify, a user) has: the island's float fusions and NCHWc kernels are then the
-    ones onnxruntime picks for those nodes inside the whole model (see frontend).
+    The session has the user's optimization level (default ALL, as the whole-model reference,
+    verify or a user, has): the island's float fusions and NCHWc kernels are then the ones
+    onnxruntime picks for those nodes inside the whole model (see frontend).
     An elementwise island of one 8-bit input (DequantizeLinear -> HardSigmoid -> QuantizeLinear,
     say) is a function of the input's 256 codes: onnxruntime computes it on all 256 codes and
     each inference looks the values up (is_table). In mode "ort" this happens lazily, once per
