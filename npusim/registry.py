@@ -272,16 +272,17 @@ def _prep_gemm(node, const, K):
     _check_channels("input zero point", az.size, 1, azp_name)
     _check_channels("weight zero point", bz.size, n, bzp_name)
 
-    excess = _matmul_pair_excess(node, const, K) if node.attrs.get("pair_sat16") else None
+    saturate = bool(node.attrs.get("pair_sat16"))
 
     def run(a, *_):
         if a.ndim != 2 or a.shape[0 if trans_a else 1] != k:
             raise NpusimError(f"input A {a_name!r} has shape {a.shape}, expected 2-D with K = {k} in dimension "
                               f"{0 if trans_a else 1} (transA={trans_a}; B {b_name!r} is K x N = {k} x {n} after "
                               f"transB={trans_b})")
-        acc = K.matmul_acc(np.ascontiguousarray(a.T) if trans_a else a, az, b, bz)
-        if excess is not None:  # onnxruntime's int16 pair saturation (npusim.ortisa)
-            acc += excess(a)[0]
+        a = np.ascontiguousarray(a.T) if trans_a else a
+        acc = K.matmul_acc(a, az, b, bz)
+        if saturate:  # onnxruntime's int16 pair saturation (npusim.ortisa), on the operands as multiplied
+            acc += K.matmul_pair_excess(a, b)[0]
         return (acc if c is None else K.add_bias_i32(acc, c),)
     return run
 

@@ -15,6 +15,7 @@ one more convolution when every pair is risky.
 """
 import numpy as np
 
+from npusim_kernels.batching import batched_2d
 from npusim_kernels.fast._jit import njit
 
 _A_MAX = 255  # the u8 operand's range bounds |p_j| without reading the activations
@@ -81,25 +82,11 @@ def _gemm_excess(a, b, cols, ks):
 def matmul_pair_excess(a, b):
     """Pair excess of a matmul with numpy broadcasting: a (..., M, K) u8, b (..., K, N) s8 ->
     (excess:i32 (..., M, N), saturated pair count); each matrix product pairs from k = 0."""
-    a = np.asarray(a)
-    b = np.asarray(b)
-    a2 = a[None, :] if a.ndim == 1 else a
-    b2 = b[:, None] if b.ndim == 1 else b
-    if b2.ndim == 2:  # one weight matrix: all rows of a in one product
-        e, count = _gemm_excess(np.ascontiguousarray(a2.reshape(-1, a2.shape[-1])), b2, *_scan_gemm(b2))
-        excess = e.reshape(a2.shape[:-1] + (b2.shape[-1],))
-    else:
-        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
-        a3 = np.broadcast_to(a2, batch + a2.shape[-2:]).reshape((-1,) + a2.shape[-2:])
-        b3 = np.broadcast_to(b2, batch + b2.shape[-2:]).reshape((-1,) + b2.shape[-2:])
-        parts = [_gemm_excess(np.ascontiguousarray(x), np.ascontiguousarray(y), *_scan_gemm(y))
-                 for x, y in zip(a3, b3)]
-        excess = np.stack([e for e, _ in parts]).reshape(batch + (a2.shape[-2], b2.shape[-1]))
-        count = sum(c for _, c in parts)
-    if a.ndim == 1:
-        excess = excess[..., 0, :]
-    if b.ndim == 1:
-        excess = excess[..., 0]
+    a, b = np.asarray(a), np.asarray(b)
+    if b.ndim == 2:  # one weight matrix: all rows of a in one product
+        e, count = _gemm_excess(np.ascontiguousarray(a.reshape(-1, a.shape[-1])), b, *_scan_gemm(b))
+        return e.reshape(a.shape[:-1] + (b.shape[-1],)), int(count)
+    excess, count = batched_2d(lambda x, y: _gemm_excess(x, y, *_scan_gemm(y)), a, b)
     return excess, int(count)
 
 

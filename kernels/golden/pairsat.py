@@ -21,6 +21,8 @@ when Cg is odd). Recorded on an AVX2 CPU: ../shared/ort-fixtures/avx2 (README th
 """
 import numpy as np
 
+from npusim_kernels.batching import batched_2d
+
 I16_MIN, I16_MAX = -(2 ** 15), 2 ** 15 - 1
 _CHUNK = 1 << 22  # elements of one (rows, pairs, columns) block of pair sums
 
@@ -48,20 +50,8 @@ def gemm_pair_excess(a_mk, b_kn):
 def matmul_pair_excess(a, b):
     """Pair excess of a matmul with numpy broadcasting: a (..., M, K) u8, b (..., K, N) s8 ->
     (excess:i32 (..., M, N), saturated pair count); each matrix product pairs from k = 0."""
-    a = np.asarray(a)
-    b = np.asarray(b)
-    a2 = a[None, :] if a.ndim == 1 else a
-    b2 = b[:, None] if b.ndim == 1 else b
-    batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
-    a3 = np.broadcast_to(a2, batch + a2.shape[-2:]).reshape((-1,) + a2.shape[-2:])
-    b3 = np.broadcast_to(b2, batch + b2.shape[-2:]).reshape((-1,) + b2.shape[-2:])
-    parts = [gemm_pair_excess(x, y) for x, y in zip(a3, b3)]
-    excess = np.stack([e for e, _ in parts]).reshape(batch + (a2.shape[-2], b2.shape[-1])).astype(np.int32)
-    if a.ndim == 1:
-        excess = excess[..., 0, :]
-    if b.ndim == 1:
-        excess = excess[..., 0]
-    return excess, sum(c for _, c in parts)
+    excess, count = batched_2d(gemm_pair_excess, a, b)
+    return excess.astype(np.int32), count
 
 
 def conv_cols_hwc(x_nchw, x_zp, kh, kw, strides, pads, dilations, c0, cg):
