@@ -7,7 +7,7 @@ from npusim_kernels.fast import bitserial as fbs, conv as fconv
 from npusim_kernels.golden import bitserial as gbs, conv as gconv, matmul as gmm
 
 PAIRS = [(wb, xb) for wb in range(1, 9) for xb in range(1, 9)]
-FEW = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+FEW = settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 def value_range(bits, signed):
@@ -20,6 +20,14 @@ def codes(rng, bits, signed, bipolar, shape):
         return (2 * rng.integers(0, 2, shape) - 1).astype(np.int8)
     lo, hi = value_range(bits, signed)
     return rng.integers(lo, hi + 1, shape).astype(np.int8 if signed else np.uint8)
+
+
+def zero_points(rng, shape):
+    """Zero points anywhere an 8-bit container's codes can sit (-128..255), half of them at an end
+    of that span or at 0, whatever the encoding's own bit width."""
+    zp = rng.integers(-128, 256, shape)
+    ends = rng.choice(np.array([-128, 0, 127, 255]), shape)
+    return np.where(rng.random(shape) < 0.5, ends, zp).astype(np.int32)
 
 
 @st.composite
@@ -41,13 +49,13 @@ def conv_geometry(draw, depthwise=False):
                 group=group, cg=cg, mg=mg, seed=draw(st.integers(0, 2 ** 32 - 1)))
 
 
-def check_conv(g, wb, xb, w_signed, x_signed, w_bip=False, x_bip=False, zp_span=20):
+def check_conv(g, wb, xb, w_signed, x_signed, w_bip=False, x_bip=False):
     rng = np.random.default_rng(g["seed"])
     m, c = g["mg"] * g["group"], g["cg"] * g["group"]
     x = codes(rng, xb, x_signed, x_bip, (g["n"], c, g["h"], g["w"]))
     w = codes(rng, wb, w_signed, w_bip, (m, g["cg"], g["kh"], g["kw"]))
-    x_zp = int(rng.integers(-zp_span, zp_span + 1))
-    w_zp = rng.integers(-zp_span, zp_span + 1, m).astype(np.int32)
+    x_zp = int(zero_points(rng, ()))
+    w_zp = zero_points(rng, m)
     bias = rng.integers(-1000, 1001, m).astype(np.int32)
     geo = (g["strides"], g["pads"], g["dil"], g["group"])
     want = gconv.conv_acc(x, x_zp, w, w_zp, bias, *geo)
@@ -129,8 +137,8 @@ def check_gemm(cs, ab, bb, a_signed, b_signed, a_bip=False, b_bip=False):
     rng = np.random.default_rng(cs["seed"])
     a = codes(rng, ab, a_signed, a_bip, cs["batch"] + (cs["m"], cs["k"]))
     b = codes(rng, bb, b_signed, b_bip, (cs["k"], cs["n"]))
-    a_zp = rng.integers(-20, 21, cs["m"]) if cs["per_row"] else int(rng.integers(-20, 21))
-    b_zp = rng.integers(-20, 21, cs["n"]).astype(np.int32)
+    a_zp = zero_points(rng, cs["m"]) if cs["per_row"] else int(zero_points(rng, ()))
+    b_zp = zero_points(rng, cs["n"])
     want = gmm.matmul_acc(a, a_zp, b, b_zp)
     for K in (gbs, fbs):
         got = K.bitserial_matmul_acc(a, a_zp, ab, a_signed, K.pack_bitserial_matrix(b, bb, b_signed, b_zp, b_bip), a_bip)
