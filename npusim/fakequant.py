@@ -24,13 +24,14 @@ A 16x8 layer (attrs acc = "i64", npusim.sixteen) keeps its accumulator in int64 
 and requantizes as TFLite's int64 MBQM does in either mode (`mbqm_i64`: the multiplier reduced
 to Q0.15, one rounding half toward +infinity).
 
-Max pool, quantize / dequantize, leaky-relu (evaluated per element, not through a table),
-sign, window padding and data movement are written here in plain NumPy as ONNX defines them.
-Shared with the runtime (`SHARED`): host islands (onnxruntime), the sigmoid table (MLAS's
-float32 logistic, onnxruntime's own definition), and the float ops dynamic_quantize and
-scale_float run through the registry entries with the golden kernels; `shared_tensors(graph)`
-names what they produce, so that a comparison with this reference does not count those
-tensors as checked.
+Max pool, quantize / dequantize, dynamic quantize, the float output of integer GEMMs
+(scale_float), leaky-relu and sigmoid (evaluated per element, not through a table), sign,
+window padding and data movement are written here in plain NumPy as ONNX and onnxruntime
+define them; the float32 logistic inside sigmoid is onnxruntime's own (MLAS's approximation
+defines the op), computed by onnxruntime. Shared with the runtime (`SHARED`): host islands,
+which run through the runtime's host-island code on onnxruntime; `shared_tensors(graph)` names
+what they produce, so that a comparison with this reference does not count those tensors as
+checked.
 """
 from __future__ import annotations
 
@@ -42,7 +43,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from . import ir
 from .errors import NpusimError
-from .registry import OPS
 
 ROUNDINGS = ("double", "single")
 _I32_MIN, _I32_MAX = -float(2 ** 31), float(2 ** 31 - 1)
@@ -490,16 +490,75 @@ def _dequantize(node, rounding, x):
     return (y.astype(ir.storage(a.get("dtype", "f32"))),)
 
 
-def _leaky_relu(node, rounding, x):
-    """com.microsoft QLinearLeakyRelu, element by element (the runtime looks it up in a table):
-    v = f32(x_scale·f32(x − x_zp)), f = v if v ≥ 0 else f32(alpha·v), y = QuantizeLinear(f)."""
-    a = node.attrs
-    v = np.multiply(np.float32(a["x_scale"]), (np.asarray(x, np.int64) - int(a["x_zp"])).astype(np.float32),
-                    dtype=np.float32)
-    f = np.where(v >= 0, v, np.multiply(np.float32(a["alpha"]), v, dtype=np.float32))
+def _dequantized(x, a):
+    """v = f32(x_scale·f32(x − x_zp)), as onnxruntime's lookup-table builders dequantize a code."""
+    return np.multiply(np.float32(a["x_scale"]), (np.asarray(x, np.int64) - int(a["x_zp"])).astype(np.float32),
+                       dtype=np.float32)
+
+
+def _requantized(f, a):
+    """QuantizeLinear(f) with (y_scale, y_zp) and the output type's range."""
     q = np.rint(np.divide(f, np.float32(a["y_scale"]), dtype=np.float32).astype(np.float64)) + int(a["y_zp"])
     lo, hi = ir.qrange(a["dtype"])
     return (np.clip(q, lo, hi).astype(ir.storage(a["dtype"])),)
+
+
+def _leaky_relu(node, rounding, x):
+    """com.microsoft QLinearLeakyRelu, element by element (the runtime looks it up in a table):
+    f = v if v ≥ 0 else f32(alpha·v) on the dequantized v, then QuantizeLinear(f)."""
+    v = _dequantized(x, node.attrs)
+    return _requantized(np.where(v >= 0, v, np.multiply(np.float32(node.attrs["alpha"]), v, dtype=np.float32)),
+                        node.attrs)
+
+
+_ORT_SIGMOID = []  # one onnxruntime session of a lone float Sigmoid, made on first use
+
+
+def _ort_sigmoid(v):
+    """onnxruntime's float32 Sigmoid (MLAS's logistic approximation is onnxruntime's definition of
+    the op, so onnxruntime itself computes it here, not npusim's kernels)."""
+    if not _ORT_SIGMOID:
+        import onnx
+        import onnxruntime as ort
+        from onnx import helper
+
+        f = onnx.TensorProto.FLOAT
+        g = helper.make_graph([helper.make_node("Sigmoid", ["v"], ["f"])], "sigmoid",
+                              [helper.make_tensor_value_info("v", f, None)], [helper.make_tensor_value_info("f", f, None)])
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+        so = ort.SessionOptions()
+        so.log_severity_level = 4
+        _ORT_SIGMOID.append(ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]))
+    return _ORT_SIGMOID[0].run(None, {"v": np.ascontiguousarray(v, np.float32)})[0]
+
+
+def _sigmoid(node, rounding, x):
+    """com.microsoft QLinearSigmoid, element by element (the runtime looks it up in a table):
+    f = onnxruntime's float32 Sigmoid of the dequantized v, then QuantizeLinear(f)."""
+    return _requantized(_ort_sigmoid(_dequantized(x, node.attrs)), node.attrs)
+
+
+def _dynamic_quantize(node, rounding, x):
+    """ONNX DynamicQuantizeLinear (uint8), in float32 as onnxruntime computes it: lo = min(x, 0),
+    hi = max(x, 0), scale = f32((hi − lo) / 255) (1 when hi = lo), zp = round_half_even(clamp(
+    f32(0 − f32(lo / scale)), 0, 255)), y = clamp(round_half_even(f32(x / scale)) + zp, 0, 255)."""
+    x = np.asarray(x, np.float32)
+    lo = np.float32(min(float(x.min()) if x.size else 0.0, 0.0))
+    hi = np.float32(max(float(x.max()) if x.size else 0.0, 0.0))
+    scale = np.float32(1.0) if hi == lo else np.float32(np.float32(hi - lo) / np.float32(255))
+    zp = np.rint(np.clip(np.float32(0) - np.float32(lo / scale), 0, 255))
+    y = np.rint(np.divide(x, scale, dtype=np.float32).astype(np.float64)) + zp
+    return np.clip(y, 0, 255).astype(np.uint8), np.float32(scale).reshape(()), np.uint8(zp).reshape(())
+
+
+def _scale_float(node, rounding, acc, a_scale, bias=None):
+    """The float output of onnxruntime's integer GEMMs: y = f32(f32(acc)·m) [+ bias], m = f32(f32(alpha·a_scale)
+    ·b_scale) per output column, one float32 rounding per operation (no fused multiply-add)."""
+    a = node.attrs
+    m = np.multiply(np.float32(np.float32(a["alpha"]) * np.float32(a_scale)), np.asarray(a["b_scale"], np.float32),
+                    dtype=np.float32).reshape(-1)
+    y = np.multiply(np.asarray(acc, np.int64).astype(np.float32), m if m.size > 1 else m[0], dtype=np.float32)
+    return (y if bias is None else np.add(y, np.asarray(bias, np.float32).reshape(-1), dtype=np.float32),)
 
 
 # ---------------------------------------------------------------- data movement (values unchanged)
@@ -590,13 +649,12 @@ def _identity(node, rounding, x):
 ARITHMETIC = {"conv": _conv, "matmul": _matmul, "gemm": _gemm, "requantize": _requantize, "add": _add,
               "mul": _mul, "global_avgpool": _global_avgpool, "avgpool": _avgpool, "softmax": _softmax,
               "qconcat": _qconcat, "round_shift": _round_shift, "sign": _sign, "maxpool": _maxpool,
-              "quantize": _quantize, "dequantize": _dequantize, "leaky_relu": _leaky_relu,
+              "quantize": _quantize, "dequantize": _dequantize, "leaky_relu": _leaky_relu, "sigmoid": _sigmoid,
+              "dynamic_quantize": _dynamic_quantize, "scale_float": _scale_float,
               "reshape": _reshape, "flatten": _flatten, "transpose": _transpose, "squeeze": _squeeze,
               "unsqueeze": _unsqueeze, "slice": _slice, "pad": _pad, "concat": _concat, "identity": _identity}
-# computed by the runtime's own registry entries with the golden kernels (float ops onnxruntime
-# defines by its float32 code: MLAS's logistic table, the dynamic scale, the float GEMM output),
-# and "host": islands that onnxruntime runs
-SHARED = ("sigmoid", "dynamic_quantize", "scale_float", "host")
+# islands that onnxruntime runs (through the runtime's own host-island code)
+SHARED = ("host",)
 
 
 def shared_tensors(graph: ir.Graph) -> dict[str, str]:
@@ -627,8 +685,6 @@ def evaluate(graph: ir.Graph, feeds: dict, rounding: str = "double") -> dict[str
         try:
             if node.op in ARITHMETIC:
                 outs = ARITHMETIC[node.op](node, rounding, *xs)
-            elif node.op in SHARED[:-1]:
-                outs = OPS[node.op].prepare(node, graph.constants.get, K)(*xs)
             elif node.op == "host":
                 outs = prepare_host(node, None, K, graph)[0](*xs)
             else:

@@ -10,8 +10,8 @@ for a float output produced by a DequantizeLinear (its quantization step).
 Mode "npu" is not meant to equal onnxruntime (it rounds in fixed point; the comparison shows
 by how much it differs). Its bit-exactness is checked against the float64 fake-quantization
 reference of the same graph (npusim.fakequant): every quantized tensor must be identical. The
-tensors the reference computes with the runtime's own code (host islands, the sigmoid table,
-float ops: fakequant.shared_tensors) are not compared there; `reference_shared` names them.
+tensors the reference computes with the runtime's own code (host islands on onnxruntime:
+fakequant.shared_tensors) are not compared there; `reference_shared` names them.
 """
 from __future__ import annotations
 

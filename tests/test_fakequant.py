@@ -524,6 +524,47 @@ def test_quantize_dequantize_match_golden():
 
 
 @pytest.mark.parametrize("dt", ["u8", "i8"])
+def test_sigmoid_matches_the_golden_table(dt):
+    """Every input code, per element through onnxruntime's float Sigmoid in the reference, by the
+    golden MLAS-logistic table in the runtime; scales from saturating (|v| > 18) to tiny."""
+    lo, hi = qrange(dt)
+    x = np.arange(lo, hi + 1).astype(storage(dt))
+    for xs, ys, xz, yz in [(0.5, 1 / 256, 0, lo), (0.05, 2 ** -8, 3 if dt == "i8" else 200, lo + 1),
+                           (1e-4, 0.003, lo, hi), (0.0313, 0.0039, -128 if dt == "i8" else 255, 0)]:
+        attrs = {"x_scale": np.float32(xs), "x_zp": xz, "y_scale": np.float32(ys), "y_zp": yz, "dtype": dt}
+        np.testing.assert_array_equal(evaluate_node("sigmoid", attrs, [x]), golden_entry("sigmoid", attrs, [x]))
+
+
+def test_dynamic_quantize_matches_golden():
+    """The reference's own DynamicQuantizeLinear against the golden kernel: signs, all-zero, one
+    value, exact halves of the scale (ties), huge values."""
+    from npusim_kernels.golden.quantize import dynamic_quantize_linear
+
+    rng = np.random.default_rng(11)
+    cases = [rng.normal(0, 3, (4, 7)), np.abs(rng.normal(0, 1, 9)), -np.abs(rng.normal(0, 1, 9)), np.zeros(5),
+             np.array([2.5]), np.arange(-255, 256, 0.5) / 2, np.array([-1e30, 1e30, 0.0])]
+    for x in cases:
+        x = x.astype(np.float32)
+        got = evaluate_node("dynamic_quantize", {}, [x], n_out=3)
+        want = dynamic_quantize_linear(x)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w, err_msg=str(x[:4]))
+
+
+def test_scale_float_matches_golden():
+    """The reference's own float output of integer GEMMs against the registry entry: int32 ends,
+    per-tensor and per-column scales, alpha, bias."""
+    rng = np.random.default_rng(12)
+    acc = np.concatenate([rng.integers(-2 ** 31, 2 ** 31, (3, 5)), [[-2 ** 31, 2 ** 31 - 1, 0, 1, -1]]]).astype(np.int32)
+    for b_scale, alpha, bias in [(np.float32([0.013]), 1.0, None),
+                                 (rng.uniform(1e-4, 0.1, 5).astype(np.float32), 0.7, rng.normal(0, 9, 5).astype(np.float32)),
+                                 (np.float32([3e-9]), 2.5, np.float32([1e3, -1e3, 0.5, 0, 7]))]:
+        attrs = {"b_scale": b_scale, "alpha": alpha}
+        ins = [acc, np.float32(0.0071), bias]
+        np.testing.assert_array_equal(evaluate_node("scale_float", attrs, ins), golden_entry("scale_float", attrs, ins))
+
+
+@pytest.mark.parametrize("dt", ["u8", "i8"])
 def test_leaky_relu_matches_the_golden_table(dt):
     """Every input code, element by element in the reference, by table lookup in the runtime."""
     lo, hi = qrange(dt)
@@ -536,12 +577,12 @@ def test_leaky_relu_matches_the_golden_table(dt):
 
 
 def test_shared_tensors_are_named():
-    """The reference runs host islands and the sigmoid table through the runtime's own code;
+    """The reference runs host islands through the runtime's own code (and nothing else);
     shared_tensors names their outputs (verify leaves them out of the reference comparison)."""
     nodes = (Node("sigmoid", "s", ("x",), ("y",), {}), Node("maxpool", "m", ("y",), ("z",), {}),
              Node("host", "h", ("z",), ("u", "v"), {}))
     graph = Graph("t", ("x",), ("u",), {}, nodes, {})
-    assert F.shared_tensors(graph) == {"y": "sigmoid", "u": "host", "v": "host"}
+    assert F.shared_tensors(graph) == {"u": "host", "v": "host"}
 
 
 # ---------------------------------------------------------------- errors
