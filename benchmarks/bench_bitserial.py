@@ -27,7 +27,7 @@ from scipy.linalg import blas as scipy_blas
 from onnx import TensorProto, helper, numpy_helper
 from threadpoolctl import threadpool_limits
 
-from npusim.bench import median_time
+from npusim.bench import interleaved_times
 from npusim_kernels.fast import bitserial as fbs, conv as fconv, matmul as fmm
 from npusim_kernels.fast._jit import njit
 from npusim_kernels.fast.bitserial import _popcount
@@ -72,8 +72,8 @@ def popcount_ceilings(threads, repeat):
     b = rng.integers(0, 2 ** 63, (threads, CEIL_WORDS), dtype=np.int64).astype(np.uint64)
     reps = 1000
     out1, out4 = np.zeros((threads, reps), np.int64), np.zeros((threads, reps, 4), np.int64)
-    t1 = median_time(lambda: _stream_loop(a, b, reps, out1), repeat)
-    t4 = median_time(lambda: _register_loop(a, b, reps, out4), repeat)
+    t1 = interleaved_times([lambda: _stream_loop(a, b, reps, out1)], repeat)[0]
+    t4 = interleaved_times([lambda: _register_loop(a, b, reps, out4)], repeat)[0]
     words = threads * CEIL_WORDS * reps
     return 64 * words / t1, 64 * 4 * words / t4
 
@@ -122,14 +122,14 @@ def bench_conv(name, k, pairs, threads, repeat, ceilings):
     w8 = rng.integers(-128, 128, (m, c, k, k)).astype(np.int8)
     zeros = np.zeros(m, np.int32)
     packed = fconv.pack_conv_weights(w8, zeros, zeros)
-    t_direct = median_time(lambda: fconv.conv_acc_packed(x8, 3, packed, *geo), repeat)
-    t_ort = median_time(ort_qlinearconv(x8, w8, pads, threads), repeat)
+    t_direct, t_ort = interleaved_times([lambda: fconv.conv_acc_packed(x8, 3, packed, *geo),
+                                         ort_qlinearconv(x8, w8, pads, threads)], repeat)
     rows = []
     for wb, xb in pairs:
         x = operand(rng, xb, False, (1, c, hw, hw))
         w = operand(rng, wb, wb > 1, (m, c, k, k))
         pw = fbs.pack_bitserial_weights(w, wb, wb > 1, 0, zeros)
-        t = median_time(lambda: fbs.bitserial_conv_acc(x, 1, xb, False, pw, *geo), repeat)
+        t = interleaved_times([lambda: fbs.bitserial_conv_acc(x, 1, xb, False, pw, *geo)], repeat)[0]
         rows.append(row(name, wb, xb, t, macs, ceilings, t_direct, t_ort))
     return rows, {"direct_int8_ms": 1e3 * t_direct, "ort_qlinearconv_ms": 1e3 * t_ort, "macs": macs}
 
@@ -140,13 +140,13 @@ def bench_gemm(pairs, threads, repeat, ceilings):
     macs = mm * kk * nn
     a8 = rng.integers(0, 256, (mm, kk)).astype(np.uint8)
     b8 = rng.integers(-128, 128, (kk, nn)).astype(np.int8)
-    t_direct = median_time(lambda: fmm.matmul_acc(a8, 3, b8, np.int32(0)), repeat)
-    t_ort = median_time(ort_matmulinteger(a8, b8, threads), repeat)
+    t_direct, t_ort = interleaved_times([lambda: fmm.matmul_acc(a8, 3, b8, np.int32(0)),
+                                         ort_matmulinteger(a8, b8, threads)], repeat)
     rows = []
     for wb, xb in pairs:
         a = operand(rng, xb, False, (mm, kk))
         pb = fbs.pack_bitserial_matrix(operand(rng, wb, wb > 1, (kk, nn)), wb, wb > 1, 0)
-        t = median_time(lambda: fbs.bitserial_matmul_acc(a, 1, xb, False, pb), repeat)
+        t = interleaved_times([lambda: fbs.bitserial_matmul_acc(a, 1, xb, False, pb)], repeat)[0]
         rows.append(row("gemm 512x4096x512", wb, xb, t, macs, ceilings, t_direct, t_ort))
     return rows, {"direct_int8_ms": 1e3 * t_direct, "ort_matmulinteger_ms": 1e3 * t_ort, "macs": macs}
 

@@ -2,9 +2,9 @@
 
 Per model: median wall time of one inference (batch 1, the same inputs, warm) for npusim
 (fast kernels, mode "ort", emulating onnxruntime's integer kernels of --ort-isa, default this
-CPU's family; npusim.ortisa) and for onnxruntime with the same thread count, and their ratio.
-BLAS threads (the fast conv's float32 chunked GEMM) and onnxruntime's intra-op threads are
-both limited to --threads. Then `npusim run` on the default model as a fresh process, with an
+CPU's family; npusim.ortisa) and for onnxruntime with the same thread count, runs alternating
+between the two, and their ratio. The session's `threads` limits npusim's Numba, BLAS and
+host-island threads, onnxruntime's intra-op threads are --threads. Then `npusim run` on the default model as a fresh process, with an
 empty Numba cache (cold JIT) and again with that cache warm. Measures; asserts nothing.
 
     python benchmarks/bench_runtime.py [--threads 1] [--repeat 30] [--models NAME ...] [--ort-isa F] [--json OUT]
@@ -20,11 +20,10 @@ import tempfile
 import time
 
 import onnxruntime as ort
-from threadpoolctl import threadpool_limits
 
 import npusim
 import npusim_models as zoo
-from npusim.bench import median_time
+from npusim.bench import interleaved_times
 
 
 def bench_model(name, threads, repeat, ort_isa=None):
@@ -35,8 +34,7 @@ def bench_model(name, threads, repeat, ort_isa=None):
     so.inter_op_num_threads = 1
     ref = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     sess = npusim.InferenceSession(path, threads=threads, ort_isa=ort_isa)
-    t_ort = median_time(lambda: ref.run(None, feeds), repeat)
-    t_sim = median_time(lambda: sess.run(None, feeds), repeat)
+    t_ort, t_sim = interleaved_times([lambda: ref.run(None, feeds), lambda: sess.run(None, feeds)], repeat)
     return {"model": name, "ort_ms": 1e3 * t_ort, "npusim_ms": 1e3 * t_sim, "ratio": t_sim / t_ort}
 
 
@@ -70,12 +68,11 @@ def main():
           f"{host_ort_isa()}; npusim emulating {resolve(args.ort_isa)}; threads={args.threads}; "
           f"onnxruntime {ort.__version__}; median of {args.repeat}")
     rows = []
-    with threadpool_limits(args.threads):
-        for name in args.models:
-            r = bench_model(name, args.threads, args.repeat, args.ort_isa)
-            rows.append(r)
-            print(f"{name:24s} npusim {r['npusim_ms']:9.3f} ms   onnxruntime {r['ort_ms']:8.3f} ms   "
-                  f"ratio {r['ratio']:6.2f}x", flush=True)
+    for name in args.models:
+        r = bench_model(name, args.threads, args.repeat, args.ort_isa)
+        rows.append(r)
+        print(f"{name:24s} npusim {r['npusim_ms']:9.3f} ms   onnxruntime {r['ort_ms']:8.3f} ms   "
+              f"ratio {r['ratio']:6.2f}x", flush=True)
     cs = cold_start()
     print(f"npusim run (default model), fresh process: empty JIT cache {cs['empty_cache_s']:.2f} s, "
           f"warm cache {cs['warm_cache_s']:.2f} s (median of 3)")

@@ -84,30 +84,32 @@ def write_csv(net: NetworkCost, path) -> None:
     write_atomic(path, write)
 
 
-def median_time(fn, repeat: int) -> float:
-    """Median wall time in seconds of `repeat` calls of `fn` after one warm-up call (the one
+def interleaved_times(fns, repeat: int) -> list[float]:
+    """Median wall time in seconds of each of `fns`, called in turn `repeat` times after one
+    warm-up call each, so that a change of machine load falls on all of them alike (the one
     timing rule of `npusim bench` and the scripts in benchmarks/)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    times = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [float(np.median(ts)) for ts in times]
 
 
 def wall_times(model, session, feeds, runs: int) -> dict:
     """Median wall time of `runs` warm runs of npusim and of onnxruntime (ONNX models only)."""
-    def median_ms(fn):
-        return round_sig(1e3 * median_time(fn, runs))
-    out = {"runs": runs, "npusim_ms": median_ms(lambda: session.run(None, feeds)), "onnxruntime_ms": None}
+    fns = [lambda: session.run(None, feeds)]
     if not str(model).endswith(".npz"):
         import onnxruntime as ort
         sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
         names = {i.name for i in sess.get_inputs()}
         ort_feeds = {k: v for k, v in feeds.items() if k in names}
-        out["onnxruntime_ms"] = median_ms(lambda: sess.run(None, ort_feeds))
-    return out
+        fns.append(lambda: sess.run(None, ort_feeds))
+    ms = [round_sig(1e3 * t) for t in interleaved_times(fns, runs)] + [None]
+    return {"runs": runs, "npusim_ms": ms[0], "onnxruntime_ms": ms[1]}
 
 
 def plot(net: NetworkCost, path, title: str = "") -> dict[str, int]:

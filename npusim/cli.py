@@ -99,7 +99,7 @@ def _input_sets(args, session) -> list[dict]:
 def _session(args):
     from .session import InferenceSession
     return InferenceSession(args.model or default_model(), mode=args.mode, kernels=args.kernels,
-                            rounding=args.rounding, engine=args.engine, ort_isa=args.ort_isa)
+                            rounding=args.rounding, engine=args.engine, ort_isa=args.ort_isa, threads=args.threads)
 
 
 def cmd_run(args):
@@ -187,6 +187,9 @@ def build_parser():
         sp.add_argument("--engine", default="auto", choices=["auto", "direct", "bitserial"],
                         help="convolution engine: direct int8, bit-serial popcount, or auto per layer from its "
                              "weight and activation bits (default auto)")
+        sp.add_argument("--threads", type=int, metavar="N",
+                        help="at most N threads per inference: Numba kernels, BLAS and onnxruntime's host "
+                             "islands (default: all cores; onnxruntime's default for the islands)")
         sp.add_argument("--input", action="append", metavar="NAME=FILE.npy|FILE.npz",
                         help="input arrays: NAME=FILE.npy for one input, FILE.npz for arrays keyed by input name "
                              "(the format of --calib); repeatable; inputs not given are seeded random")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections import Counter
+from contextlib import contextmanager
 import os
 import time
 from dataclasses import dataclass, replace
@@ -86,8 +87,8 @@ class InferenceSession:
     *, mode="ort", ...): onnxruntime's signature and API (run(output_names, input_feed, run_options),
     get_inputs/get_outputs, get_modelmeta, profiling, OrtValues, IOBinding; see npusim.ortcompat).
 
-    sess_options (onnxruntime.SessionOptions): intra_op_num_threads sets the host islands' threads
-    unless `threads` is given; graph_optimization_level is the host islands' (so they compute what
+    sess_options (onnxruntime.SessionOptions): intra_op_num_threads is `threads` unless that is
+    given; graph_optimization_level is the host islands' (so they compute what
     onnxruntime computes with these options; below EXTENDED onnxruntime fuses no QDQ pattern, npusim's
     front end still does, as at EXTENDED); log_severity_level their logging (default: fatal
     only, errors are raised); enable_profiling / profile_file_prefix give end_profiling() a
@@ -97,8 +98,10 @@ class InferenceSession:
     are reproduced (npusim.ortisa: "avx2", "avx512core", "avxvnni", "avx512vnni", "amx"; default
     None = this CPU's, detected as MLAS detects it); rounding: the NPU's requantization rounding,
     "double" (gemmlowp) or "single" (TFLite single rounding), used in mode "npu"; kernels: "fast"
-    (Numba) or "golden" (the NumPy references); threads: onnxruntime threads of the host islands
-    (default: onnxruntime's own default); engine: a conv's engine ("auto", "direct", "bitserial").
+    (Numba) or "golden" (the NumPy references); threads: every thread an inference uses, at most:
+    the Numba kernels' (`prange`), BLAS's (the fast conv's float32 GEMM) and the host islands'
+    onnxruntime intra-op threads (default None: onnxruntime's own default for the islands, all
+    cores for Numba and BLAS); engine: a conv's engine ("auto", "direct", "bitserial").
     """
 
     def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None, *,
@@ -119,6 +122,8 @@ class InferenceSession:
         self._provider_options = ortcompat.provider_options_of(providers, provider_options)
         if threads is None and self._sess_options.intra_op_num_threads > 0:
             threads = self._sess_options.intra_op_num_threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise NpusimError(f"threads: expected a positive integer or None, got {threads!r}")
 
         if mode not in MODES:
             raise NpusimError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
@@ -267,6 +272,10 @@ class InferenceSession:
 
     # ---------------------------------------------------------------- execution
     def _execute(self, feeds, given=None):
+        with thread_limit(self.threads):
+            return self._steps_on(feeds, given)
+
+    def _steps_on(self, feeds, given):
         values = list(self._base)
         feeds = check_feeds(self.graph, feeds)
         for name in self.graph.inputs:
@@ -285,6 +294,34 @@ class InferenceSession:
             for i, v in zip(step.outputs, outs):
                 values[i] = v
         return values
+
+
+_BLAS = []  # threadpoolctl's controllers of the BLAS libraries numpy loaded, found once
+
+
+@contextmanager
+def thread_limit(threads: int | None):
+    """At most `threads` threads in the Numba kernels and in BLAS while inside (None: no limit);
+    the caller's counts are put back on exit (Numba's is per calling thread)."""
+    if not threads:
+        yield
+        return
+    import numba
+
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+        _BLAS.append(ThreadpoolController().select(user_api="blas").lib_controllers)
+    blas = [(lib, lib.get_num_threads()) for lib in _BLAS[0]]
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
+    for lib, _ in blas:
+        lib.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+        for lib, n in blas:
+            lib.set_num_threads(n)
 
 
 def _describe(node: ir.Node, e: Exception, inputs=None) -> str:
