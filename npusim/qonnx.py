@@ -426,7 +426,8 @@ class _Importer:
         y_scale = self._act_scale(node, scale)
         if not qmin <= zp <= qmax:
             raise self._err(node, f"zero point {zp} is outside the {bits}-bit range {qmin}..{qmax}")
-        if x in self.chain:
+        if x in self.chain or (mode != "HALF_EVEN" and self._pow2_ratio(node, x, y_scale) is None):
+            # a float chain, or a rounding mode no shift or requantize expresses: the steps of qonnx's codes
             self._thresholds(node, x, y, lambda v: _quant_codes(v, np.float32(y_scale), zp, qmin, qmax, mode), dtype)
         elif x in self.acc:
             self._requant_acc(node, self.acc[x], y, y_scale, zp, dtype, qmin, qmax, mode)
@@ -435,6 +436,14 @@ class _Importer:
         else:
             self._requant_codes(node, self._quantized(node, x, "input"), y, y_scale, zp, dtype, qmin, qmax, mode)
         self.ctx.add_tensor(y, dtype, quant=convert.quant_of(y_scale, zp))
+
+    def _pow2_ratio(self, node, x, y_scale):
+        """e with input scale / y_scale == 2^e (per channel) for an accumulator or codes; None otherwise."""
+        if x in self.acc:
+            return _pow2_exponent(self.acc[x].x_scale * np.asarray(self.acc[x].w_scale, np.float64) / y_scale)
+        if self.ctx.dtype(x) == "f32":
+            return None
+        return _pow2_exponent(self._quantized(node, x, "input").quant.scale[0] / y_scale)
 
     def _quant_const(self, node, x, y, scale, zp, bits, signed, qmin, qmax, mode):
         """Weights or bias: the codes qonnx computes, in its float32 order (x/s + z, clamp, round)."""
@@ -458,25 +467,19 @@ class _Importer:
         return Quant(tuple(float(s) for s in scale.reshape(-1)), (zp,) * scale.size, axis)
 
     def _quantize(self, node, x, y, y_scale, zp, dtype, qmin, qmax, mode):
-        """The model's float input: `quantize` (x / s, round half to even, clamp) — ROUND only."""
-        if mode != "HALF_EVEN":
-            raise self._err(node, f"rounding_mode {mode} on a float input is not supported: npusim's quantize "
-                                  f"rounds half to even (ROUND) only")
+        """A float tensor, ROUND: `quantize` (x / s, round half to even, clamp)."""
         attrs = {"scale": np.array([y_scale], np.float32), "zp": np.array([zp], np.int64), "axis": 1,
                  "block_size": 0, "qmin": qmin, "qmax": qmax, "dtype": dtype}
         self.ctx.emit("quantize", node.name, [x], [y], attrs, node.name)
 
     def _requant_acc(self, node, acc, y, y_scale, zp, dtype, qmin, qmax, mode):
-        """Quant of a Conv/MatMul/Gemm output: requantize (ROUND) or an exact shift (power-of-two multiplier)."""
+        """Quant of a Conv/MatMul/Gemm output: an exact shift (power-of-two multiplier, any mode) or
+        requantize (ROUND)."""
         if acc.relu:
             qmin = max(qmin, zp)
-        real = acc.x_scale * np.asarray(acc.w_scale, np.float64) / y_scale
-        e = _pow2_exponent(real)
+        e = _pow2_exponent(acc.x_scale * np.asarray(acc.w_scale, np.float64) / y_scale)
         if e is not None:  # exact in every mode; qonnx rounds acc·m + zp, zero point before rounding
             return self._emit_shift(node, acc.ir, 0, _compact(-e), acc.axis, mode, y, zp, qmin, qmax, dtype)
-        if mode != "HALF_EVEN":
-            raise self._err(node, f"rounding_mode {mode} needs a power-of-two multiplier x_scale·w_scale/"
-                                  f"y_scale, got {real[:4]}; npusim's requantize rounds half to even only")
         attrs = {"x_scale": np.float32(acc.x_scale), "w_scale": _compact(acc.w_scale), "y_scale": np.float32(y_scale),
                  "y_zp": zp, "qmin": qmin, "qmax": qmax, "dtype": dtype, "axis": acc.axis}
         attrs.update(f32_form(attrs))
@@ -484,12 +487,10 @@ class _Importer:
 
     def _requant_codes(self, node, t, y, y_scale, zp, dtype, qmin, qmax, mode):
         """Quant of a quantized tensor: an exact shift when the scale ratio is a power of two, else
-        dequantize + quantize (the float values qonnx computes, ROUND only)."""
+        (ROUND) dequantize + quantize, the float values qonnx computes."""
         e = _pow2_exponent(t.quant.scale[0] / y_scale)
         if e is not None:
             return self._emit_shift(node, t.name, t.quant.zero_point[0], -e, -1, mode, y, zp, qmin, qmax, dtype)
-        if mode != "HALF_EVEN":
-            raise self._err(node, f"rounding_mode {mode} needs a power-of-two ratio of input to output scale")
         f = f"{y}::float"
         self.ctx.emit("dequantize", f"{node.name}/dequantize", [t.name], [f],
                       {"scale": np.array(t.quant.scale, np.float32), "zp": np.array(t.quant.zero_point, np.int64),

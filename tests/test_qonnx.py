@@ -453,8 +453,6 @@ def _single_layer(quant_kwargs=None, after=None, wscale=2.0 ** -3, multithreshol
 
 @pytest.mark.parametrize("model, message", [
     (lambda: _single_layer(multithreshold=True), "node 'mt' (MultiThreshold): QONNX op MultiThreshold"),
-    (lambda: _single_layer({"scale": 0.3, "bits": 8, "rounding": "FLOOR"}),
-     "node 'q_y' (Quant): rounding_mode FLOOR needs a power-of-two multiplier"),
     (lambda: _single_layer({"scale": 0.25, "bits": 16}), "node 'q_y' (Quant): 16-bit activations"),
     (lambda: _single_layer({"scale": 0.25, "bits": 8, "zp": 0.5}), "node 'q_y' (Quant): zero point must be one"),
     (lambda: _single_layer({"scale": 0.25, "bits": 8, "rounding": "SIDEWAYS"}), "unknown rounding_mode 'SIDEWAYS'"),
@@ -491,6 +489,28 @@ def test_float_layers_run_on_the_host_bit_exact():
     assert_exact(pairs)
     np.testing.assert_array_equal(got["y"], ctx["y"])
     assert len(np.unique(pairs["y"][1])) > 20
+
+
+@pytest.mark.parametrize("rounding", ["FLOOR", "CEIL", "HALF_UP", "DOWN"])
+def test_rounding_modes_without_power_of_two_scales(rounding):
+    """A rounding mode other than ROUND where no exact shift expresses the Quant (on the float
+    input, on an accumulator with multiplier 2^-6/0.3, on codes with ratio 0.3/0.45): the steps
+    of qonnx's own codes as thresholds (multithreshold), bit-exact."""
+    rng = np.random.default_rng(11)
+    b = Builder()
+    b.quant("x", "xq", 2.0 ** -3, 8, rounding=rounding)
+    w, _ = pow2_weights(rng, (4, 3, 3, 3), 4)
+    b.const("w", w)
+    b.quant("w", "wq", np.float32(2.0 ** -3), 4)
+    b.node("Conv", ["xq", "wq"], "c", kernel_shape=[3, 3])
+    b.quant("c", "a", 0.3, 5, rounding=rounding)
+    b.quant("a", "y", 0.45, 4, signed=False, zp=3.0, rounding=rounding)
+    model = b.model((2, 3, 5, 5), "y")
+    g = import_qonnx(model)
+    assert [n.op for n in g.nodes] == ["multithreshold", "conv", "multithreshold", "multithreshold", "dequantize"]
+    pairs, _, _ = compare(model, feeds(rng, (2, 3, 5, 5), 4.0))
+    assert_exact(pairs)
+    assert all(len(np.unique(ours)) > 4 for ours, _ in pairs.values())
 
 
 # ---------------------------------------------------------------- exported-MLP patterns (Brevitas, FINN, QKeras)
