@@ -83,25 +83,6 @@ def import_qonnx(model: onnx.ModelProto, name: str | None = None) -> Graph:
     return _Importer(model).graph(name or model.graph.name or "qonnx")
 
 
-# ---------------------------------------------------------------- rounding (integer and offline)
-
-def _round_float(y, mode):
-    """qonnx's rounding functions on floats (offline weight quantization), same dtype and ops."""
-    return {"HALF_EVEN": np.round, "CEIL": np.ceil, "FLOOR": np.floor, "DOWN": np.fix,
-            "UP": lambda v: np.sign(v) * np.ceil(np.abs(v)),
-            "HALF_UP": lambda v: np.sign(v) * np.floor(np.abs(v) + 0.5),
-            "HALF_DOWN": lambda v: np.sign(v) * np.ceil(np.abs(v) - 0.5)}[mode](y)
-
-
-def _quant_codes(x, scale, zp, qmin, qmax, mode, bipolar=False) -> np.ndarray:
-    """qonnx's integer codes of a float32 tensor, in its float32 order: y = x / s + z (a 1-bit
-    signed Quant: ±1 by the sign of y), clamp, round (intquant.int_quant)."""
-    y = (np.asarray(x, np.float32) / scale).astype(np.float32) + np.float32(zp)
-    if bipolar:
-        return np.where(y >= 0, 1, -1).astype(np.int64)
-    return _round_float(np.clip(y, np.float32(qmin), np.float32(qmax)), mode).astype(np.int64)
-
-
 # ---------------------------------------------------------------- the importer
 
 @dataclass(frozen=True)
@@ -306,22 +287,23 @@ class _Importer:
         qonnx computes for its inputs (dequantized codes, accumulators and chains)."""
         p = onnx.NodeProto()
         p.CopyFrom(node)
-        p.input[:] = [self._float_of(x) if x else x for x in node.input]
+        p.input[:] = [self._float_of(x, node) if x else x for x in node.input]
         self.ctx.emit("host", node.name, [x for x in p.input if x], list(p.output), {"node": p.SerializeToString()},
                       node.name)
         for o in p.output:
             self.ctx.add_tensor(o, "f32")
             self.floats[o] = o
 
-    def _float_of(self, name) -> str:
-        """The IR tensor holding the float32 value qonnx computes for `name` (emitted on first use)."""
+    def _float_of(self, name, node) -> str:
+        """The IR tensor holding the float32 value qonnx computes for `name`, read by `node`
+        (emitted on first use)."""
         ctx = self.ctx
         if name in self.floats:
             return self.floats[name]
         if name in self.chain:
-            src, node = self.chain[name]
-            self._float_of(src)
-            self._host(node)
+            src, producer = self.chain[name]
+            self._float_of(src, producer)
+            self._host(producer)
             return name
         if name in self.acc:
             out = name
@@ -334,7 +316,7 @@ class _Importer:
         elif ctx.dtype(name) == "f32":
             out = name
         else:
-            t = self._quantized(self._fake(name), name, "input")
+            t = self._quantized(node, name, "input")
             out = f"{name}::float"
             ctx.emit("dequantize", f"{name}/dequantize", [name], [out],
                      {"scale": np.array(t.quant.scale, np.float32), "zp": np.array(t.quant.zero_point, np.int64),
@@ -342,10 +324,6 @@ class _Importer:
             ctx.add_tensor(out, "f32", ctx.tensors[name].shape)
         self.floats[name] = out
         return out
-
-    @staticmethod
-    def _fake(name):
-        return helper.make_node("Identity", [name], [name], name=name)
 
     def _const_float(self, name) -> np.ndarray:
         """A quantized constant's float32 value as qonnx's Quant outputs it: (code − z)·s."""
@@ -376,26 +354,17 @@ class _Importer:
             acc = self.acc[root]
             axis, c = qonnx_fold.chain_axis(nodes, ctx.constants, rank, acc.axis, acc.w_scale.size)
             scale = np.float64(np.float32(acc.x_scale)) * np.broadcast_to(acc.w_scale, (c,)).astype(np.float64)
-            probe = qonnx_fold.probe_shape(rank, axis, c)
-
-            def value(keys, relu=acc.relu):
-                v = (keys * scale[None, :]).astype(np.float32)
-                return (np.maximum(v, np.float32(0)) if relu else v).reshape((keys.shape[0],) + probe[1:])
-            source, src = (-2 ** 31, 2 ** 31 - 1, value, lambda k: k), acc.ir
+            source = qonnx_fold.acc_source(scale, acc.relu, qonnx_fold.probe_shape(rank, axis, c))
+            src = acc.ir
         elif ctx.dtype(root) == "f32" and root not in ctx.constants:
             axis, c = qonnx_fold.chain_axis(nodes, ctx.constants, rank, None, 1)
-            source, src = qonnx_fold.float_source(qonnx_fold.probe_shape(rank, axis, c)), self._float_of(root)
+            source, src = qonnx_fold.float_source(qonnx_fold.probe_shape(rank, axis, c)), self._float_of(root, node)
         else:
             t = self._quantized(node, root, "input")
             axis, c = qonnx_fold.chain_axis(nodes, ctx.constants, rank, None, 1)
-            probe = qonnx_fold.probe_shape(rank, axis, c)
-            s_in, z_in = np.float32(t.quant.scale[0]), np.float32(t.quant.zero_point[0])
-
-            def value(keys):  # qonnx's Quant output: (code − z)·s in float32
-                return ((keys.astype(np.float32) - z_in) * s_in).astype(np.float32).reshape(
-                    (keys.shape[0],) + probe[1:])
-            lo, hi = qrange(t.dtype)
-            source, src = (lo, hi, value, lambda k: k), t.name
+            source = qonnx_fold.codes_source(*qrange(t.dtype), t.quant.scale[0], t.quant.zero_point[0],
+                                             qonnx_fold.probe_shape(rank, axis, c))
+            src = t.name
         consts = {x: self._const_float(x) if x in ctx.constants and is_quantized(ctx.dtype(x)) else ctx.constants[x]
                   for n in nodes for x in n.input if x in ctx.constants}
         thr, base, step = qonnx_fold.thresholds(source, nodes, consts, codes, self.std_opset, c)
@@ -412,8 +381,8 @@ class _Importer:
                 raise self._err(node, "a 1-bit signed (bipolar) Quant needs zero point 0")
             if x in self.chain:  # qonnx: +1 where x / s + 0 >= 0
                 y_scale = self._act_scale(node, scale)
-                self._thresholds(node, x, y, lambda v: _quant_codes(v, np.float32(y_scale), 0, -1, 1, mode, True),
-                                 "i2")
+                self._thresholds(node, x, y,
+                                 lambda v: qonnx_fold.quant_codes(v, np.float32(y_scale), 0, -1, 1, mode, True), "i2")
                 self.ctx.add_tensor(y, "i2", quant=convert.quant_of(y_scale, 0))
                 return
             return self._to_bipolar(node, x, y, scale)
@@ -428,7 +397,8 @@ class _Importer:
             raise self._err(node, f"zero point {zp} is outside the {bits}-bit range {qmin}..{qmax}")
         if x in self.chain or (mode != "HALF_EVEN" and self._pow2_ratio(node, x, y_scale) is None):
             # a float chain, or a rounding mode no shift or requantize expresses: the steps of qonnx's codes
-            self._thresholds(node, x, y, lambda v: _quant_codes(v, np.float32(y_scale), zp, qmin, qmax, mode), dtype)
+            self._thresholds(node, x, y,
+                             lambda v: qonnx_fold.quant_codes(v, np.float32(y_scale), zp, qmin, qmax, mode), dtype)
         elif x in self.acc:
             self._requant_acc(node, self.acc[x], y, y_scale, zp, dtype, qmin, qmax, mode)
         elif self.ctx.dtype(x) == "f32":
@@ -451,7 +421,7 @@ class _Importer:
         if w.dtype != np.float32:
             raise self._err(node, f"input 'x' must be float32, got {w.dtype}")
         quant = self._const_quant(node, scale, zp, w)  # checks the scale's shape against the constant's
-        codes = _quant_codes(w, scale, zp, qmin, qmax, mode)
+        codes = qonnx_fold.quant_codes(w, scale, zp, qmin, qmax, mode)
         dtype = f"{'i' if signed else 'u'}{bits}" if bits <= 8 else "i32"
         self._add_const(y, codes.astype(storage(dtype)), dtype, quant)
 
@@ -717,7 +687,7 @@ class _Importer:
         outputs = [o.name for o in g.output]
         for o in outputs:
             if o in self.acc or o in self.chain:
-                self._float_of(o)
+                self._float_of(o, None)
             elif o in ctx.tensors and is_quantized(ctx.dtype(o)) and ctx.tensors[o].quant is not None \
                     and o not in ctx.constants:
                 self._dequantize_output(o)

@@ -120,6 +120,26 @@ def _transpose_into_quant(quant: onnx.NodeProto, transpose: onnx.NodeProto, cons
     quant.output[0] = transpose.output[0]
 
 
+# ---------------------------------------------------------------- qonnx's quantizer
+
+def round_like_qonnx(y, mode):
+    """qonnx's rounding functions on floats (offline weight quantization), same dtype and ops."""
+    return {"HALF_EVEN": np.round, "CEIL": np.ceil, "FLOOR": np.floor, "DOWN": np.fix,
+            "UP": lambda v: np.sign(v) * np.ceil(np.abs(v)),
+            "HALF_UP": lambda v: np.sign(v) * np.floor(np.abs(v) + 0.5),
+            "HALF_DOWN": lambda v: np.sign(v) * np.ceil(np.abs(v) - 0.5)}[mode](y)
+
+
+def quant_codes(x, scale, zp, qmin, qmax, mode, bipolar=False) -> np.ndarray:
+    """qonnx's integer codes of a float32 tensor, in its float32 order: y = x / s + z (a 1-bit
+    signed Quant: ±1 by the sign of y), clamp, round (intquant.int_quant)."""
+    y = (np.asarray(x, np.float32) / scale).astype(np.float32) + np.float32(zp)
+    if bipolar:
+        return np.where(y >= 0, 1, -1).astype(np.int64)
+    return round_like_qonnx(np.clip(y, np.float32(qmin), np.float32(qmax)), mode).astype(np.int64)
+
+
+
 # ---------------------------------------------------------------- thresholds of a monotone chain
 
 def _ordered_float(keys: np.ndarray) -> np.ndarray:
@@ -138,6 +158,26 @@ def float_source(probe_shape):
     shape (T, *probe_shape[1:])."""
     return FLOAT_KEYS[0], FLOAT_KEYS[1], lambda k: _ordered_float(k).reshape((k.shape[0],) + tuple(probe_shape[1:])), \
         _ordered_float
+
+
+def acc_source(scale: np.ndarray, relu: bool, probe_shape):
+    """The source of a chain on an int32 accumulator whose real value is acc·scale[c] (float64):
+    the chain's input is that value rounded to float32 (qonnx's float Conv/MatMul output, exact
+    when the scales are powers of two and |acc| < 2^24), after Relu when one folded into it."""
+    def value(keys):
+        v = (keys * scale[None, :]).astype(np.float32)
+        return (np.maximum(v, np.float32(0)) if relu else v).reshape((keys.shape[0],) + tuple(probe_shape[1:]))
+    return -2 ** 31, 2 ** 31 - 1, value, lambda k: k
+
+
+def codes_source(qmin: int, qmax: int, scale: float, zp: int, probe_shape):
+    """The source of a chain on quantized codes: the chain's input is qonnx's Quant output
+    (code − z)·s in float32."""
+    s, z = np.float32(scale), np.float32(zp)
+
+    def value(keys):
+        return ((keys.astype(np.float32) - z) * s).astype(np.float32).reshape((keys.shape[0],) + tuple(probe_shape[1:]))
+    return qmin, qmax, value, lambda k: k
 
 
 def probe_shape(rank: int, axis: int, channels: int) -> tuple:

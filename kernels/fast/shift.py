@@ -121,7 +121,6 @@ def multithreshold(x, thresholds, base, step, axis):
         x3 = np.ascontiguousarray(x).reshape(1, 1, -1)
     x3 = x3.astype(np.float64 if flt else np.int64)
     out = np.empty(x3.shape, np.int64)
-    _multithreshold_core(x3, t.astype(np.float64 if flt else np.int64), levels,
-                         np.ascontiguousarray(base, np.int64).reshape(-1), np.ascontiguousarray(step, np.int64).reshape(-1),
-                         out)
+    base, step = (np.ascontiguousarray(v, np.int64).reshape(-1) for v in (base, step))
+    _multithreshold_core(x3, t.astype(np.float64 if flt else np.int64), levels, base, step, out)
     return out.reshape(x.shape)
