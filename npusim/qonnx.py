@@ -19,30 +19,44 @@ Trunc v2, opset 2, has an explicit output scale, which Brevitas sets to s·2^k.)
 The importer keeps, for every float tensor of the QONNX graph that carries integers, the IR
 tensor of those integers (same name): a Quant output is its code q with Quant(s, z); a Conv,
 MatMul or Gemm output is the int32 accumulator Σ(x − x_zp)(w − w_zp) + bias, whose real
-scale is x_scale·w_scale[c] (kept on the side, see `_Acc`). Mapping (docs/qonnx.md):
+scale is x_scale·w_scale[c] (kept on the side, see `_Acc`). Before that, constant subgraphs
+fold as qonnx's cleanup_model folds them (npusim.qonnx_fold: Shape/Gather/Concat building a
+Reshape's shape, Pow of constants, a Transpose of a quantized weight). Mapping (docs/qonnx.md):
 
 - Quant on a constant: integer weight constant (i{b}/u{b}, int32 for a bias over 8 bits),
   codes computed offline exactly as qonnx does (float32 arithmetic, same rounding).
-- Quant on the float model input: `quantize` (ROUND only: the kernel rounds half to even).
+- Quant on a float tensor (the model input, a host island's output), ROUND: `quantize`.
 - Quant on an accumulator (Relu in between folds into the clamp): `round_shift` when the
   multiplier x_scale·w_scale/y_scale is an exact power of two (integer, exact for every mode,
   zero point added before rounding as qonnx does); otherwise ROUND -> `requantize` (float32
-  multiplier, round half to even, as npusim.requant) and any other mode -> an NpusimError.
+  multiplier, round half to even, as npusim.requant).
 - Quant on a quantized tensor: `round_shift` when the scale ratio is a power of two, else
-  `dequantize` + `quantize` (ROUND only).
+  (ROUND) `dequantize` + `quantize`.
+- A float chain between an accumulator, codes or a float tensor and the Quant/BipolarQuant
+  after it (BatchNormalization, Add/Sub/Mul/Div by constants, Relu, Clip: monotone per
+  channel), and any Quant whose rounding mode the cases above cannot express: `multithreshold`
+  (FINN's MultiThreshold), code = base + step·#{thresholds ≤ x}, the thresholds found at import
+  by running the chain as qonnx runs it (onnxruntime, float32) and quantizing as qonnx does
+  (qonnx_fold.thresholds). Exact against qonnx when qonnx's accumulator is exact in float32.
 - BipolarQuant (and Quant with bits=1, signed): i2 codes −1/+1 (zero point 0, storage int8),
   offline for weights, `sign` for activations; the integer conv then sums ±1 products.
 - Trunc: `round_shift` (an exact integer shift with the node's rounding mode).
 - Relu on an accumulator folds into the next clamp; on a quantized tensor it is `round_shift`
   with shift 0 and qmin = zero point. Reshape, Flatten, Transpose, Squeeze, Unsqueeze,
-  Identity, Concat, MaxPool on quantized tensors convert as in npusim.convert.
+  Identity, Concat, MaxPool on quantized tensors convert as in npusim.convert; Reshape,
+  Flatten, Transpose, Squeeze, Unsqueeze, Identity of a float tensor are the same IR data ops.
+- Any other standard op, and a Conv/MatMul/Gemm without a quantized activation and quantized
+  weights (QKeras' first layer reads the float input), is a float op: it runs on the host
+  (onnxruntime, in host islands) on the float32 values qonnx computes for its inputs
+  (dequantized codes and accumulators, the weights' Quant outputs).
 - A graph output that holds integers is dequantized to float (the integer tensor is then
   named "<output>::q").
-Anything else (MultiThreshold, a float op between quantized tensors, per-tensor-unsupported
-parameters) is an NpusimError naming the node.
+Errors (an NpusimError naming the node): QONNX ops other than Quant/BipolarQuant/Trunc
+(MultiThreshold, ...), activations over 8 bits, per-channel activation scales, non-integer
+zero points, a Conv/Gemm bias input that is not a multiple of the accumulator scale.
 
-`round_shift` and `sign` are IR ops of their own (npusim.registry; kernels in
-npusim_kernels.golden.shift).
+`round_shift`, `sign` and `multithreshold` are IR ops of their own (npusim.registry; kernels
+in npusim_kernels.golden.shift).
 """
 from __future__ import annotations
 
