@@ -68,8 +68,8 @@ from onnx import helper, numpy_helper
 
 from . import convert, qonnx_fold
 from .errors import NpusimError
-from .frontend import ONNX_DTYPES, ImportContext, merge_host_islands
-from .ir import Graph, Quant, is_quantized, qrange, storage
+from .frontend import ONNX_DTYPES, ImportContext, onnx_dtype
+from .ir import Graph, Node, Quant, is_quantized, qrange, storage
 from .requant import f32_form
 from npusim_kernels.golden.shift import sign
 
@@ -297,13 +297,17 @@ class _Importer:
         return True
 
     def _host(self, node):
-        """A float op: the host runs it (onnxruntime, in a host island), on the float values
-        qonnx computes for its inputs (dequantized codes, accumulators and chains)."""
+        """A float op: the host runs it on onnxruntime, on the float values qonnx computes for its
+        inputs (dequantized codes, accumulators and chains), each node a host island of its own
+        with every input fed, constants too, as qonnx's executor runs it (qonnx_fold.single_node_model)."""
         p = onnx.NodeProto()
         p.CopyFrom(node)
         p.input[:] = [self._float_of(x, node) if x else x for x in node.input]
-        self.ctx.emit("host", node.name, [x for x in p.input if x], list(p.output), {"node": p.SerializeToString()},
-                      node.name)
+        ins = list(dict.fromkeys(x for x in p.input if x))
+        model = qonnx_fold.single_node_model(p, {x: onnx_dtype(self.ctx.dtype(x)) for x in ins}, self.std_opset)
+        self.ctx.nodes.append(Node("host", node.name, tuple(ins), tuple(p.output),
+                                   {"model": model.SerializeToString(), "ops": (f"{node.op_type}:{node.name}",),
+                                    "elementwise": False}, source=node.name))
         for o in p.output:
             self.ctx.add_tensor(o, "f32")
             self.floats[o] = o
@@ -708,13 +712,9 @@ class _Importer:
             elif ctx.dtype(o) != "f32":
                 raise NpusimError(f"graph output {o!r} carries no quantized value npusim can produce")
         inputs = tuple(vi.name for vi in g.input if vi.name not in ctx.constants)
-        opsets = {"": self.std_opset}
-        ctx.graph_outputs = set(outputs)
-        nodes = merge_host_islands(ctx, opsets) if any(n.op == "host" for n in ctx.nodes) else ctx.nodes
-        used = {i for n in nodes for i in n.inputs}
+        used = {i for n in ctx.nodes for i in n.inputs}
         constants = {k: v for k, v in ctx.constants.items() if k in used}
-        return Graph(name, inputs, tuple(outputs), dict(ctx.tensors), tuple(nodes), constants,
-                     opsets if len(nodes) != len(ctx.nodes) or any(n.op == "host" for n in nodes) else {})
+        return Graph(name, inputs, tuple(outputs), dict(ctx.tensors), tuple(ctx.nodes), constants, {})
 
     def _rename(self, old, new):
         ctx = self.ctx

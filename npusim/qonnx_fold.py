@@ -33,16 +33,25 @@ QUANT_OPS = ("Quant", "BipolarQuant")
 MONOTONE = ("BatchNormalization", "Add", "Sub", "Mul", "Div", "Relu", "Clip", "Identity", "Neg")
 
 
-def node_session(node: onnx.NodeProto, feeds: dict, opset: int) -> Callable[[dict], list]:
-    """node -> run(feeds) on onnxruntime, the node alone in a model whose inputs are all fed,
-    as qonnx's execute_node builds it (default session options)."""
-    import onnxruntime as ort
-
-    ins = [helper.make_tensor_value_info(x, helper.np_dtype_to_tensor_dtype(np.asarray(feeds[x]).dtype), None)
-           for x in dict.fromkeys(node.input) if x]
+def single_node_model(node: onnx.NodeProto, types: dict, opset: int) -> onnx.ModelProto:
+    """The node alone in a model whose inputs (its distinct non-empty inputs, in order, constants
+    too) are all fed at run time, as qonnx's execute_node builds it; `types`: input -> ONNX
+    element type. Fed, not initializers: onnxruntime then neither prepacks a constant weight nor
+    fuses, either of which changes float32 results (a batch-1 MatMul by a prepacked weight, or
+    MatMul + Add fused into Gemm, differs from qonnx's by a few ULP)."""
+    ins = [helper.make_tensor_value_info(x, types[x], None) for x in dict.fromkeys(node.input) if x]
     g = helper.make_graph([node], "single-node-exec", ins, [onnx.ValueInfoProto(name=o) for o in node.output])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = 8
+    return m
+
+
+def node_session(node: onnx.NodeProto, feeds: dict, opset: int) -> Callable[[dict], list]:
+    """node -> run(feeds) on onnxruntime, in its `single_node_model` (default session options)."""
+    import onnxruntime as ort
+
+    m = single_node_model(node, {x: helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype) for x, v in feeds.items()},
+                          opset)
     try:
         sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as e:

@@ -26,9 +26,9 @@ ZOO = Path(__file__).resolve().parents[2] / "shared" / "qonnx-zoo"
 # model -> (input values, the host islands it keeps, the output's largest difference in ULP,
 # activation codes per input set: 784 + 3·64, 490 + 3·256, 64 + 2·32)
 MODELS = {
-    "TFC_2W2A": ("unit", [["Sub_57", "Div_60", "Mul_61", "Add_62"]], 0, 976),  # TensorNorm tail after the last MatMul
+    "TFC_2W2A": ("unit", ["Sub_57", "Div_60", "Mul_61", "Add_62"], 0, 976),  # TensorNorm tail after the last MatMul
     "kwsmlp_w3a3": ("normal", [], 4, 1258),
-    "qkeras_jettagging": ("normal", [["MatMul_0"], ["Add_3", "Softmax_0"]], 0, 128),  # float first layer; softmax
+    "qkeras_jettagging": ("normal", ["MatMul_0", "Add_3", "Softmax_0"], 0, 128),  # float first layer; softmax tail
 }
 
 
@@ -56,8 +56,7 @@ def test_zoo_model_bit_exact_with_qonnx(name, mode):
     path, raw, clean = _models(name)
     kind, islands, max_ulp, codes = MODELS[name]
     sess = npusim.InferenceSession(path, mode=mode)
-    assert [n.attrs["ops"] for n in sess.graph.nodes if n.op == "host"] == \
-        [tuple(f"{_op_of(raw, s)}:{s}" for s in island) for island in islands]
+    assert sess.host_fallback == islands  # one island per float node, as qonnx runs them
     ours_q, ref_q = _activation_quants(raw), _activation_quants(clean.model)
     assert len(ours_q) == len(ref_q) >= 3
     inp = raw.graph.input[0]
@@ -79,6 +78,3 @@ def test_zoo_model_bit_exact_with_qonnx(name, mode):
         assert _ulp(out, want) <= max_ulp, (name, _ulp(out, want))
     assert compared == 3 * codes
 
-
-def _op_of(model, node_name):
-    return next(n.op_type for n in model.graph.node if n.name == node_name)
