@@ -68,6 +68,21 @@ class Builder:
         self.nodes.append(helper.make_node(op, ins, [out], name=f"{op.lower()}_{out}", **attrs))
         return out
 
+    def dense(self, x, out, w, scale, bits, **quant):
+        """MatMul of `x` by the constant `w` quantized by a Quant (`out`_w, `out`_wq)."""
+        self.const(f"{out}_w", w)
+        self.quant(f"{out}_w", f"{out}_wq", scale, bits, **quant)
+        return self.node("MatMul", [x, f"{out}_wq"], out)
+
+    def batchnorm(self, x, out, rng, gamma, **attrs):
+        """BatchNormalization of `x` with `gamma` and random beta, mean, var (as many channels)."""
+        c = len(gamma)
+        for name, v in (("g", gamma), ("beta", rng.uniform(-1, 1, c)), ("mean", rng.uniform(-1, 1, c)),
+                        ("var", rng.uniform(0.5, 3, c))):
+            self.const(f"{out}_{name}", v)
+        return self.node("BatchNormalization", [x] + [f"{out}_{n}" for n in ("g", "beta", "mean", "var")], out,
+                         **attrs)
+
     def model(self, in_shape, out, qonnx_opset=1):
         g = helper.make_graph(self.nodes, "qonnx_test",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
@@ -508,9 +523,7 @@ def test_qkeras_float_first_layer_and_softmax_tail_bit_exact():
     b.node("Add", ["m1", "b1q"], "h1")
     b.node("Relu", ["h1"], "r1")
     b.quant("r1", "a1", 2.0 ** -6, 6, signed=False)
-    b.const("w2", rng.standard_normal((64, 5)) * 0.3)
-    b.quant("w2", "w2q", 2.0 ** -5, 6)
-    b.node("MatMul", ["a1", "w2q"], "m2")
+    b.dense("a1", "m2", rng.standard_normal((64, 5)) * 0.3, 2.0 ** -5, 6)
     b.const("b2", rng.standard_normal(5))
     b.node("Add", ["m2", "b2"], "h2")
     b.node("Softmax", ["h2"], "y", axis=1)
@@ -579,21 +592,14 @@ def bn_mlp(rng):
     b.node("MatMul", ["xq", "w1t"], "m1")
     gamma = rng.uniform(0.5, 2.0, 8).astype(np.float32)
     gamma[3] = -1.3
-    for name, v in (("g", gamma), ("beta", rng.uniform(-1, 1, 8)), ("mean", rng.uniform(-1, 1, 8)),
-                    ("var", rng.uniform(0.5, 3, 8))):
-        b.const(name, v)
-    b.node("BatchNormalization", ["m1", "g", "beta", "mean", "var"], "bn", epsilon=1e-3)
+    b.batchnorm("m1", "bn", rng, gamma, epsilon=1e-3)
     b.quant("bn", "a1", 0.25, 3, signed=False)
-    b.const("w2", (rng.integers(-7, 8, size=(8, 6)) * 2.0 ** -3).astype(np.float32))
-    b.quant("w2", "w2q", 2.0 ** -3, 4)
-    b.node("MatMul", ["a1", "w2q"], "m2")
+    b.dense("a1", "m2", rng.integers(-7, 8, size=(8, 6)) * 2.0 ** -3, 2.0 ** -3, 4)
     b.const("bias2", rng.uniform(-1, 1, 6))
     b.node("Add", ["m2", "bias2"], "h2")
     b.node("Relu", ["h2"], "r2")
     b.quant("r2", "a2", 0.125, 4, signed=False)
-    b.const("w3", (rng.integers(-7, 8, size=(6, 5)) * 2.0 ** -2).astype(np.float32))
-    b.quant("w3", "w3q", 2.0 ** -2, 4)
-    b.node("MatMul", ["a2", "w3q"], "m3")
+    b.dense("a2", "m3", rng.integers(-7, 8, size=(6, 5)) * 2.0 ** -2, 2.0 ** -2, 4)
     b.const("k3", rng.uniform(-2, 2, 5))
     b.node("Mul", ["m3", "k3"], "t3")
     b.const("c3", rng.uniform(-1, 1, 5))
@@ -610,22 +616,15 @@ def bipolar_mlp(rng):
     b.const("w1", rng.standard_normal((12, 10)))
     b.bipolar("w1", "w1b", 0.5)
     b.node("MatMul", ["xb", "w1b"], "m1")
-    for name, v in (("g", rng.uniform(-2, 2, 10)), ("beta", rng.uniform(-1, 1, 10)), ("mean", rng.uniform(-1, 1, 10)),
-                    ("var", rng.uniform(0.5, 3, 10))):
-        b.const(name, v)
-    b.node("BatchNormalization", ["m1", "g", "beta", "mean", "var"], "bn")
+    b.batchnorm("m1", "bn", rng, rng.uniform(-2, 2, 10))
     b.bipolar("bn", "a1", 1.0)
-    b.const("w2", rng.standard_normal((10, 7)))
-    b.quant("w2", "w2q", 0.25, 1, signed=True)
-    b.node("MatMul", ["a1", "w2q"], "m2")
+    b.dense("a1", "m2", rng.standard_normal((10, 7)), 0.25, 1, signed=True)
     b.const("k2", rng.uniform(-2, 2, 7))
     b.node("Mul", ["m2", "k2"], "t2")
     b.const("c2", rng.uniform(-0.5, 0.5, 7))
     b.node("Add", ["t2", "c2"], "h2")
     b.quant("h2", "a2", 0.5, 1, signed=True)
-    b.const("w3", (rng.integers(-1, 2, size=(7, 4)) * 0.5).astype(np.float32))
-    b.quant("w3", "w3q", 0.5, 2)
-    b.node("MatMul", ["a2", "w3q"], "m3")
+    b.dense("a2", "m3", rng.integers(-1, 2, size=(7, 4)) * 0.5, 0.5, 2)
     b.quant("m3", "y", 2.0 ** -3, 8)
     return b.model((5, 12), "y")
 
@@ -661,7 +660,7 @@ def test_bipolar_mlp_bit_exact_with_qonnx(mode):
     g = import_qonnx(model)
     assert [n.op for n in g.nodes] == ["sign", "matmul", "multithreshold", "matmul", "multithreshold", "matmul",
                                        "round_shift", "dequantize"]
-    assert [g.tensors[t].dtype for t in ("xb", "w1b", "a1", "w2q", "a2")] == ["i2"] * 5
+    assert [g.tensors[t].dtype for t in ("xb", "w1b", "a1", "m2_wq", "a2")] == ["i2"] * 5
     for seed in range(3):
         x = np.random.default_rng(seed).standard_normal((5, 12)).astype(np.float32)
         x[0, :2] = (0.0, -0.0)
