@@ -17,6 +17,7 @@ import pytest
 from onnx import numpy_helper
 
 import npusim
+from npusim import cli
 
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
@@ -78,3 +79,16 @@ def test_zoo_model_bit_exact_with_qonnx(name, mode):
         assert _ulp(out, want) <= max_ulp, (name, _ulp(out, want))
     assert compared == 3 * codes
 
+
+
+def test_cli_runs_benches_and_refuses_to_verify_a_qonnx_model(capsys):
+    """run and bench take the published model (bench without an onnxruntime time: onnxruntime
+    cannot load it); verify, whose reference is onnxruntime, says so in one line, exit 2."""
+    path, _, _ = _models("qkeras_jettagging")
+    assert cli.main(["run", path]) == 0
+    assert "global_out: float32 (1, 5)" in capsys.readouterr().out
+    assert cli.main(["bench", path]) == 0
+    assert "onnxruntime n/a" in capsys.readouterr().out
+    assert cli.main(["verify", path]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a QONNX model: onnxruntime cannot run its Quant nodes" in err[0]
