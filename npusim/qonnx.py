@@ -64,11 +64,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from . import convert, qonnx_fold
 from .errors import NpusimError
-from .frontend import ONNX_DTYPES, ImportContext, onnx_dtype
+from .frontend import ImportContext, onnx_dtype
 from .ir import Graph, Node, Quant, is_quantized, qrange, storage
 from .requant import f32_form
 from npusim_kernels.golden.shift import sign
@@ -238,14 +238,6 @@ class _Importer:
     # ------------------------------------------------------------ dispatch
     def _convert(self, node):
         ctx = self.ctx
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            at = node.attribute[0]
-            arr = numpy_helper.to_array(at.t) if at.type == onnx.AttributeProto.TENSOR \
-                else np.array(helper.get_attribute_value(at))
-            ctx.constants[node.output[0]] = arr
-            ctx.add_tensor(node.output[0], "f32" if arr.dtype == np.float32 else ONNX_DTYPES.get(at.t.data_type, "?"),
-                           tuple(arr.shape))
-            return
         if node.domain in DOMAINS:
             fn = {"Quant": self._quant, "BipolarQuant": self._bipolar, "Trunc": self._trunc}.get(node.op_type)
             if fn is None:
