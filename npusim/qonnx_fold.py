@@ -97,9 +97,10 @@ def fold_constants(model: onnx.ModelProto, shapes: dict) -> onnx.ModelProto:
             _transpose_into_quant(producer[n.input[0]], n, consts, added)
             producer[n.output[0]] = producer.pop(n.input[0])
         else:
-            kept.append(n)
+            kept.append(onnx.NodeProto())
+            kept[-1].CopyFrom(n)  # the caller's model stays as it is (a Transpose may rewrite this Quant)
             for o in n.output:
-                producer[o] = n
+                producer[o] = kept[-1]
         consts.update({k: v for k, v in added.items() if k not in consts})
     m = onnx.ModelProto()
     m.CopyFrom(model)
