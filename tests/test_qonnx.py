@@ -671,6 +671,34 @@ def test_bipolar_mlp_bit_exact_with_qonnx(mode):
         np.testing.assert_array_equal(got["y"], ctx["y"])
 
 
+def test_conv_bn_relu_and_scaled_codes_bit_exact():
+    """The conv-net forms of the same patterns: Conv (per-channel weights) -> BatchNormalization
+    -> Relu -> Quant with a zero point (thresholds per channel on axis 1 of NCHW), then a
+    per-channel Mul of the codes (1, C, 1, 1) -> Quant (thresholds on the codes)."""
+    rng = np.random.default_rng(13)
+    b = Builder()
+    b.quant("x", "xq", 2.0 ** -4, 8)
+    w, s = pow2_weights(rng, (6, 3, 3, 3), 4)
+    b.const("w", w)
+    b.quant("w", "wq", s, 4)
+    b.node("Conv", ["xq", "wq"], "c", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    b.batchnorm("c", "bn", rng, rng.uniform(-2, 2, 6))
+    b.node("Relu", ["bn"], "r")
+    b.quant("r", "a", 0.1, 4, signed=False, zp=2.0)
+    b.const("k", rng.uniform(0.5, 2, (1, 6, 1, 1)))
+    b.node("Mul", ["a", "k"], "am")
+    b.quant("am", "y", 0.3, 5)
+    model = b.model((2, 3, 6, 6), "y")
+    g = import_qonnx(model)
+    assert [n.op for n in g.nodes] == ["quantize", "conv", "multithreshold", "multithreshold", "dequantize"]
+    assert g.nodes[2].attrs["thresholds"].shape == (6, 13) and g.nodes[2].attrs["axis"] == 1  # codes 2..15
+    for seed in range(3):
+        pairs, _, _ = compare(model, feeds(np.random.default_rng(seed), (2, 3, 6, 6), 3.0))
+        assert set(pairs) == {"xq", "a", "y"}
+        assert_exact(pairs)
+        assert pairs["a"][0].min() == 2 and len(np.unique(pairs["y"][0])) > 6
+
+
 # ---------------------------------------------------------------- multithreshold, golden and fast
 
 @pytest.mark.parametrize("k", SHIFT_KERNELS)

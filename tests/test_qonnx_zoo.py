@@ -6,7 +6,7 @@ Quant/BipolarQuant on a non-constant input of the published model against the k-
 cleaned one), and the float output equal, except kwsmlp's: its last MatMul output is the graph
 output, with non-power-of-two scales; qonnx sums it in float32 (onnxruntime's MatMul), npusim
 has the exact integer accumulator times one float32 scale, so the two differ by a few units in
-the last place (measured: at most 3 ULP; the bound asserted is 4).
+the last place of the largest output (measured over 20 input sets: at most 3; asserted: 4).
 """
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +24,8 @@ from qonnx.core.onnx_exec import execute_onnx
 from qonnx.util.cleanup import cleanup_model
 
 ZOO = Path(__file__).resolve().parents[2] / "shared" / "qonnx-zoo"
-# model -> (input values, the host islands it keeps, the output's largest difference in ULP,
+# model -> (input values, the host islands it keeps, the output's largest difference in ULP of its
+# largest value,
 # activation codes per input set: 784 + 3·64, 490 + 3·256, 64 + 2·32)
 MODELS = {
     "TFC_2W2A": ("unit", ["Sub_57", "Div_60", "Mul_61", "Add_62"], 0, 976),  # TensorNorm tail after the last MatMul
@@ -45,10 +46,6 @@ def _activation_quants(model):
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     return [(n.output[0], inits[n.input[1]].astype(np.float64), float(inits[n.input[2]]) if n.op_type == "Quant"
              else 0.0) for n in model.graph.node if n.op_type in ("Quant", "BipolarQuant") and n.input[0] not in inits]
-
-
-def _ulp(a, b):
-    return int(np.abs(a.view(np.int32).astype(np.int64) - b.view(np.int32).astype(np.int64)).max())
 
 
 @pytest.mark.parametrize("mode", ["ort", "npu"])
@@ -76,7 +73,7 @@ def test_zoo_model_bit_exact_with_qonnx(name, mode):
                 assert len(np.unique(want)) > 1  # the last layer's codes are not constant
         out, want = got[raw.graph.output[0].name], ref[clean.graph.output[0].name]
         assert out.dtype == want.dtype == np.float32 and out.shape == want.shape
-        assert _ulp(out, want) <= max_ulp, (name, _ulp(out, want))
+        assert np.abs(out - want).max() <= max_ulp * np.spacing(np.abs(want).max()), (name, out - want)
     assert compared == 3 * codes
 
 
