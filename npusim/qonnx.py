@@ -300,8 +300,8 @@ class _Importer:
         self.ctx.nodes.append(Node("host", node.name, tuple(ins), tuple(p.output),
                                    {"model": model.SerializeToString(), "ops": (f"{node.op_type}:{node.name}",),
                                     "elementwise": False}, source=node.name))
-        for o in p.output:
-            self.ctx.add_tensor(o, "f32")
+        for o in p.output:  # float32 unless shape inference says otherwise (Shape, ArgMax: int64)
+            self.ctx.add_tensor(o, self.ctx.value_types.get(o, "?").replace("?", "f32"))
             self.floats[o] = o
 
     def _float_of(self, name, node) -> str:
@@ -701,7 +701,7 @@ class _Importer:
             elif o in ctx.tensors and is_quantized(ctx.dtype(o)) and ctx.tensors[o].quant is not None \
                     and o not in ctx.constants:
                 self._dequantize_output(o)
-            elif ctx.dtype(o) != "f32":
+            elif o not in self.floats and ctx.dtype(o) != "f32":
                 raise NpusimError(f"graph output {o!r} carries no quantized value npusim can produce")
         inputs = tuple(vi.name for vi in g.input if vi.name not in ctx.constants)
         used = {i for n in ctx.nodes for i in n.inputs}

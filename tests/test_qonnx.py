@@ -699,6 +699,26 @@ def test_conv_bn_relu_and_scaled_codes_bit_exact():
         assert pairs["a"][0].min() == 2 and len(np.unique(pairs["y"][0])) > 6
 
 
+def test_host_op_with_an_integer_output():
+    """A float tail ending in ArgMax: the host island's int64 output is the graph output, as in qonnx."""
+    rng = np.random.default_rng(14)
+    b = Builder()
+    b.quant("x", "xq", 2.0 ** -4, 8)
+    b.dense("xq", "m", rng.integers(-7, 8, (16, 5)) * 2.0 ** -3, 2.0 ** -3, 4)
+    b.node("Softmax", ["m"], "s", axis=1)
+    b.node("ArgMax", ["s"], "y", axis=1)
+    model = b.model((6, 16), "y")
+    model.graph.output[0].type.tensor_type.elem_type = TensorProto.INT64
+    g = import_qonnx(model)
+    assert [n.op for n in g.nodes] == ["quantize", "matmul", "dequantize", "host", "host"]
+    assert g.tensors["y"].dtype == "i64"
+    x = rng.standard_normal((6, 16)).astype(np.float32)
+    want = execute_onnx(ModelWrapper(model).transform(InferShapes()), {"x": x})["y"]
+    got = npusim.InferenceSession(g).run(None, {"x": x})[0]
+    assert got.dtype == np.int64 and len(np.unique(want)) > 1
+    np.testing.assert_array_equal(got, want)
+
+
 # ---------------------------------------------------------------- multithreshold, golden and fast
 
 @pytest.mark.parametrize("k", SHIFT_KERNELS)
