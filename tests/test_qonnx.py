@@ -442,8 +442,10 @@ def test_is_qonnx_and_old_domains():
     assert not is_qonnx(helper.make_model(g))
 
 
-def test_ir_saves_and_loads(tmp_path):
-    g = import_qonnx(conv_net(np.random.default_rng(0)))
+@pytest.mark.parametrize("build", ["conv_net", "bn_mlp", "bipolar_mlp"])
+def test_ir_saves_and_loads(tmp_path, build):
+    """Also multithresholds (int and float thresholds) and single-node host islands."""
+    g = import_qonnx(globals()[build](np.random.default_rng(0)))
     ir.save(g, tmp_path / "g.npz")
     assert ir.graphs_equal(g, ir.load(tmp_path / "g.npz"))
 
