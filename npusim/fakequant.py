@@ -436,6 +436,18 @@ def _sign(node, rounding, x):
     return (np.where(np.asarray(x) >= node.attrs["x_zp"], 1, -1).astype(np.int8),)
 
 
+def _multithreshold(node, rounding, x):
+    """FINN's MultiThreshold: y = base[c] + step[c]·#{k : x ≥ thresholds[c, k]} (comparisons only, exact)."""
+    a = node.attrs
+    t = np.asarray(a["thresholds"])
+    shape = [1] * x.ndim
+    if t.shape[0] > 1:
+        shape[int(a["axis"]) % x.ndim] = t.shape[0]
+    count = (np.asarray(x)[..., None] >= t.reshape(shape + [t.shape[1]])).sum(axis=-1)
+    y = np.asarray(a["base"]).reshape(shape) + np.asarray(a["step"]).reshape(shape) * count
+    return (y.astype(ir.storage(a["dtype"])),)
+
+
 def _maxpool(node, rounding, x):
     """ONNX MaxPool of an integer tensor (N, C, *spatial): the largest value of each window;
     padding cells hold the type's minimum, so they never win over an input cell."""
@@ -648,7 +660,8 @@ def _identity(node, rounding, x):
 
 ARITHMETIC = {"conv": _conv, "matmul": _matmul, "gemm": _gemm, "requantize": _requantize, "add": _add,
               "mul": _mul, "global_avgpool": _global_avgpool, "avgpool": _avgpool, "softmax": _softmax,
-              "qconcat": _qconcat, "round_shift": _round_shift, "sign": _sign, "maxpool": _maxpool,
+              "qconcat": _qconcat, "round_shift": _round_shift, "sign": _sign,
+              "multithreshold": _multithreshold, "maxpool": _maxpool,
               "quantize": _quantize, "dequantize": _dequantize, "leaky_relu": _leaky_relu, "sigmoid": _sigmoid,
               "dynamic_quantize": _dynamic_quantize, "scale_float": _scale_float,
               "reshape": _reshape, "flatten": _flatten, "transpose": _transpose, "squeeze": _squeeze,

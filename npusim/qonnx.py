@@ -19,30 +19,44 @@ Trunc v2, opset 2, has an explicit output scale, which Brevitas sets to s·2^k.)
 The importer keeps, for every float tensor of the QONNX graph that carries integers, the IR
 tensor of those integers (same name): a Quant output is its code q with Quant(s, z); a Conv,
 MatMul or Gemm output is the int32 accumulator Σ(x − x_zp)(w − w_zp) + bias, whose real
-scale is x_scale·w_scale[c] (kept on the side, see `_Acc`). Mapping (docs/qonnx.md):
+scale is x_scale·w_scale[c] (kept on the side, see `_Acc`). Before that, constant subgraphs
+fold as qonnx's cleanup_model folds them (npusim.qonnx_fold: Shape/Gather/Concat building a
+Reshape's shape, Pow of constants, a Transpose of a quantized weight). Mapping (docs/qonnx.md):
 
 - Quant on a constant: integer weight constant (i{b}/u{b}, int32 for a bias over 8 bits),
   codes computed offline exactly as qonnx does (float32 arithmetic, same rounding).
-- Quant on the float model input: `quantize` (ROUND only: the kernel rounds half to even).
+- Quant on a float tensor (the model input, a host island's output), ROUND: `quantize`.
 - Quant on an accumulator (Relu in between folds into the clamp): `round_shift` when the
   multiplier x_scale·w_scale/y_scale is an exact power of two (integer, exact for every mode,
   zero point added before rounding as qonnx does); otherwise ROUND -> `requantize` (float32
-  multiplier, round half to even, as npusim.requant) and any other mode -> an NpusimError.
+  multiplier, round half to even, as npusim.requant).
 - Quant on a quantized tensor: `round_shift` when the scale ratio is a power of two, else
-  `dequantize` + `quantize` (ROUND only).
+  (ROUND) `dequantize` + `quantize`.
+- A float chain between an accumulator, codes or a float tensor and the Quant/BipolarQuant
+  after it (BatchNormalization, Add/Sub/Mul/Div by constants, Relu, Clip: monotone per
+  channel), and any Quant whose rounding mode the cases above cannot express: `multithreshold`
+  (FINN's MultiThreshold), code = base + step·#{thresholds ≤ x}, the thresholds found at import
+  by running the chain as qonnx runs it (onnxruntime, float32) and quantizing as qonnx does
+  (qonnx_fold.thresholds). Exact against qonnx when qonnx's accumulator is exact in float32.
 - BipolarQuant (and Quant with bits=1, signed): i2 codes −1/+1 (zero point 0, storage int8),
   offline for weights, `sign` for activations; the integer conv then sums ±1 products.
 - Trunc: `round_shift` (an exact integer shift with the node's rounding mode).
 - Relu on an accumulator folds into the next clamp; on a quantized tensor it is `round_shift`
   with shift 0 and qmin = zero point. Reshape, Flatten, Transpose, Squeeze, Unsqueeze,
-  Identity, Concat, MaxPool on quantized tensors convert as in npusim.convert.
+  Identity, Concat, MaxPool on quantized tensors convert as in npusim.convert; Reshape,
+  Flatten, Transpose, Squeeze, Unsqueeze, Identity of a float tensor are the same IR data ops.
+- Any other standard op, and a Conv/MatMul/Gemm without a quantized activation and quantized
+  weights (QKeras' first layer reads the float input), is a float op: it runs on the host
+  (onnxruntime, in host islands) on the float32 values qonnx computes for its inputs
+  (dequantized codes and accumulators, the weights' Quant outputs).
 - A graph output that holds integers is dequantized to float (the integer tensor is then
   named "<output>::q").
-Anything else (MultiThreshold, a float op between quantized tensors, per-tensor-unsupported
-parameters) is an NpusimError naming the node.
+Errors (an NpusimError naming the node): QONNX ops other than Quant/BipolarQuant/Trunc
+(MultiThreshold, ...), activations over 8 bits, per-channel activation scales, non-integer
+zero points, a Conv/Gemm bias input that is not a multiple of the accumulator scale.
 
-`round_shift` and `sign` are IR ops of their own (npusim.registry; kernels in
-npusim_kernels.golden.shift).
+`round_shift`, `sign` and `multithreshold` are IR ops of their own (npusim.registry; kernels
+in npusim_kernels.golden.shift).
 """
 from __future__ import annotations
 
@@ -50,12 +64,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
-from . import convert
+from . import convert, qonnx_fold
 from .errors import NpusimError
-from .frontend import ONNX_DTYPES, ImportContext
-from .ir import Graph, Quant, is_quantized, qrange, storage
+from .frontend import ImportContext, onnx_dtype
+from .ir import Graph, Node, Quant, is_quantized, qrange, storage
 from .requant import f32_form
 from npusim_kernels.golden.shift import sign
 
@@ -66,6 +80,10 @@ DOMAINS = ("qonnx.custom_op.general", "onnx.brevitas", "finn.custom_op.general")
 ROUNDINGS = {"ROUND": "HALF_EVEN", "HALF_EVEN": "HALF_EVEN", "CEIL": "CEIL", "FLOOR": "FLOOR", "UP": "UP",
              "DOWN": "DOWN", "ROUND_TO_ZERO": "DOWN", "HALF_UP": "HALF_UP", "HALF_DOWN": "HALF_DOWN"}
 
+# float data movement on the graph input: ONNX op -> (IR op, attributes), as npusim.convert's
+_FLOAT_DATA_OPS = {"Reshape": ("reshape", ("allowzero",)), "Flatten": ("flatten", ("axis",)),
+                   "Transpose": ("transpose", ("perm",)), "Squeeze": ("squeeze", ("axes",)),
+                   "Unsqueeze": ("unsqueeze", ("axes",)), "Identity": ("identity", ())}
 _DATA_OPS = ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Concat", "MaxPool")
 
 
@@ -77,16 +95,6 @@ def is_qonnx(model: onnx.ModelProto) -> bool:
 def import_qonnx(model: onnx.ModelProto, name: str | None = None) -> Graph:
     """The integer IR of a QONNX model (see the module docstring for the mapping)."""
     return _Importer(model).graph(name or model.graph.name or "qonnx")
-
-
-# ---------------------------------------------------------------- rounding (integer and offline)
-
-def _round_float(y, mode):
-    """qonnx's rounding functions on floats (offline weight quantization), same dtype and ops."""
-    return {"HALF_EVEN": np.round, "CEIL": np.ceil, "FLOOR": np.floor, "DOWN": np.fix,
-            "UP": lambda v: np.sign(v) * np.ceil(np.abs(v)),
-            "HALF_UP": lambda v: np.sign(v) * np.floor(np.abs(v) + 0.5),
-            "HALF_DOWN": lambda v: np.sign(v) * np.ceil(np.abs(v) - 0.5)}[mode](y)
 
 
 # ---------------------------------------------------------------- the importer
@@ -145,10 +153,14 @@ class _Importer:
         for i, n in enumerate(m.graph.node):
             if not n.name:
                 n.name = f"{n.op_type}_{i}"
-        self.model = m
         self.opset = {o.domain: o.version for o in m.opset_import}
+        self.std_opset = next((v for d, v in self.opset.items() if d in ("", "ai.onnx")), 13)
+        m = qonnx_fold.fold_constants(m, ImportContext(_shape_inferred(m)).value_shapes)
+        self.model = m
         self.ctx = ImportContext(_shape_inferred(m))
         self.acc: dict[str, _Acc] = {}
+        self.chain: dict[str, tuple[str, onnx.NodeProto]] = {}  # float tensor -> (its variable input, node)
+        self.floats: dict[str, str] = {}  # QONNX float tensor -> the IR float tensor holding its value
         self.readers: dict[str, int] = {}
         for n in m.graph.node:
             for x in n.input:
@@ -226,14 +238,6 @@ class _Importer:
     # ------------------------------------------------------------ dispatch
     def _convert(self, node):
         ctx = self.ctx
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            at = node.attribute[0]
-            arr = numpy_helper.to_array(at.t) if at.type == onnx.AttributeProto.TENSOR \
-                else np.array(helper.get_attribute_value(at))
-            ctx.constants[node.output[0]] = arr
-            ctx.add_tensor(node.output[0], "f32" if arr.dtype == np.float32 else ONNX_DTYPES.get(at.t.data_type, "?"),
-                           tuple(arr.shape))
-            return
         if node.domain in DOMAINS:
             fn = {"Quant": self._quant, "BipolarQuant": self._bipolar, "Trunc": self._trunc}.get(node.op_type)
             if fn is None:
@@ -244,14 +248,139 @@ class _Importer:
             raise self._err(node, f"domain {node.domain!r} is not supported in a QONNX graph")
         fn = {"Conv": self._conv, "MatMul": self._matmul, "Gemm": self._gemm, "Relu": self._relu,
               "Add": self._add}.get(node.op_type)
-        if fn is not None:
-            return fn(node)
-        if node.op_type in _DATA_OPS and not any(x in self.acc for x in node.input) \
+        if fn is not None and fn(node) is not False:
+            return
+        if node.op_type in _DATA_OPS and not any(x in self.acc or x in self.chain for x in node.input) \
                 and convert.convert(ctx, node):
             return
-        raise self._err(node, "no integer form: a float op between quantized tensors (supported: Quant, "
-                              f"BipolarQuant, Trunc, Conv, MatMul, Gemm, Relu, bias Add, {', '.join(_DATA_OPS)} "
-                              "on quantized tensors)")
+        if self._float_data_op(node) or self._extend_chain(node):
+            return
+        self._host(node)
+
+    # ------------------------------------------------------------ float: chains and host ops
+    def _variable_inputs(self, node):
+        return [x for x in node.input if x and x not in self.ctx.constants]
+
+    def _float_data_op(self, node) -> bool:
+        """Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity of a float tensor (the graph
+        input before its first Quant): the IR data op, on float values (it moves, never computes)."""
+        op = _FLOAT_DATA_OPS.get(node.op_type)
+        x = node.input[0] if node.input else ""
+        if op is None or x in self.chain or x in self.acc or x in self.ctx.constants or self.ctx.dtype(x) != "f32" \
+                or any(i and i not in self.ctx.constants for i in node.input[1:]):
+            return False
+        a = {v.name: helper.get_attribute_value(v) for v in node.attribute}
+        attrs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in a.items() if k in op[1]}
+        self.ctx.emit(op[0], node.name, list(node.input), [node.output[0]], attrs, node.name)
+        self.ctx.add_tensor(node.output[0], "f32")
+        return True
+
+    def _extend_chain(self, node) -> bool:
+        """A monotone op on one variable input (an accumulator, codes, a float tensor or a chain)
+        joins that input's chain: it runs folded into the thresholds of the Quant that ends the
+        chain (qonnx_fold.thresholds), or on the host if no Quant does."""
+        var = self._variable_inputs(node)
+        if node.op_type not in qonnx_fold.MONOTONE or len(var) != 1 or (node.op_type == "Div" and
+                                                                         node.input[0] != var[0]):
+            return False
+        if node.op_type == "BatchNormalization" and (node.input[0] != var[0] or len(node.output) != 1):
+            return False
+        self.chain[node.output[0]] = (var[0], node)
+        return True
+
+    def _host(self, node):
+        """A float op: the host runs it on onnxruntime, on the float values qonnx computes for its
+        inputs (dequantized codes, accumulators and chains), each node a host island of its own
+        with every input fed, constants too, as qonnx's executor runs it (qonnx_fold.single_node_model)."""
+        p = onnx.NodeProto()
+        p.CopyFrom(node)
+        p.input[:] = [self._float_of(x, node) if x else x for x in node.input]
+        ins = list(dict.fromkeys(x for x in p.input if x))
+        model = qonnx_fold.single_node_model(p, {x: onnx_dtype(self.ctx.dtype(x)) for x in ins}, self.std_opset)
+        self.ctx.nodes.append(Node("host", node.name, tuple(ins), tuple(p.output),
+                                   {"model": model.SerializeToString(), "ops": (f"{node.op_type}:{node.name}",),
+                                    "elementwise": False}, source=node.name))
+        for o in p.output:  # float32 unless shape inference says otherwise (Shape, ArgMax: int64)
+            self.ctx.add_tensor(o, self.ctx.value_types.get(o, "?").replace("?", "f32"))
+            self.floats[o] = o
+
+    def _float_of(self, name, node) -> str:
+        """The IR tensor holding the float32 value qonnx computes for `name`, read by `node`
+        (emitted on first use)."""
+        ctx = self.ctx
+        if name in self.floats:
+            return self.floats[name]
+        if name in self.chain:
+            src, producer = self.chain[name]
+            self._float_of(src, producer)
+            self._host(producer)
+            return name
+        if name in self.acc:
+            out = name
+            self._dequantize_acc(name)
+        elif name in ctx.constants:
+            t = ctx.tensors.get(name)
+            if t is None or t.quant is None or not is_quantized(t.dtype):
+                return name
+            out = self._add_const(f"{name}::float", self._const_float(name), "f32")
+        elif ctx.dtype(name) == "f32":
+            out = name
+        else:
+            t = self._quantized(node, name, "input")
+            out = f"{name}::float"
+            ctx.emit("dequantize", f"{name}/dequantize", [name], [out],
+                     {"scale": np.array(t.quant.scale, np.float32), "zp": np.array(t.quant.zero_point, np.int64),
+                      "axis": 1, "block_size": 0}, name)
+            ctx.add_tensor(out, "f32", ctx.tensors[name].shape)
+        self.floats[name] = out
+        return out
+
+    def _const_float(self, name) -> np.ndarray:
+        """A quantized constant's float32 value as qonnx's Quant outputs it: (code − z)·s."""
+        codes, q = self.ctx.constants[name], self.ctx.tensors[name].quant
+        shape = [1] * codes.ndim
+        if q.axis is not None:
+            shape[q.axis] = len(q.scale)
+        s = np.array(q.scale, np.float32).reshape(shape)
+        return ((codes.astype(np.float32) - np.float32(q.zero_point[0])) * s).astype(np.float32)
+
+    def _chain_of(self, name):
+        """(root, nodes): the chain ending at `name`, from its root (not itself a chain tensor)."""
+        nodes = []
+        while name in self.chain:
+            name, node = self.chain[name]
+            nodes.append(node)
+        return name, tuple(reversed(nodes))
+
+    def _thresholds(self, node, x, y, codes, dtype):
+        """Quant/BipolarQuant of a chain -> multithreshold on the chain's root (see qonnx_fold)."""
+        ctx = self.ctx
+        root, nodes = self._chain_of(x)
+        shape = ctx.value_shapes.get(x) or ctx.value_shapes.get(root)
+        if not shape:
+            raise self._err(node, f"input {x!r} has no known rank (ONNX shape inference found none)")
+        rank = len(shape)
+        if root in self.acc:
+            acc = self.acc[root]
+            axis, c = qonnx_fold.chain_axis(nodes, ctx.constants, rank, acc.axis, acc.w_scale.size)
+            scale = np.float64(np.float32(acc.x_scale)) * np.broadcast_to(acc.w_scale, (c,)).astype(np.float64)
+            source = qonnx_fold.acc_source(scale, acc.relu, qonnx_fold.probe_shape(rank, axis, c))
+            src = acc.ir
+        elif ctx.dtype(root) == "f32" and root not in ctx.constants:
+            axis, c = qonnx_fold.chain_axis(nodes, ctx.constants, rank, None, 1)
+            source, src = qonnx_fold.float_source(qonnx_fold.probe_shape(rank, axis, c)), self._float_of(root, node)
+        else:
+            t = self._quantized(node, root, "input")
+            axis, c = qonnx_fold.chain_axis(nodes, ctx.constants, rank, None, 1)
+            source = qonnx_fold.codes_source(*qrange(t.dtype), t.quant.scale[0], t.quant.zero_point[0],
+                                             qonnx_fold.probe_shape(rank, axis, c))
+            src = t.name
+        consts = {x: self._const_float(x) if x in ctx.constants and is_quantized(ctx.dtype(x)) else ctx.constants[x]
+                  for n in nodes for x in n.input if x in ctx.constants}
+        thr, base, step = qonnx_fold.thresholds(source, nodes, consts, codes, self.std_opset, c)
+        ctx.emit("multithreshold", node.name, [src], [y],
+                 {"thresholds": thr, "base": base, "step": step, "axis": axis, "dtype": dtype,
+                  "chain": tuple(f"{n.op_type}:{n.name}" for n in nodes)}, node.name)
 
     # ------------------------------------------------------------ Quant
     def _quant(self, node):
@@ -260,6 +389,12 @@ class _Importer:
         if bits == 1 and signed:
             if zp != 0:
                 raise self._err(node, "a 1-bit signed (bipolar) Quant needs zero point 0")
+            if x in self.chain:  # qonnx: +1 where x / s + 0 >= 0
+                y_scale = self._act_scale(node, scale)
+                self._thresholds(node, x, y,
+                                 lambda v: qonnx_fold.quant_codes(v, np.float32(y_scale), 0, -1, 1, mode, True), "i2")
+                self.ctx.add_tensor(y, "i2", quant=convert.quant_of(y_scale, 0))
+                return
             return self._to_bipolar(node, x, y, scale)
         qmin, qmax = _int_range(signed, narrow, bits)
         if x in self.ctx.constants:
@@ -270,7 +405,11 @@ class _Importer:
         y_scale = self._act_scale(node, scale)
         if not qmin <= zp <= qmax:
             raise self._err(node, f"zero point {zp} is outside the {bits}-bit range {qmin}..{qmax}")
-        if x in self.acc:
+        if x in self.chain or (mode != "HALF_EVEN" and self._pow2_ratio(node, x, y_scale) is None):
+            # a float chain, or a rounding mode no shift or requantize expresses: the steps of qonnx's codes
+            self._thresholds(node, x, y,
+                             lambda v: qonnx_fold.quant_codes(v, np.float32(y_scale), zp, qmin, qmax, mode), dtype)
+        elif x in self.acc:
             self._requant_acc(node, self.acc[x], y, y_scale, zp, dtype, qmin, qmax, mode)
         elif self.ctx.dtype(x) == "f32":
             self._quantize(node, x, y, y_scale, zp, dtype, qmin, qmax, mode)
@@ -278,14 +417,21 @@ class _Importer:
             self._requant_codes(node, self._quantized(node, x, "input"), y, y_scale, zp, dtype, qmin, qmax, mode)
         self.ctx.add_tensor(y, dtype, quant=convert.quant_of(y_scale, zp))
 
+    def _pow2_ratio(self, node, x, y_scale):
+        """e with input scale / y_scale == 2^e (per channel) for an accumulator or codes; None otherwise."""
+        if x in self.acc:
+            return _pow2_exponent(self.acc[x].x_scale * np.asarray(self.acc[x].w_scale, np.float64) / y_scale)
+        if self.ctx.dtype(x) == "f32":
+            return None
+        return _pow2_exponent(self._quantized(node, x, "input").quant.scale[0] / y_scale)
+
     def _quant_const(self, node, x, y, scale, zp, bits, signed, qmin, qmax, mode):
         """Weights or bias: the codes qonnx computes, in its float32 order (x/s + z, clamp, round)."""
         w = np.asarray(self.ctx.constants[x])
         if w.dtype != np.float32:
             raise self._err(node, f"input 'x' must be float32, got {w.dtype}")
         quant = self._const_quant(node, scale, zp, w)  # checks the scale's shape against the constant's
-        v = (w / scale).astype(np.float32) + np.float32(zp)
-        codes = _round_float(np.clip(v, np.float32(qmin), np.float32(qmax)), mode).astype(np.int64)
+        codes = qonnx_fold.quant_codes(w, scale, zp, qmin, qmax, mode)
         dtype = f"{'i' if signed else 'u'}{bits}" if bits <= 8 else "i32"
         self._add_const(y, codes.astype(storage(dtype)), dtype, quant)
 
@@ -301,25 +447,19 @@ class _Importer:
         return Quant(tuple(float(s) for s in scale.reshape(-1)), (zp,) * scale.size, axis)
 
     def _quantize(self, node, x, y, y_scale, zp, dtype, qmin, qmax, mode):
-        """The model's float input: `quantize` (x / s, round half to even, clamp) — ROUND only."""
-        if mode != "HALF_EVEN":
-            raise self._err(node, f"rounding_mode {mode} on a float input is not supported: npusim's quantize "
-                                  f"rounds half to even (ROUND) only")
+        """A float tensor, ROUND: `quantize` (x / s, round half to even, clamp)."""
         attrs = {"scale": np.array([y_scale], np.float32), "zp": np.array([zp], np.int64), "axis": 1,
                  "block_size": 0, "qmin": qmin, "qmax": qmax, "dtype": dtype}
         self.ctx.emit("quantize", node.name, [x], [y], attrs, node.name)
 
     def _requant_acc(self, node, acc, y, y_scale, zp, dtype, qmin, qmax, mode):
-        """Quant of a Conv/MatMul/Gemm output: requantize (ROUND) or an exact shift (power-of-two multiplier)."""
+        """Quant of a Conv/MatMul/Gemm output: an exact shift (power-of-two multiplier, any mode) or
+        requantize (ROUND)."""
         if acc.relu:
             qmin = max(qmin, zp)
-        real = acc.x_scale * np.asarray(acc.w_scale, np.float64) / y_scale
-        e = _pow2_exponent(real)
+        e = _pow2_exponent(acc.x_scale * np.asarray(acc.w_scale, np.float64) / y_scale)
         if e is not None:  # exact in every mode; qonnx rounds acc·m + zp, zero point before rounding
             return self._emit_shift(node, acc.ir, 0, _compact(-e), acc.axis, mode, y, zp, qmin, qmax, dtype)
-        if mode != "HALF_EVEN":
-            raise self._err(node, f"rounding_mode {mode} needs a power-of-two multiplier x_scale·w_scale/"
-                                  f"y_scale, got {real[:4]}; npusim's requantize rounds half to even only")
         attrs = {"x_scale": np.float32(acc.x_scale), "w_scale": _compact(acc.w_scale), "y_scale": np.float32(y_scale),
                  "y_zp": zp, "qmin": qmin, "qmax": qmax, "dtype": dtype, "axis": acc.axis}
         attrs.update(f32_form(attrs))
@@ -327,12 +467,10 @@ class _Importer:
 
     def _requant_codes(self, node, t, y, y_scale, zp, dtype, qmin, qmax, mode):
         """Quant of a quantized tensor: an exact shift when the scale ratio is a power of two, else
-        dequantize + quantize (the float values qonnx computes, ROUND only)."""
+        (ROUND) dequantize + quantize, the float values qonnx computes."""
         e = _pow2_exponent(t.quant.scale[0] / y_scale)
         if e is not None:
             return self._emit_shift(node, t.name, t.quant.zero_point[0], -e, -1, mode, y, zp, qmin, qmax, dtype)
-        if mode != "HALF_EVEN":
-            raise self._err(node, f"rounding_mode {mode} needs a power-of-two ratio of input to output scale")
         f = f"{y}::float"
         self.ctx.emit("dequantize", f"{node.name}/dequantize", [t.name], [f],
                       {"scale": np.array(t.quant.scale, np.float32), "zp": np.array(t.quant.zero_point, np.int64),
@@ -361,6 +499,10 @@ class _Importer:
             self._add_const(y, sign(w, 0), "i2", self._const_quant(node, scale, 0, w))
             return
         s = self._act_scale(node, scale)
+        if x in self.chain:  # qonnx's BipolarQuant: +1 where x >= 0
+            self._thresholds(node, x, y, lambda v: np.where(np.asarray(v) >= 0, 1, -1), "i2")
+            self.ctx.add_tensor(y, "i2", quant=convert.quant_of(s, 0))
+            return
         if x in self.acc:
             if self.acc[x].relu:
                 raise self._err(node, "Relu before a bipolar quantizer makes every value +1; not supported")
@@ -427,8 +569,9 @@ class _Importer:
                                   f"per-output-channel (axis {axis}) is supported")
         return name, t, np.array(t.quant.scale, np.float32)
 
-    def _bias(self, node, name, acc_scale: np.ndarray, channels: int) -> str:
-        """A bias as int32 in units of the accumulator scale; it must be (within 1e-4) an integer multiple."""
+    def _bias(self, node, name, acc_scale: np.ndarray, channels: int, strict=True) -> str | None:
+        """A bias as int32 in units of the accumulator scale; it must be (within 1e-4) an integer
+        multiple (else an error, or None when not `strict`)."""
         b = np.asarray(self.ctx.constants.get(name, np.array([]))).astype(np.float64).reshape(-1)
         t = self.ctx.tensors.get(name)
         if name not in self.ctx.constants or b.size not in (1, channels):
@@ -438,6 +581,8 @@ class _Importer:
         units = np.broadcast_to(b, (channels,)) / acc_scale.astype(np.float64)
         q = np.round(units)
         if np.any(np.abs(units - q) > 1e-4 * np.maximum(1, np.abs(q))) or np.any(np.abs(q) >= 2 ** 31):
+            if not strict:
+                return None
             raise self._err(node, f"bias {name!r} is not an integer multiple of the accumulator scale "
                                   f"x_scale·w_scale (first values {units[:4]})")
         return self._add_const(f"{name}::i32", q.astype(np.int32), "i32")
@@ -447,7 +592,18 @@ class _Importer:
         self.ctx.add_tensor(acc_name, "i32")
         self.acc[node.output[0]] = _Acc(acc_name, x_scale, w_scale, axis, len(self.ctx.nodes) - 1)
 
+    def _integer_layer(self, node, a, b) -> bool:
+        """True when a Conv/MatMul/Gemm has an integer form: a quantized activation times quantized
+        constant weights. Otherwise (a float input, as QKeras exports its first layer, or float
+        weights) it is a float layer for the host."""
+        ta, tb = self.ctx.tensors.get(a), self.ctx.tensors.get(b)
+        return ta is not None and is_quantized(ta.dtype) and ta.quant is not None and a not in self.ctx.constants \
+            and a not in self.acc and a not in self.chain and b in self.ctx.constants and tb is not None \
+            and is_quantized(tb.dtype) and tb.quant is not None
+
     def _conv(self, node):
+        if not self._integer_layer(node, node.input[0], node.input[1]):
+            return False
         x = self._quantized(node, node.input[0], "input X")
         w, wt, w_scale = self._weights(node, 1, "weight W", 0)
         w_scale = np.broadcast_to(w_scale, (self.ctx.constants[w].shape[0],))
@@ -465,6 +621,8 @@ class _Importer:
         self._record_acc(node, acc, x.quant.scale[0], w_scale, 1, w_scale.size)
 
     def _matmul(self, node):
+        if not self._integer_layer(node, node.input[0], node.input[1]):
+            return False
         a = self._quantized(node, node.input[0], "input A")
         b, bt, b_scale = self._weights(node, 1, "input B", 1)
         acc = f"{node.output[0]}::acc"
@@ -479,6 +637,8 @@ class _Importer:
         if float(at.get("alpha", 1.0)) != 1.0 or float(at.get("beta", 1.0)) != 1.0:
             raise self._err(node, "alpha and beta must be 1")
         trans_b = int(at.get("transB", 0))
+        if not self._integer_layer(node, node.input[0], node.input[1]):
+            return False
         a = self._quantized(node, node.input[0], "input A")
         b, bt, b_scale = self._weights(node, 1, "input B", 0 if trans_b else 1)
         n = self.ctx.constants[b].shape[0 if trans_b else 1]
@@ -498,6 +658,8 @@ class _Importer:
         if x in self.acc:
             self.acc[y] = replace(self.acc[x], relu=True)
             return
+        if x in self.chain or self.ctx.dtype(x) == "f32":
+            return False
         t = self._quantized(node, x, "input")
         zp = t.quant.zero_point[0]
         qmin, qmax = qrange(t.dtype)
@@ -505,22 +667,25 @@ class _Importer:
         self.ctx.add_tensor(y, t.dtype, quant=t.quant)
 
     def _add(self, node):
-        """Conv/Gemm output + constant bias -> the bias input of that conv/gemm (int32, accumulator units)."""
+        """Conv/Gemm output + constant bias, an integer multiple of the accumulator scale -> the bias
+        input of that conv/gemm (int32, accumulator units). Any other Add is a float op (False)."""
         x, c = node.input[0], node.input[1]
         if c in self.acc:
             x, c = c, x
         if x not in self.acc or c not in self.ctx.constants:
-            raise self._err(node, "only a constant bias added to a Conv or Gemm output has an integer form here")
+            return False
         acc = self.acc[x]
         ir_node = self.ctx.nodes[acc.node]
         if acc.relu or ir_node.op not in ("conv", "gemm") or ir_node.inputs[2] or self.readers.get(x, 0) != 1:
-            raise self._err(node, "the bias must follow a bias-free Conv or Gemm directly (no Relu, one reader)")
+            return False
         channels = acc.w_scale.size
-        if ir_node.op == "conv":
-            arr = np.asarray(self.ctx.constants[c])
-            if arr.size not in (1, channels) or (arr.size > 1 and arr.shape[-3 if arr.ndim >= 3 else 0] != channels):
-                raise self._err(node, f"bias {c!r} of shape {arr.shape} must be per output channel (C, 1, 1)")
-        bias = self._bias(node, c, acc.scale(), channels)
+        arr = np.asarray(self.ctx.constants[c])
+        if arr.size not in (1, channels) or (arr.size > 1 and arr.shape[-3 if ir_node.op == "conv" and arr.ndim >= 3
+                                                                 else -1] != channels):
+            return False
+        bias = self._bias(node, c, acc.scale(), channels, strict=False)
+        if bias is None:
+            return False
         ins = list(ir_node.inputs)
         ins[2] = bias
         self.ctx.nodes[acc.node] = replace(ir_node, inputs=tuple(ins))
@@ -531,12 +696,12 @@ class _Importer:
         ctx, g = self.ctx, self.model.graph
         outputs = [o.name for o in g.output]
         for o in outputs:
-            if o in self.acc:
-                self._dequantize_acc(o)
+            if o in self.acc or o in self.chain:
+                self._float_of(o, None)
             elif o in ctx.tensors and is_quantized(ctx.dtype(o)) and ctx.tensors[o].quant is not None \
                     and o not in ctx.constants:
                 self._dequantize_output(o)
-            elif ctx.dtype(o) != "f32":
+            elif o not in self.floats and ctx.dtype(o) != "f32":
                 raise NpusimError(f"graph output {o!r} carries no quantized value npusim can produce")
         inputs = tuple(vi.name for vi in g.input if vi.name not in ctx.constants)
         used = {i for n in ctx.nodes for i in n.inputs}

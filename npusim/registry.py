@@ -438,6 +438,16 @@ def _prep_sign(node, const, K):
     return run
 
 
+def _prep_multithreshold(node, const, K):
+    a = node.attrs
+    args = (np.asarray(a["thresholds"]), np.asarray(a["base"], np.int64), np.asarray(a["step"], np.int64))
+    dt = storage(a["dtype"])
+
+    def run(x):
+        return (K.multithreshold(x, *args, int(a["axis"]) % max(x.ndim, 1)).astype(dt),)
+    return run
+
+
 OPS: dict[str, OpDef] = {
     "conv": OpDef(_prep_conv, _conv_macs, _conv_pair_excess),
     "matmul": OpDef(_prep_matmul, _matmul_macs, _matmul_pair_excess),
@@ -458,5 +468,6 @@ OPS: dict[str, OpDef] = {
     "dynamic_quantize": OpDef(_prep_dynamic_quantize),
     "round_shift": OpDef(_prep_round_shift),
     "sign": OpDef(_prep_sign),
+    "multithreshold": OpDef(_prep_multithreshold),
     **{op: OpDef(prep) for op, prep in data_ops.PREPARE.items()},
 }

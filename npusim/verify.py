@@ -23,6 +23,7 @@ from . import frontend
 from .errors import NpusimError
 from .ir import is_quantized
 from .overflow import count_wrapped
+from .qonnx import is_qonnx
 from .report import round_sig
 from .session import InferenceSession, kernel_set
 
@@ -178,6 +179,9 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
                           f"all of it on both sides); verify takes a quantized model")
     if not feeds_list:
         raise NpusimError("nothing to compare: no input sets")
+    if is_qonnx(frontend.read_model(str(model_path))):
+        raise NpusimError(f"{model_path}: a QONNX model: onnxruntime cannot run its Quant nodes, so it is no reference "
+                          f"here; qonnx's executor is (docs/qonnx.md)")
     quiet = ort.SessionOptions()
     quiet.log_severity_level = 4  # errors are raised, not logged (the CLI prints one line); 3 logs them
     ref = ort.InferenceSession(str(model_path), quiet, providers=["CPUExecutionProvider"])

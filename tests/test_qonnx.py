@@ -18,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import npusim
-from npusim import ir
+from npusim import fakequant, ir
 from npusim.errors import NpusimError
 from npusim.qonnx import ROUNDINGS, import_qonnx, is_qonnx
 import npusim_kernels.fast.shift as fast_shift
@@ -67,6 +67,21 @@ class Builder:
     def node(self, op, ins, out, **attrs):
         self.nodes.append(helper.make_node(op, ins, [out], name=f"{op.lower()}_{out}", **attrs))
         return out
+
+    def dense(self, x, out, w, scale, bits, **quant):
+        """MatMul of `x` by the constant `w` quantized by a Quant (`out`_w, `out`_wq)."""
+        self.const(f"{out}_w", w)
+        self.quant(f"{out}_w", f"{out}_wq", scale, bits, **quant)
+        return self.node("MatMul", [x, f"{out}_wq"], out)
+
+    def batchnorm(self, x, out, rng, gamma, **attrs):
+        """BatchNormalization of `x` with `gamma` and random beta, mean, var (as many channels)."""
+        c = len(gamma)
+        for name, v in (("g", gamma), ("beta", rng.uniform(-1, 1, c)), ("mean", rng.uniform(-1, 1, c)),
+                        ("var", rng.uniform(0.5, 3, c))):
+            self.const(f"{out}_{name}", v)
+        return self.node("BatchNormalization", [x] + [f"{out}_{n}" for n in ("g", "beta", "mean", "var")], out,
+                         **attrs)
 
     def model(self, in_shape, out, qonnx_opset=1):
         g = helper.make_graph(self.nodes, "qonnx_test",
@@ -427,8 +442,10 @@ def test_is_qonnx_and_old_domains():
     assert not is_qonnx(helper.make_model(g))
 
 
-def test_ir_saves_and_loads(tmp_path):
-    g = import_qonnx(conv_net(np.random.default_rng(0)))
+@pytest.mark.parametrize("build", ["conv_net", "bn_mlp", "bipolar_mlp"])
+def test_ir_saves_and_loads(tmp_path, build):
+    """Also multithresholds (int and float thresholds) and single-node host islands."""
+    g = import_qonnx(globals()[build](np.random.default_rng(0)))
     ir.save(g, tmp_path / "g.npz")
     assert ir.graphs_equal(g, ir.load(tmp_path / "g.npz"))
 
@@ -453,9 +470,6 @@ def _single_layer(quant_kwargs=None, after=None, wscale=2.0 ** -3, multithreshol
 
 @pytest.mark.parametrize("model, message", [
     (lambda: _single_layer(multithreshold=True), "node 'mt' (MultiThreshold): QONNX op MultiThreshold"),
-    (lambda: _single_layer(after="Sigmoid"), "node 'sigmoid_h' (Sigmoid): no integer form"),
-    (lambda: _single_layer({"scale": 0.3, "bits": 8, "rounding": "FLOOR"}),
-     "node 'q_y' (Quant): rounding_mode FLOOR needs a power-of-two multiplier"),
     (lambda: _single_layer({"scale": 0.25, "bits": 16}), "node 'q_y' (Quant): 16-bit activations"),
     (lambda: _single_layer({"scale": 0.25, "bits": 8, "zp": 0.5}), "node 'q_y' (Quant): zero point must be one"),
     (lambda: _single_layer({"scale": 0.25, "bits": 8, "rounding": "SIDEWAYS"}), "unknown rounding_mode 'SIDEWAYS'"),
@@ -467,10 +481,276 @@ def test_errors_name_the_node(model, message):
         import_qonnx(model())
 
 
-def test_float_input_to_conv_is_an_error():
+def test_float_layers_run_on_the_host_bit_exact():
+    """A Conv on the float input (no Quant before it, as QKeras exports a first layer) and a
+    Sigmoid on an accumulator have no integer form: they run in host islands on the float32
+    values qonnx computes (the weights' Quant output, the dequantized accumulator), then Quant."""
+    rng = np.random.default_rng(8)
     b = Builder()
-    b.const("w", np.ones((1, 3, 1, 1), np.float32))
-    b.quant("w", "wq", 1.0, 4)
-    b.node("Conv", ["x", "wq"], "y", kernel_shape=[1, 1])
-    with pytest.raises(NpusimError, match=r"node 'conv_y' \(Conv\): input X 'x' must be a quantized activation"):
-        import_qonnx(b.model((1, 3, 2, 2), "y"))
+    b.const("w", (rng.integers(-7, 8, size=(4, 3, 3, 3)) * 2.0 ** -3).astype(np.float32))
+    b.quant("w", "wq", 2.0 ** -3, 4)
+    b.node("Conv", ["x", "wq"], "c", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    b.quant("c", "cq", 2.0 ** -2, 6)
+    b.const("w2", (rng.integers(-7, 8, size=(2, 4, 1, 1)) * 2.0 ** -3).astype(np.float32))
+    b.quant("w2", "w2q", 2.0 ** -3, 4)
+    b.node("Conv", ["cq", "w2q"], "c2", kernel_shape=[1, 1])
+    b.node("Sigmoid", ["c2"], "s")
+    b.quant("s", "y", 2.0 ** -7, 8, signed=False)
+    model = b.model((2, 3, 5, 5), "y")
+    g = import_qonnx(model)
+    assert [n.op for n in g.nodes] == ["host", "quantize", "conv", "dequantize", "host", "quantize", "dequantize"]
+    assert [n.attrs["ops"] for n in g.nodes if n.op == "host"] == [("Conv:conv_c",), ("Sigmoid:sigmoid_s",)]
+    f = {"x": (rng.integers(-16, 16, size=(2, 3, 5, 5)) / 8).astype(np.float32)}
+    pairs, got, ctx = compare(model, f)
+    assert set(pairs) == {"cq", "y"}
+    assert_exact(pairs)
+    for name in ("c", "s", "y"):
+        np.testing.assert_array_equal(got[name], ctx[name], err_msg=name)
+    assert len(np.unique(pairs["y"][1])) > 20
+
+
+def test_qkeras_float_first_layer_and_softmax_tail_bit_exact():
+    """QKeras' export: the float input straight into a MatMul by quantized weights, a quantized
+    bias Add, Relu, Quant; a last MatMul + bias + Softmax. The float layers run as qonnx runs them:
+    each node alone on onnxruntime with its weights fed, not prepacked (at batch 1 a prepacked
+    weight gives other float32 sums); the first layer's bias + Relu + Quant are thresholds on its
+    float output. Arbitrary float weights and input: the float values must still be equal."""
+    rng = np.random.default_rng(12)
+    b = Builder()
+    b.const("w1", rng.standard_normal((16, 64)) * 0.5)
+    b.quant("w1", "w1q", 2.0 ** -5, 6)
+    b.node("MatMul", ["x", "w1q"], "m1")
+    b.const("b1", rng.standard_normal(64) * 0.5)
+    b.quant("b1", "b1q", 2.0 ** -5, 6)
+    b.node("Add", ["m1", "b1q"], "h1")
+    b.node("Relu", ["h1"], "r1")
+    b.quant("r1", "a1", 2.0 ** -6, 6, signed=False)
+    b.dense("a1", "m2", rng.standard_normal((64, 5)) * 0.3, 2.0 ** -5, 6)
+    b.const("b2", rng.standard_normal(5))
+    b.node("Add", ["m2", "b2"], "h2")
+    b.node("Softmax", ["h2"], "y", axis=1)
+    model = b.model((1, 16), "y")
+    sess = npusim.InferenceSession(import_qonnx(model))
+    assert sess.host_fallback == ["matmul_m1", "add_h2", "softmax_y"]
+    for seed in range(3):
+        x = np.random.default_rng(seed).standard_normal((1, 16)).astype(np.float32)
+        ctx = execute_onnx(ModelWrapper(model).transform(InferShapes()), {"x": x}, return_full_exec_context=True)
+        got = sess.run_all({"x": x})
+        np.testing.assert_array_equal(got["a1"], np.round(ctx["a1"] / 2.0 ** -6))
+        for name in ("m1", "h2", "y"):
+            np.testing.assert_array_equal(got[name], ctx[name], err_msg=name)
+
+
+@pytest.mark.parametrize("rounding", ["FLOOR", "CEIL", "HALF_UP", "DOWN"])
+def test_rounding_modes_without_power_of_two_scales(rounding):
+    """A rounding mode other than ROUND where no exact shift expresses the Quant (on the float
+    input, on an accumulator with multiplier 2^-6/0.3, on codes with ratio 0.3/0.45): the steps
+    of qonnx's own codes as thresholds (multithreshold), bit-exact."""
+    rng = np.random.default_rng(11)
+    b = Builder()
+    b.quant("x", "xq", 2.0 ** -3, 8, rounding=rounding)
+    w, _ = pow2_weights(rng, (4, 3, 3, 3), 4)
+    b.const("w", w)
+    b.quant("w", "wq", np.float32(2.0 ** -3), 4)
+    b.node("Conv", ["xq", "wq"], "c", kernel_shape=[3, 3])
+    b.quant("c", "a", 0.3, 5, rounding=rounding)
+    b.quant("a", "y", 0.45, 4, signed=False, zp=3.0, rounding=rounding)
+    model = b.model((2, 3, 5, 5), "y")
+    g = import_qonnx(model)
+    assert [n.op for n in g.nodes] == ["multithreshold", "conv", "multithreshold", "multithreshold", "dequantize"]
+    pairs, _, _ = compare(model, feeds(rng, (2, 3, 5, 5), 4.0))
+    assert_exact(pairs)
+    assert all(len(np.unique(ours)) > 4 for ours, _ in pairs.values())
+
+
+# ---------------------------------------------------------------- exported-MLP patterns (Brevitas, FINN, QKeras)
+
+def bn_mlp(rng):
+    """The patterns of Brevitas/FINN MLP exports: Shape/Gather/Unsqueeze/Concat building a
+    Reshape's shape, float pre-processing (Mul, Sub) before the first Quant (2-bit narrow),
+    weights as Quant -> Transpose -> MatMul, BatchNormalization between a MatMul and its Quant
+    (one channel with a negative gamma: a decreasing step), a float bias Add (not a multiple of
+    the accumulator scale) + Relu before a Quant, and a float Mul/Add tail after the last MatMul
+    (the graph output). Scales of weights and activations are powers of two, so qonnx's float
+    MatMul is exact and every code must be equal; BN and the bias are arbitrary floats."""
+    b = Builder()
+    b.node("Shape", ["x"], "shp")
+    b.const("i0", np.array(0), np.int64)
+    b.node("Gather", ["shp", "i0"], "n", axis=0)
+    b.const("ax0", [0], np.int64)
+    b.node("Unsqueeze", ["n", "ax0"], "n1")
+    b.const("minus1", [-1], np.int64)
+    b.node("Concat", ["n1", "minus1"], "shape", axis=0)
+    b.node("Reshape", ["x", "shape"], "xf")
+    b.const("two", np.array(2.0))
+    b.node("Mul", ["xf", "two"], "x2")
+    b.const("one", [1.0])
+    b.node("Sub", ["x2", "one"], "x3")
+    b.quant("x3", "xq", 1.0, 2, narrow=True)
+    w1_scale = (2.0 ** rng.integers(-3, 0, size=(8, 1))).astype(np.float32)
+    b.const("w1", (rng.integers(-4, 5, size=(8, 16)) * w1_scale).astype(np.float32))
+    b.quant("w1", "w1q", w1_scale, 3, narrow=True)
+    b.node("Transpose", ["w1q"], "w1t", perm=[1, 0])
+    b.node("MatMul", ["xq", "w1t"], "m1")
+    gamma = rng.uniform(0.5, 2.0, 8).astype(np.float32)
+    gamma[3] = -1.3
+    b.batchnorm("m1", "bn", rng, gamma, epsilon=1e-3)
+    b.quant("bn", "a1", 0.25, 3, signed=False)
+    b.dense("a1", "m2", rng.integers(-7, 8, size=(8, 6)) * 2.0 ** -3, 2.0 ** -3, 4)
+    b.const("bias2", rng.uniform(-1, 1, 6))
+    b.node("Add", ["m2", "bias2"], "h2")
+    b.node("Relu", ["h2"], "r2")
+    b.quant("r2", "a2", 0.125, 4, signed=False)
+    b.dense("a2", "m3", rng.integers(-7, 8, size=(6, 5)) * 2.0 ** -2, 2.0 ** -2, 4)
+    b.const("k3", rng.uniform(-2, 2, 5))
+    b.node("Mul", ["m3", "k3"], "t3")
+    b.const("c3", rng.uniform(-1, 1, 5))
+    b.node("Add", ["t3", "c3"], "y")
+    return b.model((3, 1, 4, 4), "y")
+
+
+def bipolar_mlp(rng):
+    """A binarized MLP: BipolarQuant on the input and the first weights, BatchNormalization
+    between MatMul and a BipolarQuant activation, 1-bit signed Quant weights and a 1-bit Quant
+    activation after a per-channel Mul/Add chain (negative factors: decreasing), an 8-bit head."""
+    b = Builder()
+    b.bipolar("x", "xb", 1.0)
+    b.const("w1", rng.standard_normal((12, 10)))
+    b.bipolar("w1", "w1b", 0.5)
+    b.node("MatMul", ["xb", "w1b"], "m1")
+    b.batchnorm("m1", "bn", rng, rng.uniform(-2, 2, 10))
+    b.bipolar("bn", "a1", 1.0)
+    b.dense("a1", "m2", rng.standard_normal((10, 7)), 0.25, 1, signed=True)
+    b.const("k2", rng.uniform(-2, 2, 7))
+    b.node("Mul", ["m2", "k2"], "t2")
+    b.const("c2", rng.uniform(-0.5, 0.5, 7))
+    b.node("Add", ["t2", "c2"], "h2")
+    b.quant("h2", "a2", 0.5, 1, signed=True)
+    b.dense("a2", "m3", rng.integers(-1, 2, size=(7, 4)) * 0.5, 0.5, 2)
+    b.quant("m3", "y", 2.0 ** -3, 8)
+    return b.model((5, 12), "y")
+
+
+@pytest.mark.parametrize("mode", ["ort", "npu"])
+@pytest.mark.parametrize("kernels", ["fast", "golden"])
+def test_bn_mlp_bit_exact_with_qonnx(kernels, mode):
+    model = bn_mlp(np.random.default_rng(9))
+    g = import_qonnx(model)
+    assert [n.op for n in g.nodes] == ["reshape", "multithreshold", "matmul", "multithreshold", "matmul",
+                                       "multithreshold", "matmul", "dequantize", "host", "host"]
+    assert [n.source for n in g.nodes if n.op == "host"] == ["mul_t3", "add_y"]  # the float tail; the rest integer
+    thr = g.nodes[3].attrs
+    assert thr["chain"] == ("BatchNormalization:batchnormalization_bn",) and thr["thresholds"].shape == (8, 7)
+    assert thr["step"].tolist() == [1, 1, 1, -1, 1, 1, 1, 1]  # gamma[3] < 0
+    assert g.nodes[1].attrs["thresholds"].dtype == np.float32  # the pre-processing folded into the first Quant
+    sess = npusim.InferenceSession(g, mode=mode, kernels=kernels)
+    for seed in range(3):
+        x = np.random.default_rng(seed).uniform(0, 1, (3, 1, 4, 4)).astype(np.float32)
+        x[0, 0, 0, :3] = (0.25, 0.75, 0.5)  # 2x − 1 = −0.5, 0.5, 0: ties, rounded half to even
+        ctx = execute_onnx(ModelWrapper(model).transform(InferShapes()), {"x": x}, return_full_exec_context=True)
+        got = sess.run_all({"x": x})
+        for name in ("xq", "a1", "a2"):
+            scale, zp = Builder_params(model)[name]
+            np.testing.assert_array_equal(got[name], np.round(ctx[name] / scale) + zp, err_msg=name)
+            assert len(np.unique(got[name])) > 1
+        np.testing.assert_array_equal(got["y"], ctx["y"])
+
+
+@pytest.mark.parametrize("mode", ["ort", "npu"])
+def test_bipolar_mlp_bit_exact_with_qonnx(mode):
+    model = bipolar_mlp(np.random.default_rng(10))
+    g = import_qonnx(model)
+    assert [n.op for n in g.nodes] == ["sign", "matmul", "multithreshold", "matmul", "multithreshold", "matmul",
+                                       "round_shift", "dequantize"]
+    assert [g.tensors[t].dtype for t in ("xb", "w1b", "a1", "m2_wq", "a2")] == ["i2"] * 5
+    for seed in range(3):
+        x = np.random.default_rng(seed).standard_normal((5, 12)).astype(np.float32)
+        x[0, :2] = (0.0, -0.0)
+        pairs, got, ctx = compare(model, {"x": x})
+        assert set(pairs) == {"xb", "a1", "a2", "y"}
+        assert_exact(pairs)
+        assert set(np.unique(got["a1"])) == set(np.unique(got["a2"])) == {-1, 1}
+        np.testing.assert_array_equal(got["y"], ctx["y"])
+
+
+def test_conv_bn_relu_and_scaled_codes_bit_exact():
+    """The conv-net forms of the same patterns: Conv (per-channel weights) -> BatchNormalization
+    -> Relu -> Quant with a zero point (thresholds per channel on axis 1 of NCHW), then a
+    per-channel Mul of the codes (1, C, 1, 1) -> Quant (thresholds on the codes)."""
+    rng = np.random.default_rng(13)
+    b = Builder()
+    b.quant("x", "xq", 2.0 ** -4, 8)
+    w, s = pow2_weights(rng, (6, 3, 3, 3), 4)
+    b.const("w", w)
+    b.quant("w", "wq", s, 4)
+    b.node("Conv", ["xq", "wq"], "c", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    b.batchnorm("c", "bn", rng, rng.uniform(-2, 2, 6))
+    b.node("Relu", ["bn"], "r")
+    b.quant("r", "a", 0.1, 4, signed=False, zp=2.0)
+    b.const("k", rng.uniform(0.5, 2, (1, 6, 1, 1)))
+    b.node("Mul", ["a", "k"], "am")
+    b.quant("am", "y", 0.3, 5)
+    model = b.model((2, 3, 6, 6), "y")
+    g = import_qonnx(model)
+    assert [n.op for n in g.nodes] == ["quantize", "conv", "multithreshold", "multithreshold", "dequantize"]
+    assert g.nodes[2].attrs["thresholds"].shape == (6, 13) and g.nodes[2].attrs["axis"] == 1  # codes 2..15
+    for seed in range(3):
+        pairs, _, _ = compare(model, feeds(np.random.default_rng(seed), (2, 3, 6, 6), 3.0))
+        assert set(pairs) == {"xq", "a", "y"}
+        assert_exact(pairs)
+        assert pairs["a"][0].min() == 2 and len(np.unique(pairs["y"][0])) > 6
+
+
+def test_host_op_with_an_integer_output():
+    """A float tail ending in ArgMax: the host island's int64 output is the graph output, as in qonnx."""
+    rng = np.random.default_rng(14)
+    b = Builder()
+    b.quant("x", "xq", 2.0 ** -4, 8)
+    b.dense("xq", "m", rng.integers(-7, 8, (16, 5)) * 2.0 ** -3, 2.0 ** -3, 4)
+    b.node("Softmax", ["m"], "s", axis=1)
+    b.node("ArgMax", ["s"], "y", axis=1)
+    model = b.model((6, 16), "y")
+    model.graph.output[0].type.tensor_type.elem_type = TensorProto.INT64
+    g = import_qonnx(model)
+    assert [n.op for n in g.nodes] == ["quantize", "matmul", "dequantize", "host", "host"]
+    assert g.tensors["y"].dtype == "i64"
+    x = rng.standard_normal((6, 16)).astype(np.float32)
+    want = execute_onnx(ModelWrapper(model).transform(InferShapes()), {"x": x})["y"]
+    got = npusim.InferenceSession(g).run(None, {"x": x})[0]
+    assert got.dtype == np.int64 and len(np.unique(want)) > 1
+    np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------- multithreshold, golden and fast
+
+@pytest.mark.parametrize("k", SHIFT_KERNELS)
+def test_multithreshold_edges(k):
+    x = np.array([[-2 ** 31, -5, -4, 0, 3, 2 ** 31 - 1]] * 2, np.int32).T  # channels on axis 1
+    thr = np.array([[-4, 0, 0, 2 ** 31], [-5, 3, 2 ** 31, 2 ** 31]], np.int64)  # a double step; padding
+    y = k.multithreshold(x, thr, np.array([0, 7]), np.array([1, -1]), 1)
+    assert y.T.tolist() == [[0, 0, 1, 3, 3, 3], [7, 6, 6, 6, 5, 5]]
+    xf = np.array([np.nan, -np.inf, -0.0, 0.0, 0.25, 0.5, np.inf], np.float32)
+    yf = k.multithreshold(xf, np.array([[-0.0, 0.5, np.nan]], np.float32), np.array([-1]), np.array([2]), 0)
+    assert yf.tolist() == [-1, -1, 1, 1, 1, 3, 3]
+    node = ir.Node("multithreshold", "t", ("x",), ("y",), {"thresholds": thr, "base": np.array([0, 7]),
+                                                          "step": np.array([1, -1]), "axis": 1, "dtype": "i8"})
+    np.testing.assert_array_equal(fakequant.ARITHMETIC["multithreshold"](node, "double", x)[0], y)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2 ** 32 - 1), st.booleans(), st.integers(1, 4), st.integers(0, 9))
+def test_multithreshold_fast_equals_golden(seed, flt, channels, levels):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-40, 40, size=(3, channels, 5))
+    thr = np.sort(rng.integers(-50, 50, size=(channels, levels)), axis=1)
+    if flt:
+        x, thr = (x / 4).astype(np.float32), (thr / 4).astype(np.float32)
+        x.reshape(-1)[:2] = (np.nan, -0.0)
+        thr[:, levels - levels // 3:] = np.nan  # padding
+    else:
+        x = x.astype(np.int32)
+    base, step = rng.integers(-8, 8, channels), rng.choice([-1, 1], channels)
+    want = golden_shift.multithreshold(x, thr, base, step, 1)
+    np.testing.assert_array_equal(fast_shift.multithreshold(x, thr, base, step, 1), want)
+    count = (x[..., None] >= thr[None, :, None, :]).sum(-1)  # the definition, by broadcasting
+    np.testing.assert_array_equal(want, base[None, :, None] + step[None, :, None] * count)

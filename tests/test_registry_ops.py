@@ -33,6 +33,7 @@ COVERAGE = {
     "dequantize": SINGLE + "quantize_dequantize", "dynamic_quantize": SINGLE + "dynamic_quantize_matmul",
     "round_shift": "test_qonnx.py::test_conv_net_mixed_precision_bit_exact",
     "sign": "test_qonnx.py::test_bipolar_layers",
+    "multithreshold": "test_qonnx.py::test_bn_mlp_bit_exact_with_qonnx",
     "reshape": "test_verify_zoo.py::test_bit_exact_with_onnxruntime",
     "flatten": "test_npu_mode.py::test_quantized_digits_bit_exact_with_reference",
     "identity": "test_onnx_node_cases.py::test_node_case",

@@ -1,9 +1,10 @@
-"""Fast integer shifts with every rounding mode, and the bipolar sign (Numba); same names,
-signatures and numbers as golden.shift.
+"""Fast integer shifts with every rounding mode, the bipolar sign and multi-thresholds (Numba);
+same names, signatures and numbers as golden.shift.
 
 Written apart from the golden kernel: golden rounds every mode from floor and the remainder;
 here the sign-symmetric modes round the magnitude and put the sign back, CEIL is −floor(−v),
-and HALF_EVEN adds 2^(k−1) − 1 plus the parity of floor(v / 2^k) before one floor shift.
+and HALF_EVEN adds 2^(k−1) − 1 plus the parity of floor(v / 2^k) before one floor shift;
+golden counts the thresholds one comparison at a time, here a binary search finds the count.
 """
 import numpy as np
 
@@ -80,4 +81,46 @@ def sign(x, x_zp):
     xf = np.ascontiguousarray(x, np.float64 if flt else np.int64).reshape(-1)
     out = np.empty(x.size, np.int8)
     _sign_core(xf, np.float64(x_zp) if flt else np.int64(x_zp), out)
+    return out.reshape(x.shape)
+
+
+@njit
+def _multithreshold_core(x3, thresholds, levels, base, step, out):
+    """out[o, c, i] = base[c] + step[c]·(number of thresholds[c, :levels[c]] ≤ x3[o, c, i]), by
+    binary search in the ascending row (NaN x: 0)."""
+    no, nc, ni = x3.shape
+    for c in range(nc):
+        r = c if thresholds.shape[0] > 1 else 0
+        n = levels[r]
+        for o in range(no):
+            for i in range(ni):
+                v = x3[o, c, i]
+                lo, hi = 0, n  # count = first index whose threshold exceeds v
+                if v != v:
+                    hi = 0
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if thresholds[r, mid] <= v:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                out[o, c, i] = base[r] + step[r] * lo
+
+
+def multithreshold(x, thresholds, base, step, axis):
+    """y:int64 = base[c] + step[c]·#{k : x ≥ thresholds[c, k]}; see golden.shift.multithreshold
+    (rows ascending, padded with 2^31 for integer x or NaN for float x)."""
+    x = np.asarray(x)
+    t = np.ascontiguousarray(thresholds)
+    flt = x.dtype.kind == "f"
+    levels = (np.sum(~np.isnan(t), axis=1) if flt else np.full(t.shape[0], t.shape[1])).astype(np.int64)
+    if t.shape[0] > 1:
+        ax = axis % x.ndim
+        x3 = np.ascontiguousarray(x).reshape(int(np.prod(x.shape[:ax], dtype=np.int64)), x.shape[ax], -1)
+    else:
+        x3 = np.ascontiguousarray(x).reshape(1, 1, -1)
+    x3 = x3.astype(np.float64 if flt else np.int64)
+    out = np.empty(x3.shape, np.int64)
+    base, step = (np.ascontiguousarray(v, np.int64).reshape(-1) for v in (base, step))
+    _multithreshold_core(x3, t.astype(np.float64 if flt else np.int64), levels, base, step, out)
     return out.reshape(x.shape)

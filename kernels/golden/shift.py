@@ -1,5 +1,6 @@
-"""Integer shifts with every rounding mode, and the bipolar sign: the QONNX Trunc/Quant forms
-(npusim.qonnx) that are exact powers of two. Plain int64 NumPy; exact, no float."""
+"""Integer shifts with every rounding mode, the bipolar sign and multi-thresholds: the QONNX
+Trunc/Quant forms (npusim.qonnx) that are exact powers of two or monotone steps. Plain int64
+NumPy; exact, no float arithmetic (thresholds compare only)."""
 import numpy as np
 
 
@@ -43,3 +44,24 @@ def round_shift(x, x_zp, shift, axis, rounding, y_zp, qmin, qmax, out_dtype):
 def sign(x, x_zp):
     """y:int8 = +1 if x ≥ x_zp else −1 (bipolar; NaN -> −1, −0.0 -> +1, as qonnx's np.where)."""
     return np.where(np.asarray(x) >= x_zp, np.int8(1), np.int8(-1))
+
+
+def multithreshold(x, thresholds, base, step, axis):
+    """y:int64 = base[c] + step[c] · #{k : x ≥ thresholds[c, k]}, c the index along `axis`
+    (or 0 when thresholds has one row): FINN's MultiThreshold, out_bias base and out_scale step.
+
+    x: integer or float array; thresholds: (C, K), ascending per row, of x's kind (int64 for
+    integer x, float32 for float x); rows with fewer levels are padded with values no x reaches
+    (2^31 for int32 x, NaN for float x: x ≥ NaN is false). base, step: int64 (C,). NaN x counts
+    no threshold. Exact: comparisons only, no arithmetic on x.
+    """
+    x = np.asarray(x)
+    t = np.asarray(thresholds)
+    c = t.shape[0]
+    shape = [1] * x.ndim
+    if c > 1:
+        shape[axis] = c
+    count = np.zeros(np.broadcast_shapes(x.shape, tuple(shape)), np.int64)
+    for k in range(t.shape[1]):
+        count += x >= t[:, k].reshape(shape)
+    return np.asarray(base, np.int64).reshape(shape) + np.asarray(step, np.int64).reshape(shape) * count
