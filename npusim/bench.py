@@ -102,12 +102,14 @@ def interleaved_times(fns, repeat: int) -> list[float]:
 def wall_times(model, session, feeds, runs: int) -> dict:
     """Median wall time of `runs` warm runs of npusim and of onnxruntime (ONNX models only)."""
     fns = [lambda: session.run(None, feeds)]
+    sess = None
     if not str(model).endswith(".npz"):
         import onnxruntime as ort
         try:
             sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
         except Exception:  # a model onnxruntime cannot load (QONNX's custom ops): no reference time
-            return out
+            pass
+    if sess is not None:
         names = {i.name for i in sess.get_inputs()}
         ort_feeds = {k: v for k, v in feeds.items() if k in names}
         fns.append(lambda: sess.run(None, ort_feeds))
