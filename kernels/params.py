@@ -87,13 +87,28 @@ def avgpool_params(x_scale, y_scale, kernel):
     return quantize_multiplier(real)
 
 
-def softmax_table(x_scale, y_scale):
-    """(E:int32[256], m, n) for fixed_softmax.
+SOFTMAX_DIFF_INTEGER_BITS = 5  # TFLite's kScaledDiffIntegerBits: exp's input x_scale·(x − max) in Q5.26
 
-    E[d] = round_half_away(2^16 · exp(−x_scale · d)), d = 0..255 (E[0] = 65536, E > 0 while
-    x_scale·d < ~11.8, then 0); (m, n) = QM(2^−15 / y_scale) (P in Q15 -> output units).
+
+def softmax_params(x_scale, y_scale, rounding, beta=1.0):
+    """(m_in, left_shift, diff_min, m_out, n_out) for fixed_softmax (TFLite's reference int8 softmax,
+    softmax.cc Prepare with PreprocessSoftmaxScaling and CalculateInputRadius; float64).
+
+    real = min(beta·x_scale·2^26, cap), cap = 2^31 − 1 ("double") or 2^30 − 1 ("single", TFLite's
+    TFLITE_SINGLE_ROUNDING cap); (m_in, −left_shift) = QM(real): x − max (integer) times real is
+    the difference in Q5.26; real must be >= 1 (ValueError otherwise: x_scale below 2^−26).
+    diff_min = −floor(31·2^26 / 2^left_shift): differences below it give probability 0.
+    (m_out, n_out) = QM(2^−31 / y_scale): the Q0.31 probability in output units (y_scale = 1/256
+    gives (2^30, 22), TFLite's fixed 8-bit output; any other y_scale is npusim's extension).
     """
-    d = np.arange(256, dtype=np.float64)
-    e = np.floor(65536.0 * np.exp(-float(x_scale) * d) + 0.5).astype(np.int32)
-    m, n = quantize_multiplier_int(2.0 ** -15 / float(y_scale))
-    return e, m, n
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be 'double' or 'single', got {rounding!r}")
+    cap = 2.0 ** 31 - 1.0 if rounding == "double" else 2.0 ** 30 - 1.0
+    real = min(float(beta) * float(x_scale) * 2.0 ** (31 - SOFTMAX_DIFF_INTEGER_BITS), cap)
+    if not real >= 1.0:
+        raise ValueError(f"softmax: x_scale {float(x_scale)} below 2^-26, its difference multiplier is < 1")
+    m_in, n_in = quantize_multiplier_int(real)
+    left_shift = -n_in
+    diff_min = -(((1 << SOFTMAX_DIFF_INTEGER_BITS) - 1) << (31 - SOFTMAX_DIFF_INTEGER_BITS) >> left_shift)
+    m_out, n_out = quantize_multiplier_int(2.0 ** -31 / float(y_scale))
+    return m_in, left_shift, diff_min, m_out, n_out

@@ -110,18 +110,23 @@ def ops(rounding: str) -> dict[str, OpDef]:
         k = tuple(int(v) for v in a["kernel_shape"])
         window = plan_window(a, k)
         xz = int(a["x_zp"])
-        m0, n = K.avgpool_params(a["x_scale"], a["y_scale"], k)  # one multiplier per possible divisor
         out = _out(a)
+        cip, ceil = int(a["count_include_pad"]), int(a["ceil_mode"])
+        if float(a["x_scale"]) == float(a["y_scale"]) and xz == out[0]:  # TFLite's AVERAGE_POOL_2D: the codes
+            def run_codes(x):
+                s, p, _ = window(x.shape[2:])
+                return (K.fixed_avgpool_codes(x, xz, k, s, p, cip, ceil, out[1], out[2]).astype(out[3], copy=False),)
+            return run_codes
+        m0, n = K.avgpool_params(a["x_scale"], a["y_scale"], k)  # one multiplier per possible divisor
 
         def run(x):
             s, p, _ = window(x.shape[2:])
-            return (K.fixed_avgpool(x, xz, k, s, p, int(a["count_include_pad"]), int(a["ceil_mode"]), m0, n, *out,
-                                    rounding),)
+            return (K.fixed_avgpool(x, xz, k, s, p, cip, ceil, m0, n, *out, rounding),)
         return run
 
     def softmax(node, const, K):
         a = node.attrs
-        table, m0, n = K.softmax_table(float(a["x_scale"]), float(a["y_scale"]))
+        params = K.softmax_params(float(a["x_scale"]), float(a["y_scale"]), rounding)
         dt, (lo, hi) = storage(a["dtype"]), qrange(a["dtype"])
         axis, opset = int(a["axis"]), int(a["opset"])
 
@@ -129,8 +134,8 @@ def ops(rounding: str) -> dict[str, OpDef]:
             ax = axis % x.ndim
             if opset < 13:  # Softmax-1/11: rows are the dimensions from `axis` on, flattened
                 rows = x.reshape(int(np.prod(x.shape[:ax])), -1)
-                return (K.fixed_softmax(rows, 1, table, m0, n, int(a["y_zp"]), lo, hi, dt, rounding).reshape(x.shape),)
-            return (K.fixed_softmax(x, ax, table, m0, n, int(a["y_zp"]), lo, hi, dt, rounding),)
+                return (K.fixed_softmax(rows, 1, params, int(a["y_zp"]), lo, hi, dt, rounding).reshape(x.shape),)
+            return (K.fixed_softmax(x, ax, params, int(a["y_zp"]), lo, hi, dt, rounding),)
         return run
 
     def qconcat(node, const, K):

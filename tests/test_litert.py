@@ -1,0 +1,148 @@
+"""Mode "npu" against LiteRT's reference kernels (BUILTIN_REF), op by op.
+
+../shared/litert/ holds int8 .tflite models with LiteRT's reference outputs (`ref_K_J`) and the
+int8 tensors that enter each op (`mid_K_I`); NAME.json gives every tensor's scale and zero point.
+Each op is rebuilt here as a one-node com.microsoft QLinear model with those scales, fed LiteRT's
+input tensor in npusim's NCHW layout (LiteRT is NHWC: the feeds and results are transposed), and
+must equal LiteRT's output bit for bit, and the float64 reference too. With `ai-edge-litert`
+installed (the `test` extra), the .tflite files also run live on edge inputs (type extremes,
+rounding ties, one dominant logit), which the recorded sets do not reach.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import npusim
+from npusim import fakequant
+
+LITERT = Path(__file__).resolve().parents[2] / "shared" / "litert"
+pytestmark = pytest.mark.skipif(not LITERT.is_dir(), reason="../shared/litert not present")
+
+
+def _quant(name, tensor):
+    t = json.loads((LITERT / f"{name}.json").read_text())["tflite_tensors"][tensor]
+    return np.float32(t["scales"][0]), int(t["zero_points"][0])
+
+
+def _one_node(op, shape, x_q, y_q, **attrs):
+    """A com.microsoft QLinear op with int8 input x (shape) and output y, quantization x_q -> y_q."""
+    node = helper.make_node(op, ["x", "xs", "xz", "ys", "yz"], ["y"], domain="com.microsoft", **attrs)
+    inits = [numpy_helper.from_array(np.array(v, dt), n) for n, v, dt in
+             (("xs", x_q[0], np.float32), ("xz", x_q[1], np.int8), ("ys", y_q[0], np.float32),
+              ("yz", y_q[1], np.int8))]
+    g = helper.make_graph([node], op, [helper.make_tensor_value_info("x", TensorProto.INT8, shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.INT8, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def _avgpool2x2(rounding):
+    """x NHWC -> y NHWC through npusim's NCHW QLinearAveragePool 2x2 / 2 (LiteRT: VALID)."""
+    q = _quant("avgpool2x2", "in0")
+    assert _quant("avgpool2x2", "Identity") == q  # TFLite's average pool keeps the quantization
+    model = _one_node("QLinearAveragePool", [None, 8, 12, 12], q, q, kernel_shape=[2, 2], strides=[2, 2])
+    return _runner(model, rounding, (0, 3, 1, 2))
+
+
+def _softmax(rounding):
+    model = _one_node("QLinearSoftmax", [None, 10], _quant("softmax", "in0"), _quant("softmax", "Identity"),
+                      axis=-1, opset=13)
+    return _runner(model, rounding, None)
+
+
+def _runner(model, rounding, nchw):
+    """-> run(x) = mode npu's output; asserts that the golden kernels and the float64 reference agree."""
+    fast = npusim.InferenceSession(model, mode="npu", rounding=rounding)
+    golden = npusim.InferenceSession(model, mode="npu", rounding=rounding, kernels="golden")
+
+    def run(x):
+        feeds = {"x": np.ascontiguousarray(x.transpose(nchw)) if nchw else x}
+        (y,) = fast.run(None, feeds)
+        np.testing.assert_array_equal(golden.run(None, feeds)[0], y)
+        np.testing.assert_array_equal(fakequant.evaluate(fast.graph, feeds, rounding)["y"], y)
+        return y.transpose(np.argsort(nchw)) if nchw else y
+    return run
+
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_avgpool_equals_litert_reference_on_the_recorded_sets(rounding):
+    """AVERAGE_POOL_2D averages the int8 codes (no zero point subtracted) and rounds half away from
+    zero: 11,520 of 11,520 elements exact over the 5 sets, under either rounding (no multiplier)."""
+    data = np.load(LITERT / "avgpool2x2.npz")
+    run = _avgpool2x2(rounding)
+    exact = 0
+    for k in range(5):
+        np.testing.assert_array_equal(data[f"mid_{k}_0"], data[f"in_{k}_0"])
+        y = run(data[f"mid_{k}_0"])
+        np.testing.assert_array_equal(y, data[f"ref_{k}_0"], err_msg=f"set {k}")
+        exact += y.size
+    assert exact == 11520
+
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_softmax_equals_litert_reference_on_the_recorded_sets(rounding):
+    """TFLite's reference int8 softmax (gemmlowp exp, reciprocal, diff_min): 400 of 400 elements
+    exact over the 5 sets. LiteRT's wheel is built with double rounding; single rounding changes the
+    input multiplier's rounding (and cap), which these inputs do not reach."""
+    data = np.load(LITERT / "softmax.npz")
+    run = _softmax(rounding)
+    for k in range(5):
+        np.testing.assert_array_equal(run(data[f"mid_{k}_0"]), data[f"ref_{k}_0"], err_msg=f"set {k}")
+
+
+def _edge_codes(rng, shape):
+    """int8 tensors (batch of 8 along axis 0) at the edges: the type's extremes, both alternating,
+    values around the zero point −1 (ties of a 2x2 mean: sums ≡ 2 mod 4 of both signs), small
+    values, one code dominating each row, and uniform random codes."""
+    x = np.empty(shape, np.int8)
+    x[0], x[1] = -128, 127
+    x[2] = rng.choice(np.array([-128, 127], np.int8), shape[1:])
+    x[3] = rng.integers(-3, 2, shape[1:])
+    x[4] = rng.choice(np.array([-2, -1, 0, 1], np.int8), shape[1:])
+    x[5] = -128
+    x[5].reshape(-1, shape[-1])[:, 0] = 127  # one dominant code per row (the softmax's last axis)
+    x[6] = rng.integers(120, 128, shape[1:])
+    x[7] = rng.integers(-128, 128, shape[1:])
+    return x
+
+
+@pytest.fixture(scope="module")
+def litert():
+    """-> run(name, x): LiteRT's reference kernels on the shared .tflite model, input resized to x."""
+    interpreter = pytest.importorskip("ai_edge_litert.interpreter")
+
+    def run(name, x):
+        it = interpreter.Interpreter(model_path=str(LITERT / f"{name}.tflite"),
+                                     experimental_op_resolver_type=interpreter.OpResolverType.BUILTIN_REF)
+        it.resize_tensor_input(it.get_input_details()[0]["index"], list(x.shape))
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        return it.get_tensor(it.get_output_details()[0]["index"])
+    return run
+
+
+def test_avgpool_equals_live_litert_on_edge_inputs(litert):
+    rng = np.random.default_rng(11)
+    x = _edge_codes(rng, (8, 12, 12, 8))
+    want = litert("avgpool2x2", x)
+    got = _avgpool2x2("double")(x)
+    np.testing.assert_array_equal(got, want)
+    s = x.reshape(8, 6, 2, 6, 2, 8).astype(np.int64).sum(axis=(2, 4))
+    ties = s % 4 == 2  # where rounding half away from zero decides, with both signs
+    assert np.count_nonzero(ties & (s < 0)) > 100 and np.count_nonzero(ties & (s > 0)) > 100
+    assert {-128, 127} <= set(np.unique(want).tolist())
+
+
+def test_softmax_equals_live_litert_on_edge_inputs(litert):
+    rng = np.random.default_rng(12)
+    x = np.concatenate([_edge_codes(rng, (8, 24, 10)).reshape(-1, 10),
+                        rng.integers(-128, 128, (64, 10)).astype(np.int8)])
+    want = litert("softmax", x)
+    for rounding in ("double", "single"):
+        np.testing.assert_array_equal(_softmax(rounding)(x), want, err_msg=rounding)
+    assert want.min() == -128 and want.max() == 127  # probability 0 and a saturated 1 are both reached
