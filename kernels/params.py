@@ -71,8 +71,15 @@ def mul_params(a_scale, b_scale, y_scale):
 
 
 def global_avgpool_params(x_scale, y_scale, hw):
-    """(m, n) for fixed_global_avgpool over hw spatial elements: QM(x_scale / (y_scale · hw))."""
-    return quantize_multiplier_int(float(x_scale) / (float(y_scale) * int(hw)))
+    """(m, n) for fixed_global_avgpool over hw spatial elements, as TFLite's MEAN derives them
+    (reference_ops::QuantizedMeanOrSum): (m0, n0) = QM(x_scale / y_scale) (float64 of the float32
+    scales), k = floor(log2 hw) capped at 32 and at 31 + (−n0) (and at least 0), then
+    m = floor(m0·2^k / hw) (truncated: m may be below 2^30) and n = n0 + k. For a power-of-two hw
+    this is QM(x_scale / (y_scale·hw)); otherwise the truncation of m shows in the last bit."""
+    m0, n0 = quantize_multiplier_int(float(x_scale) / float(y_scale))
+    hw = int(hw)
+    k = max(min(hw.bit_length() - 1, 32, 31 - n0), 0)
+    return (m0 << k) // hw, n0 + k
 
 
 def avgpool_params(x_scale, y_scale, kernel):

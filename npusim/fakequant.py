@@ -327,13 +327,17 @@ def _mul(node, rounding, x, y):
 
 
 def _global_avgpool(node, rounding, x):
-    """acc = Σ (x − x_zp) over the N spatial elements; y = MBQM(acc, QM(x_scale/(y_scale·N)))."""
+    """TFLite's MEAN: acc = Σ (x − x_zp) over the N spatial elements; (M, n) = QM(x_scale/y_scale);
+    y = MBQM(acc, ⌊M·2^k/N⌋, n + k)."""
     a = node.attrs
     axes = tuple(range(1, x.ndim - 1)) if int(a.get("channels_last", 0)) else tuple(range(2, x.ndim))
     count = int(np.prod([x.shape[i] for i in axes]))
     acc = _centered(x, a["x_zp"]).sum(axis=axes, keepdims=True)
-    m0, n = _qm(float(a["x_scale"]) / (float(a["y_scale"]) * count))
-    return (_out(mbqm(acc, m0, n, rounding), a),)
+    m0, n = quantize_multiplier_exact(float(a["x_scale"]) / float(a["y_scale"]))
+    # TFLite's MEAN folds 1/count into the multiplier: 2^k/count, k = ⌊log2 count⌋ (≤ 32, ≤ 31 − n,
+    # ≥ 0), the product truncated to an integer
+    k = max(min(math.floor(math.log2(count)), 32, 31 - n), 0)
+    return (_out(mbqm(acc, math.floor(Fraction(m0 * 2 ** k, count)), n + k, rounding), a),)
 
 
 def _avgpool(node, rounding, x):

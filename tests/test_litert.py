@@ -27,14 +27,16 @@ def _quant(name, tensor):
     return np.float32(t["scales"][0]), int(t["zero_points"][0])
 
 
-def _one_node(op, shape, x_q, y_q, **attrs):
-    """A com.microsoft QLinear op with int8 input x (shape) and output y, quantization x_q -> y_q."""
-    node = helper.make_node(op, ["x", "xs", "xz", "ys", "yz"], ["y"], domain="com.microsoft", **attrs)
-    inits = [numpy_helper.from_array(np.array(v, dt), n) for n, v, dt in
-             (("xs", x_q[0], np.float32), ("xz", x_q[1], np.int8), ("ys", y_q[0], np.float32),
-              ("yz", y_q[1], np.int8))]
-    g = helper.make_graph([node], op, [helper.make_tensor_value_info("x", TensorProto.INT8, shape)],
-                          [helper.make_tensor_value_info("y", TensorProto.INT8, None)], inits)
+def _one_node(op, shape, x_q, y_q, b_q=None, **attrs):
+    """A com.microsoft QLinear op with int8 input x (shape) and output y, quantization x_q -> y_q;
+    with b_q, a second input b of the same shape (QLinearAdd, QLinearMul)."""
+    names = ["x", "xs", "xz"] + (["b", "bs", "bz"] if b_q else []) + ["ys", "yz"]
+    node = helper.make_node(op, names, ["y"], domain="com.microsoft", **attrs)
+    qs = [("x", x_q), ("y", y_q)] + ([("b", b_q)] if b_q else [])
+    inits = [numpy_helper.from_array(np.array(v, dt), f"{t}{k}") for t, q in qs
+             for k, v, dt in (("s", q[0], np.float32), ("z", q[1], np.int8))]
+    inputs = [helper.make_tensor_value_info(t, TensorProto.INT8, shape) for t in ("x", "b")[:1 + bool(b_q)]]
+    g = helper.make_graph([node], op, inputs, [helper.make_tensor_value_info("y", TensorProto.INT8, None)], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     m.ir_version = 8
     return m.SerializeToString()
@@ -55,12 +57,13 @@ def _softmax(rounding):
 
 
 def _runner(model, rounding, nchw):
-    """-> run(x) = mode npu's output; asserts that the golden kernels and the float64 reference agree."""
+    """-> run(x[, b]) = mode npu's output; asserts that the golden kernels and the float64 reference
+    agree. nchw: the permutation from LiteRT's layout to the model's (None: the same)."""
     fast = npusim.InferenceSession(model, mode="npu", rounding=rounding)
     golden = npusim.InferenceSession(model, mode="npu", rounding=rounding, kernels="golden")
 
-    def run(x):
-        feeds = {"x": np.ascontiguousarray(x.transpose(nchw)) if nchw else x}
+    def run(*xs):
+        feeds = {n: np.ascontiguousarray(x.transpose(nchw)) if nchw else x for n, x in zip(("x", "b"), xs)}
         (y,) = fast.run(None, feeds)
         np.testing.assert_array_equal(golden.run(None, feeds)[0], y)
         np.testing.assert_array_equal(fakequant.evaluate(fast.graph, feeds, rounding)["y"], y)
@@ -146,3 +149,72 @@ def test_softmax_equals_live_litert_on_edge_inputs(litert):
     for rounding in ("double", "single"):
         np.testing.assert_array_equal(_softmax(rounding)(x), want, err_msg=rounding)
     assert want.min() == -128 and want.max() == 127  # probability 0 and a saturated 1 are both reached
+
+
+# ---------------------------------------------------------------- one-op models of our own, live
+
+def _scale(rng, lo=0.005, hi=0.2):
+    return float(np.float32(rng.uniform(lo, hi)))
+
+
+def _zp(rng):
+    return int(rng.integers(-128, 128))
+
+
+def _case(op, rng, fb, one_op):
+    """(tflite bytes, run(*int8 NHWC inputs) of npusim, input shapes) for one random quantization;
+    fb, one_op: the flatbuffer schema and model writer of tests/tflite_ops.py."""
+    q, y = (_scale(rng), _zp(rng)), (_scale(rng), _zp(rng))
+    if op.startswith("AVERAGE_POOL_2D"):  # TFLite: one quantization on both sides
+        k, s, pad = {"AVERAGE_POOL_2D 2x2": (2, 2, "VALID"), "AVERAGE_POOL_2D 3x3 SAME": (3, 2, "SAME")}[op]
+        o = fb.Pool2DOptionsT()
+        o.padding, o.strideW, o.strideH, o.filterWidth, o.filterHeight = getattr(fb.Padding, pad), s, s, k, k
+        out = -(-9 // s) if pad == "SAME" else (9 - k) // s + 1
+        lite = one_op("AVERAGE_POOL_2D", [((8, 9, 9, 8), q)], ((8, out, out, 8), q), o, fb.BuiltinOptions.Pool2DOptions)
+        window = dict(kernel_shape=[k, k], strides=[s, s], **({"auto_pad": "SAME_UPPER"} if pad == "SAME" else {}))
+        return lite, _runner(_one_node("QLinearAveragePool", [None, 8, 9, 9], q, q, **window), "double",
+                             (0, 3, 1, 2)), [(8, 9, 9, 8)]
+    if op == "SOFTMAX":  # input scales up to 4: differences below diff_min (−7 .. −31) are cut off
+        q, y = (_scale(rng, 0.005, 4.0), _zp(rng)), (1 / 256, -128)
+        o = fb.SoftmaxOptionsT()
+        o.beta = 1.0
+        lite = one_op("SOFTMAX", [((8, 16, 10), q)], ((8, 16, 10), y), o, fb.BuiltinOptions.SoftmaxOptions)
+        return lite, _runner(_one_node("QLinearSoftmax", [None, 16, 10], q, y, axis=-1, opset=13), "double", None), \
+            [(8, 16, 10)]
+    if op == "LOGISTIC":  # TFLite: output (1/256, −128)
+        y = (1 / 256, -128)
+        lite = one_op("LOGISTIC", [((8, 256), q)], ((8, 256), y))
+        return lite, _runner(_one_node("QLinearSigmoid", [None, 256], q, y), "double", None), [(8, 256)]
+    if op == "MEAN":  # over H and W, keep dims: a global average pool
+        o = fb.ReducerOptionsT()
+        o.keepDims = True
+        y = q if rng.integers(2) else y
+        lite = one_op("MEAN", [((8, 7, 7, 16), q), np.array([1, 2], np.int32)], ((8, 1, 1, 16), y), o,
+                      fb.BuiltinOptions.ReducerOptions)
+        return lite, _runner(_one_node("QLinearGlobalAveragePool", [None, 16, 7, 7], q, y), "double",
+                             (0, 3, 1, 2)), [(8, 7, 7, 16)]
+    b = (_scale(rng), _zp(rng))
+    if op == "MUL":
+        y = (q[0] * b[0] * float(rng.uniform(20, 80)), _zp(rng))
+    options = {"ADD": (fb.AddOptionsT(), fb.BuiltinOptions.AddOptions), "MUL": (fb.MulOptionsT(), fb.BuiltinOptions.MulOptions)}
+    lite = one_op(op, [((8, 8, 8, 8), q), ((8, 8, 8, 8), b)], ((8, 8, 8, 8), y), *options[op])
+    return lite, _runner(_one_node(f"QLinear{op.title()}", [None, 8, 8, 8], q, y, b_q=b), "double", (0, 3, 1, 2)), \
+        [(8, 8, 8, 8)] * 2
+
+
+LIVE_OPS = ["AVERAGE_POOL_2D 2x2", "AVERAGE_POOL_2D 3x3 SAME", "SOFTMAX", "LOGISTIC", "MEAN", "ADD", "MUL"]
+
+
+@pytest.mark.parametrize("op", LIVE_OPS)
+def test_op_equals_live_litert_reference(op):
+    """One-op int8 .tflite models built here (tests/tflite_ops.py, no TensorFlow), 4 random
+    quantizations each, on edge and random codes: mode npu (double rounding) equals LiteRT's
+    reference kernels on every element."""
+    pytest.importorskip("ai_edge_litert")
+    import tflite_ops
+
+    rng = np.random.default_rng(sum(map(ord, op)))
+    for _ in range(4):
+        lite, run, shapes = _case(op, rng, tflite_ops.fb, tflite_ops.one_op)
+        xs = [_edge_codes(rng, s) for s in shapes]
+        np.testing.assert_array_equal(run(*xs), tflite_ops.run_reference(lite, xs), err_msg=op)

@@ -380,11 +380,12 @@ def test_add_mul_vs_ort(rounding):
 # the first rounding often lands on a tie of the second, which then rounds away from the exact value
 # (avgpool: n = 0..2 for realistic scales). Single rounding rounds the exact product once.
 # Measured on the 8 seeds below, exact against onnxruntime (every element within 1 LSB):
-#   double: gap 2,029/2,048 (99.07%), avgpool 19,552/21,312 (91.74%), softmax 73,725/73,728 (99.996%)
+#   double: gap 2,010/2,048 (98.15%), avgpool 19,552/21,312 (91.74%), softmax 73,725/73,728 (99.996%)
 #   single: gap and avgpool all exact, softmax 73,725/73,728
-# (the pools here change the scale: the multiplier path; TFLite's softmax, gemmlowp fixed point).
+# (the pools here change the scale: the multiplier path; the global pool is TFLite's MEAN, whose
+# multiplier 2^k/N is truncated; TFLite's softmax, gemmlowp fixed point).
 # The floors leave ~0.2% for onnxruntime's float32 sums on other CPUs.
-MIN_EXACT = {"double": {"gap": 0.99, "avgpool": 0.915, "softmax": 0.998},
+MIN_EXACT = {"double": {"gap": 0.978, "avgpool": 0.915, "softmax": 0.998},
              "single": {"gap": 0.998, "avgpool": 0.998, "softmax": 0.998}}
 
 
