@@ -9,6 +9,7 @@ A pair (m0, n) stands for the real m0 · 2^−(31 + n): m0 the Q31 multiplier in
 right shift (negative: a left shift).
 """
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -119,3 +120,57 @@ def softmax_params(x_scale, y_scale, rounding, beta=1.0):
     diff_min = -(((1 << SOFTMAX_DIFF_INTEGER_BITS) - 1) << (31 - SOFTMAX_DIFF_INTEGER_BITS) >> left_shift)
     m_out, n_out = quantize_multiplier_int(2.0 ** -31 / float(y_scale))
     return m_in, left_shift, diff_min, m_out, n_out
+
+
+def hard_swish_table(x_scale, x_zp, y_scale, y_zp, dtype):
+    """The 256-entry table (indexed by the input byte) of TFLite's reference int8/uint8 HARD_SWISH
+    (reference_ops::HardSwish, multipliers from activations.cc HardSwishPrepare), an offline table
+    of an integer function of one code.
+
+    Offline, in float32 as TFLite: hires = x_scale/128; (m_out, e_out) = QM(hires / y_scale) and
+    (m_relu, e_relu) = QM(hires / (3/32768)) (e: the left-shift exponent, −n), each multiplier
+    reduced to Q0.15: 32767 if m >= 2^31 − 1 − 2^15 else (m + 2^15) >> 16. e_out must be <= 0.
+    Per code, in int16 (SRDHM16 = floor(a·b/2^15 + 1/2), INT16_MIN² -> INT16_MAX; RDBPOT as for int32):
+    v = (x − x_zp)·2^7; pre = SRDHM16(v, m_out); r = v, if e_relu > 0: r = sat16(r·2^(e_relu − 1)),
+    r = SRDHM16(r, m_relu), then sat16(r·2); if e_relu < 0: r = RDBPOT(r, −e_relu); r = (r + 2^15) >> 1
+    (hard-sigmoid in Q0.15); p = trunc(r·pre / 2^15) (SQDMULH: toward zero); y = RDBPOT(p, −e_out) + y_zp
+    wrapped to int16 as TFLite's int16 sum does (only an output scale below x_scale/64 gets there),
+    then clamped to dtype's range.
+    """
+    info = np.iinfo(dtype)
+    hires = np.float32(np.float32(1.0 / 128.0) * np.float32(x_scale))
+    (m_out, n_out), (m_relu, n_relu) = (quantize_multiplier_int(float(np.float32(hires / np.float32(s))))
+                                        for s in (y_scale, np.float32(3.0 / 32768.0)))
+    if n_out < 0:
+        raise ValueError(f"hard_swish: output multiplier x_scale/128/y_scale = {float(hires / np.float32(y_scale))} "
+                         f"is >= 1 (y_scale below x_scale/128)")
+    q15_out, q15_relu = (32767 if m >= 2 ** 31 - 1 - 2 ** 15 else (m + 2 ** 15) >> 16 for m in (m_out, m_relu))
+    e_relu = -n_relu
+
+    def sat16(v):
+        return max(-2 ** 15, min(2 ** 15 - 1, v))
+
+    def srdhm16(a, b):
+        if a == b == -2 ** 15:
+            return 2 ** 15 - 1
+        p = a * b
+        return math.floor(Fraction(p, 2 ** 15) + Fraction(1, 2))
+
+    def rdbpot(v, e):
+        return int(math.copysign(math.floor(abs(Fraction(v, 2 ** e)) + Fraction(1, 2)), v)) if e else v
+
+    table = np.empty(256, dtype)
+    for byte in range(256):
+        code = int(np.array(byte, np.uint8).view(dtype))
+        v = (code - int(x_zp)) * 2 ** 7
+        pre = srdhm16(v, q15_out)
+        r = v
+        if e_relu > 0:
+            r = sat16(srdhm16(sat16(r * 2 ** (e_relu - 1)), q15_relu) * 2)
+        else:
+            r = rdbpot(srdhm16(r, q15_relu), -e_relu)
+        r = (r + 2 ** 15) >> 1
+        p = int(Fraction(r * pre, 2 ** 15))  # truncation toward zero
+        y = (rdbpot(p, n_out) + int(y_zp) + 2 ** 15) % 2 ** 16 - 2 ** 15
+        table[byte] = min(max(y, info.min), info.max)
+    return table

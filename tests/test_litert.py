@@ -42,6 +42,19 @@ def _one_node(op, shape, x_q, y_q, b_q=None, **attrs):
     return m.SerializeToString()
 
 
+def _hard_swish(x_q, y_q):
+    """DequantizeLinear -> HardSwish -> QuantizeLinear of an int8 (N, 256) tensor."""
+    nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["f"]), helper.make_node("HardSwish", ["f"], ["g"]),
+             helper.make_node("QuantizeLinear", ["g", "ys", "yz"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(v, dt), n) for n, v, dt in
+             (("xs", x_q[0], np.float32), ("xz", x_q[1], np.int8), ("ys", y_q[0], np.float32), ("yz", y_q[1], np.int8))]
+    g = helper.make_graph(nodes, "hard_swish", [helper.make_tensor_value_info("x", TensorProto.INT8, [None, 256])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT8, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
 def _avgpool2x2(rounding):
     """x NHWC -> y NHWC through npusim's NCHW QLinearAveragePool 2x2 / 2 (LiteRT: VALID)."""
     q = _quant("avgpool2x2", "in0")
@@ -185,6 +198,9 @@ def _case(op, rng, fb, one_op):
         y = (1 / 256, -128)
         lite = one_op("LOGISTIC", [((8, 256), q)], ((8, 256), y))
         return lite, _runner(_one_node("QLinearSigmoid", [None, 256], q, y), "double", None), [(8, 256)]
+    if op == "HARD_SWISH":  # an elementwise host island, compiled into TFLite's integer table
+        lite = one_op("HARD_SWISH", [((8, 256), q)], ((8, 256), y))
+        return lite, _runner(_hard_swish(q, y), "double", None), [(8, 256)]
     if op == "MEAN":  # over H and W, keep dims: a global average pool
         o = fb.ReducerOptionsT()
         o.keepDims = True
@@ -202,7 +218,8 @@ def _case(op, rng, fb, one_op):
         [(8, 8, 8, 8)] * 2
 
 
-LIVE_OPS = ["AVERAGE_POOL_2D 2x2", "AVERAGE_POOL_2D 3x3 SAME", "SOFTMAX", "LOGISTIC", "MEAN", "ADD", "MUL"]
+LIVE_OPS = ["AVERAGE_POOL_2D 2x2", "AVERAGE_POOL_2D 3x3 SAME", "SOFTMAX", "LOGISTIC", "HARD_SWISH", "MEAN", "ADD",
+            "MUL"]
 
 
 @pytest.mark.parametrize("op", LIVE_OPS)

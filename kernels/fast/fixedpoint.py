@@ -18,7 +18,7 @@ from npusim_kernels.checks import (
     pool_operand)
 from npusim_kernels.params import (  # noqa: F401  (offline helpers, part of this kernel set's names)
     ADD_LEFT_SHIFT, ADD_LEFT_SHIFT_16, ROUNDINGS, add_left_shift, add_params, avgpool_params,
-    global_avgpool_params, mul_params, quantize_multiplier, softmax_params)
+    global_avgpool_params, hard_swish_table, mul_params, quantize_multiplier, softmax_params)
 
 
 def _single(rounding):
