@@ -110,6 +110,47 @@ def test_softmax_equals_litert_reference_on_the_recorded_sets(rounding):
         np.testing.assert_array_equal(run(data[f"mid_{k}_0"]), data[f"ref_{k}_0"], err_msg=f"set {k}")
 
 
+def _qoperator(name, op):
+    """The .onnx's one Conv or Gemm (with its Q/DQ parameters and int8 weights, int32 bias) as a
+    QLinearConv or com.microsoft QGemm on an int8 input x."""
+    import onnx
+
+    m = onnx.load(LITERT / f"{name}{'.onnx' if op == 'Gemm' else '.nchw.onnx'}")
+    init = {i.name: i for i in m.graph.initializer}
+    dq = {n.output[0]: n for n in m.graph.node if n.op_type == "DequantizeLinear"}
+    (layer,) = [n for n in m.graph.node if n.op_type == op]
+    q = [n for n in m.graph.node if n.op_type == "QuantizeLinear"][-1]
+    x, w, b = (dq[i].input for i in layer.input)
+    renamed = dict(zip([x[1], x[2], w[0], w[1], w[2], q.input[1], q.input[2], b[0]],
+                       ["xs", "xz", "w", "ws", "wz", "ys", "yz", "b"]))
+    inits = []
+    for old, new in renamed.items():
+        t = onnx.TensorProto()
+        t.CopyFrom(init[old])
+        t.name = new
+        inits.append(t)
+    order = ["x", "xs", "xz", "w", "ws", "wz"] + (["ys", "yz", "b"] if op == "Conv" else ["b", "ys", "yz"])
+    node = helper.make_node("QLinearConv" if op == "Conv" else "QGemm", order, ["y"],
+                            domain="" if op == "Conv" else "com.microsoft", **{a.name: helper.get_attribute_value(a)
+                                                                              for a in layer.attribute})
+    g = helper.make_graph([node], name, [helper.make_tensor_value_info("x", TensorProto.INT8, None)],
+                          [helper.make_tensor_value_info("y", TensorProto.INT8, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("name, op", [("conv_relu", "Conv"), ("dwconv_relu6", "Conv"), ("fully_connected", "Gemm")])
+def test_conv_and_fully_connected_equal_litert_reference_on_the_recorded_sets(name, op):
+    """CONV_2D (per-channel), DEPTHWISE_CONV_2D and FULLY_CONNECTED: mode npu with double rounding
+    (TFLite's MultiplyByQuantizedMultiplier as LiteRT's wheel builds it) equals LiteRT on every
+    element of the 5 sets (the fused ReLU / ReLU6 bounds lie outside the int8 range here)."""
+    data = np.load(LITERT / f"{name}.npz")
+    run = _runner(_qoperator(name, op), "double", (0, 3, 1, 2) if op == "Conv" else None)
+    for k in range(5):
+        np.testing.assert_array_equal(run(data[f"mid_{k}_0"]), data[f"ref_{k}_0"], err_msg=f"set {k}")
+
+
 def _edge_codes(rng, shape):
     """int8 tensors (batch of 8 along axis 0) at the edges: the type's extremes, both alternating,
     values around the zero point −1 (ties of a 2x2 mean: sums ≡ 2 mod 4 of both signs), small
