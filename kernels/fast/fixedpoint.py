@@ -443,31 +443,36 @@ def fixed_global_avgpool(x_nchw, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, round
     return out.reshape((nb, c) + (1,) * (x.ndim - 2))
 
 
+@njit(inline="always")
+def _window_sum(plane, a, b, e, k, st, pb):
+    """(Σ of the codes, number of input cells) of output position (a, b, e)'s window over one plane
+    (d0, d1, d2) of codes, the window clipped to the input."""
+    d0, d1, d2 = plane.shape
+    h0, h1 = window_span(a, st[0], pb[0], k[0], d0)
+    w0, w1 = window_span(b, st[1], pb[1], k[1], d1)
+    z0, z1 = window_span(e, st[2], pb[2], k[2], d2)
+    acc = np.int64(0)
+    for h in range(h0, h1):
+        for w in range(w0, w1):
+            for z in range(z0, z1):
+                acc += np.int64(plane[h, w, z])
+    return acc, np.int64((h1 - h0) * (w1 - w0) * (z1 - z0))
+
+
 @njit
 def _avg_core(x, x_zp, k, st, pb, count_include_pad, m0, n, single, y_zp, qmin, qmax, out):
     """Integer window sums of (x − x_zp) over the clipped window, MBQM with the count's (m0, n).
     x (N·C, d0, d1, d2), one plane at a time (contiguous reads)."""
-    nc, d0, d1, d2 = x.shape
-    o0, o1, o2 = out.shape[1], out.shape[2], out.shape[3]
     lo = np.int64(qmin) - y_zp
     hi = np.int64(qmax) - y_zp
-    for c in range(nc):
-        for a in range(o0):
-            h0, h1 = window_span(a, st[0], pb[0], k[0], d0)
-            for b in range(o1):
-                w0, w1 = window_span(b, st[1], pb[1], k[1], d1)
-                for e in range(o2):
-                    z0, z1 = window_span(e, st[2], pb[2], k[2], d2)
-                    size = (h1 - h0) * (w1 - w0) * (z1 - z0)
+    for c in range(x.shape[0]):
+        for a in range(out.shape[1]):
+            for b in range(out.shape[2]):
+                for e in range(out.shape[3]):
+                    acc, size = _window_sum(x[c], a, b, e, k, st, pb)
                     cnt = k[0] * k[1] * k[2] if count_include_pad else size
                     sa, sb = _split_shift(n[cnt], single)
-                    acc = np.int64(0)
-                    for h in range(h0, h1):
-                        for w in range(w0, w1):
-                            for z in range(z0, z1):
-                                acc += np.int64(x[c, h, w, z])
-                    acc -= x_zp * size
-                    out[c, a, b, e] = min(max(_mbqm1(acc, m0[cnt], sa, sb, single), lo), hi) + y_zp
+                    out[c, a, b, e] = min(max(_mbqm1(acc - x_zp * size, m0[cnt], sa, sb, single), lo), hi) + y_zp
 
 
 def fixed_avgpool(x_nchw, x_zp, kernel, strides, pads, count_include_pad, ceil_mode,
@@ -494,22 +499,13 @@ def fixed_avgpool(x_nchw, x_zp, kernel, strides, pads, count_include_pad, ceil_m
 def _avg_codes_core(x, x_zp, k, st, pb, count_include_pad, qmin, qmax, out):
     """Window sums of the stored codes (+ x_zp per padded cell with count_include_pad), divided by
     the count rounding half away from zero as C does it: (acc ± count/2) / count, truncating."""
-    nc, d0, d1, d2 = x.shape
-    o0, o1, o2 = out.shape[1], out.shape[2], out.shape[3]
-    for c in range(nc):
-        for a in range(o0):
-            h0, h1 = window_span(a, st[0], pb[0], k[0], d0)
-            for b in range(o1):
-                w0, w1 = window_span(b, st[1], pb[1], k[1], d1)
-                for e in range(o2):
-                    z0, z1 = window_span(e, st[2], pb[2], k[2], d2)
-                    size = (h1 - h0) * (w1 - w0) * (z1 - z0)
-                    cnt = np.int64(k[0] * k[1] * k[2] if count_include_pad else size)
-                    acc = (cnt - size) * x_zp
-                    for h in range(h0, h1):
-                        for w in range(w0, w1):
-                            for z in range(z0, z1):
-                                acc += np.int64(x[c, h, w, z])
+    for c in range(x.shape[0]):
+        for a in range(out.shape[1]):
+            for b in range(out.shape[2]):
+                for e in range(out.shape[3]):
+                    acc, size = _window_sum(x[c], a, b, e, k, st, pb)
+                    cnt = np.int64(k[0] * k[1] * k[2]) if count_include_pad else size
+                    acc += (cnt - size) * x_zp
                     half = cnt // 2
                     q = (acc + half) // cnt if acc >= 0 else -((half - acc) // cnt)
                     out[c, a, b, e] = min(max(q, np.int64(qmin)), np.int64(qmax))
