@@ -83,3 +83,12 @@ def pool_operand(x, x_zp, taps, what):
     if int(taps) * headroom(x_zp, x.dtype) > I32_MAX:
         raise ValueError(f"{what}: a sum of {int(taps)} {x.dtype} values (zp {int(x_zp)}) can leave int32")
     return x
+
+
+def pool_codes_operand(x, x_zp, taps, what):
+    """x after the checks of a pool that sums stored codes (fixed_avgpool_codes): 8- or 16-bit, zero
+    point in range, and a sum of `taps` codes (or zero points) inside int32 (taps·max|code| < 2^31)."""
+    x = check_int(x, x_zp, f"{what} x", ACT_DTYPES)
+    if int(taps) * headroom(0, x.dtype) > I32_MAX:
+        raise ValueError(f"{what}: a sum of {int(taps)} {x.dtype} codes can leave int32")
+    return x

@@ -327,18 +327,25 @@ def _mul(node, rounding, x, y):
 
 
 def _global_avgpool(node, rounding, x):
-    """acc = Σ (x − x_zp) over the N spatial elements; y = MBQM(acc, QM(x_scale/(y_scale·N)))."""
+    """TFLite's MEAN: acc = Σ (x − x_zp) over the N spatial elements; (M, n) = QM(x_scale/y_scale);
+    y = MBQM(acc, ⌊M·2^k/N⌋, n + k)."""
     a = node.attrs
     axes = tuple(range(1, x.ndim - 1)) if int(a.get("channels_last", 0)) else tuple(range(2, x.ndim))
     count = int(np.prod([x.shape[i] for i in axes]))
     acc = _centered(x, a["x_zp"]).sum(axis=axes, keepdims=True)
-    m0, n = _qm(float(a["x_scale"]) / (float(a["y_scale"]) * count))
-    return (_out(mbqm(acc, m0, n, rounding), a),)
+    m0, n = quantize_multiplier_exact(float(a["x_scale"]) / float(a["y_scale"]))
+    # TFLite's MEAN folds 1/count into the multiplier: 2^k/count, k = ⌊log2 count⌋ (≤ 32, ≤ 31 − n,
+    # ≥ 0), the product truncated to an integer
+    k = max(min(math.floor(math.log2(count)), 32, 31 - n), 0)
+    return (_out(mbqm(acc, math.floor(Fraction(m0 * 2 ** k, count)), n + k, rounding), a),)
 
 
 def _avgpool(node, rounding, x):
     """acc = Σ (x − x_zp) over each window clipped to the input; count as kernels/golden/pool.py
-    (Πkernel with count_include_pad, else the clipped window size); one QM per distinct count."""
+    (Πkernel with count_include_pad, else the clipped window size). One quantization on both sides
+    (TFLite's AVERAGE_POOL_2D): y = clamp(round_half_away((acc + count·x_zp) / count), qmin, qmax),
+    the mean of the codes (padded cells, when counted, hold x_zp). Else one QM per distinct count:
+    y = clamp(MBQM(acc, QM(x_scale/(y_scale·count))) + y_zp)."""
     a = node.attrs
     k = tuple(int(v) for v in a["kernel_shape"])
     nd = len(k)
@@ -357,20 +364,68 @@ def _avgpool(node, rounding, x):
     else:
         inside = np.pad(np.ones(x.shape[2:]), width[2:])
         count = sliding_window_view(inside, k)[sel[2:]].sum(axis=tuple(range(-nd, 0)))
+    if float(a["x_scale"]) == float(a["y_scale"]) and int(a["x_zp"]) == int(a["y_zp"]):
+        codes = acc + count * float(a["x_zp"])  # exact integers
+        q = np.sign(codes) * np.floor_divide(2.0 * np.abs(codes) + count, 2.0 * count)  # floor_divide is exact
+        return (np.clip(q, int(a["qmin"]), int(a["qmax"])).astype(ir.storage(a["dtype"])),)
     distinct, where = np.unique(count, return_inverse=True)
     m0, n = _qm(float(a["x_scale"]) / (float(a["y_scale"]) * distinct))
     where = where.reshape(count.shape)
     return (_out(mbqm(acc, m0[where], n[where], rounding), a),)
 
 
-def softmax_exp_q16(x_scale: float) -> np.ndarray:
-    """E[d] = round_half_away(2^16·exp(−x_scale·d)), d = 0..255 (float64 integers; E[0] = 65536)."""
-    return round_half_away(65536.0 * np.exp(-float(x_scale) * np.arange(256, dtype=np.float64)))
+def _fixed(v):
+    """The Q0.31 raw of a real constant, round half away: how gemmlowp states (and checks) its constants."""
+    return round_half_away(np.ldexp(np.asarray(v, np.float64), 31))
+
+
+def _srdhm(a, b):
+    """gemmlowp's SRDHM of int32 raws as the exact real floor(a·b/2^31 + 1/2), saturated to int32."""
+    return np.clip(floor_half_up(*two_product(a, np.ldexp(np.asarray(b, np.float64), -31))), _I32_MIN, _I32_MAX)
+
+
+def _pot(x, e):
+    """x·2^e rounded half away from zero (e < 0, gemmlowp's RDBPOT) or saturated to int32 (e > 0)."""
+    return round_half_away(np.ldexp(x, e)) if e < 0 else np.clip(np.ldexp(x, e), _I32_MIN, _I32_MAX)
+
+
+def _exp_q31(a):
+    """gemmlowp's exp of Q5.26 raws a <= 0 as Q0.31 raws, from its definition: a = q − r, q the
+    residue of a in [−1/4, 0), r a multiple of 1/4; exp(q) by its Taylor polynomial at −1/8
+    (z = q + 1/8: e^(−1/8)·(z + (z^4/4 + z^3)/3 + z^2)/2 ... as gemmlowp groups it), times
+    exp(−2^j) for each power of two 2^j (1/4 .. 16) in r; constants rounded from their reals."""
+    q = np.mod(a, 2.0 ** 24) - 2.0 ** 24  # raw residue of a modulo 1/4 (= 2^24 raw), minus 1/4
+    z = _pot(q, 5) + 2.0 ** 28
+    z2 = _srdhm(z, z)
+    z3, z4 = _srdhm(z2, z), _srdhm(z2, z2)
+    poly = _pot(_srdhm(_pot(z4, -2) + z3, _fixed(1 / 3)) + z2, -1)
+    c = _fixed(math.exp(-1 / 8))
+    y = c + _srdhm(c, z + poly)
+    quarters = (q - a) / 2.0 ** 24  # r in units of 1/4: an integer 0..127
+    for j in range(7):
+        y = np.where(np.mod(np.floor(quarters / 2 ** j), 2) == 1, _srdhm(y, _fixed(math.exp(-(2.0 ** (j - 2))))), y)
+    return np.where(a == 0, _I32_MAX, y)
+
+
+def _reciprocal_q31(s):
+    """(Q0.31 raw of 2^b/S, b) for Q12.19 raws S > 0 (TFLite's GetReciprocal): S·2^c in [2^31, 2^32),
+    x = S·2^c − 2^31, 1/(1 + x) by gemmlowp's three Newton-Raphson steps in Q2.29 from 48/17 − 32/17·d,
+    d = (1 + x)/2 rounded up; b = 12 − c."""
+    _, e = np.frexp(s)  # S = f·2^e, 1/2 <= f < 1: e is the bit length of S
+    c = 32 - e
+    d = np.floor((np.ldexp(s, c) - 2.0 ** 31 + _I32_MAX + 1) / 2)
+    v = round_half_away(np.ldexp(48 / 17, 29)) + _srdhm(d, round_half_away(np.ldexp(-32 / 17, 29)))
+    for _ in range(3):
+        v = v + _pot(_srdhm(v, 2.0 ** 29 - _srdhm(d, v)), 2)
+    return _pot(v, 1), 12 - c
 
 
 def _softmax(node, rounding, x):
-    """Per row: d = max(row) − x, S = Σ E[d], P = floor((E[d]·2^15 + floor(S/2)) / S) (Q15),
-    y = clamp(MBQM(P, QM(2^−15/y_scale)) + y_zp). Rows along `axis` (opset ≥ 13) or the
+    """TFLite's reference int8 softmax (reference_ops::Softmax) per row: d = x − max(row); below
+    diff_min = −floor(31·2^26/2^ls) the probability is 0; else e = exp(MBQM(d, M, −ls)) in Q0.31 with
+    (M, −ls) = QM(min(x_scale·2^26, 2^31 − 1 or, single rounding, 2^30 − 1)); S = Σ RDBPOT(e, 12)
+    (Q12.19, must fit int32); (R, b) = reciprocal of S; p = SRDHM(R, e);
+    y = clamp(floor(p·QM(2^−31/y_scale)·2^−b + 1/2) + y_zp). Rows along `axis` (opset ≥ 13) or the
     flattened dims [axis:] (opset < 13), as ONNX Softmax defines them."""
     a = node.attrs
     axis = int(a["axis"]) % x.ndim
@@ -378,16 +433,21 @@ def _softmax(node, rounding, x):
         rows = np.asarray(x).reshape(int(np.prod(x.shape[:axis])), -1)
     else:
         rows = np.moveaxis(x, axis, -1)
-    if rows.shape[-1] > 32767:
-        raise ValueError(f"softmax row length {rows.shape[-1]} exceeds 32767 (int32 sum of Q16 exponentials)")
+    cap = 2.0 ** 31 - 1 if rounding == "double" else 2.0 ** 30 - 1
+    m_in, n_in = quantize_multiplier_exact(min(float(a["x_scale"]) * 2.0 ** 26, cap))
+    if n_in > 0:
+        raise ValueError(f"softmax: x_scale {float(a['x_scale'])} below 2^-26")
+    diff_min = -math.floor(Fraction(31 * 2 ** 26, 2 ** -n_in))
     xv = np.asarray(rows, np.float64)
-    e = softmax_exp_q16(float(a["x_scale"]))[(xv.max(axis=-1, keepdims=True) - xv).astype(np.intp)]
-    s = e.sum(axis=-1, keepdims=True)  # exact: < 2^31
-    # floor of the float64 quotient is the exact floor: num < 2^32, so a non-integer num/s lies
-    # at least 1/s > 2^−31 from the next integer, far more than half an ulp of num/s (< 2^−20)
-    q = np.floor((e * 32768.0 + np.floor(s / 2.0)) / s)
-    m0, n = _qm(2.0 ** -15 / float(a["y_scale"]))
-    y = _out(mbqm(q, m0, n, rounding), a)
+    d = xv - xv.max(axis=-1, keepdims=True)
+    live = d >= diff_min
+    e = np.where(live, _exp_q31(mbqm(np.where(live, d, 0.0), m_in, n_in, rounding)), 0.0)
+    s = _pot(e, -12).sum(axis=-1, keepdims=True)  # exact integers
+    if s.max(initial=0) > _I32_MAX:
+        raise ValueError("softmax: the sum of exponentials (Q12.19) leaves int32")
+    r, b = _reciprocal_q31(s)
+    m_out, n_out = quantize_multiplier_exact(2.0 ** -31 / float(a["y_scale"]))
+    y = _out(mbqm(_srdhm(r, e), m_out, n_out + b, "single"), a)
     return (y.reshape(x.shape) if int(a.get("opset", 13)) < 13 else np.moveaxis(y, -1, axis),)
 
 

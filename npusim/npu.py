@@ -110,18 +110,23 @@ def ops(rounding: str) -> dict[str, OpDef]:
         k = tuple(int(v) for v in a["kernel_shape"])
         window = plan_window(a, k)
         xz = int(a["x_zp"])
-        m0, n = K.avgpool_params(a["x_scale"], a["y_scale"], k)  # one multiplier per possible divisor
         out = _out(a)
+        cip, ceil = int(a["count_include_pad"]), int(a["ceil_mode"])
+        if float(a["x_scale"]) == float(a["y_scale"]) and xz == out[0]:  # TFLite's AVERAGE_POOL_2D: the codes
+            def run_codes(x):
+                s, p, _ = window(x.shape[2:])
+                return (K.fixed_avgpool_codes(x, xz, k, s, p, cip, ceil, out[1], out[2]).astype(out[3], copy=False),)
+            return run_codes
+        m0, n = K.avgpool_params(a["x_scale"], a["y_scale"], k)  # one multiplier per possible divisor
 
         def run(x):
             s, p, _ = window(x.shape[2:])
-            return (K.fixed_avgpool(x, xz, k, s, p, int(a["count_include_pad"]), int(a["ceil_mode"]), m0, n, *out,
-                                    rounding),)
+            return (K.fixed_avgpool(x, xz, k, s, p, cip, ceil, m0, n, *out, rounding),)
         return run
 
     def softmax(node, const, K):
         a = node.attrs
-        table, m0, n = K.softmax_table(float(a["x_scale"]), float(a["y_scale"]))
+        params = K.softmax_params(float(a["x_scale"]), float(a["y_scale"]), rounding)
         dt, (lo, hi) = storage(a["dtype"]), qrange(a["dtype"])
         axis, opset = int(a["axis"]), int(a["opset"])
 
@@ -129,8 +134,8 @@ def ops(rounding: str) -> dict[str, OpDef]:
             ax = axis % x.ndim
             if opset < 13:  # Softmax-1/11: rows are the dimensions from `axis` on, flattened
                 rows = x.reshape(int(np.prod(x.shape[:ax])), -1)
-                return (K.fixed_softmax(rows, 1, table, m0, n, int(a["y_zp"]), lo, hi, dt, rounding).reshape(x.shape),)
-            return (K.fixed_softmax(x, ax, table, m0, n, int(a["y_zp"]), lo, hi, dt, rounding),)
+                return (K.fixed_softmax(rows, 1, params, int(a["y_zp"]), lo, hi, dt, rounding).reshape(x.shape),)
+            return (K.fixed_softmax(x, ax, params, int(a["y_zp"]), lo, hi, dt, rounding),)
         return run
 
     def qconcat(node, const, K):
@@ -280,3 +285,43 @@ def _split_pool(graph: Graph, node: Node) -> list[Node]:
                          "y_zp": int(init[q_b.input[2]].reshape(-1)[0]), "qmin": lo, "qmax": hi, "dtype": y_dtype},
                         p.name))
     return out
+
+
+def island_table(node: Node, x_dtype: str, K):
+    """[table] of a host island that computes hard-swish of one 8-bit tensor with per-tensor
+    parameters: DequantizeLinear -> HardSwish -> QuantizeLinear, or the form onnxruntime's optimizer
+    rewrites it to, DequantizeLinear -> {HardSigmoid(alpha 1/6, beta 1/2), Mul(x, that)} ->
+    QuantizeLinear. Its table is TFLite's integer HARD_SWISH (K.hard_swish_table), the table an
+    NPU compiler builds for it; None for any other island (its table is the float function's,
+    computed by onnxruntime)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load_from_string(node.attrs["model"])
+    g = model.graph
+    ops = [p.op_type for p in g.node]
+    if ops not in (["DequantizeLinear", "HardSwish", "QuantizeLinear"],
+                   ["DequantizeLinear", "HardSigmoid", "Mul", "QuantizeLinear"]) \
+            or any(p.domain not in ("", "ai.onnx") for p in g.node) or len(node.outputs) != 1:
+        return None
+    dq, *body, q = g.node
+    x = dq.output[0]
+    if len(body) == 2:
+        sig, mul = body
+        a = {at.name: helper.get_attribute_value(at) for at in sig.attribute}
+        if sig.input[0] != x or np.float32(a.get("alpha", 0.2)) != np.float32(1 / 6) or a.get("beta", 0.5) != 0.5 \
+                or sorted(mul.input) != sorted([x, sig.output[0]]):
+            return None
+    elif body[0].input[0] != x:
+        return None
+    init = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    params = [init.get(name) for name in (*dq.input[1:3], *q.input[1:3])]
+    if len(dq.input) < 3 or len(q.input) < 3 or any(v is None or v.size != 1 for v in params) \
+            or q.input[0] != body[-1].output[0] or q.output[0] != node.outputs[0] \
+            or x_dtype not in ("u8", "i8") or params[3].dtype != storage(x_dtype):
+        return None
+    xs, xz, ys, yz = (v.reshape(()) for v in params)
+    try:
+        return [K.hard_swish_table(np.float32(xs), int(xz), np.float32(ys), int(yz), storage(x_dtype))]
+    except ValueError:  # y_scale below x_scale/128: TFLite has no kernel for it; the float function's table
+        return None

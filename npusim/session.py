@@ -474,7 +474,8 @@ def prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None =
     onnxruntime's own, and the zoo's verify tests check the tables
     bit-exact against onnxruntime running the model. In mode "npu" (`compile_tables_of` is
     the graph) the table is built here, at plan time, as an NPU compiler builds a lookup table
-    from a float function: the island then costs no host work at inference.
+    from a float function: the island then costs no host work at inference; a hard-swish island
+    gets TFLite's integer HARD_SWISH table (npusim.npu.island_table).
     """
     import onnxruntime as ort
 
@@ -514,9 +515,11 @@ def prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None =
         return tables
 
     if compile_tables_of is not None:
+        from .npu import island_table
+
         t = compile_tables_of.tensors[node.inputs[0]]
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in t.shape] if t.shape else [256]
-        tables = tabulate(shape, ir.storage(t.dtype))
+        tables = island_table(node, t.dtype, K) or tabulate(shape, ir.storage(t.dtype))
         if tables is None:
             return run, False
         return (lambda x: [K.apply_lut(x, table) for table in tables]), True

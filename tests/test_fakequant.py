@@ -344,10 +344,18 @@ def test_avgpool_matches_golden(data, rounding):
     x = random_q(rng, (draw(st.integers(1, 2)), draw(st.integers(1, 3))) + spatial, xdt)
     attrs = {"auto_pad": "NOTSET", "pads": pads, "strides": strides, "dilations": (1,) * nd, "kernel_shape": k,
              "ceil_mode": int(draw(st.booleans())), "count_include_pad": int(draw(st.booleans())),
-             "channels_last": 0, **pool_attrs(draw, xdt, ydt)}
+             "channels_last": 0, **pool_attrs(draw, xdt, xdt)}
+    window = (k, strides, pads, attrs["count_include_pad"], attrs["ceil_mode"])
+    if draw(st.booleans()):  # one quantization on both sides: TFLite's average of the codes
+        attrs.update(y_scale=attrs["x_scale"], y_zp=attrs["x_zp"])
+    else:
+        attrs.update(out_attrs(draw, ydt), y_zp=draw(st.integers(*qrange(ydt))))
+    if attrs["y_scale"] == attrs["x_scale"] and attrs["y_zp"] == attrs["x_zp"]:
+        want = G.fixed_avgpool_codes(x, attrs["x_zp"], *window, attrs["qmin"], attrs["qmax"])
+    else:
+        want = G.fixed_avgpool(x, attrs["x_zp"], *window, *G.avgpool_params(attrs["x_scale"], attrs["y_scale"], k),
+                               *golden_out(attrs), rounding)
     y = evaluate_node("avgpool", attrs, [x], rounding)
-    want = G.fixed_avgpool(x, attrs["x_zp"], k, strides, pads, attrs["count_include_pad"], attrs["ceil_mode"],
-                           *G.avgpool_params(attrs["x_scale"], attrs["y_scale"], k), *golden_out(attrs), rounding)
     np.testing.assert_array_equal(y, want)
 
 
@@ -382,12 +390,12 @@ def test_softmax_matches_golden(data, rounding):
     if draw(st.booleans()):
         attrs["y_scale"] = np.float32(2.0 ** draw(st.floats(-9, -4)))
     y = evaluate_node("softmax", attrs, [x], rounding)
-    table = G.softmax_table(attrs["x_scale"], attrs["y_scale"])
+    params = G.softmax_params(attrs["x_scale"], attrs["y_scale"], rounding)
     if opset < 13:  # ONNX Softmax-11: rows are the flattened dims [axis:]
         rows = x.reshape(int(np.prod(shape[:axis % len(shape)])), -1)
-        want = G.fixed_softmax(rows, 1, *table, *golden_out(attrs), rounding).reshape(shape)
+        want = G.fixed_softmax(rows, 1, params, *golden_out(attrs), rounding).reshape(shape)
     else:
-        want = G.fixed_softmax(x, axis, *table, *golden_out(attrs), rounding)
+        want = G.fixed_softmax(x, axis, params, *golden_out(attrs), rounding)
     np.testing.assert_array_equal(y, want)
 
 

@@ -14,10 +14,11 @@ from npusim_kernels.fast._jit import njit
 from npusim_kernels.fast import pool as _pool
 from npusim_kernels.fast.pool import window_span
 from npusim_kernels.checks import (
-    I32_MAX, I32_MIN, add_operands, check_int, check_range, check_rounding, mul_operands, pool_operand)
+    I32_MAX, I32_MIN, add_operands, check_int, check_range, check_rounding, mul_operands, pool_codes_operand,
+    pool_operand)
 from npusim_kernels.params import (  # noqa: F401  (offline helpers, part of this kernel set's names)
     ADD_LEFT_SHIFT, ADD_LEFT_SHIFT_16, ROUNDINGS, add_left_shift, add_params, avgpool_params,
-    global_avgpool_params, mul_params, quantize_multiplier, softmax_table)
+    global_avgpool_params, hard_swish_table, mul_params, quantize_multiplier, softmax_params)
 
 
 def _single(rounding):
@@ -442,31 +443,36 @@ def fixed_global_avgpool(x_nchw, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, round
     return out.reshape((nb, c) + (1,) * (x.ndim - 2))
 
 
+@njit(inline="always")
+def _window_sum(plane, a, b, e, k, st, pb):
+    """(Σ of the codes, number of input cells) of output position (a, b, e)'s window over one plane
+    (d0, d1, d2) of codes, the window clipped to the input."""
+    d0, d1, d2 = plane.shape
+    h0, h1 = window_span(a, st[0], pb[0], k[0], d0)
+    w0, w1 = window_span(b, st[1], pb[1], k[1], d1)
+    z0, z1 = window_span(e, st[2], pb[2], k[2], d2)
+    acc = np.int64(0)
+    for h in range(h0, h1):
+        for w in range(w0, w1):
+            for z in range(z0, z1):
+                acc += np.int64(plane[h, w, z])
+    return acc, np.int64((h1 - h0) * (w1 - w0) * (z1 - z0))
+
+
 @njit
 def _avg_core(x, x_zp, k, st, pb, count_include_pad, m0, n, single, y_zp, qmin, qmax, out):
     """Integer window sums of (x − x_zp) over the clipped window, MBQM with the count's (m0, n).
     x (N·C, d0, d1, d2), one plane at a time (contiguous reads)."""
-    nc, d0, d1, d2 = x.shape
-    o0, o1, o2 = out.shape[1], out.shape[2], out.shape[3]
     lo = np.int64(qmin) - y_zp
     hi = np.int64(qmax) - y_zp
-    for c in range(nc):
-        for a in range(o0):
-            h0, h1 = window_span(a, st[0], pb[0], k[0], d0)
-            for b in range(o1):
-                w0, w1 = window_span(b, st[1], pb[1], k[1], d1)
-                for e in range(o2):
-                    z0, z1 = window_span(e, st[2], pb[2], k[2], d2)
-                    size = (h1 - h0) * (w1 - w0) * (z1 - z0)
+    for c in range(x.shape[0]):
+        for a in range(out.shape[1]):
+            for b in range(out.shape[2]):
+                for e in range(out.shape[3]):
+                    acc, size = _window_sum(x[c], a, b, e, k, st, pb)
                     cnt = k[0] * k[1] * k[2] if count_include_pad else size
                     sa, sb = _split_shift(n[cnt], single)
-                    acc = np.int64(0)
-                    for h in range(h0, h1):
-                        for w in range(w0, w1):
-                            for z in range(z0, z1):
-                                acc += np.int64(x[c, h, w, z])
-                    acc -= x_zp * size
-                    out[c, a, b, e] = min(max(_mbqm1(acc, m0[cnt], sa, sb, single), lo), hi) + y_zp
+                    out[c, a, b, e] = min(max(_mbqm1(acc - x_zp * size, m0[cnt], sa, sb, single), lo), hi) + y_zp
 
 
 def fixed_avgpool(x_nchw, x_zp, kernel, strides, pads, count_include_pad, ceil_mode,
@@ -489,12 +495,83 @@ def fixed_avgpool(x_nchw, x_zp, kernel, strides, pads, count_include_pad, ceil_m
     return out.reshape((nb, c) + tuple(outs[3 - nd:]))
 
 
-# ---------------------------------------------------------------- softmax
+@njit
+def _avg_codes_core(x, x_zp, k, st, pb, count_include_pad, qmin, qmax, out):
+    """Window sums of the stored codes (+ x_zp per padded cell with count_include_pad), divided by
+    the count rounding half away from zero as C does it: (acc ± count/2) / count, truncating."""
+    for c in range(x.shape[0]):
+        for a in range(out.shape[1]):
+            for b in range(out.shape[2]):
+                for e in range(out.shape[3]):
+                    acc, size = _window_sum(x[c], a, b, e, k, st, pb)
+                    cnt = np.int64(k[0] * k[1] * k[2]) if count_include_pad else size
+                    acc += (cnt - size) * x_zp
+                    half = cnt // 2
+                    q = (acc + half) // cnt if acc >= 0 else -((half - acc) // cnt)
+                    out[c, a, b, e] = min(max(q, np.int64(qmin)), np.int64(qmax))
+
+
+def fixed_avgpool_codes(x_nchw, x_zp, kernel, strides, pads, count_include_pad, ceil_mode, qmin, qmax):
+    """Average pool of the stored codes (one quantization on both sides; TFLite's AVERAGE_POOL_2D);
+    see golden.fixedpoint.fixed_avgpool_codes."""
+    x = pool_codes_operand(x_nchw, x_zp, np.prod(kernel), "fixed_avgpool_codes")
+    nd = x.ndim - 2
+    x3, k, st, pb, pe, _ = _pool.lift_to_3d(x, kernel, strides, pads, [1] * nd)
+    outs = [_pool.pool_out_size(x3.shape[2 + i], k[i], st[i], pb[i], pe[i], 1, ceil_mode) for i in range(3)]
+    nb, c = x.shape[:2]
+    out = np.empty((nb * c,) + tuple(outs), x.dtype)
+    _avg_codes_core(np.ascontiguousarray(x3).reshape((nb * c,) + x3.shape[2:]), np.int64(x_zp), k, st, pb,
+                    bool(count_include_pad), int(qmin), int(qmax), out)
+    return out.reshape((nb, c) + tuple(outs[3 - nd:]))
+
+
+# ---------------------------------------------------------------- softmax (gemmlowp fixed point)
+
+_EXP_FACTORS = np.array([1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242], np.int64)
+
+
+@njit(inline="always")
+def _exp_neg1(a):
+    """exp of a Q5.26 raw a <= 0 as a Q0.31 raw (gemmlowp exp_on_negative_values): the Taylor
+    polynomial of exp around −1/8 on the quarter interval, then one factor exp(−2^j) per set bit."""
+    if a == 0:
+        return np.int64(I32_MAX)
+    frac = (a & np.int64(0xFFFFFF)) - np.int64(1 << 24)  # a mod 1/4, minus 1/4: in [−1/4, 0)
+    z = (frac << 5) + np.int64(1 << 28)  # Q0.31, exact: |frac·2^5| <= 2^29
+    z2 = _srdhm1(z, z)
+    z3 = _srdhm1(z2, z)
+    z4 = _srdhm1(z2, z2)
+    poly = _rdbpot1(_srdhm1(_rdbpot1(z4, 2) + z3, np.int64(715827883)) + z2, 1)
+    c = np.int64(1895147668)
+    res = c + _srdhm1(c, z + poly)
+    rest = (frac - a) >> 24  # the multiple of 1/4 taken off, in quarters (< 2^7)
+    for j in range(7):
+        if (rest >> j) & 1:
+            res = _srdhm1(res, _EXP_FACTORS[j])
+    return res
+
+
+@njit(inline="always")
+def _recip1(total):
+    """(Q0.31 raw of 2^b / S, b) for a Q12.19 raw S > 0: normalize S·2^c into [2^31, 2^32), then
+    gemmlowp's Newton-Raphson 1/(1 + x) in Q2.29 (three steps) on x = S·2^c − 1."""
+    c = np.int64(0)
+    while (total << c) < np.int64(1 << 31):
+        c += 1
+    x = (total << c) - np.int64(1 << 31)
+    half = (x + np.int64(I32_MAX) + 1) >> 1
+    v = np.int64(1515870810) + _srdhm1(half, np.int64(-1010580540))
+    for _ in range(3):
+        err = np.int64(1 << 29) - _srdhm1(half, v)
+        v = v + _sat32(_srdhm1(v, err) << 2)
+    return _sat32(v << 1), np.int64(12) - c
+
 
 @njit
-def _softmax_core(rows, table, m0, n, single, y_zp, qmin, qmax, out):
-    """Per row: d = max − x, S = Σ E[d], P = (E[d]·2^15 + S // 2) // S, MBQM(P) + y_zp clamped."""
-    a, b = _split_shift(n, single)
+def _softmax_core(rows, m_in, a_in, b_in, single, diff_min, m_out, n_out, y_zp, qmin, qmax, out, exps):
+    """Per row: exps of the live differences, their Q12.19 sum, one reciprocal, then each probability
+    requantized with one rounding (floor(p·m_out / 2^(31 + n_out + b) + 1/2)). Returns −1 when a row's
+    sum leaves int32 (else 0)."""
     lo = np.int64(qmin) - y_zp
     hi = np.int64(qmax) - y_zp
     for r in range(rows.shape[0]):
@@ -502,27 +579,39 @@ def _softmax_core(rows, table, m0, n, single, y_zp, qmin, qmax, out):
         mx = np.int64(row[0])
         for i in range(row.size):
             mx = max(mx, np.int64(row[i]))
-        s = np.int64(0)
+        total = np.int64(0)
         for i in range(row.size):
-            s += table[mx - np.int64(row[i])]
-        half = s // 2
+            d = np.int64(row[i]) - mx
+            if d >= diff_min:
+                exps[i] = _exp_neg1(_mbqm1(d, m_in, a_in, b_in, single))
+                total += _rdbpot1(exps[i], np.int64(12))
+            else:
+                exps[i] = -1
+        if total > I32_MAX:
+            return -1
+        recip, b = _recip1(total)
+        t = np.int64(31) + n_out + b
         for i in range(row.size):
-            p = (table[mx - np.int64(row[i])] * 32768 + half) // s
-            out[r, i] = min(max(_mbqm1(p, m0, a, b, single), lo), hi) + y_zp
+            v = np.int64(0)
+            if exps[i] >= 0 and t <= 62:
+                v = (_srdhm1(recip, exps[i]) * m_out + (np.int64(1) << (t - 1))) >> t
+            out[r, i] = min(max(v, lo), hi) + y_zp
+    return 0
 
 
-def fixed_softmax(x, axis, table, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
-    """Softmax of an 8-bit tensor along `axis`, integer; see golden.fixedpoint.fixed_softmax."""
+def fixed_softmax(x, axis, params, y_zp, qmin, qmax, out_dtype, rounding):
+    """TFLite's reference int8/uint8 softmax along `axis`; see golden.fixedpoint.fixed_softmax."""
     single = _single(rounding)
-    m, s = _params(m0, n, 1)
+    m_in, ls, diff_min, m_out, n_out = (int(v) for v in params)
+    _params([m_in, m_out], [-ls, n_out])
     x = np.asarray(x)
     check_int(x, 0, "fixed_softmax x")
     axis = axis % x.ndim
-    if x.shape[axis] > 32767:
-        raise ValueError(f"fixed_softmax: row length {x.shape[axis]} along axis {axis}, at most 32767")
     xt = np.moveaxis(x, axis, -1)
     rows = np.ascontiguousarray(xt).reshape(-1, x.shape[axis])
     out = np.empty(rows.shape, out_dtype)
-    _softmax_core(rows, np.ascontiguousarray(table, np.int64), m[0], s[0], single, np.int64(y_zp),
-                  int(qmin), int(qmax), out)
+    a_in, b_in = _split_shift(np.int64(-ls), single)
+    if _softmax_core(rows, np.int64(m_in), a_in, b_in, single, np.int64(diff_min), np.int64(m_out), np.int64(n_out),
+                     np.int64(y_zp), int(qmin), int(qmax), out, np.empty(rows.shape[1], np.int64)):
+        raise ValueError(f"fixed_softmax sum of exponentials (Q12.19) leaves int32: row length {x.shape[axis]}")
     return np.moveaxis(out.reshape(xt.shape), -1, axis)

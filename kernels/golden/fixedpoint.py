@@ -16,10 +16,11 @@ Every op ends with y = clamp(result + y_zp, qmin, qmax) in int64 and a cast to o
 import numpy as np
 
 from npusim_kernels.checks import (
-    I32_MAX, I32_MIN, add_operands, check_int, check_range, check_rounding, mul_operands, pool_operand)
+    I32_MAX, I32_MIN, add_operands, check_int, check_range, check_rounding, mul_operands, pool_codes_operand,
+    pool_operand)
 from npusim_kernels.params import (  # noqa: F401  (offline helpers, part of this kernel set's names)
     ADD_LEFT_SHIFT, ADD_LEFT_SHIFT_16, ROUNDINGS, add_left_shift, add_params, avgpool_params,
-    global_avgpool_params, mul_params, quantize_multiplier, softmax_table)
+    global_avgpool_params, hard_swish_table, mul_params, quantize_multiplier, softmax_params)
 from npusim_kernels.golden import pool as _pool
 
 
@@ -242,18 +243,124 @@ def fixed_avgpool(x_nchw, x_zp, kernel, strides, pads, count_include_pad, ceil_m
     return _finish(mbqm(acc, m, s, rounding), y_zp, qmin, qmax, out_dtype)
 
 
-def fixed_softmax(x, axis, table, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
-    """Softmax of an 8-bit tensor along `axis`; (table, m0, n) = softmax_table(x_scale, y_scale).
+def fixed_avgpool_codes(x_nchw, x_zp, kernel, strides, pads, count_include_pad, ceil_mode, qmin, qmax):
+    """Average pool with one quantization on both sides (x_scale = y_scale, x_zp = y_zp): TFLite's
+    reference AVERAGE_POOL_2D (reference_integer_ops/pooling.h), which averages the stored codes.
 
-    Per row: d = max(row) − x (0..255), S:i32 = Σ E[d] (row length <= 32767, so S < 2^31),
-    P = floor((E[d]·2^15 + floor(S / 2)) / S) (int64; the probability in Q15, 0..2^15),
-    y = clamp(MBQM(P, m0, n) + y_zp, qmin, qmax).
+    (N, C, *spatial), 1-3 spatial dims, no dilation, pads = [begin..., end...]; 8- or 16-bit x with
+    Πkernel·max|code| < 2^31. acc:i32 = Σ x over the window clipped to the input, plus x_zp (the
+    real 0) for each padded cell when count_include_pad; count = Πkernel if count_include_pad else
+    the clipped window size (output sizes and ceil_mode as golden.pool);
+    y:x.dtype = clamp(round_half_away_from_zero(acc / count), qmin, qmax). The zero point is not
+    subtracted, so a tie rounds away from code 0, not from x_zp (TFLite does the same).
     """
+    codes = pool_codes_operand(x_nchw, x_zp, np.prod(kernel), "fixed_avgpool_codes")
+    x = codes.astype(np.int64)
+    nd = x.ndim - 2
+    outs = [_pool.pool_output_size(x.shape[2 + i], kernel[i], strides[i], pads[i], pads[i + nd], 1, ceil_mode)
+            for i in range(nd)]
+    y = np.empty(x.shape[:2] + tuple(outs), np.int64)
+    for o in np.ndindex(*outs):
+        lo = [max(o[i] * strides[i] - pads[i], 0) for i in range(nd)]
+        hi = [min(o[i] * strides[i] - pads[i] + kernel[i], x.shape[2 + i]) for i in range(nd)]
+        win = x[(slice(None), slice(None)) + tuple(slice(l, h) for l, h in zip(lo, hi))]
+        size = int(np.prod([h - l for l, h in zip(lo, hi)]))
+        count = int(np.prod(kernel)) if count_include_pad else size
+        acc = win.reshape(x.shape[:2] + (-1,)).sum(axis=2) + (count - size) * int(x_zp)
+        check_range(acc, I32_MIN, I32_MAX, "fixed_avgpool_codes accumulator")
+        y[(slice(None), slice(None)) + o] = np.sign(acc) * ((np.abs(acc) + count // 2) // count)
+    return np.clip(y, int(qmin), int(qmax)).astype(codes.dtype)
+
+
+# ---------------------------------------------------------------- gemmlowp fixed-point functions (softmax)
+# A Qi.f value (i integer bits, f = 31 − i fractional bits) is an int32 raw r standing for r·2^−f.
+# Products of two raws are SRDHM (the result has the sum of the integer bits); sums are int32 adds,
+# checked here to stay inside int32 (gemmlowp wraps; none of these sums can leave int32).
+
+EXP_BARREL = ((24, 1672461947), (25, 1302514674), (26, 790015084), (27, 290630308), (28, 39332535),
+              (29, 720401), (30, 242))  # (bit of a Q5.26 raw, Q0.31 raw of exp(−2^(bit − 26)))
+EXP_MINUS_ONE_EIGHTH = 1895147668  # Q0.31 raw of exp(−1/8)
+ONE_THIRD = 715827883  # Q0.31 raw of 1/3
+FORTY_EIGHT_17THS, MINUS_THIRTY_TWO_17THS = 1515870810, -1010580540  # Q2.29 raws of 48/17, −32/17
+
+
+def _i32(v, what):
+    check_range(v, I32_MIN, I32_MAX, what)
+    return np.asarray(v, np.int64)
+
+
+def _shl_sat(x, e):
+    """SaturatingRoundingMultiplyByPOT<e>, e > 0: saturate_int32(x·2^e)."""
+    return np.clip(np.asarray(x, np.int64) << e, I32_MIN, I32_MAX)
+
+
+def _mul(a, b):
+    return srdhm(a, b).astype(np.int64)
+
+
+def exp_on_negative_values(a_q5_26):
+    """gemmlowp exp_on_negative_values for 5 integer bits: Q5.26 raws a <= 0 -> Q0.31 raws of exp(a).
+
+    a = q − r with q = (a mod 1/4) − 1/4 in [−1/4, 0) and r >= 0 a multiple of 1/4 (r < 32).
+    exp(q): Taylor polynomial around −1/8 in Q0.31, z = q + 1/8 (q rescaled to Q0.31 by a saturating
+    ·2^5): e^(−1/8)·(1 + z + (z^2/2 + z^3/6 + z^4/24)), the bracket as RDBPOT(((RDBPOT(z^4, 2) + z^3)·1/3
+    + z^2), 1), every product SRDHM. Then for each bit k of r (2^(k − 26) = 1/4 .. 16) that is set,
+    one SRDHM by exp(−2^(k − 26)) in Q0.31 (EXP_BARREL). a = 0 gives INT32_MAX (1.0 saturated).
+    """
+    a = _i32(a_q5_26, "exp_on_negative_values a")
+    check_range(a, I32_MIN, 0, "exp_on_negative_values a")
+    q = (a & ((1 << 24) - 1)) - (1 << 24)
+    z = _i32(_shl_sat(q, 5) + (1 << 28), "exp z")
+    z2 = _mul(z, z)
+    z3 = _mul(z2, z)
+    z4 = _mul(z2, z2)
+    bracket = rdbpot(_i32(_mul(_i32(rdbpot(z4, 2) + z3, "exp z^4/4 + z^3"), ONE_THIRD) + z2, "exp poly"), 1)
+    result = _i32(EXP_MINUS_ONE_EIGHTH + _mul(EXP_MINUS_ONE_EIGHTH, _i32(z + bracket, "exp z + poly")), "exp(q)")
+    r = q - a
+    for bit, m in EXP_BARREL:
+        result = np.where((r >> bit) & 1, _mul(result, m), result)
+    return np.where(a == 0, I32_MAX, result)
+
+
+def one_over_one_plus_x(a_q0_31):
+    """gemmlowp one_over_one_plus_x_for_x_in_0_1: Q0.31 raws of x in [0, 1) -> Q0.31 raws of 1/(1 + x).
+
+    d = (1 + x)/2 as RoundingHalfSum(a, INT32_MAX) = trunc((a + INT32_MAX + 1) / 2) (a >= 0);
+    Newton-Raphson in Q2.29 from v = 48/17 − 32/17·d: three times v += saturate(SRDHM(v, 1 − d·v)·2^2)
+    (d·v and the product SRDHM; 1 = 2^29); result saturate_int32(v·2), i.e. v/2 in Q0.31.
+    """
+    a = _i32(a_q0_31, "one_over_one_plus_x a")
+    check_range(a, 0, I32_MAX, "one_over_one_plus_x a")
+    d = (a + I32_MAX + 1) // 2
+    v = _i32(FORTY_EIGHT_17THS + _mul(d, MINUS_THIRTY_TWO_17THS), "reciprocal start")
+    for _ in range(3):
+        err = _i32((1 << 29) - _mul(d, v), "reciprocal 1 - d·v")
+        v = _i32(v + _shl_sat(_mul(v, err), 2), "reciprocal step")
+    return _shl_sat(v, 1)
+
+
+def fixed_softmax(x, axis, params, y_zp, qmin, qmax, out_dtype, rounding):
+    """TFLite's reference int8/uint8 softmax (reference_ops::Softmax, gemmlowp fixed point) along `axis`.
+
+    params = softmax_params(x_scale, y_scale, rounding) = (m_in, ls, diff_min, m_out, n_out). Per row:
+    d = x − max(row) (int, <= 0); rows cells with d < diff_min get probability 0. Else
+    s = MBQM(d, m_in, −ls, rounding) (Q5.26; TFLite's MultiplyByQuantizedMultiplierGreaterThanOne),
+    e = exp_on_negative_values(s) (Q0.31), S:i32 = Σ RDBPOT(e, 12) (Q12.19; ValueError if S leaves
+    int32, possible only for rows longer than 4095); with c = 32 − bit_length(S) and b = 12 − c,
+    R = one_over_one_plus_x(S·2^c − 2^31) (Q0.31 of 2^b/S); p = SRDHM(R, e) (Q0.31 of e/S·2^−b);
+    y = clamp(MBQM_single(p, m_out, n_out + b) + y_zp, qmin, qmax), i.e. floor(p·m_out / 2^(31 + n_out + b)
+    + 1/2), which for y_scale = 1/256 is TFLite's RoundingDivideByPOT(p, b + 23) (p >= 0).
+    """
+    m_in, ls, diff_min, m_out, n_out = params
     x = check_int(x, 0, "fixed_softmax x").astype(np.int64)
     axis = axis % x.ndim
-    if x.shape[axis] > 32767:
-        raise ValueError(f"fixed_softmax: row length {x.shape[axis]} along axis {axis}, at most 32767")
-    e = np.asarray(table, np.int64)[x.max(axis=axis, keepdims=True) - x]
-    s = e.sum(axis=axis, keepdims=True)
-    p = (e * 2 ** 15 + s // 2) // s
-    return _finish(mbqm(p, m0, n, rounding), y_zp, qmin, qmax, out_dtype)
+    d = x - x.max(axis=axis, keepdims=True)
+    live = d >= diff_min
+    s = mbqm(np.where(live, d, 0), m_in, -ls, rounding)
+    e = np.where(live, exp_on_negative_values(s), 0)
+    total = rdbpot(e, 12).sum(axis=axis, keepdims=True)
+    check_range(total, 1, I32_MAX, "fixed_softmax sum of exponentials (Q12.19)")
+    c = 32 - np.vectorize(lambda v: int(v).bit_length(), otypes=[np.int64])(total)  # leading zeros of S (uint32)
+    recip = one_over_one_plus_x((total << c) - 2 ** 31)
+    p = srdhm(recip, e)
+    return _finish(mbqm(p, m_out, n_out + 12 - c, "single"), y_zp, qmin, qmax, out_dtype)
