@@ -386,6 +386,26 @@ def _data_movement(op, keys=()):
     return convert
 
 
+def _clip(ctx, node):
+    """Clip of quantized codes by constant bounds (npusim.qdq_fusion's clamp of a fused op's
+    output): y = clamp(x, max(min, qmin), min(max, qmax)), as a round_shift by 0."""
+    x = node.input[0]
+    if not _quantized_input(ctx, node):
+        return False
+    t = ctx.tensors[x]
+    lo, hi = qrange(t.dtype)
+    bounds = [ctx.const(node, i, what) for i, what in ((1, "min"), (2, "max"))]
+    if any(b is not None and b.size != 1 for b in bounds):
+        return False
+    lo = lo if bounds[0] is None else max(lo, int(bounds[0].reshape(-1)[0]))
+    hi = hi if bounds[1] is None else min(hi, int(bounds[1].reshape(-1)[0]))
+    ctx.emit("round_shift", node.name, [x], [node.output[0]],
+             {"x_zp": 0, "shift": np.zeros(1, np.int64), "axis": 0, "rounding": "FLOOR", "y_zp": 0,
+              "qmin": lo, "qmax": hi, "dtype": t.dtype}, node.name)
+    ctx.add_tensor(node.output[0], t.dtype, quant=t.quant)
+    return True
+
+
 CONVERTERS = {
     ("", "QLinearConv"): lambda c, n: _conv(c, n, True),
     ("", "ConvInteger"): lambda c, n: _conv(c, n, False),
@@ -420,6 +440,7 @@ CONVERTERS = {
     ("", "Pad"): _data_movement("pad"),
     ("", "Concat"): _data_movement("concat", ("axis",)),
     ("", "Identity"): _data_movement("identity"),
+    ("", "Clip"): _clip,
 }
 
 

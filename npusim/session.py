@@ -69,15 +69,16 @@ class Step:
     node: ir.Node
 
 
-def load_graph(model, where: str | None = None) -> ir.Graph:
-    """An IR graph from an ONNX path, bytes or parsed model, an npusim IR file (.npz), or a Graph."""
+def load_graph(model, where: str | None = None, mode: str = "ort") -> ir.Graph:
+    """An IR graph from an ONNX path, bytes or parsed model (its QDQ fused for `mode`, see
+    npusim.frontend.import_onnx), an npusim IR file (.npz), or a Graph."""
     if isinstance(model, (str, os.PathLike)) and str(model).endswith(".npz"):
         return ir.load(model)  # validated there, naming the file
     if isinstance(model, ir.Graph):
         graph = model
     else:
         from .frontend import import_onnx
-        graph = import_onnx(model, where)
+        graph = import_onnx(model, where, mode)
     ir.validate(graph)
     return graph
 
@@ -141,7 +142,7 @@ class InferenceSession:
             from .frontend import read_model
             where = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
             path_or_bytes = read_model(path_or_bytes)
-        self.graph = _with_engines(load_graph(path_or_bytes, where if onnx_model else None), engine)
+        self.graph = _with_engines(load_graph(path_or_bytes, where if onnx_model else None, mode), engine)
         if mode == "npu":
             self.graph = npu.lower_islands(self.graph)
         else:
