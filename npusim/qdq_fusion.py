@@ -363,10 +363,19 @@ def _same(d: _QDQ, out: _Out) -> bool:
 
 
 def _on_codes(ix, p):
-    """A data-movement op (or MaxPool) between a DQ and a Q of one scale and zero point, on the codes."""
+    """A data-movement op (or MaxPool) before a Q, on the codes: of its DQ'd input when that DQ has
+    the Q's scale and zero point, else of its float input quantized by a new Q with them
+    (onnxruntime's QDQ propagation: Q commutes with the op, exactly)."""
     x, out = _activation(ix, p.input[0]), ix.quantized(p.output[0])
-    if x is None or out is None or not _same(x, out) or len([o for o in p.output if o]) != 1:
+    if out is None or len([o for o in p.output if o]) != 1:
         return None
+    q, pre = out.quant, []
+    if x is not None and _same(x, out):
+        codes = x.q
+    else:
+        codes = f"{p.name}::input_codes"
+        pre = [helper.make_node("QuantizeLinear", [p.input[0], q.scale, ix.zero_point(q)], [codes],
+                                name=f"{p.name}/quantize_input")]
     rest = list(p.input[1:])
     if p.op_type == "Pad":
         if _attrs(p).get("mode", b"constant") not in (b"constant", "constant"):
@@ -377,9 +386,11 @@ def _on_codes(ix, p):
             if v is None:
                 return None
             value = float(np.asarray(v).reshape(-1)[0])
-        code = np.clip(np.rint(np.float32(value) / x.scale_v[0]) + x.zp_v[0], *_RANGE[x.elem])
-        rest = [rest[0], ix.add(f"{p.name}::constant_value", x.elem, int(code))] + rest[2:]
-    return _finish(ix, p, out, lambda y: helper.make_node(p.op_type, [x.q, *rest], [y], name=p.name, **_attrs(p)))
+        code = np.clip(np.rint(np.float32(value) / q.scale_v[0]) + q.zp_v[0], *_RANGE[q.elem])
+        rest = [rest[0], ix.add(f"{p.name}::constant_value", q.elem, int(code))] + rest[2:]
+    new, consumed = _finish(ix, p, out, lambda y: helper.make_node(p.op_type, [codes, *rest], [y], name=p.name,
+                                                                   **_attrs(p)))
+    return pre + new, consumed
 
 
 def _codes_only(ix, p):
@@ -418,6 +429,30 @@ def fuse_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     return _rebuilt(model, nodes, [ix.inits[k] for k in ix.new])
 
 
+def propagate_dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Each data-movement op (or MaxPool) that reads a per-tensor DQ and is not followed by a Q
+    alone, on the codes before the DQ (onnxruntime's QDQ propagation): op(DQ(x)) = DQ(op(x))
+    exactly, DQ being increasing and elementwise. Repeated down chains of such ops, so that the
+    op after them (a Gemm after a Flatten, say) sees its DQ."""
+    while True:
+        ix = _Index(model)
+        moved = {}
+        for p in ix.nodes:
+            if p.domain not in _STD or p.op_type not in _ON_CODES or p.op_type == "Pad" or \
+                    len([o for o in p.output if o]) != 1:
+                continue
+            x = _activation(ix, p.input[0])
+            if x is None or ix.quantized(p.output[0]) is not None:
+                continue
+            codes = f"{p.output[0]}::codes"
+            moved[id(p)] = [helper.make_node(p.op_type, [x.q, *p.input[1:]], [codes], name=p.name, **_attrs(p)),
+                            helper.make_node("DequantizeLinear", [codes, x.scale, ix.zero_point(x)], [p.output[0]],
+                                             name=f"{p.name}/dequantize")]
+        if not moved:
+            return model
+        model = _rebuilt(model, [n for p in ix.nodes for n in moved.get(id(p), [p])], [ix.inits[k] for k in ix.new])
+
+
 def drop_dead_dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model without the DequantizeLinear nodes whose output no one reads."""
     read = {x for n in model.graph.node for x in n.input} | {o.name for o in model.graph.output}
@@ -446,7 +481,7 @@ def named_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-PASSES = (("name_nodes", named_nodes), ("fuse_qdq", fuse_qdq), ("drop_dead_dequantize", drop_dead_dequantize))
+PASSES = (("name_nodes", named_nodes), ("propagate_dequantize", propagate_dequantize), ("fuse_qdq", fuse_qdq), ("drop_dead_dequantize", drop_dead_dequantize))
 
 
 def fuse(model: onnx.ModelProto) -> onnx.ModelProto:
