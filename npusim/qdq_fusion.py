@@ -496,7 +496,8 @@ _STAND_IN = {"QLinearAdd": ("Add", (0, 3), 7), "QLinearMul": ("Mul", (0, 3), 7),
              "QLinearSigmoid": ("Sigmoid", (0,), 4), "QLinearLeakyRelu": ("LeakyRelu", (0,), 4),
              "QLinearSoftmax": ("Softmax", (0,), 4), "QLinearAveragePool": ("AveragePool", (0,), 4),
              "QLinearGlobalAveragePool": ("GlobalAveragePool", (0,), 4), "QGemm": ("Gemm", (0, 3), 8),
-             "MatMulIntegerToFloat": ("MatMul", (0, 1), None), "QLinearConcat": ("Concat", None, 1)}
+             "MatMulIntegerToFloat": ("MatMul", (0, 1), None), "QLinearConcat": ("Concat", None, 1),
+             "QuantizeLinear": (None, (0,), 2), "DequantizeLinear": (None, (0,), None)}  # None: a Cast
 _FLOAT_ATTRS = {"Softmax": ("axis",), "LeakyRelu": ("alpha",), "Gemm": ("transA", "transB", "alpha"),
                 "Concat": ("axis",), "AveragePool": ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape",
                                                      "pads", "strides")}
@@ -519,6 +520,10 @@ def typed(model: onnx.ModelProto) -> onnx.ModelProto:
             nodes.append(p)
             continue
         op, data, y_zp = spec
+        y_elem = elems.get(p.input[y_zp]) if y_zp is not None and y_zp < len(p.input) and p.input[y_zp] else None
+        if op is None:  # onnxruntime's own Q / DQ (16 or 4 bits before opset 21): the same shape
+            nodes.append(helper.make_node("Cast", [p.input[0]], [p.output[0]], to=y_elem or TensorProto.FLOAT))
+            continue
         data = data if data is not None else range(2, len(p.input), 3)
         ins = []
         for i in data:
@@ -526,7 +531,6 @@ def typed(model: onnx.ModelProto) -> onnx.ModelProto:
                 nodes.append(helper.make_node("Cast", [p.input[i]], [f"{p.name}::stand_in{i}"], to=TensorProto.FLOAT))
                 ins.append(f"{p.name}::stand_in{i}")
         a = {k: v for k, v in _attrs(p).items() if k in _FLOAT_ATTRS.get(op, ())}
-        y_elem = elems.get(p.input[y_zp]) if y_zp is not None and y_zp < len(p.input) and p.input[y_zp] else None
         if y_elem is None:
             nodes.append(helper.make_node(op, ins, [p.output[0]], **a))
         else:
