@@ -124,7 +124,7 @@ def import_onnx(path_or_bytes, where: str | None = None, mode: str = "ort") -> G
     declared = declared_bits(model, where)
     if mode == "npu":
         from . import qdq_fusion
-        graph = qdq_fusion.fold_clamps(_to_ir(qdq_fusion.fuse(model), os.path.basename(where)))
+        graph = qdq_fusion.fold_clamps(_to_ir(qdq_fusion.fuse(model, where), os.path.basename(where)))
     else:
         graph = _to_ir(with_onnxruntime_types(optimize_like_onnxruntime(model, where)), os.path.basename(where))
     return apply_declared_bits(graph, declared, where) if declared else graph

@@ -38,6 +38,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .errors import NpusimError
 from .ir import Graph
 
 _STD = ("", "ai.onnx")
@@ -484,8 +485,23 @@ def named_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
 PASSES = (("name_nodes", named_nodes), ("propagate_dequantize", propagate_dequantize), ("fuse_qdq", fuse_qdq), ("drop_dead_dequantize", drop_dead_dequantize))
 
 
-def fuse(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model after every pass of `PASSES`, in order, with ONNX's inferred types (`typed`)."""
+def check(model: onnx.ModelProto, where: str) -> None:
+    """One NpusimError naming the model and the node for a node input that nothing defines (or
+    defines later: the nodes must be in execution order), which onnxruntime refuses in mode "ort"."""
+    g = model.graph
+    defined = {vi.name for vi in g.input} | {t.name for t in g.initializer} | {""}
+    for n in g.node:
+        for i, x in enumerate(n.input):
+            if x not in defined:
+                raise NpusimError(f"{where}: node {n.name!r} ({n.op_type}): input {i} {x!r} is not a graph input, "
+                                  f"an initializer or an earlier node's output")
+        defined |= set(n.output)
+
+
+def fuse(model: onnx.ModelProto, where: str = "model") -> onnx.ModelProto:
+    """The model, checked (`check`), after every pass of `PASSES`, in order, with ONNX's inferred
+    types (`typed`)."""
+    check(model, where)
     for _, run in PASSES:
         model = run(model)
     return typed(model)
