@@ -3,7 +3,8 @@
 Mode "ort" imports a QDQ model as onnxruntime's graph optimizer leaves it (npusim.frontend),
 because that is what onnxruntime computes; on x86 it keeps most int8-activation patterns in
 float (TFLite's int8 models, say). An NPU compiler fuses every DequantizeLinear -> op ->
-QuantizeLinear that has an integer form. `fuse(model)` does so, as the named list `PASSES`:
+QuantizeLinear that has an integer form. `fuse(model)` does so, as the named list `PASSES`
+(after `check`, onnxruntime's refusal of a node input nothing defines):
 
 - `fuse_qdq`: each float op whose quantized operands come from DequantizeLinear (constant,
   per-tensor scale and zero point for activations; weights per-tensor or per output channel,
@@ -15,7 +16,9 @@ QuantizeLinear that has an integer form. `fuse(model)` does so, as the named lis
   forms, Concat -> QLinearConcat (Concat of the codes when every scale and zero point equal the
   output's). MaxPool, Reshape, Transpose, Squeeze, Unsqueeze, Flatten, Slice, Pad and a bare
   DQ -> Q with one scale and zero point on both sides run on the codes: Q(op(DQ(x))) = op(x)
-  exactly (Q(DQ(x)) = x, and MaxPool commutes with the monotone Q; Pad pads with Q(value)).
+  exactly (Q(DQ(x)) = x, and MaxPool commutes with the monotone Q; Pad pads with Q(value));
+  such an op on a float tensor (a host op's output) before a Q runs on the codes of a new Q
+  of its input, as onnxruntime's QDQ propagation moves the Q: Q(op(v)) = op(Q(v)).
   Relu / Clip between the op and the Q are clamp bounds on the output codes, exactly:
   Q(clip(v, lo, hi)) = clamp(Q(v), Q(lo), Q(hi)) as Q is monotone (Q(lo), Q(hi) round half to
   even, as QuantizeLinear). A bound that narrows the type's range becomes Clip on the codes
