@@ -406,6 +406,32 @@ def _clip(ctx, node):
     return True
 
 
+NEAREST_TRANSFORMS = ("asymmetric", "half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "align_corners")
+
+
+def _text(v, default):
+    return (v.decode() if isinstance(v, bytes) else v) if v is not None else default
+
+
+def _resize(ctx, node):
+    """Resize (opset 11+), mode nearest, of a quantized tensor by constant integer factors >= 1
+    (scales): data movement (npusim.data_ops); other modes, sizes or factors stay on the host."""
+    if not _quantized_input(ctx, node) or len(node.input) < 3 or _in(node, 3):
+        return False
+    a = _attrs(node)
+    ctm = _text(a.get("coordinate_transformation_mode"), "half_pixel")
+    scales = ctx.constants.get(node.input[2])
+    if _text(a.get("mode"), "nearest") != "nearest" or ctm not in NEAREST_TRANSFORMS or scales is None or \
+            scales.size == 0 or np.any(scales < 1) or np.any(scales != np.floor(scales)):
+        return False
+    ctx.emit("resize", node.name, [node.input[0], "", node.input[2]], [node.output[0]],
+             {"coordinate_transformation_mode": ctm, "nearest_mode": _text(a.get("nearest_mode"), "round_prefer_floor")},
+             node.name)
+    t = ctx.tensors[node.input[0]]
+    ctx.add_tensor(node.output[0], t.dtype, quant=t.quant)
+    return True
+
+
 CONVERTERS = {
     ("", "QLinearConv"): lambda c, n: _conv(c, n, True),
     ("", "ConvInteger"): lambda c, n: _conv(c, n, False),
@@ -441,6 +467,7 @@ CONVERTERS = {
     ("", "Concat"): _data_movement("concat", ("axis",)),
     ("", "Identity"): _data_movement("identity"),
     ("", "Clip"): _clip,
+    ("", "Resize"): _resize,
 }
 
 

@@ -714,6 +714,22 @@ def _concat(node, rounding, *xs):
     return (np.concatenate(xs, axis=int(node.attrs["axis"])),)
 
 
+def _resize(node, rounding, x, roi=None, scales=None):
+    """Nearest-neighbour Resize of the codes as ONNX's own reference evaluator computes it."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    a = node.attrs
+    model = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest", **a)], "resize",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.DOUBLE, None)],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.DOUBLE, None)],
+        [onnx.numpy_helper.from_array(np.asarray(scales, np.float32), "scales")]),
+        opset_imports=[onnx.helper.make_opsetid("", 19)])
+    (y,) = ReferenceEvaluator(model).run(None, {"x": np.asarray(x, np.float64)})
+    return (y.astype(x.dtype),)
+
+
 def _identity(node, rounding, x):
     return (x,)
 
@@ -725,7 +741,8 @@ ARITHMETIC = {"conv": _conv, "matmul": _matmul, "gemm": _gemm, "requantize": _re
               "quantize": _quantize, "dequantize": _dequantize, "leaky_relu": _leaky_relu, "sigmoid": _sigmoid,
               "dynamic_quantize": _dynamic_quantize, "scale_float": _scale_float,
               "reshape": _reshape, "flatten": _flatten, "transpose": _transpose, "squeeze": _squeeze,
-              "unsqueeze": _unsqueeze, "slice": _slice, "pad": _pad, "concat": _concat, "identity": _identity}
+              "unsqueeze": _unsqueeze, "slice": _slice, "pad": _pad, "concat": _concat, "identity": _identity,
+              "resize": _resize}
 # islands that onnxruntime runs (through the runtime's own host-island code)
 SHARED = ("host",)
 

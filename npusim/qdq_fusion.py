@@ -10,11 +10,13 @@ QuantizeLinear that has an integer form. `fuse(model)` does so, as the named lis
   per-tensor scale and zero point for activations; weights per-tensor or per output channel,
   8 or 4 bits, signed or unsigned) and whose only reader is a per-tensor QuantizeLinear, through
   any chain of Relu / Clip with constant bounds, becomes the QOperator node npusim.convert
-  reads: Conv -> QLinearConv, MatMul -> QLinearMatMul, Gemm -> com.microsoft QGemm (with no Q
+  reads: Conv -> QLinearConv, ConvTranspose -> zero-spread codes and QLinearConv (see
+  `_conv_transpose`), MatMul -> QLinearMatMul, Gemm -> com.microsoft QGemm (with no Q
   after it: MatMulIntegerToFloat, QGemm's float output), Add / Mul -> QLinearAdd / QLinearMul,
   AveragePool, GlobalAveragePool, Sigmoid, LeakyRelu, Softmax -> their com.microsoft QLinear
   forms, Concat -> QLinearConcat (Concat of the codes when every scale and zero point equal the
-  output's). MaxPool, Reshape, Transpose, Squeeze, Unsqueeze, Flatten, Slice, Pad and a bare
+  output's). MaxPool, Reshape, Transpose, Squeeze, Unsqueeze, Flatten, Slice, Pad, Resize
+  (nearest) and a bare
   DQ -> Q with one scale and zero point on both sides run on the codes: Q(op(DQ(x))) = op(x)
   exactly (Q(DQ(x)) = x, and MaxPool commutes with the monotone Q; Pad pads with Q(value));
   such an op on a float tensor (a host op's output) before a Q runs on the codes of a new Q
@@ -51,7 +53,8 @@ _RANGE = {TensorProto.UINT8: (0, 255), TensorProto.INT8: (-128, 127), TensorProt
 _UNARY = {"AveragePool": "QLinearAveragePool", "GlobalAveragePool": "QLinearGlobalAveragePool",
           "Sigmoid": "QLinearSigmoid", "LeakyRelu": "QLinearLeakyRelu", "Softmax": "QLinearSoftmax"}
 _BINARY = {"Add": "QLinearAdd", "Mul": "QLinearMul"}
-_ON_CODES = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Pad", "Identity")
+_ON_CODES = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Pad", "Identity",
+             "Resize")  # Resize when nearest (`_moves_data`)
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,56 @@ def _conv(ix, p):
     return _finish(ix, p, out, lambda y: helper.make_node("QLinearConv", ins, [y], name=p.name, **a))
 
 
+def _conv_transpose(ix, p):
+    """ConvTranspose (2-D, group 1, dilation 1, explicit pads) as the convolution an NPU runs:
+    the codes spread s apart with the input zero point (real 0) between them, padded with it by
+    k − 1 − pad (an output_padding more at the end), then a stride-1 QLinearConv whose kernel is
+    flipped with its in/out channels swapped: the same int32 sums, y[o, i] = Σ_c Σ_t
+    (x[c, (i + pad − t)/s] − x_zp)·w[c, o, t] over the taps t where s divides i + pad − t.
+    The spreading is Unsqueeze, Pad, Reshape and Transpose of the codes (no static shape needed)."""
+    a = _attrs(p)
+    x, out, w = _activation(ix, p.input[0]), ix.quantized(p.output[0]), _weight(ix, p.input[1], 1)
+    if x is None or out is None or w is None or ix.opset < 13 or len(ix.inits[w.q].dims) != 4 or \
+            int(a.get("group", 1)) != 1 or any(d != 1 for d in a.get("dilations", [1, 1])) or "output_shape" in a or \
+            a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        return None
+    w_cokk = ix.array(w.q)
+    k = w_cokk.shape[2:]
+    strides, pads = a.get("strides", [1, 1]), a.get("pads", [0, 0, 0, 0])
+    extra = a.get("output_padding", [0, 0])
+    bias = []
+    if len(p.input) > 2 and p.input[2]:
+        b = _bias(ix, p, p.input[2], x, w, w_cokk.shape[1])
+        if b is None:
+            return None
+        bias = [b]
+    name, zp = p.name, ix.zero_point(x)
+    i64 = lambda key, v: ix.add(f"{name}::{key}", TensorProto.INT64, np.asarray(v, np.int64))
+    codes, nodes = x.q, []
+
+    def step(op, *ins, **attrs):
+        nonlocal codes
+        nodes.append(helper.make_node(op, [codes, *ins], [f"{name}::{len(nodes)}"], name=f"{name}/{op}{len(nodes)}",
+                                      **attrs))
+        codes = nodes[-1].output[0]
+    if tuple(strides) != (1, 1):  # (N, C, H, W) -> (N, C, H, s0, W, s1), x at [h, 0, w, 0] -> (N, C, H·s0, W·s1)
+        step("Unsqueeze", i64("axes", [3, 5]))
+        step("Pad", i64("spread", [0] * 9 + [strides[0] - 1, 0, strides[1] - 1]), zp)
+        step("Reshape", i64("rows", [0, 0, 0, 0, -1]))
+        step("Transpose", perm=[0, 1, 4, 2, 3])
+        step("Reshape", i64("cols", [0, 0, 0, -1]))
+        step("Transpose", perm=[0, 1, 3, 2])
+    border = [k[i] - 1 - pads[i] for i in range(2)] + \
+             [k[i] - 1 - pads[2 + i] + extra[i] - (strides[i] - 1) for i in range(2)]
+    if any(border):
+        step("Pad", i64("border", [0, 0, *border[:2], 0, 0, *border[2:]]), zp)
+    w_oikk = ix.add(f"{name}::w_oihw", w.elem, np.ascontiguousarray(w_cokk.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]))
+    ins = [codes, x.scale, zp, w_oikk, w.scale, ix.zero_point(w)] + _out_params(ix, out) + bias
+    new, consumed = _finish(ix, p, out, lambda y: helper.make_node("QLinearConv", ins, [y], name=name,
+                                                                   kernel_shape=list(k)))
+    return nodes + new, consumed
+
+
 def _matmul(ix, p):
     x = _activation(ix, p.input[0])
     w = _weight(ix, p.input[1], 1) or _activation(ix, p.input[1])
@@ -366,12 +419,18 @@ def _same(d: _QDQ, out: _Out) -> bool:
     return d.elem == q.elem and d.scale_v[0] == q.scale_v[0] and d.zp_v[0] == q.zp_v[0]
 
 
+def _moves_data(p) -> bool:
+    """True for an op that moves values without computing any (`_ON_CODES`, Resize when nearest)."""
+    return p.domain in _STD and p.op_type in _ON_CODES and \
+        (p.op_type != "Resize" or _attrs(p).get("mode", b"nearest") in (b"nearest", "nearest"))
+
+
 def _on_codes(ix, p):
     """A data-movement op (or MaxPool) before a Q, on the codes: of its DQ'd input when that DQ has
     the Q's scale and zero point, else of its float input quantized by a new Q with them
     (onnxruntime's QDQ propagation: Q commutes with the op, exactly)."""
     x, out = _activation(ix, p.input[0]), ix.quantized(p.output[0])
-    if out is None or len([o for o in p.output if o]) != 1:
+    if out is None or not _moves_data(p) or len([o for o in p.output if o]) != 1:
         return None
     q, pre = out.quant, []
     if x is not None and _same(x, out):
@@ -406,7 +465,7 @@ def _codes_only(ix, p):
     return [_clamped(ix, p, out, x.q)], list(out.nodes)
 
 
-_RULES = {"Conv": _conv, "MatMul": _matmul, "Gemm": _gemm, **{op: _binary for op in _BINARY},
+_RULES = {"Conv": _conv, "ConvTranspose": _conv_transpose, "MatMul": _matmul, "Gemm": _gemm, **{op: _binary for op in _BINARY},
           **{op: _unary for op in _UNARY}, "Concat": _concat, **{op: _on_codes for op in _ON_CODES},
           **{op: _codes_only for op in ("QuantizeLinear", "Relu", "Clip")}}
 
@@ -442,8 +501,7 @@ def propagate_dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
         ix = _Index(model)
         moved = {}
         for p in ix.nodes:
-            if p.domain not in _STD or p.op_type not in _ON_CODES or p.op_type == "Pad" or \
-                    len([o for o in p.output if o]) != 1:
+            if not _moves_data(p) or p.op_type == "Pad" or len([o for o in p.output if o]) != 1:
                 continue
             x = _activation(ix, p.input[0])
             if x is None or ix.quantized(p.output[0]) is not None:
