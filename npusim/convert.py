@@ -406,7 +406,7 @@ def _clip(ctx, node):
     return True
 
 
-NEAREST_TRANSFORMS = ("asymmetric", "half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "align_corners")
+NEAREST_TRANSFORMS = ("asymmetric", "half_pixel", "pytorch_half_pixel", "align_corners")
 
 
 def _text(v, default):

@@ -110,7 +110,7 @@ def _resize(node, const, K):
     """ONNX Resize, mode nearest, by integer factors (scales, npusim.convert checks them): output
     cell i of an axis of factor s holds input cell nearest(t(i)), clamped to the axis, where t is
     the coordinate transformation (asymmetric: i/s; half_pixel, pytorch_half_pixel: (i + 1/2)/s
-    − 1/2; tf_half_pixel_for_nn: (i + 1/2)/s; align_corners: i·(n − 1)/(m − 1)) and nearest the
+    − 1/2, the latter −1/2 when m = 1; align_corners: i·(n − 1)/(m − 1), 0 when m = 1) and nearest the
     nearest_mode (round_prefer_floor: ceil(v − 1/2), round_prefer_ceil: floor(v + 1/2), floor,
     ceil). In float64: for integer s no t(i) lies within rounding of an integer or a half unless
     it is one exactly, so the indices are the exact ones (and onnxruntime's float32 ones)."""
@@ -123,9 +123,9 @@ def _resize(node, const, K):
         for ax, (n, s) in enumerate(zip(x.shape, np.asarray(scales, np.float64))):
             m = int(np.floor(n * s))
             i = np.arange(m, dtype=np.float64)
-            t = {"asymmetric": i / s, "half_pixel": (i + 0.5) / s - 0.5, "pytorch_half_pixel": (i + 0.5) / s - 0.5
-                 if m > 1 else 0 * i, "tf_half_pixel_for_nn": (i + 0.5) / s,
-                 "align_corners": i * (n - 1) / (m - 1) if m > 1 else 0 * i}[ctm]
+            t = {"asymmetric": i / s, "half_pixel": (i + 0.5) / s - 0.5,
+                 "pytorch_half_pixel": (i + 0.5) / s - 0.5 if m > 1 else i - 0.5,
+                 "align_corners": i * (n - 1) / (m - 1) if m > 1 else i}[ctm]
             y = np.take(y, np.clip(rounding(t), 0, n - 1).astype(np.int64), axis=ax)
         return (np.ascontiguousarray(y),)
     return run

@@ -202,3 +202,77 @@ def test_clip_of_codes_stays_a_clamp_when_nothing_to_fold_into():
     x = np.arange(-128, 128).astype(np.int8)
     np.testing.assert_array_equal(sess.run(None, {"x": x})[0], ReferenceEvaluator(model).run(None, {"x": x})[0])
     np.testing.assert_array_equal(sess.run(None, {"x": x})[0], np.clip(x, -30, 20))
+
+
+# ---------------------------------------------------------------- 3. Resize and ConvTranspose
+
+@pytest.mark.parametrize("ctm", ["asymmetric", "half_pixel", "pytorch_half_pixel", "align_corners"])
+@pytest.mark.parametrize("nearest", ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"])
+def test_nearest_resize_of_codes_is_onnx_resize(ctm, nearest):
+    """uint8 Resize, nearest, by factors (1, 1, 2, 3): an integer data op in both modes, equal to
+    onnxruntime, ONNX's reference evaluator and the fake-quant reference."""
+    import onnxruntime as ort
+
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest", coordinate_transformation_mode=ctm,
+                            nearest_mode=nearest)
+    model = helper.make_model(helper.make_graph(
+        [node], "resize", [helper.make_tensor_value_info("x", TP.UINT8, [1, 2, 3, 4])],
+        [helper.make_tensor_value_info("y", TP.UINT8, None)],
+        [numpy_helper.from_array(np.array([1, 1, 2, 3], np.float32), "scales")]),
+        opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
+    data = model.SerializeToString()
+    x = np.random.default_rng(0).integers(0, 256, (1, 2, 3, 4)).astype(np.uint8)
+    want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(ReferenceEvaluator(model).run(None, {"x": x})[0], want)
+    assert want.shape == (1, 2, 6, 12)
+    for mode in ("ort", "npu"):
+        sess = npusim.InferenceSession(data, mode=mode)
+        assert [n.op for n in sess.graph.nodes] == ["resize"]
+        np.testing.assert_array_equal(sess.run(None, {"x": x})[0], want)
+        np.testing.assert_array_equal(fakequant.evaluate(sess.graph, {"x": x})["y"], want)
+
+
+def _conv_transpose_model(act, k, strides, pads, output_padding, seed=0):
+    """x:f32 (2,3,5,4) -> Q -> DQ -> ConvTranspose (per-channel int8 weights along axis 1, int32 bias)
+    -> Relu -> Q -> DQ -> Resize nearest x2 -> Q (same scale): the output codes."""
+    rng = np.random.default_rng(seed)
+    zp = np.array(128 if act == TP.UINT8 else -5, helper.tensor_dtype_to_np_dtype(act))
+    xs, ws, ys = np.float32(0.04), rng.uniform(0.01, 0.03, 4).astype(np.float32), np.float32(0.05)
+    inits = [numpy_helper.from_array(v, n) for n, v in [
+        ("xs", xs), ("zp", zp), ("ys", ys), ("ws", ws), ("wz", np.zeros(4, np.int8)),
+        ("w", rng.integers(-100, 101, (3, 4, *k)).astype(np.int8)), ("b", rng.integers(-300, 300, 4).astype(np.int32)),
+        ("bs", (xs * ws).astype(np.float32)), ("bz", np.zeros(4, np.int32)), ("scales", np.array([1, 1, 2, 2], np.float32))]]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "zp"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "zp"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=1),
+             helper.make_node("DequantizeLinear", ["b", "bs", "bz"], ["bd"], axis=0),
+             helper.make_node("ConvTranspose", ["xd", "wd", "bd"], ["ct"], strides=strides, pads=pads,
+                              output_padding=output_padding),
+             helper.make_node("Relu", ["ct"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "ys", "zp"], ["h"]),
+             helper.make_node("DequantizeLinear", ["h", "ys", "zp"], ["hd"]),
+             helper.make_node("Resize", ["hd", "", "scales"], ["up"], mode="nearest"),
+             helper.make_node("QuantizeLinear", ["up", "ys", "zp"], ["y"])]
+    graph = helper.make_graph(nodes, "convt", [helper.make_tensor_value_info("x", TP.FLOAT, [2, 3, 5, 4])],
+                              [helper.make_tensor_value_info("y", act, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+
+
+@pytest.mark.parametrize("act", [TP.UINT8, TP.INT8])
+@pytest.mark.parametrize("k, strides, pads, output_padding", [
+    ((2, 2), (2, 2), (0, 0, 0, 0), (0, 0)), ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1)), ((3, 3), (1, 1), (1, 1, 1, 1), (0, 0)),
+    ((4, 3), (2, 3), (1, 0, 2, 1), (0, 2)), ((2, 2), (3, 3), (2, 2, 2, 2), (0, 0))])
+def test_conv_transpose_runs_as_a_conv_of_spread_codes(act, k, strides, pads, output_padding):
+    model = _conv_transpose_model(act, k, strides, pads, output_padding)
+    sess = npusim.InferenceSession(model.SerializeToString(), mode="npu")
+    ops = [n.op for n in sess.graph.nodes]
+    assert "host" not in ops and ops.count("conv") == 1 and "resize" in ops
+    feeds = {"x": np.random.default_rng(2).uniform(-4, 4, (2, 3, 5, 4)).astype(np.float32)}
+    got = sess.run_all(feeds)
+    want = fakequant.evaluate(sess.graph, feeds)
+    for t in ("h", "y"):
+        np.testing.assert_array_equal(got[t], want[t], err_msg=t)
+    ref = ReferenceEvaluator(model).run(None, feeds)[0]
+    assert got["y"].shape == ref.shape
+    diff = np.abs(got["y"].astype(np.int64) - ref.astype(np.int64))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.95
