@@ -432,6 +432,17 @@ def _resize(ctx, node):
     return True
 
 
+def _shape(ctx, node):
+    """Shape of a quantized tensor: its dimensions (start..end), int64."""
+    if not _quantized_input(ctx, node):
+        return False
+    a = _attrs(node)
+    attrs = {"start": int(a.get("start", 0))} | ({"end": int(a["end"])} if "end" in a else {})
+    ctx.emit("shape", node.name, [node.input[0]], [node.output[0]], attrs, node.name)
+    ctx.add_tensor(node.output[0], "i64")
+    return True
+
+
 CONVERTERS = {
     ("", "QLinearConv"): lambda c, n: _conv(c, n, True),
     ("", "ConvInteger"): lambda c, n: _conv(c, n, False),
@@ -468,6 +479,7 @@ CONVERTERS = {
     ("", "Identity"): _data_movement("identity"),
     ("", "Clip"): _clip,
     ("", "Resize"): _resize,
+    ("", "Shape"): _shape,
 }
 
 

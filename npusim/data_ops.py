@@ -131,6 +131,15 @@ def _resize(node, const, K):
     return run
 
 
+def _shape(node, const, K):
+    """ONNX Shape: the dimensions start..end of x, int64 (what an NPU compiler knows statically)."""
+    start, end = int(node.attrs.get("start", 0)), node.attrs.get("end")
+
+    def run(x):
+        return (np.array(x.shape[start:end], np.int64),)
+    return run
+
+
 PREPARE = {"reshape": _reshape, "flatten": _flatten, "transpose": _transpose, "squeeze": _squeeze,
            "unsqueeze": _unsqueeze, "slice": _slice, "pad": _pad, "concat": _concat, "identity": _identity,
-           "resize": _resize}
+           "resize": _resize, "shape": _shape}

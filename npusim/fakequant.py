@@ -730,6 +730,12 @@ def _resize(node, rounding, x, roi=None, scales=None):
     return (y.astype(x.dtype),)
 
 
+def _shape(node, rounding, x):
+    """ONNX Shape: x's dimensions from attrs start to end (Python slice semantics, as ONNX's)."""
+    dims = list(np.shape(x))
+    return (np.asarray(dims[int(node.attrs.get("start", 0)):node.attrs.get("end")], np.int64),)
+
+
 def _identity(node, rounding, x):
     return (x,)
 
@@ -742,7 +748,8 @@ ARITHMETIC = {"conv": _conv, "matmul": _matmul, "gemm": _gemm, "requantize": _re
               "dynamic_quantize": _dynamic_quantize, "scale_float": _scale_float,
               "reshape": _reshape, "flatten": _flatten, "transpose": _transpose, "squeeze": _squeeze,
               "unsqueeze": _unsqueeze, "slice": _slice, "pad": _pad, "concat": _concat, "identity": _identity,
-              "resize": _resize}
+              "unsqueeze": _unsqueeze, "slice": _slice, "pad": _pad, "concat": _concat, "identity": _identity,
+              "resize": _resize, "shape": _shape}
 # islands that onnxruntime runs (through the runtime's own host-island code)
 SHARED = ("host",)
 

@@ -21,6 +21,7 @@ QuantizeLinear that has an integer form. `fuse(model)` does so, as the named lis
   exactly (Q(DQ(x)) = x, and MaxPool commutes with the monotone Q; Pad pads with Q(value));
   such an op on a float tensor (a host op's output) before a Q runs on the codes of a new Q
   of its input, as onnxruntime's QDQ propagation moves the Q: Q(op(v)) = op(Q(v)).
+  Shape(DQ(x)) is Shape(x).
   Relu / Clip between the op and the Q are clamp bounds on the output codes, exactly:
   Q(clip(v, lo, hi)) = clamp(Q(v), Q(lo), Q(hi)) as Q is monotone (Q(lo), Q(hi) round half to
   even, as QuantizeLinear). A bound that narrows the type's range becomes Clip on the codes
@@ -456,6 +457,14 @@ def _on_codes(ix, p):
     return pre + new, consumed
 
 
+def _shape_of_codes(ix, p):
+    """Shape(DQ(x)) = Shape(x): the dimensions do not depend on the values."""
+    x = ix.dequantized(p.input[0])
+    if x is None:
+        return None
+    return [helper.make_node("Shape", [x.q], list(p.output), name=p.name, **_attrs(p))], [p]
+
+
 def _codes_only(ix, p):
     """DQ -> [Relu / Clip ->] Q with one scale and zero point on both sides: the codes, clamped."""
     x = _activation(ix, p.input[0])
@@ -467,7 +476,7 @@ def _codes_only(ix, p):
 
 _RULES = {"Conv": _conv, "ConvTranspose": _conv_transpose, "MatMul": _matmul, "Gemm": _gemm, **{op: _binary for op in _BINARY},
           **{op: _unary for op in _UNARY}, "Concat": _concat, **{op: _on_codes for op in _ON_CODES},
-          **{op: _codes_only for op in ("QuantizeLinear", "Relu", "Clip")}}
+          **{op: _codes_only for op in ("QuantizeLinear", "Relu", "Clip")}, "Shape": _shape_of_codes}
 
 
 def fuse_qdq(model: onnx.ModelProto) -> onnx.ModelProto:

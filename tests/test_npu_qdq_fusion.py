@@ -276,3 +276,26 @@ def test_conv_transpose_runs_as_a_conv_of_spread_codes(act, k, strides, pads, ou
     assert got["y"].shape == ref.shape
     diff = np.abs(got["y"].astype(np.int64) - ref.astype(np.int64))
     assert diff.max() <= 1 and (diff == 0).mean() > 0.95
+
+
+def test_shape_of_a_dequantized_tensor_is_the_shape_of_its_codes():
+    """DQ -> Shape feeding a Reshape (as PP-OCR's classifier ends): no host island in mode npu."""
+    s, z = np.float32(0.1), np.uint8(7)
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["xf"]),
+             helper.make_node("Shape", ["xf"], ["dims"]),
+             helper.make_node("Shape", ["xf"], ["tail"], start=1),
+             helper.make_node("Flatten", ["xf"], ["flat"]),
+             helper.make_node("Reshape", ["flat", "dims"], ["back"]),
+             helper.make_node("QuantizeLinear", ["back", "s", "z"], ["y"])]
+    inits = [numpy_helper.from_array(s, "s"), numpy_helper.from_array(z, "z")]
+    model = helper.make_model(helper.make_graph(nodes, "shape", [helper.make_tensor_value_info("x", TP.UINT8, [2, 3, 4])],
+                                                [helper.make_tensor_value_info("y", TP.UINT8, None),
+                                                 helper.make_tensor_value_info("tail", TP.INT64, None)], inits),
+                              opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+    sess = npusim.InferenceSession(model.SerializeToString(), mode="npu")
+    assert [n.op for n in sess.graph.nodes].count("shape") == 2 and sess.host_fallback == []
+    x = np.random.default_rng(0).integers(0, 256, (2, 3, 4)).astype(np.uint8)
+    y, tail = sess.run(None, {"x": x})
+    np.testing.assert_array_equal(y, x)
+    np.testing.assert_array_equal(tail, [3, 4])
+    np.testing.assert_array_equal(fakequant.evaluate(sess.graph, {"x": x})["tail"], [3, 4])
