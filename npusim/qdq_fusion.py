@@ -92,6 +92,11 @@ class _Index:
         g = model.graph
         self.nodes = list(g.node)  # the node objects every map refers to (their ids identify them)
         self.inits = {t.name: t for t in g.initializer}
+        for n in self.nodes:  # a Constant node's tensor is a constant like an initializer
+            if n.op_type == "Constant" and n.domain in _STD and n.attribute and n.attribute[0].name == "value":
+                self.inits[n.output[0]] = onnx.TensorProto()
+                self.inits[n.output[0]].CopyFrom(n.attribute[0].t)
+                self.inits[n.output[0]].name = n.output[0]
         self.new: list[str] = []
         self.producer = {o: n for n in self.nodes for o in n.output if o}
         self.readers: dict[str, list] = {}
@@ -114,7 +119,7 @@ class _Index:
         return t.data_type if t is not None else self.types.get(name)
 
     def add(self, name, elem, value) -> str:
-        """A new initializer of element type `elem` (a scalar or a flat array); its name."""
+        """A new initializer `name` of element type `elem` holding `value`; its name."""
         v = np.asarray(value)
         if name not in self.inits:
             self.inits[name] = helper.make_tensor(name, elem, v.shape, v.reshape(-1).tolist())

@@ -186,6 +186,23 @@ def test_small_qdq_model_fused_and_exact_with_fake_quant_reference(act, w_elem, 
     assert (got["h1"] == ref["h1"]).mean() > 0.95
 
 
+def test_parameters_from_constant_nodes_fuse_as_initializers():
+    """Scales and zero points given by Constant nodes (as many exporters write them) fuse the same."""
+    model = _qdq_model(TP.INT8, TP.INT8, "relu6", False)
+    params = [t for t in model.graph.initializer if t.name.endswith(("_s", "_z"))]
+    moved = onnx.ModelProto()
+    moved.CopyFrom(model)
+    del moved.graph.initializer[:]
+    moved.graph.initializer.extend(t for t in model.graph.initializer if t not in params)
+    del moved.graph.node[:]
+    moved.graph.node.extend([helper.make_node("Constant", [], [t.name], value=t) for t in params] + list(model.graph.node))
+    a = npusim.InferenceSession(model.SerializeToString(), mode="npu")
+    b = npusim.InferenceSession(moved.SerializeToString(), mode="npu")
+    assert [n.op for n in b.graph.nodes] == [n.op for n in a.graph.nodes] and "host" not in [n.op for n in b.graph.nodes]
+    feeds = {"x": np.random.default_rng(3).uniform(-3, 3, (2, 4, 6, 6)).astype(np.float32)}
+    np.testing.assert_array_equal(b.run(None, feeds)[0], a.run(None, feeds)[0])
+
+
 def test_clip_of_codes_stays_a_clamp_when_nothing_to_fold_into():
     """DQ -> Clip -> Q with one scale: Clip of the codes (a round_shift by 0), bit-exact with ONNX."""
     s, z = np.float32(0.1), np.int8(-10)
