@@ -316,3 +316,24 @@ def test_shape_of_a_dequantized_tensor_is_the_shape_of_its_codes():
     np.testing.assert_array_equal(y, x)
     np.testing.assert_array_equal(tail, [3, 4])
     np.testing.assert_array_equal(fakequant.evaluate(sess.graph, {"x": x})["tail"], [3, 4])
+
+
+# ---------------------------------------------------------------- 4. PP-OCR in mode npu
+
+@pytest.mark.parametrize("name", ["ppocr_cls_qdq_pc_s8", "ppocr_det_qdq_pc_s8"])
+def test_ppocr_qdq_models_run_on_the_npu_bit_exact_with_fake_quant_reference(name):
+    """No host op left but lookup tables (hard-swish, ...): resizes, transposed convs and the
+    classifier's Shape are integer; every quantized tensor equals the float64 reference."""
+    import npusim_models as zoo
+
+    sess = npusim.InferenceSession(str(zoo.path(name)), mode="npu")
+    assert sess.host_fallback == []
+    ops = {n.op for n in sess.graph.nodes}
+    assert {"resize", "unsqueeze"} <= ops if "det" in name else "shape" in ops
+    feeds = zoo.sample_inputs(name, 1, seed=4)[0]
+    got, want = sess.run_all(feeds), fakequant.evaluate(sess.graph, feeds)
+    shared = fakequant.shared_tensors(sess.graph)
+    checked = [t for t in got if t in want and t not in shared and is_quantized(sess.graph.tensors[t].dtype)]
+    assert len(checked) > 100
+    for t in checked:
+        np.testing.assert_array_equal(got[t], want[t], err_msg=t)
