@@ -39,6 +39,8 @@ COVERAGE = {
     "identity": "test_onnx_node_cases.py::test_node_case",
     **{op: "test_registry_ops.py::test_data_ops_match_onnxruntime"
        for op in ("transpose", "squeeze", "unsqueeze", "slice", "pad", "concat")},
+    "resize": "test_npu_qdq_fusion.py::test_nearest_resize_of_codes_is_onnx_resize",
+    "shape": "test_npu_qdq_fusion.py::test_shape_of_a_dequantized_tensor_is_the_shape_of_its_codes",
 }
 ZOO_NPU = "test_npu_mode.py::test_zoo_model_npu_bit_exact_with_reference_and_within_one_lsb_of_onnxruntime"
 NPU_COVERAGE = {
