@@ -1,9 +1,7 @@
 """Mode "npu" fuses QDQ patterns itself (npusim.qdq_fusion), without onnxruntime.
 
 1. LiteRT's int8 models as tf2onnx converts them (../shared/litert, NHWC and NCHW): no host
-   island, and bit-exact with LiteRT's reference kernels (ref_*) on all 5 input sets, except
-   AVERAGE_POOL_2D and SOFTMAX, whose TFLite algorithms npusim's npu arithmetic does not follow
-   yet: for those the fused structure is checked here.
+   island, and bit-exact with LiteRT's reference kernels (ref_*) on all 5 input sets.
 2. Small QDQ models built here (u8 / s8 activations, per-channel 8-bit and 4-bit weights,
    int32 bias, Relu / Clip clamps, MaxPool, Concat, GlobalAveragePool, Gemm): mode npu equals
    the float64 fake-quantization reference (npusim.fakequant) bit for bit, and the float QDQ
@@ -25,7 +23,7 @@ from npusim.ir import is_quantized, qrange
 
 LITERT = Path(__file__).resolve().parents[2] / "shared" / "litert"
 MODELS = sorted(p.name for p in LITERT.glob("*.onnx")) if LITERT.is_dir() else []
-DIFFERENT_BY_DESIGN = {"avgpool2x2": "avgpool", "softmax": "softmax"}  # npusim's own integer algorithm
+SINGLE_OP = {"avgpool2x2": "avgpool", "softmax": "softmax"}
 
 
 def _litert_sets(name):
@@ -49,10 +47,9 @@ def test_litert_model_runs_on_the_npu_and_equals_litert_reference_kernels(name):
     assert not [n for n in sess.graph.nodes if n.op == "host"]
     assert all(is_quantized(sess.graph.tensors[t].dtype) for n in sess.graph.nodes for t in n.outputs
                if not t.endswith("::acc"))  # integer from input to output
-    special = DIFFERENT_BY_DESIGN.get(name.split(".")[0])
-    if special:  # fused into one integer op of that kind; its exactness waits for TFLite's algorithm
-        assert [n.op for n in sess.graph.nodes if n.op not in ("transpose",)] == [special]
-        return
+    single = SINGLE_OP.get(name.split(".")[0])
+    if single:  # fused into one integer op of that kind
+        assert [n.op for n in sess.graph.nodes if n.op != "transpose"] == [single]
     inputs = [i.name for i in sess.get_inputs()]
     for xs, refs in _litert_sets(name):
         got = sess.run(None, dict(zip(inputs, xs)))
