@@ -1,6 +1,7 @@
 """ONNX front end: a quantized ONNX model -> the integer IR. The only module that imports onnx.
 
-QDQ fusion is onnxruntime's own: the model is first optimized by onnxruntime's CPU graph
+QDQ fusion (mode "ort"; mode "npu" fuses as an NPU compiler does, see npusim.qdq_fusion) is
+onnxruntime's own: the model is first optimized by onnxruntime's CPU graph
 optimizer at level EXTENDED (the level at which its QDQ selector/action transformers fold
 DequantizeLinear -> op -> QuantizeLinear into QLinearConv, QLinearMatMul, QGemm, QLinearAdd,
 ... and drop Q/DQ around MaxPool, Reshape, Transpose, ...). The integer kernels therefore see

@@ -50,7 +50,7 @@ from .ir import Graph
 _STD = ("", "ai.onnx")
 _ACTS = (TensorProto.UINT8, TensorProto.INT8, TensorProto.UINT4, TensorProto.INT4)  # activations fused here
 _RANGE = {TensorProto.UINT8: (0, 255), TensorProto.INT8: (-128, 127), TensorProto.UINT4: (0, 15),
-          TensorProto.INT4: (-8, 7), TensorProto.INT32: (-2 ** 31, 2 ** 31 - 1)}
+          TensorProto.INT4: (-8, 7)}
 _UNARY = {"AveragePool": "QLinearAveragePool", "GlobalAveragePool": "QLinearGlobalAveragePool",
           "Sigmoid": "QLinearSigmoid", "LeakyRelu": "QLinearLeakyRelu", "Softmax": "QLinearSoftmax"}
 _BINARY = {"Add": "QLinearAdd", "Mul": "QLinearMul"}
