@@ -417,10 +417,12 @@ def _conv_transpose(ctx, node):
 def _resize_attrs(ctx, node, scales_at):
     """The resize node's attributes from an ONNX Resize's (opset 11+; its scales or sizes constant
     inputs at `scales_at`, `scales_at` + 1), or None for a form with no integer plan here
-    (tf_crop_and_resize, cubic, antialias, axes, a keep_aspect_ratio_policy, Resize-10)."""
+    (tf_crop_and_resize, half_pixel_symmetric, cubic, antialias, axes, a keep_aspect_ratio_policy,
+    Resize-10)."""
     a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in _attrs(node).items()}
     mode, coord = a.get("mode", "nearest"), a.get("coordinate_transformation_mode", "half_pixel")
-    if (mode not in ("nearest", "linear") or coord == "tf_crop_and_resize" or int(a.get("antialias", 0))
+    if (mode not in ("nearest", "linear") or coord in ("tf_crop_and_resize", "half_pixel_symmetric")
+            or int(a.get("antialias", 0))
             or a.get("axes") or a.get("keep_aspect_ratio_policy", "stretch") != "stretch" or len(node.input) < 3):
         return None
     scales = ctx.const(node, scales_at, "scales")

@@ -705,8 +705,6 @@ def _nearest_source(o, size_in, size_out, scale, coord, nearest_mode):
         v = of / scale
     else:
         v = (of + h) / scale - h
-        if coord == "half_pixel_symmetric":
-            v = f32(size_in) / f32(2) * (f32(1) - f32(size_out) / (scale * f32(size_in))) + v
     v = float(v)  # exact; the rounding below is decided in float64
     whole = math.floor(v)
     if nearest_mode == "floor":

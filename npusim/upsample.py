@@ -3,10 +3,13 @@
 resize (inputs: x; attrs mode "nearest" | "linear", coord (ONNX coordinate_transformation_mode),
 nearest_mode, scales (one float32 per axis) or sizes (one int per axis), x_scale, x_zp, y_scale,
 y_zp, qmin, qmax, dtype): the output shape is ONNX Resize's, floor(in·scale) in float32 or the
-sizes. Nearest is pure selection of codes: the source index of each output index is computed as
-onnxruntime computes it (float32: x_original = f(x_out, scale) per coordinate mode, rounded by
-nearest_mode, clamped into the input), so it equals onnxruntime's uint8/int8 Resize exactly, in
-either mode. Linear (mode "npu" only) is TFLite's integer RESIZE_BILINEAR on the codes
+sizes. Nearest is pure selection of codes. The source index of each output index is, in mode
+"npu", ONNX's formula in float32 (x_original = f(x_out, scale) per coordinate mode, rounded by
+nearest_mode, clamped into the input; `nearest_index`), in mode "ort" the one onnxruntime's
+compiled float32 code picks (`onnxruntime_nearest_index`): the two differ only where the float32
+coordinate lands within an ulp of a rounding boundary (e.g. 2 / f32(4/7) is 3.4999998 by the
+formula; onnxruntime's build picks 4 under round_prefer_ceil). Integer scale factors, as the
+PP-OCR detector's, give exact coordinates and the same indices in both. Linear (mode "npu" only) is TFLite's integer RESIZE_BILINEAR on the codes
 (npusim_kernels golden.upsample), H and W only. When (y_scale, y_zp) differ from (x_scale, x_zp),
 mode "npu" rescales the selected or interpolated codes: y = clamp(MBQM(v − x_zp, QM(x_scale/y_scale))
 + y_zp), the NPU's change of quantization (fixed_rescale).
@@ -24,7 +27,7 @@ from .errors import NpusimError
 from .ir import qrange, storage
 
 NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
-COORD_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric")
+COORD_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
 BILINEAR_COORDS = ("asymmetric", "half_pixel", "pytorch_half_pixel", "align_corners")  # TFLite's
 
 
@@ -63,10 +66,6 @@ def nearest_index(size_in: int, size_out: int, scale, coord: str, nearest_mode: 
         v = (o + half) / s - half if size_out > 1 else np.zeros(size_out, np.float32)
     elif coord == "align_corners":
         v = o * f(size_in - 1) / f(size_out - 1) if size_out > 1 else np.zeros(size_out, np.float32)
-    elif coord == "half_pixel_symmetric":
-        adjustment = f(size_out) / (s * f(size_in))
-        offset = f(size_in) / f(2) * (f(1) - adjustment)
-        v = offset + (o + half) / s - half
     else:
         raise NpusimError(f"coordinate_transformation_mode {coord!r}: expected one of {', '.join(COORD_MODES)}")
     v = v.astype(np.float64)  # exact: the rounding is decided on the float32 coordinate itself
@@ -87,9 +86,10 @@ def _same_quant(a) -> bool:
     return float(a["x_scale"]) == float(a["y_scale"]) and int(a["x_zp"]) == int(a["y_zp"])
 
 
-def _resize_runner(node, K, rescale, rounding="double"):
+def _resize_runner(node, K, rescale, rounding="double", index=None):
     """-> run(x) of a resize node; `rescale(v) -> y` changes the codes' quantization (None: equal);
-    `rounding` is the bilinear interpolation's (TFLite: half away from zero, or single rounding)."""
+    `rounding` is the bilinear interpolation's (TFLite: half away from zero, or single rounding);
+    `index(shape, attrs)` the nearest source indices per axis (default: `nearest_index`'s)."""
     a = node.attrs
     if a["mode"] == "linear" and a["coord"] not in BILINEAR_COORDS:
         raise NpusimError(f"linear resize: coordinate_transformation_mode {a['coord']!r} has no integer form "
@@ -105,6 +105,8 @@ def _resize_runner(node, K, rescale, rounding="double"):
             return out[2:]
         if len(shape) != 4:
             raise NpusimError(f"nearest resize: input of rank {len(shape)}, expected 4")
+        if index is not None:
+            return index(shape, a)
         return tuple(nearest_index(i, o, s, a["coord"], a["nearest_mode"]) for i, o, s in zip(shape, out, scale))
 
     def run(x):
@@ -116,13 +118,40 @@ def _resize_runner(node, K, rescale, rounding="double"):
     return run
 
 
+def onnxruntime_nearest_index(shape, attrs) -> tuple[np.ndarray, ...]:
+    """The source index per output index of each axis as this onnxruntime computes them: its own
+    Resize run once on the element numbers of an int32 tensor of `shape`. Its float32 coordinate
+    arithmetic (as compiled) is the reference of mode "ort"; `nearest_index` writes the formula."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    key, values = ("sizes", np.asarray(attrs["sizes"], np.int64)) if attrs.get("sizes") else \
+        ("scales", np.asarray(attrs["scales"], np.float32))
+    inits = [numpy_helper.from_array(np.zeros(0, np.float32), "roi"), numpy_helper.from_array(values, key)]
+    node = helper.make_node("Resize", ["x", "roi", "" if key == "sizes" else "scales"] + (["sizes"] if key == "sizes"
+                            else []), ["y"], mode="nearest", coordinate_transformation_mode=attrs["coord"],
+                            nearest_mode=attrs["nearest_mode"])
+    g = helper.make_graph([node], "index", [helper.make_tensor_value_info("x", TensorProto.INT32, list(shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.INT32, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"x": np.arange(int(np.prod(shape)), dtype=np.int32).reshape(shape)})[0]
+    where = np.unravel_index(y, shape)
+    return tuple(np.ascontiguousarray(where[i][(0,) * i + (slice(None),) + (0,) * (len(shape) - i - 1)], np.int64)
+                 for i in range(len(shape)))
+
+
 def prep_resize(node, const, K):
-    """Mode "ort": nearest resize with equal input and output quantization, exact selection."""
+    """Mode "ort": nearest resize with equal input and output quantization, the selection
+    onnxruntime makes (`onnxruntime_nearest_index`, once per input shape)."""
     a = node.attrs
     if a["mode"] != "nearest" or not _same_quant(a):
         raise NpusimError(f"resize mode {a['mode']!r} with x (scale {a['x_scale']}, zp {a['x_zp']}) -> y "
                           f"(scale {a['y_scale']}, zp {a['y_zp']}) has an integer form in mode 'npu' only")
-    return _resize_runner(node, K, None)
+    return _resize_runner(node, K, None, index=onnxruntime_nearest_index)
 
 
 def prep_resize_npu(rounding):
