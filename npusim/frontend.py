@@ -5,7 +5,8 @@ optimizer at level EXTENDED (the level at which its QDQ selector/action transfor
 DequantizeLinear -> op -> QuantizeLinear into QLinearConv, QLinearMatMul, QGemm, QLinearAdd,
 ... and drop Q/DQ around MaxPool, Reshape, Transpose, ...). The integer kernels therefore see
 exactly the patterns onnxruntime fuses, and whatever it leaves in float (a 4-bit-weight conv,
-HardSigmoid, Resize, ConvTranspose, ...) becomes a host op. Host nodes merge into islands that
+HardSigmoid, ConvTranspose, ...) becomes a host op (mode "npu" first fuses the QDQ Resize and
+ConvTranspose patterns itself: npusim.qdq_upsample). Host nodes merge into islands that
 run on onnxruntime, as a deployment runs them on the host CPU. An island must compute what
 onnxruntime computes for its nodes inside the whole model, where its optimizer (at the default
 level, ALL) fuses float ops and picks NCHWc kernels from the graph and its inferred shapes: so

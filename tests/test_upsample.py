@@ -224,3 +224,15 @@ def test_detector_like_within_lsb_of_onnxruntime(det_session):
         exp = want.run(names, _feeds(seed))
         for g, e, s in zip(got, exp, (S2, S3)):
             assert np.abs(g - e).max() <= s * 1.0001
+
+
+def test_bench_costs_conv_transpose_on_the_array_and_resize_on_the_post_processor(det_session):
+    from npusim.hardware import estimate
+
+    shapes = {k: v.shape for k, v in det_session.run_all(_feeds(0)).items()}
+    layers = {(c.name, c.op): c for c in estimate(det_session.graph, shapes).layers}
+    ct = layers["convtranspose", "conv_transpose"]
+    assert ct.macs == 1 * 6 * 6 * 4 * 3 * 2 * 2 and ct.bound in ("compute", "memory")  # N·H·W·C·M·kH·kW
+    for name in ("resize_nearest", "resize_linear"):
+        assert layers[name, "resize"].bound in ("post", "memory") and layers[name, "resize"].macs == 0
+    assert not [c for c in layers.values() if c.bound == "host"]
