@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import NpusimError
-from .ir import qrange, storage
+from .ir import storage
 
 NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 COORD_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
@@ -161,7 +161,7 @@ def prep_resize_npu(rounding):
             return _resize_runner(node, K, None, rounding)
         m0, n = K.quantize_multiplier(np.array([float(a["x_scale"]) / float(a["y_scale"])]))
         xz, yz, dt = int(a["x_zp"]), int(a["y_zp"]), storage(a["dtype"])
-        lo, hi = int(a.get("qmin", qrange(a["dtype"])[0])), int(a.get("qmax", qrange(a["dtype"])[1]))
+        lo, hi = int(a["qmin"]), int(a["qmax"])
         return _resize_runner(node, K, lambda v: K.fixed_rescale(v, xz, int(m0[0]), int(n[0]), yz, lo, hi, dt,
                                                                  rounding), rounding)
     return prepare

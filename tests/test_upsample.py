@@ -236,3 +236,79 @@ def test_bench_costs_conv_transpose_on_the_array_and_resize_on_the_post_processo
     for name in ("resize_nearest", "resize_linear"):
         assert layers[name, "resize"].bound in ("post", "memory") and layers[name, "resize"].macs == 0
     assert not [c for c in layers.values() if c.bound == "host"]
+
+
+# ---------------------------------------------------------------- conv_transpose geometry (IR level)
+
+CT_CASES = [  # ONNX ConvTranspose attributes; weight (C, M/group, *k); x spatial
+    dict(strides=[2, 3], pads=[1, 0, 0, 2], output_padding=[1, 2], dilations=[2, 1], group=2, k=(3, 2), hw=(3, 4)),
+    dict(strides=[2, 2], auto_pad="SAME_UPPER", k=(3, 3), hw=(3, 3)),
+    dict(strides=[2, 2], auto_pad="SAME_LOWER", k=(3, 2), hw=(3, 4)),
+    dict(strides=[1, 2], auto_pad="VALID", k=(2, 3), hw=(2, 3)),
+    dict(strides=[3, 2], output_shape=[8, 7], k=(3, 3), hw=(3, 3)),
+    dict(strides=[1, 1], pads=[1, 1, 1, 1], k=(3, 3), hw=(4, 4), group=3),
+    dict(strides=[3], pads=[1, 0], output_padding=[2], k=(2,), hw=(5,)),  # 1-D, stride > kernel
+]
+
+
+def _spec_conv_transpose(x, w, bias, attrs, k):
+    """ONNX ConvTranspose by its definition: onnxruntime's float ConvTranspose without padding
+    (the full scatter, (in − 1)·s + (k − 1)·d + 1 per axis, bias added), output_padding cells
+    holding the bias alone appended at the end, then the window the ONNX spec gives: explicit
+    pads, or from output_shape / auto_pad SAME_* the total padding split total//2 at the beginning
+    for SAME_UPPER, total − total//2 otherwise (onnx's reference evaluator fails on groups and on
+    output_shape; onnxruntime splits output_shape's padding the other way round)."""
+    nd = len(k)
+    s, d = attrs["strides"], attrs.get("dilations", [1] * nd)
+    op = attrs.get("output_padding", [0] * nd)
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], strides=s, dilations=d, group=attrs.get("group", 1))
+    g = helper.make_graph([node], "ct", [helper.make_tensor_value_info(n, F, None) for n in "xwb"],
+                          [helper.make_tensor_value_info("y", F, None)])
+    full = ort.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"x": x, "w": w, "b": bias})[0]
+    full = full.astype(np.float64)
+    for i in range(nd):
+        tail = np.broadcast_to(bias.reshape((-1,) + (1,) * nd), full.shape[:2 + i] + (op[i],) + full.shape[3 + i:])
+        full = np.concatenate([full, tail], axis=2 + i)
+    size = full.shape[2:]
+    if "output_shape" in attrs or attrs.get("auto_pad") in ("SAME_UPPER", "SAME_LOWER"):
+        out = attrs.get("output_shape") or [x.shape[2 + i] * s[i] for i in range(nd)]
+        total = [size[i] - out[i] for i in range(nd)]
+        begin = [t // 2 if attrs.get("auto_pad") == "SAME_UPPER" else t - t // 2 for t in total]
+    else:
+        pads = attrs.get("pads", [0] * 2 * nd) if attrs.get("auto_pad") != "VALID" else [0] * 2 * nd
+        begin, out = pads[:nd], [size[i] - pads[i] - pads[i + nd] for i in range(nd)]
+    return full[(slice(None),) * 2 + tuple(slice(begin[i], begin[i] + out[i]) for i in range(nd))]
+
+
+@pytest.mark.parametrize("case", range(len(CT_CASES)))
+def test_conv_transpose_geometry_follows_onnx(case):
+    """An IR conv_transpose in mode "npu" (fast and golden kernels) and the float64 reference
+    both equal ONNX's ConvTranspose (`_spec_conv_transpose`) of x − x_zp and w − w_zp[m] plus the
+    bias, exactly (integers below 2^24: exact in onnxruntime's float32)."""
+    from npusim import ir
+
+    attrs = dict(CT_CASES[case])
+    k, hw, group = attrs.pop("k"), attrs.pop("hw"), attrs.get("group", 1)
+    rng = np.random.default_rng(case)
+    c, mg = 2 * group, 2
+    x = rng.integers(0, 256, (1, c) + hw).astype(np.uint8)
+    w = rng.integers(-128, 128, (c, mg) + k).astype(np.int8)
+    w_zp, bias = rng.integers(-4, 5, mg * group).astype(np.int8), rng.integers(-999, 999, mg * group).astype(np.int32)
+    wc = w.astype(np.float32) - w_zp.reshape(group, 1, mg).repeat(c // group, 1).reshape((c, mg) + (1,) * len(k))
+    want = _spec_conv_transpose(x.astype(np.float32) - 9, wc.astype(np.float32), bias.astype(np.float32), attrs, k)
+    nd = len(k)
+    ir_attrs = {"strides": tuple(attrs["strides"]), "pads": tuple(attrs.get("pads", ())),
+                "dilations": tuple(attrs.get("dilations", (1,) * nd)), "group": group,
+                "output_padding": tuple(attrs.get("output_padding", ())), "kernel_shape": k,
+                "auto_pad": attrs.get("auto_pad", "NOTSET"), "output_shape": tuple(attrs.get("output_shape", ()))}
+    tensors = {"x": ir.Tensor("x", "u8", x.shape), "w": ir.Tensor("w", "i8", w.shape),
+               "b": ir.Tensor("b", "i32", bias.shape), "xz": ir.Tensor("xz", "u8", ()),
+               "wz": ir.Tensor("wz", "i8", w_zp.shape), "acc": ir.Tensor("acc", "i32", None)}
+    graph = ir.Graph("ct", ("x",), ("acc",), tensors,
+                     (ir.Node("conv_transpose", "ct", ("x", "w", "b", "xz", "wz"), ("acc",), ir_attrs, "ct"),),
+                     {"w": w, "b": bias, "xz": np.array(9, np.uint8), "wz": w_zp})
+    np.testing.assert_array_equal(fakequant.evaluate(graph, {"x": x})["acc"], want.astype(np.int64))
+    for kernels in ("fast", "golden"):
+        got = npusim.InferenceSession(graph, mode="npu", kernels=kernels).run(None, {"x": x})[0]
+        np.testing.assert_array_equal(got, want.astype(np.int64))
