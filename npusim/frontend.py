@@ -5,7 +5,8 @@ optimizer at level EXTENDED (the level at which its QDQ selector/action transfor
 DequantizeLinear -> op -> QuantizeLinear into QLinearConv, QLinearMatMul, QGemm, QLinearAdd,
 ... and drop Q/DQ around MaxPool, Reshape, Transpose, ...). The integer kernels therefore see
 exactly the patterns onnxruntime fuses, and whatever it leaves in float (a 4-bit-weight conv,
-HardSigmoid, Resize, ConvTranspose, ...) becomes a host op. Host nodes merge into islands that
+HardSigmoid, ConvTranspose, ...) becomes a host op (mode "npu" first fuses the QDQ Resize and
+ConvTranspose patterns itself: npusim.qdq_upsample). Host nodes merge into islands that
 run on onnxruntime, as a deployment runs them on the host CPU. An island must compute what
 onnxruntime computes for its nodes inside the whole model, where its optimizer (at the default
 level, ALL) fuses float ops and picks NCHWc kernels from the graph and its inferred shapes: so
@@ -112,15 +113,21 @@ def with_onnxruntime_types(model: onnx.ModelProto) -> onnx.ModelProto:
 _ORT_TYPE_CODES = {f"tensor({onnx.TensorProto.DataType.Name(code).lower()})": code for code in ONNX_DTYPES}
 
 
-def import_onnx(path_or_bytes, where: str | None = None) -> Graph:
-    """The IR of an ONNX path, bytes or parsed model; `where` names it in errors (default: the path)."""
+def import_onnx(path_or_bytes, where: str | None = None, mode: str = "ort") -> Graph:
+    """The IR of an ONNX path, bytes or parsed model; `where` names it in errors (default: the path).
+    mode "npu": after onnxruntime's fusion, npusim.qdq_upsample fuses the Resize and ConvTranspose
+    QDQ patterns onnxruntime leaves in float (forms onnxruntime cannot load, hence after it)."""
     where = where or ("<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes))
     model = read_model(path_or_bytes)
     from . import qonnx
     if qonnx.is_qonnx(model):
         return qonnx.import_qonnx(model, os.path.basename(where))
     declared = declared_bits(model, where)
-    graph = _to_ir(with_onnxruntime_types(optimize_like_onnxruntime(model, where)), os.path.basename(where))
+    optimized = with_onnxruntime_types(optimize_like_onnxruntime(model, where))
+    if mode == "npu":
+        from .qdq_upsample import fuse_upsampling
+        optimized = fuse_upsampling(optimized)
+    graph = _to_ir(optimized, os.path.basename(where))
     return apply_declared_bits(graph, declared, where) if declared else graph
 
 

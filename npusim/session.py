@@ -34,7 +34,7 @@ from .registry import OPS
 MODES = ("ort", "npu")
 KERNEL_SETS = ("fast", "golden")
 _KERNEL_MODULES = ("conv", "matmul", "requant", "eltwise", "pool", "lut", "quantize", "fixedpoint", "shift",
-                   "bitserial", "pairsat", "acc64")
+                   "bitserial", "pairsat", "acc64", "upsample")
 _ORT_TYPES = {"f32": "tensor(float)", "u8": "tensor(uint8)", "i8": "tensor(int8)", "i32": "tensor(int32)",
               "i64": "tensor(int64)", "bool": "tensor(bool)", "f16": "tensor(float16)", "f64": "tensor(double)",
               "u16": "tensor(uint16)", "i16": "tensor(int16)", "u4": "tensor(uint4)", "i4": "tensor(int4)"}
@@ -69,15 +69,16 @@ class Step:
     node: ir.Node
 
 
-def load_graph(model, where: str | None = None) -> ir.Graph:
-    """An IR graph from an ONNX path, bytes or parsed model, an npusim IR file (.npz), or a Graph."""
+def load_graph(model, where: str | None = None, mode: str = "ort") -> ir.Graph:
+    """An IR graph from an ONNX path, bytes or parsed model (imported for `mode`, see
+    npusim.frontend.import_onnx), an npusim IR file (.npz), or a Graph."""
     if isinstance(model, (str, os.PathLike)) and str(model).endswith(".npz"):
         return ir.load(model)  # validated there, naming the file
     if isinstance(model, ir.Graph):
         graph = model
     else:
         from .frontend import import_onnx
-        graph = import_onnx(model, where)
+        graph = import_onnx(model, where, mode)
     ir.validate(graph)
     return graph
 
@@ -141,7 +142,7 @@ class InferenceSession:
             from .frontend import read_model
             where = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
             path_or_bytes = read_model(path_or_bytes)
-        self.graph = _with_engines(load_graph(path_or_bytes, where if onnx_model else None), engine)
+        self.graph = _with_engines(load_graph(path_or_bytes, where if onnx_model else None, mode), engine)
         if mode == "npu":
             self.graph = npu.lower_islands(self.graph)
         else:
