@@ -160,7 +160,7 @@ def plot(net: NetworkCost, path, title: str = "") -> dict[str, int]:
 
 
 def cmd_bench(args) -> int:
-    from .cli import default_model, parse_shapes
+    from .cliargs import default_model, parse_shapes
     from .feeds import random_feeds
     from .session import InferenceSession
 

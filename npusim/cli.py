@@ -16,32 +16,8 @@ import numpy as np
 
 from . import ir
 from .errors import NpusimError
+from .cliargs import default_model, parse_kv, parse_shapes
 from .ortisa import ORT_ISAS
-
-
-def default_model():
-    import npusim_models
-    return str(npusim_models.path(npusim_models.DEFAULT))
-
-
-def _parse_kv(items, what):
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise NpusimError(f"{what} {item!r}: expected NAME=VALUE")
-        k, v = item.split("=", 1)
-        out[k] = v
-    return out
-
-
-def parse_shapes(args):
-    out = {}
-    for name, v in _parse_kv(args.shape, "--shape").items():
-        try:
-            out[name] = tuple(int(d) for d in v.split(","))
-        except ValueError:
-            raise NpusimError(f"--shape {name}={v}: expected comma-separated integers") from None
-    return out
 
 
 def _load_inputs(args, session, seed):
@@ -68,7 +44,7 @@ def _given_inputs(args) -> dict[str, np.ndarray]:
                 raise NpusimError(f"--input {item}: cannot read the .npz file ({getattr(e, 'strerror', None) or e})"
                                   ) from None
             continue
-        for name, path in _parse_kv([item], "--input (NAME=FILE.npy or FILE.npz)").items():
+        for name, path in parse_kv([item], "--input (NAME=FILE.npy or FILE.npz)").items():
             try:
                 out[name] = np.load(path, allow_pickle=False)
             except OSError as e:

@@ -406,30 +406,87 @@ def _clip(ctx, node):
     return True
 
 
-NEAREST_TRANSFORMS = ("asymmetric", "half_pixel", "pytorch_half_pixel", "align_corners")
+def _conv_transpose(ctx, node):
+    """QLinearConvTranspose (npusim's fused form of DequantizeLinear -> ConvTranspose -> QuantizeLinear,
+    npusim.qdq_upsample; inputs as QLinearConv's) -> conv_transpose (i32 accumulator) + requantize.
+    Per-channel weight scales follow ONNX's axis 1 (M/group values), repeated for each group."""
+    x, w = _in(node, 0), _in(node, 3)
+    if not (is_quantized(ctx.dtype(x)) and is_quantized(ctx.dtype(w))):
+        return False
+    w_arr = ctx.const(node, 3, "w")
+    if w_arr.ndim not in (3, 4):
+        return False
+    a = _attrs(node)
+    group = int(a.get("group", 1))
+    attrs = conv_attrs(a, w_arr.ndim - 2)
+    attrs.update(group=group, output_padding=tuple(a.get("output_padding", ())),
+                 output_shape=tuple(a.get("output_shape", ())))
+    acc = f"{node.output[0]}::acc"
+    ctx.emit("conv_transpose", node.name, [x, w, _in(node, 8), _in(node, 2), _in(node, 5)], [acc], attrs, node.name)
+    ctx.add_tensor(acc, "i32")
+    x_s = _scalar_f32(ctx, node, 1, "x_scale")
+    ctx.tensors[x] = Tensor(x, ctx.dtype(x), ctx.tensors[x].shape, quant_of(x_s, ctx.const(node, 2, "x_zero_point")))
+    w_scale = np.asarray(ctx.const(node, 4, "w_scale"), np.float32).reshape(-1)
+    if w_scale.size == w_arr.shape[1] and group > 1:
+        w_scale = np.tile(w_scale, group)
+    _requant(ctx, node, acc, node.output[0], x_s, w_scale, _scalar_f32(ctx, node, 6, "y_scale"),
+             _scalar_zp(ctx, node, 7, "y_zero_point"), _out_dtype(ctx, node, 7), 1, node.name)
+    return True
 
 
-def _text(v, default):
-    return (v.decode() if isinstance(v, bytes) else v) if v is not None else default
+def _resize_attrs(ctx, node, scales_at):
+    """The resize node's attributes from an ONNX Resize's (opset 11+; its scales or sizes constant
+    inputs at `scales_at`, `scales_at` + 1), or None for a form with no integer plan here
+    (tf_crop_and_resize, half_pixel_symmetric, cubic, antialias, axes, a keep_aspect_ratio_policy,
+    Resize-10)."""
+    a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in _attrs(node).items()}
+    mode, coord = a.get("mode", "nearest"), a.get("coordinate_transformation_mode", "half_pixel")
+    if (mode not in ("nearest", "linear") or coord in ("tf_crop_and_resize", "half_pixel_symmetric")
+            or int(a.get("antialias", 0))
+            or a.get("axes") or a.get("keep_aspect_ratio_policy", "stretch") != "stretch" or len(node.input) < 3):
+        return None
+    scales = ctx.const(node, scales_at, "scales")
+    sizes = ctx.const(node, scales_at + 1, "sizes")
+    return {"mode": mode, "coord": coord, "nearest_mode": a.get("nearest_mode", "round_prefer_floor"),
+            "scales": tuple(float(v) for v in np.asarray(scales, np.float32).reshape(-1)) if scales is not None
+            and scales.size else (),
+            "sizes": tuple(int(v) for v in np.asarray(sizes).reshape(-1)) if sizes is not None and sizes.size else ()}
+
+
+def _emit_resize(ctx, node, attrs, x_quant, y_quant, dtype):
+    qmin, qmax = qrange(dtype)
+    attrs.update(x_scale=np.float32(x_quant[0]), x_zp=int(x_quant[1]), y_scale=np.float32(y_quant[0]),
+                 y_zp=int(y_quant[1]), qmin=qmin, qmax=qmax, dtype=dtype)
+    ctx.emit("resize", node.name, [node.input[0]], [node.output[0]], attrs, node.name)
+    ctx.add_tensor(node.output[0], dtype, quant=quant_of(y_quant[0], y_quant[1]))
+    return True
 
 
 def _resize(ctx, node):
-    """Resize (opset 11+), mode nearest, of a quantized tensor by constant integer factors >= 1
-    (scales): data movement (npusim.data_ops); other modes, sizes or factors stay on the host."""
-    if not _quantized_input(ctx, node) or len(node.input) < 3 or _in(node, 3):
+    """Resize on quantized codes, nearest: selection, the same quantization in and out (onnxruntime's
+    own form of DequantizeLinear -> Resize -> QuantizeLinear with equal parameters)."""
+    if not _quantized_input(ctx, node):
         return False
-    a = _attrs(node)
-    ctm = _text(a.get("coordinate_transformation_mode"), "half_pixel")
-    scales = ctx.constants.get(node.input[2])
-    if _text(a.get("mode"), "nearest") != "nearest" or ctm not in NEAREST_TRANSFORMS or scales is None or \
-            scales.size == 0 or np.any(scales < 1) or np.any(scales != np.floor(scales)):
+    attrs = _resize_attrs(ctx, node, 2)
+    if attrs is None or attrs["mode"] != "nearest":
         return False
-    ctx.emit("resize", node.name, [node.input[0], "", node.input[2]], [node.output[0]],
-             {"coordinate_transformation_mode": ctm, "nearest_mode": _text(a.get("nearest_mode"), "round_prefer_floor")},
-             node.name)
-    t = ctx.tensors[node.input[0]]
-    ctx.add_tensor(node.output[0], t.dtype, quant=t.quant)
-    return True
+    q = ctx.tensors[node.input[0]].quant
+    xq = (1.0, 0) if q is None or len(q.scale) != 1 else (q.scale[0], q.zero_point[0])
+    return _emit_resize(ctx, node, attrs, xq, xq, ctx.dtype(node.input[0]))
+
+
+def _qlinear_resize(ctx, node):
+    """QLinearResize (npusim's fused form of DequantizeLinear -> Resize -> QuantizeLinear where the
+    parameters differ or the mode is linear, npusim.qdq_upsample): inputs X, X_scale, X_zero_point,
+    roi, scales, sizes, Y_scale, Y_zero_point; Resize's attributes. Mode "npu" only."""
+    if not _quantized_input(ctx, node):
+        return False
+    attrs = _resize_attrs(ctx, node, 4)
+    if attrs is None:
+        return False
+    xq = (_scalar_f32(ctx, node, 1, "X_scale"), _scalar_zp(ctx, node, 2, "X_zero_point"))
+    yq = (_scalar_f32(ctx, node, 6, "Y_scale"), _scalar_zp(ctx, node, 7, "Y_zero_point"))
+    return _emit_resize(ctx, node, attrs, xq, yq, _out_dtype(ctx, node, 7, ctx.dtype(node.input[0])))
 
 
 def _shape(ctx, node):
@@ -477,8 +534,10 @@ CONVERTERS = {
     ("", "Pad"): _data_movement("pad"),
     ("", "Concat"): _data_movement("concat", ("axis",)),
     ("", "Identity"): _data_movement("identity"),
-    ("", "Clip"): _clip,
     ("", "Resize"): _resize,
+    ("com.microsoft", "QLinearResize"): _qlinear_resize,
+    ("com.microsoft", "QLinearConvTranspose"): _conv_transpose,
+    ("", "Clip"): _clip,
     ("", "Shape"): _shape,
 }
 

@@ -106,31 +106,6 @@ def _identity(node, const, K):
     return run
 
 
-def _resize(node, const, K):
-    """ONNX Resize, mode nearest, by integer factors (scales, npusim.convert checks them): output
-    cell i of an axis of factor s holds input cell nearest(t(i)), clamped to the axis, where t is
-    the coordinate transformation (asymmetric: i/s; half_pixel, pytorch_half_pixel: (i + 1/2)/s
-    − 1/2, the latter −1/2 when m = 1; align_corners: i·(n − 1)/(m − 1), 0 when m = 1) and nearest the
-    nearest_mode (round_prefer_floor: ceil(v − 1/2), round_prefer_ceil: floor(v + 1/2), floor,
-    ceil). In float64: for integer s no t(i) lies within rounding of an integer or a half unless
-    it is one exactly, so the indices are the exact ones (and onnxruntime's float32 ones)."""
-    ctm, rule = node.attrs["coordinate_transformation_mode"], node.attrs["nearest_mode"]
-    rounding = {"round_prefer_floor": lambda v: np.ceil(v - 0.5), "round_prefer_ceil": lambda v: np.floor(v + 0.5),
-                "floor": np.floor, "ceil": np.ceil}[rule]
-
-    def run(x, roi=None, scales=None, sizes=None):
-        y = x
-        for ax, (n, s) in enumerate(zip(x.shape, np.asarray(scales, np.float64))):
-            m = int(np.floor(n * s))
-            i = np.arange(m, dtype=np.float64)
-            t = {"asymmetric": i / s, "half_pixel": (i + 0.5) / s - 0.5,
-                 "pytorch_half_pixel": (i + 0.5) / s - 0.5 if m > 1 else i - 0.5,
-                 "align_corners": i * (n - 1) / (m - 1) if m > 1 else i}[ctm]
-            y = np.take(y, np.clip(rounding(t), 0, n - 1).astype(np.int64), axis=ax)
-        return (np.ascontiguousarray(y),)
-    return run
-
-
 def _shape(node, const, K):
     """ONNX Shape: the dimensions start..end of x, int64 (what an NPU compiler knows statically)."""
     start, end = int(node.attrs.get("start", 0)), node.attrs.get("end")
@@ -142,4 +117,4 @@ def _shape(node, const, K):
 
 PREPARE = {"reshape": _reshape, "flatten": _flatten, "transpose": _transpose, "squeeze": _squeeze,
            "unsqueeze": _unsqueeze, "slice": _slice, "pad": _pad, "concat": _concat, "identity": _identity,
-           "resize": _resize, "shape": _shape}
+           "shape": _shape}

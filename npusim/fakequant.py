@@ -710,24 +710,133 @@ def _pad(node, rounding, x, pads, value=None, axes=None):
     return (y,)
 
 
+def _conv_transpose(node, rounding, x, w, b=None, x_zp=None, w_zp=None):
+    """ONNX ConvTranspose as a convolution: x − x_zp with s − 1 zeros between its elements, padded
+    by the dilated kernel span − 1 on both sides, correlated with the flipped kernel w − w_zp[m]:
+    the full output (in − 1)·s + (k − 1)·d + 1 per axis, output_padding zeros after it, then the
+    window [pad_begin, pad_begin + out). pads / out from auto_pad, output_shape or pads as ONNX
+    defines them; acc = that + bias[m], exact in float64, wrapped to int32. 1-D or 2-D."""
+    a = node.attrs
+    nd = w.ndim - 2
+    c, mg, k = w.shape[0], w.shape[1], w.shape[2:]
+    g = int(a["group"])
+    m = mg * g
+    s, d = [int(v) for v in a["strides"]], [int(v) for v in a["dilations"]]
+    op = [int(v) for v in a["output_padding"]] or [0] * nd
+    full = [(x.shape[2 + i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 for i in range(nd)]
+    want = [int(v) for v in a.get("output_shape", ())][-nd:] if a.get("output_shape") else []
+    if want or a["auto_pad"] in ("SAME_UPPER", "SAME_LOWER"):
+        out = want or [x.shape[2 + i] * s[i] for i in range(nd)]
+        extra = [full[i] + op[i] - out[i] for i in range(nd)]
+        begin = [e // 2 if a["auto_pad"] == "SAME_UPPER" else e - e // 2 for e in extra]
+    else:
+        pads = [0] * (2 * nd) if a["auto_pad"] == "VALID" else [int(v) for v in a["pads"]] or [0] * (2 * nd)
+        begin = pads[:nd]
+        out = [full[i] + op[i] - pads[i] - pads[i + nd] for i in range(nd)]
+    span = [(k[i] - 1) * d[i] + 1 for i in range(nd)]
+    spread = np.zeros(x.shape[:2] + tuple(full[i] + span[i] - 1 + op[i] for i in range(nd)))
+    spread[(slice(None),) * 2 + tuple(slice(span[i] - 1, span[i] - 1 + full[i] - span[i] + 1, s[i])
+                                      for i in range(nd))] = _centered(x, None if x_zp is None else
+                                                                       np.asarray(x_zp).reshape(-1)[0])
+    spread = np.pad(spread, [(0, 0)] * 2 + [(0, span[i] - 1) for i in range(nd)])
+    win = sliding_window_view(spread, span, axis=tuple(range(2, 2 + nd)))
+    win = win[(slice(None),) * 2 + tuple(slice(None, full[i] + op[i]) for i in range(nd))
+              + tuple(slice(None, None, di) for di in d)]  # (N, C, *full+op, *k)
+    zp = np.zeros(m) if w_zp is None else np.asarray(w_zp, np.float64).reshape(-1)
+    zp = np.resize(zp, m).reshape(g, 1, mg)  # one per output channel; an axis-1 set repeats per group
+    wc = np.asarray(w, np.float64).reshape((g, c // g, mg) + k) - zp.reshape((g, 1, mg) + (1,) * nd)
+    wc = wc[(Ellipsis,) + (slice(None, None, -1),) * nd]  # flipped: the scatter as a correlation
+    n = x.shape[0]
+    sp, kk = "hw"[:nd], "rs"[:nd]
+    acc = np.einsum(f"ngc{sp}{kk},gcm{kk}->ngm{sp}", win.reshape((n, g, c // g) + win.shape[2:]), wc,
+                    optimize=True).reshape((n, m) + win.shape[2:2 + nd])
+    acc = acc[(slice(None),) * 2 + tuple(slice(begin[i], begin[i] + out[i]) for i in range(nd))]
+    if b is not None:
+        acc = acc + np.asarray(b, np.float64).reshape((m,) + (1,) * nd)
+    return (_acc(acc, "conv_transpose Σ(x−x_zp)(w−w_zp)+bias"),)
+
+
+def _resize_sizes(a, shape):
+    """(output shape, float32 scales) of ONNX Resize: the sizes, or floor(f32(scale)·in)."""
+    if a["sizes"]:
+        out = [int(v) for v in a["sizes"]]
+        return out, [np.float32(o) / np.float32(i) for o, i in zip(out, shape)]
+    scales = [np.float32(v) for v in a["scales"]]
+    return [int(np.floor(sc * np.float32(i))) for sc, i in zip(scales, shape)], scales
+
+
+def _nearest_source(o, size_in, size_out, scale, coord, nearest_mode):
+    """The input index of output index o, in float32 arithmetic as onnxruntime's Resize."""
+    f32, h = np.float32, np.float32(0.5)
+    of = f32(o)
+    if coord in ("pytorch_half_pixel", "align_corners") and size_out == 1:
+        v = f32(0)
+    elif coord == "align_corners":
+        v = of * f32(size_in - 1) / f32(size_out - 1)
+    elif coord == "asymmetric":
+        v = of / scale
+    else:
+        v = (of + h) / scale - h
+    v = float(v)  # exact; the rounding below is decided in float64
+    whole = math.floor(v)
+    if nearest_mode == "floor":
+        i = whole
+    elif nearest_mode == "ceil":
+        i = math.ceil(v)
+    elif v - whole == 0.5 and nearest_mode == "round_prefer_floor":
+        i = whole
+    else:
+        i = int(math.copysign(math.floor(abs(v) + 0.5), v))  # std::round: half away from zero
+    return min(max(i, 0), size_in - 1)
+
+
+def _bilinear_axis(size_in, size_out, coord):
+    """TFLite's Q10 source coordinate per output index (ResizeBilinearInteger): the two taps and
+    the weight of the upper one, as float64 integers."""
+    if coord == "align_corners" and size_out > 1:
+        s10 = (1024 * (size_in - 1) + (size_out - 1) // 2) // (size_out - 1)
+    else:
+        s10 = (1024 * size_in + size_out // 2) // size_out
+    o = np.arange(size_out, dtype=np.float64)
+    if coord == "pytorch_half_pixel" and size_out == 1:
+        v = np.zeros(1)
+    elif coord in ("half_pixel", "pytorch_half_pixel"):
+        v = o * s10 + (s10 // 2 - 512)
+    else:
+        v = o * s10
+    lo = np.maximum(np.trunc(v / 1024.0), 0.0)
+    hi = np.minimum(np.trunc((v + 1023.0) / 1024.0), size_in - 1)
+    return lo.astype(np.intp), hi.astype(np.intp), v - 1024.0 * lo
+
+
+def _resize(node, rounding, x):
+    """ONNX Resize on codes. nearest: each output element is the input element at the index of
+    `_nearest_source` per axis. linear: TFLite's RESIZE_BILINEAR of H and W on the raw codes,
+    y20 = Σ x·w_y·w_x (Q10 weights, exact in float64), y = round(y20·2^−20) half away from zero
+    ("double") or half up ("single"). When (y_scale, y_zp) ≠ (x_scale, x_zp):
+    y = clamp(MBQM(v − x_zp, QM(x_scale/y_scale)) + y_zp)."""
+    a = node.attrs
+    out, scales = _resize_sizes(a, x.shape)
+    if a["mode"] == "nearest":
+        idx = [np.array([_nearest_source(o, x.shape[i], out[i], scales[i], a["coord"], a["nearest_mode"])
+                         for o in range(out[i])]) for i in range(x.ndim)]
+        v = np.asarray(x)[np.ix_(*idx)]
+    else:
+        (y0, y1, fy), (x0, x1, fx) = (_bilinear_axis(x.shape[i], out[i], a["coord"]) for i in (2, 3))
+        xv = np.asarray(x, np.float64)
+        wy, wx = fy[:, None], fx[None, :]
+        y20 = (xv[:, :, y0][:, :, :, x0] * (1024 - wy) * (1024 - wx) + xv[:, :, y1][:, :, :, x0] * wy * (1024 - wx)
+               + xv[:, :, y0][:, :, :, x1] * (1024 - wy) * wx + xv[:, :, y1][:, :, :, x1] * wy * wx)
+        q = np.ldexp(y20, -20)
+        v = (round_half_away(q) if rounding == "double" else floor_half_up(q)).astype(np.asarray(x).dtype)
+    if float(a["x_scale"]) == float(a["y_scale"]) and int(a["x_zp"]) == int(a["y_zp"]):
+        return (v,)
+    m0, n = _qm(float(a["x_scale"]) / float(a["y_scale"]))
+    return (_out(mbqm(_centered(v, a["x_zp"]), m0, n, rounding), a),)
+
+
 def _concat(node, rounding, *xs):
     return (np.concatenate(xs, axis=int(node.attrs["axis"])),)
-
-
-def _resize(node, rounding, x, roi=None, scales=None):
-    """Nearest-neighbour Resize of the codes as ONNX's own reference evaluator computes it."""
-    import onnx
-    from onnx.reference import ReferenceEvaluator
-
-    a = node.attrs
-    model = onnx.helper.make_model(onnx.helper.make_graph(
-        [onnx.helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest", **a)], "resize",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.DOUBLE, None)],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.DOUBLE, None)],
-        [onnx.numpy_helper.from_array(np.asarray(scales, np.float32), "scales")]),
-        opset_imports=[onnx.helper.make_opsetid("", 19)])
-    (y,) = ReferenceEvaluator(model).run(None, {"x": np.asarray(x, np.float64)})
-    return (y.astype(x.dtype),)
 
 
 def _shape(node, rounding, x):
@@ -748,8 +857,7 @@ ARITHMETIC = {"conv": _conv, "matmul": _matmul, "gemm": _gemm, "requantize": _re
               "dynamic_quantize": _dynamic_quantize, "scale_float": _scale_float,
               "reshape": _reshape, "flatten": _flatten, "transpose": _transpose, "squeeze": _squeeze,
               "unsqueeze": _unsqueeze, "slice": _slice, "pad": _pad, "concat": _concat, "identity": _identity,
-              "unsqueeze": _unsqueeze, "slice": _slice, "pad": _pad, "concat": _concat, "identity": _identity,
-              "resize": _resize, "shape": _shape}
+              "conv_transpose": _conv_transpose, "resize": _resize, "shape": _shape}
 # islands that onnxruntime runs (through the runtime's own host-island code)
 SHARED = ("host",)
 

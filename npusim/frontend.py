@@ -6,7 +6,7 @@ optimizer at level EXTENDED (the level at which its QDQ selector/action transfor
 DequantizeLinear -> op -> QuantizeLinear into QLinearConv, QLinearMatMul, QGemm, QLinearAdd,
 ... and drop Q/DQ around MaxPool, Reshape, Transpose, ...). The integer kernels therefore see
 exactly the patterns onnxruntime fuses, and whatever it leaves in float (a 4-bit-weight conv,
-HardSigmoid, Resize, ConvTranspose, ...) becomes a host op. Host nodes merge into islands that
+HardSigmoid, ConvTranspose, ...) becomes a host op. Host nodes merge into islands that
 run on onnxruntime, as a deployment runs them on the host CPU. An island must compute what
 onnxruntime computes for its nodes inside the whole model, where its optimizer (at the default
 level, ALL) fuses float ops and picks NCHWc kernels from the graph and its inferred shapes: so
@@ -116,7 +116,8 @@ _ORT_TYPE_CODES = {f"tensor({onnx.TensorProto.DataType.Name(code).lower()})": co
 def import_onnx(path_or_bytes, where: str | None = None, mode: str = "ort") -> Graph:
     """The IR of an ONNX path, bytes or parsed model; `where` names it in errors (default: the path).
     mode "ort": QDQ fused as onnxruntime's optimizer fuses it; "npu": by npusim.qdq_fusion, an NPU
-    compiler's fusion, without onnxruntime."""
+    compiler's fusion (npusim.qdq_upsample's Resize and ConvTranspose among its passes), without
+    onnxruntime."""
     where = where or ("<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes))
     model = read_model(path_or_bytes)
     from . import qonnx

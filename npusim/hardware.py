@@ -399,6 +399,18 @@ def _conv_layer(node, shape, dt, requant_dt, p: Profile):
     return macs, _Folds(*(np.tile(a, group) for a in (f.compute, f.load, f.store, f.sram)))
 
 
+def _conv_transpose_layer(node, shape, dt, requant_dt, p: Profile):
+    """(macs, folds) of a transposed conv as the array runs it: per group one GEMM of the N·H·W
+    input pixels by C/group inputs by (M/group)·kH·kW kernel taps (every input pixel meets every
+    tap once). The overlap-add of the taps into the output (stride < kernel) is not costed."""
+    x, w = shape[node.inputs[0]], shape[node.inputs[1]]
+    group = int(node.attrs.get("group", 1))
+    m, k, n = int(x[0] * np.prod(x[2:])), int(x[1]) // group, int(np.prod(w[1:]))
+    xb, wb = bits(dt(node.inputs[0])), bits(dt(node.inputs[1]))
+    f = _dense_folds(m, k, n, xb, wb, bits(requant_dt), 1.0, p)
+    return m * k * n * group, _Folds(*(np.tile(a, group) for a in (f.compute, f.load, f.store, f.sram)))
+
+
 def _matmul_layer(node, shape, dt, requant_dt, p: Profile):
     a, y = shape[node.inputs[0]], shape[node.outputs[0]]
     k = int(a[-2] if node.op == "gemm" and int(node.attrs.get("transA", 0)) else a[-1])
@@ -430,16 +442,17 @@ def estimate(graph, shapes: dict, profile: Profile | None = None) -> NetworkCost
             raise NpusimError(f"node {node.name!r} ({node.op}): no concrete shape for tensor {e.args[0]!r}") from None
         x_dt = dt(node.inputs[0]) if node.inputs and node.inputs[0] else "-"
         y_dt = dt(node.outputs[0])
-        bits_s = f"{x_dt}/{dt(node.inputs[1]) if node.op in ('conv', 'matmul', 'gemm') else '-'}/{y_dt}"
+        array_op = node.op in ("conv", "conv_transpose", "matmul", "gemm")
+        bits_s = f"{x_dt}/{dt(node.inputs[1]) if array_op else '-'}/{y_dt}"
         macs, folds, energy = 0, None, None
-        if node.op in ("conv", "matmul", "gemm"):
+        if array_op:
             rd = readers.get(node.outputs[0], [])
             out_dt = y_dt
             if len(rd) == 1 and rd[0].op == "requantize":
                 fused.add(rd[0].name)
                 out_dt = dt(rd[0].outputs[0])
                 bits_s = bits_s.rsplit("/", 1)[0] + "/" + out_dt
-            layer = _conv_layer if node.op == "conv" else _matmul_layer
+            layer = {"conv": _conv_layer, "conv_transpose": _conv_transpose_layer}.get(node.op, _matmul_layer)
             macs, folds = layer(node, shapes, dt, out_dt, p)
             compute = float(folds.compute.sum())
             dram = float(folds.load.sum() + folds.store.sum())

@@ -20,6 +20,7 @@ from dataclasses import replace
 
 from .ir import Graph, Node, qrange, storage
 from .registry import OPS, OpDef, plan_window
+from .upsample import conv_transpose_macs, prep_conv_transpose, prep_resize_npu
 
 ROUNDINGS = ("double", "single")
 
@@ -162,6 +163,8 @@ def ops(rounding: str) -> dict[str, OpDef]:
         "avgpool": OpDef(avgpool, OPS["avgpool"].macs),
         "softmax": OpDef(softmax),
         "qconcat": OpDef(qconcat),
+        "resize": OpDef(prep_resize_npu(rounding)),
+        "conv_transpose": OpDef(prep_conv_transpose, conv_transpose_macs),
     }
 
 

@@ -10,13 +10,11 @@ QuantizeLinear that has an integer form. `fuse(model)` does so, as the named lis
   per-tensor scale and zero point for activations; weights per-tensor or per output channel,
   8 or 4 bits, signed or unsigned) and whose only reader is a per-tensor QuantizeLinear, through
   any chain of Relu / Clip with constant bounds, becomes the QOperator node npusim.convert
-  reads: Conv -> QLinearConv, ConvTranspose -> zero-spread codes and QLinearConv (see
-  `_conv_transpose`), MatMul -> QLinearMatMul, Gemm -> com.microsoft QGemm (with no Q
+  reads: Conv -> QLinearConv, ConvTranspose -> npusim's QLinearConvTranspose, MatMul -> QLinearMatMul, Gemm -> com.microsoft QGemm (with no Q
   after it: MatMulIntegerToFloat, QGemm's float output), Add / Mul -> QLinearAdd / QLinearMul,
   AveragePool, GlobalAveragePool, Sigmoid, LeakyRelu, Softmax -> their com.microsoft QLinear
   forms, Concat -> QLinearConcat (Concat of the codes when every scale and zero point equal the
-  output's). MaxPool, Reshape, Transpose, Squeeze, Unsqueeze, Flatten, Slice, Pad, Resize
-  (nearest) and a bare
+  output's). MaxPool, Reshape, Transpose, Squeeze, Unsqueeze, Flatten, Slice, Pad and a bare
   DQ -> Q with one scale and zero point on both sides run on the codes: Q(op(DQ(x))) = op(x)
   exactly (Q(DQ(x)) = x, and MaxPool commutes with the monotone Q; Pad pads with Q(value));
   such an op on a float tensor (a host op's output) before a Q runs on the codes of a new Q
@@ -29,6 +27,7 @@ QuantizeLinear that has an integer form. `fuse(model)` does so, as the named lis
   A bias is a DequantizeLinear of int32 (zero point 0) or a float constant, in units of the
   accumulator scale x_scale·w_scale[c]: its codes as they are when its scale is that one, else
   rescaled offline and rounded half away from zero (the NPU compiler's job).
+- `fuse_upsampling` (npusim.qdq_upsample): DQ -> Resize / ConvTranspose -> Q.
 - `drop_dead_dequantize`: the DequantizeLinear nodes no one reads any more.
 
 16-bit activations are left alone (npusim.sixteen lowers them in mode "npu"). What is not fused
@@ -46,6 +45,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .errors import NpusimError
 from .ir import Graph
+from .qdq_upsample import fuse_upsampling
 
 _STD = ("", "ai.onnx")
 _ACTS = (TensorProto.UINT8, TensorProto.INT8, TensorProto.UINT4, TensorProto.INT4)  # activations fused here
@@ -54,8 +54,7 @@ _RANGE = {TensorProto.UINT8: (0, 255), TensorProto.INT8: (-128, 127), TensorProt
 _UNARY = {"AveragePool": "QLinearAveragePool", "GlobalAveragePool": "QLinearGlobalAveragePool",
           "Sigmoid": "QLinearSigmoid", "LeakyRelu": "QLinearLeakyRelu", "Softmax": "QLinearSoftmax"}
 _BINARY = {"Add": "QLinearAdd", "Mul": "QLinearMul"}
-_ON_CODES = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Pad", "Identity",
-             "Resize")  # Resize when nearest (`_moves_data`)
+_ON_CODES = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Pad", "Identity")
 
 
 @dataclass(frozen=True)
@@ -283,12 +282,18 @@ def _out_params(ix, out: _Out) -> list[str]:
 
 
 def _conv(ix, p):
+    """Conv -> QLinearConv; ConvTranspose -> npusim's com.microsoft QLinearConvTranspose (the same
+    inputs, weights (C, M/group, k...) per channel on axis 1; npusim.qdq_upsample), here with the
+    clamps of a Relu / Clip before the Q (per-channel grouped ones are left to qdq_upsample)."""
     a = _attrs(p)
+    transposed = p.op_type == "ConvTranspose"
     x, out = _activation(ix, p.input[0]), ix.quantized(p.output[0])
-    w = _weight(ix, p.input[1], 0)
-    if x is None or out is None or w is None or len(ix.inits[w.q].dims) not in (3, 4):
+    w = _weight(ix, p.input[1], 1 if transposed else 0)
+    if x is None or out is None or w is None or len(ix.inits[w.q].dims) not in (3, 4) or \
+            (transposed and int(a.get("group", 1)) != 1 and not w.per_tensor):
         return None
-    channels = ix.inits[w.q].dims[0]
+    dims = ix.inits[w.q].dims
+    channels = dims[1] * int(a.get("group", 1)) if transposed else dims[0]
     bias = []
     if len(p.input) > 2 and p.input[2]:
         b = _bias(ix, p, p.input[2], x, w, channels)
@@ -296,57 +301,8 @@ def _conv(ix, p):
             return None
         bias = [b]
     ins = _codes(ix, x) + _codes(ix, w) + _out_params(ix, out) + bias
-    return _finish(ix, p, out, lambda y: helper.make_node("QLinearConv", ins, [y], name=p.name, **a))
-
-
-def _conv_transpose(ix, p):
-    """ConvTranspose (2-D, group 1, dilation 1, explicit pads) as the convolution an NPU runs:
-    the codes spread s apart with the input zero point (real 0) between them, padded with it by
-    k − 1 − pad (an output_padding more at the end), then a stride-1 QLinearConv whose kernel is
-    flipped with its in/out channels swapped: the same int32 sums, y[o, i] = Σ_c Σ_t
-    (x[c, (i + pad − t)/s] − x_zp)·w[c, o, t] over the taps t where s divides i + pad − t.
-    The spreading is Unsqueeze, Pad, Reshape and Transpose of the codes (no static shape needed)."""
-    a = _attrs(p)
-    x, out, w = _activation(ix, p.input[0]), ix.quantized(p.output[0]), _weight(ix, p.input[1], 1)
-    if x is None or out is None or w is None or ix.opset < 13 or len(ix.inits[w.q].dims) != 4 or \
-            int(a.get("group", 1)) != 1 or any(d != 1 for d in a.get("dilations", [1, 1])) or "output_shape" in a or \
-            a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        return None
-    w_cokk = ix.array(w.q)
-    k = w_cokk.shape[2:]
-    strides, pads = a.get("strides", [1, 1]), a.get("pads", [0, 0, 0, 0])
-    extra = a.get("output_padding", [0, 0])
-    bias = []
-    if len(p.input) > 2 and p.input[2]:
-        b = _bias(ix, p, p.input[2], x, w, w_cokk.shape[1])
-        if b is None:
-            return None
-        bias = [b]
-    name, zp = p.name, ix.zero_point(x)
-    i64 = lambda key, v: ix.add(f"{name}::{key}", TensorProto.INT64, np.asarray(v, np.int64))
-    codes, nodes = x.q, []
-
-    def step(op, *ins, **attrs):
-        nonlocal codes
-        nodes.append(helper.make_node(op, [codes, *ins], [f"{name}::{len(nodes)}"], name=f"{name}/{op}{len(nodes)}",
-                                      **attrs))
-        codes = nodes[-1].output[0]
-    if tuple(strides) != (1, 1):  # (N, C, H, W) -> (N, C, H, s0, W, s1), x at [h, 0, w, 0] -> (N, C, H·s0, W·s1)
-        step("Unsqueeze", i64("axes", [3, 5]))
-        step("Pad", i64("spread", [0] * 9 + [strides[0] - 1, 0, strides[1] - 1]), zp)
-        step("Reshape", i64("rows", [0, 0, 0, 0, -1]))
-        step("Transpose", perm=[0, 1, 4, 2, 3])
-        step("Reshape", i64("cols", [0, 0, 0, -1]))
-        step("Transpose", perm=[0, 1, 3, 2])
-    border = [k[i] - 1 - pads[i] for i in range(2)] + \
-             [k[i] - 1 - pads[2 + i] + extra[i] - (strides[i] - 1) for i in range(2)]
-    if any(border):
-        step("Pad", i64("border", [0, 0, *border[:2], 0, 0, *border[2:]]), zp)
-    w_oikk = ix.add(f"{name}::w_oihw", w.elem, np.ascontiguousarray(w_cokk.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]))
-    ins = [codes, x.scale, zp, w_oikk, w.scale, ix.zero_point(w)] + _out_params(ix, out) + bias
-    new, consumed = _finish(ix, p, out, lambda y: helper.make_node("QLinearConv", ins, [y], name=name,
-                                                                   kernel_shape=list(k)))
-    return nodes + new, consumed
+    op, domain = ("QLinearConvTranspose", "com.microsoft") if transposed else ("QLinearConv", "")
+    return _finish(ix, p, out, lambda y: helper.make_node(op, ins, [y], name=p.name, domain=domain, **a))
 
 
 def _matmul(ix, p):
@@ -425,18 +381,12 @@ def _same(d: _QDQ, out: _Out) -> bool:
     return d.elem == q.elem and d.scale_v[0] == q.scale_v[0] and d.zp_v[0] == q.zp_v[0]
 
 
-def _moves_data(p) -> bool:
-    """True for an op that moves values without computing any (`_ON_CODES`, Resize when nearest)."""
-    return p.domain in _STD and p.op_type in _ON_CODES and \
-        (p.op_type != "Resize" or _attrs(p).get("mode", b"nearest") in (b"nearest", "nearest"))
-
-
 def _on_codes(ix, p):
     """A data-movement op (or MaxPool) before a Q, on the codes: of its DQ'd input when that DQ has
     the Q's scale and zero point, else of its float input quantized by a new Q with them
     (onnxruntime's QDQ propagation: Q commutes with the op, exactly)."""
     x, out = _activation(ix, p.input[0]), ix.quantized(p.output[0])
-    if out is None or not _moves_data(p) or len([o for o in p.output if o]) != 1:
+    if out is None or len([o for o in p.output if o]) != 1:
         return None
     q, pre = out.quant, []
     if x is not None and _same(x, out):
@@ -479,7 +429,7 @@ def _codes_only(ix, p):
     return [_clamped(ix, p, out, x.q)], list(out.nodes)
 
 
-_RULES = {"Conv": _conv, "ConvTranspose": _conv_transpose, "MatMul": _matmul, "Gemm": _gemm, **{op: _binary for op in _BINARY},
+_RULES = {"Conv": _conv, "ConvTranspose": _conv, "MatMul": _matmul, "Gemm": _gemm, **{op: _binary for op in _BINARY},
           **{op: _unary for op in _UNARY}, "Concat": _concat, **{op: _on_codes for op in _ON_CODES},
           **{op: _codes_only for op in ("QuantizeLinear", "Relu", "Clip")}, "Shape": _shape_of_codes}
 
@@ -515,7 +465,8 @@ def propagate_dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
         ix = _Index(model)
         moved = {}
         for p in ix.nodes:
-            if not _moves_data(p) or p.op_type == "Pad" or len([o for o in p.output if o]) != 1:
+            if p.domain not in _STD or p.op_type not in _ON_CODES or p.op_type == "Pad" or \
+                    len([o for o in p.output if o]) != 1:
                 continue
             x = _activation(ix, p.input[0])
             if x is None or ix.quantized(p.output[0]) is not None:
@@ -557,7 +508,8 @@ def named_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-PASSES = (("name_nodes", named_nodes), ("propagate_dequantize", propagate_dequantize), ("fuse_qdq", fuse_qdq), ("drop_dead_dequantize", drop_dead_dequantize))
+PASSES = (("name_nodes", named_nodes), ("propagate_dequantize", propagate_dequantize),
+          ("fuse_upsampling", fuse_upsampling), ("fuse_qdq", fuse_qdq), ("drop_dead_dequantize", drop_dead_dequantize))
 
 
 def check(model: onnx.ModelProto, where: str) -> None:
@@ -583,15 +535,15 @@ def fuse(model: onnx.ModelProto, where: str = "model") -> onnx.ModelProto:
 
 
 # ------------------------------------------------------------------------------------------ types
-_STAND_IN = {"QLinearAdd": ("Add", (0, 3), 7), "QLinearMul": ("Mul", (0, 3), 7),
-             "QLinearSigmoid": ("Sigmoid", (0,), 4), "QLinearLeakyRelu": ("LeakyRelu", (0,), 4),
-             "QLinearSoftmax": ("Softmax", (0,), 4), "QLinearAveragePool": ("AveragePool", (0,), 4),
-             "QLinearGlobalAveragePool": ("GlobalAveragePool", (0,), 4), "QGemm": ("Gemm", (0, 3), 8),
-             "MatMulIntegerToFloat": ("MatMul", (0, 1), None), "QLinearConcat": ("Concat", None, 1),
-             "QuantizeLinear": (None, (0,), 2), "DequantizeLinear": (None, (0,), None)}  # None: a Cast
-_FLOAT_ATTRS = {"Softmax": ("axis",), "LeakyRelu": ("alpha",), "Gemm": ("transA", "transB", "alpha"),
-                "Concat": ("axis",), "AveragePool": ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape",
-                                                     "pads", "strides")}
+# contrib op -> (float op, operands cast to float, inputs passed as they are, y_zero_point input)
+_STAND_IN = {"QLinearAdd": ("Add", (0, 3), (), 7), "QLinearMul": ("Mul", (0, 3), (), 7),
+             "QLinearSigmoid": ("Sigmoid", (0,), (), 4), "QLinearLeakyRelu": ("LeakyRelu", (0,), (), 4),
+             "QLinearSoftmax": ("Softmax", (0,), (), 4), "QLinearAveragePool": ("AveragePool", (0,), (), 4),
+             "QLinearGlobalAveragePool": ("GlobalAveragePool", (0,), (), 4), "QGemm": ("Gemm", (0, 3), (), 8),
+             "MatMulIntegerToFloat": ("MatMul", (0, 1), (), None), "QLinearConcat": ("Concat", None, (), 1),
+             "QLinearResize": ("Resize", (0,), (3, 4, 5), 7), "QLinearConvTranspose": ("ConvTranspose", (0, 3), (), 7),
+             "QuantizeLinear": (None, (0,), (), 2), "DequantizeLinear": (None, (0,), (), None)}  # None: a Cast
+_CONTRIB_ATTRS = ("opset", "channels_last")  # attributes of the contrib forms that the float op has not
 
 
 def typed(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -610,7 +562,7 @@ def typed(model: onnx.ModelProto) -> onnx.ModelProto:
         if spec is None:
             nodes.append(p)
             continue
-        op, data, y_zp = spec
+        op, data, passed, y_zp = spec
         y_elem = elems.get(p.input[y_zp]) if y_zp is not None and y_zp < len(p.input) and p.input[y_zp] else None
         if op is None:  # onnxruntime's own Q / DQ (16 or 4 bits before opset 21): the same shape
             nodes.append(helper.make_node("Cast", [p.input[0]], [p.output[0]], to=y_elem or TensorProto.FLOAT))
@@ -621,7 +573,8 @@ def typed(model: onnx.ModelProto) -> onnx.ModelProto:
             if i < len(p.input) and p.input[i]:
                 nodes.append(helper.make_node("Cast", [p.input[i]], [f"{p.name}::stand_in{i}"], to=TensorProto.FLOAT))
                 ins.append(f"{p.name}::stand_in{i}")
-        a = {k: v for k, v in _attrs(p).items() if k in _FLOAT_ATTRS.get(op, ())}
+        ins += [p.input[i] if i < len(p.input) else "" for i in passed]
+        a = {k: v for k, v in _attrs(p).items() if k not in _CONTRIB_ATTRS}
         if y_elem is None:
             nodes.append(helper.make_node(op, ins, [p.output[0]], **a))
         else:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import data_ops
+from . import data_ops, upsample
 from .errors import NpusimError
 from .ir import storage
 
@@ -469,5 +469,6 @@ OPS: dict[str, OpDef] = {
     "round_shift": OpDef(_prep_round_shift),
     "sign": OpDef(_prep_sign),
     "multithreshold": OpDef(_prep_multithreshold),
+    "resize": OpDef(upsample.prep_resize),
     **{op: OpDef(prep) for op, prep in data_ops.PREPARE.items()},
 }

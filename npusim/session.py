@@ -34,7 +34,7 @@ from .registry import OPS
 MODES = ("ort", "npu")
 KERNEL_SETS = ("fast", "golden")
 _KERNEL_MODULES = ("conv", "matmul", "requant", "eltwise", "pool", "lut", "quantize", "fixedpoint", "shift",
-                   "bitserial", "pairsat", "acc64")
+                   "bitserial", "pairsat", "acc64", "upsample")
 _ORT_TYPES = {"f32": "tensor(float)", "u8": "tensor(uint8)", "i8": "tensor(int8)", "i32": "tensor(int32)",
               "i64": "tensor(int64)", "bool": "tensor(bool)", "f16": "tensor(float16)", "f64": "tensor(double)",
               "u16": "tensor(uint16)", "i16": "tensor(int16)", "u4": "tensor(uint4)", "i4": "tensor(int4)"}

@@ -37,9 +37,9 @@ COVERAGE = {
     "reshape": "test_verify_zoo.py::test_bit_exact_with_onnxruntime",
     "flatten": "test_npu_mode.py::test_quantized_digits_bit_exact_with_reference",
     "identity": "test_onnx_node_cases.py::test_node_case",
+    "resize": "test_upsample.py::test_resize_nearest_equals_onnxruntime_in_both_modes",
     **{op: "test_registry_ops.py::test_data_ops_match_onnxruntime"
        for op in ("transpose", "squeeze", "unsqueeze", "slice", "pad", "concat")},
-    "resize": "test_npu_qdq_fusion.py::test_nearest_resize_of_codes_is_onnx_resize",
     "shape": "test_npu_qdq_fusion.py::test_shape_of_a_dequantized_tensor_is_the_shape_of_its_codes",
 }
 ZOO_NPU = "test_npu_mode.py::test_zoo_model_npu_bit_exact_with_reference_and_within_one_lsb_of_onnxruntime"
@@ -48,6 +48,8 @@ NPU_COVERAGE = {
     "matmul": "test_sixteen_bit.py::test_a16w8_matmul_npu_within_one_lsb_of_exact",
     "avgpool": "test_registry_ops.py::test_npu_avgpool_and_qconcat",
     "qconcat": "test_registry_ops.py::test_npu_avgpool_and_qconcat",
+    "resize": "test_upsample.py::test_detector_like_npu_has_no_host_island_and_equals_reference",
+    "conv_transpose": "test_upsample.py::test_detector_like_npu_has_no_host_island_and_equals_reference",
 }
 
 

@@ -1,0 +1,139 @@
+"""Fast upsampling kernels, same contracts as golden.upsample (see its docstring for the arithmetic).
+
+conv_transpose_acc: a direct scatter loop, input pixel by input pixel, into an int32 accumulator
+that wraps modulo 2^32 on overflow (the golden kernel raises instead); pixels equal to x_zp
+are skipped (they add 0). resize_nearest: a gather loop. resize_bilinear: TFLite's Q10 taps
+computed once per axis, then an int64 Q20 sum per output element and one rounding.
+"""
+import numpy as np
+
+from npusim_kernels.fast._jit import njit
+
+COORDS = ("asymmetric", "half_pixel", "pytorch_half_pixel", "align_corners")
+
+
+@njit
+def _conv_transpose_core(x, x_zp, w, w_zp, bias, sh, sw, top, left, dh, dw, group, acc):
+    n, c, h, wi = x.shape
+    mg, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    cg = c // group
+    oh, ow = acc.shape[2], acc.shape[3]
+    for b in range(n):
+        for o in range(acc.shape[1]):
+            bo = np.int32(bias[o])
+            for r in range(oh):
+                for q in range(ow):
+                    acc[b, o, r, q] = bo
+        for ci in range(c):
+            g = ci // cg
+            for iy in range(h):
+                for ix in range(wi):
+                    d = np.int32(x[b, ci, iy, ix]) - np.int32(x_zp)
+                    if d == 0:
+                        continue
+                    for m in range(mg):
+                        o = g * mg + m
+                        z = np.int32(w_zp[o])
+                        for i in range(kh):
+                            r = iy * sh - top + i * dh
+                            if r < 0 or r >= oh:
+                                continue
+                            for j in range(kw):
+                                q = ix * sw - left + j * dw
+                                if q < 0 or q >= ow:
+                                    continue
+                                acc[b, o, r, q] = np.int32(acc[b, o, r, q] + d * (np.int32(w[ci, m, i, j]) - z))
+
+
+def conv_transpose_acc(x_nchw, x_zp, w_iohw, w_zp, bias_i32, strides, pads_tl, dilations, out_hw, group):
+    """acc:i32 (N, M, OH, OW) = Σ (x − x_zp)·(w − w_zp[m]) + bias[m] scattered; wraps modulo 2^32."""
+    x = np.ascontiguousarray(x_nchw)
+    w = np.ascontiguousarray(w_iohw)
+    if x.shape[1] != w.shape[0] or x.shape[1] % group:
+        raise ValueError(f"conv_transpose_acc: x has {x.shape[1]} channels, weight {w.shape} with group={group}")
+    m = w.shape[1] * group
+    acc = np.empty((x.shape[0], m, int(out_hw[0]), int(out_hw[1])), np.int32)
+    _conv_transpose_core(x, np.int32(x_zp), w, np.ascontiguousarray(w_zp, np.int32),
+                         np.ascontiguousarray(bias_i32, np.int32), int(strides[0]), int(strides[1]),
+                         int(pads_tl[0]), int(pads_tl[1]), int(dilations[0]), int(dilations[1]), int(group), acc)
+    return acc
+
+
+@njit
+def _gather4(x, i0, i1, i2, i3, y):
+    for a in range(i0.size):
+        for b in range(i1.size):
+            for c in range(i2.size):
+                for d in range(i3.size):
+                    y[a, b, c, d] = x[i0[a], i1[b], i2[c], i3[d]]
+
+
+def resize_nearest(x, idx0, idx1, idx2, idx3):
+    """y[a, b, c, d] = x[idx0[a], idx1[b], idx2[c], idx3[d]] of a 4-D x."""
+    x = np.ascontiguousarray(x)
+    idx = [np.ascontiguousarray(i, np.int64) for i in (idx0, idx1, idx2, idx3)]
+    y = np.empty(tuple(i.size for i in idx), x.dtype)
+    _gather4(x, *idx, y)
+    return y
+
+
+@njit
+def _axis_taps(size_in, size_out, align, half, pytorch):
+    """(lo, hi, f) of one axis in TFLite's Q10 coordinates (golden.upsample's docstring)."""
+    if align and size_out > 1:
+        s10 = (1024 * (size_in - 1) + (size_out - 1) // 2) // (size_out - 1)
+    else:
+        s10 = (1024 * size_in + size_out // 2) // size_out
+    lo = np.empty(size_out, np.int64)
+    hi = np.empty(size_out, np.int64)
+    f = np.empty(size_out, np.int64)
+    for o in range(size_out):
+        if pytorch and size_out == 1:
+            v = 0
+        elif half:
+            v = o * s10 + s10 // 2 - 512
+        else:
+            v = o * s10
+        t = v // 1024 if v >= 0 else -((-v) // 1024)  # truncation toward zero
+        lo[o] = max(t, 0)
+        u = v + 1023
+        hi[o] = min(u // 1024 if u >= 0 else -((-u) // 1024), size_in - 1)
+        f[o] = v - 1024 * lo[o]
+    return lo, hi, f
+
+
+@njit
+def _bilinear_core(x, ylo, yhi, fy, xlo, xhi, fx, single, y):
+    for b in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            for r in range(ylo.size):
+                w1y = fy[r]
+                w0y = 1024 - w1y
+                for q in range(xlo.size):
+                    w1x = fx[q]
+                    w0x = 1024 - w1x
+                    s = (np.int64(x[b, c, ylo[r], xlo[q]]) * w0y * w0x + np.int64(x[b, c, yhi[r], xlo[q]]) * w1y * w0x
+                         + np.int64(x[b, c, ylo[r], xhi[q]]) * w0y * w1x
+                         + np.int64(x[b, c, yhi[r], xhi[q]]) * w1y * w1x)
+                    if single:
+                        v = (s + 524288) >> 20
+                    elif s > 0:
+                        v = (s + 524288) >> 20
+                    else:
+                        v = -((524288 - s) >> 20)
+                    y[b, c, r, q] = v
+
+
+def resize_bilinear(x_nchw, out_hw, coord, rounding):
+    """TFLite's integer bilinear resize of H and W; see golden.upsample.resize_bilinear."""
+    if coord not in COORDS:
+        raise ValueError(f"resize_bilinear: coord must be one of {COORDS}, got {coord!r}")
+    if rounding not in ("double", "single"):
+        raise ValueError(f"rounding must be 'double' or 'single', got {rounding!r}")
+    x = np.ascontiguousarray(x_nchw)
+    flags = (coord == "align_corners", coord in ("half_pixel", "pytorch_half_pixel"), coord == "pytorch_half_pixel")
+    ty = _axis_taps(x.shape[2], int(out_hw[0]), *flags)
+    tx = _axis_taps(x.shape[3], int(out_hw[1]), *flags)
+    y = np.empty(x.shape[:2] + (int(out_hw[0]), int(out_hw[1])), x.dtype)
+    _bilinear_core(x, *ty, *tx, rounding == "single", y)
+    return y
