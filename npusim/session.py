@@ -70,7 +70,7 @@ class Step:
 
 
 def load_graph(model, where: str | None = None, mode: str = "ort") -> ir.Graph:
-    """An IR graph from an ONNX path, bytes or parsed model (its QDQ fused for `mode`, see
+    """An IR graph from an ONNX path, bytes or parsed model (imported for `mode`, see
     npusim.frontend.import_onnx), an npusim IR file (.npz), or a Graph."""
     if isinstance(model, (str, os.PathLike)) and str(model).endswith(".npz"):
         return ir.load(model)  # validated there, naming the file
