@@ -45,6 +45,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .errors import NpusimError
 from .ir import Graph
+from .requant import bias_i32
 from .qdq_upsample import fuse_upsampling
 
 _STD = ("", "ai.onnx")
@@ -243,18 +244,15 @@ def _bias(ix, p, name, x: _QDQ, w: _QDQ, channels: int):
             return None
         if np.array_equal(d.scale_v.astype(np.float64), acc.astype(np.float32).astype(np.float64)):
             return d.q
-        real = b.astype(np.float64) * d.scale_v.astype(np.float64) / acc
+        real = b.astype(np.float64) * d.scale_v.astype(np.float64)
     else:
-        b = ix.array(name)
-        if b is None or b.dtype.kind != "f":
+        real = ix.array(name)
+        if real is None or real.dtype.kind != "f":
             return None
-        real = b.astype(np.float64) / acc
     if real.reshape(-1).size != channels:
         return None
-    v = np.sign(real) * np.floor(np.abs(real) + 0.5)
-    if np.any(np.abs(v) > 2 ** 31 - 1):
-        return None
-    return ix.add(f"{p.name}::bias_i32", TensorProto.INT32, v.reshape(-1).astype(np.int32))
+    v = bias_i32(real, acc)
+    return None if v is None else ix.add(f"{p.name}::bias_i32", TensorProto.INT32, v.reshape(-1))
 
 
 def _clamped(ix, p, out: _Out, x: str) -> onnx.NodeProto:

@@ -14,8 +14,8 @@ npusim.convert; onnxruntime's CPU provider has no kernel for either, so no onnxr
 ever sees them (the pass is one of npusim.qdq_fusion's, mode "npu" only). The bias enters the int32 accumulator of scale
 x_scale·w_scale[m]: an int32 bias dequantized with exactly that scale (onnxruntime's quantizer
 writes it so) and zero point 0 is taken as it is; any other bias (float, or int32 at another
-scale) is converted to round_half_even(bias_real / (x_scale·w_scale[m])), as an NPU compiler
-quantizes a float bias. Only per-tensor activations (scalar scale and zero point constants) fuse;
+scale) is converted to round_half_away(bias_real / (x_scale·w_scale[m])), as an NPU compiler
+quantizes a float bias (npusim.requant.bias_i32). Only per-tensor activations (scalar scale and zero point constants) fuse;
 an intermediate that is a graph output or read by another node stays as it is.
 """
 from __future__ import annotations
@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from .requant import bias_i32
 
 _DQ, _Q = "DequantizeLinear", "QuantizeLinear"
 
@@ -155,10 +157,8 @@ def _bias(g: _Graph, name, acc_scale):
         if real is None:
             return False
         real = real.astype(np.float64).reshape(-1)
-    b = np.round(real / acc_scale.astype(np.float64))
-    if real.shape != acc_scale.shape or np.any(np.abs(b) > 2 ** 31 - 1):
-        return False
-    return b.astype(np.int32)
+    b = bias_i32(real, acc_scale) if real.shape == acc_scale.shape else None
+    return False if b is None else b
 
 
 _FUSERS = {"Resize": _resize, "ConvTranspose": _conv_transpose}

@@ -31,6 +31,7 @@ from onnx import helper, numpy_helper
 from . import convert
 from .frontend import ELEMENTWISE_OPS, ImportContext, onnx_dtype
 from .ir import Graph, Node, bits, is_quantized, qrange, storage
+from .requant import bias_i32
 
 _LOWERED = ("Conv", "Gemm", "MatMul", "MatMulNBits")
 _BINARY = {"Add": "QLinearAdd", "Mul": "QLinearMul"}
@@ -301,11 +302,7 @@ def _bias(flat, src, acc_scale):
     bs64 = bs.astype(np.float64).reshape(-1)
     if np.array_equal(bs64 * np.ones_like(acc_scale), acc_scale.astype(np.float32).astype(np.float64)):
         return b
-    real = b.astype(np.float64) * bs64 / acc_scale
-    v = np.sign(real) * np.floor(np.abs(real) + 0.5)
-    if np.any(np.abs(v) > 2 ** 31 - 1):
-        return None
-    return v.astype(np.int32)
+    return bias_i32(b.astype(np.float64) * bs64, acc_scale)
 
 
 def _convert(flat: _Flat, node: onnx.NodeProto, inits: dict):

@@ -310,3 +310,14 @@ def test_ppocr_qdq_models_run_on_the_npu_bit_exact_with_fake_quant_reference(nam
     assert len(checked) > 100
     for t in checked:
         np.testing.assert_array_equal(got[t], want[t], err_msg=t)
+
+
+def test_offline_bias_rounds_half_away_from_zero_and_refuses_int32_overflow():
+    """The one offline bias rescale of the fusion passes (qdq_fusion, qdq_upsample, sixteen)."""
+    from npusim.requant import bias_i32
+
+    got = bias_i32(np.array([2.5, -2.5, 1.5, -0.5, 0.49999999, 7.0]), np.array([1.0, 1.0, 1.0, 1.0, 1.0, 2.0]))
+    np.testing.assert_array_equal(got, [3, -3, 2, -1, 0, 4])
+    assert got.dtype == np.int32
+    assert bias_i32(np.array([2.0 ** 31]), 1.0) is None
+    assert bias_i32(np.array([-(2.0 ** 31) + 1]), 1.0) == -(2 ** 31) + 1
