@@ -191,9 +191,10 @@ def savez_atomic(path, arrays: dict) -> None:
 # what reading a damaged .npz raises: zip structure (BadZipFile, a bad CRC-32 included), a
 # member cut short (EOFError), a flipped compression method or zip version (NotImplementedError,
 # zlib.error), a damaged .npy header or JSON (ValueError; SyntaxError, tokenize.TokenError from
-# the header NumPy parses as a Python literal), a missing member (KeyError)
+# the header NumPy parses as a Python literal), a missing member (KeyError), a member flagged as
+# encrypted (RuntimeError from zipfile)
 _READ_ERRORS = (OSError, EOFError, ValueError, KeyError, NotImplementedError, zipfile.BadZipFile, zlib.error,
-                MemoryError, OverflowError, SyntaxError, tokenize.TokenError)
+                MemoryError, OverflowError, SyntaxError, tokenize.TokenError, RuntimeError)
 
 
 def load(path) -> Graph:
@@ -249,21 +250,90 @@ def _decode(desc, arrays, path) -> Graph:
         raise NpusimError(f"{path}: {where}: {e}") from None
     except KeyError as e:
         raise NpusimError(f"{path}: {where}: missing key or array {e}") from None
-    except (TypeError, ValueError, AttributeError) as e:
+    except (TypeError, ValueError, AttributeError, IndexError) as e:
         raise NpusimError(f"{path}: {where}: malformed entry ({type(e).__name__}: {e})") from None
+
+
+# attributes the registry reads, by name: what each holds (attrs not listed are not checked here)
+_ATTR_KINDS = {
+    **dict.fromkeys(("group", "axis", "block_size", "ceil_mode", "channels_last", "count_include_pad", "qmin",
+                     "qmax", "a_zp", "b_zp", "y_zp", "opset", "transA", "transB", "saturate", "output_dtype",
+                     "signed", "narrow", "ort_u8s8", "pair_sat16", "allowzero", "K", "N", "bits", "elementwise"),
+                    "an integer"),
+    **dict.fromkeys(("strides", "pads", "dilations", "kernel_shape", "perm"), "a tuple of integers"),
+    **dict.fromkeys(("a_scale", "x_scale", "y_scale"), "a finite number > 0"),
+    **dict.fromkeys(("b_scale", "w_scale", "multiplier", "x_scales"), "finite numbers > 0"),
+    "scale": "an array of finite numbers > 0", "zp": "an array of integers",
+    **dict.fromkeys(("alpha", "beta", "x_zp"), "a finite number"),  # x_zp: sign's threshold may be 0.0
+    **dict.fromkeys(("shift", "wess_shift", "x_zps"), "integers"),
+    **dict.fromkeys(("auto_pad", "dtype", "form", "rounding", "rounding_mode", "engine"), "a string"),
+    "model": "bytes",
+}
+_REQUIRED = {"host": ("model",)}  # attributes read before any plan (the island's onnxruntime model)
+_FLAGS = ("ceil_mode", "channels_last", "count_include_pad", "transA", "transB", "signed", "narrow", "elementwise")
+AUTO_PADS = ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
+
+
+def _attr_fits(key, v, kind) -> bool:
+    """True when attribute `key`'s value `v` is of `kind` (_ATTR_KINDS) and in its range."""
+    integer = (int, np.integer)
+    if kind == "an integer":
+        return isinstance(v, integer) and (key not in _FLAGS or int(v) in (0, 1)) and (key != "block_size" or v >= 0)
+    if kind == "a tuple of integers":
+        return isinstance(v, tuple) and all(isinstance(x, integer) for x in v)
+    if kind == "a string":
+        return isinstance(v, str) and (key != "auto_pad" or v in AUTO_PADS) and (key != "dtype" or v in _STORAGE)
+    if kind == "bytes":
+        return isinstance(v, bytes)
+    if kind.startswith("an array") and not isinstance(v, np.ndarray):
+        return False
+    if isinstance(v, (str, bytes)) or not isinstance(v, (int, float, np.number, np.ndarray, tuple)):
+        return False
+    a = np.asarray(v)
+    if a.dtype.kind not in "biuf" or not a.size or (kind.startswith("a finite number") and a.ndim):
+        return False
+    if kind.endswith("integers"):
+        return a.dtype.kind in "biu"
+    return bool(np.all(np.isfinite(a)) and (kind == "a finite number" or np.all(a > 0)))
+
+
+def check_attrs(node: Node, where: str = "model") -> None:
+    """The attributes of `node` that the registry reads hold what it expects (_ATTR_KINDS): an
+    IR file edited by hand, or graph surgery in Python, is refused here, naming the node, the
+    attribute, what it must hold and what it holds, instead of failing inside a kernel."""
+    for key in _REQUIRED.get(node.op, ()):
+        if key not in node.attrs:
+            raise NpusimError(f"{where}: node {node.name!r} ({node.op}): attribute {key!r} is missing")
+    for key, v in node.attrs.items():
+        kind = _ATTR_KINDS.get(key)
+        if kind is not None and not _attr_fits(key, v, kind):
+            shown = " ".join((np.array2string(v, threshold=6) if isinstance(v, np.ndarray) else repr(v)).split())
+            extra = {"auto_pad": f" ({', '.join(AUTO_PADS)})", "dtype": " (an IR element type)"}.get(key, "")
+            if key in _FLAGS or key == "block_size":
+                extra = " (0 or 1)" if key in _FLAGS else " >= 0"
+            raise NpusimError(f"{where}: node {node.name!r} ({node.op}): attribute {key}={shown[:80]}: expected "
+                              f"{kind}{extra}")
 
 
 def validate(graph: Graph, where: str = "model") -> None:
     """Check that `graph` is consistent, as the session relies on it: every name is a string,
     every graph input and every node input and output has a tensor entry, every node input is
     a constant, a graph input or an output of an earlier node (nodes are in execution order),
-    no tensor is produced twice, every graph output is produced, and every quantization scale is
-    finite and > 0. Raises one NpusimError naming the node or the tensor."""
+    no tensor is produced twice, every graph output is produced, every quantization scale is
+    finite and > 0, every constant is stored as its tensor entry's type says, and the attributes
+    the registry reads hold what it expects (check_attrs).
+    Raises one NpusimError naming the node or the tensor."""
     defined = set(graph.constants) | set(graph.inputs)
     for name in (*graph.inputs, *graph.constants):
         if not isinstance(name, str) or name not in graph.tensors:
             raise NpusimError(f"{where}: input or constant {name!r} has no tensor entry")
+    for name, arr in graph.constants.items():
+        want = storage(graph.tensors[name].dtype)
+        if not isinstance(arr, np.ndarray) or arr.dtype != want:
+            raise NpusimError(f"{where}: constant {name!r}: expected a {want} array (its tensor entry says "
+                              f"{graph.tensors[name].dtype}), got {getattr(arr, 'dtype', type(arr).__name__)}")
     for n in graph.nodes:
+        check_attrs(n, where)
         for i, name in enumerate(n.inputs):
             if name and name not in defined:
                 raise NpusimError(f"{where}: node {n.name!r} ({n.op}): input {i} {name!r} is not a constant, a graph "

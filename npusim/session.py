@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import linecache
 from collections import Counter
 from contextlib import contextmanager
 import os
@@ -25,7 +26,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from . import ir, ortcompat
+from . import door, ir, ortcompat
 from .errors import NpusimError
 from .feeds import format_shape
 from .overflow import may_overflow
@@ -71,15 +72,19 @@ class Step:
 
 def load_graph(model, where: str | None = None, mode: str = "ort") -> ir.Graph:
     """An IR graph from an ONNX path, bytes or parsed model (imported for `mode`, see
-    npusim.frontend.import_onnx), an npusim IR file (.npz), or a Graph."""
+    npusim.frontend.import_onnx), an npusim IR file (.npz), or a Graph, checked at the door
+    (ir.validate, door.check) before any plan or kernel sees it."""
     if isinstance(model, (str, os.PathLike)) and str(model).endswith(".npz"):
-        return ir.load(model)  # validated there, naming the file
-    if isinstance(model, ir.Graph):
-        graph = model
+        graph = ir.load(model)  # validated there, naming the file
+        where = str(model)
     else:
-        from .frontend import import_onnx
-        graph = import_onnx(model, where, mode)
-    ir.validate(graph)
+        if isinstance(model, ir.Graph):
+            graph = model
+        else:
+            from .frontend import import_onnx
+            graph = import_onnx(model, where, mode)
+        ir.validate(graph)
+    door.check(graph, where or "model")
     return graph
 
 
@@ -191,8 +196,8 @@ class InferenceSession:
             run = self._ops[node.op].prepare(node, const, K)
         except NpusimError as e:
             raise e if node.name in str(e) else NpusimError(f"node {node.name!r} ({node.op}): {e}") from None
-        except Exception as e:
-            raise _node_error(node, e, f"node {node.name!r} ({node.op}): cannot plan: {_describe(node, e)}") from None
+        except Exception as e:  # a failure no check at the door foresaw: a bug to report, named by node
+            raise _node_error(node, e, "cannot plan") from None
         _check_arity(node, run)
         return run
 
@@ -289,9 +294,8 @@ class InferenceSession:
                 n = step.node
                 raise e if n.name in str(e) or (n.source and n.source in str(e)) else \
                     NpusimError(f"node {n.source or n.name!r} ({n.op}): {e}") from None
-            except Exception as e:
-                n = step.node
-                raise _node_error(n, e, f"node {n.source or n.name!r} ({n.op}): {_describe(n, e, args)}") from None
+            except Exception as e:  # a failure no check at the door foresaw: a bug to report, named by node
+                raise _node_error(step.node, e, "failed", args) from None
             for i, v in zip(step.outputs, outs):
                 values[i] = v
         return values
@@ -325,19 +329,6 @@ def thread_limit(threads: int | None):
             lib.set_num_threads(n)
 
 
-def _describe(node: ir.Node, e: Exception, inputs=None) -> str:
-    """What went wrong in a node's plan or kernel, for its one-line error: a missing attribute
-    (an IR file edited or from another npusim) is named; out of memory names the input shapes
-    and attributes that asked for it; anything else is the exception's first line."""
-    if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str) and e.args[0] not in node.attrs:
-        return f"attribute {e.args[0]!r} is missing"
-    if isinstance(e, MemoryError):
-        shapes = ", ".join(str(tuple(x.shape)) for x in inputs or () if isinstance(x, np.ndarray))
-        attrs = ", ".join(f"{k}={v}" for k, v in node.attrs.items() if not isinstance(v, (np.ndarray, bytes)))
-        return f"out of memory: its output is too large for inputs of shape {shapes} with {attrs}"
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
-
-
 def _check_arity(node: ir.Node, run) -> None:
     """The node has as many inputs as its planned step takes (an IR file edited into another op)."""
     try:
@@ -351,26 +342,57 @@ def _check_arity(node: ir.Node, run) -> None:
                           f"expected {sig}") from None
 
 
-def _node_error(node: ir.Node, e: Exception, model_error: str) -> NpusimError:
-    """The one-line error of a node whose plan or kernel raised `e`: `model_error`, unless an
-    ImportError is in the chain of `e` (a Python package is missing, not the model wrong;
-    Numba raises one for np.dot without scipy), which is then named with what needed it."""
-    imp, name, seen = None, None, set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, ImportError):
-            imp = imp or e
-            name = name or e.name
-        e = e.__cause__ or e.__context__
-    if imp is None:
-        return NpusimError(model_error)
-    msg = str(imp).splitlines()[0] if str(imp) else type(imp).__name__
-    if name is None:
-        return NpusimError(f"missing dependency, not a model error: {msg} (node {node.source or node.name!r} "
-                           f"({node.op}) needs it)")
-    package = name.split(".")[0]
-    return NpusimError(f"missing dependency {package!r}, not a model error: {msg} (node "
-                       f"{node.source or node.name!r} ({node.op}) needs it; pip install {package})")
+def _node_error(node: ir.Node, e: Exception, phase: str, inputs=None) -> NpusimError:
+    """The one-line error of a node whose plan or kernel raised `e`, an exception that is not an
+    NpusimError: the checks at the door (ir.validate, the registry's prepare, check_feeds) are meant
+    to refuse every bad model and feed first, so what reaches here is named for what it is.
+    - an attribute missing from the node (an IR file edited, or written by another npusim);
+    - out of memory, with the input shapes and attributes that asked for it;
+    - an ImportError in the chain of `e`: a Python package is missing, not the model wrong (Numba
+      raises one for np.dot without scipy), named with what needed it;
+    - a kernel's own argument check (_kernel_check): its message, with the node;
+    - anything else: npusim's bug, "internal error, please report", with the node and the
+      exception's type and first line."""
+    label = f"node {node.source or node.name!r} ({node.op})"
+    imp, name, seen, cause = None, None, set(), e
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ImportError):
+            imp = imp or cause
+            name = name or cause.name
+        cause = cause.__cause__ or cause.__context__
+    if imp is not None:
+        msg = str(imp).splitlines()[0] if str(imp) else type(imp).__name__
+        if name is None:
+            return NpusimError(f"missing dependency, not a model error: {msg} ({label} needs it)")
+        package = name.split(".")[0]
+        return NpusimError(f"missing dependency {package!r}, not a model error: {msg} ({label} needs it; "
+                           f"pip install {package})")
+    if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str) and e.args[0] not in node.attrs:
+        return NpusimError(f"{label}: attribute {e.args[0]!r} is missing")
+    if _kernel_check(e):  # a kernel's own argument check (kernels/checks.py, onnxruntime's range checks)
+        return NpusimError(f"{label}: {str(e).splitlines()[0]}")
+    if isinstance(e, MemoryError):
+        shapes = ", ".join(str(tuple(x.shape)) for x in inputs or () if isinstance(x, np.ndarray))
+        attrs = ", ".join(f"{k}={v}" for k, v in node.attrs.items() if not isinstance(v, (np.ndarray, bytes)))
+        return NpusimError(f"{label}: out of memory: its output is too large for inputs of shape {shapes} with "
+                           f"{attrs}")
+    msg = str(e).splitlines()[0] if str(e) else ""
+    return NpusimError(f"{label}: internal error, please report: {phase}: {type(e).__name__}: {msg}")
+
+
+def _kernel_check(e: Exception) -> bool:
+    """True when `e` is a ValueError a kernel raised itself: a `raise` statement in npusim_kernels
+    (their argument checks, whose messages name the argument, the range and the value), not an
+    error NumPy raised inside a kernel."""
+    if not isinstance(e, ValueError) or e.__traceback__ is None:
+        return False
+    tb = e.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "")
+    line = linecache.getline(tb.tb_frame.f_code.co_filename, tb.tb_lineno).lstrip()
+    return module.startswith("npusim_kernels.") and line.startswith("raise ")
 
 
 def check_feeds(graph: ir.Graph, feeds) -> dict:
@@ -413,7 +435,7 @@ def check_feeds(graph: ir.Graph, feeds) -> dict:
                 raise NpusimError(f"input {name!r}: expected rank {len(t.shape)} {format_shape(t.shape)}, "
                                   f"got shape {tuple(x.shape)}")
             for i, (d, n) in enumerate(zip(t.shape, x.shape)):
-                if isinstance(d, int) and d > 0 and d != n:
+                if isinstance(d, int) and d >= 0 and d != n:
                     raise NpusimError(f"input {name!r}: dimension {i} must be {d} (shape {format_shape(t.shape)}), "
                                       f"got shape {tuple(x.shape)}")
     return feeds
@@ -492,9 +514,18 @@ def prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None =
         raise NpusimError(f"host op {node.source!r}: onnxruntime cannot run it: {str(e).splitlines()[0]}") from None
     in_names = [i.name for i in sess.get_inputs()]
     out_names = list(node.outputs)
+    have = [o.name for o in sess.get_outputs()]
+    if len(node.inputs) != len(in_names) or not set(out_names) <= set(have) or (
+            node.attrs.get("elementwise") and len(in_names) != 1):
+        raise NpusimError(f"host op {node.source!r}: inputs {list(node.inputs)} and outputs {out_names}, but its "
+                          f"onnxruntime model takes {len(in_names)} inputs and gives {have}")
 
     def run(*xs):
-        return sess.run(out_names, {n: np.asarray(x) for n, x in zip(in_names, xs)})
+        try:
+            return sess.run(out_names, {n: np.asarray(x) for n, x in zip(in_names, xs)})
+        except Exception as e:  # onnxruntime refuses the island's inputs (its exception types are its own)
+            raise NpusimError(f"node {node.source!r} (host): onnxruntime fails on it: {str(e).splitlines()[0]}") \
+                from None
 
     if not node.attrs.get("elementwise"):
         return run, False
