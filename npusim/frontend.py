@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from . import convert
+from . import convert, onnx_door
 from .errors import NpusimError
 from .ir import Graph, Node, Tensor, qrange, storage
 
@@ -39,8 +39,8 @@ def onnx_dtype(code: str) -> int:
 
 
 def read_model(path_or_bytes) -> onnx.ModelProto:
-    """Parse an ONNX file or bytes (a ModelProto passes through); one clear error for a missing,
-    truncated or corrupt file."""
+    """Parse an ONNX file or bytes (a ModelProto passes through) and check it (npusim.onnx_door);
+    one clear error for a missing, truncated, corrupt or invalid file."""
     if isinstance(path_or_bytes, onnx.ModelProto):
         return path_or_bytes
     where = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
@@ -58,6 +58,8 @@ def read_model(path_or_bytes) -> onnx.ModelProto:
         raise NpusimError(f"{where}: not a valid ONNX model (truncated or corrupt file: {e})") from None
     if not model.graph.node and not model.graph.output:
         raise NpusimError(f"{where}: not a valid ONNX model (empty graph)")
+    from .qonnx import is_qonnx
+    onnx_door.check(model, where, is_qonnx(model))  # onnx.checker, strict shape inference, Q/DQ constants
     return model
 
 
