@@ -44,12 +44,12 @@ def ir_bytes(graph, tmp_path_factory):
 
 # ---------------------------------------------------------------- IR file mutations
 
-def _members(data):
+def zip_members(data):
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         return {n: z.read(n) for n in z.namelist()}
 
 
-def _pack(members):
+def zip_pack(members):
     f = io.BytesIO()
     with zipfile.ZipFile(f, "w") as z:
         for k, v in members.items():
@@ -57,7 +57,7 @@ def _pack(members):
     return f.getvalue()
 
 
-def _npy(a):
+def npy_bytes(a):
     f = io.BytesIO()
     np.save(f, a)
     return f.getvalue()
@@ -65,7 +65,7 @@ def _npy(a):
 
 def _edit(data, rng):
     """The IR file with one edit of its description or arrays, repacked with valid CRCs."""
-    m = _members(data)
+    m = zip_members(data)
     d = json.loads(np.load(io.BytesIO(m["__graph__.npy"])).tobytes())
     kind = rng.integers(0, 7)
     node = d["nodes"][rng.integers(0, len(d["nodes"]))]
@@ -86,12 +86,12 @@ def _edit(data, rng):
         if change == 0:
             del m[key]
         else:
-            m[key] = _npy(a.reshape(-1)[:-1] if change == 1 else np.zeros((2,) + a.shape, a.dtype))
+            m[key] = npy_bytes(a.reshape(-1)[:-1] if change == 1 else np.zeros((2,) + a.shape, a.dtype))
     else:
         t = d["tensors"][rng.integers(0, len(d["tensors"]))]
         t[rng.integers(0, 3)] = ["u99", None, "renamed"][rng.integers(0, 3)]
-    m["__graph__.npy"] = _npy(np.frombuffer(json.dumps(d).encode(), np.uint8))
-    return _pack(m)
+    m["__graph__.npy"] = npy_bytes(np.frombuffer(json.dumps(d).encode(), np.uint8))
+    return zip_pack(m)
 
 
 def _mutations(data, n, seed=0):
@@ -210,7 +210,7 @@ def test_mutated_models_and_wrong_feeds_give_npusim_errors():
     ("unknown_input", "node 'conv1_quant' (conv): input 0 'nope' is not a constant, a graph input or the output"),
 ])
 def test_ir_file_errors_name_what_is_wrong(ir_bytes, tmp_path, case, fragment):
-    m = _members(ir_bytes)
+    m = zip_members(ir_bytes)
     d = json.loads(np.load(io.BytesIO(m["__graph__.npy"])).tobytes())
     if case == "newer":
         d["version"] = 2
@@ -220,8 +220,8 @@ def test_ir_file_errors_name_what_is_wrong(ir_bytes, tmp_path, case, fragment):
         del m["const/0.npy"]
     elif case == "unknown_input":
         next(n for n in d["nodes"] if n[1] == "conv1_quant")[2][0] = "nope"
-    m["__graph__.npy"] = _npy(np.frombuffer(json.dumps(d).encode(), np.uint8))
-    data = {"truncated": ir_bytes[:len(ir_bytes) // 2], "empty": b""}.get(case, _pack(m))
+    m["__graph__.npy"] = npy_bytes(np.frombuffer(json.dumps(d).encode(), np.uint8))
+    data = {"truncated": ir_bytes[:len(ir_bytes) // 2], "empty": b""}.get(case, zip_pack(m))
     path = tmp_path / "bad.npz"
     path.write_bytes(data)
     with pytest.raises(NpusimError) as e:
