@@ -20,7 +20,7 @@ represent once |x·m| ≥ 2^22. The rounding rules are then applied to p + e exa
             negative tie goes up, −2.5 -> −2, not away from zero; RDBPOT is half away)
     single: y = floor(x·m·2^−n + 1/2)  (TFLite single rounding, half toward +inf)
 both saturated to int32, then y = clamp(y + y_zp, qmin, qmax) in the output's storage type.
-A 16x8 layer (attrs acc = "i64", npusim.sixteen) keeps its accumulator in int64 (|acc| < 2^47)
+A 16x8 layer (attrs acc = "i64", npusim.frontend.sixteen) keeps its accumulator in int64 (|acc| < 2^47)
 and requantizes as TFLite's int64 MBQM does in either mode (`mbqm_i64`: the multiplier reduced
 to Q0.15, one rounding half toward +infinity).
 
@@ -876,7 +876,8 @@ def evaluate(graph: ir.Graph, feeds: dict, rounding: str = "double") -> dict[str
 
     rounding: "double" (gemmlowp) or "single" (TFLite single rounding), as mode "npu".
     """
-    from .session import prepare_host, check_feeds, kernel_set
+    from .registry import kernel_set
+    from .session import prepare_host, check_feeds
 
     if rounding not in ROUNDINGS:
         raise NpusimError(f"unknown rounding {rounding!r}; expected one of {', '.join(ROUNDINGS)}")

@@ -5,11 +5,11 @@ become fixed-point multipliers (`quantize_multiplier`: an int32 M0 in Q0.31 and 
 n), computed in float64 once, as an NPU compiler does; at run time the kernels use integers
 only. The ops not listed here (max pool, data movement, the lookup-table ops) are integer
 already and keep their mode-"ort" entries; so do 8-bit conv/matmul/gemm accumulations. The
-16-bit layers onnxruntime runs in float (npusim.sixteen) accumulate in int64 and requantize
+16-bit layers onnxruntime runs in float (npusim.frontend.sixteen) accumulate in int64 and requantize
 with TFLite's int64 MultiplyByQuantizedMultiplier, the same under both rounding rules.
 
 WESS: a requantize node with `wess_shift` (per-channel weight scales w_layer·2^-s[c], see
-npusim.convert.wess_shifts_of_scales) gets one per-layer (M0, n) from w_layer and the per-channel right
+npusim.frontend.convert.wess_shifts_of_scales) gets one per-layer (M0, n) from w_layer and the per-channel right
 shifts n + s[c]: the inverse of the equalizing shift is fused into the layer's shift.
 """
 from __future__ import annotations
@@ -62,13 +62,13 @@ def ops(rounding: str) -> dict[str, OpDef]:
         out = _out(a)
 
         def run(acc):
-            if acc.dtype == np.int64:  # a 16x8 layer (npusim.sixteen): TFLite's int64 MBQM, one rounding
+            if acc.dtype == np.int64:  # a 16x8 layer (npusim.frontend.sixteen): TFLite's int64 MBQM, one rounding
                 return (K.requantize_fixed_i64(acc, m0, n, axis % acc.ndim, *out),)
             return (K.requantize_fixed(acc, m0, n, axis % acc.ndim, *out, rounding),)
         return run
 
     def wide(op, prepare_i64):
-        """The 16x8 accumulator (attrs acc = "i64", npusim.sixteen) or the op's 8-bit entry."""
+        """The 16x8 accumulator (attrs acc = "i64", npusim.frontend.sixteen) or the op's 8-bit entry."""
         def prepare(node, const, K):
             if node.attrs.get("acc") == "i64":
                 return prepare_i64(node, const, K)
@@ -224,9 +224,9 @@ def lower_islands(graph: Graph) -> Graph:
     rounded values instead of f's exact ones, which is the NPU's arithmetic, not onnxruntime's.
 
     First, the 16-bit convs, gemms and matmuls onnxruntime runs in float become TFLite 16x8
-    integer layers (npusim.sixteen.lower).
+    integer layers (npusim.frontend.sixteen.lower).
     """
-    from .sixteen import lower
+    from .frontend.sixteen import lower
 
     graph = lower(graph)
     nodes = []

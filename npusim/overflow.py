@@ -79,7 +79,7 @@ def count_wrapped(node: ir.Node, graph: ir.Graph, inputs: list) -> int:
     The weights d = w − w_zp are split as d = q·2^s + r so that each partial sum fits int32
     (the golden kernels refuse an overflow): acc = 2^s·Σx·q + Σx·r + bias."""
     from .registry import OPS
-    from .session import kernel_set
+    from .registry import kernel_set
 
     dw = _weights(node, graph)
     if dw is None:

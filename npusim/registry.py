@@ -8,7 +8,9 @@ gives multiply-accumulates from the concrete shapes of a run, for reports and th
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -16,6 +18,21 @@ import numpy as np
 from . import data_ops, upsample
 from .errors import NpusimError
 from .ir import storage
+
+KERNEL_SETS = ("fast", "golden")
+_KERNEL_MODULES = ("conv", "matmul", "requant", "eltwise", "pool", "lut", "quantize", "fixedpoint", "shift",
+                   "bitserial", "pairsat", "acc64", "upsample")
+
+
+def kernel_set(name: str) -> SimpleNamespace:
+    """The golden or fast kernels, all families merged into one namespace."""
+    if name not in KERNEL_SETS:
+        raise NpusimError(f"unknown kernel set {name!r}; expected one of {', '.join(KERNEL_SETS)}")
+    funcs = {}
+    for mod in _KERNEL_MODULES:
+        m = importlib.import_module(f"npusim_kernels.{name}.{mod}")
+        funcs.update({k: v for k, v in vars(m).items() if callable(v) and not k.startswith("_")})
+    return SimpleNamespace(**funcs)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ time; what still needs the host per inference is listed in `host_fallback`.
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import linecache
 from collections import Counter
@@ -22,7 +21,6 @@ from contextlib import contextmanager
 import os
 import time
 from dataclasses import dataclass, replace
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -30,28 +28,14 @@ from . import door, ir, ortcompat
 from .errors import NpusimError
 from .feeds import format_shape
 from .overflow import may_overflow
-from .registry import OPS
+from .registry import OPS, kernel_set
 
 MODES = ("ort", "npu")
-KERNEL_SETS = ("fast", "golden")
-_KERNEL_MODULES = ("conv", "matmul", "requant", "eltwise", "pool", "lut", "quantize", "fixedpoint", "shift",
-                   "bitserial", "pairsat", "acc64", "upsample")
 _ORT_TYPES = {"f32": "tensor(float)", "u8": "tensor(uint8)", "i8": "tensor(int8)", "i32": "tensor(int32)",
               "i64": "tensor(int64)", "bool": "tensor(bool)", "f16": "tensor(float16)", "f64": "tensor(double)",
               "u16": "tensor(uint16)", "i16": "tensor(int16)", "u4": "tensor(uint4)", "i4": "tensor(int4)"}
 
 _FOUR_BIT = {"i4": "int4", "u4": "uint4"}  # IR element type -> ml_dtypes name of a 4-bit feed
-
-
-def kernel_set(name: str) -> SimpleNamespace:
-    """The golden or fast kernels, all families merged into one namespace."""
-    if name not in KERNEL_SETS:
-        raise NpusimError(f"unknown kernel set {name!r}; expected one of {', '.join(KERNEL_SETS)}")
-    funcs = {}
-    for mod in _KERNEL_MODULES:
-        m = importlib.import_module(f"npusim_kernels.{name}.{mod}")
-        funcs.update({k: v for k, v in vars(m).items() if callable(v) and not k.startswith("_")})
-    return SimpleNamespace(**funcs)
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ from . import frontend
 from .errors import NpusimError
 from .ir import is_quantized
 from .overflow import count_wrapped
-from .qonnx import is_qonnx
+from .frontend.qonnx import is_qonnx
 from .report import round_sig
-from .session import InferenceSession, kernel_set
+from .registry import kernel_set
+from .session import InferenceSession
 
 
 @dataclass

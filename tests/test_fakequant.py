@@ -486,7 +486,7 @@ def test_quantize_multiplier_exact_equals_the_runtime_helper():
 def golden_entry(op, attrs, inputs):
     """The runtime's registry entry for `op`, with the golden kernels, run on `inputs`."""
     from npusim.registry import OPS
-    from npusim.session import kernel_set
+    from npusim.registry import kernel_set
 
     node = Node(op, "n", tuple(f"in{i}" for i in range(len(inputs))), ("out0",), attrs)
     return OPS[op].prepare(node, {}.get, kernel_set("golden"))(*inputs)[0]

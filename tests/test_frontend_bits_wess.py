@@ -9,7 +9,7 @@ from onnx import numpy_helper
 
 import npusim
 import npusim_models as zoo
-from npusim.convert import wess_shifts_of_scales as wess_shifts
+from npusim.frontend.convert import wess_shifts_of_scales as wess_shifts
 from npusim.errors import NpusimError
 from npusim.frontend import BITS_KEY
 
@@ -55,7 +55,7 @@ def test_wess_model_keeps_shifts_and_npu_uses_one_multiplier(tmp_path):
     req = next(n for n in sess.graph.nodes if n.op == "requantize" and n.source == "pwconv3_quant")
     np.testing.assert_array_equal(req.attrs["wess_shift"], shifts)
     from npusim import npu
-    from npusim.session import kernel_set
+    from npusim.registry import kernel_set
     m0, n = npu.requantize_multipliers(req.attrs, kernel_set("golden"))
     assert len(set(m0.tolist())) == 1, "WESS keeps one multiplier per layer"
     np.testing.assert_array_equal(n - n.min(), shifts.astype(np.int32) - shifts.min())

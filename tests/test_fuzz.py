@@ -488,7 +488,7 @@ def test_fuzz_feeds():
 BOUNDSCHECK_SAMPLE = """
 import numpy as np
 import test_fuzz as T
-from npusim.session import kernel_set
+from npusim.registry import kernel_set
 
 K = kernel_set("fast")
 try:  # bounds checks are live: the fast requantize kernel, called directly with 3 multipliers for 16 channels

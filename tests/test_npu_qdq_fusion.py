@@ -1,4 +1,4 @@
-"""Mode "npu" fuses QDQ patterns itself (npusim.qdq_fusion), without onnxruntime.
+"""Mode "npu" fuses QDQ patterns itself (npusim.frontend.qdq_fusion), without onnxruntime.
 
 1. LiteRT's int8 models as tf2onnx converts them (../shared/litert, NHWC and NCHW): no host
    island, and bit-exact with LiteRT's reference kernels (ref_*) on all 5 input sets.
@@ -251,7 +251,7 @@ def _conv_transpose_model(act, k, strides, pads, output_padding, seed=0):
     ((2, 2), (2, 2), (0, 0, 0, 0), (0, 0)), ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1)), ((3, 3), (1, 1), (1, 1, 1, 1), (0, 0)),
     ((4, 3), (2, 3), (1, 0, 2, 1), (0, 2)), ((2, 2), (3, 3), (2, 2, 2, 2), (0, 0))])
 def test_conv_transpose_and_resize_fuse_without_onnxruntime(act, k, strides, pads, output_padding):
-    """npusim.qdq_upsample among the passes: DQ -> ConvTranspose -> Relu -> Q (the Relu a clamp),
+    """npusim.frontend.qdq_upsample among the passes: DQ -> ConvTranspose -> Relu -> Q (the Relu a clamp),
     DQ -> Resize -> Q; the fake-quant reference exactly, ONNX's float reference within 1 LSB."""
     model = _conv_transpose_model(act, k, strides, pads, output_padding)
     sess = npusim.InferenceSession(model.SerializeToString(), mode="npu")

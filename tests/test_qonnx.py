@@ -1,4 +1,4 @@
-"""QONNX import (npusim.qonnx): hand-built Brevitas-style models run by qonnx's own executor
+"""QONNX import (npusim.frontend.qonnx): hand-built Brevitas-style models run by qonnx's own executor
 and by npusim, compared on the integer codes of every Quant/BipolarQuant/Trunc output.
 
 qonnx is a test-only reference (pinned by the test extra; a missing qonnx fails the module). Unless a
@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 import npusim
 from npusim import fakequant, ir
 from npusim.errors import NpusimError
-from npusim.qonnx import ROUNDINGS, import_qonnx, is_qonnx
+from npusim.frontend.qonnx import ROUNDINGS, import_qonnx, is_qonnx
 import npusim_kernels.fast.shift as fast_shift
 import npusim_kernels.golden.shift as golden_shift
 

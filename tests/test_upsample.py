@@ -3,14 +3,13 @@ modes), a detector-like QDQ model (conv -> ConvTranspose -> Resize) runs in mode
 host island and equals the float64 reference, and the transposed conv's int32 accumulator is
 onnxruntime's float ConvTranspose of the dequantized values."""
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import npusim
 from npusim import fakequant
-from npusim.qdq_upsample import fuse_upsampling
+from npusim.frontend.qdq_upsample import fuse_upsampling
 from npusim_kernels.golden.upsample import conv_transpose_acc
 
 U8, I8, F = TensorProto.UINT8, TensorProto.INT8, TensorProto.FLOAT

@@ -1,5 +1,5 @@
 """Integer shifts with every rounding mode, the bipolar sign and multi-thresholds: the QONNX
-Trunc/Quant forms (npusim.qonnx) that are exact powers of two or monotone steps. Plain int64
+Trunc/Quant forms (npusim.frontend.qonnx) that are exact powers of two or monotone steps. Plain int64
 NumPy; exact, no float arithmetic (thresholds compare only)."""
 import numpy as np
 

@@ -14,7 +14,6 @@ from npusim_kernels.golden import conv as gconv, matmul as gmm, pairsat as gpair
 from npusim_kernels.fast import conv as fconv, matmul as fmm, requant as freq
 
 import onnxruntime as ort
-import onnx
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 _ONNX_T = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8,

@@ -289,7 +289,6 @@ def test_fast_eq_golden_softmax(data):
     d = data.draw
     dt, dt_y = d(st.sampled_from(DTYPES)), d(st.sampled_from(DTYPES))
     rounding = d(st.sampled_from(ROUNDINGS))
-    info_y = np.iinfo(dt_y)
     x = softmax_rows(d, dt, tuple(d(st.lists(st.integers(1, 9), min_size=1, max_size=4))))
     x_scale = d(st.one_of(st.floats(2.0 ** -26, 8.0), st.sampled_from([2.0 ** -26, 2.0 ** -7, 0.25, 8.0, 40.0])))
     params = gf.softmax_params(x_scale, d(st.sampled_from([1 / 256, 1 / 255, 2.0 ** -7, 0.5])), rounding)

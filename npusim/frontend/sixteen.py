@@ -11,7 +11,7 @@ makes DQ(int8 W) -> MatMul an 8-bit MatMulNBits), and mode "ort" runs those as h
 `lower(graph)` finds each such DQ -> op -> Q pattern, whether its Q/DQ are integer IR nodes or
 members of host islands, and replaces it by the QLinear node onnxruntime fuses for 8 bits
 (QLinearConv, com.microsoft QGemm, QLinearMatMul, QLinearAdd, QLinearMul), converted by
-npusim.convert as any QLinear node: conv / gemm / matmul + requantize with the accumulator
+npusim.frontend.convert as any QLinear node: conv / gemm / matmul + requantize with the accumulator
 marked int64 (attrs["acc"] = "i64"), or add / mul / avgpool / global_avgpool / maxpool, and a
 Relu that keeps its scale as an exact round_shift. Not lowered (they stay on the host): the
 other float ops (sigmoid, ...), a Mul whose operands' zero points let products leave int32, a
@@ -29,9 +29,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from . import convert
-from .frontend import ELEMENTWISE_OPS, ImportContext, onnx_dtype
-from .ir import Graph, Node, bits, is_quantized, qrange, storage
-from .requant import bias_i32
+from .context import ELEMENTWISE_OPS, ImportContext, onnx_dtype
+from ..ir import Graph, Node, bits, is_quantized, qrange, storage
+from ..requant import bias_i32
 
 _LOWERED = ("Conv", "Gemm", "MatMul", "MatMulNBits")
 _BINARY = {"Add": "QLinearAdd", "Mul": "QLinearMul"}
@@ -257,7 +257,7 @@ def _qrelu(flat: _Flat, p: onnx.NodeProto):
 
 def _relu_node(flat: _Flat, node: onnx.NodeProto, inits: dict) -> Node:
     """The IR form of `_qrelu`'s Relu: an exact round_shift by 0 whose lower bound is y_zp (as
-    npusim.qonnx lowers a Relu on a quantized tensor)."""
+    npusim.frontend.qonnx lowers a Relu on a quantized tensor)."""
     y = node.output[0]
     x_zp, y_zp = (int(inits[f"{node.name}::{k}"]) for k in ("x_zp", "y_zp"))
     dtype = flat.graph.tensors[y].dtype
@@ -306,7 +306,7 @@ def _bias(flat, src, acc_scale):
 
 
 def _convert(flat: _Flat, node: onnx.NodeProto, inits: dict):
-    """npusim.convert's IR nodes and tensors for QLinear `node` (accumulator marked int64)."""
+    """npusim.frontend.convert's IR nodes and tensors for QLinear `node` (accumulator marked int64)."""
     acts = [x for x in node.input if x and x not in inits]  # the operands that are graph tensors
     g = flat.graph
     if node.op_type == "Relu":

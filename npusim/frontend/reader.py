@@ -1,6 +1,6 @@
 """ONNX front end: a quantized ONNX model -> the integer IR. The only module that imports onnx.
 
-QDQ fusion (mode "ort"; mode "npu" fuses as an NPU compiler does, see npusim.qdq_fusion) is
+QDQ fusion (mode "ort"; mode "npu" fuses as an NPU compiler does, see npusim.frontend.qdq_fusion) is
 onnxruntime's own: the model is first optimized by onnxruntime's CPU graph
 optimizer at level EXTENDED (the level at which its QDQ selector/action transformers fold
 DequantizeLinear -> op -> QuantizeLinear into QLinearConv, QLinearMatMul, QGemm, QLinearAdd,
@@ -26,20 +26,12 @@ import onnx
 from onnx import helper, numpy_helper
 
 from . import convert, onnx_door
-from .errors import NpusimError
-from .ir import Graph, Node, Tensor, qrange, storage
-
-ONNX_DTYPES = {1: "f32", 2: "u8", 3: "i8", 4: "u16", 5: "i16", 6: "i32", 7: "i64", 9: "bool", 10: "f16",
-               11: "f64", 21: "u4", 22: "i4"}
-_TO_ONNX = {v: k for k, v in ONNX_DTYPES.items()}
-
-
-def onnx_dtype(code: str) -> int:
-    return _TO_ONNX[code]
-
+from .context import ELEMENTWISE_OPS, ONNX_DTYPES, ImportContext, NotConstant, onnx_dtype
+from ..errors import NpusimError
+from ..ir import Graph, Node, qrange, storage
 
 def read_model(path_or_bytes) -> onnx.ModelProto:
-    """Parse an ONNX file or bytes (a ModelProto passes through) and check it (npusim.onnx_door);
+    """Parse an ONNX file or bytes (a ModelProto passes through) and check it (npusim.frontend.onnx_door);
     one clear error for a missing, truncated, corrupt or invalid file."""
     if isinstance(path_or_bytes, onnx.ModelProto):
         return path_or_bytes
@@ -117,8 +109,8 @@ _ORT_TYPE_CODES = {f"tensor({onnx.TensorProto.DataType.Name(code).lower()})": co
 
 def import_onnx(path_or_bytes, where: str | None = None, mode: str = "ort") -> Graph:
     """The IR of an ONNX path, bytes or parsed model; `where` names it in errors (default: the path).
-    mode "ort": QDQ fused as onnxruntime's optimizer fuses it; "npu": by npusim.qdq_fusion, an NPU
-    compiler's fusion (npusim.qdq_upsample's Resize and ConvTranspose among its passes), without
+    mode "ort": QDQ fused as onnxruntime's optimizer fuses it; "npu": by npusim.frontend.qdq_fusion, an NPU
+    compiler's fusion (npusim.frontend.qdq_upsample's Resize and ConvTranspose among its passes), without
     onnxruntime."""
     where = where or ("<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes))
     model = read_model(path_or_bytes)
@@ -190,72 +182,6 @@ def apply_declared_bits(graph: Graph, declared: dict[str, str], where: str) -> G
     return replace(graph, tensors=tensors, nodes=tuple(nodes))
 
 
-class ImportContext:
-    """What a converter sees: constants, element types and shapes so far, and the IR being built."""
-
-    def __init__(self, model: onnx.ModelProto):
-        g = model.graph
-        self.constants = {t.name: _to_array(t) for t in g.initializer}
-        self.tensors: dict[str, Tensor] = {}
-        self.value_shapes, self.value_types = {}, {}
-        for vi in list(g.input) + list(g.value_info) + list(g.output):
-            tt = vi.type.tensor_type
-            self.value_types[vi.name] = ONNX_DTYPES.get(tt.elem_type, "?")
-            if tt.HasField("shape"):
-                self.value_shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                                                   for d in tt.shape.dim)
-        for vi in g.input:
-            self.add_tensor(vi.name, ONNX_DTYPES.get(vi.type.tensor_type.elem_type, "?"))
-        for t in g.initializer:
-            self.add_tensor(t.name, ONNX_DTYPES.get(t.data_type, "?"), tuple(t.dims))
-        self.nodes: list[Node] = []
-
-    def add_tensor(self, name, dtype, shape=None, quant=None):
-        if shape is None:
-            shape = self.value_shapes.get(name)
-        self.tensors[name] = Tensor(name, dtype, shape, quant)
-
-    def dtype(self, name) -> str:
-        return self.tensors[name].dtype if name in self.tensors else "?"
-
-    def const(self, node, index, what):
-        """The constant at input `index` of `node`; an error naming node and input if it is not one."""
-        if index >= len(node.input) or not node.input[index]:
-            return None
-        name = node.input[index]
-        if name not in self.constants:
-            raise NotConstant(f"node {node.name!r} ({node.op_type}): input {index} {what!r} ({name}) must be a "
-                              f"constant initializer")
-        return self.constants[name]
-
-    def try_convert(self, node) -> bool:
-        """convert.convert, or False (a host op: onnxruntime runs it) when a weight or quantization
-        parameter the integer form plans with is computed at run time; nothing is half-emitted."""
-        n_nodes, tensors = len(self.nodes), dict(self.tensors)
-        try:
-            return convert.convert(self, node)
-        except NotConstant:
-            del self.nodes[n_nodes:]
-            self.tensors = tensors
-            return False
-
-    def emit(self, op, name, inputs, outputs, attrs, source):
-        self.nodes.append(Node(op, name, tuple(inputs), tuple(outputs), attrs, source))
-
-
-class NotConstant(NpusimError):
-    """An input the integer form needs at plan time is computed at run time."""
-
-
-def _to_array(t: onnx.TensorProto) -> np.ndarray:
-    arr = numpy_helper.to_array(t)
-    if t.data_type == onnx.TensorProto.INT4:
-        arr = arr.astype(np.int8)
-    elif t.data_type == onnx.TensorProto.UINT4:
-        arr = arr.astype(np.uint8)
-    return arr
-
-
 def _to_ir(model: onnx.ModelProto, name: str) -> Graph:
     g = model.graph
     for i, node in enumerate(g.node):
@@ -274,6 +200,18 @@ def _to_ir(model: onnx.ModelProto, name: str) -> Graph:
     return Graph(name, graph_inputs, tuple(o.name for o in g.output), ctx.tensors, tuple(nodes), constants, opsets)
 
 
+def _try_convert(ctx: ImportContext, node) -> bool:
+    """convert.convert, or False (a host op: onnxruntime runs it) when a weight or quantization
+    parameter the integer form plans with is computed at run time; nothing is half-emitted."""
+    n_nodes, tensors = len(ctx.nodes), dict(ctx.tensors)
+    try:
+        return convert.convert(ctx, node)
+    except NotConstant:
+        del ctx.nodes[n_nodes:]
+        ctx.tensors = tensors
+        return False
+
+
 def _convert_nodes(model, force_host) -> ImportContext:
     """Convert every node; those in `force_host`, or with no integer form, become host nodes."""
     ctx = ImportContext(model)
@@ -286,7 +224,7 @@ def _convert_nodes(model, force_host) -> ImportContext:
             continue
         if _fold_exact_cast(ctx, node):
             continue
-        if node.name in force_host or not ctx.try_convert(node):
+        if node.name in force_host or not _try_convert(ctx, node):
             ctx.emit("host", node.name, node.input, node.output, {"node": node.SerializeToString()}, node.name)
             for o in node.output:
                 ctx.add_tensor(o, ctx.value_types.get(o, "?"))
@@ -424,7 +362,7 @@ def _island_node(ctx, members, all_nodes, opsets) -> Node:
     outputs = [o for p in protos for o in p.output if o and (o in consumed_outside or o in ctx.graph_outputs)]
     in_vi = [helper.make_tensor_value_info(x, onnx_dtype(_STORED.get(ctx.dtype(x), ctx.dtype(x))),
                                            _onnx_shape(ctx.tensors[x].shape))
-             if ctx.dtype(x) in _TO_ONNX else onnx.ValueInfoProto(name=x) for x in inputs]
+             if ctx.dtype(x) in ONNX_DTYPES.values() else onnx.ValueInfoProto(name=x) for x in inputs]
     inits = [helper.make_tensor(c, onnx_dtype(ctx.dtype(c)), ctx.constants[c].shape, ctx.constants[c].reshape(-1))
              if ctx.dtype(c) in _STORED else numpy_helper.from_array(ctx.constants[c], c) for c in consts]
     sub = helper.make_graph(_four_bit_edges(ctx, protos, inputs, outputs), "island", in_vi,
@@ -457,11 +395,6 @@ def _four_bit_edges(ctx, protos, inputs, outputs) -> list:
         nodes.append(q)
     return nodes + [helper.make_node("Cast", [inner[o]], [o], name=f"{o}/to_8bit",
                                      to=onnx_dtype(_STORED[ctx.dtype(o)])) for o in outputs if o in inner]
-
-
-ELEMENTWISE_OPS = {"DequantizeLinear", "QuantizeLinear", "Identity", "Relu", "Clip", "HardSigmoid", "HardSwish",
-                "Sigmoid", "Tanh", "LeakyRelu", "Elu", "Selu", "Softplus", "Exp", "Log", "Neg", "Abs", "Sqrt",
-                "Erf", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"}
 
 
 def _elementwise(ctx, protos, inputs) -> bool:

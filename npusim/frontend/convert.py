@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from .errors import NpusimError
-from .ir import Quant, Tensor, is_quantized, qrange
+from ..errors import NpusimError
+from ..ir import Quant, Tensor, is_quantized, qrange
+from .context import ONNX_DTYPES
 
 
 def _attrs(node):
@@ -62,7 +63,7 @@ def conv_attrs(a, spatial):
 
 def _requant(ctx, node, acc, y, x_scale, w_scale, y_scale, y_zp, dtype, axis, source, alpha=None):
     """A requantize node in the float32 form onnxruntime uses (see npusim.requant)."""
-    from .requant import f32_form
+    from ..requant import f32_form
 
     qmin, qmax = qrange(dtype)
     attrs = {} if alpha is None else {"alpha": np.float32(alpha)}
@@ -306,7 +307,6 @@ def _quantize(ctx, node):
     if zp is not None:
         dtype = ctx.dtype(node.input[2])
     else:
-        from .frontend import ONNX_DTYPES
         dtype = ONNX_DTYPES.get(int(a.get("output_dtype", 0)) or 2, "?")
     if not is_quantized(dtype) or not int(a.get("saturate", 1)):
         return False
@@ -387,7 +387,7 @@ def _data_movement(op, keys=()):
 
 
 def _clip(ctx, node):
-    """Clip of quantized codes by constant bounds (npusim.qdq_fusion's clamp of a fused op's
+    """Clip of quantized codes by constant bounds (npusim.frontend.qdq_fusion's clamp of a fused op's
     output): y = clamp(x, max(min, qmin), min(max, qmax)), as a round_shift by 0."""
     x = node.input[0]
     if not _quantized_input(ctx, node):
@@ -408,7 +408,7 @@ def _clip(ctx, node):
 
 def _conv_transpose(ctx, node):
     """QLinearConvTranspose (npusim's fused form of DequantizeLinear -> ConvTranspose -> QuantizeLinear,
-    npusim.qdq_upsample; inputs as QLinearConv's) -> conv_transpose (i32 accumulator) + requantize.
+    npusim.frontend.qdq_upsample; inputs as QLinearConv's) -> conv_transpose (i32 accumulator) + requantize.
     Per-channel weight scales follow ONNX's axis 1 (M/group values), repeated for each group."""
     x, w = _in(node, 0), _in(node, 3)
     if not (is_quantized(ctx.dtype(x)) and is_quantized(ctx.dtype(w))):
@@ -477,7 +477,7 @@ def _resize(ctx, node):
 
 def _qlinear_resize(ctx, node):
     """QLinearResize (npusim's fused form of DequantizeLinear -> Resize -> QuantizeLinear where the
-    parameters differ or the mode is linear, npusim.qdq_upsample): inputs X, X_scale, X_zero_point,
+    parameters differ or the mode is linear, npusim.frontend.qdq_upsample): inputs X, X_scale, X_zero_point,
     roi, scales, sizes, Y_scale, Y_zero_point; Resize's attributes. Mode "npu" only."""
     if not _quantized_input(ctx, node):
         return False

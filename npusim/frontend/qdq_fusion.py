@@ -9,7 +9,7 @@ QuantizeLinear that has an integer form. `fuse(model)` does so, as the named lis
 - `fuse_qdq`: each float op whose quantized operands come from DequantizeLinear (constant,
   per-tensor scale and zero point for activations; weights per-tensor or per output channel,
   8 or 4 bits, signed or unsigned) and whose only reader is a per-tensor QuantizeLinear, through
-  any chain of Relu / Clip with constant bounds, becomes the QOperator node npusim.convert
+  any chain of Relu / Clip with constant bounds, becomes the QOperator node npusim.frontend.convert
   reads: Conv -> QLinearConv, ConvTranspose -> npusim's QLinearConvTranspose, MatMul -> QLinearMatMul, Gemm -> com.microsoft QGemm (with no Q
   after it: MatMulIntegerToFloat, QGemm's float output), Add / Mul -> QLinearAdd / QLinearMul,
   AveragePool, GlobalAveragePool, Sigmoid, LeakyRelu, Softmax -> their com.microsoft QLinear
@@ -23,14 +23,14 @@ QuantizeLinear that has an integer form. `fuse(model)` does so, as the named lis
   Relu / Clip between the op and the Q are clamp bounds on the output codes, exactly:
   Q(clip(v, lo, hi)) = clamp(Q(v), Q(lo), Q(hi)) as Q is monotone (Q(lo), Q(hi) round half to
   even, as QuantizeLinear). A bound that narrows the type's range becomes Clip on the codes
-  (npusim.convert), folded into its producer's qmin / qmax by `fold_clamps` on the IR.
+  (npusim.frontend.convert), folded into its producer's qmin / qmax by `fold_clamps` on the IR.
   A bias is a DequantizeLinear of int32 (zero point 0) or a float constant, in units of the
   accumulator scale x_scale·w_scale[c]: its codes as they are when its scale is that one, else
   rescaled offline and rounded half away from zero (the NPU compiler's job).
-- `fuse_upsampling` (npusim.qdq_upsample): DQ -> Resize / ConvTranspose -> Q.
+- `fuse_upsampling` (npusim.frontend.qdq_upsample): DQ -> Resize / ConvTranspose -> Q.
 - `drop_dead_dequantize`: the DequantizeLinear nodes no one reads any more.
 
-16-bit activations are left alone (npusim.sixteen lowers them in mode "npu"). What is not fused
+16-bit activations are left alone (npusim.frontend.sixteen lowers them in mode "npu"). What is not fused
 stays a float op and becomes a host op, reported as before. `typed(model)` gives every tensor
 ONNX's inferred element type and shape (contrib QLinear ops inferred through a float stand-in),
 which the front end needs for host islands, in place of onnxruntime's inference.
@@ -43,9 +43,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .errors import NpusimError
-from .ir import Graph
-from .requant import bias_i32
+from ..errors import NpusimError
+from ..ir import Graph
+from ..requant import bias_i32
 from .qdq_upsample import fuse_upsampling
 
 _STD = ("", "ai.onnx")
@@ -281,7 +281,7 @@ def _out_params(ix, out: _Out) -> list[str]:
 
 def _conv(ix, p):
     """Conv -> QLinearConv; ConvTranspose -> npusim's com.microsoft QLinearConvTranspose (the same
-    inputs, weights (C, M/group, k...) per channel on axis 1; npusim.qdq_upsample), here with the
+    inputs, weights (C, M/group, k...) per channel on axis 1; npusim.frontend.qdq_upsample), here with the
     clamps of a Relu / Clip before the Q (per-channel grouped ones are left to qdq_upsample)."""
     a = _attrs(p)
     transposed = p.op_type == "ConvTranspose"
@@ -598,7 +598,7 @@ _CLAMPED = ("requantize", "add", "mul", "avgpool", "global_avgpool", "round_shif
 
 
 def fold_clamps(graph: Graph) -> Graph:
-    """The IR with each clamp of codes (a round_shift by 0 with x_zp = y_zp, npusim.convert's Clip)
+    """The IR with each clamp of codes (a round_shift by 0 with x_zp = y_zp, npusim.frontend.convert's Clip)
     folded into its producer's qmin / qmax, when that producer clamps (`_CLAMPED`) and the clamp
     is its only reader: y = clamp(clamp(v, qmin, qmax), lo, hi) = clamp(v, max(qmin, lo), min(qmax, hi))."""
     readers: dict[str, int] = {}

@@ -10,8 +10,8 @@
 QLinearResize (X, X_scale, X_zero_point, roi, scales, sizes, Y_scale, Y_zero_point; Resize's
 attributes) and QLinearConvTranspose (QLinearConv's inputs: x, x_scale, x_zp, w, w_scale, w_zp,
 y_scale, y_zp, optional int32 B; ConvTranspose's attributes) are npusim's forms, lowered by
-npusim.convert; onnxruntime's CPU provider has no kernel for either, so no onnxruntime session
-ever sees them (the pass is one of npusim.qdq_fusion's, mode "npu" only). The bias enters the int32 accumulator of scale
+npusim.frontend.convert; onnxruntime's CPU provider has no kernel for either, so no onnxruntime session
+ever sees them (the pass is one of npusim.frontend.qdq_fusion's, mode "npu" only). The bias enters the int32 accumulator of scale
 x_scale·w_scale[m]: an int32 bias dequantized with exactly that scale (onnxruntime's quantizer
 writes it so) and zero point 0 is taken as it is; any other bias (float, or int32 at another
 scale) is converted to round_half_away(bias_real / (x_scale·w_scale[m])), as an NPU compiler
@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .requant import bias_i32
+from ..requant import bias_i32
 
 _DQ, _Q = "DequantizeLinear", "QuantizeLinear"
 

@@ -20,7 +20,7 @@ The importer keeps, for every float tensor of the QONNX graph that carries integ
 tensor of those integers (same name): a Quant output is its code q with Quant(s, z); a Conv,
 MatMul or Gemm output is the int32 accumulator Σ(x − x_zp)(w − w_zp) + bias, whose real
 scale is x_scale·w_scale[c] (kept on the side, see `_Acc`). Before that, constant subgraphs
-fold as qonnx's cleanup_model folds them (npusim.qonnx_fold: Shape/Gather/Concat building a
+fold as qonnx's cleanup_model folds them (npusim.frontend.qonnx_fold: Shape/Gather/Concat building a
 Reshape's shape, Pow of constants, a Transpose of a quantized weight). Mapping (docs/qonnx.md):
 
 - Quant on a constant: integer weight constant (i{b}/u{b}, int32 for a bias over 8 bits),
@@ -43,7 +43,7 @@ Reshape's shape, Pow of constants, a Transpose of a quantized weight). Mapping (
 - Trunc: `round_shift` (an exact integer shift with the node's rounding mode).
 - Relu on an accumulator folds into the next clamp; on a quantized tensor it is `round_shift`
   with shift 0 and qmin = zero point. Reshape, Flatten, Transpose, Squeeze, Unsqueeze,
-  Identity, Concat, MaxPool on quantized tensors convert as in npusim.convert; Reshape,
+  Identity, Concat, MaxPool on quantized tensors convert as in npusim.frontend.convert; Reshape,
   Flatten, Transpose, Squeeze, Unsqueeze, Identity of a float tensor are the same IR data ops.
 - Any other standard op, and a Conv/MatMul/Gemm without a quantized activation and quantized
   weights (QKeras' first layer reads the float input), is a float op: it runs on the host
@@ -67,10 +67,10 @@ import onnx
 from onnx import helper
 
 from . import convert, qonnx_fold
-from .errors import NpusimError
-from .frontend import ImportContext, onnx_dtype
-from .ir import Graph, Node, Quant, is_quantized, qrange, storage
-from .requant import f32_form
+from ..errors import NpusimError
+from .context import ImportContext, onnx_dtype
+from ..ir import Graph, Node, Quant, is_quantized, qrange, storage
+from ..requant import f32_form
 from npusim_kernels.golden.shift import sign
 
 DOMAINS = ("qonnx.custom_op.general", "onnx.brevitas", "finn.custom_op.general")
@@ -80,7 +80,7 @@ DOMAINS = ("qonnx.custom_op.general", "onnx.brevitas", "finn.custom_op.general")
 ROUNDINGS = {"ROUND": "HALF_EVEN", "HALF_EVEN": "HALF_EVEN", "CEIL": "CEIL", "FLOOR": "FLOOR", "UP": "UP",
              "DOWN": "DOWN", "ROUND_TO_ZERO": "DOWN", "HALF_UP": "HALF_UP", "HALF_DOWN": "HALF_DOWN"}
 
-# float data movement on the graph input: ONNX op -> (IR op, attributes), as npusim.convert's
+# float data movement on the graph input: ONNX op -> (IR op, attributes), as npusim.frontend.convert's
 _FLOAT_DATA_OPS = {"Reshape": ("reshape", ("allowzero",)), "Flatten": ("flatten", ("axis",)),
                    "Transpose": ("transpose", ("perm",)), "Squeeze": ("squeeze", ("axes",)),
                    "Unsqueeze": ("unsqueeze", ("axes",)), "Identity": ("identity", ())}

@@ -12,7 +12,7 @@ import io
 import numpy as np
 import onnx
 
-from .errors import NpusimError
+from ..errors import NpusimError
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 

@@ -2,7 +2,7 @@
 
 qonnx's executor (qonnx.core.onnx_exec.execute_node) runs every standard ONNX node as a model
 of its own on onnxruntime, in float32, its inputs fed at run time (also the constant ones).
-The QONNX importer (npusim.qonnx) uses the same evaluation at import time, so that what it
+The QONNX importer (npusim.frontend.qonnx) uses the same evaluation at import time, so that what it
 folds is what qonnx computes, bit for bit:
 
 - `fold_constants`: a node whose inputs are all constants (Pow of two constants, the Gather /
@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import NpusimError
+from ..errors import NpusimError
 
 QUANT_OPS = ("Quant", "BipolarQuant")
 # ops whose output is monotone in their one non-constant input, per channel (Div: x / c only)
