@@ -107,12 +107,9 @@ def cmd_verify(args):
     model = args.model or default_model()
     if args.inputs is not None and args.inputs < 1:
         raise NpusimError(f"--inputs {args.inputs}: expected at least 1 input set (0 would compare nothing)")
-    if model.endswith(".npz"):
-        raise NpusimError(f"{model}: verify needs the ONNX model (onnxruntime, the reference, runs the .onnx file; "
-                          f"an npusim IR has none): give the .onnx the IR was made from")
     sess = _session(args)
     feeds = _input_sets(args, sess)
-    report = verify(model, feeds, args.mode, args.kernels, session=sess)
+    report = verify(model, feeds, args.mode, args.kernels, session=sess, engine=args.engine)
     fid = None
     if args.float_model:
         from .fidelity import fidelity, fidelity_text
@@ -121,7 +118,7 @@ def cmd_verify(args):
         print(json.dumps(dict(report.to_dict(), **({"fidelity": fid.to_dict()} if fid else {})), indent=2))
     else:
         print(verify_text(report) + ("\n\n" + fidelity_text(fid) if fid else ""))
-    return 0 if report.bit_exact else 1
+    return 1 if report.verdict == "not bit-exact" else 0
 
 
 def cmd_inspect(args):
@@ -177,8 +174,11 @@ def build_parser():
     common(r)
     r.add_argument("-o", "--output", metavar="OUT.npz", help="write the outputs here")
     r.set_defaults(func=cmd_run)
-    v = sub.add_parser("verify", help="compare with onnxruntime; exit 0 only when bit-exact")
-    common(v, "quantized ONNX model (not an IR .npz: onnxruntime, the reference, runs the ONNX file)")
+    v = sub.add_parser("verify", help="compare with onnxruntime (qonnx's executor for a QONNX model, the golden "
+                                      "kernels for an IR file); exit 0 only when bit-exact (or, against qonnx, "
+                                      "codes exact and float outputs within the stated float32 rounding bound)")
+    common(v, "quantized ONNX model (reference: onnxruntime), QONNX model (qonnx's executor) or npusim IR .npz "
+              "(its golden run)")
     v.add_argument("--inputs", type=int, metavar="N",
                    help="number of random input sets (default 3); when --input gives every input, the one set "
                         "of those files")

@@ -123,9 +123,33 @@ def _overflow_lines(report) -> list[str]:
             f"inputs (wrapped modulo 2^32, as onnxruntime does):", format_table(rows, ["layer", "bound", "wrapped"])]
 
 
+def _reference_lines(report) -> list[str]:
+    """Against qonnx's executor or an IR's golden run (npusim.verify_refs): outputs, the compared
+    tensors, the float outputs that are not identical with their bound, the verdict."""
+    what = {"qonnx": ("qonnx's executor (execute_onnx on cleanup_model)", "activation quantizer codes"),
+            "golden": ("the IR's golden run (kernels=golden)", "tensors produced by integer ops")}[report.against]
+    rows = [{"output": c.name, "elements": c.elements, "exact": f"{100 * c.exact_fraction:.4f}%",
+             "max_diff_lsb": f"{c.max_lsb:g}"} for c in report.outputs]
+    inter = report.intermediates
+    bad = [c for c in inter if c.exact != c.elements]
+    lines = [f"against {what[0]}:", format_table(rows, ["output", "elements", "exact", "max_diff_lsb"]), "",
+             f"{what[1]}: {len(inter)} compared, {len(inter) - len(bad)} bit-exact"]
+    lines += [f"  {c.name}: {100 * c.exact_fraction:.4f}% exact, max {c.max_lsb:g} LSB" for c in bad[:20]]
+    for f in report.float_outputs:
+        bound = "no bound known (it must be identical)" if f.bound is None else f"bound {f.bound:.3g}"
+        lines.append(f"float output {f.name}: max |diff| {f.max_abs:.3g} = {f.max_ulp:g} ULP of its largest value; "
+                     f"{bound} (float32 rounding of the two sums): {'within' if f.within else 'NOT within'}")
+    kinds = Counter(op.split(":")[0] for op in report.host_ops)
+    lines.append(f"host ops ({len(report.host_ops)}, run by onnxruntime): "
+                 + (", ".join(f"{k} x{v}" for k, v in kinds.most_common()) if kinds else "none"))
+    return lines + _overflow_lines(report) + ["", report.verdict.upper()]
+
+
 def verify_text(report) -> str:
     mode = report.mode + (f" ({report.rounding} rounding)" if report.rounding else "")
     lines = [f"model: {report.model}", f"mode: {mode}, input sets: {report.input_sets}", ""]
+    if report.against != "onnxruntime":
+        return "\n".join(lines + _reference_lines(report))
     if report.mode == "npu":
         lines.append("against onnxruntime (mode npu rounds in fixed point; differences are expected):")
     rows = [{"output": c.name, "elements": c.elements, "exact": f"{100 * c.exact_fraction:.4f}%",

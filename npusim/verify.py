@@ -7,6 +7,9 @@ those tensors exposed as extra outputs and no further optimization.
 Differences are counted in LSBs: integer units for quantized tensors, and |a - b| / scale
 for a float output produced by a DequantizeLinear (its quantization step).
 
+A QONNX model, which onnxruntime cannot run, is compared with qonnx's executor, and an npusim
+IR file with its own golden run (npusim.verify_refs).
+
 Mode "npu" is not meant to equal onnxruntime (it rounds in fixed point; the comparison shows
 by how much it differs). Its bit-exactness is checked against the float64 fake-quantization
 reference of the same graph (npusim.fakequant): every quantized tensor must be identical. The
@@ -125,24 +128,46 @@ class VerifyReport:
     ort_isa: str = ""  # mode "ort": the emulated family of onnxruntime's integer kernels
     saturation: list = field(default_factory=list)  # mode "ort": Saturation per U8S8 layer
     overflow: list = field(default_factory=list)  # Overflow per layer whose int32 accumulator can wrap
+    # the reference: "onnxruntime", "qonnx" (its executor, a QONNX model) or "golden" (an IR file's golden
+    # run); for the last two, intermediates are the tensors compared with it (npusim.verify_refs)
+    against: str = "onnxruntime"
+    float_outputs: list = field(default_factory=list)  # qonnx: FloatRounding of each float output not identical
 
     @property
     def bit_exact(self) -> bool:
         """Mode "ort": every output equals onnxruntime's. Mode "npu": every quantized tensor
-        equals the float64 fake-quantization reference's (those it computes independently)."""
-        checked = self.reference if self.mode == "npu" else self.outputs
+        equals the float64 fake-quantization reference's (those it computes independently).
+        Against qonnx or the golden run: every output and every compared tensor is identical."""
+        if self.against != "onnxruntime":
+            checked = self.outputs + self.intermediates
+        else:
+            checked = self.reference if self.mode == "npu" else self.outputs
         return all(c.exact == c.elements for c in checked)
+
+    @property
+    def verdict(self) -> str:
+        """"bit-exact"; against qonnx, "within float rounding" when every code is identical and
+        each float output that is not lies within its stated bound; else "not bit-exact"."""
+        if self.bit_exact:
+            return "bit-exact"
+        floats = {f.name: f for f in self.float_outputs}
+        codes_exact = all(c.exact == c.elements for c in self.intermediates)
+        outs_ok = all(c.exact == c.elements or (c.name in floats and floats[c.name].within) for c in self.outputs)
+        return "within float rounding" if self.against == "qonnx" and codes_exact and outs_ok else "not bit-exact"
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items()
              if k not in ("outputs", "intermediates", "reference", "reference_shared", "layerwise", "saturation",
-                          "overflow")}
+                          "overflow", "float_outputs")}
         d["overflow"] = [asdict(c) for c in self.overflow]
         if self.mode == "ort":
             d["saturation"] = [asdict(c) for c in self.saturation]
         d["bit_exact"] = self.bit_exact
+        d["verdict"] = self.verdict
+        d["float_outputs"] = [dict(asdict(f), max_abs=round_sig(f.max_abs), max_ulp=round_sig(f.max_ulp),
+                                   bound=round_sig(f.bound)) for f in self.float_outputs]
         d["outputs"] = [_compare_dict(c) for c in self.outputs]
-        if self.mode == "npu":
+        if self.mode == "npu" and self.against == "onnxruntime":
             d["reference"] = {"compared": len(self.reference),
                               "exact": sum(c.exact == c.elements for c in self.reference),
                               "not_exact": [_compare_dict(c) for c in self.reference if c.exact != c.elements],
@@ -162,7 +187,23 @@ def _compare_dict(c: Compare) -> dict:
     return dict(asdict(c), max_lsb=round_sig(c.max_lsb), exact_fraction=c.exact_fraction)
 
 
-def _lsb(session, name):
+def overflow_probe(session):
+    """[Overflow] of the session's layers whose int32 accumulator can wrap, and count(values) that
+    adds one run's wrapped accumulator elements (a run_all result) to them."""
+    g = session.graph
+    by_name = {n.name: n for n in g.nodes}
+    wraps = {name: Overflow(by_name[name].source or name, bound) for name, bound in session.overflow_possible.items()}
+
+    def count(values):
+        for name, c in wraps.items():
+            node = by_name[name]
+            c.wrapped += count_wrapped(node, g, [values.get(i) for i in node.inputs])
+            c.elements += values[node.outputs[0]].size
+
+    return list(wraps.values()), count
+
+
+def output_lsb(session, name):
     """Quantization step of a graph output: 1 for integers, the DequantizeLinear scale for floats."""
     for n in session.graph.nodes:
         if name in n.outputs and n.op == "dequantize" and n.attrs["scale"].size == 1:
@@ -170,19 +211,22 @@ def _lsb(session, name):
     return 1.0
 
 
-def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rounding="double") -> VerifyReport:
+def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rounding="double",
+           engine="auto") -> VerifyReport:
+    """npusim against its reference on every input set: onnxruntime for an ONNX model, qonnx's
+    executor for a QONNX model, the golden run of the same graph for an IR file (.npz; the
+    session's mode and rounding; engine is the session's conv engine, npusim.verify_refs)."""
     import onnxruntime as ort
 
-    sess = session or InferenceSession(model_path, mode=mode, kernels=kernels, rounding=rounding)
+    sess = session or InferenceSession(model_path, mode=mode, kernels=kernels, rounding=rounding, engine=engine)
     g = sess.graph
     if all(n.op == "host" for n in g.nodes):
         raise NpusimError(f"{model_path}: nothing to compare: the model has no integer op (onnxruntime would run "
                           f"all of it on both sides); verify takes a quantized model")
     if not feeds_list:
         raise NpusimError("nothing to compare: no input sets")
-    if is_qonnx(frontend.read_model(str(model_path))):
-        raise NpusimError(f"{model_path}: a QONNX model: onnxruntime cannot run its Quant nodes, so it is no reference "
-                          f"here; qonnx's executor is (docs/qonnx.md)")
+    if str(model_path).endswith(".npz") or is_qonnx(frontend.read_model(str(model_path))):
+        return _verify_other(model_path, feeds_list, sess, engine)
     quiet = ort.SessionOptions()
     quiet.log_severity_level = 4  # errors are raised, not logged (the CLI prints one line); 3 logs them
     ref = ort.InferenceSession(str(model_path), quiet, providers=["CPUExecutionProvider"])
@@ -200,8 +244,7 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
                           ort_isa=sess.ort_isa or "")
     K = kernel_set(sess.kernels)
     probes = [_SaturationProbe(n, g, K) for n in g.nodes if n.attrs.get("ort_u8s8")] if mode == "ort" else []
-    by_name = {n.name: n for n in g.nodes}
-    wraps = {name: Overflow(by_name[name].source or name, bound) for name, bound in sess.overflow_possible.items()}
+    wraps, count_overflow = overflow_probe(sess)
     outs = {n: Compare(n) for n in g.outputs}
     shared = {}
     if mode == "npu":
@@ -211,15 +254,12 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
     refs = {n: Compare(n) for n in g.tensors if n in produced and is_quantized(g.tensors[n].dtype) and n not in shared}
     mids = {n: Compare(n) for n in inner_names}
     layer = {n: Compare(n) for n in inner_names}
-    lsbs = {n: _lsb(sess, n) for n in g.outputs}
+    lsbs = {n: output_lsb(sess, n) for n in g.outputs}
     for feeds in feeds_list:
         values = sess.run_all(feeds)
         for probe in probes:
             probe(values)
-        for name, c in wraps.items():
-            node = by_name[name]
-            c.wrapped += count_wrapped(node, g, [values.get(i) for i in node.inputs])
-            c.elements += values[node.outputs[0]].size
+        count_overflow(values)
         for name, want in zip(g.outputs, ref.run(list(g.outputs), feeds)):
             outs[name].add(values[name], want, lsbs[name])
         ort_inner = dict(zip(inner_names, ref_inner.run(inner_names, feeds)))
@@ -241,6 +281,26 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
     report.host_fallback = list(sess.host_fallback)
     report.intermediates = list(mids.values())
     report.saturation = [p.stats for p in probes]
-    report.overflow = list(wraps.values())
+    report.overflow = wraps
     report.host_ops = [op for n in g.host_nodes() for op in n.attrs["ops"]]
+    return report
+
+
+def _verify_other(model_path, feeds_list, sess, engine) -> VerifyReport:
+    """An IR file against its golden run, a QONNX model against qonnx's executor."""
+    from . import verify_refs
+
+    ir_file = str(model_path).endswith(".npz")
+    wraps, count_overflow = overflow_probe(sess)
+    report = VerifyReport(str(model_path), sess.mode, len(feeds_list), against="golden" if ir_file else "qonnx",
+                          rounding=sess.rounding if sess.mode == "npu" else "", ort_isa=sess.ort_isa or "")
+    if ir_file:
+        golden = InferenceSession(model_path, mode=sess.mode, kernels="golden", rounding=sess.rounding,
+                                  engine=engine, ort_isa=sess.ort_isa)
+        verify_refs.against_golden(report, sess, golden, feeds_list, count_overflow)
+    else:
+        verify_refs.against_qonnx(report, sess, model_path, feeds_list, count_overflow)
+    report.overflow = wraps
+    report.host_fallback = list(sess.host_fallback)
+    report.host_ops = [op for n in sess.graph.host_nodes() for op in n.attrs["ops"]]
     return report

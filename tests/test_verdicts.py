@@ -2,7 +2,8 @@
 
 - a missing Python package is reported as such, naming it, not as an error of a model node;
 - a check that compared nothing does not succeed (a float model, zero input sets), the
-  `--input` files are one input set, `verify` refuses an IR file (it needs the ONNX model),
+  `--input` files are one input set, `verify` refuses to compare an IR file's golden kernels with
+  its golden run (themselves),
   `--shape` for an input the model does not have is an error listing its inputs;
 - `quantize` folds Constant-node weights (paddle2onnx's export, as rapidocr ships it), takes a
   -1 batch as dynamic, reads a .npy for a one-input model, and refuses what it cannot quantize.
@@ -139,18 +140,21 @@ def test_verify_random_inputs_default_three_sets(files, capsys):
     assert report["input_sets"] == 3 and report["outputs"][0]["elements"] == 30
 
 
-def test_verify_refuses_an_ir(files, capsys):
+def test_verify_an_ir_golden_against_itself_is_refused(files, capsys):
+    """An IR file's reference is its golden run (tests/test_verify_refs.py); with --kernels golden
+    verify would compare the golden kernels with themselves: nothing checked, so refused."""
     assert main(["inspect", DIGITS_Q, "--save-ir", "ir.npz"]) == 0
     capsys.readouterr()
-    _one_error_line(capsys, main(["verify", "ir.npz"]), "ir.npz: verify needs the ONNX model")
+    _one_error_line(capsys, main(["verify", "ir.npz", "--kernels", "golden"]),
+                    "ir.npz: the reference of an IR file is its golden run", "--kernels golden")
     assert main(["run", "ir.npz"]) == 0  # run takes the IR, as its help says
 
 
-def test_verify_help_does_not_offer_an_ir(capsys):
+def test_verify_help_names_each_reference(capsys):
     with pytest.raises(SystemExit):
         main(["verify", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "not an IR .npz" in text and "ONNX model or npusim IR" not in text
+    assert "QONNX model (qonnx's executor)" in text and "npusim IR .npz (its golden run)" in text
 
 
 @pytest.mark.parametrize("argv", [["run", DIGITS_Q], ["verify", DIGITS_Q, "--input", "input=x.npy"]])
