@@ -135,6 +135,7 @@ def _reference_lines(report) -> list[str]:
     lines = [f"against {what[0]}:", format_table(rows, ["output", "elements", "exact", "max_diff_lsb"]), "",
              f"{what[1]}: {len(inter)} compared, {len(inter) - len(bad)} bit-exact"]
     lines += [f"  {c.name}: {100 * c.exact_fraction:.4f}% exact, max {c.max_lsb:g} LSB" for c in bad[:20]]
+    lines += [f"  not compared: {name}: {why}" for name, why in list(report.not_compared.items())[:20]]
     for f in report.float_outputs:
         bound = "no bound known (it must be identical)" if f.bound is None else f"bound {f.bound:.3g}"
         lines.append(f"float output {f.name}: max |diff| {f.max_abs:.3g} = {f.max_ulp:g} ULP of its largest value; "

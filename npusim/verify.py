@@ -132,6 +132,7 @@ class VerifyReport:
     # run); for the last two, intermediates are the tensors compared with it (npusim.verify_refs)
     against: str = "onnxruntime"
     float_outputs: list = field(default_factory=list)  # qonnx: FloatRounding of each float output not identical
+    not_compared: dict = field(default_factory=dict)  # qonnx: {activation quantizer output: why its codes are not}
 
     @property
     def bit_exact(self) -> bool:

@@ -108,8 +108,19 @@ def qonnx_reference(model_path):
     raw = frontend.read_model(str(model_path))
     with warnings.catch_warnings():  # qonnx warns that it renamed old-style domains: its business, not the user's
         warnings.simplefilter("ignore", UserWarning)
-        clean = cleanup_model(ModelWrapper(raw.SerializeToString()))
-    return raw, clean, lambda feeds: execute_onnx(clean, feeds, return_full_exec_context=True)
+        clean = _as_reference_failure(model_path, "cleanup_model", cleanup_model, ModelWrapper(raw.SerializeToString()))
+    return raw, clean, lambda feeds: _as_reference_failure(model_path, "executor", execute_onnx, clean, feeds,
+                                                           return_full_exec_context=True)
+
+
+def _as_reference_failure(model_path, what, fn, *args, **kwargs):
+    """fn(*args, **kwargs); an exception of qonnx's is the reference's failure, not npusim's: one
+    NpusimError naming it (not the CLI's 'internal error, please report')."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:
+        raise NpusimError(f"{model_path}: qonnx's {what} failed on the model: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}") from None
 
 
 def against_qonnx(report, sess, model_path, feeds_list, count):
@@ -118,11 +129,8 @@ def against_qonnx(report, sess, model_path, feeds_list, count):
     raw, clean, run_ref = qonnx_reference(model_path)
     g = sess.graph
     ins = dict(zip([i.name for i in raw.graph.input if i.name in g.inputs], [i.name for i in clean.graph.input]))
-    outs = list(zip(g.outputs, [o.name for o in clean.graph.output]))
-    ours, theirs = _activation_quants(raw), _activation_quants(clean.model)
-    pairs = [(a, b, s, z) for (a, _, _), (b, s, z) in zip(ours, theirs)
-             if len(ours) == len(theirs) and s is not None and z is not None and a in g.tensors
-             and is_quantized(g.tensors[a].dtype)]
+    outs = list(zip([o.name for o in raw.graph.output], [o.name for o in clean.graph.output]))
+    pairs, report.not_compared = _quantizer_pairs(g, _activation_quants(raw), _activation_quants(clean.model))
     cmp_out = {name: Compare(name) for name, _ in outs}
     floats = {}
     codes = {a: Compare(a) for a, _, _, _ in pairs}
@@ -138,11 +146,31 @@ def against_qonnx(report, sess, model_path, feeds_list, count):
         for a, b, s, z in pairs:
             want = np.round(np.asarray(ref[b], np.float64) / s + z).astype(np.int64)
             got = np.asarray(values[a]).astype(np.int64)
-            if got.shape == want.shape:
-                codes[a].add(got, want, 1.0)
+            if got.shape != want.shape:
+                raise NpusimError(f"quantizer output {a!r}: npusim shape {got.shape} vs qonnx {want.shape}")
+            codes[a].add(got, want, 1.0)
     report.outputs = list(cmp_out.values())
-    report.intermediates = [c for c in codes.values() if c.elements]
+    report.intermediates = list(codes.values())
     report.float_outputs = list(floats.values())
+
+
+def _quantizer_pairs(g, ours, theirs):
+    """([(IR tensor, cleaned model's tensor, scale, zero point)], {quantizer output: why not
+    compared}): the model's activation quantizers paired in graph order with the cleaned model's;
+    a quantizer output that is an integer graph output is the IR's `<output>::q`."""
+    if len(ours) != len(theirs):
+        why = f"cleanup_model left {len(theirs)} activation quantizers of {len(ours)}: no pairing by graph order"
+        return [], {a: why for a, _, _ in ours}
+    pairs, skipped = [], {}
+    for (a, _, _), (b, s, z) in zip(ours, theirs):
+        name = next((t for t in (a, f"{a}::q") if t in g.tensors and is_quantized(g.tensors[t].dtype)), None)
+        if name is None:
+            skipped[a] = "not an integer tensor of the IR (folded into a later op)"
+        elif s is None or z is None:
+            skipped[a] = "scale or zero point computed in the graph (not an initializer)"
+        else:
+            pairs.append((name, b, s, z))
+    return pairs, skipped
 
 
 def against_golden(report, sess, golden, feeds_list, count):
