@@ -25,31 +25,11 @@ import numpy as np
 from . import frontend
 from .errors import NpusimError
 from .ir import is_quantized
-from .overflow import count_wrapped
 from .frontend.qonnx import is_qonnx
 from .report import round_sig
 from .registry import kernel_set
+from .verify_compare import Compare, output_lsb, overflow_probe
 from .session import InferenceSession
-
-
-@dataclass
-class Compare:
-    name: str
-    elements: int = 0
-    exact: int = 0
-    max_lsb: float = 0.0
-
-    @property
-    def exact_fraction(self) -> float:
-        return self.exact / self.elements if self.elements else 1.0
-
-    def add(self, a: np.ndarray, b: np.ndarray, lsb: float):
-        if a.shape != b.shape:
-            raise ValueError(f"tensor {self.name!r}: npusim shape {a.shape} vs onnxruntime {b.shape}")
-        d = np.abs(a.astype(np.float64) - b.astype(np.float64)) / lsb
-        self.elements += a.size
-        self.exact += int(np.count_nonzero(a == b))
-        self.max_lsb = max(self.max_lsb, float(d.max()) if d.size else 0.0)
 
 
 @dataclass
@@ -100,16 +80,6 @@ class _SaturationProbe:
             self.stats.add(e, count)
         else:
             self.stats.add(e, count, self.requant(a_sat)[0], self.requant(a_exact)[0])
-
-
-@dataclass
-class Overflow:
-    """A layer whose int32 accumulator can wrap (plan-time bound above 2^31 − 1, npusim.overflow)
-    and how many accumulator elements did wrap over all input sets (both modes wrap)."""
-    layer: str
-    bound: int | None  # max |accumulator| over every input; None: weights not constant, no bound
-    wrapped: int = 0
-    elements: int = 0
 
 
 @dataclass
@@ -186,30 +156,6 @@ def _compare_dict(c: Compare) -> dict:
     """A Compare for JSON: differences in LSBs to 6 significant digits (an int when integral:
     a float output's |a - b| / scale carries float noise)."""
     return dict(asdict(c), max_lsb=round_sig(c.max_lsb), exact_fraction=c.exact_fraction)
-
-
-def overflow_probe(session):
-    """[Overflow] of the session's layers whose int32 accumulator can wrap, and count(values) that
-    adds one run's wrapped accumulator elements (a run_all result) to them."""
-    g = session.graph
-    by_name = {n.name: n for n in g.nodes}
-    wraps = {name: Overflow(by_name[name].source or name, bound) for name, bound in session.overflow_possible.items()}
-
-    def count(values):
-        for name, c in wraps.items():
-            node = by_name[name]
-            c.wrapped += count_wrapped(node, g, [values.get(i) for i in node.inputs])
-            c.elements += values[node.outputs[0]].size
-
-    return list(wraps.values()), count
-
-
-def output_lsb(session, name):
-    """Quantization step of a graph output: 1 for integers, the DequantizeLinear scale for floats."""
-    for n in session.graph.nodes:
-        if name in n.outputs and n.op == "dequantize" and n.attrs["scale"].size == 1:
-            return float(n.attrs["scale"].reshape(-1)[0])
-    return 1.0
 
 
 def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rounding="double",

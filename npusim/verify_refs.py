@@ -24,7 +24,7 @@ from . import frontend
 from .errors import NpusimError
 from .ir import is_quantized
 from .overflow import ACC_OPS, accumulator_bound
-from .verify import Compare, output_lsb
+from .verify_compare import Compare, output_lsb
 
 U32 = 2.0 ** -24  # float32 unit roundoff
 

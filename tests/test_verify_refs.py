@@ -19,7 +19,8 @@ import npusim_kernels.fast.matmul
 import npusim_models as zoo
 from npusim import NpusimError
 from npusim.cli import main
-from npusim.verify import Compare, VerifyReport, verify
+from npusim.verify import VerifyReport, verify
+from npusim.verify_compare import Compare
 from npusim.verify_refs import FloatRounding
 
 D = "qonnx.custom_op.general"
