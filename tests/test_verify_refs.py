@@ -171,6 +171,16 @@ def test_ir_file_verified_against_its_golden_run(tmp_path, capsys, monkeypatch):
     assert d["verdict"] == "not bit-exact" and d["intermediates"]["not_exact"]
 
 
+def test_ir_file_with_no_integer_op_compares_nothing_and_is_refused(tmp_path, capsys):
+    ir_path = str(tmp_path / "float.npz")
+    assert main(["inspect", str(zoo.path("digits_float")), "--save-ir", ir_path]) == 0
+    capsys.readouterr()
+    assert main(["verify", ir_path]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "nothing to compare: the model has no integer op" in out.err
+    assert len(out.err.splitlines()) == 1
+
+
 def test_published_qonnx_export_verified_through_the_cli(capsys):
     path = ZOO / "TFC_2W2A.onnx"
     if not path.exists():
