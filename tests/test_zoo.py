@@ -146,7 +146,8 @@ def test_ppocr_quantized_runs_close_to_float(family, variant, ppocr_cache):
     ops = {n.op_type for n in onnx.load(p).graph.node}
     assert ("QLinearConv" in ops) == variant.startswith("qop")
     assert "QuantizeLinear" in ops
-    feeds = zoo.sample_inputs(f"{family}_{variant}", 16, seed=1)
+    # 16 classifier lines; 8 detector images (the detector's IoU over 16 was within 0.01 of it)
+    feeds = zoo.sample_inputs(f"{family}_{variant}", 16 if family == "ppocr_cls" else 8, seed=1)
     ref = _run(_session(zoo.path(f"{family}_float", ppocr_cache)), feeds)
     out = _run(_exact_session(p), feeds)
     assert out.shape == ref.shape
@@ -155,7 +156,7 @@ def test_ppocr_quantized_runs_close_to_float(family, variant, ppocr_cache):
         assert agree >= (0.9 if "_pc_" in variant else 0.75)
     else:
         a, b = out > 0.3, ref > 0.3
-        assert (a & b).sum() / (a | b).sum() >= 0.85
+        assert (a & b).sum() / (a | b).sum() >= 0.89  # measured 0.903 (per-tensor) to 0.920 (per-channel)
 
 
 def test_ppocr_cache_is_reused_and_clean(ppocr_cache):
