@@ -311,3 +311,34 @@ def test_conv_transpose_geometry_follows_onnx(case):
     for kernels in ("fast", "golden"):
         got = npusim.InferenceSession(graph, mode="npu", kernels=kernels).run(None, {"x": x})[0]
         np.testing.assert_array_equal(got, want.astype(np.int64))
+
+
+def test_conv_transpose_overflow_is_bounded_at_plan_time_and_counted():
+    """A transposed conv whose int32 accumulator wraps (4200 input channels of 255 · −128 over a
+    4x4 kernel: the output pixel every tap meets sums to −2.19e9) is flagged at plan time with its
+    bound and the wrapped elements are counted against an int64 sum written out here."""
+    from npusim.overflow import count_wrapped
+
+    c = 4200
+    inits = [numpy_helper.from_array(np.asarray(v, t), n) for n, v, t in [
+        ("s1", 1.0, np.float32), ("z8", 0, np.uint8), ("w", np.full((c, 1, 4, 4), -128), np.int8),
+        ("wz", 0, np.int8), ("ys", 2.0 ** 24, np.float32)]]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s1", "z8"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s1", "z8"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "s1", "wz"], ["wd"]),
+             helper.make_node("ConvTranspose", ["xd", "wd"], ["t"], kernel_shape=[4, 4], name="ct"),
+             helper.make_node("QuantizeLinear", ["t", "ys", "z8"], ["y"])]
+    g = helper.make_graph(nodes, "ct", [helper.make_tensor_value_info("x", F, [1, c, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    sess = npusim.InferenceSession(m.SerializeToString(), mode="npu")
+    node = next(n for n in sess.graph.nodes if n.op == "conv_transpose")
+    assert sess.overflow_possible == {node.name: c * 16 * 255 * 128}
+    x = np.full((1, c, 4, 4), 255.0, np.float32)
+    values = sess.run_all({"x": x})
+    taps = np.array([min(r, 3) - max(r - 3, 0) + 1 for r in range(7)])  # kernel rows meeting output row r
+    exact = -128 * 255 * c * taps[:, None] * taps[None, :]
+    want = int(np.count_nonzero(exact < -2 ** 31))
+    assert want == 1  # the centre pixel, which all 16 taps meet
+    assert count_wrapped(node, sess.graph, [values.get(i) for i in node.inputs]) == want
