@@ -379,7 +379,7 @@ def check_graph(case):
 
 
 def test_fuzz_ir_graphs():
-    _run_hypothesis(st.tuples(st.sampled_from(BASES), INTS, st.integers(0, 3)), check_graph, 3000)
+    _run_hypothesis(st.tuples(st.sampled_from(BASES), INTS, st.integers(0, 3)), check_graph, 2000)
     _report_and_assert(["ir_graph"])
 
 
@@ -452,7 +452,7 @@ def test_fuzz_ir_files(workdir):
 
     families = ["ir_file_truncated", "ir_file_bitflip", "ir_file_edited"]
     _run_hypothesis(st.tuples(st.sampled_from(families), st.sampled_from(BASES), INTS, st.integers(0, 3)),
-                    check, 1500)
+                    check, 1000)
     _report_and_assert(families)
 
 

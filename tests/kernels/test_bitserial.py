@@ -7,7 +7,7 @@ from npusim_kernels.fast import bitserial as fbs, conv as fconv
 from npusim_kernels.golden import bitserial as gbs, conv as gconv, matmul as gmm
 
 PAIRS = [(wb, xb) for wb in range(1, 9) for xb in range(1, 9)]
-FEW = settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+FEW = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 def value_range(bits, signed):
