@@ -80,3 +80,15 @@ def test_no_private_name_of_another_module(name):
            if n.startswith("_") and not n.startswith("__") and target in MODULES and target != name
            and not target.startswith(name.rsplit(".", 1)[0] + "._")]
     assert not bad, f"{name} imports private names {bad}"
+
+
+def test_every_package_is_installed_by_setup_cfg():
+    """A plain `pip install .` ships every package folder (setup.cfg lists them one by one)."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    listed = set(cfg["options"]["packages"].split())
+    found = {".".join([pkg] + list(init.parent.relative_to(folder).parts))
+             for pkg, folder in PACKAGES.items() for init in folder.rglob("__init__.py")}
+    assert "npusim.frontend" in found and found <= listed, sorted(found - listed)
