@@ -168,6 +168,14 @@ def _requant_core(acc_3d, m0, n, single, y_zp, qmin, qmax, out):
                 dst[i] = min(max(v, lo), hi) + y_zp
 
 
+def _channels_3d(acc, axis, n_params):
+    """acc (contiguous) as (outer, C, inner) around `axis` for per-channel parameters, else (1, 1, size)."""
+    if n_params == 1:
+        return acc.reshape(1, 1, -1)
+    ax = axis % acc.ndim
+    return acc.reshape(int(np.prod(acc.shape[:ax], dtype=np.int64)), acc.shape[ax], -1)
+
+
 def requantize_fixed(acc_i32, m0, n, axis, y_zp, qmin, qmax, out_dtype, rounding):
     """y:out_dtype = clamp(MBQM(acc, m0[c], n[c]) + y_zp, qmin, qmax); see golden.fixedpoint.
 
@@ -180,11 +188,7 @@ def requantize_fixed(acc_i32, m0, n, axis, y_zp, qmin, qmax, out_dtype, rounding
     acc = np.ascontiguousarray(acc)
     shape = acc.shape
     m, s = _params(m0, n, shape[axis] if acc.ndim else 1)
-    if m.size > 1:
-        ax = axis % acc.ndim
-        acc3 = acc.reshape(int(np.prod(shape[:ax], dtype=np.int64)), shape[ax], -1)
-    else:
-        acc3 = acc.reshape(1, 1, -1)
+    acc3 = _channels_3d(acc, axis, m.size)
     out = np.empty(acc3.shape, out_dtype)
     _requant_core(acc3, m, s, single, np.int64(y_zp), int(qmin), int(qmax), out)
     return out.reshape(shape)
@@ -249,11 +253,7 @@ def requantize_fixed_i64(acc_i64, m0, n, axis, y_zp, qmin, qmax, out_dtype):
     shape = acc.shape
     m, s = _params(m0, n, shape[axis] if acc.ndim else 1)
     _check_i64_args(acc, m, s)
-    if m.size > 1:
-        ax = axis % acc.ndim
-        acc3 = acc.reshape(int(np.prod(shape[:ax], dtype=np.int64)), shape[ax], -1)
-    else:
-        acc3 = acc.reshape(1, 1, -1)
+    acc3 = _channels_3d(acc, axis, m.size)
     out = np.empty(acc3.shape, out_dtype)
     _requant_i64_core(acc3, m, s, np.int64(y_zp), int(qmin), int(qmax), out)
     return out.reshape(shape)
