@@ -172,15 +172,15 @@ def verify(model_path, feeds_list, mode="ort", kernels="fast", session=None, rou
                           f"all of it on both sides); verify takes a quantized model")
     if not feeds_list:
         raise NpusimError("nothing to compare: no input sets")
-    if str(model_path).endswith(".npz") or is_qonnx(frontend.read_model(str(model_path))):
+    model = None if str(model_path).endswith(".npz") else frontend.read_model(str(model_path))  # parsed and checked once
+    if model is None or is_qonnx(model):
         return _verify_other(model_path, feeds_list, sess, engine)
     quiet = ort.SessionOptions()
     quiet.log_severity_level = 4  # errors are raised, not logged (the CLI prints one line); 3 logs them
     ref = ort.InferenceSession(str(model_path), quiet, providers=["CPUExecutionProvider"])
     produced = {o for n in g.nodes for o in n.outputs}
     inner = [t for n in g.nodes for t in n.outputs if is_quantized(g.tensors[t].dtype) and t not in g.outputs]
-    exposed = frontend.with_extra_outputs(frontend.optimize_like_onnxruntime(frontend.read_model(str(model_path)),
-                                                                             str(model_path)), inner)
+    exposed = frontend.with_extra_outputs(frontend.optimize_like_onnxruntime(model, str(model_path)), inner)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 4
