@@ -18,6 +18,7 @@ import inspect
 import linecache
 from collections import Counter
 from contextlib import contextmanager
+import functools
 import os
 import time
 from dataclasses import dataclass, replace
@@ -285,7 +286,11 @@ class InferenceSession:
         return values
 
 
-_BLAS = []  # threadpoolctl's controllers of the BLAS libraries numpy loaded, found once
+@functools.cache
+def _blas_controllers() -> tuple:
+    """threadpoolctl's controllers of the BLAS libraries numpy loaded, found once."""
+    from threadpoolctl import ThreadpoolController
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 
 @contextmanager
@@ -297,10 +302,7 @@ def thread_limit(threads: int | None):
         return
     import numba
 
-    if not _BLAS:
-        from threadpoolctl import ThreadpoolController
-        _BLAS.append(ThreadpoolController().select(user_api="blas").lib_controllers)
-    blas = [(lib, lib.get_num_threads()) for lib in _BLAS[0]]
+    blas = [(lib, lib.get_num_threads()) for lib in _blas_controllers()]
     before = numba.get_num_threads()
     numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
     for lib, _ in blas:
