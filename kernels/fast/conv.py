@@ -10,25 +10,24 @@ the path is chosen by `conv_acc`:
   tap is a contiguous run at a fixed offset for any stride; the whole output plane is accumulated in an int32 buffer
   over the kH·kW taps in passes of up to 9 taps, with uint64 indices and no per-tap array
   views (views cost a refcount each; signed indices block vectorization). Exact: int32, wraps.
-* dense / grouped with N·M·K·OH·OW <= I32_MAX_MACS, or operands too wide for float32 (below):
-  `_conv_gemm_i32`, im2col of d into int32 (K, OH·OW), K = C/group·kH·kW (a 1x1 stride-1 conv
-  is a plain copy), then an int32 GEMM on tiles of 4 output rows × 2 reduction rows (each
-  column element loaded once per 4 rows, each accumulator load/store shared by 2 terms).
-  Exact: int32 multiply-add, wraps modulo 2^32 like the contract. Measured on the PP-OCR
-  classifier's layers (<= 1.2 M MACs) it beats the BLAS path everywhere; BLAS also showed
-  millisecond stalls there when its threads compete for 2 busy cores.
-* otherwise: `_conv_gemm_f32`, the same im2col in float32 and a float32 sgemm (np.dot,
-  BLAS) over K-chunks of kc terms, kc·max|x − x_zp|·max|w − w_zp| < 2^24: every partial
-  sum, in whatever order BLAS adds, is an integer of magnitude below 2^24 and so exact in
-  float32; each chunk is converted to int32 and added to the int32 accumulator. If not even
-  one term fits (operands wider than 12 bits), kc = 0 and the int32 path is taken.
+* dense / grouped when x − x_zp and w − w_zp fit int16 (every 8-bit and narrower model) and the
+  host has AVX2 or AVX-512BW (`pairmadd.LANES`): `_conv_pairs`, per image and group an int16
+  pair-interleaved im2col col[k/2, p, k mod 2] of d (K = C/group·kH·kW, an odd K's last pair padded
+  with 0; per pair and output row one two-store loop over the columns inside the image, so a 1x1
+  stride-1 conv is a plain interleave of channel pairs), then `pairmadd.gemm_pairs` with the
+  weights packed at plan time as int16 pair words: vpmaddwd / vpdpwssd on a register-resident
+  MR × NR tile (instruction mapping and integer semantics in pairmadd's doc). Exact: each pair sum
+  is exact in int32 (|pair| <= 2·2^15·2^15 = 2^31, and 2^31 wraps to −2^31, equal mod 2^32) and the
+  accumulation wraps modulo 2^32 like the contract.
+* otherwise (wider operands, e.g. 16-bit models, or no AVX2): `_conv_gemm_i32`, im2col of d into
+  int32 (K, OH·OW), then an int32 GEMM on tiles of 4 output rows × 2 reduction rows (each column
+  element loaded once per 4 rows, each accumulator load/store shared by 2 terms). Exact: int32
+  multiply-add, wraps modulo 2^32 like the contract.
 """
 import numpy as np
 
+from npusim_kernels.fast import pairmadd
 from npusim_kernels.fast._jit import njit
-
-F32_EXACT = 1 << 24  # every integer of magnitude < 2^24 is exact in float32
-I32_MAX_MACS = 1 << 21  # up to this many multiply-adds the int32 loop beats BLAS (measured, see module doc)
 
 
 def _out_hw(h, w, kh, kw, strides, pads, dilations):
@@ -153,30 +152,101 @@ def _conv_gemm_i32(x_nchw, x_zp, wd, bias, group, kh, kw, sh, sw, dh, dw, top, l
 
 
 @njit
-def _conv_gemm_f32(x_nchw, x_zp, wd, bias, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow, kc):
-    """acc:i32 (N, M, OH·OW) through float32 im2col + sgemm in K-chunks of kc (exact, module doc)."""
-    n, c = x_nchw.shape[0], x_nchw.shape[1]
-    m, k = wd.shape
+def _lane(k, y, h, w, kk, kh, kw, sh, sw, dh, dw, top, left, ow):
+    """Reduction row k at output row y: (flat source offset of output column 0 within the image's
+    channels, first and end output column whose input column is inside the image); (0, 0, 0) if k is
+    past K or the input row is padding."""
+    c, i, j = k // (kh * kw), (k // kw) % kh, k % kw
+    iy = y * sh - top + i * dh
+    if k >= kk or iy < 0 or iy >= h:
+        return 0, 0, 0
+    off = j * dw - left  # input column of output column x is x·sW + off
+    lo = min(ow, max(0, -(off // sw)))  # first x with x·sW + off >= 0
+    hi = min(ow, max(0, (w - 1 - off) // sw + 1)) if w - 1 - off >= 0 else 0
+    return (c * h + iy) * w + off, lo, max(lo, hi)
+
+
+@njit
+def _im2col_pairs(xf, xbase, h, w, kk, kh, kw, sh, sw, dh, dw, top, left, oh, ow, z, col, ldc):
+    """col[r·ldc + 2(y·OW + x) + t] = x[k = 2r + t at output (y, x)] − x_zp, 0 for padding or k = K
+    (odd K): the int16 pair-interleaved im2col of `pairmadd`. xf: flat x, the group's first channel at
+    xbase; reduction rows k = (c, i, j) in OIHW weight order. Columns past OH·OW are left unset.
+
+    Per pair and output row, the columns where both rows read the image are one loop of two
+    interleaved stores (vectorized for sW = 1 and 2: uint64 indices, literal strides); the
+    padding columns before and after it take a checked scalar loop.
+    """
+    zz = np.int32(z)
+    for r in range((kk + 1) // 2):
+        for y in range(oh):
+            s0, lo0, hi0 = _lane(2 * r, y, h, w, kk, kh, kw, sh, sw, dh, dw, top, left, ow)
+            s1, lo1, hi1 = _lane(2 * r + 1, y, h, w, kk, kh, kw, sh, sw, dh, dw, top, left, ow)
+            d = r * ldc + 2 * y * ow
+            lo, hi = max(lo0, lo1), min(hi0, hi1)
+            if hi <= lo:
+                lo = hi = 0
+            for x in range(ow):
+                if x == lo:
+                    if hi > lo:
+                        break
+                col[d + 2 * x] = np.int32(xf[xbase + s0 + x * sw]) - zz if lo0 <= x < hi0 else 0
+                col[d + 2 * x + 1] = np.int32(xf[xbase + s1 + x * sw]) - zz if lo1 <= x < hi1 else 0
+            if hi > lo:
+                n_u = np.uint64(hi - lo)
+                du = np.uint64(d + 2 * lo)
+                a0, a1 = np.uint64(xbase + s0 + lo * sw), np.uint64(xbase + s1 + lo * sw)
+                if sw == 1:
+                    for e in range(n_u):
+                        col[du + np.uint64(2) * e] = np.int32(xf[a0 + e]) - zz
+                        col[du + np.uint64(2) * e + np.uint64(1)] = np.int32(xf[a1 + e]) - zz
+                elif sw == 2:
+                    for e in range(n_u):
+                        col[du + np.uint64(2) * e] = np.int32(xf[a0 + np.uint64(2) * e]) - zz
+                        col[du + np.uint64(2) * e + np.uint64(1)] = np.int32(xf[a1 + np.uint64(2) * e]) - zz
+                else:
+                    sw_u = np.uint64(sw)
+                    for e in range(n_u):
+                        col[du + np.uint64(2) * e] = np.int32(xf[a0 + sw_u * e]) - zz
+                        col[du + np.uint64(2) * e + np.uint64(1)] = np.int32(xf[a1 + sw_u * e]) - zz
+                for x in range(hi, ow):
+                    col[d + 2 * x] = np.int32(xf[xbase + s0 + x * sw]) - zz if x < hi0 else 0
+                    col[d + 2 * x + 1] = np.int32(xf[xbase + s1 + x * sw]) - zz if x < hi1 else 0
+
+
+@njit
+def _conv_pairs(lanes, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
+    """acc:i32 (N, M, OH·OW) through the int16 pair im2col and `pairmadd.gemm_pairs` (exact, wraps)."""
+    n, c, h, w = x_nchw.shape
     cg, mg = c // group, m // group
     p = oh * ow
-    wf = wd.astype(np.float32)
-    acc = np.empty((n, m, p), np.int32)
-    col = np.empty((k, p), np.float32)
+    k2 = (k + 1) // 2
+    nr = pairmadd.tile_columns(lanes)
+    ldc = 2 * (-(-p // nr) * nr)
+    col = np.empty(k2 * ldc, np.int16)
+    acc = np.empty(n * m * p, np.int32)
+    xf = x_nchw.reshape(-1)
     for a in range(n):
         for g in range(group):
-            _im2col(x_nchw[a], g * cg, cg, x_zp, kh, kw, sh, sw, dh, dw, top, left, oh, ow, col)
-            for o in range(mg):
-                acc[a, g * mg + o, :] = bias[g * mg + o]
-            for k0 in range(0, k, kc):
-                k1 = min(k, k0 + kc)
-                wch = np.ascontiguousarray(wf[g * mg:(g + 1) * mg, k0:k1])
-                part = np.dot(wch, col[k0:k1])  # |every partial sum| < 2^24: exact
-                for o in range(mg):
-                    dst = acc[a, g * mg + o]
-                    src = part[o]
-                    for q in range(p):
-                        dst[q] += np.int32(src[q])
+            _im2col_pairs(xf, (a * c + g * cg) * h * w, h, w, k, kh, kw, sh, sw, dh, dw, top, left, oh, ow,
+                          x_zp, col, ldc)
+            pairmadd.gemm_pairs(lanes, col, ldc, wp[g * mg * k2:], k2, bias[g * mg:], acc, (a * m + g * mg) * p, p,
+                                mg, p, k2)
     return acc
+
+
+@njit
+def _conv_pairs_zmm(x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
+    """_conv_pairs with the AVX-512BW micro-kernel (the lane count must be a literal)."""
+    return _conv_pairs(16, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
+
+
+@njit
+def _conv_pairs_ymm(x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
+    """_conv_pairs with the AVX2 micro-kernel."""
+    return _conv_pairs(8, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
+
+
+CONV_PAIRS = {16: _conv_pairs_zmm, 8: _conv_pairs_ymm}  # pairmadd lane count -> dense / grouped conv
 
 
 @njit
@@ -298,10 +368,13 @@ def _vec_i32(v, m):
 
 def pack_conv_weights(w_oihw, w_zp, bias_i32):
     """Plan-time weight preparation (done once per session, not per inference):
-    -> (wd:i32 (M, C/group·kH·kW) = w − w_zp[m], max|wd| (>= 1), bias:i32 (M,), (M, C/group, kH, kW))."""
+    -> (wd:i32 (M, K) = w − w_zp[m], K = C/group·kH·kW, max|wd| (>= 1), bias:i32 (M,), (M, C/group, kH, kW),
+    pairs), pairs = `pairmadd.pack_pairs` of wd and bias when every wd fits int16, else None."""
     m, cg, kh, kw = w_oihw.shape
     wd, w_abs = _weights(np.ascontiguousarray(w_oihw).reshape(m, cg * kh * kw), _vec_i32(w_zp, m))
-    return wd, int(w_abs), _vec_i32(bias_i32, m), (m, cg, kh, kw)
+    bias = _vec_i32(bias_i32, m)
+    pairs = pairmadd.pack_pairs(wd, bias) if w_abs <= pairmadd.I16_ABS else None
+    return wd, int(w_abs), bias, (m, cg, kh, kw), pairs
 
 
 def conv_acc(x_nchw, x_zp, w_oihw, w_zp, bias_i32, strides, pads, dilations, group):
@@ -315,8 +388,9 @@ def conv_acc(x_nchw, x_zp, w_oihw, w_zp, bias_i32, strides, pads, dilations, gro
 
 
 def conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group):
-    """conv_acc with weights, weight zero points and bias from `pack_conv_weights`."""
-    wd, w_abs, bias, (m, cg, kh, kw) = packed
+    """conv_acc with weights, weight zero points and bias from `pack_conv_weights`; the pair variant
+    is pairmadd.LANES at call time (tests set it to run each one)."""
+    wd, w_abs, bias, (m, cg, kh, kw), pairs = packed
     n, c, h, w = x_nchw.shape
     group = int(group)
     assert c == cg * group and m % group == 0, "channel / group mismatch"
@@ -331,12 +405,11 @@ def conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group):
         return _conv_depthwise(x, zp, wd, bias, *geo)
     if x.dtype in _BYTE_RANGE:  # the dtype's range bounds |x − x_zp| without reading the data
         lo, hi = _BYTE_RANGE[x.dtype]
-        x_abs = max(abs(lo - zp), abs(hi - zp), 1)
+        x_abs = max(abs(lo - zp), abs(hi - zp))
     else:
-        x_abs = max(abs(int(x.min(initial=0)) - zp), abs(int(x.max(initial=0)) - zp), 1)
-    kc = (F32_EXACT - 1) // (x_abs * w_abs)
-    if kc <= 0 or n * m * cg * kh * kw * oh * ow <= I32_MAX_MACS:
+        x_abs = max(abs(int(x.min(initial=0)) - zp), abs(int(x.max(initial=0)) - zp))
+    if pairmadd.LANES and pairs is not None and x_abs <= pairmadd.I16_ABS:
+        acc = CONV_PAIRS[pairmadd.LANES](x, zp, pairs[0], pairs[1], m, cg * kh * kw, group, *geo)
+    else:
         acc = _conv_gemm_i32(x, zp, wd, bias, group, *geo)
-    else:
-        acc = _conv_gemm_f32(x, zp, wd, bias, group, *geo, kc)
     return acc.reshape(n, m, oh, ow)
