@@ -152,83 +152,80 @@ def _conv_gemm_i32(x_nchw, x_zp, wd, bias, group, kh, kw, sh, sw, dh, dw, top, l
 
 
 @njit
-def _lane(k, y, h, w, kk, kh, kw, sh, sw, dh, dw, top, left, ow):
-    """Reduction row k at output row y: (flat source offset of output column 0 within the image's
-    channels, first and end output column whose input column is inside the image); (0, 0, 0) if k is
-    past K or the input row is padding."""
-    c, i, j = k // (kh * kw), (k // kw) % kh, k % kw
-    iy = y * sh - top + i * dh
-    if k >= kk or iy < 0 or iy >= h:
-        return 0, 0, 0
-    off = j * dw - left  # input column of output column x is x·sW + off
-    lo = min(ow, max(0, -(off // sw)))  # first x with x·sW + off >= 0
-    hi = min(ow, max(0, (w - 1 - off) // sw + 1)) if w - 1 - off >= 0 else 0
-    return (c * h + iy) * w + off, lo, max(lo, hi)
+def _pair_rows(col, d0, src, s0, s1, n, sw, z):
+    """col[d0 + x] = pair_word(src[s0 + x·sW] − z, src[s1 + x·sW] − z) for x < n (uint64 indices, literal
+    strides 1 and 2: LLVM vectorizes both)."""
+    n_u, du, a0, a1 = np.uint64(n), np.uint64(d0), np.uint64(s0), np.uint64(s1)
+    if sw == 1:
+        for e in range(n_u):
+            col[du + e] = pairmadd.pair_word(np.int32(src[a0 + e]) - z, np.int32(src[a1 + e]) - z)
+    elif sw == 2:
+        for e in range(n_u):
+            col[du + e] = pairmadd.pair_word(np.int32(src[a0 + np.uint64(2) * e]) - z,
+                                             np.int32(src[a1 + np.uint64(2) * e]) - z)
+    else:
+        sw_u = np.uint64(sw)
+        for e in range(n_u):
+            col[du + e] = pairmadd.pair_word(np.int32(src[a0 + sw_u * e]) - z, np.int32(src[a1 + sw_u * e]) - z)
 
 
 @njit
-def _im2col_pairs(xf, xbase, h, w, kk, kh, kw, sh, sw, dh, dw, top, left, oh, ow, z, col, ldc):
-    """col[r·ldc + 2(y·OW + x) + t] = x[k = 2r + t at output (y, x)] − x_zp, 0 for padding or k = K
-    (odd K): the int16 pair-interleaved im2col of `pairmadd`. xf: flat x, the group's first channel at
-    xbase; reduction rows k = (c, i, j) in OIHW weight order. Columns past OH·OW are left unset.
+def _im2col_pairs(xf, xbase, cg, h, w, kk, kh, kw, sh, sw, dh, dw, top, left, oh, ow, z, xp, col, ldc):
+    """col[r·ldc + y·OW + x] = pair_word(d(2r, y, x), d(2r + 1, y, x)), d(k, y, x) = x[k at output
+    (y, x)] − x_zp, 0 for padding: the pair-word im2col of `pairmadd`. xf: flat x, the group's first
+    of cg channels at xbase; reduction rows k = (c, i, j) in OIHW weight order. For an odd K the
+    partner of the last row is a copy of it (its packed weight is 0). Words past OH·OW in a row are
+    left unset.
 
-    Per pair and output row, the columns where both rows read the image are one loop of two
-    interleaved stores (vectorized for sW = 1 and 2: uint64 indices, literal strides); the
-    padding columns before and after it take a checked scalar loop.
+    A 1x1 stride-1 conv without padding interleaves channel planes of x directly. Otherwise d goes
+    first into xp, int16 planes of HP × WQ with a zero border (HP, WP cover every tap); then per
+    pair and output row one loop without bounds checks (`_pair_rows`).
     """
     zz = np.int32(z)
+    if kh == kw == sh == sw == 1 and oh == h and ow == w:  # 1x1, stride 1, no padding
+        p = h * w
+        for r in range((kk + 1) // 2):
+            _pair_rows(col, r * ldc, xf, xbase + 2 * r * p, xbase + min(2 * r + 1, kk - 1) * p, p, 1, zz)
+        return
+    hp, wq = _padded_hw(h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
+    xp[:] = 0
+    for c in range(cg):
+        for i in range(h):
+            dst, src = np.uint64((c * hp + top + i) * wq + left), np.uint64(xbase + (c * h + i) * w)
+            for e in range(np.uint64(w)):
+                xp[dst + e] = np.int32(xf[src + e]) - zz
     for r in range((kk + 1) // 2):
+        k0, k1 = 2 * r, min(2 * r + 1, kk - 1)
+        b0 = (k0 // (kh * kw) * hp + (k0 // kw) % kh * dh) * wq + k0 % kw * dw
+        b1 = (k1 // (kh * kw) * hp + (k1 // kw) % kh * dh) * wq + k1 % kw * dw
         for y in range(oh):
-            s0, lo0, hi0 = _lane(2 * r, y, h, w, kk, kh, kw, sh, sw, dh, dw, top, left, ow)
-            s1, lo1, hi1 = _lane(2 * r + 1, y, h, w, kk, kh, kw, sh, sw, dh, dw, top, left, ow)
-            d = r * ldc + 2 * y * ow
-            lo, hi = max(lo0, lo1), min(hi0, hi1)
-            if hi <= lo:
-                lo = hi = 0
-            for x in range(ow):
-                if x == lo:
-                    if hi > lo:
-                        break
-                col[d + 2 * x] = np.int32(xf[xbase + s0 + x * sw]) - zz if lo0 <= x < hi0 else 0
-                col[d + 2 * x + 1] = np.int32(xf[xbase + s1 + x * sw]) - zz if lo1 <= x < hi1 else 0
-            if hi > lo:
-                n_u = np.uint64(hi - lo)
-                du = np.uint64(d + 2 * lo)
-                a0, a1 = np.uint64(xbase + s0 + lo * sw), np.uint64(xbase + s1 + lo * sw)
-                if sw == 1:
-                    for e in range(n_u):
-                        col[du + np.uint64(2) * e] = np.int32(xf[a0 + e]) - zz
-                        col[du + np.uint64(2) * e + np.uint64(1)] = np.int32(xf[a1 + e]) - zz
-                elif sw == 2:
-                    for e in range(n_u):
-                        col[du + np.uint64(2) * e] = np.int32(xf[a0 + np.uint64(2) * e]) - zz
-                        col[du + np.uint64(2) * e + np.uint64(1)] = np.int32(xf[a1 + np.uint64(2) * e]) - zz
-                else:
-                    sw_u = np.uint64(sw)
-                    for e in range(n_u):
-                        col[du + np.uint64(2) * e] = np.int32(xf[a0 + sw_u * e]) - zz
-                        col[du + np.uint64(2) * e + np.uint64(1)] = np.int32(xf[a1 + sw_u * e]) - zz
-                for x in range(hi, ow):
-                    col[d + 2 * x] = np.int32(xf[xbase + s0 + x * sw]) - zz if x < hi0 else 0
-                    col[d + 2 * x + 1] = np.int32(xf[xbase + s1 + x * sw]) - zz if x < hi1 else 0
+            _pair_rows(col, r * ldc + y * ow, xp, b0 + y * sh * wq, b1 + y * sh * wq, ow, sw, np.int32(0))
+
+
+@njit
+def _padded_hw(h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
+    """(HP, WQ): rows and columns of a zero-bordered plane that hold every tap of the output."""
+    return max(top + h, (oh - 1) * sh + (kh - 1) * dh + 1), max(left + w, (ow - 1) * sw + (kw - 1) * dw + 1)
 
 
 @njit
 def _conv_pairs(lanes, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
-    """acc:i32 (N, M, OH·OW) through the int16 pair im2col and `pairmadd.gemm_pairs` (exact, wraps)."""
+    """acc:i32 (N, M, OH·OW) through the pair-word im2col and `pairmadd.gemm_pairs` (exact, wraps)."""
     n, c, h, w = x_nchw.shape
     cg, mg = c // group, m // group
     p = oh * ow
     k2 = (k + 1) // 2
     nr = pairmadd.tile_columns(lanes)
-    ldc = 2 * (-(-p // nr) * nr)
-    col = np.empty(k2 * ldc, np.int16)
+    ldc = -(-p // nr) * nr
+    col = np.empty(k2 * ldc, np.int32)
+    hp, wq = _padded_hw(h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
+    xp = np.empty(cg * hp * wq, np.int16)
     acc = np.empty(n * m * p, np.int32)
     xf = x_nchw.reshape(-1)
     for a in range(n):
         for g in range(group):
-            _im2col_pairs(xf, (a * c + g * cg) * h * w, h, w, k, kh, kw, sh, sw, dh, dw, top, left, oh, ow,
-                          x_zp, col, ldc)
+            _im2col_pairs(xf, (a * c + g * cg) * h * w, cg, h, w, k, kh, kw, sh, sw, dh, dw, top, left, oh, ow,
+                          x_zp, xp, col, ldc)
             pairmadd.gemm_pairs(lanes, col, ldc, wp[g * mg * k2:], k2, bias[g * mg:], acc, (a * m + g * mg) * p, p,
                                 mg, p, k2)
     return acc

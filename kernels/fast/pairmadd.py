@@ -37,8 +37,8 @@ I16_ABS = 32767  # operands with |value| <= this fit int16
 
 @njit
 def tile_columns(lanes):
-    """NR, the output columns of a register tile: 4 zmm of 16 (16 of the 32 vector registers hold
-    accumulators) or 2 ymm of 8 (8 of 16)."""
+    """NR, the output columns of a full register tile: 4 zmm of 16 (16 of the 32 vector registers
+    hold accumulators) or 2 ymm of 8 (8 of 16)."""
     return 64 if lanes == 16 else 16
 
 
@@ -72,79 +72,99 @@ def pack_pairs(wd, bias):
     return np.ascontiguousarray(w32, np.int32).reshape(-1), np.concatenate([bias, np.zeros(MR - 1, np.int32)])
 
 
+@njit(inline="always")
+def pair_word(d0, d1):
+    """(d1 << 16) | (d0 & 0xffff) of int32 values within int16: the pair (d0, d1) as one int32 word."""
+    return (np.int32(d0) & np.int32(0xFFFF)) | (np.int32(d1) << np.int32(16))
+
+
 @intrinsic
-def _tile(typingctx, lanes, col, c_off, ldc, wp, w_off, ldw, bias, b_off, out, o_off, ldo, k2):
-    """out[o_off + i·ldo + c] = bias[b_off + i] + Σ_{r < k2} pairs of col[c_off + r·ldc + 2c + (0, 1)]
-    · wp[w_off + i·ldw + r], for i < MR, c < NR (module doc); every index in bounds is the caller's duty."""
-    if not isinstance(lanes, types.IntegerLiteral) or lanes.literal_value not in _MADD:
+def _tile(typingctx, lanes, nv, col, c_off, ldc, wp, w_off, ldw, bias, b_off, out, o_off, ldo, k2):
+    """out[o_off + i·ldo + c] = bias[b_off + i] + Σ_{r < k2} pairs of col[c_off + r·ldc + c] · wp[w_off + i·ldw + r]
+    for i < MR, c < nv·lanes (module doc); lanes and nv literal; every index in bounds is the caller's duty."""
+    lit = (lanes, nv)
+    if not all(isinstance(v, types.IntegerLiteral) for v in lit) or lanes.literal_value not in _MADD:
         return None
-    nl = lanes.literal_value
-    mr, nv = MR, tile_columns.py_func(nl) // nl
-    sig = types.void(lanes, col, types.intp, types.intp, wp, types.intp, types.intp, bias, types.intp,
+    nl, nv = lanes.literal_value, nv.literal_value
+    sig = types.void(*lit, col, types.intp, types.intp, wp, types.intp, types.intp, bias, types.intp,
                      out, types.intp, types.intp, types.intp)
 
     def codegen(context, builder, signature, args):
-        _, col_a, c_off, ldc, wp_a, w_off, ldw, bias_a, b_off, out_a, o_off, ldo, k2 = args
+        col_a, c_off, ldc, wp_a, w_off, ldw, bias_a, b_off, out_a, o_off, ldo, k2 = args[2:]
         i32, intp = ir.IntType(32), context.get_value_type(types.intp)
         vw, vh = ir.VectorType(i32, nl), ir.VectorType(ir.IntType(16), 2 * nl)
 
-        def data(ty, val):
-            return context.make_array(ty)(context, builder, val).data
+        def base(k, arr, off):
+            return builder.gep(context.make_array(signature.args[k])(context, builder, arr).data, [off])
 
         def splat(word):
             v = builder.insert_element(ir.Constant(vw, None), word, ir.Constant(i32, 0))
             return builder.shuffle_vector(v, v, ir.Constant(vw, [0] * nl))
 
-        def const(v):
-            return ir.Constant(intp, v)
+        def vec(ptr, j):  # the j-th vector of lanes words at ptr
+            return builder.bitcast(builder.gep(ptr, [ir.Constant(intp, nl * j)]), vw.as_pointer())
 
-        cbase = builder.gep(data(signature.args[1], col_a), [c_off])
-        wbase = builder.gep(data(signature.args[4], wp_a), [w_off])
-        bbase = builder.gep(data(signature.args[7], bias_a), [b_off])
-        obase = builder.gep(data(signature.args[9], out_a), [o_off])
-        wrows = [builder.gep(wbase, [builder.mul(const(i), ldw)]) for i in range(mr)]
-        acc = [[cgutils.alloca_once(builder, vw) for _ in range(nv)] for _ in range(mr)]
-        for i in range(mr):
-            b = splat(builder.load(builder.gep(bbase, [const(i)])))
+        def row(ptr, i, ld):
+            return builder.gep(ptr, [builder.mul(ir.Constant(intp, i), ld)])
+
+        cbase, obase = base(2, col_a, c_off), base(10, out_a, o_off)
+        wrows = [row(base(5, wp_a, w_off), i, ldw) for i in range(MR)]
+        bbase = base(8, bias_a, b_off)
+        acc = [[cgutils.alloca_once(builder, vw) for _ in range(nv)] for _ in range(MR)]
+        for i in range(MR):
+            b = splat(builder.load(builder.gep(bbase, [ir.Constant(intp, i)])))
             for j in range(nv):
                 builder.store(b, acc[i][j])
         madd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vw, [vh, vh]), _MADD[nl])
         with cgutils.for_range(builder, k2) as loop:
             crow = builder.gep(cbase, [builder.mul(loop.index, ldc)])
-            cv = [builder.load(builder.bitcast(builder.gep(crow, [const(2 * nl * j)]), vh.as_pointer()), align=2)
-                  for j in range(nv)]
-            for i in range(mr):
+            cv = [builder.bitcast(builder.load(vec(crow, j), align=4), vh) for j in range(nv)]
+            for i in range(MR):
                 wv = builder.bitcast(splat(builder.load(builder.gep(wrows[i], [loop.index]))), vh)
                 for j in range(nv):
                     builder.store(builder.add(builder.load(acc[i][j]), builder.call(madd, [cv[j], wv])), acc[i][j])
-        for i in range(mr):
-            orow = builder.gep(obase, [builder.mul(const(i), ldo)])
+        for i in range(MR):
+            orow = row(obase, i, ldo)
             for j in range(nv):
-                builder.store(builder.load(acc[i][j]), builder.bitcast(builder.gep(orow, [const(nl * j)]),
-                                                                        vw.as_pointer()), align=4)
+                builder.store(builder.load(acc[i][j]), vec(orow, j), align=4)
         return context.get_dummy_value()
     return sig, codegen
+
+
+@njit
+def _gemm(lanes, nv, col, ldc, wp, ldw, bias, out, o_off, ldo, m, p, k2):
+    """gemm_pairs with register tiles of MR rows × nv vectors (lanes, nv literal)."""
+    nr = nv * lanes
+    tile = np.empty(MR * nr, np.int32)
+    for c0 in range(0, p, nr):
+        cw = min(nr, p - c0)
+        for o0 in range(0, m, MR):
+            rows = min(MR, m - o0)
+            if rows == MR and cw == nr:
+                _tile(lanes, nv, col, c0, ldc, wp, o0 * ldw, ldw, bias, o0, out, o_off + o0 * ldo + c0, ldo, k2)
+            else:
+                _tile(lanes, nv, col, c0, ldc, wp, o0 * ldw, ldw, bias, o0, tile, 0, nr, k2)
+                for i in range(rows):
+                    for c in range(cw):
+                        out[o_off + (o0 + i) * ldo + c0 + c] = tile[i * nr + c]
 
 
 @njit
 def gemm_pairs(lanes, col, ldc, wp, ldw, bias, out, o_off, ldo, m, p, k2):
     """out[o_off + o·ldo + c] = bias[o] + Σ_r pairs (module doc) for o < m, c < p; int32, wraps.
 
-    col: flat int16, k2 rows of ldc >= 2·ceil(p / NR)·NR values (pad columns are read, never stored);
-    wp: flat int32 pair words, rows of ldw >= k2, at least ceil(m / MR)·MR rows; bias: same row count.
-    Tiles: NR columns outer (a column panel stays in cache), MR rows inner; an edge tile goes through
-    a scratch tile and only its valid part is copied out.
+    col: flat int32 pair words (`pair_word`), k2 rows of ldc >= ceil(p / NR)·NR words (NR =
+    tile_columns(lanes); pad columns are read, never stored); wp: flat int32 pair words, rows of
+    ldw >= k2, at least ceil(m / MR)·MR rows; bias: as many rows. Tiles: NR columns outer (a column
+    panel stays in cache), MR rows inner; an edge tile goes through a scratch tile and only its valid
+    part is copied out. Fewer than NR columns in all take a tile of as few vectors as hold them.
     """
-    mr, nr = MR, tile_columns(lanes)
-    tile = np.empty(mr * nr, np.int32)
-    for c0 in range(0, p, nr):
-        cw = min(nr, p - c0)
-        for o0 in range(0, m, mr):
-            rows = min(mr, m - o0)
-            if rows == mr and cw == nr:
-                _tile(lanes, col, 2 * c0, ldc, wp, o0 * ldw, ldw, bias, o0, out, o_off + o0 * ldo + c0, ldo, k2)
-            else:
-                _tile(lanes, col, 2 * c0, ldc, wp, o0 * ldw, ldw, bias, o0, tile, 0, nr, k2)
-                for i in range(rows):
-                    for c in range(cw):
-                        out[o_off + (o0 + i) * ldo + c0 + c] = tile[i * nr + c]
+    nv = -(-p // lanes)
+    if nv == 1:
+        _gemm(lanes, 1, col, ldc, wp, ldw, bias, out, o_off, ldo, m, p, k2)
+    elif nv == 2 or lanes == 8:
+        _gemm(lanes, 2, col, ldc, wp, ldw, bias, out, o_off, ldo, m, p, k2)
+    elif nv == 3:
+        _gemm(lanes, 3, col, ldc, wp, ldw, bias, out, o_off, ldo, m, p, k2)
+    else:
+        _gemm(lanes, 4, col, ldc, wp, ldw, bias, out, o_off, ldo, m, p, k2)
