@@ -3,6 +3,8 @@
 onnxruntime is this CPU's: where its u8·s8 kernels saturate int16 pair sums (no VNNI,
 npusim.ortisa), the expected accumulator adds golden.pairsat's excess, as mode "ort" does.
 """
+import contextlib
+import re
 import zlib
 
 import numpy as np
@@ -11,7 +13,7 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 
 from npusim import ortisa
 from npusim_kernels.golden import conv as gconv, matmul as gmm, pairsat as gpair, requant as greq
-from npusim_kernels.fast import conv as fconv, matmul as fmm, requant as freq
+from npusim_kernels.fast import conv as fconv, matmul as fmm, pairmadd, requant as freq
 
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -302,40 +304,62 @@ def conv_params(draw):
 _RANGES = {"u8": (0, 255, np.uint8), "s8": (-128, 127, np.int8), "u4": (0, 15, np.uint8), "s4": (-8, 7, np.int8)}
 
 
+# The pair multiply-add variants this CPU runs (pairmadd.LANES: 16 AVX-512BW, 8 AVX2), and 0: the int32 loop.
+VARIANTS = [v for v in (16, 8) if v <= pairmadd.LANES] + [0]
+
+
+@contextlib.contextmanager
+def variant(lanes):
+    """conv_acc_packed runs the given pairmadd variant inside."""
+    saved, pairmadd.LANES = pairmadd.LANES, lanes
+    try:
+        yield
+    finally:
+        pairmadd.LANES = saved
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
-@given(conv_params())
-def test_conv_fast_eq_golden(p):
+@given(conv_params(), st.sampled_from(VARIANTS), st.sampled_from(["lo", "hi", "any"]))
+def test_conv_fast_eq_golden(p, lanes, zp_kind):
+    """Every variant; M, P across tile edges (MR = 4, NR = 16·lanes/8 or fewer), K odd and even."""
     rng = np.random.default_rng(p["seed"])
     xlo, xhi, xdt = _RANGES[p["xt"]]
     wlo, whi, wdt = _RANGES[p["wt"]]
     x = rng.integers(xlo, xhi + 1, (p["n"], p["c"], *p["hw"])).astype(xdt)
     w = rng.integers(wlo, whi + 1, (p["m"], p["c"] // p["group"], *p["k"])).astype(wdt)
-    x_zp = int(rng.integers(xlo, xhi + 1))
-    w_zp = rng.integers(wlo, whi + 1, p["m"]).astype(np.int32)
+    x_zp = {"lo": xlo, "hi": xhi, "any": int(rng.integers(xlo, xhi + 1))}[zp_kind]
+    w_zp = rng.choice([wlo, whi, (wlo + whi) // 2], p["m"]).astype(np.int32)
     bias = rng.integers(-2 ** 20, 2 ** 20, p["m"]).astype(np.int32)
     args = (x, x_zp, w, w_zp, bias, p["strides"], p["pads"], p["dil"], p["group"])
-    np.testing.assert_array_equal(fconv.conv_acc(*args), gconv.conv_acc(*args))
+    with variant(lanes):
+        np.testing.assert_array_equal(fconv.conv_acc(*args), gconv.conv_acc(*args))
 
 
-def test_conv_fast_eq_golden_wide_operands():
-    """Operands wider than 12 bits take the int32 loop instead of the float32 chunks."""
+@pytest.mark.parametrize("lanes", VARIANTS)
+def test_conv_fast_eq_golden_int16_operands(lanes):
+    """int16 operands: within int16 after the zero points (|x − x_zp| = 32767) the pair kernel, one
+    past it (x − x_zp = −32773) the int32 loop; both exact."""
     rng = np.random.default_rng(7)
-    x = rng.integers(-3000, 3000, (1, 4, 5, 5)).astype(np.int16)
-    w = rng.integers(-3000, 3000, (3, 4, 3, 3)).astype(np.int16)
-    args = (x, 5, w, np.array([1, -2, 3], np.int32), np.zeros(3, np.int32), (1, 1), (1, 1, 1, 1), (1, 1), 1)
-    np.testing.assert_array_equal(fconv.conv_acc(*args), gconv.conv_acc(*args))
+    w = rng.integers(-20, 21, (5, 4, 3, 3)).astype(np.int16)
+    for x_lo, x_zp in ((-32767, 0), (-32768, 5)):
+        x = rng.integers(x_lo, x_lo + 3000, (1, 4, 5, 7)).astype(np.int16)
+        x[0, 0, 0, 0] = x_lo
+        args = (x, x_zp, w, np.array([1, -2, 3, 0, 4], np.int32), np.zeros(5, np.int32), (1, 1), (1, 1, 1, 1), (1, 1), 1)
+        with variant(lanes):
+            np.testing.assert_array_equal(fconv.conv_acc(*args), gconv.conv_acc(*args))
 
 
 @pytest.mark.parametrize("case", [
     # (N, C, M, group, (kH, kW), strides, pads, dilations, (H, W)), chosen to hit each fast path
-    (1, 48, 64, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (24, 96)),   # float32 sgemm, one chunk
-    (2, 40, 24, 1, (3, 3), (2, 1), (1, 2, 0, 1), (1, 2), (11, 30)),   # float32 sgemm, K=360 > kc: chunks
-    (1, 12, 18, 3, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (48, 96)),   # float32 sgemm, grouped
-    (1, 8, 8, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (24, 96)),     # int32 GEMM, 1x1
-    (1, 16, 7, 1, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), (24, 90)),   # int32 GEMM, odd M, padded
-    (1, 50, 200, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (1, 1)),    # int32 GEMM, P == 1
+    (1, 48, 64, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (24, 96)),   # pairs 1x1: plane interleave
+    (2, 40, 24, 1, (3, 3), (2, 1), (1, 2, 0, 1), (1, 2), (11, 30)),   # pairs, stride 2, dilated, padded
+    (1, 12, 18, 3, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (48, 96)),   # pairs, grouped, M/group = 6
+    (1, 7, 8, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (24, 96)),     # pairs 1x1, odd K = 7
+    (1, 16, 7, 1, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), (24, 90)),   # odd M, padded
+    (1, 50, 200, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (1, 1)),    # P == 1
+    (1, 9, 10, 1, (1, 1), (3, 3), (0, 0, 0, 0), (1, 1), (14, 14)),    # 1x1 stride 3
     (2, 24, 24, 24, (3, 3), (2, 1), (1, 1, 1, 1), (1, 1), (12, 96)),  # depthwise kW=3, sW=1
-    (1, 5, 5, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (9, 13)),     # int32 GEMM, odd K = 45
+    (1, 5, 5, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (9, 13)),     # odd K = 45
     (1, 40, 40, 40, (5, 5), (1, 1), (2, 2, 2, 2), (1, 2), (3, 96)),   # depthwise kW=5, dilated
     (1, 16, 16, 16, (5, 4), (2, 3), (0, 2, 3, 1), (2, 1), (9, 20)),   # depthwise generic taps
     (1, 16, 16, 16, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), (24, 96)),  # depthwise, both strides 2
@@ -344,7 +368,7 @@ def test_conv_fast_eq_golden_wide_operands():
 ])
 @pytest.mark.parametrize("xt,wt", [("u8", "s8"), ("s8", "s8"), ("u8", "u8")])
 def test_conv_fast_eq_golden_paths(case, xt, wt):
-    """Layer sizes of the PP-OCR classifier and beyond; operands at the type extremes."""
+    """Layer sizes of the PP-OCR classifier and beyond; operands at the type extremes; every variant."""
     n, c, m, group, k, strides, pads, dil, hw = case
     rng = np.random.default_rng(zlib.crc32(repr((case, xt, wt)).encode()))
     xlo, xhi, xdt = _RANGES[xt]
@@ -353,10 +377,45 @@ def test_conv_fast_eq_golden_paths(case, xt, wt):
     x[..., 1::3] = rng.integers(xlo, xhi + 1, x[..., 1::3].shape)
     w = rng.choice(np.array([wlo, whi]), (m, c // group, *k)).astype(wdt)
     w_zp = np.where(np.arange(m) % 2, whi, wlo).astype(np.int32)  # |w − w_zp| up to 255
-    for x_zp in (xlo, xhi, (xlo + xhi) // 2):
+    for i, x_zp in enumerate((xlo, xhi, (xlo + xhi) // 2)):
         bias = rng.integers(-2 ** 20, 2 ** 20, m).astype(np.int32)
         args = (x, x_zp, w, w_zp, bias, strides, pads, dil, group)
-        np.testing.assert_array_equal(fconv.conv_acc(*args), gconv.conv_acc(*args))
+        with variant(VARIANTS[i % len(VARIANTS)]):
+            np.testing.assert_array_equal(fconv.conv_acc(*args), gconv.conv_acc(*args))
+
+
+@pytest.mark.parametrize("lanes", [16, 8])
+def test_pairmadd_instructions(lanes):
+    """The micro-kernel compiles to vpmaddwd (or, on VNNI, vpdpwssd) on zmm (16 lanes) or ymm (8)."""
+    if lanes > pairmadd.LANES:
+        pytest.skip(f"this CPU lacks {'AVX-512BW' if lanes == 16 else 'AVX2'}")
+    import numba
+    gemm = numba.njit(pairmadd._gemm.py_func)  # uncached: cached code cannot be inspected
+
+    @numba.njit
+    def run(col, wp, bias, out):
+        gemm(lanes, 2, col, 2 * lanes, wp, 3, bias, out, 0, 2 * lanes, 4, 2 * lanes, 3)
+    rng = np.random.default_rng(lanes)
+    a16 = rng.integers(-255, 256, (3, 2 * lanes, 2)).astype(np.int16)  # (K2, P, 2)
+    w16 = rng.integers(-255, 256, (4, 3, 2)).astype(np.int16)  # (M, K2, 2)
+    bias = rng.integers(-1000, 1000, 4).astype(np.int32)
+    out = np.zeros(8 * lanes, np.int32)
+    run(a16.view("<i4").reshape(-1), w16.view("<i4").reshape(-1), bias, out)
+    want = np.einsum("rcp,orp->oc", a16.astype(np.int64), w16.astype(np.int64)) + bias[:, None]
+    np.testing.assert_array_equal(out.reshape(4, 2 * lanes), want)
+    reg = "zmm" if lanes == 16 else "ymm"
+    asm = "".join(gemm.inspect_asm().values())
+    assert re.search(rf"vp(maddwd|dpwssd)\s+%{reg}", asm), "no vpmaddwd / vpdpwssd on " + reg
+    assert "vpmulld" not in asm
+
+
+def test_pairmadd_variant_needs_host_and_build():
+    """A variant runs only where both the CPU and Numba's target features have its instructions."""
+    avx2, avx512 = {"avx2"}, {"avx2", "avx512bw"}
+    assert pairmadd.host_lanes(avx512, avx512) == 16
+    assert pairmadd.host_lanes(avx2, avx512) == 8  # a cache built for AVX-512 never runs zmm code here
+    assert pairmadd.host_lanes(avx512, avx2) == 8  # NUMBA_CPU_FEATURES without AVX-512
+    assert pairmadd.host_lanes({"sse4.2"}, avx512) == 0
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
