@@ -2,11 +2,12 @@
 
 out[o, p] = bias[o] + Σ_{r < K2} (a[r, p, 0]·w[o, 2r] + a[r, p, 1]·w[o, 2r + 1])   (int32, wraps mod 2^32)
 
-a: int16, pair-interleaved columns (K2, P, 2) ("col"), each row padded to whole tiles; w: the int16
-pairs (w[o, 2r], w[o, 2r + 1]) packed as one int32 word (w1 << 16) | (w0 & 0xffff) (`pack_pairs`).
+Both operands are int16 pairs stored as one int32 word (v1 << 16) | (v0 & 0xffff) (`pair_word`):
+a as "col", K2 rows of P words (a pair-interleaved (K2, P, 2) int16 array), each row padded to
+whole tiles; w as K2 words per row o (`pack_pairs`, at plan time for conv weights).
 
 Instruction mapping. The micro-kernel `_tile` is an LLVM-level intrinsic: for each r it loads NV
-vectors of 2·LANES int16 from col, broadcasts each of the MR rows' pair words and calls
+vectors of LANES words (2·LANES int16) from col, broadcasts each of the MR rows' pair words and calls
 `llvm.x86.avx512.pmaddw.d.512` (LANES = 16, zmm) or `llvm.x86.avx2.pmadd.wd` (LANES = 8, ymm),
 i.e. vpmaddwd: lane q = a[2q]·b[2q] + a[2q + 1]·b[2q + 1] of int16 operands, products exact in
 int32 and the sum the low 32 bits of the exact sum (only (−2^15)² + (−2^15)² = 2^31 leaves int32 and
