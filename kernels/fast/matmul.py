@@ -1,12 +1,16 @@
 """Fast integer matmul (MatMulInteger / QLinearMatMul / QGemm accumulator), same contract as golden.
 
 acc:i32[..., i, j] = Σ_k (a[..., i, k] − a_zp[i]) · (b[..., k, j] − b_zp[j]); int32, wraps on overflow.
-Float32 BLAS sgemm over K-chunks of kc terms with kc·max|a − a_zp|·max|b − b_zp| < 2^24, so every
-partial sum is an exact integer in float32; chunks are summed in int32. Operands wider than 12
-bits fall back to an int32 Numba loop.
+When a − a_zp and b − b_zp fit int16 (8-bit and narrower operands: bounded by the dtype's range, no
+data scan) and the host has AVX2 or AVX-512BW: `_mm_pairs`, per batch the rows of a and the columns
+of b packed as int16 pair words and pairmadd.gemm_pairs (vpmaddwd / vpdpwssd; exact, wraps: see
+pairmadd). Otherwise float32 BLAS sgemm over K-chunks of kc terms with kc·max|a − a_zp|·max|b − b_zp|
+< 2^24, so every partial sum is an exact integer in float32; chunks are summed in int32. Operands
+wider than 12 bits fall back to an int32 Numba loop.
 """
 import numpy as np
 
+from npusim_kernels.fast import pairmadd
 from npusim_kernels.fast._jit import njit
 
 F32_EXACT = 1 << 24
@@ -26,42 +30,96 @@ def _mm_i32(a_i32, b_i32):
     return out
 
 
+@njit
+def _mm_pairs(lanes, a3, a_zp, b3, b_zp):
+    """acc:i32 (B, M, N) = (a3 (B, M, K) − a_zp[m]) · (b3 (B, K, N) − b_zp[n]), every difference within
+    int16, through pairmadd.gemm_pairs: per batch the rows of a and the columns of b packed as pair
+    words (exact, wraps)."""
+    nb, m, k = a3.shape
+    n = b3.shape[2]
+    k2 = (k + 1) // 2
+    nr = pairmadd.tile_columns(lanes)
+    ldc = -(-n // nr) * nr
+    wp = np.zeros((m + pairmadd.MR - 1) * k2, np.int32)
+    bias = np.zeros(m + pairmadd.MR - 1, np.int32)
+    col = np.empty(k2 * ldc, np.int32)
+    out = np.empty((nb, m, n), np.int32)
+    of = out.reshape(-1)
+    for i in range(nb):
+        for r in range(k2):
+            r1 = min(2 * r + 1, k - 1)  # an odd K's missing partner: b's is a copy, a's is 0
+            odd = np.int32(2 * r + 1 < k)
+            for o in range(m):
+                z = np.int32(a_zp[o])
+                wp[o * k2 + r] = pairmadd.pair_word(np.int32(a3[i, o, 2 * r]) - z, (np.int32(a3[i, o, r1]) - z) * odd)
+            for c in range(n):
+                z = np.int32(b_zp[c])
+                col[r * ldc + c] = pairmadd.pair_word(np.int32(b3[i, 2 * r, c]) - z, np.int32(b3[i, r1, c]) - z)
+        pairmadd.gemm_pairs(lanes, col, ldc, wp, k2, bias, of, i * m * n, n, m, n, k2)
+    return out
+
+
+@njit
+def _mm_pairs_zmm(a3, a_zp, b3, b_zp):
+    """_mm_pairs with the AVX-512BW micro-kernel (the lane count must be a literal)."""
+    return _mm_pairs(16, a3, a_zp, b3, b_zp)
+
+
+@njit
+def _mm_pairs_ymm(a3, a_zp, b3, b_zp):
+    """_mm_pairs with the AVX2 micro-kernel."""
+    return _mm_pairs(8, a3, a_zp, b3, b_zp)
+
+
+MM_PAIRS = {16: _mm_pairs_zmm, 8: _mm_pairs_ymm}  # pairmadd lane count -> batched matmul
+_BYTE_RANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
+
+
+def _max_diff(v, zp):
+    """max |v − zp| (at least 1): from the dtype's range for bytes, else from the data."""
+    lo, hi = _BYTE_RANGE[v.dtype] if v.dtype in _BYTE_RANGE else (int(v.min(initial=0)), int(v.max(initial=0)))
+    return max(1, int(np.abs(lo - zp.astype(np.int64)).max(initial=0)), int(np.abs(hi - zp.astype(np.int64)).max(initial=0)))
+
+
 def matmul_acc(a, a_zp, b, b_zp):
     """acc:i32 = Σ_k (a − a_zp)·(b − b_zp), numpy matmul broadcasting; int32, wraps on overflow.
 
     a: integer (..., M, K); a_zp: int scalar, or int array (M,) per row; b: integer (..., K, N);
-    b_zp: int scalar or int32 array (N,) per column. No rounding, no saturation.
+    b_zp: int scalar or int32 array (N,) per column. No rounding, no saturation. Path: module doc.
     """
     a = np.asarray(a)
     b = np.asarray(b)
     azp = np.asarray(a_zp, np.int32)
     bzp = np.asarray(b_zp, np.int32)
-    if azp.ndim == 1 and a.ndim >= 2:
-        azp = azp.reshape(-1, 1)
-    bzp = bzp.reshape(-1) if bzp.size > 1 else bzp.reshape(())
-    ad = a.astype(np.int32) - azp
-    bd = b.astype(np.int32) - bzp
-    vec_a, vec_b = ad.ndim == 1, bd.ndim == 1
+    vec_a, vec_b = a.ndim == 1, b.ndim == 1
     if vec_a:
-        ad = ad[None, :]
+        a = a[None, :]
     if vec_b:
-        bd = bd[:, None]
-    batch = np.broadcast_shapes(ad.shape[:-2], bd.shape[:-2])
-    ad = np.broadcast_to(ad, batch + ad.shape[-2:])
-    bd = np.broadcast_to(bd, batch + bd.shape[-2:])
-    k = ad.shape[-1]
-    maxprod = max(1, int(np.abs(ad).max(initial=0))) * max(1, int(np.abs(bd).max(initial=0)))
-    kc = (F32_EXACT - 1) // maxprod
-    if kc > 0:
-        af, bf = ad.astype(np.float32), bd.astype(np.float32)
-        acc = np.zeros(batch + (ad.shape[-2], bd.shape[-1]), np.int32)
-        for k0 in range(0, k, kc):
-            acc += np.matmul(af[..., k0:k0 + kc], bf[..., k0:k0 + kc, :]).astype(np.int32)
+        b = b[:, None]
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a = np.broadcast_to(a, batch + a.shape[-2:])
+    b = np.broadcast_to(b, batch + b.shape[-2:])
+    (m, k), n = a.shape[-2:], b.shape[-1]
+    azp = np.ascontiguousarray(np.broadcast_to(azp.reshape(-1), (m,)))
+    bzp = np.ascontiguousarray(np.broadcast_to(bzp.reshape(-1), (n,)))
+    a_abs, b_abs = _max_diff(a, azp), _max_diff(b, bzp)
+    kc = (F32_EXACT - 1) // (a_abs * b_abs)
+    if pairmadd.LANES and max(a_abs, b_abs) <= pairmadd.I16_ABS:
+        acc = MM_PAIRS[pairmadd.LANES](a.reshape((-1, m, k)), azp, b.reshape((-1, k, n)), bzp)
+        acc = acc.reshape(batch + (m, n))
     else:
-        a2 = ad.reshape((-1,) + ad.shape[-2:])
-        b2 = bd.reshape((-1,) + bd.shape[-2:])
-        acc = np.stack([_mm_i32(np.ascontiguousarray(x), np.ascontiguousarray(y)) for x, y in zip(a2, b2)])
-        acc = acc.reshape(batch + acc.shape[-2:])
+        ad = a.astype(np.int32) - azp.reshape(-1, 1)
+        bd = b.astype(np.int32) - bzp
+        if kc > 0:
+            af, bf = ad.astype(np.float32), bd.astype(np.float32)
+            acc = np.zeros(batch + (m, n), np.int32)
+            for k0 in range(0, k, kc):
+                acc += np.matmul(af[..., k0:k0 + kc], bf[..., k0:k0 + kc, :]).astype(np.int32)
+        else:
+            a2 = ad.reshape((-1, m, k))
+            b2 = bd.reshape((-1, k, n))
+            acc = np.stack([_mm_i32(np.ascontiguousarray(x), np.ascontiguousarray(y)) for x, y in zip(a2, b2)])
+            acc = acc.reshape(batch + (m, n))
     if vec_a:
         acc = acc[..., 0, :]
     if vec_b:

@@ -420,16 +420,30 @@ def test_pairmadd_variant_needs_host_and_build():
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.integers(0, 2 ** 31), st.sampled_from([(), (2,), (2, 1)]), st.sampled_from(["u8", "s8", "u4", "s4"]),
-       st.booleans())
-def test_matmul_fast_eq_golden(seed, batch, dt, per_col):
+       st.booleans(), st.sampled_from(VARIANTS))
+def test_matmul_fast_eq_golden(seed, batch, dt, per_col, lanes):
+    """Every variant; M, N across tile edges, K odd and even, zero points at the extremes."""
     rng = np.random.default_rng(seed)
     lo, hi, npdt = _RANGES[dt]
-    m, k, n = (int(v) for v in rng.integers(1, 20, 3))
+    m, k, n = (int(v) for v in rng.integers(1, 20, 3)) if seed % 3 else (int(v) for v in rng.integers(1, 70, 3))
     a = rng.integers(lo, hi + 1, batch + (m, k)).astype(npdt)
     b = rng.integers(lo, hi + 1, (k, n)).astype(npdt)
-    b_zp = rng.integers(lo, hi + 1, n if per_col else ()).astype(np.int32)
-    a_zp = int(rng.integers(lo, hi + 1))
-    np.testing.assert_array_equal(fmm.matmul_acc(a, a_zp, b, b_zp), gmm.matmul_acc(a, a_zp, b, b_zp))
+    b_zp = rng.choice([lo, hi, (lo + hi) // 2], n if per_col else ()).astype(np.int32)
+    a_zp = int(rng.choice([lo, hi, (lo + hi) // 2]))
+    with variant(lanes):
+        np.testing.assert_array_equal(fmm.matmul_acc(a, a_zp, b, b_zp), gmm.matmul_acc(a, a_zp, b, b_zp))
+
+
+@pytest.mark.parametrize("lanes", VARIANTS)
+def test_matmul_fast_eq_golden_int16_operands(lanes):
+    """int16 a: |a − a_zp| = 32767 takes the pair kernel, 32773 the float32 chunks; both exact."""
+    rng = np.random.default_rng(11)
+    b = rng.integers(-128, 128, (37, 21)).astype(np.int8)
+    for a_lo, a_zp in ((-32767, 0), (-32768, 5)):
+        a = rng.integers(a_lo, a_lo + 3000, (2, 5, 37)).astype(np.int16)
+        a[0, 0, 0] = a_lo
+        with variant(lanes):
+            np.testing.assert_array_equal(fmm.matmul_acc(a, a_zp, b, 3), gmm.matmul_acc(a, a_zp, b, 3))
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
