@@ -97,15 +97,15 @@ def matmul_acc(a, a_zp, b, b_zp):
     if vec_b:
         b = b[:, None]
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    a = np.broadcast_to(a, batch + a.shape[-2:])
-    b = np.broadcast_to(b, batch + b.shape[-2:])
+    a, b = (v if v.shape[:-2] == batch else np.broadcast_to(v, batch + v.shape[-2:]) for v in (a, b))
     (m, k), n = a.shape[-2:], b.shape[-1]
-    azp = np.ascontiguousarray(np.broadcast_to(azp.reshape(-1), (m,)))
-    bzp = np.ascontiguousarray(np.broadcast_to(bzp.reshape(-1), (n,)))
+    azp = np.broadcast_to(azp.reshape(-1), (m,)).astype(np.int32)  # a writeable copy
+    bzp = np.broadcast_to(bzp.reshape(-1), (n,)).astype(np.int32)
     a_abs, b_abs = _max_diff(a, azp), _max_diff(b, bzp)
     kc = (F32_EXACT - 1) // (a_abs * b_abs)
     if pairmadd.LANES and max(a_abs, b_abs) <= pairmadd.I16_ABS:
-        acc = MM_PAIRS[pairmadd.LANES](a.reshape((-1, m, k)), azp, b.reshape((-1, k, n)), bzp)
+        a3, b3 = (np.ascontiguousarray(v).reshape((-1,) + v.shape[-2:]) for v in (a, b))
+        acc = MM_PAIRS[pairmadd.LANES](a3, azp, b3, bzp)
         acc = acc.reshape(batch + (m, n))
     else:
         ad = a.astype(np.int32) - azp.reshape(-1, 1)
