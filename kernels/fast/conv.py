@@ -31,6 +31,8 @@ import numpy as np
 from npusim_kernels.fast import pairmadd
 from npusim_kernels.fast._jit import njit
 
+PANEL_WORDS = 1 << 17  # im2col words per panel (512 KiB; measured best of 128 KiB, 512 KiB, 2 MiB and none here)
+
 
 def _out_hw(h, w, kh, kw, strides, pads, dilations):
     oh = (h + pads[0] + pads[2] - dilations[0] * (kh - 1) - 1) // strides[0] + 1
@@ -172,36 +174,39 @@ def _pair_rows(col, d0, src, s0, s1, n, sw, z):
 
 
 @njit
-def _im2col_pairs(xf, xbase, cg, h, w, kk, kh, kw, sh, sw, dh, dw, top, left, oh, ow, z, xp, col, ldc):
-    """col[r·ldc + y·OW + x] = pair_word(d(2r, y, x), d(2r + 1, y, x)), d(k, y, x) = x[k at output
-    (y, x)] − x_zp, 0 for padding: the pair-word im2col of `pairmadd`. xf: flat x, the group's first
-    of cg channels at xbase; reduction rows k = (c, i, j) in OIHW weight order. For an odd K the
-    partner of the last row is a copy of it (its packed weight is 0). Words past OH·OW in a row are
-    left unset.
-
-    A 1x1 stride-1 conv without padding interleaves channel planes of x directly. Otherwise d goes
-    first into xp, int16 planes of HP × WQ with a zero border (HP, WP cover every tap); then per
-    pair and output row one loop without bounds checks (`_pair_rows`).
-    """
+def _pad_planes(xf, xbase, cg, h, w, z, top, left, hp, wq, xp):
+    """xp[(c·HP + top + i)·WQ + left + j] = x[c, i, j] − x_zp (int16) for the cg channels at xf[xbase:],
+    0 elsewhere: zero-bordered planes of HP × WQ."""
     zz = np.int32(z)
-    if kh == kw == sh == sw == 1 and oh == h and ow == w:  # 1x1, stride 1, no padding
-        p = h * w
-        for r in range((kk + 1) // 2):
-            _pair_rows(col, r * ldc, xf, xbase + 2 * r * p, xbase + min(2 * r + 1, kk - 1) * p, p, 1, zz)
-        return
-    hp, wq = _padded_hw(h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
     xp[:] = 0
     for c in range(cg):
         for i in range(h):
             dst, src = np.uint64((c * hp + top + i) * wq + left), np.uint64(xbase + (c * h + i) * w)
             for e in range(np.uint64(w)):
                 xp[dst + e] = np.int32(xf[src + e]) - zz
+
+
+@njit
+def _im2col_pairs(src, base, z, hs, ws, kk, kh, kw, sh, sw, dh, dw, ow, q0, q1, col, ldc):
+    """col[r·ldc + q − q0] = pair_word(d(2r, q), d(2r + 1, q)) for output positions q0 <= q < q1 (q = y·OW + x):
+    the pair-word im2col of `pairmadd`. d(k = (c, i, j), q) = src[base + (c·HS + y·sH + i·dH)·WS + x·sW
+    + j·dW] − z, from planes of HS × WS that hold every tap (zero-bordered, or x itself for a 1x1
+    stride-1 conv without padding); k in OIHW weight order. For an odd K the partner of the last
+    row is a copy of it (its packed weight is 0). Words past q1 − q0 are left unset.
+    Per pair one loop (`_pair_rows`) over the positions, or over each output row's part if
+    consecutive rows are not contiguous.
+    """
     for r in range((kk + 1) // 2):
         k0, k1 = 2 * r, min(2 * r + 1, kk - 1)
-        b0 = (k0 // (kh * kw) * hp + (k0 // kw) % kh * dh) * wq + k0 % kw * dw
-        b1 = (k1 // (kh * kw) * hp + (k1 // kw) % kh * dh) * wq + k1 % kw * dw
-        for y in range(oh):
-            _pair_rows(col, r * ldc + y * ow, xp, b0 + y * sh * wq, b1 + y * sh * wq, ow, sw, np.int32(0))
+        b0 = base + (k0 // (kh * kw) * hs + (k0 // kw) % kh * dh) * ws + k0 % kw * dw
+        b1 = base + (k1 // (kh * kw) * hs + (k1 // kw) % kh * dh) * ws + k1 % kw * dw
+        if sh == sw == 1 and ow == ws:  # consecutive rows are contiguous
+            _pair_rows(col, r * ldc, src, b0 + q0, b1 + q0, q1 - q0, 1, z)
+        else:
+            for y in range(q0 // ow, (q1 - 1) // ow + 1):
+                x0, x1 = max(0, q0 - y * ow), min(ow, q1 - y * ow)
+                s = y * sh * ws + x0 * sw
+                _pair_rows(col, r * ldc + y * ow + x0 - q0, src, b0 + s, b1 + s, x1 - x0, sw, z)
 
 
 @njit
@@ -212,24 +217,35 @@ def _padded_hw(h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
 
 @njit
 def _conv_pairs(lanes, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
-    """acc:i32 (N, M, OH·OW) through the pair-word im2col and `pairmadd.gemm_pairs` (exact, wraps)."""
+    """acc:i32 (N, M, OH·OW) through the pair-word im2col and `pairmadd.gemm_pairs` (exact, wraps), in
+    panels of whole register tiles of output positions, about PANEL_WORDS words of im2col each (a
+    panel stays in cache between the im2col and the GEMM)."""
     n, c, h, w = x_nchw.shape
     cg, mg = c // group, m // group
     p = oh * ow
     k2 = (k + 1) // 2
     nr = pairmadd.tile_columns(lanes)
-    ldc = -(-p // nr) * nr
+    panel = max(1, PANEL_WORDS // (k2 * nr)) * nr  # whole register tiles
+    ldc = min(panel, -(-p // nr) * nr)
     col = np.empty(k2 * ldc, np.int32)
-    hp, wq = _padded_hw(h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
-    xp = np.empty(cg * hp * wq, np.int16)
+    direct = kh == kw == sh == sw == 1 and oh == h and ow == w  # 1x1, stride 1, no padding: x is the plane
+    hp, wq = (h, w) if direct else _padded_hw(h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
+    xp = np.empty(0 if direct else cg * hp * wq, np.int16)
     acc = np.empty(n * m * p, np.int32)
     xf = x_nchw.reshape(-1)
     for a in range(n):
         for g in range(group):
-            _im2col_pairs(xf, (a * c + g * cg) * h * w, cg, h, w, k, kh, kw, sh, sw, dh, dw, top, left, oh, ow,
-                          x_zp, xp, col, ldc)
-            pairmadd.gemm_pairs(lanes, col, ldc, wp[g * mg * k2:], k2, bias[g * mg:], acc, (a * m + g * mg) * p, p,
-                                mg, p, k2)
+            xbase = (a * c + g * cg) * h * w
+            if not direct:
+                _pad_planes(xf, xbase, cg, h, w, x_zp, top, left, hp, wq, xp)
+            for q0 in range(0, p, ldc):
+                q1 = min(p, q0 + ldc)
+                if direct:
+                    _im2col_pairs(xf, xbase, np.int32(x_zp), hp, wq, k, kh, kw, sh, sw, dh, dw, ow, q0, q1, col, ldc)
+                else:
+                    _im2col_pairs(xp, 0, np.int32(0), hp, wq, k, kh, kw, sh, sw, dh, dw, ow, q0, q1, col, ldc)
+                pairmadd.gemm_pairs(lanes, col, ldc, wp[g * mg * k2:], k2, bias[g * mg:], acc,
+                                    (a * m + g * mg) * p + q0, p, mg, q1 - q0, k2)
     return acc
 
 
