@@ -11,14 +11,16 @@ the path is chosen by `conv_acc`:
   over the kH·kW taps in passes of up to 9 taps, with uint64 indices and no per-tap array
   views (views cost a refcount each; signed indices block vectorization). Exact: int32, wraps.
 * dense / grouped when x − x_zp and w − w_zp fit int16 (every 8-bit and narrower model) and the
-  host has AVX2 or AVX-512BW (`pairmadd.LANES`): `_conv_pairs`, per image and group an int16
-  pair-interleaved im2col col[k/2, p, k mod 2] of d (K = C/group·kH·kW, an odd K's last pair padded
-  with 0; per pair and output row one two-store loop over the columns inside the image, so a 1x1
-  stride-1 conv is a plain interleave of channel pairs), then `pairmadd.gemm_pairs` with the
-  weights packed at plan time as int16 pair words: vpmaddwd / vpdpwssd on a register-resident
-  MR × NR tile (instruction mapping and integer semantics in pairmadd's doc). Exact: each pair sum
-  is exact in int32 (|pair| <= 2·2^15·2^15 = 2^31, and 2^31 wraps to −2^31, equal mod 2^32) and the
-  accumulation wraps modulo 2^32 like the contract.
+  host has AVX2 or AVX-512BW (`pairmadd.LANES`): `_conv_pairs`. Per image and group, d goes into
+  zero-bordered int16 planes (a 1x1 stride-1 conv without padding reads x itself); then, in
+  panels of output positions (whole register tiles, PANEL_WORDS words), the pair-word im2col
+  col[k/2, p] = pair_word(d[k, p], d[k + 1, p]) (K = C/group·kH·kW; the partner of an odd K's
+  last row is a copy, its packed weight 0) with one loop per pair and output row, or per pair
+  for a 1x1 stride-1 conv (a plain interleave of two channel planes), and `pairmadd.gemm_pairs`
+  with the weights packed at plan time as pair words: vpmaddwd / vpdpwssd on a register-resident
+  MR × NR tile (instruction mapping and integer semantics in pairmadd's doc). Exact: each pair
+  sum of int16 products is its exact value mod 2^32, and the accumulation wraps modulo 2^32 like
+  the contract.
 * otherwise (wider operands, e.g. 16-bit models, or no AVX2; or a single output position, as in
   squeeze-excite blocks, where the int32 dot product measured 1-3 µs faster than a register tile
   of which one column is used): `_conv_gemm_i32`, im2col of d into
