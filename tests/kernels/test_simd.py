@@ -11,15 +11,21 @@ import numpy as np
 import pytest
 
 import npusim_kernels.fast.eltwise as fe
+import npusim_kernels.fast.quantize as fq
 
 U8 = np.zeros(64, np.uint8)
 P6 = np.ones(6, np.float32)
+F3 = np.zeros((1, 1, 64), np.float32)
+ONE = np.ones(1, np.float32)
 
 CASES = {  # name: (core, args, packed instructions that must appear on ymm/zmm registers)
     "add_vv": (fe._span, (fe._ADD, U8, U8, P6, U8.copy()), ("vfmadd", "vround|vrndscale")),
     "add_scalar": (fe._span, (fe._ADD, U8[0], U8, P6, U8.copy()), ("vfmadd", "vround|vrndscale")),
     "mul_vv": (fe._span, (fe._MUL, U8, U8, P6, U8.copy()), ("vmulps", "vround|vrndscale")),
     "mul_scalar": (fe._span, (fe._MUL, U8, U8[0], P6, U8.copy()), ("vmulps", "vround|vrndscale")),
+    "quantize": (fq._quantize_core, (F3, ONE, np.zeros(1, np.int32), 0, 255, U8.reshape(F3.shape)),
+                 ("vdivps", "vround|vrndscale")),
+    "dequantize": (fq._dequantize_core, (U8.reshape(F3.shape), ONE, U8[:1], F3.copy()), ("vsubps", "vmulps")),
 }
 
 
