@@ -12,6 +12,7 @@ import pytest
 
 import npusim_kernels.fast.eltwise as fe
 import npusim_kernels.fast.quantize as fq
+import npusim_kernels.fast.upsample as fu
 
 U8 = np.zeros(64, np.uint8)
 P6 = np.ones(6, np.float32)
@@ -25,6 +26,8 @@ CASES = {  # name: (core, args, packed instructions that must appear on ymm/zmm 
     "mul_scalar": (fe._span, (fe._MUL, U8, U8[0], P6, U8.copy()), ("vmulps", "vround|vrndscale")),
     "quantize": (fq._quantize_core, (F3, ONE, np.zeros(1, np.int32), 0, 255, U8.reshape(F3.shape)),
                  ("vdivps", "vround|vrndscale")),
+    "resize_nearest_row_copy": (fu._gather4, (U8.reshape(1, 1, 1, 64), *(np.zeros(n, np.int64) for n in (1, 1, 2, 64)),
+                                              np.zeros((1, 1, 2, 64), np.uint8)), ("vmovdqu|vmovups",)),
     "dequantize": (fq._dequantize_core, (U8.reshape(F3.shape), ONE, U8[:1], F3.copy()), ("vsubps", "vmulps")),
 }
 
