@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import npusim_kernels.fast.eltwise as fe
+import npusim_kernels.fast.pool as fp
 import npusim_kernels.fast.quantize as fq
 import npusim_kernels.fast.upsample as fu
 
@@ -28,6 +29,7 @@ CASES = {  # name: (core, args, packed instructions that must appear on ymm/zmm 
                  ("vdivps", "vround|vrndscale")),
     "resize_nearest_row_copy": (fu._gather4, (U8.reshape(1, 1, 1, 64), *(np.zeros(n, np.int64) for n in (1, 1, 2, 64)),
                                               np.zeros((1, 1, 2, 64), np.uint8)), ("vmovdqu|vmovups",)),
+    "global_avgpool_sum": (fp._gap_core, (U8.reshape(1, 64), 0, P6, 0, np.zeros(1, np.int64)), ("vpadd",)),
     "dequantize": (fq._dequantize_core, (U8.reshape(F3.shape), ONE, U8[:1], F3.copy()), ("vsubps", "vmulps")),
 }
 
