@@ -56,7 +56,7 @@ def rne_f32(x):
 
 
 @njit(inline="always")
-def cvt_sat_f32(v, lo, hi):
+def _cvt_sat(v, lo, hi):
     """cvtps2dq of float32 v (half to even; NaN or |v| >= 2^31 -> INT32_MIN), then saturation to
     int16 and to [qmin, qmax], branch-free: lo = max(qmin, -32768), hi = min(qmax, 32767) as
     float32. Clamping before rounding is the same as after (the bounds are integers and
@@ -87,16 +87,16 @@ def _span(op, x, y, p, out):
     _ADD, p0..3 = (r_x, r_y, k, -):       v = fma(x, r_x, fma(y, r_y, k))
     _MUL, p0..3 = (x_zp, y_zp, r, y_zp):  v = f32(f32((x - x_zp)·(y - y_zp))·r) + y_zp, the product
         of two exact float32 integers rounded once, as MLAS's f32(int32 product) (exact for 8 bits)
-    Both in float32 lanes; out[i] = cvt_sat_f32(v, lo, hi)."""
+    Both in float32 lanes; out[i] = _cvt_sat(v, lo, hi)."""
     p0, p1, p2, p3, lo, hi = p[0], p[1], p[2], p[3], p[4], p[5]
     if op == _ADD:
         for i in range(out.size):
             v = fma_f32(np.float32(_lane(x, i)), p0, fma_f32(np.float32(_lane(y, i)), p1, p2))
-            out[i] = cvt_sat_f32(v, lo, hi)
+            out[i] = _cvt_sat(v, lo, hi)
     else:
         for i in range(out.size):
             d = np.float32(np.float32(_lane(x, i)) - p0) * np.float32(np.float32(_lane(y, i)) - p1)
-            out[i] = cvt_sat_f32(np.float32(np.float32(d * p2) + p3), lo, hi)
+            out[i] = _cvt_sat(np.float32(np.float32(d * p2) + p3), lo, hi)
 
 
 @njit
