@@ -1,9 +1,11 @@
 """Fast QLinearAdd / QLinearMul (Numba); same names, signatures and numbers as golden.eltwise."""
+import functools
+
 import numpy as np
 from llvmlite import ir as llvm_ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from npusim_kernels.fast._jit import njit
 
@@ -25,7 +27,7 @@ def _llvm_fma_f32(typingctx, x, y, z):
     return sig, codegen
 
 
-@njit
+@njit(inline="always")
 def fma_f32(x, y, z):
     """round_f32(x*y + z) with one rounding, float32 in and out (llvm.fma.f32). The golden
     kernel computes the same value differently (float64 TwoSum), so the tests compare two
@@ -33,70 +35,156 @@ def fma_f32(x, y, z):
     return _llvm_fma_f32(np.float32(x), np.float32(y), np.float32(z))
 
 
+@intrinsic
+def _llvm_roundeven_f32(typingctx, x):
+    """LLVM's llvm.roundeven.f32: round half to even, whatever the FP rounding mode. It compiles
+    to vroundps/vrndscaleps (imm 8) with SSE4.1 and later, vectorized, and to libm's roundevenf
+    elsewhere."""
+    sig = types.float32(types.float32)
+
+    def codegen(context, builder, signature, args):
+        f32 = llvm_ir.FloatType()
+        fn = cgutils.get_or_insert_function(builder.module, llvm_ir.FunctionType(f32, [f32]), "llvm.roundeven.f32")
+        return builder.call(fn, args)
+    return sig, codegen
+
+
+@njit(inline="always")
+def rne_f32(x):
+    """round_half_even(x) as a float32 (exact: every float32 of magnitude >= 2^23 is an integer)."""
+    return _llvm_roundeven_f32(np.float32(x))
+
+
+@njit(inline="always")
+def _cvt_sat(v, lo, hi):
+    """cvtps2dq of float32 v (half to even; NaN or |v| >= 2^31 -> INT32_MIN), then saturation to
+    int16 and to [qmin, qmax], branch-free: lo = max(qmin, -32768), hi = min(qmax, 32767) as
+    float32. Clamping before rounding is the same as after (the bounds are integers and
+    rounding is monotone); v <= -2^31 clamps to lo, and NaN or v >= 2^31 (INT32_MIN) is
+    selected to lo. Returns int32 in [lo, hi]."""
+    q = rne_f32(min(max(v, lo), hi))
+    return np.int32(q if v < np.float32(2.0**31) else lo)
+
+
+def _lane(x, i):
+    """x[i] of a 1-D array; x itself of a scalar (a broadcast operand hoisted out of the loop)."""
+
+
+@overload(_lane, inline="always")
+def _lane_impl(x, i):
+    if isinstance(x, types.Array):
+        return lambda x, i: x[i]
+    return lambda x, i: x
+
+
+_ADD, _MUL = 0, 1
+
+
 @njit
-def _cvt_sat(v, qmin, qmax):
-    """cvtps2dq (half-even; out of range -> INT32_MIN), then int16 and [qmin, qmax] saturation."""
-    if abs(np.float64(v)) < 2.0**31:
-        q = np.int64(np.rint(v))
+def _span(op, x, y, p, out):
+    """One contiguous run of outputs; x, y each an array of out's length or one hoisted scalar;
+    p float32 (6,) = (p0, p1, p2, p3, lo, hi).
+    _ADD, p0..3 = (r_x, r_y, k, -):       v = fma(x, r_x, fma(y, r_y, k))
+    _MUL, p0..3 = (x_zp, y_zp, r, y_zp):  v = f32(f32((x - x_zp)·(y - y_zp))·r) + y_zp, the product
+        of two exact float32 integers rounded once, as MLAS's f32(int32 product) (exact for 8 bits)
+    Both in float32 lanes; out[i] = _cvt_sat(v, lo, hi)."""
+    p0, p1, p2, p3, lo, hi = p[0], p[1], p[2], p[3], p[4], p[5]
+    if op == _ADD:
+        for i in range(out.size):
+            v = fma_f32(np.float32(_lane(x, i)), p0, fma_f32(np.float32(_lane(y, i)), p1, p2))
+            out[i] = _cvt_sat(v, lo, hi)
     else:
-        q = np.int64(-(2**31))
-    q = min(max(q, -32768), 32767)
-    return min(max(q, qmin), qmax)
+        for i in range(out.size):
+            d = np.float32(np.float32(_lane(x, i)) - p0) * np.float32(np.float32(_lane(y, i)) - p1)
+            out[i] = _cvt_sat(np.float32(np.float32(d * p2) + p3), lo, hi)
 
 
 @njit
-def _add_core(a, b, r_a, r_b, k, mode, qmin, qmax, out):
-    for i in range(a.size):
-        fa = np.float32(a[i])
-        fb = np.float32(b[i])
-        if mode == 1:
-            v = fma_f32(fb, r_b, fma_f32(fa, r_a, k))
+def _binary_core(op, x, y, p, out):
+    """out (R, n); operand x is (R_x, n) or (R_x, 1) with R_x dividing R: output row r reads row
+    r % R_x, a whole row or one value held for the row (the same for y). No broadcast copy."""
+    n = out.shape[1]
+    for r in range(out.shape[0]):
+        xr, yr = x[r % x.shape[0]], y[r % y.shape[0]]
+        if x.shape[1] == n and y.shape[1] == n:
+            _span(op, xr, yr, p, out[r])
+        elif x.shape[1] == n:
+            _span(op, xr, yr[0], p, out[r])
         else:
-            v = fma_f32(fa, r_a, fma_f32(fb, r_b, k))
-        out[i] = _cvt_sat(v, qmin, qmax)
+            _span(op, xr[0], yr, p, out[r])
 
 
-@njit
-def _mul_core(a, b, a_zp, b_zp, r, y_zp_f, qmin, qmax, out):
-    for i in range(a.size):
-        prod = (np.int32(a[i]) - a_zp) * (np.int32(b[i]) - b_zp)
-        v = np.float32(np.float32(np.float32(prod) * r) + y_zp_f)
-        out[i] = _cvt_sat(v, qmin, qmax)
+@functools.lru_cache(maxsize=1024)
+def _layout(a_shape, b_shape):
+    """(output shape, R, n, a's 2-D shape, b's 2-D shape, a_scalar) of _binary_core, or None when
+    an operand is not of the form [1 ... 1, full ... full | broadcast rows] (then both are copied).
+
+    The output is seen as (R, n), n the product of the innermost dims over which each operand
+    is either full or broadcast (the same state throughout); a_scalar: MLAS's broadcast mode
+    (golden.eltwise.broadcast_mode) is 'a_scalar'."""
+    nd = max(len(a_shape), len(b_shape))
+    a = (1,) * (nd - len(a_shape)) + tuple(a_shape)
+    b = (1,) * (nd - len(b_shape)) + tuple(b_shape)
+    out = tuple(np.broadcast_shapes(a, b))
+    dims = [(d, da == d, db == d) for d, da, db in zip(out, a, b) if d > 1]  # (size, a full, b full)
+    a_scalar = not dims or not dims[-1][1]
+    cut = len(dims)
+    while cut and dims[cut - 1][1:] == dims[-1][1:]:
+        cut -= 1
+    n = int(np.prod([d for d, _, _ in dims[cut:]], dtype=np.int64))
+    shapes = []
+    for k in (1, 2):
+        full = [f[k] for f in dims[:cut]]
+        if full != sorted(full):  # a full row dim before a broadcast one: row r % R_x does not index it
+            return None
+        rows = int(np.prod([f[0] for f in dims[:cut] if f[k]], dtype=np.int64))
+        shapes.append((rows, n if not dims[cut:] or dims[-1][k] else 1))
+    return out, int(np.prod(out, dtype=np.int64)) // max(n, 1), n, shapes[0], shapes[1], a_scalar
 
 
-def _mode(a_shape, b_shape):
-    n = max(len(a_shape), len(b_shape))
-    a = (1,) * (n - len(a_shape)) + tuple(a_shape)
-    b = (1,) * (n - len(b_shape)) + tuple(b_shape)
-    for da, db in zip(reversed(a), reversed(b)):
-        if max(da, db) > 1:
-            return 1 if da == 1 else (2 if db == 1 else 0)
-    return 1
-
-
-def _flat_operands(a, b):
-    """(output shape, a and b broadcast to it, flat and contiguous); no broadcast copy when the shapes agree."""
+def _binary(op, a, b, p, out_dtype):
     a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape:
-        a, b = np.broadcast_arrays(a, b)
-    return a.shape, np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1)
+    lay = _layout(a.shape, b.shape)
+    if lay is None:
+        a, b = (np.ascontiguousarray(v) for v in np.broadcast_arrays(a, b))
+        lay = _layout(a.shape, b.shape)
+    shape, rows, n, a2, b2, a_scalar = lay
+    out = np.empty(shape, out_dtype)
+    if out.size:
+        x, y = a.reshape(a2), b.reshape(b2)
+        if a_scalar and op == _ADD:  # v = fma(b, r_b, fma(a, r_a, k))
+            x, y, p = y, x, p[[1, 0, 2, 3, 4, 5]]
+        _binary_core(op, x, y, p, out.reshape(rows, n))
+    return out
 
 
-def qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, qmin, qmax, out_dtype):
-    """QLinearAdd; formula, dtypes and rounding as golden.eltwise.qlinear_add."""
+def _params(p0, p1, p2, p3, qmin, qmax):
+    """_span's parameter vector; int16 saturation folded into [qmin, qmax]."""
+    return np.array([p0, p1, p2, p3, max(qmin, -32768), min(qmax, 32767)], F32)
+
+
+@functools.lru_cache(maxsize=4096)
+def _add_params(a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, qmin, qmax):
     r_a = F32(F32(a_scale) / F32(y_scale))
     r_b = F32(F32(b_scale) / F32(y_scale))
     k = F32(F32(y_zp) - fma_f32(r_a, F32(a_zp), F32(r_b * F32(b_zp))))
-    shape, fa, fb = _flat_operands(a, b)
-    out = np.empty(shape, out_dtype)
-    _add_core(fa, fb, r_a, r_b, k, _mode(np.shape(a), np.shape(b)), int(qmin), int(qmax), out.reshape(-1))
-    return out
+    return _params(r_a, r_b, k, 0, qmin, qmax)
+
+
+@functools.lru_cache(maxsize=4096)
+def _mul_params(a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, qmin, qmax):
+    r = F32(F32(F32(a_scale) * F32(b_scale)) / F32(y_scale))
+    return _params(a_zp, b_zp, r, y_zp, qmin, qmax)
+
+
+def qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, qmin, qmax, out_dtype):
+    """QLinearAdd; formula, dtypes and rounding as golden.eltwise.qlinear_add: r_a, r_b, k there;
+    v = fma(a, r_a, fma(b, r_b, k)), or fma(b, r_b, fma(a, r_a, k)) in MLAS's 'a_scalar' mode."""
+    p = _add_params(F32(a_scale), int(a_zp), F32(b_scale), int(b_zp), F32(y_scale), int(y_zp), int(qmin), int(qmax))
+    return _binary(_ADD, a, b, p, out_dtype)
 
 
 def qlinear_mul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, qmin, qmax, out_dtype):
     """QLinearMul; formula, dtypes and rounding as golden.eltwise.qlinear_mul."""
-    r = F32(F32(F32(a_scale) * F32(b_scale)) / F32(y_scale))
-    shape, fa, fb = _flat_operands(a, b)
-    out = np.empty(shape, out_dtype)
-    _mul_core(fa, fb, np.int32(a_zp), np.int32(b_zp), r, F32(y_zp), int(qmin), int(qmax), out.reshape(-1))
-    return out
+    p = _mul_params(F32(a_scale), int(a_zp), F32(b_scale), int(b_zp), F32(y_scale), int(y_zp), int(qmin), int(qmax))
+    return _binary(_MUL, a, b, p, out_dtype)

@@ -8,6 +8,8 @@ written independently of the golden ones (SRDHM as VQRDMULH's (p + 2^30) >> 31 i
 gemmlowp's truncating division; RDBPOT as a biased arithmetic shift instead of mask/threshold),
 so the bit-exact tests compare two derivations of the same numbers.
 """
+import functools
+
 import numpy as np
 
 from npusim_kernels.fast._jit import njit
@@ -49,30 +51,53 @@ def _rdbpot1(x, e):
 
 
 @njit(inline="always")
-def _split_shift(n, single):
-    """Per-(m0, n) constants hoisted out of the element loops: (a, b) =
-    double: (left shift clipped to 32, right shift clipped to 62);
-    single: (total shift t = 31 + n clipped to [−32, 63], 0).
-    The clips change no result (an int32 shifted left by 32 saturates unless 0; an int32 / 2^62
-    and x·m0 / 2^63 round to 0) and keep every shift in int64."""
+def _mbqm_consts(m0, n, single):
+    """The constants of _mbqm1 for one (m0, n) under either rounding, hoisted out of the element
+    loops: k = (m, L1, c1, s1, L2, R, bias, nm, path), all int64, such that for every int32 x
+
+        v = sat32(x·2^L1);  h = (v·m + c1) >> s1;  g = sat32(h)·2^L2;
+        MBQM(x) = sat32((g + bias − nm·[g < 0]) >> R)
+
+    double: L1 = clip(−n, 0, 32), (c1, s1) = (2^30, 31) (SRDHM; m0 >= 0, so never
+            INT32_MIN·INT32_MIN), L2 = 0, R = clip(n, 0, 62), bias = 2^(R−1), nm = 1
+            (RDBPOT, half away from zero), or bias = nm = 0 when R = 0.
+    single: t = 31 + n; 1 <= t <= 62: (c1, s1) = (2^(t−1), t); t > 62: m = 0 (the result is 0);
+            t < 1: (c1, s1) = (0, 0), L2 = min(−t, 32) (sat32(sat32(x·m0)·2^−t)); L1 = R = 0.
+    path = 0 (single rounding, 1 <= t) or 1 (double, n >= 0) when L1 = L2 = 0 (multipliers below 1,
+    as scale ratios are) skips the steps with them and the ones that change nothing there (the R
+    stage in single rounding, the final saturation in double rounding); else 2. The clips change
+    no result (an int32 shifted left by 32 saturates unless 0; an int32 / 2^62 rounds to 0) and
+    keep every shift in int64."""
+    z = np.int64(0)
     if single:
-        return min(max(np.int64(31) + n, np.int64(-32)), np.int64(63)), np.int64(0)
-    return min(max(-n, np.int64(0)), np.int64(32)), min(max(n, np.int64(0)), np.int64(62))
+        t = np.int64(31) + n
+        if t > 62:
+            return z, z, z, z, z, z, z, z, z
+        if t >= 1:
+            return np.int64(m0), z, np.int64(1) << (t - 1), t, z, z, z, z, z
+        return np.int64(m0), z, z, z, min(-t, np.int64(32)), z, z, z, np.int64(2)
+    r = min(max(n, z), np.int64(62))
+    left = min(max(-n, z), np.int64(32))
+    bias = (np.int64(1) << r) >> 1
+    return np.int64(m0), left, np.int64(1 << 30), np.int64(31), z, r, bias, np.int64(r > 0), np.int64(2 if left else 1)
 
 
 @njit(inline="always")
-def _mbqm1(x, m0, a, b, single):
-    """MBQM of one int32 value x (int64) with constants (a, b) from _split_shift; int64 result
-    saturated to int32. Double: RDBPOT(SRDHM(sat32(x·2^a), m0), b). Single (a = t):
-    floor((x·m0 + 2^(t−1)) / 2^t), 0 for t > 62, sat32(x·m0)·2^−t for t < 1."""
-    if single:
-        p = x * m0
-        if a > 62:
-            return np.int64(0)
-        if a >= 1:
-            return _sat32((p + (np.int64(1) << (a - 1))) >> a)
-        return _sat32(_sat32(p) << -a)
-    return _rdbpot1(_srdhm1(_sat32(x << a), m0), b)
+def _mbqm1(x, k, path):
+    """MBQM of one int32 value x (int64) with the constants k of _mbqm_consts; int64 result in
+    int32 range. Branch-free but for `path` (k's own, or a larger one: path 2 is right for any
+    k, and path 0 or 1 for any k of the same rounding with path <= it); a loop keeps it
+    invariant, even with several multipliers, so LLVM unswitches the loop on it once.
+    v·m is a product of two int32 values (vpmuldq)."""
+    m, l1, c1, s1, l2, r, bias, nm, _ = k
+    if path == 0:
+        return _sat32((np.int64(np.int32(_sat32(x))) * np.int64(np.int32(m)) + c1) >> s1)
+    if path == 1:
+        h = (np.int64(np.int32(_sat32(x))) * np.int64(np.int32(m)) + c1) >> s1
+        return (h + bias - (np.int64(h < 0) & nm)) >> r
+    v = np.int64(np.int32(_sat32(x << l1)))
+    g = _sat32((v * np.int64(np.int32(m)) + c1) >> s1) << l2
+    return _sat32((g + bias - (np.int64(g < 0) & nm)) >> r)
 
 
 @njit
@@ -90,8 +115,8 @@ def _rdbpot_core(x, e, out):
 @njit
 def _mbqm_core(x, m0, n, single, out):
     for i in range(out.size):
-        a, b = _split_shift(np.int64(n[i]), single)
-        out[i] = _mbqm1(np.int64(x[i]), np.int64(m0[i]), a, b, single)
+        k = _mbqm_consts(np.int64(m0[i]), np.int64(n[i]), single)
+        out[i] = _mbqm1(np.int64(x[i]), k, k[8])
 
 
 def _flat_i64(*arrays):
@@ -131,6 +156,13 @@ def mbqm(x, m0, n, rounding):
     return out.reshape(shape)
 
 
+def _check_m0(*m0s):
+    """The scalar multipliers of one op in [0, I32_MAX] (the message of _params' check)."""
+    for i, m in enumerate(m0s):
+        if not 0 <= m <= I32_MAX:
+            raise ValueError(f"m0 out of [0, {I32_MAX}] at index ({i},): {int(m)}")
+
+
 def _params(m0, n, size=None):
     """Multiplier parameters as flat int64 arrays, m0 checked; size (if given) must match or be 1."""
     m = np.ascontiguousarray(m0, np.int64).reshape(-1)
@@ -157,14 +189,12 @@ def _requant_core(acc_3d, m0, n, single, y_zp, qmin, qmax, out):
     lo = np.int64(qmin) - y_zp
     hi = np.int64(qmax) - y_zp
     for c in range(nc):
-        k = c if per_ch else 0
-        m = m0[k]
-        a, b = _split_shift(n[k], single)
+        k = _mbqm_consts(m0[c if per_ch else 0], n[c if per_ch else 0], single)
         for o in range(no):
             src = acc_3d[o, c]
             dst = out[o, c]
             for i in range(ni):
-                v = _mbqm1(np.int64(src[i]), m, a, b, single)
+                v = _mbqm1(np.int64(src[i]), k, k[8])
                 dst[i] = min(max(v, lo), hi) + y_zp
 
 
@@ -261,11 +291,11 @@ def requantize_fixed_i64(acc_i64, m0, n, axis, y_zp, qmin, qmax, out_dtype):
 
 @njit
 def _rescale_core(x, x_zp, m0, n, single, y_zp, qmin, qmax, out):
-    a, b = _split_shift(n, single)
+    k = _mbqm_consts(m0, n, single)
     lo = np.int64(qmin) - y_zp
     hi = np.int64(qmax) - y_zp
     for i in range(x.size):
-        v = _mbqm1(np.int64(x[i]) - x_zp, m0, a, b, single)
+        v = _mbqm1(np.int64(x[i]) - x_zp, k, k[8])
         out[i] = min(max(v, lo), hi) + y_zp
 
 
@@ -284,6 +314,7 @@ def fixed_rescale(x, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
 
 # ---------------------------------------------------------------- add / mul
 
+@functools.lru_cache(maxsize=1024)
 def _split_2d(a_shape, b_shape):
     """(outer, inner, (a_outer, a_inner), (b_outer, b_inner)) when both operands broadcast as
     (outer, inner) blocks (each either full or 1 in each part), else None. Covers equal shapes,
@@ -324,9 +355,28 @@ def _operands_2d(a, b):
 
 
 @njit(inline="always")
-def _add_stage(v, zp, left, m0, s, single):
+def _add_stage(v, zp, left, k, path):
     """The per-operand stage of fixed_add: MBQM((v − zp)·2^L, m0, n) (int32, checked by the wrapper)."""
-    return _mbqm1((np.int64(v) - zp) << left, m0, s[0], s[1], single)
+    return _mbqm1((np.int64(v) - zp) << left, k, path)
+
+
+@njit(inline="always")
+def _add_rows(a2, b2, a_zp, b_zp, left, ka, kb, ky, path, lo, hi, y_zp, out):
+    no, ni = out.shape
+    ao, bo, bi = a2.shape[0] == no, b2.shape[0] == no, b2.shape[1] == ni
+    for o in range(no):
+        ra = a2[o if ao else 0]
+        rb = b2[o if bo else 0]
+        dst = out[o]
+        if bi:
+            for i in range(ni):
+                s = _add_stage(ra[i], a_zp, left, ka, path) + _add_stage(rb[i], b_zp, left, kb, path)
+                dst[i] = min(max(_mbqm1(s, ky, path), lo), hi) + y_zp
+        else:
+            b1 = _add_stage(rb[0], b_zp, left, kb, path)
+            for i in range(ni):
+                s = _add_stage(ra[i], a_zp, left, ka, path) + b1
+                dst[i] = min(max(_mbqm1(s, ky, path), lo), hi) + y_zp
 
 
 @njit
@@ -334,26 +384,19 @@ def _add_core(a2, b2, a_zp, b_zp, left, ma, na, mb, nb, my, ny, single, y_zp, qm
     """out[o, i] = clamp(MBQM(a'[o, i] + b'[o, i], my, ny) + y_zp, qmin, qmax), a' and b' the
     per-operand stages of a2[o or 0, i] and b2[o or 0, i or 0] (2-D block broadcast; a2 always
     runs along the row, the wrapper swaps the operands otherwise). Two contiguous inner loops:
-    b along the row, or b one value per row (its stage hoisted); both vectorize.
+    b along the row, or b one value per row (its stage hoisted); both vectorize, compiled once
+    per MBQM path (a constant there: three MBQMs per element are too many for LLVM to unswitch).
     """
-    no, ni = out.shape
-    ao, bo, bi = a2.shape[0] == no, b2.shape[0] == no, b2.shape[1] == ni
-    sa, sb, sy = _split_shift(na, single), _split_shift(nb, single), _split_shift(ny, single)
+    ka, kb, ky = _mbqm_consts(ma, na, single), _mbqm_consts(mb, nb, single), _mbqm_consts(my, ny, single)
     lo = np.int64(qmin) - y_zp
     hi = np.int64(qmax) - y_zp
-    for o in range(no):
-        ra = a2[o if ao else 0]
-        rb = b2[o if bo else 0]
-        dst = out[o]
-        if bi:
-            for i in range(ni):
-                s = _add_stage(ra[i], a_zp, left, ma, sa, single) + _add_stage(rb[i], b_zp, left, mb, sb, single)
-                dst[i] = min(max(_mbqm1(s, my, sy[0], sy[1], single), lo), hi) + y_zp
-        else:
-            b1 = _add_stage(rb[0], b_zp, left, mb, sb, single)
-            for i in range(ni):
-                s = _add_stage(ra[i], a_zp, left, ma, sa, single) + b1
-                dst[i] = min(max(_mbqm1(s, my, sy[0], sy[1], single), lo), hi) + y_zp
+    path = max(ka[8], kb[8], ky[8])
+    if path == 0:
+        _add_rows(a2, b2, a_zp, b_zp, left, ka, kb, ky, 0, lo, hi, y_zp, out)
+    elif path == 1:
+        _add_rows(a2, b2, a_zp, b_zp, left, ka, kb, ky, 1, lo, hi, y_zp, out)
+    else:
+        _add_rows(a2, b2, a_zp, b_zp, left, ka, kb, ky, 2, lo, hi, y_zp, out)
 
 
 @njit
@@ -362,7 +405,7 @@ def _mul_core(a2, b2, a_zp, b_zp, m0, n, single, y_zp, qmin, qmax, out):
     a = a2[o or 0, i], b = b2[o or 0, i or 0]; loops as _add_core."""
     no, ni = out.shape
     ao, bo, bi = a2.shape[0] == no, b2.shape[0] == no, b2.shape[1] == ni
-    s = _split_shift(n, single)
+    k = _mbqm_consts(m0, n, single)
     lo = np.int64(qmin) - y_zp
     hi = np.int64(qmax) - y_zp
     for o in range(no):
@@ -372,12 +415,12 @@ def _mul_core(a2, b2, a_zp, b_zp, m0, n, single, y_zp, qmin, qmax, out):
         if bi:
             for i in range(ni):
                 p = (np.int64(ra[i]) - a_zp) * (np.int64(rb[i]) - b_zp)
-                dst[i] = min(max(_mbqm1(p, m0, s[0], s[1], single), lo), hi) + y_zp
+                dst[i] = min(max(_mbqm1(p, k, k[8]), lo), hi) + y_zp
         else:
             b1 = np.int64(rb[0]) - b_zp
             for i in range(ni):
                 p = (np.int64(ra[i]) - a_zp) * b1
-                dst[i] = min(max(_mbqm1(p, m0, s[0], s[1], single), lo), hi) + y_zp
+                dst[i] = min(max(_mbqm1(p, k, k[8]), lo), hi) + y_zp
 
 
 def _empty_2d(a2, b2, out_dtype):
@@ -390,7 +433,7 @@ def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
     single = _single(rounding)
     a, b, left = add_operands(a, a_zp, b, b_zp, out_dtype)
     (ma, na), (mb, nb), (my, ny) = params
-    _params([ma, mb, my], [na, nb, ny])
+    _check_m0(ma, mb, my)
     a2, b2, shape, swap = _operands_2d(a, b)
     if swap:  # the sum is symmetric: the operand that runs along the row goes first
         a2, b2, a_zp, b_zp, ma, na, mb, nb = b2, a2, b_zp, a_zp, mb, nb, ma, na
@@ -405,7 +448,7 @@ def fixed_mul(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
     single = _single(rounding)
     a, b = mul_operands(a, a_zp, b, b_zp)
     m, n = params
-    _params(m, n)
+    _check_m0(m)
     a2, b2, shape, swap = _operands_2d(a, b)
     if swap:  # the product is symmetric
         a2, b2, a_zp, b_zp = b2, a2, b_zp, a_zp
@@ -419,7 +462,7 @@ def fixed_mul(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
 
 @njit
 def _gap_core(x, x_zp, m0, n, single, y_zp, qmin, qmax, out):
-    a, b = _split_shift(n, single)
+    k = _mbqm_consts(m0, n, single)
     lo = np.int64(qmin) - y_zp
     hi = np.int64(qmax) - y_zp
     for r in range(x.shape[0]):
@@ -427,7 +470,7 @@ def _gap_core(x, x_zp, m0, n, single, y_zp, qmin, qmax, out):
         for i in range(x.shape[1]):
             acc += np.int64(x[r, i])
         acc -= x_zp * x.shape[1]
-        out[r] = min(max(_mbqm1(acc, m0, a, b, single), lo), hi) + y_zp
+        out[r] = min(max(_mbqm1(acc, k, k[8]), lo), hi) + y_zp
 
 
 def fixed_global_avgpool(x_nchw, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
@@ -471,8 +514,8 @@ def _avg_core(x, x_zp, k, st, pb, count_include_pad, m0, n, single, y_zp, qmin, 
                 for e in range(out.shape[3]):
                     acc, size = _window_sum(x[c], a, b, e, k, st, pb)
                     cnt = k[0] * k[1] * k[2] if count_include_pad else size
-                    sa, sb = _split_shift(n[cnt], single)
-                    out[c, a, b, e] = min(max(_mbqm1(acc - x_zp * size, m0[cnt], sa, sb, single), lo), hi) + y_zp
+                    mk = _mbqm_consts(m0[cnt], n[cnt], single)
+                    out[c, a, b, e] = min(max(_mbqm1(acc - x_zp * size, mk, mk[8]), lo), hi) + y_zp
 
 
 def fixed_avgpool(x_nchw, x_zp, kernel, strides, pads, count_include_pad, ceil_mode,
@@ -568,10 +611,11 @@ def _recip1(total):
 
 
 @njit
-def _softmax_core(rows, m_in, a_in, b_in, single, diff_min, m_out, n_out, y_zp, qmin, qmax, out, exps):
+def _softmax_core(rows, m_in, n_in, single, diff_min, m_out, n_out, y_zp, qmin, qmax, out, exps):
     """Per row: exps of the live differences, their Q12.19 sum, one reciprocal, then each probability
     requantized with one rounding (floor(p·m_out / 2^(31 + n_out + b) + 1/2)). Returns −1 when a row's
     sum leaves int32 (else 0)."""
+    k_in = _mbqm_consts(m_in, n_in, single)
     lo = np.int64(qmin) - y_zp
     hi = np.int64(qmax) - y_zp
     for r in range(rows.shape[0]):
@@ -583,7 +627,7 @@ def _softmax_core(rows, m_in, a_in, b_in, single, diff_min, m_out, n_out, y_zp, 
         for i in range(row.size):
             d = np.int64(row[i]) - mx
             if d >= diff_min:
-                exps[i] = _exp_neg1(_mbqm1(d, m_in, a_in, b_in, single))
+                exps[i] = _exp_neg1(_mbqm1(d, k_in, k_in[8]))
                 total += _rdbpot1(exps[i], np.int64(12))
             else:
                 exps[i] = -1
@@ -610,8 +654,7 @@ def fixed_softmax(x, axis, params, y_zp, qmin, qmax, out_dtype, rounding):
     xt = np.moveaxis(x, axis, -1)
     rows = np.ascontiguousarray(xt).reshape(-1, x.shape[axis])
     out = np.empty(rows.shape, out_dtype)
-    a_in, b_in = _split_shift(np.int64(-ls), single)
-    if _softmax_core(rows, np.int64(m_in), a_in, b_in, single, np.int64(diff_min), np.int64(m_out), np.int64(n_out),
+    if _softmax_core(rows, np.int64(m_in), np.int64(-ls), single, np.int64(diff_min), np.int64(m_out), np.int64(n_out),
                      np.int64(y_zp), int(qmin), int(qmax), out, np.empty(rows.shape[1], np.int64)):
         raise ValueError(f"fixed_softmax sum of exponentials (Q12.19) leaves int32: row length {x.shape[axis]}")
     return np.moveaxis(out.reshape(xt.shape), -1, axis)

@@ -4,7 +4,7 @@ import numpy as np
 
 from npusim_kernels.fast._jit import njit
 from npusim_kernels.fast.eltwise import fma_f32
-from npusim_kernels.fast.quantize import quantize_linear
+from npusim_kernels.fast.quantize import dequantize_linear, quantize_linear
 
 F32 = np.float32
 _ALPHA = np.array([4.37031012579801e-11, 1.15627324459942e-07, 6.08574864600143e-05,
@@ -51,11 +51,6 @@ def leaky_relu_lut(alpha, x_scale, x_zp, y_scale, y_zp, dtype):
     """QLinearLeakyRelu table: v if v >= 0 else f32(alpha·v)."""
     v = _codes(x_scale, x_zp, dtype)
     return _table(np.where(v >= 0, v, (F32(alpha) * v).astype(F32)).astype(F32), y_scale, y_zp, dtype)
-
-
-def requant_lut(x_scale, x_zp, y_scale, y_zp, dtype):
-    """Identity table used by QLinearConcat."""
-    return _table(_codes(x_scale, x_zp, dtype), y_scale, y_zp, dtype)
 
 
 @njit
@@ -121,10 +116,14 @@ def qlinear_softmax(x, x_scale, x_zp, y_scale, y_zp, axis, opset, dtype):
 
 
 def qlinear_concat(inputs, input_scales, input_zps, y_scale, y_zp, axis, dtype):
-    """QLinearConcat: copy when (scale, zp) match the output's, else requantize by table."""
+    """QLinearConcat: copy when (scale, zp) match the output's, else requantize each element as
+    golden.lut.requant_lut builds the table entry of its code, y = quantize(f32(x_scale·f32(x −
+    x_zp)), y_scale, y_zp) (dequantize, then quantize: SIMD lanes instead of a byte gather)."""
     parts = []
+    info = np.iinfo(dtype)
     for x, s, z in zip(inputs, input_scales, input_zps):
         x = np.asarray(x, dtype)
         same = F32(s) == F32(y_scale) and int(z) == int(y_zp)
-        parts.append(x if same else apply_lut(x, requant_lut(s, z, y_scale, y_zp, dtype)))
+        parts.append(x if same else quantize_linear(dequantize_linear(x, s, z, None, None), y_scale, y_zp, None, None,
+                                                    info.min, info.max, dtype))
     return np.concatenate(parts, axis=axis)

@@ -1,16 +1,21 @@
 """Fast pooling (Numba); same names, signatures and numbers as golden.pool.
 1-D and 2-D inputs are lifted to 3-D with unit kernel/stride/no padding on the extra dims."""
+import functools
 import math
 
 import numpy as np
 
 from npusim_kernels.fast._jit import njit
+from npusim_kernels.fast.eltwise import rne_f32
 
 F32 = np.float32
 
 
 @njit
-def _gap_core(x, x_zp, s, lo, hi, y_zp, out):
+def _gap_core(x, x_zp, p, y_zp, out):
+    """out[r] = clamp(rne(f32(f32(Σ x[r] − x_zp·HW)·s)), qmin − y_zp, qmax − y_zp) + y_zp,
+    p = (s, qmin − y_zp, qmax − y_zp) float32; the sum in int64 (vectorized)."""
+    s, lo, hi = p[0], p[1], p[2]
     for r in range(x.shape[0]):
         acc = np.int64(0)
         for i in range(x.shape[1]):
@@ -18,21 +23,26 @@ def _gap_core(x, x_zp, s, lo, hi, y_zp, out):
         acc -= np.int64(x_zp) * x.shape[1]
         v = np.float32(np.float32(acc) * s)
         v = min(max(v, lo), hi)
-        out[r] = np.int64(np.rint(v)) + y_zp
+        out[r] = np.int64(rne_f32(v)) + y_zp
+
+
+@functools.lru_cache(maxsize=1024)
+def _gap_params(x_scale, y_scale, hw, y_zp, qmin, qmax):
+    s = F32(F32(x_scale) / F32(F32(y_scale) * F32(hw)))
+    if hw >= 0x1000000 or s < F32(2.0**-32) or s >= F32(256.0):
+        raise ValueError("QLinearGlobalAveragePool parameter out of computation range")
+    return np.array([s, qmin - y_zp, qmax - y_zp], F32)
 
 
 def qlinear_global_avgpool(x_nchw, x_scale, x_zp, y_scale, y_zp, qmin, qmax, out_dtype):
     """QLinearGlobalAveragePool; formula as golden.pool.qlinear_global_avgpool."""
-    x = np.asarray(x_nchw)
+    x = np.ascontiguousarray(x_nchw)
     n, c = x.shape[:2]
-    hw = int(np.prod(x.shape[2:]))
-    s = F32(F32(x_scale) / F32(F32(y_scale) * F32(hw)))
-    if hw >= 0x1000000 or s < F32(2.0**-32) or s >= F32(256.0):
-        raise ValueError("QLinearGlobalAveragePool parameter out of computation range")
-    out = np.empty(n * c, np.int64)
-    _gap_core(np.ascontiguousarray(x).reshape(n * c, hw), int(x_zp), s,
-              F32(qmin - int(y_zp)), F32(qmax - int(y_zp)), int(y_zp), out)
-    return out.astype(out_dtype).reshape((n, c) + (1,) * (x.ndim - 2))
+    hw = math.prod(x.shape[2:])
+    p = _gap_params(F32(x_scale), F32(y_scale), hw, int(y_zp), int(qmin), int(qmax))
+    out = np.empty((n, c) + (1,) * (x.ndim - 2), out_dtype)
+    _gap_core(x.reshape(n * c, hw), int(x_zp), p, int(y_zp), out.reshape(n * c))
+    return out
 
 
 def pool_out_size(in_size, kernel, stride, pb, pe, dilation, ceil_mode):

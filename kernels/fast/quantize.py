@@ -1,60 +1,92 @@
 """Fast QuantizeLinear / DequantizeLinear / DynamicQuantizeLinear (Numba); same numbers as golden."""
 import numpy as np
 
+from numba.extending import overload
+
 from npusim_kernels.fast._jit import njit
+from npusim_kernels.fast.eltwise import rne_f32
 
 F32 = np.float32
 
 
-def _expand(param, x_shape, axis, block_size, dtype):
-    """scale / zero point broadcast to x's shape, flattened (per tensor, per axis, blocked)."""
-    p = np.asarray(param).astype(dtype)
+def _rows(x, param, zp, axis, block_size, zp_dtype):
+    """x as (outer, C, inner) and the scale / zero point as (C,) or (1,) arrays (row (a, c) uses
+    entry c, or 0): per tensor (1, 1, n), per axis (prod(shape[:axis]), shape[axis], rest);
+    blocked parameters are expanded to x's shape, x seen as (1, n, 1)."""
+    p = np.asarray(param).astype(F32)
+    z = np.asarray(0 if zp is None else zp).astype(zp_dtype)
     if p.size == 1 and (block_size in (None, 0) or p.ndim == 0):
-        return np.full(int(np.prod(x_shape)), p.reshape(()), dtype)
-    axis = axis % len(x_shape)
+        return x.reshape(1, 1, -1), p.reshape(1), z.reshape(1)
+    axis = axis % x.ndim
     if block_size:
-        p = np.repeat(p, block_size, axis=axis).take(range(x_shape[axis]), axis=axis)
-    else:
-        shape = [1] * len(x_shape)
-        shape[axis] = p.size
-        p = p.reshape(shape)
-    return np.ascontiguousarray(np.broadcast_to(p, x_shape)).ravel()
+        def full(v):
+            v = np.repeat(v, block_size, axis=axis).take(range(x.shape[axis]), axis=axis)
+            return np.ascontiguousarray(np.broadcast_to(v, x.shape)).reshape(-1)
+        return x.reshape(1, -1, 1), full(p), full(z)
+    rows = (int(np.prod(x.shape[:axis])), x.shape[axis], int(np.prod(x.shape[axis + 1:])))
+    return x.reshape(rows), p.reshape(-1), z.reshape(-1)
 
 
 @njit
 def _quantize_core(x, s, z, qmin, qmax, out):
-    for i in range(x.size):
-        v = np.float32(x[i] / s[i])
-        q = np.rint(np.float64(v)) if v == v else -np.inf  # NaN gives qmin, as in MLAS
-        q = min(max(q, np.float64(qmin - z[i])), np.float64(qmax - z[i]))
-        out[i] = np.int64(q) + z[i]
+    """out[a, c, i] = clamp(rne(f32(x / s[c])), qmin − z[c], qmax − z[c]) + z[c], float32 lanes
+    (the bounds and the sum are integers below 2^24 in magnitude, exact in float32); the clamp
+    comes first (the same: rounding is monotone and the bounds are integers), and v > lo is
+    false for NaN, so NaN gives qmin as maxps does in MLAS."""
+    for a in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            sc = s[c % s.size]
+            zc = np.float32(z[c % z.size])
+            lo = np.float32(qmin) - zc
+            hi = np.float32(qmax) - zc
+            src, dst = x[a, c], out[a, c]
+            for i in range(src.size):
+                v = np.float32(src[i] / sc)
+                v = v if v > lo else lo
+                v = v if v < hi else hi
+                dst[i] = np.int32(rne_f32(v) + zc)
+
+
+def _minus_zp(x, z):
+    """f32(x − z) of an integer code and its zero point."""
+
+
+@overload(_minus_zp, inline="always")
+def _minus_zp_impl(x, z):
+    if x.bitwidth <= 16:  # both exact in float32: one float32 subtraction, exact
+        return lambda x, z: np.float32(np.float32(x) - np.float32(z))
+    return lambda x, z: np.float32(np.int64(x) - np.int64(z))
 
 
 @njit
 def _dequantize_core(x, s, z, out):
-    for i in range(x.size):
-        out[i] = np.float32(np.float32(np.int64(x[i]) - z[i]) * s[i])
+    """out[a, c, i] = f32(f32(x − z[c]) · s[c]) (float32 lanes for codes of up to 16 bits)."""
+    for a in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            sc = s[c % s.size]
+            zc = z[c % z.size]
+            src, dst = x[a, c], out[a, c]
+            for i in range(src.size):
+                dst[i] = np.float32(_minus_zp(src[i], zc) * sc)
 
 
 def quantize_linear(x, y_scale, y_zp, axis, block_size, qmin, qmax, out_dtype):
     """y = clamp(round_half_even(f32(x / y_scale)), qmin − y_zp, qmax − y_zp) + y_zp (divides);
     float16 x and y_scale are taken in float32 (exact); NaN gives qmin."""
-    x = np.asarray(x).astype(F32)
-    s = _expand(y_scale, x.shape, axis or 0, block_size, F32)
-    z = _expand(0 if y_zp is None else y_zp, x.shape, axis or 0, block_size, np.int64)
-    out = np.empty(x.size, np.int64)
-    _quantize_core(np.ascontiguousarray(x).ravel(), s, z, int(qmin), int(qmax), out)
-    return out.reshape(x.shape).astype(out_dtype)
+    x = np.ascontiguousarray(np.asarray(x), F32)
+    x3, s, z = _rows(x, y_scale, y_zp, axis or 0, block_size, np.int32)
+    out = np.empty(x.shape, out_dtype)
+    _quantize_core(x3, s, z, int(qmin), int(qmax), out.reshape(x3.shape))
+    return out
 
 
 def dequantize_linear(x, x_scale, x_zp, axis, block_size, out_dtype=F32):
     """y = out_dtype(f32(x − x_zp) · f32(x_scale)); float16 out: one round to nearest even."""
-    x = np.asarray(x)
-    s = _expand(x_scale, x.shape, axis or 0, block_size, F32)
-    z = _expand(0 if x_zp is None else x_zp, x.shape, axis or 0, block_size, np.int64)
-    out = np.empty(x.size, F32)
-    _dequantize_core(np.ascontiguousarray(x).ravel().astype(np.int64), s, z, out)
-    return out.reshape(x.shape).astype(out_dtype, copy=False)
+    x = np.ascontiguousarray(x)
+    x3, s, z = _rows(x, x_scale, x_zp, axis or 0, block_size, x.dtype)
+    out = np.empty(x.shape, F32)
+    _dequantize_core(x3, s, z, out.reshape(x3.shape))
+    return out.astype(out_dtype, copy=False)
 
 
 @njit

@@ -2,7 +2,7 @@
 
 conv_transpose_acc: a direct scatter loop, input pixel by input pixel, into an int32 accumulator
 that wraps modulo 2^32 on overflow (the golden kernel raises instead); pixels equal to x_zp
-are skipped (they add 0). resize_nearest: a gather loop. resize_bilinear: TFLite's Q10 taps
+are skipped (they add 0). resize_nearest: a gather per output row, repeated rows copied. resize_bilinear: TFLite's Q10 taps
 computed once per axis, then an int64 Q20 sum per output element and one rounding.
 """
 import numpy as np
@@ -61,11 +61,20 @@ def conv_transpose_acc(x_nchw, x_zp, w_iohw, w_zp, bias_i32, strides, pads_tl, d
 
 @njit
 def _gather4(x, i0, i1, i2, i3, y):
+    """Row by row: an output row whose source row is the previous row's (nearest upsampling
+    repeats rows) is a copy of that output row; any other gathers its source row along W."""
     for a in range(i0.size):
         for b in range(i1.size):
             for c in range(i2.size):
-                for d in range(i3.size):
-                    y[a, b, c, d] = x[i0[a], i1[b], i2[c], i3[d]]
+                dst = y[a, b, c]
+                if c and i2[c] == i2[c - 1]:
+                    prev = y[a, b, c - 1]
+                    for d in range(dst.size):
+                        dst[d] = prev[d]
+                else:
+                    src = x[i0[a], i1[b], i2[c]]
+                    for d in range(dst.size):
+                        dst[d] = src[i3[d]]
 
 
 def resize_nearest(x, idx0, idx1, idx2, idx3):

@@ -176,6 +176,18 @@ def test_fast_eq_golden_eltwise(dt, shape_i, seed, edge):
         np.testing.assert_array_equal(getattr(fe, name)(*args), getattr(ge, name)(*args))
 
 
+
+@pytest.mark.parametrize("name", ["qlinear_add", "qlinear_mul"])
+def test_eltwise_out_of_int32_range_gives_qmin(name):
+    """v = a·2^24: cvtps2dq turns v >= 2^31 (a >= 128) into INT32_MIN, which saturates to qmin,
+    while 100·2^24 and 127·2^24 saturate to qmax; b is a broadcast scalar 1 (zero points 0)."""
+    a = np.array([[0, 100, 127, 128, 255]], np.uint8)
+    b = np.array([1], np.uint8)
+    args = (a, np.float32(2.0**24), 0, b, np.float32(1.0 if name == "qlinear_mul" else 0.5), 0, np.float32(1.0), 0,
+            0, 255, np.uint8)
+    for kernels in (ge, fe):
+        np.testing.assert_array_equal(getattr(kernels, name)(*args), [[0, 255, 255, 0, 0]])
+
 @settings(max_examples=40, deadline=None)
 @given(st.sampled_from(DTYPES), small, small, small, st.integers(1, 3), st.integers(1, 3), st.integers(0, 2**31),
        st.booleans(), st.booleans())

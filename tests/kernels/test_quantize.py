@@ -110,7 +110,7 @@ def test_fast_eq_golden_quantize(dt, seed, axis, blocked, ft):
     qmin, qmax = RANGES[dt]
     x = (rng.standard_normal((2, 4, 6)) * 5).astype(np.float32)
     big = 1e9 if ft is np.float32 else 6e4  # saturates every type
-    x.reshape(-1)[:3] = [big, -big, 0.5]
+    x.reshape(-1)[:4] = [big, -big, 0.5, np.nan]
     bs = 3 if (blocked and axis) else None
     n = 1 if axis is None else (-(-x.shape[axis] // bs) if bs else x.shape[axis])
     pshape = () if axis is None else ((n,) if not bs else tuple(n if i == axis else d for i, d in enumerate(x.shape)))
@@ -123,7 +123,10 @@ def test_fast_eq_golden_quantize(dt, seed, axis, blocked, ft):
     fy, gy = fq.dequantize_linear(xi, s.astype(ft), z, axis, bs, ft), gq.dequantize_linear(xi, s.astype(ft), z, axis, bs, ft)
     assert fy.dtype == gy.dtype == ft
     np.testing.assert_array_equal(fy, gy)
-    fy, fs, fz = fq.dynamic_quantize_linear(x[..., 1:])
-    gy, gs, gz = gq.dynamic_quantize_linear(x[..., 1:])
+    xi = rng.integers(-2**31, 2**31, x.shape).astype(np.int32)  # int32 codes (biases): f32(x − z) rounds
+    zi = rng.integers(-2**31, 2**31, pshape).astype(np.int32)
+    np.testing.assert_array_equal(fq.dequantize_linear(xi, s, zi, axis, bs), gq.dequantize_linear(xi, s, zi, axis, bs))
+    fy, fs, fz = fq.dynamic_quantize_linear(x[..., 4:])
+    gy, gs, gz = gq.dynamic_quantize_linear(x[..., 4:])
     np.testing.assert_array_equal(fy, gy)
     assert fs == gs and fz == gz
