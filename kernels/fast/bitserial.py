@@ -509,9 +509,21 @@ def bitserial_conv_acc(x_nchw, x_zp, x_bits, x_signed, packed, strides, pads, di
 
 def pack_bitserial_matrix(b_kn, b_bits, b_signed, b_zp, bipolar=False):
     """Plan-time planes of a constant GEMM operand b: uint8/int8 (K, N), b_zp int or int (N,) per
-    column: the weights of a 1x1 convolution with N output channels and no bias."""
+    column. B's columns play the output positions of `_tiles` (A's rows its channels), so the
+    vectors run along N and a GEMV (one row of A) still fills them:
+    -> (words uint64 (B, KW, Np) flat, N padded to Np = a multiple of LANES, c int64 (B,), α,
+        sb int64 (Np,) = α·Σ_k b̃[:, n], rb int64 (Np,) = β − b_zp[n], (N, K))."""
     b = _u8_container(b_kn, "bitserial GEMM b")
-    return pack_bitserial_weights(b.T[:, :, None, None], b_bits, b_signed, b_zp, 0, bipolar)
+    k, n = b.shape
+    words, c, alpha, bw, _, _, _ = pack_bitserial_weights(b.T[:, :, None, None], b_bits, b_signed, b_zp, 0, bipolar)
+    n_pad = -(-n // LANES) * LANES
+    cols = np.zeros((len(c), words.shape[2], n_pad), np.uint64)
+    cols[:, :, :n] = words[:n].transpose(1, 2, 0)
+    sb = np.zeros(n_pad, np.int64)
+    sb[:n] = alpha * (c[:, None] * np.bitwise_count(words[:n]).sum(axis=2, dtype=np.int64).T).sum(axis=0)
+    rb = np.zeros(n_pad, np.int64)
+    rb[:n] = bw
+    return cols.reshape(-1), c, alpha, sb, rb, (n, k)
 
 
 @njit(parallel=True)
@@ -531,26 +543,25 @@ def _row_codes(af, rows, k, stride, code_args, codes):
 
 
 @njit
-def _matmul_bitserial(af, rows, k, code_args, nb_x, xc, x_alpha, bx_rows, ww, nb_w, coef, bw, vw_n1, n_cols):
-    """acc:i32 (N, rows) (transposed) and the count of out-of-range values of a."""
+def _matmul_bitserial(af, rows, k, code_args, nb_a, a_c, a_alpha, a_beta, azp_rows, cols, nb_b, coef, sb, rb, n_cols):
+    """acc:i32 (rows, N) and the count of out-of-range values of a: A's rows packed as the weight
+    rows of `_tiles` ((rows + 3, B_a, KW), 3 zero rows), B's packed columns as its positions."""
     kw_n = (k + 63) // 64
     codes = np.zeros(rows * 64 * kw_n, np.uint8)
     nbad = _row_codes(af, rows, k, 64 * kw_n, code_args, codes)
-    p_stride = -(-rows // LANES) * LANES
-    xt = np.empty(nb_x * kw_n * p_stride, np.uint64)  # words past `rows`: read, dropped
-    _pack_planes(codes, rows, nb_x, kw_n, xt, 1, kw_n * p_stride, p_stride)
-    sx = np.zeros(p_stride, np.int64)
-    rx = np.zeros(p_stride, np.int64)
-    rx[:rows] = bx_rows
-    for i in range(nb_x):
-        for q in range(kw_n):
-            base = (i * kw_n + q) * p_stride
-            for r in range(rows):
-                sx[r] += x_alpha * xc[i] * _popcount(xt[base + r])
-    acc = np.empty(n_cols * rows, np.int32)
-    _tiles(xt, nb_x, p_stride, ww, 0, nb_w, kw_n, coef, sx, bw, rx, vw_n1, np.zeros(0, np.int64), np.zeros(0, np.int64),
-           np.zeros(n_cols, np.int64), acc, 0, rows, n_cols)
-    return acc.reshape(n_cols, rows), nbad
+    ww = np.zeros((rows + TILE - 1) * nb_a * kw_n, np.uint64)
+    _pack_planes(codes, rows, nb_a, kw_n, ww, nb_a * kw_n, kw_n, 1)
+    ta = np.empty((rows, 1), np.int64)  # Σ_k (a − a_zp[r]) = α·Σ ã + K·(β − a_zp[r])
+    for r in range(rows):
+        s = np.int64(0)
+        for i in range(nb_a):
+            for q in range(kw_n):
+                s += a_c[i] * _popcount(ww[(r * nb_a + i) * kw_n + q])
+        ta[r, 0] = a_alpha * s + k * (a_beta - azp_rows[r])
+    acc = np.empty(rows * n_cols, np.int32)
+    _tiles(cols, nb_b, sb.shape[0], ww, 0, nb_a, kw_n, coef, sb, a_beta - azp_rows, rb, ta, np.zeros(0, np.int64),
+           np.zeros(0, np.int64), np.zeros(rows, np.int64), acc, 0, n_cols, rows)
+    return acc.reshape(rows, n_cols), nbad
 
 
 def bitserial_matmul_acc(a, a_zp, a_bits, a_signed, packed_b, a_bipolar=False):
@@ -559,19 +570,19 @@ def bitserial_matmul_acc(a, a_zp, a_bits, a_signed, packed_b, a_bipolar=False):
     a: uint8/int8 (..., M, K) or (K,) in the declared encoding; a_zp: int, or int (M,) per row;
     packed_b: from `pack_bitserial_matrix`. A value outside the encoding is a ValueError naming it.
     """
-    words, w_c, w_alpha, bw, wdsum, _, (nn, kk, _, _) = packed_b
+    cols, b_c, b_alpha, sb, rb, (nn, kk) = packed_b
     av = _u8_container(a, "bitserial GEMM a")
-    x_c, x_alpha, x_beta, code_args = _encoding(a_bits, a_signed, a_bipolar, "bitserial GEMM a")
+    a_c, a_alpha, a_beta, code_args = _encoding(a_bits, a_signed, a_bipolar, "bitserial GEMM a")
     if av.shape[-1] != kk:
         raise ValueError(f"bitserial GEMM: a has K={av.shape[-1]}, b has K={kk}")
     lead = av.shape[:-1]
     rows = int(np.prod(lead, dtype=np.int64))
     mrows = lead[-1] if lead else 1
     azp = np.broadcast_to(np.asarray(a_zp, np.int64).reshape(-1), (mrows,))
-    bx_rows = np.tile(x_beta - azp, rows // mrows if mrows else 0)
-    coef = (x_alpha * w_alpha) * np.outer(w_c, x_c)
-    acc, nbad = _matmul_bitserial(av.reshape(-1), rows, kk, code_args, len(x_c), x_c, x_alpha, bx_rows,
-                                  words.reshape(-1), len(w_c), coef, bw, wdsum, nn)
+    azp_rows = np.tile(azp, rows // mrows if mrows else 0)
+    coef = (a_alpha * b_alpha) * np.outer(a_c, b_c)
+    acc, nbad = _matmul_bitserial(av.reshape(-1), rows, kk, code_args, len(a_c), a_c, a_alpha, a_beta, azp_rows,
+                                  cols, len(b_c), coef, sb, rb, nn)
     if nbad:
         raise _range_error(av.astype(np.int32), a_bits, a_signed, a_bipolar, "bitserial GEMM a")
-    return np.ascontiguousarray(acc.T).reshape(lead + (nn,))
+    return acc.reshape(lead + (nn,))

@@ -186,3 +186,21 @@ def test_bad_input_is_named(K):
         K.bitserial_conv_acc(x, 0, 1, True, packed, (1, 1), (0, 0, 0, 0), (1, 1), 1)
     with pytest.raises(ValueError, match="bitserial conv: 2 input channels"):
         K.bitserial_conv_acc(np.zeros((1, 2, 1, 3), np.uint8), 0, 1, False, packed, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+
+
+def test_blocks_tails_and_chunks():
+    """Shapes past one register block and one parallel chunk (fast.bitserial.LANES, CHUNK), with
+    partial blocks of channels (M mod TILE) and positions: a 3x3 conv over 13x17 (221 positions,
+    border classes in both chunks) and a GEMM of 6 rows x 70 columns."""
+    assert fbs.CHUNK < 13 * 17 and 13 * 17 % fbs.LANES and 6 % fbs.TILE and 70 % fbs.LANES
+    rng = np.random.default_rng(11)
+    x = codes(rng, 2, False, False, (1, 64, 13, 17))
+    w = codes(rng, 3, True, False, (6, 64, 3, 3))
+    w_zp, bias = zero_points(rng, 6), rng.integers(-1000, 1001, 6).astype(np.int32)
+    geo = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    got = fbs.bitserial_conv_acc(x, 3, 2, False, fbs.pack_bitserial_weights(w, 3, True, w_zp, bias), *geo)
+    np.testing.assert_array_equal(got, gconv.conv_acc(x, 3, w, w_zp, bias, *geo))
+    a, b = codes(rng, 1, False, False, (6, 200)), codes(rng, 2, True, False, (200, 70))
+    b_zp = zero_points(rng, 70)
+    got = fbs.bitserial_matmul_acc(a, 1, 1, False, fbs.pack_bitserial_matrix(b, 2, True, b_zp))
+    np.testing.assert_array_equal(got, gmm.matmul_acc(a, 1, b, b_zp))
