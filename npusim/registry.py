@@ -204,19 +204,18 @@ def _matmul_pair_excess(node, const, K):
 
 
 ENGINES = ("auto", "direct", "bitserial")
-GEMM_LIMIT = 16  # W bits x A bits up to which "auto" picks the bit-serial GEMM (choose_engine)
 
 
 def choose_engine(engine: str, w_dtype: str, x_dtype: str, taps: int = 9, depthwise: bool = False,
-                  op: str = "conv") -> str:
-    """"direct" or "bitserial" for a conv (or, op "matmul" / "gemm", a product with a constant B)
-    with these weight (B) and input (A) element types.
+                  op: str = "conv", rows: int | None = None) -> str:
+    """"direct" or "bitserial" for a conv (or, op "matmul" / "gemm", a product with a constant B;
+    rows: A's row count when the graph fixes it) with these weight (B) and input (A) element types.
 
-    "auto" follows the measured throughput (benchmarks/bench_bitserial.py, docs/bitserial.md;
-    1 thread): the bit-serial kernel beats the direct int8 one when weight bits x activation bits
-    is at most 16 for a 3x3 (or larger) window, at most 6 for a 1x1 and at most GEMM_LIMIT for a
-    matmul / gemm; not for depthwise convolution, where a block of 4 output channels holds one
-    real channel.
+    "auto" follows the throughput measured at 1 thread (benchmarks/bench_bitserial.py, figures in
+    docs/bitserial.md): the bit-serial kernel beats the direct int8 one when weight bits x
+    activation bits is at most 25 for a 3x3 (or larger) window, at most 4 for a 1x1, at most 16
+    for a matmul / gemm, and for every width up to 8 bits when A has a single row (a GEMV); not for
+    depthwise convolution, where a block of 4 output channels holds one real channel.
     """
     from .ir import bits, is_quantized
 
@@ -225,7 +224,7 @@ def choose_engine(engine: str, w_dtype: str, x_dtype: str, taps: int = 9, depthw
         return "direct"
     if engine == "bitserial":
         return "bitserial"
-    limit = GEMM_LIMIT if op != "conv" else 16 if taps >= 9 else 6
+    limit = (64 if rows == 1 else 16) if op != "conv" else 25 if taps >= 9 else 4
     return "bitserial" if not depthwise and bits(w_dtype) * bits(x_dtype) <= limit else "direct"
 
 
