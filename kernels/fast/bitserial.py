@@ -149,7 +149,7 @@ def _i32(*v):
 
 
 def _encoding(bits, signed, bipolar, what):
-    """-> (c int64 (B,) plane weights, α, β, code parameters (lo, hi, bad, add, shift, mask)).
+    """-> (c int64 (B,) plane weights, α, β, code parameters (lo, hi, bad, add, shift, mask), int32).
 
     Valid values are lo..hi except `bad`; code = ((v + add) >> shift) & mask holds the plane bits."""
     if not 1 <= bits <= 8:
@@ -177,6 +177,12 @@ def _u8_container(v, what):
     if v.dtype not in (np.uint8, np.int8):
         raise ValueError(f"{what}: expected a uint8 or int8 container, got {v.dtype}")
     return v
+
+
+def _as_u8(v, code_args):
+    """(v flat as uint8, code_args + (flip,)): the kernels read one container type (one compiled
+    specialization) and decode a value as u − 2·(u & flip), flip = 128 for an int8 container."""
+    return v.reshape(-1).view(np.uint8), code_args + (np.int32(128 if v.dtype == np.int8 else 0),)
 
 
 @njit(parallel=True)
@@ -270,9 +276,9 @@ def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, tab, ed
 def _pixel_words(xf, base, cg, hw, nb, code_args, pw):
     """pw[k, c div 64, pix] |= bit k of code(xf[base + c·H·W + pix]) at bit c mod 64, for the H·W
     pixels of cg channels; returns nonzero iff some value is outside lo..hi or equals `bad`
-    (code = ((v + add) >> shift) & mask). pw: uint64 (nb, ceil(cg/64), H·W) flat, zero beforehand.
+    (code = ((v + add) >> shift) & mask; v = u − 2·(u & flip) of the uint8 u, see `_as_u8`). pw: uint64 (nb, ceil(cg/64), H·W) flat, zero beforehand.
     Blocks of PIX_BLOCK pixels in parallel; the inner loop runs along contiguous pixels (vectorizes)."""
-    lo, hi, bad, add, shift, mask = code_args
+    lo, hi, bad, add, shift, mask, flip = code_args
     cwg = (cg + 63) // 64
     nbad = 0
     for blk in prange((hw + PIX_BLOCK - 1) // PIX_BLOCK):
@@ -286,7 +292,8 @@ def _pixel_words(xf, base, cg, hw, nb, code_args, pw):
                 dst = np.uint64((k * cwg + c // 64) * hw)
                 kk = np.uint64(k)
                 for q in range(p0, p1):
-                    v = np.int32(xf[src + q])
+                    u = np.int32(xf[src + q])
+                    v = u - 2 * (u & flip)
                     nbd += np.int32((v < lo) | (v > hi) | (v == bad))
                     pw[dst + q] |= ((np.uint64(((v + add) >> shift) & mask) >> kk) & np.uint64(1)) << bit
         nbad += nbd
@@ -427,7 +434,7 @@ def _valid_weight_sums(wdsum, kh, kw, h, w, sh, sw, dh, dw, top, left, oh, ow):
 
 
 @njit
-def _conv_bitserial(xf, n, c, h, w, code_args, nb_x, xc, x_alpha, bx, ww, nb_w, coef, bw, wdsum, bias, group,
+def _conv_bitserial(xf, code_args, n, c, h, w, nb_x, xc, x_alpha, bx, ww, nb_w, coef, bw, wdsum, bias, group,
                     kh, kw, sh, sw, dh, dw, top, left, bottom, right, oh, ow):
     """acc:i32 (N, M, OH·OW) and the count of out-of-range activation values (module doc)."""
     m = bias.shape[0]
@@ -475,7 +482,7 @@ def pack_bitserial_weights(w_oihw, w_bits, w_signed, w_zp, bias, bipolar=False):
     words = np.ascontiguousarray(np.packbits(planes, axis=-1, bitorder="little").view("<u8"))
     zp = np.broadcast_to(np.asarray(w_zp, np.int64).reshape(-1), (m,))
     wdsum = (v.reshape(m, cg, kh * kw) - zp[:, None, None]).sum(axis=1, dtype=np.int64)
-    b = np.ascontiguousarray(np.broadcast_to(np.asarray(bias, np.int64).reshape(-1), (m,)))
+    b = np.broadcast_to(np.asarray(bias, np.int64).reshape(-1), (m,)).copy()  # writable: one _tiles type
     return words, c, alpha, (beta - zp).astype(np.int64), wdsum, b, (m, cg, kh, kw)
 
 
@@ -499,7 +506,7 @@ def bitserial_conv_acc(x_nchw, x_zp, x_bits, x_signed, packed, strides, pads, di
     oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
     ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
     coef = (x_alpha * w_alpha) * np.outer(w_c, x_c)
-    acc, nbad = _conv_bitserial(x.reshape(-1), n, c, h, w, code_args, len(x_c), x_c, x_alpha, x_beta - int(x_zp),
+    acc, nbad = _conv_bitserial(*_as_u8(x, code_args), n, c, h, w, len(x_c), x_c, x_alpha, x_beta - int(x_zp),
                                 words.reshape(-1), len(w_c), coef, bw, wdsum, bias, group,
                                 kh, kw, sh, sw, dh, dw, top, left, bottom, right, oh, ow)
     if nbad:
@@ -528,14 +535,16 @@ def pack_bitserial_matrix(b_kn, b_bits, b_signed, b_zp, bipolar=False):
 
 @njit(parallel=True)
 def _row_codes(af, rows, k, stride, code_args, codes):
-    """codes[r·stride + t] = ((v + add) >> shift) & mask for v = af[r·K + t]; returns the count of bad v."""
-    lo, hi, bad, add, shift, mask = code_args
+    """codes[r·stride + t] = ((v + add) >> shift) & mask for v = u − 2·(u & flip), u = af[r·K + t]
+    (uint8, see `_as_u8`); returns the count of bad v."""
+    lo, hi, bad, add, shift, mask, flip = code_args
     nbad = 0
     for r in prange(rows):
         nb = np.int32(0)
         src, dst = np.uint64(r * k), np.uint64(r * stride)
         for t in range(np.uint64(k)):
-            v = np.int32(af[src + t])
+            u = np.int32(af[src + t])
+            v = u - 2 * (u & flip)
             nb += np.int32((v < lo) | (v > hi) | (v == bad))
             codes[dst + t] = np.uint8(((v + add) >> shift) & mask)
         nbad += nb
@@ -559,8 +568,9 @@ def _matmul_bitserial(af, rows, k, code_args, nb_a, a_c, a_alpha, a_beta, azp_ro
                 s += a_c[i] * _popcount(ww[(r * nb_a + i) * kw_n + q])
         ta[r, 0] = a_alpha * s + k * (a_beta - azp_rows[r])
     acc = np.empty(rows * n_cols, np.int32)
-    _tiles(cols, nb_b, sb.shape[0], ww, 0, nb_a, kw_n, coef, sb, a_beta - azp_rows, rb, ta, np.zeros(0, np.int64),
-           np.zeros(0, np.int64), np.zeros(rows, np.int64), acc, 0, n_cols, rows)
+    zero = np.int64(rows - rows)  # m_base, out_base: int64 as in the conv's call (one compiled _tiles)
+    _tiles(cols, nb_b, sb.shape[0], ww, zero, nb_a, kw_n, coef, sb, a_beta - azp_rows, rb, ta, np.zeros(0, np.int64),
+           np.zeros(0, np.int64), np.zeros(rows, np.int64), acc, zero, n_cols, rows)
     return acc.reshape(rows, n_cols), nbad
 
 
@@ -581,7 +591,8 @@ def bitserial_matmul_acc(a, a_zp, a_bits, a_signed, packed_b, a_bipolar=False):
     azp = np.broadcast_to(np.asarray(a_zp, np.int64).reshape(-1), (mrows,))
     azp_rows = np.tile(azp, rows // mrows if mrows else 0)
     coef = (a_alpha * b_alpha) * np.outer(a_c, b_c)
-    acc, nbad = _matmul_bitserial(av.reshape(-1), rows, kk, code_args, len(a_c), a_c, a_alpha, a_beta, azp_rows,
+    af, code_args = _as_u8(av, code_args)
+    acc, nbad = _matmul_bitserial(af, rows, kk, code_args, len(a_c), a_c, a_alpha, a_beta, azp_rows,
                                   cols, len(b_c), coef, sb, rb, nn)
     if nbad:
         raise _range_error(av.astype(np.int32), a_bits, a_signed, a_bipolar, "bitserial GEMM a")
