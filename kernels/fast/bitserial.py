@@ -19,13 +19,18 @@ time, per image and group): (B_x, KW, P), positions contiguous, built in two pas
 inside the image: one value per (row class, column class), the interior class applied in the
 vector loop and the border positions patched after it.
 
-Inner loop (`_tiles`): per chunk of CHUNK positions and block of 4 channels, for each plane pair,
-4 reduction words at a time: 16 weight words held in registers, each activation word loaded once
-for the 4 channels, the loop over positions vectorized (no horizontal sums); then acc += coef·raw.
-Popcount is LLVM's llvm.ctpop.i64. On this machine (AMD EPYC Zen 5, AVX-512 VPOPCNTDQ) that
-loop compiles to zmm vpandq + vpopcntq + vpaddq (checked with inspect_asm); a CPU without
-popcnt gets LLVM's bit-twiddling expansion (same result). Parallel: numba prange over position
-chunks (and pixel blocks / word rows in packing); threads = numba.set_num_threads.
+Inner loop (`_tiles`), register-resident: per chunk of CHUNK positions, blocks of TILE = 4
+channels x LANES = 32 positions whose sums are LLVM vectors <32 x i64> (`_Lanes`, a Numba type
+whose values are SSA vectors, so loop-carried sums live in registers: 16 zmm on AVX-512). A
+block's sums start at its corrections; for each plane pair, raw = Σ_t popcount(x & w) over all KW
+words (per word: one vector load of x, the 4 weight words broadcast, 4 AND + popcount + add),
+then sums += coef·raw; stored once, truncated to int32. Popcount is LLVM's vector llvm.ctpop:
+zmm vpopcntq on AVX-512 VPOPCNTDQ (this VM, Zen 4/5), a vpshufb nibble table + vpsadbw on AVX2
+(both lowerings compiled and run by the tests), LLVM's bit-twiddling expansion elsewhere.
+GEMM: B's columns are the positions (packed at plan time, (B_b, KW, N) padded to LANES) and A's
+rows the channel blocks (packed per call, (rows + 3, B_a, KW)), so one row of A (a GEMV) still
+fills the vectors. Parallel: numba prange over position chunks (and pixel blocks / word rows in
+packing); threads = numba.set_num_threads.
 """
 import numpy as np
 from llvmlite import ir as llir
@@ -37,7 +42,7 @@ from npusim_kernels.fast._jit import njit
 
 TILE = 4  # output channels per block (weights hold TILE − 1 zero rows past M)
 LANES = 32  # positions per register block: 4 zmm (AVX-512) or 8 ymm (AVX2) per channel
-CHUNK = 128  # positions per parallel work item (a multiple of LANES): TILE × CHUNK int64 sums in L1
+CHUNK = 128  # positions per parallel work item (a multiple of LANES)
 PIX_BLOCK = 1024  # pixels per parallel work item of the activation packing
 _LSB8 = np.uint64(0x0101010101010101)   # bit 0 of each byte
 _GATHER8 = np.uint64(0x0102040810204080)  # moves bit 0 of byte t to bit 56 + t
@@ -294,7 +299,8 @@ def _pixel_words(xf, base, cg, hw, nb, code_args, pw):
                 for q in range(p0, p1):
                     u = np.int32(xf[src + q])
                     v = u - 2 * (u & flip)
-                    nbd += np.int32((v < lo) | (v > hi) | (v == bad))
+                    if k == 0:  # the range check, once per value (the branch is hoisted out of the loop)
+                        nbd += np.int32((v < lo) | (v > hi) | (v == bad))
                     pw[dst + q] |= ((np.uint64(((v + add) >> shift) & mask) >> kk) & np.uint64(1)) << bit
         nbad += nbd
     return nbad
@@ -336,14 +342,16 @@ def _im2col_words(pw, nb, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, k
                 else:
                     for ox in range(np.uint64(x_lo), np.uint64(x_hi)):
                         xt[dst + ox] = pw[src + ox * np.uint64(sw)]
-        for p in prange(n_pos):
-            s = np.int64(0)
+        for blk in prange((n_pos + CHUNK - 1) // CHUNK):  # along contiguous positions (vectorizes)
+            p0, p1 = np.uint64(blk * CHUNK), np.uint64(min(n_pos, blk * CHUNK + CHUNK))
+            for p in range(p0, p1):
+                sx[p] = 0
             for k in range(nb):
-                cnt = np.int64(0)
+                ck = x_alpha * xc[k]
                 for t in range(kw_n):
-                    cnt += _popcount(xt[np.uint64((k * kw_n + t) * p_stride + p)])
-                s += xc[k] * cnt
-            sx[p] = x_alpha * s
+                    row = np.uint64((k * kw_n + t) * p_stride)
+                    for p in range(p0, p1):
+                        sx[p] += ck * _popcount(xt[row + p])
         return
     last = np.uint64(cg - 64 * (cwg - 1))  # bits in a tap's last word
     for p in prange(n_pos):
