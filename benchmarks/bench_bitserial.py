@@ -1,7 +1,8 @@
 """Bit-serial conv / GEMM against the popcount ceiling, npusim's direct int8 kernels and onnxruntime.
 
 Shapes: a 3x3 convolution 64→64 channels, 56x56, pad 1, batch 1; a 1x1 convolution 64→64, 56x56;
-a GEMM (512×4096)·(4096×512). For each (W bits, A bits) pair: median wall time of
+a GEMM (512×4096)·(4096×512); a GEMV (1×1024)·(1024×1024) (a fully connected layer at batch 1).
+For each (W bits, A bits) pair: median wall time of
 `bitserial_conv_acc` / `bitserial_matmul_acc` (weights packed once, outside the timing; activation
 packing inside) and throughput in binary MACs/s (MACs·W·A). References measured in the same run,
 same thread count: (a) the machine ceiling, tight AND + popcount + accumulate loops over in-cache
@@ -10,7 +11,8 @@ uint64 data (16 KiB per operand and thread), in Numba with the kernels' popcount
 and "register", each loaded word ANDed with 4 words held in registers (AND + popcount + add bound;
 the kernel's blocks reuse loads the same way, so it can beat the stream form); (b) npusim's direct int8 kernels (fast conv_acc_packed / matmul_acc);
 (c) onnxruntime's int8 QLinearConv (u8 x, i8 w, u8 y) and MatMulInteger (u8 a, i8 b, i32 y),
-single-node models. Measures; asserts nothing.
+single-node models. Each pair's kernel runs interleaved with onnxruntime (its ratio is from the
+same run); the direct int8 kernel once per shape, interleaved with onnxruntime. Measures; asserts nothing.
 
     python benchmarks/bench_bitserial.py [--threads 1] [--repeat 10] [--pairs grid|core] [--json OUT]
 """
@@ -22,6 +24,7 @@ import platform
 import numba
 import numpy as np
 import onnxruntime as ort
+from llvmlite import binding as llvm
 from numba import prange
 from scipy.linalg import blas as scipy_blas
 from onnx import TensorProto, helper, numpy_helper
@@ -122,32 +125,32 @@ def bench_conv(name, k, pairs, threads, repeat, ceilings):
     w8 = rng.integers(-128, 128, (m, c, k, k)).astype(np.int8)
     zeros = np.zeros(m, np.int32)
     packed = fconv.pack_conv_weights(w8, zeros, zeros)
-    t_direct, t_ort = interleaved_times([lambda: fconv.conv_acc_packed(x8, 3, packed, *geo),
-                                         ort_qlinearconv(x8, w8, pads, threads)], repeat)
+    ort_run = ort_qlinearconv(x8, w8, pads, threads)
+    t_direct, t_ort = interleaved_times([lambda: fconv.conv_acc_packed(x8, 3, packed, *geo), ort_run], repeat)
     rows = []
     for wb, xb in pairs:
         x = operand(rng, xb, False, (1, c, hw, hw))
         w = operand(rng, wb, wb > 1, (m, c, k, k))
         pw = fbs.pack_bitserial_weights(w, wb, wb > 1, 0, zeros)
-        t = interleaved_times([lambda: fbs.bitserial_conv_acc(x, 1, xb, False, pw, *geo)], repeat)[0]
-        rows.append(row(name, wb, xb, t, macs, ceilings, t_direct, t_ort))
+        t, t_ort_pair = interleaved_times([lambda: fbs.bitserial_conv_acc(x, 1, xb, False, pw, *geo), ort_run], repeat)
+        rows.append(row(name, wb, xb, t, macs, ceilings, t_direct, t_ort_pair))
     return rows, {"direct_int8_ms": 1e3 * t_direct, "ort_qlinearconv_ms": 1e3 * t_ort, "macs": macs}
 
 
-def bench_gemm(pairs, threads, repeat, ceilings):
+def bench_gemm(mm, kk, nn, pairs, threads, repeat, ceilings):
     rng = np.random.default_rng(2)
-    mm, kk, nn = 512, 4096, 512
     macs = mm * kk * nn
     a8 = rng.integers(0, 256, (mm, kk)).astype(np.uint8)
     b8 = rng.integers(-128, 128, (kk, nn)).astype(np.int8)
-    t_direct, t_ort = interleaved_times([lambda: fmm.matmul_acc(a8, 3, b8, np.int32(0)),
-                                         ort_matmulinteger(a8, b8, threads)], repeat)
+    ort_run = ort_matmulinteger(a8, b8, threads)
+    t_direct, t_ort = interleaved_times([lambda: fmm.matmul_acc(a8, 3, b8, np.int32(0)), ort_run], repeat)
     rows = []
     for wb, xb in pairs:
         a = operand(rng, xb, False, (mm, kk))
         pb = fbs.pack_bitserial_matrix(operand(rng, wb, wb > 1, (kk, nn)), wb, wb > 1, 0)
-        t = interleaved_times([lambda: fbs.bitserial_matmul_acc(a, 1, xb, False, pb)], repeat)[0]
-        rows.append(row("gemm 512x4096x512", wb, xb, t, macs, ceilings, t_direct, t_ort))
+        t, t_ort_pair = interleaved_times([lambda: fbs.bitserial_matmul_acc(a, 1, xb, False, pb), ort_run], repeat)
+        rows.append(row(f"{'gemv' if mm == 1 else 'gemm'} {mm}x{kk}x{nn}", wb, xb, t, macs, ceilings, t_direct,
+                        t_ort_pair))
     return rows, {"direct_int8_ms": 1e3 * t_direct, "ort_matmulinteger_ms": 1e3 * t_ort, "macs": macs}
 
 
@@ -176,17 +179,22 @@ def main():
         ceilings = popcount_ceilings(args.threads, args.repeat)
         conv3, ref3 = bench_conv("conv3x3 64x56x56", 3, pairs, args.threads, args.repeat, ceilings)
         conv1, ref1 = bench_conv("conv1x1 64x56x56", 1, pairs, args.threads, args.repeat, ceilings)
-        gemm, refg = bench_gemm(pairs, args.threads, args.repeat, ceilings)
+        gemm, refg = bench_gemm(512, 4096, 512, pairs, args.threads, args.repeat, ceilings)
+        gemv, refv = bench_gemm(1, 1024, 1024, pairs, args.threads, args.repeat, ceilings)
     load = os.getloadavg()[0]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {load:.1f}; "
+    feats = llvm.get_host_cpu_features()
+    isa = "avx512vpopcntdq" if feats.get("avx512vpopcntdq") else "avx512f" if feats.get("avx512f") else \
+        "avx2" if feats.get("avx2") else "other"
+    print(f"machine: {platform.processor() or platform.machine()} ({llvm.get_host_cpu_name()}, popcount ISA {isa}), "
+          f"{os.cpu_count()} cores, load {load:.1f}; "
           f"threads={args.threads}; onnxruntime {ort.__version__}; median of {args.repeat}")
     print(f"popcount ceilings: stream {ceilings[0] / 1e9:.0f}, register {ceilings[1] / 1e9:.0f} binary GMAC/s")
-    for name, ref in (("conv3x3", ref3), ("conv1x1", ref1), ("gemm", refg)):
+    for name, ref in (("conv3x3", ref3), ("conv1x1", ref1), ("gemm", refg), ("gemv", refv)):
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" if k != "macs" else f"{k} {v}" for k, v in ref.items()))
     print()
     print("| shape | W | A | ms | binary GMAC/s | % stream ceiling | % register ceiling | × direct int8 | × onnxruntime |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for r in conv3 + conv1 + gemm:
+    for r in conv3 + conv1 + gemm + gemv:
         print(f"| {r['shape']} | {r['w_bits']} | {r['a_bits']} | {r['ms']:.3f} | {r['binary_gmacs']:.0f} | "
               f"{r['pct_stream_ceiling']:.1f} | {r['pct_register_ceiling']:.1f} | {r['x_vs_direct']:.2f} | "
               f"{r['x_vs_ort']:.2f} |")
@@ -194,7 +202,8 @@ def main():
         with open(args.json, "w") as f:
             json.dump({"threads": args.threads, "repeat": args.repeat, "load": load,
                        "ceiling_binary_macs": {"stream": ceilings[0], "register": ceilings[1]},
-                       "conv3x3": ref3, "conv1x1": ref1, "gemm": refg, "rows": conv3 + conv1 + gemm}, f, indent=1)
+                       "conv3x3": ref3, "conv1x1": ref1, "gemm": refg, "gemv": refv,
+                       "rows": conv3 + conv1 + gemm + gemv}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -206,12 +206,15 @@ def _matmul_pair_excess(node, const, K):
 ENGINES = ("auto", "direct", "bitserial")
 
 
-def choose_engine(engine: str, w_dtype: str, x_dtype: str, taps: int = 9, depthwise: bool = False) -> str:
-    """"direct" or "bitserial" for a conv with these weight and input element types.
+def choose_engine(engine: str, w_dtype: str, x_dtype: str, taps: int = 9, depthwise: bool = False,
+                  op: str = "conv", rows: int | None = None) -> str:
+    """"direct" or "bitserial" for a conv (or, op "matmul" / "gemm", a product with a constant B;
+    rows: A's row count when the graph fixes it) with these weight (B) and input (A) element types.
 
-    "auto" follows the measured throughput (benchmarks/bench_bitserial.py, docs/bitserial.md;
-    1 thread, 64 channels): the bit-serial kernel beats the direct int8 one when weight bits x
-    activation bits is at most 16 for a 3x3 (or larger) window and at most 6 for a 1x1; not for
+    "auto" follows the throughput measured at 1 thread (benchmarks/bench_bitserial.py, figures in
+    docs/bitserial.md): the bit-serial kernel beats the direct int8 one when weight bits x
+    activation bits is at most 25 for a 3x3 (or larger) window, at most 4 for a 1x1, at most 16
+    for a matmul / gemm, and for every width up to 8 bits when A has a single row (a GEMV); not for
     depthwise convolution, where a block of 4 output channels holds one real channel.
     """
     from .ir import bits, is_quantized
@@ -221,7 +224,7 @@ def choose_engine(engine: str, w_dtype: str, x_dtype: str, taps: int = 9, depthw
         return "direct"
     if engine == "bitserial":
         return "bitserial"
-    limit = 16 if taps >= 9 else 6
+    limit = (64 if rows == 1 else 16) if op != "conv" else 25 if taps >= 9 else 4
     return "bitserial" if not depthwise and bits(w_dtype) * bits(x_dtype) <= limit else "direct"
 
 
@@ -249,21 +252,36 @@ def _prep_requantize(node, const, K):
     return run
 
 
+def _bitserial_gemm(node, b_kn, a_zp, b_zp, K):
+    """-> acc(a) = K.bitserial_matmul_acc with B (K, N) packed once, for a matmul / gemm node whose
+    engine is "bitserial" (npusim.session._with_engines records the bit widths); None (the direct
+    kernel) otherwise or when B or a zero point is not a constant."""
+    if node.attrs.get("engine") != "bitserial" or b_kn is None or b_kn.ndim != 2 or a_zp is None or b_zp is None:
+        return None
+    packed = K.pack_bitserial_matrix(b_kn, *node.attrs["w_bits"], b_zp)
+    xb, xs = node.attrs["x_bits"]
+    return lambda a: K.bitserial_matmul_acc(a, a_zp, xb, xs, packed)
+
+
 def _prep_matmul(node, const, K):
     a_name, b_name, azp_name, bzp_name = node.inputs
     b_c = const(b_name)
     azp_c, bzp_c = (None if v is None else np.asarray(v, np.int32) for v in (_zp(const, azp_name), _zp(const, bzp_name)))
 
     excess = _matmul_pair_excess(node, const, K) if node.attrs.get("pair_sat16") else None
+    bitserial = _bitserial_gemm(node, b_c, azp_c, bzp_c, K)
 
     def run(a, b=None, a_zp=None, b_zp=None):
         bb = b_c if b_c is not None else b
         if a.ndim == 0 or bb.ndim == 0 or a.shape[-1] != bb.shape[-2 if bb.ndim > 1 else 0]:
             raise NpusimError(f"inputs {a_name!r} {a.shape} and {b_name!r} {bb.shape}: the inner dimensions differ "
                               f"(A is (..., M, K), B is (..., K, N))")
-        az = azp_c if azp_c is not None else np.asarray(a_zp, np.int32)
-        bz = bzp_c if bzp_c is not None else np.asarray(b_zp, np.int32)
-        acc = K.matmul_acc(a, az, bb, bz)
+        if bitserial is not None:
+            acc = bitserial(a)
+        else:
+            az = azp_c if azp_c is not None else np.asarray(a_zp, np.int32)
+            bz = bzp_c if bzp_c is not None else np.asarray(b_zp, np.int32)
+            acc = K.matmul_acc(a, az, bb, bz)
         if excess is not None:  # onnxruntime's int16 pair saturation (npusim.ortisa)
             acc += excess(a, bb)[0]
         return (acc,)
@@ -290,6 +308,7 @@ def _prep_gemm(node, const, K):
     _check_channels("weight zero point", bz.size, n, bzp_name)
 
     saturate = bool(node.attrs.get("pair_sat16"))
+    bitserial = _bitserial_gemm(node, b, az, bz, K)
 
     def run(a, *_):
         if a.ndim != 2 or a.shape[0 if trans_a else 1] != k:
@@ -297,7 +316,7 @@ def _prep_gemm(node, const, K):
                               f"{0 if trans_a else 1} (transA={trans_a}; B {b_name!r} is K x N = {k} x {n} after "
                               f"transB={trans_b})")
         a = np.ascontiguousarray(a.T) if trans_a else a
-        acc = K.matmul_acc(a, az, b, bz)
+        acc = bitserial(a) if bitserial is not None else K.matmul_acc(a, az, b, bz)
         if saturate:  # onnxruntime's int16 pair saturation (npusim.ortisa), on the operands as multiplied
             acc += K.matmul_pair_excess(a, b)[0]
         return (acc if c is None else K.add_bias_i32(acc, c),)

@@ -428,12 +428,14 @@ def check_feeds(graph: ir.Graph, feeds) -> dict:
 
 
 def _with_engines(g: ir.Graph, engine: str) -> ir.Graph:
-    """The graph with each conv's engine chosen ("direct" int8 or "bitserial" popcount) and the
-    bit widths the bit-serial kernel needs recorded on the node (attrs engine, w_bits, x_bits)."""
+    """The graph with each conv's, matmul's and gemm's engine chosen ("direct" int8 or "bitserial"
+    popcount) and the bit widths the bit-serial kernel needs recorded on the node (attrs engine,
+    w_bits, x_bits; w is the constant operand: a conv's weight, B of a matmul or gemm)."""
     from .registry import choose_engine
 
     nodes = []
     for n in g.nodes:
+        choice = None
         # a conv the registry would refuse (no weight, no group) is left to its plan to name
         if n.op == "conv" and len(n.inputs) > 1 and np.ndim(g.constants.get(n.inputs[1])) in (3, 4) \
                 and "group" in n.attrs:
@@ -443,9 +445,15 @@ def _with_engines(g: ir.Graph, engine: str) -> ir.Graph:
                 raise NpusimError(f"node {n.name!r} (conv): attribute group={n.attrs['group']!r}: expected an integer")
             group = int(n.attrs["group"])
             choice = choose_engine(engine, wt, xt, int(np.prod(w.shape[2:])), group > 1 and w.shape[1] == 1)
-            if choice != n.attrs.get("engine", "direct"):
-                n = replace(n, attrs={**n.attrs, "engine": choice, "w_bits": (ir.bits(wt), wt[0] == "i"),
-                                      "x_bits": (ir.bits(xt), xt[0] == "i")})
+        elif n.op in ("matmul", "gemm") and len(n.inputs) > 1 and np.ndim(g.constants.get(n.inputs[1])) == 2:
+            wt, xt = g.tensors[n.inputs[1]].dtype, g.tensors[n.inputs[0]].dtype
+            a_shape = g.tensors[n.inputs[0]].shape or ("?",)  # rank unknown: rows unknown
+            lead = a_shape[1:] if n.op == "gemm" and int(n.attrs.get("transA", 0)) else a_shape[:-1]
+            rows = int(np.prod(lead)) if all(isinstance(d, int) and d >= 0 for d in lead) else None
+            choice = choose_engine(engine, wt, xt, op=n.op, rows=rows)
+        if choice is not None and choice != n.attrs.get("engine", "direct"):
+            n = replace(n, attrs={**n.attrs, "engine": choice, "w_bits": (ir.bits(wt), wt[0] == "i"),
+                                  "x_bits": (ir.bits(xt), xt[0] == "i")})
         nodes.append(n)
     return replace(g, nodes=tuple(nodes))
 

@@ -19,22 +19,30 @@ time, per image and group): (B_x, KW, P), positions contiguous, built in two pas
 inside the image: one value per (row class, column class), the interior class applied in the
 vector loop and the border positions patched after it.
 
-Inner loop (`_tiles`): per chunk of CHUNK positions and block of 4 channels, for each plane pair,
-4 reduction words at a time: 16 weight words held in registers, each activation word loaded once
-for the 4 channels, the loop over positions vectorized (no horizontal sums); then acc += coef·raw.
-Popcount is LLVM's llvm.ctpop.i64. On this machine (AMD EPYC Zen 5, AVX-512 VPOPCNTDQ) that
-loop compiles to zmm vpandq + vpopcntq + vpaddq (checked with inspect_asm); a CPU without
-popcnt gets LLVM's bit-twiddling expansion (same result). Parallel: numba prange over position
-chunks (and pixel blocks / word rows in packing); threads = numba.set_num_threads.
+Inner loop (`_tiles`), register-resident: per chunk of CHUNK positions, blocks of TILE = 4
+channels x LANES = 32 positions whose sums are LLVM vectors <32 x i64> (`_Lanes`, a Numba type
+whose values are SSA vectors, so loop-carried sums live in registers: 16 zmm on AVX-512). A
+block's sums start at its corrections; for each plane pair, raw = Σ_t popcount(x & w) over all KW
+words (per word: one vector load of x, the 4 weight words broadcast, 4 AND + popcount + add),
+then sums += coef·raw; stored once, truncated to int32. Popcount is LLVM's vector llvm.ctpop:
+zmm vpopcntq on AVX-512 VPOPCNTDQ (this VM, Zen 4/5), a vpshufb nibble table + vpsadbw on AVX2
+(both lowerings compiled and run by the tests), LLVM's bit-twiddling expansion elsewhere.
+GEMM: B's columns are the positions (packed at plan time, (B_b, KW, N) padded to LANES) and A's
+rows the channel blocks (packed per call, (rows + 3, B_a, KW)), so one row of A (a GEMV) still
+fills the vectors. Parallel: numba prange over position chunks (and pixel blocks / word rows in
+packing); threads = numba.set_num_threads.
 """
 import numpy as np
+from llvmlite import ir as llir
 from numba import prange, types
-from numba.extending import intrinsic
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
 
 from npusim_kernels.fast._jit import njit
 
 TILE = 4  # output channels per block (weights hold TILE − 1 zero rows past M)
-CHUNK = 128  # positions per parallel work item: 2 × 4 × CHUNK int64 sums stay in L1
+LANES = 32  # positions per register block: 4 zmm (AVX-512) or 8 ymm (AVX2) per channel
+CHUNK = 128  # positions per parallel work item (a multiple of LANES)
 PIX_BLOCK = 1024  # pixels per parallel work item of the activation packing
 _LSB8 = np.uint64(0x0101010101010101)   # bit 0 of each byte
 _GATHER8 = np.uint64(0x0102040810204080)  # moves bit 0 of byte t to bit 56 + t
@@ -50,12 +58,103 @@ def _popcount(typingctx, v):
     return sig, codegen
 
 
+class _Lanes(types.Type):
+    """LANES 64-bit integers as one LLVM vector <LANES x i64>: a value of this type lives in vector
+    registers (loop-carried values become vector phis), so a block of sums stays out of memory."""
+
+    def __init__(self):
+        super().__init__(name=f"i64x{LANES}")
+
+
+_LANES = _Lanes()
+_VEC = llir.VectorType(llir.IntType(64), LANES)
+
+
+@register_model(_Lanes)
+class _LanesModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VEC)
+
+
+def _words(arr):
+    return isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype.bitwidth == 64
+
+
+def _lanes_ptr(context, builder, arrty, arr, idx):
+    data = context.make_array(arrty)(context, builder, arr).data
+    return builder.bitcast(builder.gep(data, [idx]), _VEC.as_pointer())
+
+
+def _splat(builder, v):
+    one = builder.insert_element(llir.Constant(_VEC, llir.Undefined), v, llir.Constant(llir.IntType(32), 0))
+    return builder.shuffle_vector(one, one, llir.Constant(llir.VectorType(llir.IntType(32), LANES), [0] * LANES))
+
+
+@intrinsic
+def _vsplat(typingctx, v):
+    """LANES copies of the 64-bit integer v."""
+    if isinstance(v, types.Integer) and v.bitwidth == 64:
+        return _LANES(v), lambda context, builder, sig, args: _splat(builder, args[0])
+
+
+@intrinsic
+def _vload(typingctx, arr, idx):
+    """arr[idx : idx + LANES] of a contiguous 1-D 64-bit array (no bounds check)."""
+    if _words(arr) and isinstance(idx, types.Integer):
+        return _LANES(arr, idx), lambda context, builder, sig, args: builder.load(
+            _lanes_ptr(context, builder, sig.args[0], *args), align=8)
+
+
+@intrinsic
+def _vstore(typingctx, arr, idx, v):
+    """arr[idx : idx + LANES] = v (no bounds check)."""
+    if _words(arr) and isinstance(idx, types.Integer) and v == _LANES:
+        def codegen(context, builder, sig, args):
+            builder.store(args[2], _lanes_ptr(context, builder, sig.args[0], args[0], args[1]), align=8)
+            return context.get_dummy_value()
+        return types.none(arr, idx, v), codegen
+
+
+@intrinsic
+def _vstore_i32(typingctx, arr, idx, v):
+    """arr[idx : idx + LANES] = v truncated to int32 lane by lane (wraps; no bounds check)."""
+    if isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype == types.int32 \
+            and isinstance(idx, types.Integer) and v == _LANES:
+        def codegen(context, builder, sig, args):
+            vty = llir.VectorType(llir.IntType(32), LANES)
+            data = context.make_array(sig.args[0])(context, builder, args[0]).data
+            builder.store(builder.trunc(args[2], vty), builder.bitcast(builder.gep(data, [args[1]]), vty.as_pointer()),
+                          align=4)
+            return context.get_dummy_value()
+        return types.none(arr, idx, v), codegen
+
+
+@intrinsic
+def _vpopcount_and_add(typingctx, acc, x, w):
+    """acc + popcount(x & w) lane by lane, w a 64-bit word (broadcast): llvm.ctpop on the vector,
+    vpopcntq with AVX-512 VPOPCNTDQ, a vpshufb nibble-table count on AVX2, scalar otherwise."""
+    if acc == _LANES and x == _LANES and isinstance(w, types.Integer) and w.bitwidth == 64:
+        def codegen(context, builder, sig, args):
+            ctpop = cgutils.get_or_insert_function(builder.module, llir.FunctionType(_VEC, [_VEC]),
+                                                   f"llvm.ctpop.v{LANES}i64")
+            return builder.add(args[0], builder.call(ctpop, [builder.and_(args[1], _splat(builder, args[2]))]))
+        return _LANES(acc, x, w), codegen
+
+
+@intrinsic
+def _vmul_add(typingctx, acc, raw, c):
+    """acc + c·raw lane by lane (modulo 2^64), c a 64-bit integer."""
+    if acc == _LANES and raw == _LANES and isinstance(c, types.Integer) and c.bitwidth == 64:
+        return _LANES(acc, raw, c), lambda context, builder, sig, args: builder.add(
+            args[0], builder.mul(args[1], _splat(builder, args[2])))
+
+
 def _i32(*v):
     return tuple(np.int32(e) for e in v)
 
 
 def _encoding(bits, signed, bipolar, what):
-    """-> (c int64 (B,) plane weights, α, β, code parameters (lo, hi, bad, add, shift, mask)).
+    """-> (c int64 (B,) plane weights, α, β, code parameters (lo, hi, bad, add, shift, mask), int32).
 
     Valid values are lo..hi except `bad`; code = ((v + add) >> shift) & mask holds the plane bits."""
     if not 1 <= bits <= 8:
@@ -85,6 +184,12 @@ def _u8_container(v, what):
     return v
 
 
+def _as_u8(v, code_args):
+    """(v flat as uint8, code_args + (flip,)): the kernels read one container type (one compiled
+    specialization) and decode a value as u − 2·(u & flip), flip = 128 for an int8 container."""
+    return v.reshape(-1).view(np.uint8), code_args + (np.int32(128 if v.dtype == np.int8 else 0),)
+
+
 @njit(parallel=True)
 def _pack_planes(codes, rows, nb, kw_n, words, r_step, k_step, q_step):
     """words[r·r_step + k·k_step + q·q_step] = bits k of codes[r, 64q .. 64q + 63], code t at bit t
@@ -104,88 +209,81 @@ def _pack_planes(codes, rows, nb, kw_n, words, r_step, k_step, q_step):
 
 @njit(parallel=True)
 def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, tab, edge_pos, edge_cls, bias, out,
-           n_pos, n_ch):
-    """out[m, p] = i32(Σ_{j,i} coef[j, i]·Σ_t popcount(xt[i, t, p] & ww[m_base + m, j, t])
-                       + sx[p]·bw[mm] + rx[p]·tab[mm, cls(p)] + bias[mm]),  mm = m_base + m, m < n_ch, p < n_pos,
+           out_base, n_pos, n_ch):
+    """out[out_base + m·n_pos + p] = i32(Σ_{j,i} coef[j, i]·Σ_t popcount(xt[i, t, p] & ww[mm, j, t])
+        + sx[p]·bw[mm] + rx[p]·tab[mm, cls(p)] + bias[mm]),  mm = m_base + m, m < n_ch, p < n_pos,
     where cls(p) = 0 except at positions edge_pos[e] (cls edge_cls[e]; patched after the vector loop).
 
-    xt: uint64 (nb_x, KW, p_stride) flat, positions contiguous; ww: uint64 (M + 3, nb_w, KW) flat
-    (rows past M zero, so a block of 4 channels may run past the group); out: int32 (n_ch, n_pos).
-    prange over chunks of CHUNK positions; per chunk, blocks of 4 channels: for each plane pair,
-    raw[dm, p] = Σ_t popcount(...) over 4 words at a time (16 weight words held in registers, each
-    activation word loaded once for 4 channels; the p loop vectorizes to zmm vpandq/vpopcntq/vpaddq),
-    then acc += coef·raw; the last KW mod 4 words add coef·popcount to acc directly. int64 sums,
-    int32 truncation (wraps)."""
-    t4 = kw_n - kw_n % 4
+    xt: uint64 (nb_x, KW, p_stride) flat, positions contiguous, p_stride = n_pos rounded up to
+    LANES; sx, rx: int64 (p_stride,) (the values past n_pos are read, their sums dropped);
+    ww: uint64 (M + 3, nb_w, KW) flat (rows past M zero, so a block of TILE channels may run past
+    the group); out: int32, flat. prange over chunks of CHUNK positions; per chunk, blocks of TILE
+    channels x LANES positions whose sums stay in registers (`_Lanes`): they start at the
+    corrections, then for each plane pair raw = Σ_t popcount(x & w) over all KW words (one vector
+    load of x per word for the TILE channels, their weight words broadcast) and sums += coef·raw;
+    stored once, truncated to int32 (wraps)."""
+    ws = np.uint64(nb_w * kw_n)  # one weight row
     ps = np.uint64(p_stride)
-    ws = nb_w * kw_n  # one weight row
-    c1, c2, c3 = np.uint64(CHUNK), np.uint64(2 * CHUNK), np.uint64(3 * CHUNK)
+    last = m_base + n_ch - 1
     for ck in prange((n_pos + CHUNK - 1) // CHUNK):
         p0 = ck * CHUNK
-        ln = np.uint64(min(CHUNK, n_pos - p0))
-        raw = np.empty(4 * CHUNK, np.int64)
-        acc = np.empty(4 * CHUNK, np.int64)
+        ln = min(CHUNK, n_pos - p0)
+        tail = np.empty(TILE * LANES, np.int64)
         e0, e1 = np.searchsorted(edge_pos, p0), np.searchsorted(edge_pos, p0 + CHUNK)  # this chunk's edges
-        for m0 in range(0, n_ch, 4):
-            acc[:] = 0
-            for j in range(nb_w):
-                r0 = (m_base + m0) * ws + j * kw_n
-                for i in range(nb_x):
-                    c = coef[j, i]
-                    if t4 > 0:
-                        raw[:] = 0
-                    for t in range(0, t4, 4):
-                        w00, w01, w02, w03 = ww[r0 + t], ww[r0 + t + 1], ww[r0 + t + 2], ww[r0 + t + 3]
-                        r1 = r0 + ws
-                        w10, w11, w12, w13 = ww[r1 + t], ww[r1 + t + 1], ww[r1 + t + 2], ww[r1 + t + 3]
-                        r2 = r1 + ws
-                        w20, w21, w22, w23 = ww[r2 + t], ww[r2 + t + 1], ww[r2 + t + 2], ww[r2 + t + 3]
-                        r3 = r2 + ws
-                        w30, w31, w32, w33 = ww[r3 + t], ww[r3 + t + 1], ww[r3 + t + 2], ww[r3 + t + 3]
-                        b0 = np.uint64((i * kw_n + t) * p_stride + p0)
-                        b1, b2, b3 = b0 + ps, b0 + ps + ps, b0 + ps + ps + ps
-                        for p in range(ln):
-                            x0, x1, x2, x3 = xt[b0 + p], xt[b1 + p], xt[b2 + p], xt[b3 + p]
-                            raw[p] += (_popcount(x0 & w00) + _popcount(x1 & w01)
-                                       + _popcount(x2 & w02) + _popcount(x3 & w03))
-                            raw[c1 + p] += (_popcount(x0 & w10) + _popcount(x1 & w11)
-                                            + _popcount(x2 & w12) + _popcount(x3 & w13))
-                            raw[c2 + p] += (_popcount(x0 & w20) + _popcount(x1 & w21)
-                                            + _popcount(x2 & w22) + _popcount(x3 & w23))
-                            raw[c3 + p] += (_popcount(x0 & w30) + _popcount(x1 & w31)
-                                            + _popcount(x2 & w32) + _popcount(x3 & w33))
-                    if t4 > 0:
-                        for p in range(4 * CHUNK):
-                            acc[p] += c * raw[p]
-                    for t in range(t4, kw_n):  # the last KW mod 4 words: c·popcount straight into acc
-                        w0, w1, w2, w3 = ww[r0 + t], ww[r0 + ws + t], ww[r0 + 2 * ws + t], ww[r0 + 3 * ws + t]
-                        b0 = np.uint64((i * kw_n + t) * p_stride + p0)
-                        for p in range(ln):
-                            x0 = xt[b0 + p]
-                            acc[p] += c * _popcount(x0 & w0)
-                            acc[c1 + p] += c * _popcount(x0 & w1)
-                            acc[c2 + p] += c * _popcount(x0 & w2)
-                            acc[c3 + p] += c * _popcount(x0 & w3)
-            for dm in range(min(4, n_ch - m0)):
-                mm = m_base + m0 + dm
-                b, bb, t0 = bw[mm], bias[mm], tab[mm, 0]
-                row = out[m0 + dm]
-                src = np.uint64(dm * CHUNK)
-                for p in range(ln):
-                    q = np.uint64(p0) + p
-                    row[q] = np.int32(acc[src + p] + sx[q] * b + rx[q] * t0 + bb)
+        for m0 in range(0, n_ch, TILE):
+            mm = m_base + m0
+            m1, m2, m3 = min(mm + 1, last), min(mm + 2, last), min(mm + 3, last)  # past the group: unused
+            for pb in range(0, ln, LANES):
+                q0 = p0 + pb
+                vs, vr = _vload(sx, q0), _vload(rx, q0)
+                s0 = _vmul_add(_vmul_add(_vsplat(bias[mm]), vs, bw[mm]), vr, tab[mm, 0])
+                s1 = _vmul_add(_vmul_add(_vsplat(bias[m1]), vs, bw[m1]), vr, tab[m1, 0])
+                s2 = _vmul_add(_vmul_add(_vsplat(bias[m2]), vs, bw[m2]), vr, tab[m2, 0])
+                s3 = _vmul_add(_vmul_add(_vsplat(bias[m3]), vs, bw[m3]), vr, tab[m3, 0])
+                for j in range(nb_w):
+                    r0 = np.uint64(mm * ws + j * kw_n)  # unsigned indices: no wrap-around checks
+                    for i in range(nb_x):
+                        a0 = a1 = a2 = a3 = _vsplat(np.int64(0))
+                        xo = np.uint64(i * kw_n * p_stride + q0)
+                        for t in range(r0, r0 + np.uint64(kw_n)):
+                            x = _vload(xt, xo)
+                            a0 = _vpopcount_and_add(a0, x, ww[t])
+                            a1 = _vpopcount_and_add(a1, x, ww[t + ws])
+                            a2 = _vpopcount_and_add(a2, x, ww[t + 2 * ws])
+                            a3 = _vpopcount_and_add(a3, x, ww[t + 3 * ws])
+                            xo += ps
+                        c = coef[j, i]
+                        s0, s1, s2, s3 = _vmul_add(s0, a0, c), _vmul_add(s1, a1, c), _vmul_add(s2, a2, c), \
+                            _vmul_add(s3, a3, c)
+                o = out_base + m0 * n_pos + q0
+                if pb + LANES <= ln and m0 + TILE <= n_ch:
+                    _vstore_i32(out, o, s0)
+                    _vstore_i32(out, o + n_pos, s1)
+                    _vstore_i32(out, o + 2 * n_pos, s2)
+                    _vstore_i32(out, o + 3 * n_pos, s3)
+                else:  # the last positions or channels: through `tail`
+                    _vstore(tail, 0, s0)
+                    _vstore(tail, LANES, s1)
+                    _vstore(tail, 2 * LANES, s2)
+                    _vstore(tail, 3 * LANES, s3)
+                    for dm in range(min(TILE, n_ch - m0)):
+                        for p in range(min(LANES, ln - pb)):
+                            out[o + dm * n_pos + p] = np.int32(tail[dm * LANES + p])
+            for dm in range(min(TILE, n_ch - m0)):
+                t0 = tab[mm + dm, 0]
+                o = out_base + (m0 + dm) * n_pos
                 for e in range(e0, e1):
                     q = edge_pos[e]
-                    row[q] = np.int32(np.int64(row[q]) + rx[q] * (tab[mm, edge_cls[e]] - t0))
+                    out[o + q] = np.int32(np.int64(out[o + q]) + rx[q] * (tab[mm + dm, edge_cls[e]] - t0))
 
 
 @njit(parallel=True)
 def _pixel_words(xf, base, cg, hw, nb, code_args, pw):
     """pw[k, c div 64, pix] |= bit k of code(xf[base + c·H·W + pix]) at bit c mod 64, for the H·W
     pixels of cg channels; returns nonzero iff some value is outside lo..hi or equals `bad`
-    (code = ((v + add) >> shift) & mask). pw: uint64 (nb, ceil(cg/64), H·W) flat, zero beforehand.
+    (code = ((v + add) >> shift) & mask; v = u − 2·(u & flip) of the uint8 u, see `_as_u8`). pw: uint64 (nb, ceil(cg/64), H·W) flat, zero beforehand.
     Blocks of PIX_BLOCK pixels in parallel; the inner loop runs along contiguous pixels (vectorizes)."""
-    lo, hi, bad, add, shift, mask = code_args
+    lo, hi, bad, add, shift, mask, flip = code_args
     cwg = (cg + 63) // 64
     nbad = 0
     for blk in prange((hw + PIX_BLOCK - 1) // PIX_BLOCK):
@@ -199,23 +297,25 @@ def _pixel_words(xf, base, cg, hw, nb, code_args, pw):
                 dst = np.uint64((k * cwg + c // 64) * hw)
                 kk = np.uint64(k)
                 for q in range(p0, p1):
-                    v = np.int32(xf[src + q])
-                    nbd += np.int32((v < lo) | (v > hi) | (v == bad))
+                    u = np.int32(xf[src + q])
+                    v = u - 2 * (u & flip)
+                    if k == 0:  # the range check, once per value (the branch is hoisted out of the loop)
+                        nbd += np.int32((v < lo) | (v > hi) | (v == bad))
                     pw[dst + q] |= ((np.uint64(((v + add) >> shift) & mask) >> kk) & np.uint64(1)) << bit
         nbad += nbd
     return nbad
 
 
 @njit(parallel=True)
-def _im2col_words(pw, nb, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, kw_n, xc, x_alpha, xt, sx):
-    """xt[k, :, p] = output position p's window of pixel words pw[k, :, y, x] (zero outside the
+def _im2col_words(pw, nb, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, kw_n, p_stride, xc, x_alpha, xt, sx):
+    """xt[k, :, p] (rows of p_stride words) = output position p's window of pixel words pw[k, :, y, x] (zero outside the
     image), tap (i, j) at bit offset (i·kW + j)·cg; sx[p] = α·Σ_k xc[k]·popcount(xt[k, :, p]) = α·Σ x̃.
 
     cg a multiple of 64: every tap is whole words, copied row by row (contiguous for stride 1);
     otherwise per position, words appended by funnel shifts."""
     cwg = (cg + 63) // 64
     n_pos = oh * ow
-    ps = np.uint64(n_pos)
+    ps = np.uint64(p_stride)
     plane = np.uint64(h * w)
     if cg % 64 == 0:
         for r in prange(nb * kw_n):  # one word row of xt: plane k, tap (i, j), word q
@@ -225,7 +325,7 @@ def _im2col_words(pw, nb, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, k
             x_lo = min(ow, max(0, (left - j * dw + sw - 1) // sw))   # first ox inside the image
             x_hi = max(x_lo, min(ow, (w - 1 + left - j * dw) // sw + 1))  # one past the last
             for oy in range(oh):
-                dst = np.uint64(r * n_pos + oy * ow)
+                dst = np.uint64(r * p_stride + oy * ow)
                 iy = oy * sh + i * dh - top
                 if iy < 0 or iy >= h:
                     for ox in range(np.uint64(ow)):
@@ -242,14 +342,16 @@ def _im2col_words(pw, nb, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, k
                 else:
                     for ox in range(np.uint64(x_lo), np.uint64(x_hi)):
                         xt[dst + ox] = pw[src + ox * np.uint64(sw)]
-        for p in prange(n_pos):
-            s = np.int64(0)
+        for blk in prange((n_pos + CHUNK - 1) // CHUNK):  # along contiguous positions (vectorizes)
+            p0, p1 = np.uint64(blk * CHUNK), np.uint64(min(n_pos, blk * CHUNK + CHUNK))
+            for p in range(p0, p1):
+                sx[p] = 0
             for k in range(nb):
-                cnt = np.int64(0)
+                ck = x_alpha * xc[k]
                 for t in range(kw_n):
-                    cnt += _popcount(xt[np.uint64((k * kw_n + t) * n_pos + p)])
-                s += xc[k] * cnt
-            sx[p] = x_alpha * s
+                    row = np.uint64((k * kw_n + t) * p_stride)
+                    for p in range(p0, p1):
+                        sx[p] += ck * _popcount(xt[row + p])
         return
     last = np.uint64(cg - 64 * (cwg - 1))  # bits in a tap's last word
     for p in prange(n_pos):
@@ -257,7 +359,7 @@ def _im2col_words(pw, nb, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, k
         ox = p - oy * ow
         s = np.int64(0)
         for k in range(nb):
-            col = np.uint64(k * kw_n * n_pos + p)
+            col = np.uint64(k * kw_n * p_stride + p)
             cnt = np.int64(0)
             for q in range(np.uint64(kw_n)):
                 xt[col + q * ps] = 0
@@ -340,7 +442,7 @@ def _valid_weight_sums(wdsum, kh, kw, h, w, sh, sw, dh, dw, top, left, oh, ow):
 
 
 @njit
-def _conv_bitserial(xf, n, c, h, w, code_args, nb_x, xc, x_alpha, bx, ww, nb_w, coef, bw, wdsum, bias, group,
+def _conv_bitserial(xf, code_args, n, c, h, w, nb_x, xc, x_alpha, bx, ww, nb_w, coef, bw, wdsum, bias, group,
                     kh, kw, sh, sw, dh, dw, top, left, bottom, right, oh, ow):
     """acc:i32 (N, M, OH·OW) and the count of out-of-range activation values (module doc)."""
     m = bias.shape[0]
@@ -348,21 +450,22 @@ def _conv_bitserial(xf, n, c, h, w, code_args, nb_x, xc, x_alpha, bx, ww, nb_w, 
     cwg = (cg + 63) // 64
     n_pos = oh * ow
     kw_n = (kh * kw * cg + 63) // 64
+    p_stride = -(-n_pos // LANES) * LANES
     pw = np.empty(nb_x * cwg * h * w, np.uint64)
-    xt = np.empty(nb_x * kw_n * n_pos, np.uint64)
-    sx = np.empty(n_pos, np.int64)
-    rx = np.full(n_pos, bx, np.int64)
+    xt = np.empty(nb_x * kw_n * p_stride, np.uint64)  # words past n_pos: read, dropped
+    sx = np.empty(p_stride, np.int64)
+    rx = np.full(p_stride, bx, np.int64)
     tab, edge_pos, edge_cls = _valid_weight_sums(wdsum, kh, kw, h, w, sh, sw, dh, dw, top, left, oh, ow)
-    acc = np.empty((n, m, n_pos), np.int32)
+    acc = np.empty(n * m * n_pos, np.int32)
     nbad = 0
     for a in range(n):
         for g in range(group):
             pw[:] = 0
             nbad += _pixel_words(xf, (a * c + g * cg) * h * w, cg, h * w, nb_x, code_args, pw)
-            _im2col_words(pw, nb_x, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, kw_n, xc, x_alpha, xt, sx)
-            _tiles(xt, nb_x, n_pos, ww, g * mg, nb_w, kw_n, coef, sx, bw, rx, tab, edge_pos, edge_cls, bias,
-                   acc[a, g * mg:(g + 1) * mg], n_pos, mg)
-    return acc, nbad
+            _im2col_words(pw, nb_x, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, kw_n, p_stride, xc, x_alpha, xt, sx)
+            _tiles(xt, nb_x, p_stride, ww, g * mg, nb_w, kw_n, coef, sx, bw, rx, tab, edge_pos, edge_cls, bias,
+                   acc, (a * m + g * mg) * n_pos, n_pos, mg)
+    return acc.reshape(n, m, n_pos), nbad
 
 
 def pack_bitserial_weights(w_oihw, w_bits, w_signed, w_zp, bias, bipolar=False):
@@ -387,7 +490,7 @@ def pack_bitserial_weights(w_oihw, w_bits, w_signed, w_zp, bias, bipolar=False):
     words = np.ascontiguousarray(np.packbits(planes, axis=-1, bitorder="little").view("<u8"))
     zp = np.broadcast_to(np.asarray(w_zp, np.int64).reshape(-1), (m,))
     wdsum = (v.reshape(m, cg, kh * kw) - zp[:, None, None]).sum(axis=1, dtype=np.int64)
-    b = np.ascontiguousarray(np.broadcast_to(np.asarray(bias, np.int64).reshape(-1), (m,)))
+    b = np.broadcast_to(np.asarray(bias, np.int64).reshape(-1), (m,)).copy()  # writable: one _tiles type
     return words, c, alpha, (beta - zp).astype(np.int64), wdsum, b, (m, cg, kh, kw)
 
 
@@ -411,7 +514,7 @@ def bitserial_conv_acc(x_nchw, x_zp, x_bits, x_signed, packed, strides, pads, di
     oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
     ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
     coef = (x_alpha * w_alpha) * np.outer(w_c, x_c)
-    acc, nbad = _conv_bitserial(x.reshape(-1), n, c, h, w, code_args, len(x_c), x_c, x_alpha, x_beta - int(x_zp),
+    acc, nbad = _conv_bitserial(*_as_u8(x, code_args), n, c, h, w, len(x_c), x_c, x_alpha, x_beta - int(x_zp),
                                 words.reshape(-1), len(w_c), coef, bw, wdsum, bias, group,
                                 kh, kw, sh, sw, dh, dw, top, left, bottom, right, oh, ow)
     if nbad:
@@ -421,21 +524,35 @@ def bitserial_conv_acc(x_nchw, x_zp, x_bits, x_signed, packed, strides, pads, di
 
 def pack_bitserial_matrix(b_kn, b_bits, b_signed, b_zp, bipolar=False):
     """Plan-time planes of a constant GEMM operand b: uint8/int8 (K, N), b_zp int or int (N,) per
-    column: the weights of a 1x1 convolution with N output channels and no bias."""
+    column. B's columns play the output positions of `_tiles` (A's rows its channels), so the
+    vectors run along N and a GEMV (one row of A) still fills them:
+    -> (words uint64 (B, KW, Np) flat, N padded to Np = a multiple of LANES, c int64 (B,), α,
+        sb int64 (Np,) = α·Σ_k b̃[:, n], rb int64 (Np,) = β − b_zp[n], (N, K))."""
     b = _u8_container(b_kn, "bitserial GEMM b")
-    return pack_bitserial_weights(b.T[:, :, None, None], b_bits, b_signed, b_zp, 0, bipolar)
+    k, n = b.shape
+    words, c, alpha, bw, _, _, _ = pack_bitserial_weights(b.T[:, :, None, None], b_bits, b_signed, b_zp, 0, bipolar)
+    n_pad = -(-n // LANES) * LANES
+    cols = np.zeros((len(c), words.shape[2], n_pad), np.uint64)
+    cols[:, :, :n] = words[:n].transpose(1, 2, 0)
+    sb = np.zeros(n_pad, np.int64)
+    sb[:n] = alpha * (c[:, None] * np.bitwise_count(words[:n]).sum(axis=2, dtype=np.int64).T).sum(axis=0)
+    rb = np.zeros(n_pad, np.int64)
+    rb[:n] = bw
+    return cols.reshape(-1), c, alpha, sb, rb, (n, k)
 
 
 @njit(parallel=True)
 def _row_codes(af, rows, k, stride, code_args, codes):
-    """codes[r·stride + t] = ((v + add) >> shift) & mask for v = af[r·K + t]; returns the count of bad v."""
-    lo, hi, bad, add, shift, mask = code_args
+    """codes[r·stride + t] = ((v + add) >> shift) & mask for v = u − 2·(u & flip), u = af[r·K + t]
+    (uint8, see `_as_u8`); returns the count of bad v."""
+    lo, hi, bad, add, shift, mask, flip = code_args
     nbad = 0
     for r in prange(rows):
         nb = np.int32(0)
         src, dst = np.uint64(r * k), np.uint64(r * stride)
         for t in range(np.uint64(k)):
-            v = np.int32(af[src + t])
+            u = np.int32(af[src + t])
+            v = u - 2 * (u & flip)
             nb += np.int32((v < lo) | (v > hi) | (v == bad))
             codes[dst + t] = np.uint8(((v + add) >> shift) & mask)
         nbad += nb
@@ -443,23 +560,26 @@ def _row_codes(af, rows, k, stride, code_args, codes):
 
 
 @njit
-def _matmul_bitserial(af, rows, k, code_args, nb_x, xc, x_alpha, bx_rows, ww, nb_w, coef, bw, vw_n1, n_cols):
-    """acc:i32 (N, rows) (transposed) and the count of out-of-range values of a."""
+def _matmul_bitserial(af, rows, k, code_args, nb_a, a_c, a_alpha, a_beta, azp_rows, cols, nb_b, coef, sb, rb, n_cols):
+    """acc:i32 (rows, N) and the count of out-of-range values of a: A's rows packed as the weight
+    rows of `_tiles` ((rows + 3, B_a, KW), 3 zero rows), B's packed columns as its positions."""
     kw_n = (k + 63) // 64
     codes = np.zeros(rows * 64 * kw_n, np.uint8)
     nbad = _row_codes(af, rows, k, 64 * kw_n, code_args, codes)
-    xt = np.empty(nb_x * kw_n * rows, np.uint64)
-    _pack_planes(codes, rows, nb_x, kw_n, xt, 1, kw_n * rows, rows)
-    sx = np.zeros(rows, np.int64)
-    for i in range(nb_x):
-        for q in range(kw_n):
-            base = (i * kw_n + q) * rows
-            for r in range(rows):
-                sx[r] += x_alpha * xc[i] * _popcount(xt[base + r])
-    acc = np.empty((n_cols, rows), np.int32)
-    _tiles(xt, nb_x, rows, ww, 0, nb_w, kw_n, coef, sx, bw, bx_rows, vw_n1, np.zeros(0, np.int64), np.zeros(0, np.int64),
-           np.zeros(n_cols, np.int64), acc, rows, n_cols)
-    return acc, nbad
+    ww = np.zeros((rows + TILE - 1) * nb_a * kw_n, np.uint64)
+    _pack_planes(codes, rows, nb_a, kw_n, ww, nb_a * kw_n, kw_n, 1)
+    ta = np.empty((rows, 1), np.int64)  # Σ_k (a − a_zp[r]) = α·Σ ã + K·(β − a_zp[r])
+    for r in range(rows):
+        s = np.int64(0)
+        for i in range(nb_a):
+            for q in range(kw_n):
+                s += a_c[i] * _popcount(ww[(r * nb_a + i) * kw_n + q])
+        ta[r, 0] = a_alpha * s + k * (a_beta - azp_rows[r])
+    acc = np.empty(rows * n_cols, np.int32)
+    zero = np.int64(rows - rows)  # m_base, out_base: int64 as in the conv's call (one compiled _tiles)
+    _tiles(cols, nb_b, sb.shape[0], ww, zero, nb_a, kw_n, coef, sb, a_beta - azp_rows, rb, ta, np.zeros(0, np.int64),
+           np.zeros(0, np.int64), np.zeros(rows, np.int64), acc, zero, n_cols, rows)
+    return acc.reshape(rows, n_cols), nbad
 
 
 def bitserial_matmul_acc(a, a_zp, a_bits, a_signed, packed_b, a_bipolar=False):
@@ -468,19 +588,20 @@ def bitserial_matmul_acc(a, a_zp, a_bits, a_signed, packed_b, a_bipolar=False):
     a: uint8/int8 (..., M, K) or (K,) in the declared encoding; a_zp: int, or int (M,) per row;
     packed_b: from `pack_bitserial_matrix`. A value outside the encoding is a ValueError naming it.
     """
-    words, w_c, w_alpha, bw, wdsum, _, (nn, kk, _, _) = packed_b
+    cols, b_c, b_alpha, sb, rb, (nn, kk) = packed_b
     av = _u8_container(a, "bitserial GEMM a")
-    x_c, x_alpha, x_beta, code_args = _encoding(a_bits, a_signed, a_bipolar, "bitserial GEMM a")
+    a_c, a_alpha, a_beta, code_args = _encoding(a_bits, a_signed, a_bipolar, "bitserial GEMM a")
     if av.shape[-1] != kk:
         raise ValueError(f"bitserial GEMM: a has K={av.shape[-1]}, b has K={kk}")
     lead = av.shape[:-1]
     rows = int(np.prod(lead, dtype=np.int64))
     mrows = lead[-1] if lead else 1
     azp = np.broadcast_to(np.asarray(a_zp, np.int64).reshape(-1), (mrows,))
-    bx_rows = np.tile(x_beta - azp, rows // mrows if mrows else 0)
-    coef = (x_alpha * w_alpha) * np.outer(w_c, x_c)
-    acc, nbad = _matmul_bitserial(av.reshape(-1), rows, kk, code_args, len(x_c), x_c, x_alpha, bx_rows,
-                                  words.reshape(-1), len(w_c), coef, bw, wdsum, nn)
+    azp_rows = np.tile(azp, rows // mrows if mrows else 0)
+    coef = (a_alpha * b_alpha) * np.outer(a_c, b_c)
+    af, code_args = _as_u8(av, code_args)
+    acc, nbad = _matmul_bitserial(af, rows, kk, code_args, len(a_c), a_c, a_alpha, a_beta, azp_rows,
+                                  cols, len(b_c), coef, sb, rb, nn)
     if nbad:
         raise _range_error(av.astype(np.int32), a_bits, a_signed, a_bipolar, "bitserial GEMM a")
-    return np.ascontiguousarray(acc.T).reshape(lead + (nn,))
+    return acc.reshape(lead + (nn,))

@@ -186,3 +186,70 @@ def test_bad_input_is_named(K):
         K.bitserial_conv_acc(x, 0, 1, True, packed, (1, 1), (0, 0, 0, 0), (1, 1), 1)
     with pytest.raises(ValueError, match="bitserial conv: 2 input channels"):
         K.bitserial_conv_acc(np.zeros((1, 2, 1, 3), np.uint8), 0, 1, False, packed, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+
+
+def test_blocks_tails_and_chunks():
+    """Shapes past one register block and one parallel chunk (fast.bitserial.LANES, CHUNK), with
+    partial blocks of channels (M mod TILE) and positions: a 3x3 conv over 13x17 (221 positions,
+    border classes in both chunks) and a GEMM of 6 rows x 70 columns."""
+    assert fbs.CHUNK < 13 * 17 and 13 * 17 % fbs.LANES and 6 % fbs.TILE and 70 % fbs.LANES
+    rng = np.random.default_rng(11)
+    x = codes(rng, 2, False, False, (1, 64, 13, 17))
+    w = codes(rng, 3, True, False, (6, 64, 3, 3))
+    w_zp, bias = zero_points(rng, 6), rng.integers(-1000, 1001, 6).astype(np.int32)
+    geo = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    got = fbs.bitserial_conv_acc(x, 3, 2, False, fbs.pack_bitserial_weights(w, 3, True, w_zp, bias), *geo)
+    np.testing.assert_array_equal(got, gconv.conv_acc(x, 3, w, w_zp, bias, *geo))
+    a, b = codes(rng, 1, False, False, (6, 200)), codes(rng, 2, True, False, (200, 70))
+    b_zp = zero_points(rng, 70)
+    got = fbs.bitserial_matmul_acc(a, 1, 1, False, fbs.pack_bitserial_matrix(b, 2, True, b_zp))
+    np.testing.assert_array_equal(got, gmm.matmul_acc(a, 1, b, b_zp))
+
+
+# The register block of the fast kernels (`_tiles`), compiled serially (same vector code, seconds to
+# compile) for the CPU named by NUMBA_CPU_NAME, against the formula in NumPy; prints the result and
+# which popcount instructions it compiled to.
+_TILES_CHECK = """
+import json, re
+import numba, numpy as np
+from npusim_kernels.fast import bitserial as fbs
+tiles = numba.njit(fbs._tiles.py_func)
+rng = np.random.default_rng(0)
+kw_n, n_pos, m, nb_x, nb_w = 3, 150, 6, 2, 2
+ps = -(-n_pos // fbs.LANES) * fbs.LANES
+xt = rng.integers(0, 2 ** 63, nb_x * kw_n * ps, dtype=np.uint64)
+ww = np.zeros((m + 3) * nb_w * kw_n, np.uint64)
+ww[:m * nb_w * kw_n] = rng.integers(0, 2 ** 63, m * nb_w * kw_n, dtype=np.uint64)
+coef = np.array([[1, 2], [2, -4]], np.int64)
+sx, rx = rng.integers(-9, 9, ps), rng.integers(-9, 9, ps)
+bw, bias, tab = rng.integers(-9, 9, m), rng.integers(-9, 9, m), rng.integers(-99, 99, (m, 1))
+none = np.zeros(0, np.int64)
+out = np.empty(m * n_pos, np.int32)
+tiles(xt, nb_x, ps, ww, 0, nb_w, kw_n, coef, sx, bw, rx, tab, none, none, bias, out, 0, n_pos, m)
+x, w = xt.reshape(nb_x, kw_n, ps)[:, :, :n_pos], ww.reshape(m + 3, nb_w, kw_n)[:m]
+pop = np.bitwise_count(x[None, None] & w[:, :, None, :, None]).sum(axis=3, dtype=np.int64)  # (m, j, i, p)
+want = np.einsum("ji,mjip->mp", coef, pop) + sx[:n_pos] * bw[:, None] + rx[:n_pos] * tab + bias[:, None]
+asm = tiles.inspect_asm(tiles.signatures[0])
+print(json.dumps({"exact": bool(np.array_equal(out.reshape(m, n_pos), want.astype(np.int32))),
+                  "ops": sorted(set(re.findall(r"\\b(vpopcntq|vpshufb|zmm)", asm)))}))
+"""
+
+
+@pytest.mark.parametrize("cpu,features,ops", [
+    ("haswell", "+avx2,+popcnt,+bmi2,+fma,+sse4.2,+avx", ["vpshufb"]),   # AVX2: nibble-table popcount
+    ("znver4", "", ["vpopcntq", "zmm"]),                                  # AVX-512 VPOPCNTDQ
+])
+def test_register_block_on_avx2_and_avx512(cpu, features, ops, tmp_path):
+    """The popcount of the register block is LLVM's vector ctpop, lowered per CPU: both lowerings run
+    here (the VM has AVX-512 VPOPCNTDQ) and give the exact sums."""
+    import os
+    import subprocess
+    import sys
+
+    from llvmlite import binding as llvm
+    if cpu == "znver4" and not llvm.get_host_cpu_features().get("avx512vpopcntdq"):
+        pytest.skip("this CPU has no AVX-512 VPOPCNTDQ")
+    env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features, NUMBA_CACHE_DIR=str(tmp_path))
+    res = subprocess.run([sys.executable, "-c", _TILES_CHECK], env=env, capture_output=True, text=True, check=True)
+    got = __import__("json").loads(res.stdout.splitlines()[-1])
+    assert got == {"exact": True, "ops": ops}
