@@ -191,7 +191,7 @@ def build_parser():
     i.add_argument("--save-ir", metavar="OUT.npz", help="also save the IR")
     i.set_defaults(func=cmd_inspect)
     from .bench import register as register_bench
-    from .quantize import register as register_quantize
+    from .quantize_args import register as register_quantize
     from .search import register as register_search
     register_quantize(sub)
     register_search(sub)
