@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import door, ir, ortcompat
+from . import caches, door, ir, ortcompat
 from .errors import NpusimError
 from .feeds import format_shape
 from .overflow import may_overflow
@@ -71,6 +71,24 @@ def load_graph(model, where: str | None = None, mode: str = "ort") -> ir.Graph:
         ir.validate(graph)
     door.check(graph, where or "model")
     return graph
+
+
+def _import_onnx(path_or_bytes, mode: str):
+    """(graph, metadata, declared input/output shapes) of an ONNX model given as a path or
+    bytes, the model parsed once for all three; a file imported before comes from
+    npusim.caches (no onnx import, no parse)."""
+    key, cached = caches.read_import(path_or_bytes, mode) if not isinstance(path_or_bytes, (bytes, bytearray)) \
+        else (None, None)
+    if cached:
+        door.check(cached[0], str(path_or_bytes))  # against this machine's free memory
+        return cached
+    from .frontend import read_model
+    where = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
+    model = read_model(path_or_bytes)
+    graph = load_graph(model, where, mode)
+    meta, shapes = ortcompat.onnx_facts(model)
+    caches.write_import(key, graph, meta, shapes)
+    return graph, meta, shapes
 
 
 class InferenceSession:
@@ -128,11 +146,12 @@ class InferenceSession:
         self.ort_isa = ortisa.resolve(ort_isa) if mode == "ort" else None
         onnx_model = isinstance(path_or_bytes, (bytes, bytearray)) or (
             isinstance(path_or_bytes, (str, os.PathLike)) and not str(path_or_bytes).endswith(".npz"))
-        if onnx_model:  # parsed once, for the IR and for the API's metadata and declared shapes
-            from .frontend import read_model
-            where = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
-            path_or_bytes = read_model(path_or_bytes)
-        self.graph = _with_engines(load_graph(path_or_bytes, where if onnx_model else None, mode), engine)
+        if onnx_model:
+            graph, self._meta, self._declared_shapes = _import_onnx(path_or_bytes, mode)
+        else:
+            graph = load_graph(path_or_bytes, None, mode)
+            self._meta, self._declared_shapes = ortcompat.ModelMetadata(graph_name=graph.name), {}
+        self.graph = _with_engines(graph, engine)
         if mode == "npu":
             self.graph = npu.lower_islands(self.graph)
         else:
@@ -140,6 +159,7 @@ class InferenceSession:
         self._ops = OPS if mode == "ort" else {**OPS, **npu.ops(rounding)}
         self.host_fallback: list[str] = []  # host islands that run on onnxruntime at every inference
         K = kernel_set(kernels)
+        compiling = caches.note_compiling() if kernels == "fast" else None
         g = self.graph
         # slot 0 is the absent optional input (""), always None
         names = [""] + list(g.constants) + list(g.inputs) + [o for n in g.nodes for o in n.outputs]
@@ -157,14 +177,13 @@ class InferenceSession:
             fuse = _feeds_requantize(steps, node, g, readers)
             steps.append(_fuse_requantize(steps.pop(), step) if fuse else step)
         self._steps = steps
+        caches.mark_compiled(compiling)
         # layers whose int32 accumulator can wrap: {node name: bound}, computed once (npusim.overflow)
         self.overflow_possible = may_overflow(g)
         self._profiler = None
         if self._sess_options.enable_profiling:
             self._profiler = ortcompat.Profiler(self._sess_options.profile_file_prefix)
             self._steps = [replace(s, run=self._profiler.timed(s.run, s.node)) for s in steps]
-        self._meta, self._declared_shapes = (ortcompat.onnx_facts(path_or_bytes) if onnx_model else
-                                             (ortcompat.ModelMetadata(graph_name=g.name), {}))
 
     def _prepare(self, node, const, K):
         try:
