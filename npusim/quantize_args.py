@@ -1,6 +1,6 @@
 """The `npusim quantize` command line: its choices (which npusim.quantize also checks its
 arguments against) and its parser. Kept apart from npusim.quantize so that building the CLI's
-parser does not import onnx (a second of start-up for every other command)."""
+parser does not import onnx (a second of start-up for every other command); npusim.cli runs it."""
 
 SCHEMES = ("per-tensor", "per-channel", "wess")
 CALIBRATIONS = ("minmax", "percentile", "entropy")
@@ -10,7 +10,8 @@ BITS = range(2, 9)
 
 
 def register(subparsers):
-    """Add the `quantize` command to the npusim CLI's subparsers."""
+    """Add the `quantize` command to the npusim CLI's subparsers; returns its parser (npusim.cli
+    sets the function that runs it)."""
     q = subparsers.add_parser("quantize", help="post-training quantization of a float ONNX model (QDQ or QOperator)")
     q.add_argument("model", metavar="FLOAT.onnx", help="the float model")
     q.add_argument("-o", "--output", metavar="OUT.onnx", required=True,
@@ -27,19 +28,4 @@ def register(subparsers):
     q.add_argument("--layer-bits", metavar="FILE.json",
                    help='per-layer bits {"layer": {"wbits": b, "abits": b}} (mixed precision)')
     q.add_argument("--no-progress", action="store_true", help="no calibration progress bar")
-    q.set_defaults(func=cmd_quantize)
     return q
-
-
-def cmd_quantize(args) -> int:
-    from .quantize import NpzReader, load_float, quantize
-
-    model = load_float(args.model)
-    inits = {t.name for t in model.graph.initializer}
-    reader = NpzReader(args.calib, [vi.name for vi in model.graph.input if vi.name not in inits])
-    result = quantize(args.model, args.output, reader, scheme=args.scheme, wbits=args.wbits, abits=args.abits,
-                      calibration=args.calibration, quant_format=args.format, activation_type=args.activation_type,
-                      layer_bits=args.layer_bits, progress=not args.no_progress)
-    print(result.summary_text())
-    return 0
-

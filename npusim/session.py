@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 import linecache
 from collections import Counter
-from contextlib import contextmanager
 import functools
 import os
 import time
@@ -178,6 +177,11 @@ class InferenceSession:
             steps.append(_fuse_requantize(steps.pop(), step) if fuse else step)
         self._steps = steps
         caches.mark_compiled(compiling)
+        self._input_slots = [(name, self._slot[name]) for name in g.inputs]
+        self._output_slots = [self._slot[name] for name in g.outputs]
+        self._input_facts = [(name, ir.storage(g.tensors[name].dtype), None if g.tensors[name].shape is None else
+                              tuple(d if isinstance(d, int) else -1 for d in g.tensors[name].shape))
+                             for name in g.inputs]
         # layers whose int32 accumulator can wrap: {node name: bound}, computed once (npusim.overflow)
         self.overflow_possible = may_overflow(g)
         self._profiler = None
@@ -226,15 +230,18 @@ class InferenceSession:
         """The outputs named (all when None or empty), as onnxruntime's run. run_options (an
         onnxruntime.RunOptions) is accepted; npusim has nothing in it to honour."""
         start = time.perf_counter()
-        values = self._execute(input_feed)
-        names = list(self.graph.outputs) if not output_names else list(output_names)
-        for n in names:
-            if not n or n not in self._slot:
-                raise NpusimError(f"output {n!r} is not a tensor of the model; outputs are: "
+        if output_names:
+            slots = [self._slot.get(n) if n else None for n in output_names]
+            if None in slots:
+                bad = output_names[slots.index(None)]
+                raise NpusimError(f"output {bad!r} is not a tensor of the model; outputs are: "
                                   f"{', '.join(self.graph.outputs)}")
+        else:
+            slots = self._output_slots
+        values = self._execute(input_feed)
         if self._profiler:
             self._profiler.event("Session", "model_run", start, {})
-        return [values[self._slot[n]] for n in names]
+        return [values[i] for i in slots]
 
     def run_with_ort_values(self, output_names, input_dict_ort_values: dict, run_options=None) -> list:
         """run() on onnxruntime OrtValues (CPU), returning OrtValues."""
@@ -282,27 +289,40 @@ class InferenceSession:
 
     # ---------------------------------------------------------------- execution
     def _execute(self, feeds, given=None):
-        with thread_limit(self.threads):
-            return self._steps_on(feeds, given)
-
-    def _steps_on(self, feeds, given):
+        """The value of every slot after one inference on `feeds`; `given`: {slot: value} read
+        instead of npusim's own values (run_all's)."""
+        if not self._feeds_ok(feeds):
+            feeds = check_feeds(self.graph, feeds)
         values = list(self._base)
-        feeds = check_feeds(self.graph, feeds)
-        for name in self.graph.inputs:
-            values[self._slot[name]] = feeds[name]
-        for step in self._steps:
-            args = [given.get(i, values[i]) for i in step.inputs] if given else [values[i] for i in step.inputs]
-            try:
-                outs = step.run(*args)
-            except NpusimError as e:
-                n = step.node
-                raise e if n.name in str(e) or (n.source and n.source in str(e)) else \
-                    NpusimError(f"node {n.source or n.name!r} ({n.op}): {e}") from None
-            except Exception as e:  # a failure no check at the door foresaw: a bug to report, named by node
-                raise _node_error(step.node, e, "failed", args) from None
-            for i, v in zip(step.outputs, outs):
-                values[i] = v
+        for name, i in self._input_slots:
+            values[i] = feeds[name]
+        with thread_limit(self.threads):
+            for step in self._steps:
+                args = [given.get(i, values[i]) for i in step.inputs] if given else [values[i] for i in step.inputs]
+                try:
+                    outs = step.run(*args)
+                except NpusimError as e:
+                    n = step.node
+                    raise e if n.name in str(e) or (n.source and n.source in str(e)) else \
+                        NpusimError(f"node {n.source or n.name!r} ({n.op}): {e}") from None
+                except Exception as e:  # a failure no check at the door foresaw: a bug to report, named by node
+                    raise _node_error(step.node, e, "failed", args) from None
+                for i, v in zip(step.outputs, outs):
+                    values[i] = v
         return values
+
+    def _feeds_ok(self, feeds) -> bool:
+        """True when `feeds` holds exactly the inputs, each an array of the input's element type
+        and rank, its fixed dimensions as declared, and not empty: what check_feeds would pass
+        unchanged, checked with the facts settled at plan time."""
+        if type(feeds) is not dict or len(feeds) != len(self._input_facts):
+            return False
+        for name, dtype, fixed in self._input_facts:
+            x = feeds.get(name)
+            if type(x) is not np.ndarray or x.dtype != dtype or not x.size or (
+                    fixed is not None and (x.ndim != len(fixed) or any(d >= 0 and d != n for d, n in zip(fixed, x.shape)))):
+                return False
+        return True
 
 
 @functools.cache
@@ -312,26 +332,39 @@ def _blas_controllers() -> tuple:
     return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 
-@contextmanager
-def thread_limit(threads: int | None):
+class thread_limit:
     """At most `threads` threads in the Numba kernels and in BLAS while inside (None: no limit);
-    the caller's counts are put back on exit (Numba's is per calling thread)."""
-    if not threads:
-        yield
-        return
-    import numba
+    the caller's counts are put back on exit (Numba's is per calling thread). A count already
+    at the limit is left alone: a run costs a few reads when nothing changes."""
+    __slots__ = ("threads", "saved")
 
-    blas = [(lib, lib.get_num_threads()) for lib in _blas_controllers()]
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
-    for lib, _ in blas:
-        lib.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
-        for lib, n in blas:
-            lib.set_num_threads(n)
+    def __init__(self, threads: int | None):
+        self.threads = int(threads) if threads else 0
+        self.saved = ()
+
+    def __enter__(self):
+        if not self.threads:
+            return self
+        import numba
+
+        saved = []
+        n = min(self.threads, numba.config.NUMBA_NUM_THREADS)
+        before = numba.get_num_threads()
+        if before != n:
+            numba.set_num_threads(n)
+            saved.append((numba.set_num_threads, before))
+        for lib in _blas_controllers():
+            before = lib.get_num_threads()
+            if before != self.threads:
+                lib.set_num_threads(self.threads)
+                saved.append((lib.set_num_threads, before))
+        self.saved = saved
+        return self
+
+    def __exit__(self, *exc):
+        for put_back, count in self.saved:
+            put_back(count)
+        self.saved = ()
 
 
 def _check_arity(node: ir.Node, run) -> None:
