@@ -169,12 +169,13 @@ class InferenceSession:
         const = g.constants.get
         readers = Counter(i for n in g.nodes for i in n.inputs)
         steps = []
-        for node in g.nodes:
-            fn = self._prepare(node, const, K)
-            step = Step(fn, tuple(self._slot[i] for i in node.inputs),
-                        tuple(self._slot[o] for o in node.outputs), node)
-            fuse = _feeds_requantize(steps, node, g, readers)
-            steps.append(_fuse_requantize(steps.pop(), step) if fuse else step)
+        with thread_limit(threads):  # planning runs kernels too (weight packing, lookup tables)
+            for node in g.nodes:
+                fn = self._prepare(node, const, K)
+                step = Step(fn, tuple(self._slot[i] for i in node.inputs),
+                            tuple(self._slot[o] for o in node.outputs), node)
+                fuse = _feeds_requantize(steps, node, g, readers)
+                steps.append(_fuse_requantize(steps.pop(), step) if fuse else step)
         self._steps = steps
         caches.mark_compiled(compiling)
         self._input_slots = [(name, self._slot[name]) for name in g.inputs]
@@ -327,7 +328,10 @@ class InferenceSession:
 
 @functools.cache
 def _blas_controllers() -> tuple:
-    """threadpoolctl's controllers of the BLAS libraries numpy loaded, found once."""
+    """threadpoolctl's controllers of the BLAS libraries loaded, found once: numpy's, and the
+    one the fast kernels' np.dot calls (Numba binds it through scipy.linalg.cython_blas, loaded
+    here first, so that a limit taken before any kernel ran still reaches it)."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS library Numba calls)
     from threadpoolctl import ThreadpoolController
     return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
 
