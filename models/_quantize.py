@@ -15,28 +15,30 @@ weights symmetric (zero point 0), which are onnxruntime's defaults.
 import pathlib
 
 import numpy as np
-from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-from npusim.quantize import FeedsReader
-
-# name -> (format, per_channel, activation type)
+# name -> (onnxruntime QuantFormat, per_channel, activation QuantType), by member name: the
+# quantizer (onnxruntime.quantization, onnx) is imported only to build a model, not to find one
 VARIANTS = {
-    "qop_pc_u8": (QuantFormat.QOperator, True, QuantType.QUInt8),
-    "qop_pt_u8": (QuantFormat.QOperator, False, QuantType.QUInt8),
-    "qdq_pc_u8": (QuantFormat.QDQ, True, QuantType.QUInt8),
-    "qop_pc_s8": (QuantFormat.QOperator, True, QuantType.QInt8),
-    "qop_pt_s8": (QuantFormat.QOperator, False, QuantType.QInt8),
-    "qdq_pc_s8": (QuantFormat.QDQ, True, QuantType.QInt8),
+    "qop_pc_u8": ("QOperator", True, "QUInt8"),
+    "qop_pt_u8": ("QOperator", False, "QUInt8"),
+    "qdq_pc_u8": ("QDQ", True, "QUInt8"),
+    "qop_pc_s8": ("QOperator", True, "QInt8"),
+    "qop_pt_s8": ("QOperator", False, "QInt8"),
+    "qdq_pc_s8": ("QDQ", True, "QInt8"),
 }
 
 
 def quantize(float_path: pathlib.Path, out_path: pathlib.Path, variant: str,
              calib_feeds: list[dict[str, np.ndarray]]) -> pathlib.Path:
     """Quantize `float_path` into `out_path` as `variant` (a key of VARIANTS), atomically."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from npusim.quantize import FeedsReader
+
     fmt, per_channel, act_type = VARIANTS[variant]
     return _write_atomic(out_path, lambda tmp: quantize_static(
-        str(float_path), tmp, FeedsReader(calib_feeds), quant_format=fmt, per_channel=per_channel,
-        activation_type=act_type, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax))
+        str(float_path), tmp, FeedsReader(calib_feeds), quant_format=QuantFormat[fmt], per_channel=per_channel,
+        activation_type=QuantType[act_type], weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax))
 
 
 def save_atomic(model, out_path: pathlib.Path) -> pathlib.Path:

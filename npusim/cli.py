@@ -133,6 +133,19 @@ def cmd_inspect(args):
     return 0
 
 
+def cmd_quantize(args) -> int:
+    from .quantize import NpzReader, load_float, quantize
+
+    model = load_float(args.model)
+    inits = {t.name for t in model.graph.initializer}
+    reader = NpzReader(args.calib, [vi.name for vi in model.graph.input if vi.name not in inits])
+    result = quantize(args.model, args.output, reader, scheme=args.scheme, wbits=args.wbits, abits=args.abits,
+                      calibration=args.calibration, quant_format=args.format, activation_type=args.activation_type,
+                      layer_bits=args.layer_bits, progress=not args.no_progress)
+    print(result.summary_text())
+    return 0
+
+
 def build_parser():
     from . import __version__
 
@@ -191,9 +204,9 @@ def build_parser():
     i.add_argument("--save-ir", metavar="OUT.npz", help="also save the IR")
     i.set_defaults(func=cmd_inspect)
     from .bench import register as register_bench
-    from .quantize import register as register_quantize
+    from .quantize_args import register as register_quantize
     from .search import register as register_search
-    register_quantize(sub)
+    register_quantize(sub).set_defaults(func=cmd_quantize)
     register_search(sub)
     register_bench(sub)
     return p

@@ -5,6 +5,8 @@ axes, starts, ...) are int64 tensors, constant or computed by a host op at run t
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -24,7 +26,7 @@ def _flatten(node, const, K):
 
     def run(x):  # ONNX: axis in [-r, r]; the output is (prod(shape[:axis]), prod(shape[axis:]))
         ax = axis + x.ndim if axis < 0 else axis
-        return (x.reshape(int(np.prod(x.shape[:ax])), int(np.prod(x.shape[ax:]))),)
+        return (x.reshape(math.prod(x.shape[:ax]), math.prod(x.shape[ax:])),)
     return run
 
 

@@ -53,12 +53,8 @@ from onnx import helper, numpy_helper
 
 from .errors import NpusimError
 from .feeds import format_shape
+from .quantize_args import ACTIVATION_TYPES, BITS, CALIBRATIONS, FORMATS, SCHEMES
 
-SCHEMES = ("per-tensor", "per-channel", "wess")
-CALIBRATIONS = ("minmax", "percentile", "entropy")
-FORMATS = ("qdq", "qoperator")
-ACTIVATION_TYPES = ("u8", "s8")
-BITS = range(2, 9)
 WESS_MAX_SHIFT = 15  # 4-bit shifts
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _FUSED_ACTIVATIONS = ("Relu", "Clip")  # onnxruntime folds these into the producing quantized op
@@ -674,37 +670,3 @@ class NpzReader:
             return None
         self._i += 1
         return {n: a[self._i - 1:self._i] for n, a in self._arrays.items()}
-
-
-def register(subparsers):
-    """Add the `quantize` command to the npusim CLI's subparsers."""
-    q = subparsers.add_parser("quantize", help="post-training quantization of a float ONNX model (QDQ or QOperator)")
-    q.add_argument("model", metavar="FLOAT.onnx", help="the float model")
-    q.add_argument("-o", "--output", metavar="OUT.onnx", required=True,
-                   help="the quantized model; the npusim IR goes beside it (.npz)")
-    q.add_argument("--calib", metavar="DATA.npz", required=True,
-                   help="calibration inputs: an .npz of arrays keyed by input name (or, for a model of one "
-                        "input, one .npy array), first axis = samples")
-    q.add_argument("--scheme", default="per-channel", choices=SCHEMES, help="weight scales (default per-channel)")
-    q.add_argument("--wbits", type=int, default=8, choices=BITS, metavar="2..8", help="weight bits (default 8)")
-    q.add_argument("--abits", type=int, default=8, choices=BITS, metavar="2..8", help="activation bits (default 8)")
-    q.add_argument("--calibration", default="minmax", choices=CALIBRATIONS, help="range estimation (default minmax)")
-    q.add_argument("--format", default="qdq", choices=FORMATS, help="ONNX quantization format (default qdq)")
-    q.add_argument("--activation-type", default="u8", choices=ACTIVATION_TYPES, help="activation type (default u8)")
-    q.add_argument("--layer-bits", metavar="FILE.json",
-                   help='per-layer bits {"layer": {"wbits": b, "abits": b}} (mixed precision)')
-    q.add_argument("--no-progress", action="store_true", help="no calibration progress bar")
-    q.set_defaults(func=cmd_quantize)
-    return q
-
-
-def cmd_quantize(args) -> int:
-    model = load_float(args.model)
-    inits = {t.name for t in model.graph.initializer}
-    reader = NpzReader(args.calib, [vi.name for vi in model.graph.input if vi.name not in inits])
-    result = quantize(args.model, args.output, reader, scheme=args.scheme, wbits=args.wbits, abits=args.abits,
-                      calibration=args.calibration, quant_format=args.format, activation_type=args.activation_type,
-                      layer_bits=args.layer_bits, progress=not args.no_progress)
-    print(result.summary_text())
-    return 0
-

@@ -68,7 +68,7 @@ def plan_window(attrs, k):
     """-> window(spatial_in) -> (strides, pads (top, left, bottom, right), dilations) of a 2-D
     window op. Settled here, once, unless auto_pad SAME_* needs the input size. Strides and
     dilations must be >= 1 and pads >= 0 (checked here); the dilated window must fit in the
-    padded input (checked by window() on each input size, a few integer comparisons)."""
+    padded input (checked by window() on the first run of each input size, then remembered)."""
     s = tuple(int(v) for v in attrs["strides"])
     d = tuple(int(v) for v in attrs["dilations"])
     mode = attrs["auto_pad"]
@@ -89,9 +89,15 @@ def plan_window(attrs, k):
                 raise NpusimError(f"window {list(k)} (dilations {list(d)}) is larger than the padded input: "
                                   f"spatial dimension {i} is {size} + pads {p[i]}+{p[i + n]}, the window spans {w}")
         return s, p, d
-    if mode in ("SAME_UPPER", "SAME_LOWER"):
-        return lambda spatial_in: fits(spatial_in, _same_pads(spatial_in, k, s, d, mode))
-    return lambda spatial_in: fits(spatial_in, pads)
+    seen = {}  # spatial input size -> (strides, pads, dilations): settled at the first run of each size
+
+    def window(spatial_in):
+        w = seen.get(spatial_in)
+        if w is None:
+            same = mode in ("SAME_UPPER", "SAME_LOWER")
+            w = seen[spatial_in] = fits(spatial_in, _same_pads(spatial_in, k, s, d, mode) if same else pads)
+        return w
+    return window
 
 
 def _conv_plan(node, const):

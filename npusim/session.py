@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 import linecache
 from collections import Counter
-from contextlib import contextmanager
 import functools
 import os
 import time
@@ -25,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import door, ir, ortcompat
+from . import caches, door, ir, ortcompat
 from .errors import NpusimError
 from .feeds import format_shape
 from .overflow import may_overflow
@@ -71,6 +70,24 @@ def load_graph(model, where: str | None = None, mode: str = "ort") -> ir.Graph:
         ir.validate(graph)
     door.check(graph, where or "model")
     return graph
+
+
+def _import_onnx(path_or_bytes, mode: str):
+    """(graph, metadata, declared input/output shapes) of an ONNX model given as a path or
+    bytes, the model parsed once for all three; a file imported before comes from
+    npusim.caches (no onnx import, no parse)."""
+    key, cached = caches.read_import(path_or_bytes, mode) if not isinstance(path_or_bytes, (bytes, bytearray)) \
+        else (None, None)
+    if cached:
+        door.check(cached[0], str(path_or_bytes))  # against this machine's free memory
+        return cached
+    from .frontend import read_model
+    where = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
+    model = read_model(path_or_bytes)
+    graph = load_graph(model, where, mode)
+    meta, shapes = ortcompat.onnx_facts(model)
+    caches.write_import(key, graph, meta, shapes)
+    return graph, meta, shapes
 
 
 class InferenceSession:
@@ -128,11 +145,12 @@ class InferenceSession:
         self.ort_isa = ortisa.resolve(ort_isa) if mode == "ort" else None
         onnx_model = isinstance(path_or_bytes, (bytes, bytearray)) or (
             isinstance(path_or_bytes, (str, os.PathLike)) and not str(path_or_bytes).endswith(".npz"))
-        if onnx_model:  # parsed once, for the IR and for the API's metadata and declared shapes
-            from .frontend import read_model
-            where = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
-            path_or_bytes = read_model(path_or_bytes)
-        self.graph = _with_engines(load_graph(path_or_bytes, where if onnx_model else None, mode), engine)
+        if onnx_model:
+            graph, self._meta, self._declared_shapes = _import_onnx(path_or_bytes, mode)
+        else:
+            graph = load_graph(path_or_bytes, None, mode)
+            self._meta, self._declared_shapes = ortcompat.ModelMetadata(graph_name=graph.name), {}
+        self.graph = _with_engines(graph, engine)
         if mode == "npu":
             self.graph = npu.lower_islands(self.graph)
         else:
@@ -140,6 +158,7 @@ class InferenceSession:
         self._ops = OPS if mode == "ort" else {**OPS, **npu.ops(rounding)}
         self.host_fallback: list[str] = []  # host islands that run on onnxruntime at every inference
         K = kernel_set(kernels)
+        compiling = caches.note_compiling() if kernels == "fast" else None
         g = self.graph
         # slot 0 is the absent optional input (""), always None
         names = [""] + list(g.constants) + list(g.inputs) + [o for n in g.nodes for o in n.outputs]
@@ -150,21 +169,26 @@ class InferenceSession:
         const = g.constants.get
         readers = Counter(i for n in g.nodes for i in n.inputs)
         steps = []
-        for node in g.nodes:
-            fn = self._prepare(node, const, K)
-            step = Step(fn, tuple(self._slot[i] for i in node.inputs),
-                        tuple(self._slot[o] for o in node.outputs), node)
-            fuse = _feeds_requantize(steps, node, g, readers)
-            steps.append(_fuse_requantize(steps.pop(), step) if fuse else step)
+        with thread_limit(threads):  # planning runs kernels too (weight packing, lookup tables)
+            for node in g.nodes:
+                fn = self._prepare(node, const, K)
+                step = Step(fn, tuple(self._slot[i] for i in node.inputs),
+                            tuple(self._slot[o] for o in node.outputs), node)
+                fuse = _feeds_requantize(steps, node, g, readers)
+                steps.append(_fuse_requantize(steps.pop(), step) if fuse else step)
         self._steps = steps
+        caches.mark_compiled(compiling)
+        self._input_slots = [(name, self._slot[name]) for name in g.inputs]
+        self._output_slots = [self._slot[name] for name in g.outputs]
+        self._input_facts = [(name, ir.storage(g.tensors[name].dtype), None if g.tensors[name].shape is None else
+                              tuple(d if isinstance(d, int) else -1 for d in g.tensors[name].shape))
+                             for name in g.inputs]
         # layers whose int32 accumulator can wrap: {node name: bound}, computed once (npusim.overflow)
         self.overflow_possible = may_overflow(g)
         self._profiler = None
         if self._sess_options.enable_profiling:
             self._profiler = ortcompat.Profiler(self._sess_options.profile_file_prefix)
             self._steps = [replace(s, run=self._profiler.timed(s.run, s.node)) for s in steps]
-        self._meta, self._declared_shapes = (ortcompat.onnx_facts(path_or_bytes) if onnx_model else
-                                             (ortcompat.ModelMetadata(graph_name=g.name), {}))
 
     def _prepare(self, node, const, K):
         try:
@@ -207,15 +231,18 @@ class InferenceSession:
         """The outputs named (all when None or empty), as onnxruntime's run. run_options (an
         onnxruntime.RunOptions) is accepted; npusim has nothing in it to honour."""
         start = time.perf_counter()
-        values = self._execute(input_feed)
-        names = list(self.graph.outputs) if not output_names else list(output_names)
-        for n in names:
-            if not n or n not in self._slot:
-                raise NpusimError(f"output {n!r} is not a tensor of the model; outputs are: "
+        if output_names:
+            slots = [self._slot.get(n) if n else None for n in output_names]
+            if None in slots:
+                bad = output_names[slots.index(None)]
+                raise NpusimError(f"output {bad!r} is not a tensor of the model; outputs are: "
                                   f"{', '.join(self.graph.outputs)}")
+        else:
+            slots = self._output_slots
+        values = self._execute(input_feed)
         if self._profiler:
             self._profiler.event("Session", "model_run", start, {})
-        return [values[self._slot[n]] for n in names]
+        return [values[i] for i in slots]
 
     def run_with_ort_values(self, output_names, input_dict_ort_values: dict, run_options=None) -> list:
         """run() on onnxruntime OrtValues (CPU), returning OrtValues."""
@@ -263,56 +290,85 @@ class InferenceSession:
 
     # ---------------------------------------------------------------- execution
     def _execute(self, feeds, given=None):
-        with thread_limit(self.threads):
-            return self._steps_on(feeds, given)
-
-    def _steps_on(self, feeds, given):
+        """The value of every slot after one inference on `feeds`; `given`: {slot: value} read
+        instead of npusim's own values (run_all's)."""
+        if not self._feeds_ok(feeds):
+            feeds = check_feeds(self.graph, feeds)
         values = list(self._base)
-        feeds = check_feeds(self.graph, feeds)
-        for name in self.graph.inputs:
-            values[self._slot[name]] = feeds[name]
-        for step in self._steps:
-            args = [given.get(i, values[i]) for i in step.inputs] if given else [values[i] for i in step.inputs]
-            try:
-                outs = step.run(*args)
-            except NpusimError as e:
-                n = step.node
-                raise e if n.name in str(e) or (n.source and n.source in str(e)) else \
-                    NpusimError(f"node {n.source or n.name!r} ({n.op}): {e}") from None
-            except Exception as e:  # a failure no check at the door foresaw: a bug to report, named by node
-                raise _node_error(step.node, e, "failed", args) from None
-            for i, v in zip(step.outputs, outs):
-                values[i] = v
+        for name, i in self._input_slots:
+            values[i] = feeds[name]
+        with thread_limit(self.threads):
+            for step in self._steps:
+                args = [given.get(i, values[i]) for i in step.inputs] if given else [values[i] for i in step.inputs]
+                try:
+                    outs = step.run(*args)
+                except NpusimError as e:
+                    n = step.node
+                    raise e if n.name in str(e) or (n.source and n.source in str(e)) else \
+                        NpusimError(f"node {n.source or n.name!r} ({n.op}): {e}") from None
+                except Exception as e:  # a failure no check at the door foresaw: a bug to report, named by node
+                    raise _node_error(step.node, e, "failed", args) from None
+                for i, v in zip(step.outputs, outs):
+                    values[i] = v
         return values
+
+    def _feeds_ok(self, feeds) -> bool:
+        """True when `feeds` holds exactly the inputs, each an array of the input's element type
+        and rank, its fixed dimensions as declared, and not empty: what check_feeds would pass
+        unchanged, checked with the facts settled at plan time."""
+        if type(feeds) is not dict or len(feeds) != len(self._input_facts):
+            return False
+        for name, dtype, fixed in self._input_facts:
+            x = feeds.get(name)
+            if type(x) is not np.ndarray or x.dtype != dtype or not x.size or (
+                    fixed is not None and (x.ndim != len(fixed) or any(d >= 0 and d != n for d, n in zip(fixed, x.shape)))):
+                return False
+        return True
 
 
 @functools.cache
 def _blas_controllers() -> tuple:
-    """threadpoolctl's controllers of the BLAS libraries numpy loaded, found once."""
+    """threadpoolctl's controllers of the BLAS libraries loaded, found once: numpy's, and the
+    one the fast kernels' np.dot calls (Numba binds it through scipy.linalg.cython_blas, loaded
+    here first, so that a limit taken before any kernel ran still reaches it)."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS library Numba calls)
     from threadpoolctl import ThreadpoolController
     return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 
-@contextmanager
-def thread_limit(threads: int | None):
+class thread_limit:
     """At most `threads` threads in the Numba kernels and in BLAS while inside (None: no limit);
-    the caller's counts are put back on exit (Numba's is per calling thread)."""
-    if not threads:
-        yield
-        return
-    import numba
+    the caller's counts are put back on exit (Numba's is per calling thread). A count already
+    at the limit is left alone: a run costs a few reads when nothing changes."""
+    __slots__ = ("threads", "saved")
 
-    blas = [(lib, lib.get_num_threads()) for lib in _blas_controllers()]
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
-    for lib, _ in blas:
-        lib.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
-        for lib, n in blas:
-            lib.set_num_threads(n)
+    def __init__(self, threads: int | None):
+        self.threads = int(threads) if threads else 0
+        self.saved = ()
+
+    def __enter__(self):
+        if not self.threads:
+            return self
+        import numba
+
+        saved = []
+        n = min(self.threads, numba.config.NUMBA_NUM_THREADS)
+        before = numba.get_num_threads()
+        if before != n:
+            numba.set_num_threads(n)
+            saved.append((numba.set_num_threads, before))
+        for lib in _blas_controllers():
+            before = lib.get_num_threads()
+            if before != self.threads:
+                lib.set_num_threads(self.threads)
+                saved.append((lib.set_num_threads, before))
+        self.saved = saved
+        return self
+
+    def __exit__(self, *exc):
+        for put_back, count in self.saved:
+            put_back(count)
+        self.saved = ()
 
 
 def _check_arity(node: ir.Node, run) -> None:

@@ -1,6 +1,5 @@
 """npusim quantize: BatchNormalization folding, WESS shifts, the re-quantized weights and biases
 of every scheme and bit width, sub-8-bit activations in the metadata, accuracy, and CLI errors."""
-import argparse
 import json
 
 import numpy as np
@@ -13,8 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 import npusim
 import npusim_models as zoo
 from npusim.errors import NpusimError
-from npusim.quantize import (NpzReader, fold_batchnorm, quantize, quantize_weights, register, weight_scales,
-                             wess_shifts)
+from npusim.cli import build_parser
+from npusim.quantize import NpzReader, fold_batchnorm, quantize, quantize_weights, weight_scales, wess_shifts
 
 DIGITS = zoo.path("digits_float")
 LAYERS = {"conv1": ("w1", "b1", 0), "dwconv2": ("w2", "b2", 0), "pwconv3": ("w3", "b3", 0),
@@ -235,9 +234,7 @@ def test_layer_bits_mixed_precision(tmp_path):
 # ---------------------------------------------------------------- CLI
 
 def cli(argv):
-    p = argparse.ArgumentParser(prog="npusim")
-    register(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

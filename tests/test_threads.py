@@ -1,7 +1,13 @@
 """`threads` bounds every thread an inference uses: Numba's kernels, BLAS, and the host islands'
 onnxruntime; outside a run the caller's settings are back."""
+import ast
+import subprocess
+import sys
+from types import SimpleNamespace
+
 import numba
 import numpy as np
+import onnxruntime
 import pytest
 from threadpoolctl import threadpool_info
 
@@ -15,7 +21,7 @@ def blas_threads():
 
 
 def test_thread_limit_bounds_numba_and_blas_and_restores_them():
-    np.ones((4, 4)) @ np.ones((4, 4))  # BLAS loaded
+    import scipy.linalg.cython_blas  # noqa: F401  (numpy's BLAS and scipy's, which the kernels' np.dot calls)
     before_numba, before_blas = numba.get_num_threads(), blas_threads()
     with thread_limit(1):
         assert numba.get_num_threads() == 1
@@ -25,21 +31,58 @@ def test_thread_limit_bounds_numba_and_blas_and_restores_them():
         assert numba.get_num_threads() == before_numba
 
 
-def test_session_threads_reach_every_part_and_do_not_change_results(monkeypatch):
-    seen = []
-    original = npusim.session.thread_limit
+def test_session_threads_bound_every_kernel_call_and_host_island(monkeypatch):
+    """threads=1: every kernel call, at plan time (weight packing) and at run time, sees one
+    Numba thread and one BLAS thread; every host island's onnxruntime session one intra-op
+    thread; the caller's counts are back after; the results equal those of threads=2."""
+    seen, islands = [], []
+    real_kernels, real_ort = npusim.session.kernel_set, onnxruntime.InferenceSession
 
-    def spy(threads):
-        seen.append(threads)
-        return original(threads)
+    def spying_kernels(name):
+        def spy(f):
+            def call(*args, **kwargs):
+                seen.append((f.__name__, numba.get_num_threads(), *blas_threads()))
+                return f(*args, **kwargs)
+            return call
+        return SimpleNamespace(**{k: spy(v) for k, v in vars(real_kernels(name)).items()})
 
-    monkeypatch.setattr(npusim.session, "thread_limit", spy)
-    name = "digits_qop_pc_u8"
-    feeds = zoo.sample_inputs(name, 2, seed=1)[0]
+    def spying_ort(model, so=None, *args, **kwargs):
+        islands.append((model, so.intra_op_num_threads if so else 0))
+        return real_ort(model, so, *args, **kwargs)
+
+    def island_threads(session):  # the front end's own onnxruntime sessions (import time) left out
+        models = [n.attrs["model"] for n in session.graph.nodes if n.op == "host"]
+        return [t for m, t in islands if any(m is h for h in models)]
+
+    monkeypatch.setattr(npusim.session, "kernel_set", spying_kernels)
+    monkeypatch.setattr(onnxruntime, "InferenceSession", spying_ort)
+    name = "digits_qdq_pc_s8"  # integer kernels and two host islands (float convs)
+    feeds = zoo.sample_inputs(name, 1, seed=1)[0]
+    before = (numba.get_num_threads(), *blas_threads())
     one = npusim.InferenceSession(zoo.path(name), threads=1)
+    y1 = one.run(None, feeds)[0]
+    assert island_threads(one) == [1, 1]
+    assert {"pack_conv_weights", "conv_acc_packed"} <= {f for f, *_ in seen}
+    assert {tuple(counts) for _, *counts in seen} == {(1,) * len(before)}
+    assert (numba.get_num_threads(), *blas_threads()) == before
     two = npusim.InferenceSession(zoo.path(name), threads=2)
-    np.testing.assert_array_equal(one.run(None, feeds)[0], two.run(None, feeds)[0])
-    assert seen == [1, 2]
+    np.testing.assert_array_equal(y1, two.run(None, feeds)[0])
+    assert island_threads(two) == [2, 2]
+
+
+def test_blas_of_the_kernels_bounded_when_the_first_limit_precedes_it():
+    """The first limit taken in a process before any kernel ran (Numba then loads scipy's BLAS,
+    which its np.dot calls) still reaches that BLAS later."""
+    code = ("from npusim.session import thread_limit\n"
+            "with thread_limit(1): pass\n"
+            "import scipy.linalg.cython_blas\n"
+            "from threadpoolctl import threadpool_info\n"
+            "with thread_limit(1):\n"
+            "    print(sorted((p['filepath'].split('/')[-1], p['num_threads']) for p in threadpool_info() "
+            "if p['user_api'] == 'blas'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    libs = ast.literal_eval(r.stdout)  # [(library file, threads)]: numpy's BLAS and scipy's
+    assert libs and {n for _, n in libs} == {1}, (libs, r.stderr)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
