@@ -173,7 +173,9 @@ def _prep_conv(node, const, K):
     def finish(acc4, x, x_zp):
         acc = acc4[:, :, 0, :] if one_d else acc4
         if excess is not None:
-            acc += excess(x, None, None, x_zp)[0]
+            e, saturated = excess(x, None, None, x_zp)
+            if saturated:  # no saturated pair: the excess is all zeros
+                acc += e
         return (acc,)
 
     if a.get("engine") == "bitserial" and wzp_c is not None and xz_fixed is not None:
@@ -324,7 +326,9 @@ def _prep_gemm(node, const, K):
         a = np.ascontiguousarray(a.T) if trans_a else a
         acc = bitserial(a) if bitserial is not None else K.matmul_acc(a, az, b, bz)
         if saturate:  # onnxruntime's int16 pair saturation (npusim.ortisa), on the operands as multiplied
-            acc += K.matmul_pair_excess(a, b)[0]
+            e, saturated = K.matmul_pair_excess(a, b)
+            if saturated:
+                acc += e
         return (acc if c is None else K.add_bias_i32(acc, c),)
     return run
 

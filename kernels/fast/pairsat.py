@@ -10,8 +10,9 @@ too when the largest activations it can meet (per input channel, or per column o
 inside int16; the rest are evaluated for every output position. The exact accumulator comes
 from the ordinary kernels and the excess is added to it (int32, wrapping as onnxruntime's
 int32 accumulator does). The cost is
-(risky pairs)·(output positions): a small fraction of the convolution on real weights, about
-one more convolution when every pair is risky.
+(risky pairs left)·(output positions), in int32 SIMD lanes (the clamp is branch-free): a small
+fraction of the convolution on real weights, about one more convolution when every pair is
+risky; a convolution whose risky pairs the channel maxima all rule out reads x once.
 """
 import numpy as np
 
@@ -118,45 +119,88 @@ def pack_conv_pair_weights(w_oihw):
     return _scan_conv(w), w.shape
 
 
+@njit(inline="always")
+def _pair_row(xf, o0, o1, stride, w0, w1, outf, d, ow):
+    """outf[d + q] += e(p), p = xf[o0 + q·stride]·w0 + xf[o1 + q·stride]·w1, e = clamp16(p) − p,
+    for q < ow; returns how many e ≠ 0. Flat arrays and uint64 offsets (no per-row views, which
+    cost a refcount each; unsigned indices, so Numba emits no negative-index wrap-around and
+    LLVM vectorizes), int32 lanes; strides 1 and 2 are literal (stride 2 an interleaved load)."""
+    hits = 0
+    o0, o1, d = np.uint64(o0), np.uint64(o1), np.uint64(d)
+    if stride == 1:
+        for q in range(np.uint64(ow)):
+            p = np.int32(xf[o0 + q]) * w0 + np.int32(xf[o1 + q]) * w1
+            e = min(max(p, np.int32(-32768)), np.int32(32767)) - p
+            outf[d + q] += e
+            hits += e != 0
+    elif stride == 2:
+        for q in range(np.uint64(ow)):
+            p = np.int32(xf[o0 + np.uint64(2) * q]) * w0 + np.int32(xf[o1 + np.uint64(2) * q]) * w1
+            e = min(max(p, np.int32(-32768)), np.int32(32767)) - p
+            outf[d + q] += e
+            hits += e != 0
+    else:
+        st = np.uint64(stride)
+        for q in range(np.uint64(ow)):
+            p = np.int32(xf[o0 + q * st]) * w0 + np.int32(xf[o1 + q * st]) * w1
+            e = min(max(p, np.int32(-32768)), np.int32(32767)) - p
+            outf[d + q] += e
+            hits += e != 0
+    return hits
+
+
 @njit
 def _conv_excess(x, x_zp, rows, m, mg, cg, sh, sw, dh, dw, top, left, bottom, right, oh, ow):
-    """Per image: x zero-padded with the raw x_zp (int32, C × (H + top + bottom) × (W + left +
-    right)) and each channel's maximum (x_zp included where there is padding); a risky pair is
-    skipped when those maxima keep it inside int16, else a branch-free loop over the output
-    plane adds e = clamp(p, −32768, 32767) − p everywhere (0 where p fits)."""
+    """Per image: each channel's maximum (x_zp included where there is padding) first; a risky
+    pair is dropped when those maxima keep it inside int16. Only if a pair is left, x is copied
+    zero-padded with the raw x_zp (int16, C × (H + top + bottom) × (W + left + right)) and a
+    branch-free loop over the output plane adds e = clamp(p, −32768, 32767) − p everywhere (0
+    where p fits). With no pair left the excess is all zeros and nothing else is read."""
     n, c, h, w = x.shape
     out = np.zeros((n, m, oh, ow), np.int32)
-    xp = np.full((c, h + top + bottom, w + left + right), np.int32(x_zp), np.int32)
+    outf = out.reshape(-1)
+    hp, wp = h + top + bottom, w + left + right
+    xp = np.empty((0, 0, 0), np.int16)
     padded = top + bottom + left + right > 0
     ch_max = np.zeros(c, np.int64)
+    live = np.empty(rows.shape[0], np.int64)
     count = 0
     for a in range(n):
         for ch in range(c):
-            mx = np.int64(x_zp) if padded else np.int64(0)
+            mx = np.int32(x_zp) if padded else np.int32(0)
+            plane = x[a, ch]
             for i in range(h):
                 for j in range(w):
-                    v = x[a, ch, i, j]
-                    xp[ch, top + i, left + j] = v
-                    mx = max(mx, np.int64(v))
+                    mx = max(mx, np.int32(plane[i, j]))
             ch_max[ch] = mx
+        nl = 0
         for r in range(rows.shape[0]):
+            base = (rows[r, 0] // mg) * cg
+            if _can_saturate(ch_max[base + rows[r, 1]], ch_max[base + rows[r, 5]], rows[r, 4], rows[r, 8]):
+                live[nl] = r
+                nl += 1
+        if nl == 0:
+            continue
+        if xp.shape[0] == 0:
+            xp = np.empty((c, hp, wp), np.int16)
+        for ch in range(c):
+            for i in range(hp):
+                for j in range(wp):
+                    xp[ch, i, j] = np.int16(x_zp)
+            for i in range(h):
+                for j in range(w):
+                    xp[ch, top + i, left + j] = np.int16(x[a, ch, i, j])
+        xf = xp.reshape(-1)
+        for t in range(nl):
+            r = live[t]
             o = rows[r, 0]
             base = (o // mg) * cg
-            ch0, i0, j0, w0 = base + rows[r, 1], rows[r, 2] * dh, rows[r, 3] * dw, np.int32(rows[r, 4])
-            ch1, i1, j1, w1 = base + rows[r, 5], rows[r, 6] * dh, rows[r, 7] * dw, np.int32(rows[r, 8])
-            if not _can_saturate(ch_max[ch0], ch_max[ch1], np.int64(w0), np.int64(w1)):
-                continue
+            b0 = ((base + rows[r, 1]) * hp + rows[r, 2] * dh) * wp + rows[r, 3] * dw
+            b1 = ((base + rows[r, 5]) * hp + rows[r, 6] * dh) * wp + rows[r, 7] * dw
+            w0, w1 = np.int32(rows[r, 4]), np.int32(rows[r, 8])
+            d = (a * m + o) * oh * ow
             for y in range(oh):
-                src0 = xp[ch0, y * sh + i0]
-                src1 = xp[ch1, y * sh + i1]
-                dst = out[a, o, y]
-                hits = 0
-                for q in range(ow):
-                    p = src0[q * sw + j0] * w0 + src1[q * sw + j1] * w1
-                    e = min(max(p, -32768), 32767) - p
-                    dst[q] += e
-                    hits += e != 0
-                count += hits
+                count += _pair_row(xf, b0 + y * sh * wp, b1 + y * sh * wp, sw, w0, w1, outf, d + y * ow, ow)
     return out, count
 
 
