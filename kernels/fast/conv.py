@@ -16,7 +16,8 @@ the path is chosen by `conv_acc`:
   panels of output positions (whole register tiles, PANEL_WORDS words), the pair-word im2col
   col[k/2, p] = pair_word(d[k, p], d[k + 1, p]) (K = C/group·kH·kW; the partner of an odd K's
   last row is a copy, its packed weight 0) with one loop per pair and output row, or per pair
-  for a 1x1 stride-1 conv (a plain interleave of two channel planes), and `pairmadd.gemm_pairs`
+  for a 1x1 stride-1 conv (a plain interleave of two channel planes) and for any stride-1 conv
+  (output rows computed over the planes' width, the extra columns dropped), and `pairmadd.gemm_pairs`
   with the weights packed at plan time as pair words: vpmaddwd / vpdpwssd on a register-resident
   MR × NR tile (instruction mapping and integer semantics in pairmadd's doc). Exact: each pair
   sum of int16 products is its exact value mod 2^32, and the accumulation wraps modulo 2^32 like
@@ -221,33 +222,50 @@ def _padded_hw(h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
 def _conv_pairs(lanes, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     """acc:i32 (N, M, OH·OW) through the pair-word im2col and `pairmadd.gemm_pairs` (exact, wraps), in
     panels of whole register tiles of output positions, about PANEL_WORDS words of im2col each (a
-    panel stays in cache between the im2col and the GEMM)."""
+    panel stays in cache between the im2col and the GEMM). A stride-1 conv with padded planes
+    wider than the output computes rows of the planes' width WQ (the WQ − OW extra columns read
+    the next row: junk, in bounds, never copied out), so that each pair's im2col is one
+    contiguous run instead of OH short ones."""
     n, c, h, w = x_nchw.shape
     cg, mg = c // group, m // group
     p = oh * ow
     k2 = (k + 1) // 2
-    nr = pairmadd.tile_columns(lanes)
-    panel = max(1, PANEL_WORDS // (k2 * nr)) * nr  # whole register tiles
-    ldc = min(panel, -(-p // nr) * nr)
-    col = np.empty(k2 * ldc, np.int32)
     direct = kh == kw == sh == sw == 1 and oh == h and ow == w  # 1x1, stride 1, no padding: x is the plane
     hp, wq = (h, w) if direct else _padded_hw(h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
-    xp = np.empty(0 if direct else cg * hp * wq, np.int16)
+    wide = sh == sw == 1 and wq > ow
+    ow_c = wq if wide else ow  # columns per computed output row
+    p_c = oh * ow_c
+    nr = pairmadd.tile_columns(lanes)
+    panel = max(1, PANEL_WORDS // (k2 * nr)) * nr  # whole register tiles
+    ldc = min(panel, -(-p_c // nr) * nr)
+    col = np.empty(k2 * ldc, np.int32)
+    xp = np.empty(0 if direct else cg * hp * wq + wq, np.int16)  # + wq: the junk columns' reads
     acc = np.empty(n * m * p, np.int32)
+    out = np.empty(mg * p_c if wide else 0, np.int32)
     xf = x_nchw.reshape(-1)
     for a in range(n):
         for g in range(group):
             xbase = (a * c + g * cg) * h * w
             if not direct:
                 _pad_planes(xf, xbase, cg, h, w, x_zp, top, left, hp, wq, xp)
-            for q0 in range(0, p, ldc):
-                q1 = min(p, q0 + ldc)
+            for q0 in range(0, p_c, ldc):
+                q1 = min(p_c, q0 + ldc)
                 if direct:
                     _im2col_pairs(xf, xbase, np.int32(x_zp), hp, wq, k, kh, kw, sh, sw, dh, dw, ow, q0, q1, col, ldc)
                 else:
-                    _im2col_pairs(xp, 0, np.int32(0), hp, wq, k, kh, kw, sh, sw, dh, dw, ow, q0, q1, col, ldc)
-                pairmadd.gemm_pairs(lanes, col, ldc, wp[g * mg * k2:], k2, bias[g * mg:], acc,
-                                    (a * m + g * mg) * p + q0, p, mg, q1 - q0, k2)
+                    _im2col_pairs(xp, 0, np.int32(0), hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, q0, q1, col, ldc)
+                if wide:
+                    pairmadd.gemm_pairs(lanes, col, ldc, wp[g * mg * k2:], k2, bias[g * mg:], out, q0, p_c, mg,
+                                        q1 - q0, k2)
+                else:
+                    pairmadd.gemm_pairs(lanes, col, ldc, wp[g * mg * k2:], k2, bias[g * mg:], acc,
+                                        (a * m + g * mg) * p + q0, p, mg, q1 - q0, k2)
+            if wide:
+                for o in range(mg):
+                    for y in range(oh):
+                        src, dst = np.uint64(o * p_c + y * wq), np.uint64(((a * m + g * mg + o) * oh + y) * ow)
+                        for x in range(np.uint64(ow)):
+                            acc[dst + x] = out[src + x]
     return acc
 
 

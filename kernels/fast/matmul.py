@@ -76,9 +76,9 @@ _BYTE_RANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
 
 
 def _max_diff(v, zp):
-    """max |v − zp| (at least 1): from the dtype's range for bytes, else from the data."""
+    """max |v − zp| (at least 1): v's range from its dtype for bytes, else from the data."""
     lo, hi = _BYTE_RANGE[v.dtype] if v.dtype in _BYTE_RANGE else (int(v.min(initial=0)), int(v.max(initial=0)))
-    return max(1, int(np.abs(lo - zp.astype(np.int64)).max(initial=0)), int(np.abs(hi - zp.astype(np.int64)).max(initial=0)))
+    return max(1, hi - int(zp.min()), int(zp.max()) - lo)
 
 
 def matmul_acc(a, a_zp, b, b_zp):

@@ -352,7 +352,7 @@ def test_conv_fast_eq_golden_int16_operands(lanes):
 @pytest.mark.parametrize("case", [
     # (N, C, M, group, (kH, kW), strides, pads, dilations, (H, W)), chosen to hit each fast path
     (1, 512, 9, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (24, 96)),  # pairs 1x1: plane interleave, 5 panels
-    (1, 64, 9, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (40, 40)),    # 3x3, 4 panels ending mid-row
+    (1, 64, 9, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (40, 40)),    # 3x3 s1: rows of 42 (wide), 4 panels
     (1, 95, 6, 1, (3, 3), (2, 2), (1, 0, 1, 1), (1, 1), (40, 41)),    # stride 2, 2 panels, odd K
     (2, 40, 24, 1, (3, 3), (2, 1), (1, 2, 0, 1), (1, 2), (11, 30)),   # pairs, stride 2, dilated, padded
     (1, 12, 18, 3, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (48, 96)),   # pairs, grouped, M/group = 6
