@@ -320,8 +320,9 @@ class InferenceSession:
             return False
         for name, dtype, fixed in self._input_facts:
             x = feeds.get(name)
-            if type(x) is not np.ndarray or x.dtype != dtype or not x.size or (
-                    fixed is not None and (x.ndim != len(fixed) or any(d >= 0 and d != n for d, n in zip(fixed, x.shape)))):
+            if type(x) is not np.ndarray or x.dtype != dtype or not x.size:
+                return False
+            if fixed is not None and (x.ndim != len(fixed) or any(d >= 0 and d != n for d, n in zip(fixed, x.shape))):
                 return False
         return True
 
