@@ -551,6 +551,9 @@ def prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None =
         so.graph_optimization_level = optimization
     if threads:
         so.intra_op_num_threads = threads
+    # an island's idle pool threads sleep instead of spinning: they would take the cores from the
+    # Numba kernels that run next, and each spinning pool makes tearing the session down slow
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         sess = ort.InferenceSession(node.attrs["model"], so, providers=["CPUExecutionProvider"])
     except Exception as e:
