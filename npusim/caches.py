@@ -5,14 +5,15 @@ instead of parsing the model again, which needs onnx (about a second of start-up
 most of it ml_dtypes) and, in mode "ort", onnxruntime's graph optimizer. An entry is
 `<key>.npz` (the graph, npusim.ir.save) and `<key>.json` (the model's metadata and declared
 input/output shapes, as onnxruntime shows them) in IMPORT_DIR. The key is a SHA-256 of the
-file's bytes, its name (the graph's name), the import mode and `source_stamp` of npusim,
-npusim_kernels, onnx and onnxruntime (an edited front end or an upgrade is a new key). An
+file's bytes, its name (the graph's name), the import mode, the CPU (onnxruntime's optimizer,
+which the import runs in mode "ort", chooses some rewrites by CPU features) and `source_stamp`
+of npusim, npusim_kernels, onnx and onnxruntime (an edited front end or an upgrade is a new key). An
 entry that cannot be read is a miss and one that cannot be written is skipped: the cache never
 fails a session. The newest KEEP entries are kept.
 
 Kernels. Numba compiles each fast kernel on first use and keeps the machine code in its cache
 (npusim_kernels.fast._jit): the first session on a CPU (or after an upgrade of Numba or an edit
-of the kernels) compiles for about a minute, later ones load in well under a second. A marker
+of the kernels) compiles for 10 to 30 seconds, later ones load in well under a second. A marker
 file beside Numba's cache, named by a hash of the CPU (LLVM's triple, name and features), the
 Numba version and `source_stamp` of npusim_kernels, records that a session has compiled them;
 without it a session first says "compiling kernels for this CPU, once" on a terminal
@@ -55,6 +56,14 @@ def source_stamp(packages: tuple[str, ...], init_only: tuple[str, ...] = ()) -> 
     return h.digest()
 
 
+@functools.cache
+def _host_cpu() -> tuple[str, str, str]:
+    """LLVM's target triple, CPU name and CPU features of this machine."""
+    from llvmlite import binding as llvm
+
+    return llvm.get_process_triple(), llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+
+
 # ---------------------------------------------------------------- imports
 def read_import(path, mode: str):
     """(key, (graph, metadata, declared shapes) or None) of the ONNX file `path` imported for
@@ -64,7 +73,7 @@ def read_import(path, mode: str):
     except OSError:
         return None, None
     h = hashlib.sha256(source_stamp(("npusim", "npusim_kernels"), ("onnx", "onnxruntime")))
-    h.update(f"{mode}|{os.path.basename(str(path))}|".encode())
+    h.update(f"{mode}|{os.path.basename(str(path))}|{'|'.join(_host_cpu())}|".encode())
     h.update(data)
     key = h.hexdigest()
     try:
@@ -97,10 +106,9 @@ def compiled_marker() -> pathlib.Path:
     """The marker file of this CPU, Numba version and kernel sources, in Numba's cache folder
     (NUMBA_CACHE_DIR, or as npusim_kernels.fast._jit sets it, or the kernels' __pycache__)."""
     import numba
-    from llvmlite import binding as llvm
 
-    cpu = (llvm.get_process_triple(), numba.config.CPU_NAME or llvm.get_host_cpu_name(),
-           numba.config.CPU_FEATURES or llvm.get_host_cpu_features().flatten(), numba.__version__)
+    triple, name, features = _host_cpu()
+    cpu = (triple, numba.config.CPU_NAME or name, numba.config.CPU_FEATURES or features, numba.__version__)
     h = hashlib.sha256(source_stamp(("npusim_kernels",)))
     h.update("|".join(cpu).encode())
     folder = numba.config.CACHE_DIR or _package_dir("npusim_kernels") / "fast" / "__pycache__"

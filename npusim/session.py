@@ -320,8 +320,9 @@ class InferenceSession:
             return False
         for name, dtype, fixed in self._input_facts:
             x = feeds.get(name)
-            if type(x) is not np.ndarray or x.dtype != dtype or not x.size or (
-                    fixed is not None and (x.ndim != len(fixed) or any(d >= 0 and d != n for d, n in zip(fixed, x.shape)))):
+            if type(x) is not np.ndarray or x.dtype != dtype or not x.size:
+                return False
+            if fixed is not None and (x.ndim != len(fixed) or any(d >= 0 and d != n for d, n in zip(fixed, x.shape))):
                 return False
         return True
 
@@ -558,6 +559,9 @@ def prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None =
         so.graph_optimization_level = optimization
     if threads:
         so.intra_op_num_threads = threads
+    # an island's idle pool threads sleep instead of spinning: they would take the cores from the
+    # Numba kernels that run next, and each spinning pool makes tearing the session down slow
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         sess = ort.InferenceSession(node.attrs["model"], so, providers=["CPUExecutionProvider"])
     except Exception as e:
