@@ -329,10 +329,14 @@ class InferenceSession:
 
 @functools.cache
 def _blas_controllers() -> tuple:
-    """threadpoolctl's controllers of the BLAS libraries loaded, found once: numpy's, and the
-    one the fast kernels' np.dot calls (Numba binds it through scipy.linalg.cython_blas, loaded
-    here first, so that a limit taken before any kernel ran still reaches it)."""
-    import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS library Numba calls)
+    """threadpoolctl's controllers of the BLAS libraries loaded, found once: numpy's (the float32
+    chunks of the matmul of operands wider than int16, kernels/fast/matmul.py) and, when scipy is
+    installed, scipy's, which Numba loads as it starts compiling (loaded here first, so that a
+    limit taken before any kernel ran still reaches it; npusim does not need scipy)."""
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401
+    except ImportError:
+        pass
     from threadpoolctl import ThreadpoolController
     return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
 
@@ -392,7 +396,7 @@ def _node_error(node: ir.Node, e: Exception, phase: str, inputs=None) -> NpusimE
     - an attribute missing from the node (an IR file edited, or written by another npusim);
     - out of memory, with the input shapes and attributes that asked for it;
     - an ImportError in the chain of `e`: a Python package is missing, not the model wrong (Numba
-      raises one for np.dot without scipy), named with what needed it;
+      raises one when a kernel needs a library that is not installed), named with what needed it;
     - a kernel's own argument check (_kernel_check): its message, with the node;
     - anything else: npusim's bug, "internal error, please report", with the node and the
       exception's type and first line."""

@@ -21,7 +21,7 @@ def blas_threads():
 
 
 def test_thread_limit_bounds_numba_and_blas_and_restores_them():
-    import scipy.linalg.cython_blas  # noqa: F401  (numpy's BLAS and scipy's, which the kernels' np.dot calls)
+    pytest.importorskip("scipy.linalg.cython_blas")  # numpy's BLAS and scipy's, which Numba loads
     before_numba, before_blas = numba.get_num_threads(), blas_threads()
     with thread_limit(1):
         assert numba.get_num_threads() == 1
@@ -71,8 +71,9 @@ def test_session_threads_bound_every_kernel_call_and_host_island(monkeypatch):
 
 
 def test_blas_of_the_kernels_bounded_when_the_first_limit_precedes_it():
-    """The first limit taken in a process before any kernel ran (Numba then loads scipy's BLAS,
-    which its np.dot calls) still reaches that BLAS later."""
+    """The first limit taken in a process before any kernel ran (Numba then loads scipy's BLAS
+    when scipy is installed) still reaches that BLAS later."""
+    pytest.importorskip("scipy.linalg.cython_blas")
     code = ("from npusim.session import thread_limit\n"
             "with thread_limit(1): pass\n"
             "import scipy.linalg.cython_blas\n"
