@@ -76,13 +76,16 @@ class _LanesModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, _VEC)
 
 
-def _words(arr):
-    return isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype.bitwidth == 64
+def _words(arr, bits=64):
+    """A contiguous 1-D array of `bits`-bit integers."""
+    return isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" \
+        and isinstance(arr.dtype, types.Integer) and arr.dtype.bitwidth == bits
 
 
-def _lanes_ptr(context, builder, arrty, arr, idx):
+def _lanes_ptr(context, builder, arrty, arr, idx, vty=_VEC):
+    """Pointer to LANES elements of `arr` from `idx`, as a pointer to the vector type `vty`."""
     data = context.make_array(arrty)(context, builder, arr).data
-    return builder.bitcast(builder.gep(data, [idx]), _VEC.as_pointer())
+    return builder.bitcast(builder.gep(data, [idx]), vty.as_pointer())
 
 
 def _splat(builder, v):
@@ -118,12 +121,10 @@ def _vstore(typingctx, arr, idx, v):
 @intrinsic
 def _vstore_i32(typingctx, arr, idx, v):
     """arr[idx : idx + LANES] = v truncated to int32 lane by lane (wraps; no bounds check)."""
-    if isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype == types.int32 \
-            and isinstance(idx, types.Integer) and v == _LANES:
+    if _words(arr, 32) and isinstance(idx, types.Integer) and v == _LANES:
         def codegen(context, builder, sig, args):
             vty = llir.VectorType(llir.IntType(32), LANES)
-            data = context.make_array(sig.args[0])(context, builder, args[0]).data
-            builder.store(builder.trunc(args[2], vty), builder.bitcast(builder.gep(data, [args[1]]), vty.as_pointer()),
+            builder.store(builder.trunc(args[2], vty), _lanes_ptr(context, builder, sig.args[0], args[0], args[1], vty),
                           align=4)
             return context.get_dummy_value()
         return types.none(arr, idx, v), codegen
