@@ -92,7 +92,7 @@ class InferenceSession:
     (Numba) or "golden" (the NumPy references); threads: every thread an inference uses, at most:
     the Numba kernels' (`prange`), BLAS's (the fast conv's float32 GEMM) and the host islands'
     onnxruntime intra-op threads (default None: onnxruntime's own default for the islands, all
-    cores for Numba and BLAS); engine: a conv's engine ("auto", "direct", "bitserial").
+    cores for Numba and BLAS); engine: the convs', matmuls' and gemms' engine ("auto", "direct", "bitserial").
     """
 
     def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None, *,
