@@ -282,7 +282,8 @@ def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, tab, ed
 def _pixel_words(xf, base, cg, hw, nb, code_args, pw):
     """pw[k, c div 64, pix] |= bit k of code(xf[base + c·H·W + pix]) at bit c mod 64, for the H·W
     pixels of cg channels; returns nonzero iff some value is outside lo..hi or equals `bad`
-    (code = ((v + add) >> shift) & mask; v = u − 2·(u & flip) of the uint8 u, see `_as_u8`). pw: uint64 (nb, ceil(cg/64), H·W) flat, zero beforehand.
+    (code = ((v + add) >> shift) & mask; v = u − 2·(u & flip) of the uint8 u, see `_as_u8`).
+    pw: uint64 (nb, ceil(cg/64), H·W) flat, zero beforehand.
     Blocks of PIX_BLOCK pixels in parallel; the inner loop runs along contiguous pixels (vectorizes)."""
     lo, hi, bad, add, shift, mask, flip = code_args
     cwg = (cg + 63) // 64
@@ -463,7 +464,8 @@ def _conv_bitserial(xf, code_args, n, c, h, w, nb_x, xc, x_alpha, bx, ww, nb_w, 
         for g in range(group):
             pw[:] = 0
             nbad += _pixel_words(xf, (a * c + g * cg) * h * w, cg, h * w, nb_x, code_args, pw)
-            _im2col_words(pw, nb_x, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, kw_n, p_stride, xc, x_alpha, xt, sx)
+            _im2col_words(pw, nb_x, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, kw_n, p_stride, xc, x_alpha,
+                          xt, sx)
             _tiles(xt, nb_x, p_stride, ww, g * mg, nb_w, kw_n, coef, sx, bw, rx, tab, edge_pos, edge_cls, bias,
                    acc, (a * m + g * mg) * n_pos, n_pos, mg)
     return acc.reshape(n, m, n_pos), nbad
