@@ -171,8 +171,8 @@ def build_parser():
                              "avx512core (no VNNI) sum u8*s8 pairs in a saturating int16, the VNNI/AMX families "
                              "exactly (default: this CPU's family)")
         sp.add_argument("--engine", default="auto", choices=["auto", "direct", "bitserial"],
-                        help="convolution engine: direct int8, bit-serial popcount, or auto per layer from its "
-                             "weight and activation bits (default auto)")
+                        help="conv, matmul and gemm engine: direct int8, bit-serial popcount, or auto per layer "
+                             "from its weight and activation bits (default auto)")
         sp.add_argument("--threads", type=int, metavar="N",
                         help="at most N threads per inference: Numba kernels, BLAS and onnxruntime's host "
                              "islands (default: all cores; onnxruntime's default for the islands)")

@@ -109,7 +109,7 @@ class InferenceSession:
     (Numba) or "golden" (the NumPy references); threads: every thread an inference uses, at most:
     the Numba kernels' (`prange`), BLAS's (the fast conv's float32 GEMM) and the host islands'
     onnxruntime intra-op threads (default None: onnxruntime's own default for the islands, all
-    cores for Numba and BLAS); engine: a conv's engine ("auto", "direct", "bitserial").
+    cores for Numba and BLAS); engine: the convs', matmuls' and gemms' engine ("auto", "direct", "bitserial").
     """
 
     def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None, *,
@@ -508,9 +508,10 @@ def _with_engines(g: ir.Graph, engine: str) -> ir.Graph:
             choice = choose_engine(engine, wt, xt, int(np.prod(w.shape[2:])), group > 1 and w.shape[1] == 1)
         elif n.op in ("matmul", "gemm") and len(n.inputs) > 1 and np.ndim(g.constants.get(n.inputs[1])) == 2:
             wt, xt = g.tensors[n.inputs[1]].dtype, g.tensors[n.inputs[0]].dtype
-            a_shape = g.tensors[n.inputs[0]].shape or ("?",)  # rank unknown: rows unknown
-            lead = a_shape[1:] if n.op == "gemm" and int(n.attrs.get("transA", 0)) else a_shape[:-1]
-            rows = int(np.prod(lead)) if all(isinstance(d, int) and d >= 0 for d in lead) else None
+            a_shape = g.tensors[n.inputs[0]].shape  # None: rank unknown
+            lead = None if a_shape is None else a_shape[1:] if n.op == "gemm" and int(n.attrs.get("transA", 0)) \
+                else a_shape[:-1]
+            rows = int(np.prod(lead)) if lead is not None and all(isinstance(d, int) and d >= 0 for d in lead) else None
             choice = choose_engine(engine, wt, xt, op=n.op, rows=rows)
         if choice is not None and choice != n.attrs.get("engine", "direct"):
             n = replace(n, attrs={**n.attrs, "engine": choice, "w_bits": (ir.bits(wt), wt[0] == "i"),

@@ -14,6 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import npusim_kernels.fast.bitserial
 import npusim_kernels.fast.conv
 import npusim_kernels.fast.matmul
 import npusim_models as zoo
@@ -93,7 +94,9 @@ def test_qonnx_model_bit_exact_with_qonnx_api_and_cli(tmp_path, capsys):
 
 def test_qonnx_model_with_a_broken_kernel_fails(tmp_path, capsys, monkeypatch):
     path = _qonnx_mlp(tmp_path / "mlp.onnx")
+    # both GEMM kernels: engine "auto" runs these low-bit matmuls on the bit-serial one
     _off_by_one(monkeypatch, npusim_kernels.fast.matmul, "matmul_acc")
+    _off_by_one(monkeypatch, npusim_kernels.fast.bitserial, "bitserial_matmul_acc")
     report = verify(path, _feeds(2))
     assert report.verdict == "not bit-exact" and not report.bit_exact
     # the accumulators are one unit off: y by one step of its scale 2^-3 * 2^-2 (all elements),

@@ -76,13 +76,16 @@ class _LanesModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, _VEC)
 
 
-def _words(arr):
-    return isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype.bitwidth == 64
+def _words(arr, bits=64):
+    """A contiguous 1-D array of `bits`-bit integers."""
+    return isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" \
+        and isinstance(arr.dtype, types.Integer) and arr.dtype.bitwidth == bits
 
 
-def _lanes_ptr(context, builder, arrty, arr, idx):
+def _lanes_ptr(context, builder, arrty, arr, idx, vty=_VEC):
+    """Pointer to LANES elements of `arr` from `idx`, as a pointer to the vector type `vty`."""
     data = context.make_array(arrty)(context, builder, arr).data
-    return builder.bitcast(builder.gep(data, [idx]), _VEC.as_pointer())
+    return builder.bitcast(builder.gep(data, [idx]), vty.as_pointer())
 
 
 def _splat(builder, v):
@@ -118,12 +121,10 @@ def _vstore(typingctx, arr, idx, v):
 @intrinsic
 def _vstore_i32(typingctx, arr, idx, v):
     """arr[idx : idx + LANES] = v truncated to int32 lane by lane (wraps; no bounds check)."""
-    if isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype == types.int32 \
-            and isinstance(idx, types.Integer) and v == _LANES:
+    if _words(arr, 32) and isinstance(idx, types.Integer) and v == _LANES:
         def codegen(context, builder, sig, args):
             vty = llir.VectorType(llir.IntType(32), LANES)
-            data = context.make_array(sig.args[0])(context, builder, args[0]).data
-            builder.store(builder.trunc(args[2], vty), builder.bitcast(builder.gep(data, [args[1]]), vty.as_pointer()),
+            builder.store(builder.trunc(args[2], vty), _lanes_ptr(context, builder, sig.args[0], args[0], args[1], vty),
                           align=4)
             return context.get_dummy_value()
         return types.none(arr, idx, v), codegen
@@ -281,7 +282,8 @@ def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, tab, ed
 def _pixel_words(xf, base, cg, hw, nb, code_args, pw):
     """pw[k, c div 64, pix] |= bit k of code(xf[base + c·H·W + pix]) at bit c mod 64, for the H·W
     pixels of cg channels; returns nonzero iff some value is outside lo..hi or equals `bad`
-    (code = ((v + add) >> shift) & mask; v = u − 2·(u & flip) of the uint8 u, see `_as_u8`). pw: uint64 (nb, ceil(cg/64), H·W) flat, zero beforehand.
+    (code = ((v + add) >> shift) & mask; v = u − 2·(u & flip) of the uint8 u, see `_as_u8`).
+    pw: uint64 (nb, ceil(cg/64), H·W) flat, zero beforehand.
     Blocks of PIX_BLOCK pixels in parallel; the inner loop runs along contiguous pixels (vectorizes)."""
     lo, hi, bad, add, shift, mask, flip = code_args
     cwg = (cg + 63) // 64
@@ -462,7 +464,8 @@ def _conv_bitserial(xf, code_args, n, c, h, w, nb_x, xc, x_alpha, bx, ww, nb_w, 
         for g in range(group):
             pw[:] = 0
             nbad += _pixel_words(xf, (a * c + g * cg) * h * w, cg, h * w, nb_x, code_args, pw)
-            _im2col_words(pw, nb_x, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, kw_n, p_stride, xc, x_alpha, xt, sx)
+            _im2col_words(pw, nb_x, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, kw_n, p_stride, xc, x_alpha,
+                          xt, sx)
             _tiles(xt, nb_x, p_stride, ww, g * mg, nb_w, kw_n, coef, sx, bw, rx, tab, edge_pos, edge_cls, bias,
                    acc, (a * m + g * mg) * n_pos, n_pos, mg)
     return acc.reshape(n, m, n_pos), nbad
