@@ -26,7 +26,6 @@ import numpy as np
 import onnxruntime as ort
 from llvmlite import binding as llvm
 from numba import prange
-from scipy.linalg import blas as scipy_blas
 from onnx import TensorProto, helper, numpy_helper
 from threadpoolctl import threadpool_limits
 
@@ -171,10 +170,6 @@ def main():
     args = p.parse_args()
     pairs = [(w, a) for w in range(1, 9) for a in range(1, 9)] if args.pairs == "grid" else CORE_PAIRS
     numba.set_num_threads(args.threads)
-    # Start the threads of the OpenBLAS that Numba's np.dot calls (SciPy's) before limiting them:
-    # limited first, the direct conv's sgemm took 40 ms instead of 3 ms per call here (measured).
-    big = np.ones((512, 512), np.float32)
-    scipy_blas.sgemm(1.0, big, big)
     with threadpool_limits(args.threads):
         ceilings = popcount_ceilings(args.threads, args.repeat)
         conv3, ref3 = bench_conv("conv3x3 64x56x56", 3, pairs, args.threads, args.repeat, ceilings)
