@@ -85,8 +85,9 @@ def _span(op, x, y, p, out):
     """One contiguous run of outputs; x, y each an array of out's length or one hoisted scalar;
     p float32 (6,) = (p0, p1, p2, p3, lo, hi).
     _ADD, p0..3 = (r_x, r_y, k, -):       v = fma(x, r_x, fma(y, r_y, k))
-    _MUL, p0..3 = (x_zp, y_zp, r, y_zp):  v = f32(f32((x - x_zp)·(y - y_zp))·r) + y_zp, the product
-        of two exact float32 integers rounded once, as MLAS's f32(int32 product) (exact for 8 bits)
+    _MUL, p0..3 = (x_zp, y_zp, r, out_zp):  v = f32(f32((x - x_zp)·(y - y_zp))·r) + out_zp; both
+        differences are exact in float32 (8/16-bit codes), so their float32 product is the integer
+        product rounded once to nearest even, MLAS's f32(int32 product)
     Both in float32 lanes; out[i] = _cvt_sat(v, lo, hi)."""
     p0, p1, p2, p3, lo, hi = p[0], p[1], p[2], p[3], p[4], p[5]
     if op == _ADD:
@@ -159,7 +160,8 @@ def _binary(op, a, b, p, out_dtype):
 
 
 def _params(p0, p1, p2, p3, qmin, qmax):
-    """_span's parameter vector; int16 saturation folded into [qmin, qmax]."""
+    """_span's parameter vector (cached per node, never written); int16 saturation folded into
+    [qmin, qmax]."""
     return np.array([p0, p1, p2, p3, max(qmin, -32768), min(qmax, 32767)], F32)
 
 

@@ -220,7 +220,7 @@ def requantize_fixed(acc_i32, m0, n, axis, y_zp, qmin, qmax, out_dtype, rounding
     m, s = _params(m0, n, shape[axis] if acc.ndim else 1)
     acc3 = _channels_3d(acc, axis, m.size)
     out = np.empty(acc3.shape, out_dtype)
-    _requant_core(acc3, m, s, single, np.int64(y_zp), int(qmin), int(qmax), out)
+    _requant_core(acc3, m, s, single, int(y_zp), int(qmin), int(qmax), out)
     return out.reshape(shape)
 
 
@@ -307,7 +307,7 @@ def fixed_rescale(x, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
     if x.dtype.kind not in "iu" or x.dtype.itemsize > 4:
         raise ValueError(f"fixed_rescale: x must be an integer type of at most 32 bits, got {x.dtype}")
     out = np.empty(x.shape, out_dtype)
-    _rescale_core(x.reshape(-1), np.int64(x_zp), m[0], s[0], single, np.int64(y_zp), int(qmin), int(qmax),
+    _rescale_core(x.reshape(-1), int(x_zp), int(m[0]), int(s[0]), single, int(y_zp), int(qmin), int(qmax),
                   out.reshape(-1))
     return out
 
@@ -438,8 +438,9 @@ def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
     if swap:  # the sum is symmetric: the operand that runs along the row goes first
         a2, b2, a_zp, b_zp, ma, na, mb, nb = b2, a2, b_zp, a_zp, mb, nb, ma, na
     out = _empty_2d(a2, b2, out_dtype)
-    _add_core(a2, b2, np.int64(a_zp), np.int64(b_zp), np.int64(left), np.int64(ma), np.int64(na), np.int64(mb),
-              np.int64(nb), np.int64(my), np.int64(ny), single, np.int64(y_zp), int(qmin), int(qmax), out)
+    # Python ints: typed int64 as np.int64 would be, but much cheaper to dispatch
+    _add_core(a2, b2, int(a_zp), int(b_zp), int(left), int(ma), int(na), int(mb), int(nb), int(my), int(ny), single,
+              int(y_zp), int(qmin), int(qmax), out)
     return out.reshape(shape)
 
 
@@ -453,8 +454,7 @@ def fixed_mul(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
     if swap:  # the product is symmetric
         a2, b2, a_zp, b_zp = b2, a2, b_zp, a_zp
     out = _empty_2d(a2, b2, out_dtype)
-    _mul_core(a2, b2, np.int64(a_zp), np.int64(b_zp), np.int64(m), np.int64(n), single, np.int64(y_zp),
-              int(qmin), int(qmax), out)
+    _mul_core(a2, b2, int(a_zp), int(b_zp), int(m), int(n), single, int(y_zp), int(qmin), int(qmax), out)
     return out.reshape(shape)
 
 
@@ -482,7 +482,7 @@ def fixed_global_avgpool(x_nchw, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, round
     hw = int(np.prod(x.shape[2:], dtype=np.int64))
     pool_operand(x, x_zp, hw, "fixed_global_avgpool")
     out = np.empty(nb * c, out_dtype)
-    _gap_core(x.reshape(nb * c, hw), np.int64(x_zp), m[0], s[0], single, np.int64(y_zp), int(qmin), int(qmax), out)
+    _gap_core(x.reshape(nb * c, hw), int(x_zp), int(m[0]), int(s[0]), single, int(y_zp), int(qmin), int(qmax), out)
     return out.reshape((nb, c) + (1,) * (x.ndim - 2))
 
 

@@ -1,6 +1,7 @@
 """Fast QuantizeLinear / DequantizeLinear / DynamicQuantizeLinear (Numba); same numbers as golden."""
-import numpy as np
+import math
 
+import numpy as np
 from numba.extending import overload
 
 from npusim_kernels.fast._jit import njit
@@ -23,7 +24,7 @@ def _rows(x, param, zp, axis, block_size, zp_dtype):
             v = np.repeat(v, block_size, axis=axis).take(range(x.shape[axis]), axis=axis)
             return np.ascontiguousarray(np.broadcast_to(v, x.shape)).reshape(-1)
         return x.reshape(1, -1, 1), full(p), full(z)
-    rows = (int(np.prod(x.shape[:axis])), x.shape[axis], int(np.prod(x.shape[axis + 1:])))
+    rows = (math.prod(x.shape[:axis]), x.shape[axis], math.prod(x.shape[axis + 1:]))
     return x.reshape(rows), p.reshape(-1), z.reshape(-1)
 
 

@@ -1,9 +1,9 @@
 """Fast upsampling kernels, same contracts as golden.upsample (see its docstring for the arithmetic).
 
-conv_transpose_acc: a direct scatter loop, input pixel by input pixel, into an int32 accumulator
-that wraps modulo 2^32 on overflow (the golden kernel raises instead); pixels equal to x_zp
-are skipped (they add 0). resize_nearest: a gather per output row, repeated rows copied. resize_bilinear: TFLite's Q10 taps
-computed once per axis, then an int64 Q20 sum per output element and one rounding.
+conv_transpose_acc: per output channel and tap, one vectorized multiply-add plane over the input,
+added into an int32 accumulator that wraps modulo 2^32 on overflow (the golden kernel raises
+instead). resize_nearest: a gather per output row, repeated rows copied. resize_bilinear: TFLite's
+Q10 taps computed once per axis, then an int64 Q20 sum per output element and one rounding.
 """
 import numpy as np
 
@@ -14,35 +14,47 @@ COORDS = ("asymmetric", "half_pixel", "pytorch_half_pixel", "align_corners")
 
 @njit
 def _conv_transpose_core(x, x_zp, w, w_zp, bias, sh, sw, top, left, dh, dw, group, acc):
+    """Per batch and output channel o: acc[o] = bias[o], then per tap (i, j) one plane
+    P[iy, ix] = Σ_c (w[c, m, i, j] − w_zp[o])·(x[c, iy, ix] − x_zp) over o's group (a contiguous
+    multiply-add over the input plane, vectorized; weights equal to w_zp are skipped), added at
+    acc[o, iy·sh − top + i·dh, ix·sw − left + j·dw] where that lies inside. int32 throughout,
+    wrapping modulo 2^32 (the order of the sums does not change the result modulo 2^32)."""
     n, c, h, wi = x.shape
     mg, kh, kw = w.shape[1], w.shape[2], w.shape[3]
     cg = c // group
     oh, ow = acc.shape[2], acc.shape[3]
+    d = np.empty((c, h * wi), np.int32)
+    plane = np.empty(h * wi, np.int32)
     for b in range(n):
+        for ci in range(c):
+            for iy in range(h):
+                for ix in range(wi):
+                    d[ci, iy * wi + ix] = np.int32(x[b, ci, iy, ix]) - np.int32(x_zp)
         for o in range(acc.shape[1]):
+            g, m = o // mg, o % mg
+            z = np.int32(w_zp[o])
             bo = np.int32(bias[o])
             for r in range(oh):
                 for q in range(ow):
                     acc[b, o, r, q] = bo
-        for ci in range(c):
-            g = ci // cg
-            for iy in range(h):
-                for ix in range(wi):
-                    d = np.int32(x[b, ci, iy, ix]) - np.int32(x_zp)
-                    if d == 0:
-                        continue
-                    for m in range(mg):
-                        o = g * mg + m
-                        z = np.int32(w_zp[o])
-                        for i in range(kh):
-                            r = iy * sh - top + i * dh
-                            if r < 0 or r >= oh:
-                                continue
-                            for j in range(kw):
-                                q = ix * sw - left + j * dw
-                                if q < 0 or q >= ow:
-                                    continue
-                                acc[b, o, r, q] = np.int32(acc[b, o, r, q] + d * (np.int32(w[ci, m, i, j]) - z))
+            for i in range(kh):
+                for j in range(kw):
+                    plane[:] = 0
+                    for ci in range(g * cg, (g + 1) * cg):
+                        wv = np.int32(np.int32(w[ci, m, i, j]) - z)
+                        if wv == 0:
+                            continue
+                        dc = d[ci]
+                        for k in range(h * wi):
+                            plane[k] = np.int32(plane[k] + wv * dc[k])
+                    for iy in range(h):
+                        r = iy * sh - top + i * dh
+                        if r < 0 or r >= oh:
+                            continue
+                        for ix in range(wi):
+                            q = ix * sw - left + j * dw
+                            if 0 <= q < ow:
+                                acc[b, o, r, q] = np.int32(acc[b, o, r, q] + plane[iy * wi + ix])
 
 
 def conv_transpose_acc(x_nchw, x_zp, w_iohw, w_zp, bias_i32, strides, pads_tl, dilations, out_hw, group):

@@ -39,6 +39,9 @@ CASES = {  # name: (core, args, packed instructions that must appear on ymm/zmm 
                                I64(3), 0, 255, U8.reshape(1, 64).copy()), ("vpmuldq", "vpadd")),
     "npu_mul_single": (ff._mul_core, (U8.reshape(1, 64), U8[:1].reshape(1, 1), I64(1), I64(2), *MUL, True, I64(3), 0, 255,
                                       U8.reshape(1, 64).copy()), ("vpmuldq", "vpadd")),
+    "conv_transpose_plane": (fu._conv_transpose_core, (U8.reshape(1, 1, 8, 8), 0, np.ones((1, 1, 2, 2), np.int8),
+                                                       np.zeros(1, np.int32), np.zeros(1, np.int32), 2, 2, 0, 0, 1, 1,
+                                                       1, np.zeros((1, 1, 16, 16), np.int32)), ("vpmulld",)),
     "dequantize": (fq._dequantize_core, (U8.reshape(F3.shape), ONE, U8[:1], F3.copy()), ("vsubps", "vmulps")),
 }
 
