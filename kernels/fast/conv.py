@@ -2,14 +2,18 @@
 
 acc:i32[n, m, oh, ow] = Σ_{c, kh, kw} (x − x_zp)·(w − w_zp[m]) + bias[m]; padding contributes 0.
 Int32 result that wraps modulo 2^32 on overflow (the golden kernel raises instead).
-Every path is one Numba call (no NCHW<->NHWC transposes, no per-call Python loops);
-the path is chosen by `conv_acc`:
+Every path is one Numba call (no per-call Python loops); the path is chosen by `conv_acc`:
 
-* depthwise (group == C == M): `_conv_depthwise`, a direct int32 loop per channel over a
+* depthwise (group == C == M) with output rows wider than DW_CL_MAX_OW: `_conv_depthwise`, a direct
+  int32 loop per channel over a
   zero-padded plane of d = x − x_zp split by row and column phase (mod sH, sW), so every
   tap is a contiguous run at a fixed offset for any stride; the whole output plane is accumulated in an int32 buffer
   over the kH·kW taps in passes of up to 9 taps, with uint64 indices and no per-tap array
   views (views cost a refcount each; signed indices block vectorization). Exact: int32, wraps.
+* depthwise with narrow output rows (the last stages of a MobileNet: many channels, small planes,
+  where the per-channel loops above are short and their set-up dominates): `_conv_depthwise_cl`,
+  the same phase-split geometry channels-last, vectorized over channels (one NCHW -> HWC
+  transpose in, one back). Exact: int32, wraps.
 * dense / grouped when x − x_zp and w − w_zp fit int16 (every 8-bit and narrower model) and the
   host has AVX2 or AVX-512BW (`pairmadd.LANES`): `_conv_pairs`. Per image and group, d goes into
   zero-bordered int16 planes (a 1x1 stride-1 conv without padding reads x itself); then, in
@@ -34,6 +38,8 @@ import numpy as np
 from npusim_kernels.fast import pairmadd
 from npusim_kernels.fast._jit import njit
 
+CL_CHUNK = 256  # channels-last depthwise: words per chunk of output positions
+DW_CL_MAX_OW = (8, 12)  # depthwise channels-last up to this output width (stride 1, stride > 1), measured
 PANEL_WORDS = 1 << 17  # im2col words per panel (512 KiB; measured best of 128 KiB, 512 KiB, 2 MiB and none here)
 
 
@@ -285,6 +291,21 @@ CONV_PAIRS = {16: _conv_pairs_zmm, 8: _conv_pairs_ymm}  # pairmadd lane count ->
 
 
 @njit
+def _dw_phases(kh, kw, sh, sw, dh, dw, oh, ow):
+    """Phase-split geometry of a depthwise conv: (HQ, WQ, offs). Input rows and columns split by
+    phase (row mod sH, col mod sW) into sH·sW sub-planes of HQ × WQ positions; tap t = (i, j) of
+    output (y, x) is then position offs[t] + y·WQ + x (offs[t] = sub-plane ((i·dH) mod sH,
+    (j·dW) mod sW), row (i·dH) div sH, column (j·dW) div sW)."""
+    wq = ow + ((kw - 1) * dw) // sw
+    hq = oh + ((kh - 1) * dh) // sh
+    offs = np.empty(kh * kw, np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            offs[i * kw + j] = (((i * dh) % sh) * sw + (j * dw) % sw) * hq * wq + ((i * dh) // sh) * wq + (j * dw) // sw
+    return hq, wq, offs
+
+
+@njit
 def _dw_taps(buf, plane, wdf, offs, t0, nt, base_in, base_out, length):
     """buf[base_out + x] += Σ_{t < nt} wdf[t0 + t]·plane[base_in + offs[t] + x] for x < length (int32, wraps).
 
@@ -339,14 +360,9 @@ def _conv_depthwise(x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, o
     of OH·WQ (WQ − OW junk columns per row, never copied out).
     """
     n, c, h, w = x_nchw.shape
-    wq = ow + ((kw - 1) * dw) // sw
-    hq = oh + ((kh - 1) * dh) // sh
+    hq, wq, offs = _dw_phases(kh, kw, sh, sw, dh, dw, oh, ow)
     sub = hq * wq  # one sub-plane
     nt = kh * kw
-    offs = np.empty(nt, np.int64)
-    for i in range(kh):
-        for j in range(kw):
-            offs[i * kw + j] = (((i * dh) % sh) * sw + (j * dw) % sw) * sub + ((i * dh) // sh) * wq + (j * dw) // sw
     plane = np.zeros(sh * sw * sub + wq, np.int32)  # + wq: junk columns of the last row stay in bounds
     buf = np.empty(oh * wq, np.int32)
     acc = np.empty(n * c * oh * ow, np.int32)
@@ -388,6 +404,91 @@ def _conv_depthwise(x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, o
             for y in range(np.uint64(oh)):
                 for x in range(ow_u):
                     acc[obase + y * ow_u + x] = buf[y * wq_u + x]
+    return acc.reshape(n, c, oh, ow)
+
+
+@njit
+def _dw_taps_cl(buf, xs, wt, offs, nt, lc, base_in, n):
+    """buf[e] += Σ_{t < nt} wt[t·LC + e]·xs[base_in + offs[t] + e] for e < n (int32, wraps): the taps'
+    weight rows wt are as long as the chunk, so each pass is one contiguous loop (uint64 indices,
+    vectorized over channels and positions). Passes of 9, 3 and 1 taps."""
+    n_u, bi, lc_u = np.uint64(n), np.uint64(base_in), np.uint64(lc)
+    t = 0
+    while t + 9 <= nt:
+        o0, o1, o2 = bi + np.uint64(offs[t]), bi + np.uint64(offs[t + 1]), bi + np.uint64(offs[t + 2])
+        o3, o4, o5 = bi + np.uint64(offs[t + 3]), bi + np.uint64(offs[t + 4]), bi + np.uint64(offs[t + 5])
+        o6, o7, o8 = bi + np.uint64(offs[t + 6]), bi + np.uint64(offs[t + 7]), bi + np.uint64(offs[t + 8])
+        w0 = np.uint64(t) * lc_u
+        w1, w2, w3, w4 = w0 + lc_u, w0 + np.uint64(2) * lc_u, w0 + np.uint64(3) * lc_u, w0 + np.uint64(4) * lc_u
+        w5, w6, w7, w8 = w0 + np.uint64(5) * lc_u, w0 + np.uint64(6) * lc_u, w0 + np.uint64(7) * lc_u, w0 + np.uint64(8) * lc_u
+        for e in range(n_u):
+            buf[e] += (wt[w0 + e] * xs[o0 + e] + wt[w1 + e] * xs[o1 + e] + wt[w2 + e] * xs[o2 + e]
+                       + wt[w3 + e] * xs[o3 + e] + wt[w4 + e] * xs[o4 + e] + wt[w5 + e] * xs[o5 + e]
+                       + wt[w6 + e] * xs[o6 + e] + wt[w7 + e] * xs[o7 + e] + wt[w8 + e] * xs[o8 + e])
+        t += 9
+    while t + 3 <= nt:
+        o0, o1, o2 = bi + np.uint64(offs[t]), bi + np.uint64(offs[t + 1]), bi + np.uint64(offs[t + 2])
+        w0 = np.uint64(t) * lc_u
+        w1, w2 = w0 + lc_u, w0 + np.uint64(2) * lc_u
+        for e in range(n_u):
+            buf[e] += wt[w0 + e] * xs[o0 + e] + wt[w1 + e] * xs[o1 + e] + wt[w2 + e] * xs[o2 + e]
+        t += 3
+    while t < nt:
+        o0, w0 = bi + np.uint64(offs[t]), np.uint64(t) * lc_u
+        for e in range(n_u):
+            buf[e] += wt[w0 + e] * xs[o0 + e]
+        t += 1
+
+
+@njit
+def _conv_depthwise_cl(x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
+    """_conv_depthwise channels-last, for small planes: d = x − x_zp transposed once into zero-padded,
+    phase-split (`_dw_phases`) int32 positions of C channels each; the output is computed in chunks
+    of L = max(1, CL_CHUNK // C) positions of one output row, each chunk one vector loop per pass of
+    taps over L·C words with the taps' weights and the bias tiled L times; then back to NCHW.
+    Exact: int32 multiply-add, wraps."""
+    n, c, h, w = x_nchw.shape
+    hq, wq, offs = _dw_phases(kh, kw, sh, sw, dh, dw, oh, ow)
+    nt = kh * kw
+    ln = max(1, min(ow, CL_CHUNK // c))
+    lc = ln * c
+    wt = np.empty(nt * lc, np.int32)
+    bt = np.empty(lc, np.int32)
+    for ch in range(c):
+        for q in range(ln):
+            bt[q * c + ch] = bias[ch]
+            for t in range(nt):
+                wt[t * lc + q * c + ch] = wd[ch, t]
+    offs_e = offs * c
+    xs = np.zeros(sh * sw * hq * wq * c, np.int32)
+    buf = np.empty(lc, np.int32)
+    acc = np.empty(n * c * oh * ow, np.int32)
+    xf = x_nchw.reshape(-1)
+    z = np.int32(x_zp)
+    c_u, hw_u, ohw_u = np.uint64(c), np.uint64(h * w), np.uint64(oh * ow)
+    for a in range(n):
+        for i in range(h):
+            r = top + i
+            if r // sh >= hq:
+                break
+            for j in range(w):
+                q = left + j
+                if q // sw >= wq:
+                    break
+                dst = np.uint64(((((r % sh) * sw + q % sw) * hq + r // sh) * wq + q // sw) * c)
+                src = np.uint64((a * c * h + i) * w + j)
+                for ch in range(c_u):
+                    xs[dst + ch] = np.int32(xf[src + ch * hw_u]) - z
+        for y in range(oh):
+            for x0 in range(0, ow, ln):
+                ne = min(ln, ow - x0) * c
+                for e in range(np.uint64(ne)):
+                    buf[e] = bt[e]
+                _dw_taps_cl(buf, xs, wt, offs_e, nt, lc, (y * wq + x0) * c, ne)
+                for q in range(min(ln, ow - x0)):
+                    dst, src = np.uint64(a * c * oh * ow + y * ow + x0 + q), np.uint64(q * c)
+                    for ch in range(c_u):
+                        acc[dst + ch * ohw_u] = buf[src + ch]
     return acc.reshape(n, c, oh, ow)
 
 
@@ -437,7 +538,7 @@ def conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group):
     zp = int(x_zp)
     geo = (kh, kw, sh, sw, dh, dw, top, left, oh, ow)
     if group == c == m:
-        return _conv_depthwise(x, zp, wd, bias, *geo)
+        return (_conv_depthwise_cl if ow <= DW_CL_MAX_OW[sw > 1] else _conv_depthwise)(x, zp, wd, bias, *geo)
     if x.dtype in _BYTE_RANGE:  # the dtype's range bounds |x − x_zp| without reading the data
         lo, hi = _BYTE_RANGE[x.dtype]
         x_abs = max(abs(lo - zp), abs(hi - zp))

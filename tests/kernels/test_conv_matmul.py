@@ -318,10 +318,20 @@ def variant(lanes):
         pairmadd.LANES = saved
 
 
+@contextlib.contextmanager
+def depthwise_path(kind):
+    """conv_acc_packed takes the given depthwise path ("plane" or "cl", channels-last) for every width."""
+    saved, fconv.DW_CL_MAX_OW = fconv.DW_CL_MAX_OW, {"plane": (-1, -1), "cl": (1 << 30, 1 << 30)}[kind]
+    try:
+        yield
+    finally:
+        fconv.DW_CL_MAX_OW = saved
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
-@given(conv_params(), st.sampled_from(VARIANTS), st.sampled_from(["lo", "hi", "any"]))
-def test_conv_fast_eq_golden(p, lanes, zp_kind):
-    """Every variant; M, P across tile edges (MR = 4, NR = 16·lanes/8 or fewer), K odd and even."""
+@given(conv_params(), st.sampled_from(VARIANTS), st.sampled_from(["lo", "hi", "any"]), st.sampled_from(["plane", "cl"]))
+def test_conv_fast_eq_golden(p, lanes, zp_kind, dw_path):
+    """Every variant and depthwise path; M, P across tile edges (MR = 4, NR = 16·lanes/8 or fewer), K odd and even."""
     rng = np.random.default_rng(p["seed"])
     xlo, xhi, xdt = _RANGES[p["xt"]]
     wlo, whi, wdt = _RANGES[p["wt"]]
@@ -331,22 +341,28 @@ def test_conv_fast_eq_golden(p, lanes, zp_kind):
     w_zp = rng.choice([wlo, whi, (wlo + whi) // 2], p["m"]).astype(np.int32)
     bias = rng.integers(-2 ** 20, 2 ** 20, p["m"]).astype(np.int32)
     args = (x, x_zp, w, w_zp, bias, p["strides"], p["pads"], p["dil"], p["group"])
-    with variant(lanes):
+    with variant(lanes), depthwise_path(dw_path):
         np.testing.assert_array_equal(fconv.conv_acc(*args), gconv.conv_acc(*args))
 
 
 @pytest.mark.parametrize("lanes", VARIANTS)
 def test_conv_fast_eq_golden_int16_operands(lanes):
     """int16 operands: within int16 after the zero points (|x − x_zp| = 32767) the pair kernel, one
-    past it (x − x_zp = −32773) the int32 loop; both exact."""
+    past it (x − x_zp = −32773) the int32 loop; both exact. Depthwise: both paths, exact."""
     rng = np.random.default_rng(7)
     w = rng.integers(-20, 21, (5, 4, 3, 3)).astype(np.int16)
+    w_dw = rng.integers(-300, 301, (4, 1, 3, 3)).astype(np.int16)
     for x_lo, x_zp in ((-32767, 0), (-32768, 5)):
         x = rng.integers(x_lo, x_lo + 3000, (1, 4, 5, 7)).astype(np.int16)
         x[0, 0, 0, 0] = x_lo
         args = (x, x_zp, w, np.array([1, -2, 3, 0, 4], np.int32), np.zeros(5, np.int32), (1, 1), (1, 1, 1, 1), (1, 1), 1)
         with variant(lanes):
             np.testing.assert_array_equal(fconv.conv_acc(*args), gconv.conv_acc(*args))
+        for kind in ("plane", "cl"):
+            args = (x, x_zp, w_dw, np.array([3, 0, -7, 1], np.int32), np.arange(4, dtype=np.int32), (1, 2), (1, 0, 1, 2),
+                    (1, 1), 4)
+            with depthwise_path(kind):
+                np.testing.assert_array_equal(fconv.conv_acc(*args), gconv.conv_acc(*args))
 
 
 @pytest.mark.parametrize("case", [
@@ -367,10 +383,14 @@ def test_conv_fast_eq_golden_int16_operands(lanes):
     (1, 16, 16, 16, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), (24, 96)),  # depthwise, both strides 2
     (1, 8, 8, 8, (5, 5), (3, 2), (2, 1, 0, 2), (2, 1), (13, 17)),     # depthwise, row phases of 3
     (2, 6, 6, 6, (7, 7), (1, 1), (3, 3, 3, 3), (1, 1), (9, 11)),      # depthwise, 49 taps: 9,9,9,9,9,3,1
+    (1, 384, 384, 384, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), (5, 5)),  # depthwise channels-last, chunks of 1 position
+    (2, 40, 40, 40, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), (20, 20)),   # channels-last s2: chunks of 6, last one of 4
+    (1, 20, 20, 20, (3, 5), (3, 2), (2, 1, 0, 2), (2, 1), (9, 12)),    # channels-last, phases, dilated, 15 taps
 ])
 @pytest.mark.parametrize("xt,wt", [("u8", "s8"), ("s8", "s8"), ("u8", "u8")])
 def test_conv_fast_eq_golden_paths(case, xt, wt):
-    """Layer sizes of the PP-OCR classifier and beyond; operands at the type extremes; every variant."""
+    """Layer sizes of the PP-OCR classifier and beyond; operands at the type extremes; every variant
+    and both depthwise paths."""
     n, c, m, group, k, strides, pads, dil, hw = case
     rng = np.random.default_rng(zlib.crc32(repr((case, xt, wt)).encode()))
     xlo, xhi, xdt = _RANGES[xt]
@@ -382,8 +402,20 @@ def test_conv_fast_eq_golden_paths(case, xt, wt):
     for i, x_zp in enumerate((xlo, xhi, (xlo + xhi) // 2)):
         bias = rng.integers(-2 ** 20, 2 ** 20, m).astype(np.int32)
         args = (x, x_zp, w, w_zp, bias, strides, pads, dil, group)
-        with variant(VARIANTS[i % len(VARIANTS)]):
+        with variant(VARIANTS[i % len(VARIANTS)]), depthwise_path(("plane", "cl")[i % 2]):
             np.testing.assert_array_equal(fconv.conv_acc(*args), gconv.conv_acc(*args))
+
+
+@pytest.mark.parametrize("core", ["_dw_taps", "_dw_taps_cl"])
+def test_depthwise_taps_vectorized(core):
+    """Both depthwise tap loops compile to packed int32 multiplies (vpmulld) on ymm or zmm."""
+    import numba
+    fresh = numba.njit(getattr(fconv, core).py_func)  # uncached: cached code cannot be inspected
+    v = np.zeros(64, np.int32)
+    args = (v.copy(), v, v, np.zeros(9, np.int64), 0, 9, 0, 0, 32) if core == "_dw_taps" else \
+        (v.copy(), v, v, np.zeros(9, np.int64), 9, 4, 0, 4)
+    fresh(*args)
+    assert re.search(r"\bvpmulld\s[^\n]*%[yz]mm", fresh.inspect_asm(fresh.signatures[0]))
 
 
 @pytest.mark.parametrize("lanes", [16, 8])
