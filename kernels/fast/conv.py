@@ -454,11 +454,13 @@ def _conv_depthwise_cl(x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left
     lc = ln * c
     wt = np.empty(nt * lc, np.int32)
     bt = np.empty(lc, np.int32)
-    for ch in range(c):
+    for t in range(nt):  # written in order (measured 5-10 % faster than reading wd in order)
         for q in range(ln):
-            bt[q * c + ch] = bias[ch]
-            for t in range(nt):
+            for ch in range(c):
                 wt[t * lc + q * c + ch] = wd[ch, t]
+    for q in range(ln):
+        for ch in range(c):
+            bt[q * c + ch] = bias[ch]
     offs_e = offs * c
     xs = np.zeros(sh * sw * hq * wq * c, np.int32)
     buf = np.empty(lc, np.int32)
