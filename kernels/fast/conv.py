@@ -378,6 +378,19 @@ def _conv_depthwise(x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, o
                 if r // sh >= hq:
                     break
                 src = xbase + np.uint64(i * w)
+                if sw == 2:  # both column phases in one loop over input column pairs (measured 3x the speed
+                    row0 = (r % sh) * 2 * hq + r // sh  # of a loop per phase); phase of column j: (left + j) mod 2
+                    da = np.uint64((row0 + (left % 2) * hq) * wq + left // 2)
+                    db = np.uint64((row0 + (1 - left % 2) * hq) * wq + (left + 1) // 2)
+                    npair = max(0, min(w // 2, wq - (left + 1) // 2))
+                    for e in range(np.uint64(npair)):
+                        plane[da + e] = np.int32(xf[src + np.uint64(2) * e]) - z
+                        plane[db + e] = np.int32(xf[src + np.uint64(2) * e + np.uint64(1)]) - z
+                    for j in range(2 * npair, w):
+                        if (left + j) // 2 < wq:
+                            plane[np.uint64((row0 + ((left + j) % 2) * hq) * wq + (left + j) // 2)] = \
+                                np.int32(xf[src + np.uint64(j)]) - z
+                    continue
                 for p in range(sw):
                     j0 = (p - left) % sw  # first input column of column phase p
                     q0 = (left + j0) // sw
@@ -389,9 +402,6 @@ def _conv_depthwise(x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, o
                     if sw == 1:
                         for e in range(np.uint64(cnt)):
                             plane[dst + e] = np.int32(xf[s0 + e]) - z
-                    elif sw == 2:  # a literal stride: LLVM vectorizes it as an interleaved load
-                        for e in range(np.uint64(cnt)):
-                            plane[dst + e] = np.int32(xf[s0 + np.uint64(2) * e]) - z
                     else:
                         sw_u = np.uint64(sw)
                         for e in range(np.uint64(cnt)):
