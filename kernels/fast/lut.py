@@ -161,7 +161,7 @@ SHUFFLE = {64: _shuffle_zmm, 32: _shuffle_ymm, 0: _apply}  # WIDTH -> _apply of 
 
 def apply_lut(x, table):
     """y[i] = table[byte(x[i])]; a table of bytes by register shuffles (module doc), others by a load each."""
-    x = np.ascontiguousarray(x)
+    x = np.asarray(x)
     table = np.asarray(table)
     out = np.empty(x.size, table.dtype)
     (SHUFFLE[WIDTH] if table.itemsize == 1 else _apply)(x.reshape(-1), table, out)
