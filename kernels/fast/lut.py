@@ -12,8 +12,9 @@ intrinsic over blocks of WIDTH input bytes (the table lives in registers, no mem
   vpshufb(table[16h : 16h + 16] in both lanes, idx) is table[x] or 0, and the OR over h is table[x].
 - WIDTH 0 (neither): the plain loop `_apply`, as for wider tables (one load per element).
 WIDTH is 64 if both the host CPU and Numba's target features (pairmadd.usable_features) have
-AVX-512 VBMI, else 32 if they have AVX2, else 0. Each width is a separate compiled specialisation
-(a literal argument), so the other one is never compiled for a CPU that lacks it.
+AVX-512 VBMI, else 32 if they have AVX2, else 0. Each width is a separate compiled function
+(SHUFFLE[WIDTH]), so the other one is never compiled for a CPU that lacks it (LLVM cannot lower
+vpermi2b without VBMI). Tables must have 256 entries (the shuffles do not check).
 """
 import numpy as np
 from llvmlite import ir
@@ -22,8 +23,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from npusim_kernels.fast._jit import njit
-from npusim_kernels.fast.pairmadd import usable_features
 from npusim_kernels.fast.eltwise import fma_f32
+from npusim_kernels.fast.pairmadd import usable_features
 from npusim_kernels.fast.quantize import dequantize_linear, quantize_linear
 
 F32 = np.float32
@@ -93,10 +94,10 @@ def _lut_blocks(typingctx, width, xb, table, out, n):
     w = width.literal_value
 
     def codegen(context, builder, signature, args):
-        xa, ta, oa, n = args[1:]
+        n = args[4]
         i8, i32, intp = ir.IntType(8), ir.IntType(32), context.get_value_type(types.intp)
         vb, v16 = ir.VectorType(i8, w), ir.VectorType(i8, 16)
-        xp, tp, op = (context.make_array(signature.args[k])(context, builder, a).data for k, a in ((1, xa), (2, ta), (3, oa)))
+        xp, tp, op = (context.make_array(signature.args[k])(context, builder, args[k]).data for k in (1, 2, 3))
 
         def at(ptr, off, vty):
             return builder.bitcast(builder.gep(ptr, [off]), vty.as_pointer())
