@@ -1,9 +1,30 @@
 """Fast lookup-table ops (Numba); same names, signatures and numbers as golden.lut.
-Table building is offline (scalar loops over 256 codes); applying the table is the kernel."""
+Table building is offline (scalar loops over 256 codes); applying the table is the kernel.
+
+Applying a table of bytes (u8/i8/bool entries) is a register shuffle, `_lut_blocks`, an LLVM-level
+intrinsic over blocks of WIDTH input bytes (the table lives in registers, no memory gather):
+- WIDTH 64, AVX-512 VBMI: the 256 table bytes are 4 zmm t0..t3; vpermi2b
+  (`llvm.x86.avx512.vpermi2var.qi.512`) picks byte x & 127 of t0‖t1 and of t2‖t3, and the top bit of
+  x selects between the two (vpmovb2m + masked blend).
+- WIDTH 32, AVX2: vpshufb (`llvm.x86.avx2.pshuf.b`) looks up 16 bytes per 128-bit lane and gives 0
+  where its index has bit 7 set. For each high nibble h, idx = (x ^ 16h) +sat 0x70 (unsigned
+  saturating add, vpaddusb) is 0x70 + (x & 15) when x >> 4 == h and >= 0x80 otherwise, so
+  vpshufb(table[16h : 16h + 16] in both lanes, idx) is table[x] or 0, and the OR over h is table[x].
+- WIDTH 0 (neither): the plain loop `_apply`, as for wider tables (one load per element).
+WIDTH is 64 if both the host CPU and Numba's target features (pairmadd.usable_features) have
+AVX-512 VBMI, else 32 if they have AVX2, else 0. Each width is a separate compiled function
+(SHUFFLE[WIDTH]), so the other one is never compiled for a CPU that lacks it (LLVM cannot lower
+vpermi2b without VBMI). Tables must have 256 entries (the shuffles do not check).
+"""
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from npusim_kernels.fast._jit import njit
 from npusim_kernels.fast.eltwise import fma_f32
+from npusim_kernels.fast.pairmadd import usable_features
 from npusim_kernels.fast.quantize import dequantize_linear, quantize_linear
 
 F32 = np.float32
@@ -53,18 +74,98 @@ def leaky_relu_lut(alpha, x_scale, x_zp, y_scale, y_zp, dtype):
     return _table(np.where(v >= 0, v, (F32(alpha) * v).astype(F32)).astype(F32), y_scale, y_zp, dtype)
 
 
+def host_width(host=None, build=None):
+    """64 (AVX-512 VBMI), 32 (AVX2) or 0: bytes per block of the byte-table shuffle (module doc)."""
+    both = usable_features(host, build)
+    return 64 if {"avx512vbmi", "avx512bw"} <= both else 32 if "avx2" in both else 0
+
+
+WIDTH = host_width()
+_BYTES = (types.uint8, types.int8, types.boolean)
+
+
+@intrinsic
+def _lut_blocks(typingctx, width, xb, table, out, n):
+    """out[i] = table[byte(xb[i])] for i < n, n a multiple of width (literal, 64 or 32); xb, table (256)
+    and out contiguous arrays of bytes (u8, i8 or bool); bounds are the caller's duty."""
+    if not isinstance(width, types.IntegerLiteral) or width.literal_value not in (64, 32) or not all(
+            isinstance(a, types.Array) and a.layout == "C" and a.dtype in _BYTES for a in (xb, table, out)):
+        return None
+    w = width.literal_value
+
+    def codegen(context, builder, signature, args):
+        n = args[4]
+        i8, i32, intp = ir.IntType(8), ir.IntType(32), context.get_value_type(types.intp)
+        vb, v16 = ir.VectorType(i8, w), ir.VectorType(i8, 16)
+        xp, tp, op = (context.make_array(signature.args[k])(context, builder, args[k]).data for k in (1, 2, 3))
+
+        def at(ptr, off, vty):
+            return builder.bitcast(builder.gep(ptr, [off]), vty.as_pointer())
+
+        def fn(name, nargs):
+            return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vb, [vb] * nargs), name)
+
+        def splat(byte):
+            return ir.Constant(vb, [byte] * w)
+
+        if w == 64:
+            t = [builder.load(at(tp, ir.Constant(intp, 64 * k), vb), align=1) for k in range(4)]
+            perm = fn("llvm.x86.avx512.vpermi2var.qi.512", 3)
+        else:
+            both_lanes = ir.Constant(ir.VectorType(i32, 32), list(range(16)) * 2)
+            t = [builder.load(at(tp, ir.Constant(intp, 16 * h), v16), align=1) for h in range(16)]
+            t = [builder.shuffle_vector(v, v, both_lanes) for v in t]
+            shuf, addus = fn("llvm.x86.avx2.pshuf.b", 2), fn("llvm.uadd.sat.v32i8", 2)
+        with cgutils.for_range(builder, builder.udiv(n, ir.Constant(intp, w))) as loop:
+            off = builder.mul(loop.index, ir.Constant(intp, w))
+            x = builder.load(at(xp, off, vb), align=1)
+            if w == 64:
+                top = builder.icmp_signed("<", x, splat(0))
+                y = builder.select(top, builder.call(perm, [t[2], x, t[3]]), builder.call(perm, [t[0], x, t[1]]))
+            else:
+                y = splat(0)
+                for h in range(16):
+                    idx = builder.call(addus, [builder.xor(x, splat(16 * h)), splat(0x70)])
+                    y = builder.or_(y, builder.call(shuf, [t[h], idx]))
+            builder.store(y, at(op, off, vb), align=1)
+        return context.get_dummy_value()
+    return types.void(width, xb, table, out, types.intp), codegen
+
+
 @njit
 def _apply(xb, table, out):
+    """out[i] = table[byte(xb[i])], xb u8 or i8."""
     for i in range(xb.size):
-        out[i] = table[xb[i]]
+        out[i] = table[np.uint8(xb[i])]
+
+
+@njit
+def _apply_bytes(width, xb, table, out):
+    """_apply of a table of bytes: whole blocks of width (literal) by the shuffle, the rest one by one."""
+    done = xb.size - xb.size % width
+    _lut_blocks(width, xb, table, out, done)
+    _apply(xb[done:], table, out[done:])
+
+
+@njit
+def _shuffle_zmm(xb, table, out):
+    _apply_bytes(64, xb, table, out)
+
+
+@njit
+def _shuffle_ymm(xb, table, out):
+    _apply_bytes(32, xb, table, out)
+
+
+SHUFFLE = {64: _shuffle_zmm, 32: _shuffle_ymm, 0: _apply}  # WIDTH -> _apply of a table of bytes
 
 
 def apply_lut(x, table):
-    """y[i] = table[byte(x[i])]."""
-    x = np.ascontiguousarray(x)
+    """y[i] = table[byte(x[i])]; a table of bytes by register shuffles (module doc), others by a load each."""
+    x = np.asarray(x)
     table = np.asarray(table)
     out = np.empty(x.size, table.dtype)
-    _apply(x.view(np.uint8).ravel(), table, out)
+    (SHUFFLE[WIDTH] if table.itemsize == 1 else _apply)(x.reshape(-1), table, out)
     return out.reshape(x.shape)
 
 

@@ -51,11 +51,17 @@ def _features(spec):
     return {f[1:] for f in spec.split(",") if f.startswith("+")}
 
 
-def host_lanes(host=None, build=None):
-    """16 (AVX-512BW), 8 (AVX2) or 0: the widest variant both the CPU and Numba's target features have."""
+def usable_features(host=None, build=None):
+    """The CPU features (LLVM names) both the host CPU and the features Numba compiles for
+    (NUMBA_CPU_FEATURES, if set) have; host/build given as sets override the detected ones."""
     host = _features(binding.get_host_cpu_features().flatten()) if host is None else host
     build = (host if config.CPU_FEATURES is None else _features(config.CPU_FEATURES)) if build is None else build
-    both = host & build
+    return host & build
+
+
+def host_lanes(host=None, build=None):
+    """16 (AVX-512BW), 8 (AVX2) or 0: the widest variant both the CPU and Numba's target features have."""
+    both = usable_features(host, build)
     return 16 if "avx512bw" in both else 8 if "avx2" in both else 0
 
 

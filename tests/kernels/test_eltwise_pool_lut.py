@@ -1,4 +1,7 @@
 """Eltwise / pool / LUT kernels: golden == ORT 1.32 CPU (single-node models), fast == golden."""
+import re
+
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -220,3 +223,57 @@ def test_fast_eq_golden_lut(dt, n, d, seed, opset_axis):
                                   gl.qlinear_softmax(x, xs, xz, np.float32(1 / 256), dt(info.min), axis, opset, dt))
     args = ([x, x[:, :1]], [xs, ys], [xz, yz], ys, yz, 1, dt)
     np.testing.assert_array_equal(fl.qlinear_concat(*args), gl.qlinear_concat(*args))
+
+
+# The byte-table shuffles (fl.WIDTH: 64 AVX-512 VBMI vpermi2b, 32 AVX2 vpshufb) and 0, the plain loop.
+LUT_NEEDS = {64: "AVX-512 VBMI", 32: "AVX2", 0: ""}
+
+
+def lut_variant(width):
+    if width > fl.WIDTH:
+        pytest.skip(f"this CPU lacks {LUT_NEEDS[width]}")
+    return fl.SHUFFLE[width]
+
+
+@pytest.mark.parametrize("width", sorted(LUT_NEEDS))
+def test_lut_shuffle_eq_golden(width):
+    """Every code, u8/i8/bool tables, u8/i8 inputs, lengths around whole blocks, empty and 1 element."""
+    shuffle = lut_variant(width)
+    rng = np.random.default_rng(width)
+    x = np.concatenate([rng.permutation(256), rng.integers(0, 256, 300)]).astype(np.uint8)
+    for t in (rng.integers(0, 256, 256).astype(np.uint8), rng.integers(-128, 128, 256).astype(np.int8),
+              rng.integers(0, 2, 256).astype(bool)):
+        for xt in (x, x.view(np.int8)):
+            for n in (0, 1, 31, 63, 64, 65, 256, 556):
+                out = np.empty(n, t.dtype)
+                shuffle(xt[:n], t, out)
+                np.testing.assert_array_equal(out, gl.apply_lut(xt[:n], t), err_msg=f"{t.dtype}[{xt.dtype}] n={n}")
+
+
+def test_apply_lut_shapes_and_wide_tables():
+    rng = np.random.default_rng(1)
+    x = rng.integers(-128, 128, (2, 3, 37)).astype(np.int8)
+    for t in (rng.integers(0, 256, 256).astype(np.uint8), rng.standard_normal(256).astype(np.float32),
+              rng.integers(-2**31, 2**31, 256).astype(np.int32)):
+        for xs in (x, x[:, :, ::2], x[:0], x[0, 0, 0]):
+            y = fl.apply_lut(xs, t)
+            assert y.dtype == t.dtype and y.shape == xs.shape
+            np.testing.assert_array_equal(y, gl.apply_lut(xs, t))
+
+
+@pytest.mark.parametrize("width,op,reg", [(64, r"vperm[it]2b", "zmm"), (32, "vpshufb", "ymm")])
+def test_lut_shuffle_instructions(width, op, reg):
+    fresh = numba.njit(lut_variant(width).py_func)  # uncached: cached code cannot be inspected
+    fresh(np.zeros(64, np.uint8), np.zeros(256, np.uint8), np.zeros(64, np.uint8))
+    asm = fresh.inspect_asm(fresh.signatures[0])
+    assert re.search(rf"\b{op}\s[^\n]*%{reg}", asm), f"no {op} on {reg}"
+    assert "gather" not in asm
+
+
+def test_lut_width_needs_host_and_build():
+    vbmi, avx2 = {"avx2", "avx512bw", "avx512vbmi"}, {"avx2"}
+    assert fl.host_width(vbmi, vbmi) == 64
+    assert fl.host_width(vbmi, avx2) == 32  # NUMBA_CPU_FEATURES without AVX-512: no zmm code
+    assert fl.host_width(avx2, vbmi) == 32
+    assert fl.host_width({"avx2", "avx512bw"}, vbmi) == 32  # Skylake-X: BW but no VBMI
+    assert fl.host_width({"sse4.2"}, vbmi) == 0
