@@ -107,7 +107,7 @@ class InferenceSession:
     None = this CPU's, detected as MLAS detects it); rounding: the NPU's requantization rounding,
     "double" (gemmlowp) or "single" (TFLite single rounding), used in mode "npu"; kernels: "fast"
     (Numba) or "golden" (the NumPy references); threads: every thread an inference uses, at most:
-    the Numba kernels' (`prange`), BLAS's (the fast conv's float32 GEMM) and the host islands'
+    the Numba kernels' (`prange`), BLAS's (the float32 GEMM of matmuls with operands wider than int16) and the host islands'
     onnxruntime intra-op threads (default None: onnxruntime's own default for the islands, all
     cores for Numba and BLAS); engine: the convs', matmuls' and gemms' engine ("auto", "direct", "bitserial").
     """
