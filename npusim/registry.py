@@ -278,6 +278,7 @@ def _prep_matmul(node, const, K):
 
     excess = _matmul_pair_excess(node, const, K) if node.attrs.get("pair_sat16") else None
     bitserial = _bitserial_gemm(node, b_c, azp_c, bzp_c, K)
+    packed = K.pack_matmul_b(b_c, bzp_c) if b_c is not None and b_c.ndim == 2 and bzp_c is not None else None
 
     def run(a, b=None, a_zp=None, b_zp=None):
         bb = b_c if b_c is not None else b
@@ -288,8 +289,8 @@ def _prep_matmul(node, const, K):
             acc = bitserial(a)
         else:
             az = azp_c if azp_c is not None else np.asarray(a_zp, np.int32)
-            bz = bzp_c if bzp_c is not None else np.asarray(b_zp, np.int32)
-            acc = K.matmul_acc(a, az, bb, bz)
+            acc = K.matmul_acc_packed(a, az, packed) if packed is not None else \
+                K.matmul_acc(a, az, bb, bzp_c if bzp_c is not None else np.asarray(b_zp, np.int32))
         if excess is not None:  # onnxruntime's int16 pair saturation (npusim.ortisa)
             acc += excess(a, bb)[0]
         return (acc,)
@@ -317,6 +318,7 @@ def _prep_gemm(node, const, K):
 
     saturate = bool(node.attrs.get("pair_sat16"))
     bitserial = _bitserial_gemm(node, b, az, bz, K)
+    packed, az_rows = K.pack_matmul_b(b, bz), az.reshape(-1)
 
     def run(a, *_):
         if a.ndim != 2 or a.shape[0 if trans_a else 1] != k:
@@ -324,7 +326,7 @@ def _prep_gemm(node, const, K):
                               f"{0 if trans_a else 1} (transA={trans_a}; B {b_name!r} is K x N = {k} x {n} after "
                               f"transB={trans_b})")
         a = np.ascontiguousarray(a.T) if trans_a else a
-        acc = bitserial(a) if bitserial is not None else K.matmul_acc(a, az, b, bz)
+        acc = bitserial(a) if bitserial is not None else K.matmul_acc_packed(a, az_rows, packed)
         if saturate:  # onnxruntime's int16 pair saturation (npusim.ortisa), on the operands as multiplied
             e, saturated = K.matmul_pair_excess(a, b)
             if saturated:

@@ -31,6 +31,31 @@ def _mm_i32(a_i32, b_i32):
 
 
 @njit
+def _pack_rows(a2, a_zp, wp, k2):
+    """wp[o·K2 + r] = pair_word(a2[o, 2r] − a_zp[o], a2[o, 2r + 1] − a_zp[o]) (a_zp of size 1: every row);
+    an odd K's missing partner is 0."""
+    m, k = a2.shape
+    for o in range(m):
+        z = np.int32(a_zp[o if a_zp.size > 1 else 0])
+        for r in range(k2):
+            odd = np.int32(2 * r + 1 < k)
+            wp[o * k2 + r] = pairmadd.pair_word(np.int32(a2[o, 2 * r]) - z,
+                                                (np.int32(a2[o, min(2 * r + 1, k - 1)]) - z) * odd)
+
+
+@njit
+def _pack_columns(b2, b_zp, col, ldc):
+    """col[r·ldc + c] = pair_word(b2[2r, c] − b_zp[c], b2[2r + 1, c] − b_zp[c]); an odd K's missing partner
+    is a copy (its row word in `_pack_rows` is 0)."""
+    k, n = b2.shape
+    for r in range((k + 1) // 2):
+        r1 = min(2 * r + 1, k - 1)
+        for c in range(n):
+            z = np.int32(b_zp[c])
+            col[r * ldc + c] = pairmadd.pair_word(np.int32(b2[2 * r, c]) - z, np.int32(b2[r1, c]) - z)
+
+
+@njit
 def _mm_pairs(lanes, a3, a_zp, b3, b_zp):
     """acc:i32 (B, M, N) = (a3 (B, M, K) − a_zp[m]) · (b3 (B, K, N) − b_zp[n]), every difference within
     int16, through pairmadd.gemm_pairs: per batch the rows of a and the columns of b packed as pair
@@ -46,17 +71,35 @@ def _mm_pairs(lanes, a3, a_zp, b3, b_zp):
     out = np.empty((nb, m, n), np.int32)
     of = out.reshape(-1)
     for i in range(nb):
-        for r in range(k2):
-            r1 = min(2 * r + 1, k - 1)  # an odd K's missing partner: b's is a copy, a's is 0
-            odd = np.int32(2 * r + 1 < k)
-            for o in range(m):
-                z = np.int32(a_zp[o])
-                wp[o * k2 + r] = pairmadd.pair_word(np.int32(a3[i, o, 2 * r]) - z, (np.int32(a3[i, o, r1]) - z) * odd)
-            for c in range(n):
-                z = np.int32(b_zp[c])
-                col[r * ldc + c] = pairmadd.pair_word(np.int32(b3[i, 2 * r, c]) - z, np.int32(b3[i, r1, c]) - z)
+        _pack_rows(a3[i], a_zp, wp, k2)
+        _pack_columns(b3[i], b_zp, col, ldc)
         pairmadd.gemm_pairs(lanes, col, ldc, wp, k2, bias, of, i * m * n, n, m, n, k2)
     return out
+
+
+@njit
+def _mm_packed(lanes, a2, a_zp, col, ldc, n):
+    """acc:i32 (M, N) = (a2 (M, K) − a_zp) · B with B's columns packed by `_pack_columns` (exact, wraps)."""
+    m, k = a2.shape
+    k2 = (k + 1) // 2
+    wp = np.zeros((m + pairmadd.MR - 1) * k2, np.int32)
+    _pack_rows(a2, a_zp, wp, k2)
+    out = np.empty((m, n), np.int32)
+    pairmadd.gemm_pairs(lanes, col, ldc, wp, k2, np.zeros(m + pairmadd.MR - 1, np.int32), out.reshape(-1), 0, n,
+                        m, n, k2)
+    return out
+
+
+@njit
+def _mm_packed_zmm(a2, a_zp, col, ldc, n):
+    """_mm_packed with the AVX-512BW micro-kernel (the lane count must be a literal)."""
+    return _mm_packed(16, a2, a_zp, col, ldc, n)
+
+
+@njit
+def _mm_packed_ymm(a2, a_zp, col, ldc, n):
+    """_mm_packed with the AVX2 micro-kernel."""
+    return _mm_packed(8, a2, a_zp, col, ldc, n)
 
 
 @njit
@@ -72,6 +115,7 @@ def _mm_pairs_ymm(a3, a_zp, b3, b_zp):
 
 
 MM_PAIRS = {16: _mm_pairs_zmm, 8: _mm_pairs_ymm}  # pairmadd lane count -> batched matmul
+MM_PACKED = {16: _mm_packed_zmm, 8: _mm_packed_ymm}  # pairmadd lane count -> matmul with B packed at plan time
 _BYTE_RANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
 
 
@@ -125,6 +169,37 @@ def matmul_acc(a, a_zp, b, b_zp):
     if vec_b:
         acc = acc[..., 0]
     return acc
+
+
+def pack_matmul_b(b_kn, b_zp):
+    """Plan-time preparation of a constant B (K, N) for `matmul_acc_packed` (done once per session):
+    -> (b, b_zp:i32 (N,), col, ldc): col = B's columns as pair words (`_pack_columns`; rows of ldc, a
+    multiple of every variant's tile width) when every b − b_zp fits int16, else None."""
+    b = np.ascontiguousarray(b_kn)
+    k, n = b.shape
+    bzp = np.broadcast_to(np.asarray(b_zp, np.int32).reshape(-1), (n,)).astype(np.int32)
+    ldc = -(-n // pairmadd.tile_columns(16)) * pairmadd.tile_columns(16)  # also a multiple of the AVX2 width
+    col = None
+    if _max_diff(b, bzp) <= pairmadd.I16_ABS:
+        col = np.zeros((k + 1) // 2 * ldc, np.int32)
+        _pack_columns(b, bzp, col, ldc)
+    return b, bzp, col, ldc
+
+
+def matmul_acc_packed(a, a_zp, packed):
+    """matmul_acc(a, a_zp, b, b_zp) with B and b_zp from `pack_matmul_b`. A 2-D byte `a` whose
+    differences fit int16 takes one Numba call (`_mm_packed`, the pair variant pairmadd.LANES at
+    call time); anything else goes through matmul_acc."""
+    b, bzp, col, ldc = packed
+    lanes = pairmadd.LANES
+    byte = _BYTE_RANGE.get(a.dtype) if type(a) is np.ndarray and a.ndim == 2 else None
+    if byte is not None and col is not None and lanes and a.shape[1] == b.shape[0]:
+        azp = a_zp if type(a_zp) is np.ndarray and a_zp.dtype == np.int32 and a_zp.ndim == 1 else \
+            np.asarray(a_zp, np.int32).reshape(-1)
+        z_lo, z_hi = (int(azp[0]),) * 2 if azp.size == 1 else (int(azp.min(initial=0)), int(azp.max(initial=0)))
+        if azp.size in (1, a.shape[0]) and max(byte[1] - z_lo, z_hi - byte[0]) <= pairmadd.I16_ABS:
+            return MM_PACKED[lanes](np.ascontiguousarray(a), azp, col, ldc, b.shape[1])
+    return matmul_acc(a, a_zp, b, bzp)
 
 
 def add_bias_i32(acc_i32, bias_i32):

@@ -27,6 +27,17 @@ def matmul_acc(a, a_zp, b, b_zp):
     return acc.astype(np.int32)
 
 
+def pack_matmul_b(b_kn, b_zp):
+    """Plan-time preparation of a constant B (K, N) for `matmul_acc_packed` (golden: the arrays as given)."""
+    return np.asarray(b_kn), np.asarray(b_zp, np.int32)
+
+
+def matmul_acc_packed(a, a_zp, packed):
+    """matmul_acc with B and b_zp from `pack_matmul_b`."""
+    b_kn, b_zp = packed
+    return matmul_acc(a, a_zp, b_kn, b_zp)
+
+
 def add_bias_i32(acc_i32, bias_i32):
     """acc:i32 + bias:i32 (numpy broadcasting; QGemm's C), exact in int64; a sum outside int32 is
     a ValueError naming the first offending index (the fast kernel wraps, as onnxruntime does)."""

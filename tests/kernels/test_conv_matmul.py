@@ -456,16 +456,19 @@ def test_pairmadd_variant_needs_host_and_build():
 @given(st.integers(0, 2 ** 31), st.sampled_from([(), (2,), (2, 1)]), st.sampled_from(["u8", "s8", "u4", "s4"]),
        st.booleans(), st.sampled_from(VARIANTS))
 def test_matmul_fast_eq_golden(seed, batch, dt, per_col, lanes):
-    """Every variant; M, N across tile edges, K odd and even, zero points at the extremes."""
+    """Every variant; M, N across tile edges, K odd and even, zero points at the extremes; B packed at
+    plan time (matmul_acc_packed) too."""
     rng = np.random.default_rng(seed)
     lo, hi, npdt = _RANGES[dt]
     m, k, n = (int(v) for v in rng.integers(1, 20, 3)) if seed % 3 else (int(v) for v in rng.integers(1, 70, 3))
     a = rng.integers(lo, hi + 1, batch + (m, k)).astype(npdt)
     b = rng.integers(lo, hi + 1, (k, n)).astype(npdt)
     b_zp = rng.choice([lo, hi, (lo + hi) // 2], n if per_col else ()).astype(np.int32)
-    a_zp = int(rng.choice([lo, hi, (lo + hi) // 2]))
+    a_zp = rng.choice([lo, hi, (lo + hi) // 2], m).astype(np.int32) if seed % 2 else int(rng.choice([lo, hi]))
+    want = gmm.matmul_acc(a, a_zp, b, b_zp)
     with variant(lanes):
-        np.testing.assert_array_equal(fmm.matmul_acc(a, a_zp, b, b_zp), gmm.matmul_acc(a, a_zp, b, b_zp))
+        np.testing.assert_array_equal(fmm.matmul_acc(a, a_zp, b, b_zp), want)
+        np.testing.assert_array_equal(fmm.matmul_acc_packed(a, a_zp, fmm.pack_matmul_b(b, b_zp)), want)
 
 
 @pytest.mark.parametrize("lanes", VARIANTS)
