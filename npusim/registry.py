@@ -399,10 +399,11 @@ def _prep_maxpool(node, const, K):
     a = node.attrs
     k = tuple(int(v) for v in a["kernel_shape"])
     window = plan_window(a, k)
+    ceil_mode = int(a["ceil_mode"])
 
     def run(x):
         s, p, d = window(x.shape[2:])
-        return (K.maxpool(x, k, s, p, d, int(a["ceil_mode"])),)
+        return (K.maxpool(x, k, s, p, d, ceil_mode),)
     return run
 
 
@@ -421,10 +422,11 @@ def _prep_lut(builder):
 
 def _prep_softmax(node, const, K):
     a = node.attrs
-    args = (np.float32(a["x_scale"]), int(a["x_zp"]), np.float32(a["y_scale"]), int(a["y_zp"]))
+    args = (np.float32(a["x_scale"]), int(a["x_zp"]), np.float32(a["y_scale"]), int(a["y_zp"]), int(a["axis"]),
+            int(a["opset"]), storage(a["dtype"]))
 
     def run(x):
-        return (K.qlinear_softmax(x, *args, int(a["axis"]), int(a["opset"]), storage(a["dtype"])),)
+        return (K.qlinear_softmax(x, *args),)
     return run
 
 
@@ -442,10 +444,10 @@ def _prep_quantize(node, const, K):
     a = node.attrs
     dt = storage(a["dtype"])
     scale, zp = a["scale"], a["zp"].astype(dt)
+    axis, block, qmin, qmax = int(a["axis"]), int(a["block_size"]) or None, int(a["qmin"]), int(a["qmax"])
 
     def run(x):
-        axis = int(a["axis"]) % max(x.ndim, 1) if scale.size > 1 else None
-        return (K.quantize_linear(x, scale, zp, axis, int(a["block_size"]) or None, int(a["qmin"]), int(a["qmax"]),
+        return (K.quantize_linear(x, scale, zp, axis % max(x.ndim, 1) if scale.size > 1 else None, block, qmin, qmax,
                                   dt),)
     return run
 
@@ -454,10 +456,14 @@ def _prep_dequantize(node, const, K):
     a = node.attrs
     scale, zp = a["scale"], a["zp"]
     out_dtype = storage(a.get("dtype", "f32"))  # no "dtype" (QONNX imports, older IR files): float32
+    axis, block = int(a["axis"]), int(a["block_size"]) or None
+    zp_as = {}  # the zero point in each input dtype seen
 
     def run(x):
-        axis = int(a["axis"]) % max(x.ndim, 1) if scale.size > 1 else None
-        return (K.dequantize_linear(x, scale, zp.astype(x.dtype), axis, int(a["block_size"]) or None, out_dtype),)
+        z = zp_as.get(x.dtype)
+        if z is None:
+            z = zp_as[x.dtype] = zp.astype(x.dtype)
+        return (K.dequantize_linear(x, scale, z, axis % max(x.ndim, 1) if scale.size > 1 else None, block, out_dtype),)
     return run
 
 

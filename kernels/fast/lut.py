@@ -16,6 +16,9 @@ AVX-512 VBMI, else 32 if they have AVX2, else 0. Each width is a separate compil
 (SHUFFLE[WIDTH]), so the other one is never compiled for a CPU that lacks it (LLVM cannot lower
 vpermi2b without VBMI). Tables must have 256 entries (the shuffles do not check).
 """
+import functools
+import math
+
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -197,23 +200,28 @@ def _softmax_rows(rows, table, is_signed, ys, y_zp, qmax, out):
             out[r, j] = min(q, qmax)
 
 
+_exp_tables = functools.lru_cache(maxsize=256)(softmax_exp_table)  # per (x_scale, reduce length, signedness)
+_QMAX = {np.dtype(np.uint8): 255, np.dtype(np.int8): 127}
+
+
 def qlinear_softmax(x, x_scale, x_zp, y_scale, y_zp, axis, opset, dtype):
-    """QLinearSoftmax; formula as golden.lut.qlinear_softmax."""
+    """QLinearSoftmax; formula as golden.lut.qlinear_softmax. The exp table is built once per
+    (x_scale, reduce length, signedness) and reused."""
     x = np.asarray(x)
     axis = axis % x.ndim
+    last = opset < 13 or axis == x.ndim - 1
     if opset < 13:
-        xt = x
-        rows = x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)
+        rows = x.reshape(math.prod(x.shape[:axis]), -1)
     else:
-        xt = np.moveaxis(x, axis, -1)
+        xt = x if last else np.moveaxis(x, axis, -1)
         rows = np.ascontiguousarray(xt).reshape(-1, x.shape[axis])
     is_signed = x.dtype == np.int8
-    table = softmax_exp_table(x_scale, rows.shape[1], is_signed)
+    table = _exp_tables(F32(x_scale), rows.shape[1], is_signed)
     out = np.empty(rows.shape, np.int64)
-    _softmax_rows(rows, table, is_signed, F32(np.floor(F32(1.0) / F32(y_scale))), int(y_zp),
-                  int(np.iinfo(dtype).max), out)
+    qmax = _QMAX.get(np.dtype(dtype)) or int(np.iinfo(dtype).max)
+    _softmax_rows(rows, table, is_signed, F32(math.floor(F32(1.0) / F32(y_scale))), int(y_zp), qmax, out)
     y = out.astype(dtype)
-    return y.reshape(x.shape) if opset < 13 else np.moveaxis(y.reshape(xt.shape), -1, axis)
+    return y.reshape(x.shape) if last else np.moveaxis(y.reshape(xt.shape), -1, axis)
 
 
 def qlinear_concat(inputs, input_scales, input_zps, y_scale, y_zp, axis, dtype):

@@ -65,6 +65,17 @@ def lift_to_3d(x, kernel, strides, pads, dilations):
     return x3, np.array(k, np.int64), np.array(st, np.int64), np.array(pb, np.int64), np.array(pe, np.int64), np.array(dl, np.int64)
 
 
+@functools.lru_cache(maxsize=1024)
+def _geometry(shape, kernel, strides, pads, dilations, ceil_mode):
+    """Settled once per input shape and window: ((N·C, D0, D1, D2) of the input lifted to 3-D, kernel,
+    strides, pads at the beginning and dilations as int64 (3,) arrays (never written), the lifted
+    output shape (N·C, O0, O1, O2), the output shape (N, C, O...))."""
+    x3, k, st, pb, pe, dl = lift_to_3d(np.empty(shape, np.uint8), kernel, strides, pads, dilations)
+    outs = tuple(int(pool_out_size(x3.shape[2 + i], k[i], st[i], pb[i], pe[i], dl[i], ceil_mode)) for i in range(3))
+    n, c = shape[:2]
+    return (n * c,) + x3.shape[2:], k, st, pb, dl, (n * c,) + outs, (n, c) + outs[3 - (len(shape) - 2):]
+
+
 @njit(inline="always")
 def window_span(o, stride, pad_begin, k, size):
     """[lo, hi): the input positions of output position o's window, clipped to the input."""
@@ -97,15 +108,13 @@ def qlinear_avgpool(x_nchw, x_scale, x_zp, y_scale, y_zp, qmin, qmax, out_dtype,
                     kernel, strides, pads, count_include_pad, ceil_mode):
     """QLinearAveragePool; formula as golden.pool.qlinear_avgpool."""
     x = np.asarray(x_nchw)
-    nd = x.ndim - 2
-    x3, k, st, pb, pe, dl = lift_to_3d(x, kernel, strides, pads, [1] * nd)
-    outs = [pool_out_size(x3.shape[2 + i], k[i], st[i], pb[i], pe[i], 1, ceil_mode) for i in range(3)]
-    xf = (F32(x_scale) * (x3.astype(np.int64) - int(x_zp)).astype(F32)).astype(F32)
-    n, c = x.shape[:2]
-    out = np.empty((n * c,) + tuple(outs), np.int64)
-    _avg_core(np.ascontiguousarray(xf).reshape((n * c,) + x3.shape[2:]), k, st, pb, bool(count_include_pad),
+    shape3, k, st, pb, _, out3, out_shape = _geometry(x.shape, tuple(kernel), tuple(strides), tuple(pads),
+                                                      (1,) * (x.ndim - 2), bool(ceil_mode))
+    xf = (F32(x_scale) * (x.astype(np.int64) - int(x_zp)).astype(F32)).astype(F32)
+    out = np.empty(out3, np.int64)
+    _avg_core(np.ascontiguousarray(xf).reshape(shape3), k, st, pb, bool(count_include_pad),
               F32(y_scale), F32(y_zp), int(qmin), int(qmax), out)
-    return out.reshape((n, c) + tuple(outs[3 - nd:])).astype(out_dtype)
+    return out.reshape(out_shape).astype(out_dtype)
 
 
 @njit
@@ -132,12 +141,11 @@ def _max_core(x, k, st, pb, dl, out):
 
 
 def maxpool(x_nchw, kernel, strides, pads, dilations, ceil_mode):
-    """ONNX MaxPool on integers; padded cells never win; output dtype = input dtype."""
+    """ONNX MaxPool on integers; padded cells never win; output dtype = input dtype. The geometry is
+    settled once per input shape and window (`_geometry`)."""
     x = np.asarray(x_nchw)
-    nd = x.ndim - 2
-    x3, k, st, pb, pe, dl = lift_to_3d(x, kernel, strides, pads, dilations)
-    outs = [pool_out_size(x3.shape[2 + i], k[i], st[i], pb[i], pe[i], dl[i], ceil_mode) for i in range(3)]
-    n, c = x.shape[:2]
-    out = np.empty((n * c,) + tuple(outs), np.int64)
-    _max_core(np.ascontiguousarray(x3).reshape((n * c,) + x3.shape[2:]), k, st, pb, dl, out)
-    return out.reshape((n, c) + tuple(outs[3 - nd:])).astype(x.dtype)
+    shape3, k, st, pb, dl, out3, out_shape = _geometry(x.shape, tuple(kernel), tuple(strides), tuple(pads),
+                                                       tuple(dilations), bool(ceil_mode))
+    out = np.empty(out3, x.dtype)
+    _max_core(np.ascontiguousarray(x).reshape(shape3), k, st, pb, dl, out)
+    return out.reshape(out_shape)

@@ -10,12 +10,17 @@ from npusim_kernels.fast.eltwise import rne_f32
 F32 = np.float32
 
 
+def _as(v, dtype):
+    """v as an array of `dtype` (converted as astype does; no copy when it already is one)."""
+    return v if type(v) is np.ndarray and v.dtype == dtype else np.asarray(v).astype(dtype)
+
+
 def _rows(x, param, zp, axis, block_size, zp_dtype):
     """x as (outer, C, inner) and the scale / zero point as (C,) or (1,) arrays (row (a, c) uses
     entry c, or 0): per tensor (1, 1, n), per axis (prod(shape[:axis]), shape[axis], rest);
     blocked parameters are expanded to x's shape, x seen as (1, n, 1)."""
-    p = np.asarray(param).astype(F32)
-    z = np.asarray(0 if zp is None else zp).astype(zp_dtype)
+    p = _as(param, F32)
+    z = _as(0 if zp is None else zp, zp_dtype)
     if p.size == 1 and (block_size in (None, 0) or p.ndim == 0):
         return x.reshape(1, 1, -1), p.reshape(1), z.reshape(1)
     axis = axis % x.ndim
