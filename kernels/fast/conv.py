@@ -32,6 +32,8 @@ Every path is one Numba call (no per-call Python loops); the path is chosen by `
   element loaded once per 4 rows, each accumulator load/store shared by 2 terms). Exact: int32
   multiply-add, wraps modulo 2^32 like the contract.
 """
+import functools
+
 import numpy as np
 
 from npusim_kernels.fast import pairmadd
@@ -535,29 +537,47 @@ def conv_acc(x_nchw, x_zp, w_oihw, w_zp, bias_i32, strides, pads, dilations, gro
     return conv_acc_packed(x_nchw, x_zp, pack_conv_weights(w_oihw, w_zp, bias_i32), strides, pads, dilations, group)
 
 
-def conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group):
-    """conv_acc with weights, weight zero points and bias from `pack_conv_weights`; the pair variant
-    is pairmadd.LANES at call time (tests set it to run each one)."""
-    wd, w_abs, bias, (m, cg, kh, kw), pairs = packed
-    n, c, h, w = x_nchw.shape
-    group = int(group)
+@functools.lru_cache(maxsize=4096)
+def _geometry(x_shape, x_dtype, x_zp, strides, pads, dilations, group, w_shape, lanes):
+    """Settled once per input shape and dtype, zero point, window and weights: (geo = (kH, kW, sH, sW,
+    dH, dW, top, left, OH, OW), output shape, path): path "depthwise", "pairs" (the pair kernel for
+    any data of x's dtype), "gemm", or "data" when the dtype does not bound |x − x_zp| (read x)."""
+    m, cg, kh, kw = w_shape
+    n, c, h, w = x_shape
     assert c == cg * group and m % group == 0, "channel / group mismatch"
     oh, ow = _out_hw(h, w, kh, kw, strides, pads, dilations)
-    top, left = int(pads[0]), int(pads[1])
-    sh, sw = int(strides[0]), int(strides[1])
-    dh, dw = int(dilations[0]), int(dilations[1])
+    geo = (kh, kw, int(strides[0]), int(strides[1]), int(dilations[0]), int(dilations[1]), int(pads[0]), int(pads[1]),
+           int(oh), int(ow))
+    if group == c == m:
+        return geo, (n, m, oh, ow), "depthwise"
+    if not lanes or oh * ow <= 1:
+        return geo, (n, m, oh, ow), "gemm"
+    if x_dtype not in _BYTE_RANGE:
+        return geo, (n, m, oh, ow), "data"
+    lo, hi = _BYTE_RANGE[x_dtype]  # the dtype's range bounds |x − x_zp| without reading the data
+    return geo, (n, m, oh, ow), "pairs" if max(abs(lo - x_zp), abs(hi - x_zp)) <= pairmadd.I16_ABS else "gemm"
+
+
+def conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group):
+    """conv_acc with weights, weight zero points and bias from `pack_conv_weights`; the pair variant
+    is pairmadd.LANES at call time (tests set it to run each one). The geometry and the path are
+    settled once per input shape (`_geometry`)."""
+    wd, w_abs, bias, w_shape, pairs = packed
     x = np.ascontiguousarray(x_nchw)
     zp = int(x_zp)
-    geo = (kh, kw, sh, sw, dh, dw, top, left, oh, ow)
-    if group == c == m:
+    group = int(group)
+    lanes = pairmadd.LANES if pairs is not None else 0
+    geo, out_shape, path = _geometry(x.shape, x.dtype, zp, tuple(strides), tuple(pads), tuple(dilations), group,
+                                     w_shape, lanes)
+    if path == "depthwise":
+        sw, ow = geo[3], geo[9]
         return (_conv_depthwise_cl if ow <= DW_CL_MAX_OW[sw > 1] else _conv_depthwise)(x, zp, wd, bias, *geo)
-    if x.dtype in _BYTE_RANGE:  # the dtype's range bounds |x − x_zp| without reading the data
-        lo, hi = _BYTE_RANGE[x.dtype]
-        x_abs = max(abs(lo - zp), abs(hi - zp))
-    else:
+    if path == "data":
         x_abs = max(abs(int(x.min(initial=0)) - zp), abs(int(x.max(initial=0)) - zp))
-    if pairmadd.LANES and pairs is not None and x_abs <= pairmadd.I16_ABS and oh * ow > 1:
-        acc = CONV_PAIRS[pairmadd.LANES](x, zp, pairs[0], pairs[1], m, cg * kh * kw, group, *geo)
+        path = "pairs" if x_abs <= pairmadd.I16_ABS else "gemm"
+    if path == "pairs":
+        acc = CONV_PAIRS[lanes](x, zp, pairs[0], pairs[1], w_shape[0], w_shape[1] * w_shape[2] * w_shape[3], group,
+                                *geo)
     else:
         acc = _conv_gemm_i32(x, zp, wd, bias, group, *geo)
-    return acc.reshape(n, m, oh, ow)
+    return acc.reshape(out_shape)
