@@ -4,6 +4,9 @@ and the float output of its integer GEMMs (scale_float).
 f:f32 = f32(acc_i32)·scale_f32; f = min(max(f, qmin − y_zp), qmax − y_zp);
 y = rne(f) + y_zp (cvtps2dq, round half to even). See golden.requant for the ORT sources.
 """
+import functools
+import math
+
 import numpy as np
 
 from npusim_kernels.fast._jit import njit
@@ -33,6 +36,12 @@ def _requant(acc_3d, scale_f32, y_zp, qmin, qmax, out):
                 dst[i] = np.int32(np.rint(f)) + z
 
 
+@functools.lru_cache(maxsize=1024)
+def _rows3(shape, ax):
+    """(outer, C, inner) of an accumulator of `shape` with channels on axis ax; (1, 1, size) when ax < 0."""
+    return (1, 1, math.prod(shape)) if ax < 0 else (math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1:]))
+
+
 def requantize_f32(acc_i32, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
     """y:out_dtype = clamp(rne(clamp(f32(acc)·scale, qmin − y_zp, qmax − y_zp)) + y_zp), as MLAS does.
 
@@ -41,19 +50,13 @@ def requantize_f32(acc_i32, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
     One Numba pass writes the output dtype directly.
     """
     acc = np.ascontiguousarray(acc_i32, np.int32)
-    s = np.ascontiguousarray(scale_f32, np.float32).reshape(-1)
+    s = scale_f32 if type(scale_f32) is np.ndarray and scale_f32.dtype == np.float32 and scale_f32.ndim == 1 \
+        and scale_f32.flags.c_contiguous else np.ascontiguousarray(scale_f32, np.float32).reshape(-1)
     shape = acc.shape
-    if s.size > 1 and acc.ndim:
-        ax = axis % acc.ndim
-        outer = 1
-        for v in shape[:ax]:
-            outer *= v
-        acc3 = acc.reshape(outer, shape[ax], -1)
-    else:
-        acc3 = acc.reshape(1, 1, -1)
-    y = np.empty(acc3.shape, out_dtype)
-    _requant(acc3, s, int(y_zp), int(qmin), int(qmax), y)
-    return y.reshape(shape)
+    rows = _rows3(shape, axis % acc.ndim if s.size > 1 and acc.ndim else -1)
+    y = np.empty(shape, out_dtype)
+    _requant(acc.reshape(rows), s, int(y_zp), int(qmin), int(qmax), y.reshape(rows))
+    return y
 
 
 @njit
