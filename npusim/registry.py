@@ -278,7 +278,8 @@ def _prep_matmul(node, const, K):
 
     excess = _matmul_pair_excess(node, const, K) if node.attrs.get("pair_sat16") else None
     bitserial = _bitserial_gemm(node, b_c, azp_c, bzp_c, K)
-    packed = K.pack_matmul_b(b_c, bzp_c) if b_c is not None and b_c.ndim == 2 and bzp_c is not None else None
+    packed = K.pack_matmul_b(b_c, bzp_c) if bitserial is None and b_c is not None and b_c.ndim == 2 \
+        and bzp_c is not None else None
 
     def run(a, b=None, a_zp=None, b_zp=None):
         bb = b_c if b_c is not None else b

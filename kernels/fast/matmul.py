@@ -187,18 +187,22 @@ def pack_matmul_b(b_kn, b_zp):
 
 
 def matmul_acc_packed(a, a_zp, packed):
-    """matmul_acc(a, a_zp, b, b_zp) with B and b_zp from `pack_matmul_b`. A 2-D byte `a` whose
-    differences fit int16 takes one Numba call (`_mm_packed`, the pair variant pairmadd.LANES at
-    call time); anything else goes through matmul_acc."""
+    """matmul_acc(a, a_zp, b, b_zp) with B and b_zp from `pack_matmul_b`. A byte `a` whose differences
+    fit int16 takes one Numba call (`_mm_packed` on a's rows, leading dimensions folded into M when
+    a_zp is one value; the pair variant pairmadd.LANES at call time); anything else goes through
+    matmul_acc."""
     b, bzp, col, ldc = packed
     lanes = pairmadd.LANES
-    byte = _BYTE_RANGE.get(a.dtype) if type(a) is np.ndarray and a.ndim == 2 else None
-    if byte is not None and col is not None and lanes and a.shape[1] == b.shape[0]:
+    byte = _BYTE_RANGE.get(a.dtype) if type(a) is np.ndarray and a.ndim else None
+    k, n = b.shape
+    if byte is not None and col is not None and lanes and a.shape[-1] == k:
         azp = a_zp if type(a_zp) is np.ndarray and a_zp.dtype == np.int32 and a_zp.ndim == 1 else \
             np.asarray(a_zp, np.int32).reshape(-1)
         z_lo, z_hi = (int(azp[0]),) * 2 if azp.size == 1 else (int(azp.min(initial=0)), int(azp.max(initial=0)))
-        if azp.size in (1, a.shape[0]) and max(byte[1] - z_lo, z_hi - byte[0]) <= pairmadd.I16_ABS:
-            return MM_PACKED[lanes](np.ascontiguousarray(a), azp, col, ldc, b.shape[1])
+        if (azp.size == 1 or (a.ndim == 2 and azp.size == a.shape[0])) \
+                and max(byte[1] - z_lo, z_hi - byte[0]) <= pairmadd.I16_ABS:
+            acc = MM_PACKED[lanes](np.ascontiguousarray(a).reshape(-1, k), azp, col, ldc, n)
+            return acc if a.ndim == 2 else acc.reshape(a.shape[:-1] + (n,))
     return matmul_acc(a, a_zp, b, bzp)
 
 
