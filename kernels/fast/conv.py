@@ -538,10 +538,11 @@ def conv_acc(x_nchw, x_zp, w_oihw, w_zp, bias_i32, strides, pads, dilations, gro
 
 
 @functools.lru_cache(maxsize=4096)
-def _geometry(x_shape, x_dtype, x_zp, strides, pads, dilations, group, w_shape, lanes):
+def _geometry(x_shape, x_dtype, x_zp, strides, pads, dilations, group, w_shape, lanes, dw_cl_max_ow):
     """Settled once per input shape and dtype, zero point, window and weights: (geo = (kH, kW, sH, sW,
-    dH, dW, top, left, OH, OW), output shape, path): path "depthwise", "pairs" (the pair kernel for
-    any data of x's dtype), "gemm", or "data" when the dtype does not bound |x − x_zp| (read x)."""
+    dH, dW, top, left, OH, OW), output shape, path): path "depthwise" or "depthwise_cl" (channels-last
+    up to the output widths dw_cl_max_ow, module doc), "pairs" (the pair kernel for any data of x's
+    dtype), "gemm", or "data" when the dtype does not bound |x − x_zp| (read x)."""
     m, cg, kh, kw = w_shape
     n, c, h, w = x_shape
     assert c == cg * group and m % group == 0, "channel / group mismatch"
@@ -549,7 +550,7 @@ def _geometry(x_shape, x_dtype, x_zp, strides, pads, dilations, group, w_shape, 
     geo = (kh, kw, int(strides[0]), int(strides[1]), int(dilations[0]), int(dilations[1]), int(pads[0]), int(pads[1]),
            int(oh), int(ow))
     if group == c == m:
-        return geo, (n, m, oh, ow), "depthwise"
+        return geo, (n, m, oh, ow), "depthwise_cl" if ow <= dw_cl_max_ow[geo[3] > 1] else "depthwise"
     if not lanes or oh * ow <= 1:
         return geo, (n, m, oh, ow), "gemm"
     if x_dtype not in _BYTE_RANGE:
@@ -568,10 +569,11 @@ def conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group):
     group = int(group)
     lanes = pairmadd.LANES if pairs is not None else 0
     geo, out_shape, path = _geometry(x.shape, x.dtype, zp, tuple(strides), tuple(pads), tuple(dilations), group,
-                                     w_shape, lanes)
+                                     w_shape, lanes, DW_CL_MAX_OW)
     if path == "depthwise":
-        sw, ow = geo[3], geo[9]
-        return (_conv_depthwise_cl if ow <= DW_CL_MAX_OW[sw > 1] else _conv_depthwise)(x, zp, wd, bias, *geo)
+        return _conv_depthwise(x, zp, wd, bias, *geo)
+    if path == "depthwise_cl":
+        return _conv_depthwise_cl(x, zp, wd, bias, *geo)
     if path == "data":
         x_abs = max(abs(int(x.min(initial=0)) - zp), abs(int(x.max(initial=0)) - zp))
         path = "pairs" if x_abs <= pairmadd.I16_ABS else "gemm"

@@ -56,28 +56,6 @@ def _pack_columns(b2, b_zp, col, ldc):
 
 
 @njit
-def _mm_pairs(lanes, a3, a_zp, b3, b_zp):
-    """acc:i32 (B, M, N) = (a3 (B, M, K) − a_zp[m]) · (b3 (B, K, N) − b_zp[n]), every difference within
-    int16, through pairmadd.gemm_pairs: per batch the rows of a and the columns of b packed as pair
-    words (exact, wraps)."""
-    nb, m, k = a3.shape
-    n = b3.shape[2]
-    k2 = (k + 1) // 2
-    nr = pairmadd.tile_columns(lanes)
-    ldc = -(-n // nr) * nr
-    wp = np.zeros((m + pairmadd.MR - 1) * k2, np.int32)
-    bias = np.zeros(m + pairmadd.MR - 1, np.int32)
-    col = np.empty(k2 * ldc, np.int32)
-    out = np.empty((nb, m, n), np.int32)
-    of = out.reshape(-1)
-    for i in range(nb):
-        _pack_rows(a3[i], a_zp, wp, k2)
-        _pack_columns(b3[i], b_zp, col, ldc)
-        pairmadd.gemm_pairs(lanes, col, ldc, wp, k2, bias, of, i * m * n, n, m, n, k2)
-    return out
-
-
-@njit
 def _mm_packed(lanes, a2, a_zp, col, ldc, n):
     """acc:i32 (M, N) = (a2 (M, K) − a_zp) · B with B's columns packed by `_pack_columns` (exact, wraps)."""
     m, k = a2.shape
@@ -87,6 +65,22 @@ def _mm_packed(lanes, a2, a_zp, col, ldc, n):
     out = np.empty((m, n), np.int32)
     pairmadd.gemm_pairs(lanes, col, ldc, wp, k2, np.zeros(m + pairmadd.MR - 1, np.int32), out.reshape(-1), 0, n,
                         m, n, k2)
+    return out
+
+
+@njit
+def _mm_pairs(lanes, a3, a_zp, b3, b_zp):
+    """acc:i32 (B, M, N) = (a3 (B, M, K) − a_zp[m]) · (b3 (B, K, N) − b_zp[n]), every difference within
+    int16: per batch the columns of b packed as pair words, then `_mm_packed` (exact, wraps)."""
+    nb, m, k = a3.shape
+    n = b3.shape[2]
+    nr = pairmadd.tile_columns(lanes)
+    ldc = -(-n // nr) * nr
+    col = np.empty((k + 1) // 2 * ldc, np.int32)
+    out = np.empty((nb, m, n), np.int32)
+    for i in range(nb):
+        _pack_columns(b3[i], b_zp, col, ldc)
+        out[i] = _mm_packed(lanes, a3[i], a_zp, col, ldc, n)
     return out
 
 
