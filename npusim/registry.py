@@ -42,6 +42,22 @@ class OpDef:
     pair_excess: Callable | None = None  # (node, const, K) -> fn(*inputs) -> (excess, count), see npusim.ortisa
 
 
+class PerShape(dict):
+    """Kernels settled for one input shape and dtype each: per_shape[shape, dtype] is
+    bind(shape, dtype), called at the first run of that shape (a model's shapes follow from its
+    input shapes, so a session binds each node once per input shape) and kept; a bind that raises
+    (a shape the node refuses) keeps nothing."""
+    __slots__ = ("bind",)
+
+    def __init__(self, bind):
+        super().__init__()
+        self.bind = bind
+
+    def __missing__(self, key):
+        f = self[key] = self.bind(*key)
+        return f
+
+
 def _zp(const, name, default=0):
     if not name:
         return default
@@ -159,9 +175,9 @@ def _prep_conv(node, const, K):
     _check_channels("input zero point", 1 if xzp_c is None else np.size(xzp_c), 1, xzp_name)
     _check_channels("weight zero point", m if wzp_c is None else np.size(wzp_c), m, wzp_name)
 
-    def check_x(x):
-        if x.ndim != w4.ndim - one_d or x.shape[1] != c_in:
-            raise NpusimError(f"input {x_name!r} has shape {x.shape}, expected {c_in} channels in dimension 1 "
+    def check_x(shape):
+        if len(shape) != w4.ndim - one_d or shape[1] != c_in:
+            raise NpusimError(f"input {x_name!r} has shape {shape}, expected {c_in} channels in dimension 1 "
                               f"(weight {w_name!r}: {w4.shape[1]} per group x group={group}) and rank "
                               f"{w4.ndim - one_d}")
     xz_fixed = None if xzp_c is None else _scalar(xzp_c)
@@ -183,15 +199,26 @@ def _prep_conv(node, const, K):
         packed = K.pack_bitserial_weights(w4, *a["w_bits"], wzp_vec(wzp_c), bias)
 
         def run_bitserial(x, *_):
-            check_x(x)
+            check_x(x.shape)
             x4 = x[:, :, None, :] if one_d else x
             s, p, d = window(x4.shape[2:])
             return finish(K.bitserial_conv_acc(x4, xz_fixed, xb, xs, packed, s, p, d, group), x, None)
         return run_bitserial
     packed = None if wzp_c is None else K.pack_conv_weights(w4, wzp_vec(wzp_c), bias)
+    if packed is not None and xz_fixed is not None and excess is None:
+        def bind(shape, dtype):
+            check_x(shape)
+            shape4 = shape[:2] + (1,) + shape[2:] if one_d else shape
+            acc = K.conv_acc_packed_for(shape4, dtype, xz_fixed, packed, *window(shape4[2:]), group)
+            return (lambda x: acc(x[:, :, None, :])[:, :, 0, :]) if one_d else acc
+        per_shape = PerShape(bind)
+
+        def run_bound(x, w_in=None, b_in=None, x_zp=None, w_zp=None):
+            return (per_shape[x.shape, x.dtype](x),)
+        return run_bound
 
     def run(x, w_in=None, b_in=None, x_zp=None, w_zp=None):
-        check_x(x)
+        check_x(x.shape)
         x4 = x[:, :, None, :] if one_d else x
         s, p, d = window(x4.shape[2:])
         xz = xz_fixed if xz_fixed is not None else _scalar(x_zp)
@@ -251,12 +278,16 @@ def _prep_requantize(node, const, K):
         raise NpusimError(f"node {node.name!r}: multiplier x_scale·w_scale/y_scale must be finite and > 0, got "
                           f"{np.array2string(mult, threshold=6)} (a zero or non-finite scale)")
 
-    def run(acc):
-        ax = axis % max(acc.ndim, 1)
-        if mult.size != 1 and (acc.ndim == 0 or acc.shape[ax] != mult.size):
+    def bind(shape, dtype):
+        ax = axis % max(len(shape), 1)
+        if mult.size != 1 and (not shape or shape[ax] != mult.size):
             raise NpusimError(f"node {node.name!r}: {mult.size} per-channel multipliers (scales), but the "
-                              f"accumulator {node.inputs[0]!r} has shape {acc.shape} (axis {axis})")
-        return (K.requantize_f32(acc, mult, ax, y_zp, qmin, qmax, dt),)
+                              f"accumulator {node.inputs[0]!r} has shape {shape} (axis {axis})")
+        return K.requantize_f32_for(shape, mult, ax, y_zp, qmin, qmax, dt)
+    per_shape = PerShape(bind)
+
+    def run(acc):
+        return (per_shape[acc.shape, acc.dtype](acc),)
     return run
 
 
@@ -280,6 +311,18 @@ def _prep_matmul(node, const, K):
     bitserial = _bitserial_gemm(node, b_c, azp_c, bzp_c, K)
     packed = K.pack_matmul_b(b_c, bzp_c) if bitserial is None and b_c is not None and b_c.ndim == 2 \
         and bzp_c is not None else None
+
+    if packed is not None and azp_c is not None and excess is None:
+        def bind(shape, dtype):
+            if not shape or shape[-1] != b_c.shape[0]:
+                raise NpusimError(f"inputs {a_name!r} {shape} and {b_name!r} {b_c.shape}: the inner dimensions "
+                                  f"differ (A is (..., M, K), B is (..., K, N))")
+            return K.matmul_acc_packed_for(shape, dtype, azp_c, packed)
+        per_shape = PerShape(bind)
+
+        def run_bound(a, b=None, a_zp=None, b_zp=None):
+            return (per_shape[a.shape, a.dtype](a),)
+        return run_bound
 
     def run(a, b=None, a_zp=None, b_zp=None):
         bb = b_c if b_c is not None else b
@@ -321,13 +364,18 @@ def _prep_gemm(node, const, K):
     bitserial = _bitserial_gemm(node, b, az, bz, K)
     packed, az_rows = K.pack_matmul_b(b, bz), az.reshape(-1)
 
-    def run(a, *_):
-        if a.ndim != 2 or a.shape[0 if trans_a else 1] != k:
-            raise NpusimError(f"input A {a_name!r} has shape {a.shape}, expected 2-D with K = {k} in dimension "
+    def bind(shape, dtype):
+        if len(shape) != 2 or shape[0 if trans_a else 1] != k:
+            raise NpusimError(f"input A {a_name!r} has shape {shape}, expected 2-D with K = {k} in dimension "
                               f"{0 if trans_a else 1} (transA={trans_a}; B {b_name!r} is K x N = {k} x {n} after "
                               f"transB={trans_b})")
+        return bitserial or K.matmul_acc_packed_for(shape[::-1] if trans_a else shape, dtype, az_rows, packed)
+    per_shape = PerShape(bind)
+
+    def run(a, *_):
+        product = per_shape[a.shape, a.dtype]
         a = np.ascontiguousarray(a.T) if trans_a else a
-        acc = bitserial(a) if bitserial is not None else K.matmul_acc_packed(a, az_rows, packed)
+        acc = product(a)
         if saturate:  # onnxruntime's int16 pair saturation (npusim.ortisa), on the operands as multiplied
             e, saturated = K.matmul_pair_excess(a, b)
             if saturated:
@@ -357,12 +405,13 @@ def _matmul_macs(node, ins, outs):
 def _prep_binary(name):
     def prepare(node, const, K):
         a = node.attrs
-        fn = getattr(K, name)
+        bind = getattr(K, name + "_for")
         args = (np.float32(a["a_scale"]), int(a["a_zp"]), np.float32(a["b_scale"]), int(a["b_zp"]),
                 np.float32(a["y_scale"]), int(a["y_zp"]), int(a["qmin"]), int(a["qmax"]), storage(a["dtype"]))
+        per_shape = PerShape(lambda x_shape, y_shape: bind(x_shape, args[0], args[1], y_shape, *args[2:]))
 
         def run(x, y):
-            return (fn(x, args[0], args[1], y, *args[2:]),)
+            return (per_shape[x.shape, y.shape](x, y),)
         return run
     return prepare
 
@@ -376,11 +425,15 @@ def _prep_gap(node, const, K):
     q = _qparams(node.attrs)
     last = int(node.attrs.get("channels_last", 0))
 
-    def run(x):
-        if last:
+    if last:
+        def run_last(x):
             xt = np.moveaxis(x, -1, 1)
             return (np.moveaxis(K.qlinear_global_avgpool(np.ascontiguousarray(xt), *q), 1, -1),)
-        return (K.qlinear_global_avgpool(x, *q),)
+        return run_last
+    per_shape = PerShape(lambda shape, dtype: K.qlinear_global_avgpool_for(shape, *q))
+
+    def run(x):
+        return (per_shape[x.shape, x.dtype](x),)
     return run
 
 
@@ -402,9 +455,10 @@ def _prep_maxpool(node, const, K):
     window = plan_window(a, k)
     ceil_mode = int(a["ceil_mode"])
 
+    per_shape = PerShape(lambda shape, dtype: K.maxpool_for(shape, dtype, k, *window(shape[2:]), ceil_mode))
+
     def run(x):
-        s, p, d = window(x.shape[2:])
-        return (K.maxpool(x, k, s, p, d, ceil_mode),)
+        return (per_shape[x.shape, x.dtype](x),)
     return run
 
 
@@ -447,9 +501,11 @@ def _prep_quantize(node, const, K):
     scale, zp = a["scale"], a["zp"].astype(dt)
     axis, block, qmin, qmax = int(a["axis"]), int(a["block_size"]) or None, int(a["qmin"]), int(a["qmax"])
 
+    per_shape = PerShape(lambda shape, dtype: K.quantize_linear_for(
+        shape, scale, zp, axis % max(len(shape), 1) if scale.size > 1 else None, block, qmin, qmax, dt))
+
     def run(x):
-        return (K.quantize_linear(x, scale, zp, axis % max(x.ndim, 1) if scale.size > 1 else None, block, qmin, qmax,
-                                  dt),)
+        return (per_shape[x.shape, x.dtype](x),)
     return run
 
 
@@ -458,13 +514,12 @@ def _prep_dequantize(node, const, K):
     scale, zp = a["scale"], a["zp"]
     out_dtype = storage(a.get("dtype", "f32"))  # no "dtype" (QONNX imports, older IR files): float32
     axis, block = int(a["axis"]), int(a["block_size"]) or None
-    zp_as = {}  # the zero point in each input dtype seen
+    per_shape = PerShape(lambda shape, dtype: K.dequantize_linear_for(
+        shape, dtype, scale, zp.astype(dtype), axis % max(len(shape), 1) if scale.size > 1 else None, block,
+        out_dtype))
 
     def run(x):
-        z = zp_as.get(x.dtype)
-        if z is None:
-            z = zp_as[x.dtype] = zp.astype(x.dtype)
-        return (K.dequantize_linear(x, scale, z, axis % max(x.ndim, 1) if scale.size > 1 else None, block, out_dtype),)
+        return (per_shape[x.shape, x.dtype](x),)
     return run
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import linecache
+import operator
 from collections import Counter
 import functools
 import os
@@ -189,6 +190,8 @@ class InferenceSession:
         if self._sess_options.enable_profiling:
             self._profiler = ortcompat.Profiler(self._sess_options.profile_file_prefix)
             self._steps = [replace(s, run=self._profiler.timed(s.run, s.node)) for s in steps]
+        self._plan = [_planned(s) for s in self._steps]
+        self._thread_users = _thread_users(g, kernels)
 
     def _prepare(self, node, const, K):
         try:
@@ -294,22 +297,36 @@ class InferenceSession:
         instead of npusim's own values (run_all's)."""
         if not self._feeds_ok(feeds):
             feeds = check_feeds(self.graph, feeds)
-        values = list(self._base)
+        values = self._base.copy()
         for name, i in self._input_slots:
             values[i] = feeds[name]
-        with thread_limit(self.threads):
-            for step in self._steps:
-                args = [given.get(i, values[i]) for i in step.inputs] if given else [values[i] for i in step.inputs]
-                try:
-                    outs = step.run(*args)
-                except NpusimError as e:
-                    n = step.node
-                    raise e if n.name in str(e) or (n.source and n.source in str(e)) else \
-                        NpusimError(f"node {n.source or n.name!r} ({n.op}): {e}") from None
-                except Exception as e:  # a failure no check at the door foresaw: a bug to report, named by node
-                    raise _node_error(step.node, e, "failed", args) from None
-                for i, v in zip(step.outputs, outs):
-                    values[i] = v
+        step = None
+        try:
+            with thread_limit(self.threads, *self._thread_users):
+                if given:
+                    for step in self._steps:
+                        outs = step.run(*[given.get(i, values[i]) for i in step.inputs])
+                        for i, v in zip(step.outputs, outs):
+                            values[i] = v
+                else:
+                    for step, run, take, first, outputs, output in self._plan:
+                        outs = run(*take(values)) if take else run(values[first])
+                        if outputs:
+                            for i, v in zip(outputs, outs):
+                                values[i] = v
+                        else:
+                            values[output] = outs[0]
+        except NpusimError as e:
+            if step is None:
+                raise
+            n = step.node
+            raise e if n.name in str(e) or (n.source and n.source in str(e)) else \
+                NpusimError(f"node {n.source or n.name!r} ({n.op}): {e}") from None
+        except Exception as e:  # a failure no check at the door foresaw: a bug to report, named by node
+            if step is None:
+                raise
+            raise _node_error(step.node, e, "failed", [(given or {}).get(i, values[i]) for i in step.inputs]) \
+                from None
         return values
 
     def _feeds_ok(self, feeds) -> bool:
@@ -342,27 +359,30 @@ def _blas_controllers() -> tuple:
 
 
 class thread_limit:
-    """At most `threads` threads in the Numba kernels and in BLAS while inside (None: no limit);
-    the caller's counts are put back on exit (Numba's is per calling thread). A count already
-    at the limit is left alone: a run costs a few reads when nothing changes."""
-    __slots__ = ("threads", "saved")
+    """At most `threads` threads in the Numba kernels (numba=True) and in BLAS (blas=True) while
+    inside (None: no limit); the caller's counts are put back on exit (Numba's is per calling
+    thread). A count already at the limit is left alone: a run costs a few reads when nothing
+    changes (each read about 0.5-1 µs, each change 1-1.5 µs, and a change is put back on exit)."""
+    __slots__ = ("threads", "numba", "blas", "saved")
 
-    def __init__(self, threads: int | None):
+    def __init__(self, threads: int | None, numba: bool = True, blas: bool = True):
         self.threads = int(threads) if threads else 0
+        self.numba, self.blas = numba, blas
         self.saved = ()
 
     def __enter__(self):
         if not self.threads:
             return self
-        import numba
-
         saved = []
-        n = min(self.threads, numba.config.NUMBA_NUM_THREADS)
-        before = numba.get_num_threads()
-        if before != n:
-            numba.set_num_threads(n)
-            saved.append((numba.set_num_threads, before))
-        for lib in _blas_controllers():
+        if self.numba:
+            import numba
+
+            n = min(self.threads, numba.config.NUMBA_NUM_THREADS)
+            before = numba.get_num_threads()
+            if before != n:
+                numba.set_num_threads(n)
+                saved.append((numba.set_num_threads, before))
+        for lib in _blas_controllers() if self.blas else ():
             before = lib.get_num_threads()
             if before != self.threads:
                 lib.set_num_threads(self.threads)
@@ -374,6 +394,35 @@ class thread_limit:
         for put_back, count in self.saved:
             put_back(count)
         self.saved = ()
+
+
+def _thread_users(g: ir.Graph, kernels: str) -> tuple[bool, bool]:
+    """(numba, blas): whether an inference of `g` runs code whose thread count Numba's setting or
+    BLAS's sets, so that a run limits only those (a limit that changes a count costs ~3 µs with
+    putting it back, a large part of a small model's run). Numba's count bounds its parallel
+    (prange) kernels, all of them bit-serial (kernels/fast/bitserial.py; tests/test_threads.py
+    checks that no other fast module is parallel): a conv, matmul or gemm of engine "bitserial".
+    BLAS runs the float32 chunks of a matmul or gemm with an operand wider than 8 bits
+    (kernels/fast/matmul.py) and NumPy's matmuls in the golden kernels. Host islands have their own
+    onnxruntime threads, set at plan time."""
+    if kernels != "fast":
+        return True, True
+    products = [n for n in g.nodes if n.op in ("conv", "matmul", "gemm")]
+    numba = any(n.attrs.get("engine") == "bitserial" for n in products)
+    blas = any(n.op != "conv" and any(i not in g.tensors or ir.bits(g.tensors[i].dtype) > 8 for i in n.inputs[:2])
+               for n in products)
+    return numba, blas
+
+
+def _planned(step: Step) -> tuple:
+    """(step, run, take, first, outputs, output): the step as _execute's loop reads it, with the
+    fewest Python operations per step: its inputs taken from the slots by one itemgetter call
+    (take, when it has several, or none: the slot `first`), its outputs stored by zip when it has
+    several (outputs), or as `output`."""
+    ins, outs = step.inputs, step.outputs
+    take = operator.itemgetter(*ins) if len(ins) > 1 else (lambda values: ()) if not ins else None
+    return (step, step.run, take, ins[0] if len(ins) == 1 else None, outs if len(outs) > 1 else None,
+            outs[0] if len(outs) == 1 else None)
 
 
 def _check_arity(node: ir.Node, run) -> None:

@@ -1,6 +1,7 @@
 """`threads` bounds every thread an inference uses: Numba's kernels, BLAS, and the host islands'
 onnxruntime; outside a run the caller's settings are back."""
 import ast
+import pathlib
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import npusim
+import npusim_kernels
 import npusim_models as zoo
 from npusim.session import thread_limit
 
@@ -31,20 +33,27 @@ def test_thread_limit_bounds_numba_and_blas_and_restores_them():
         assert numba.get_num_threads() == before_numba
 
 
-def test_session_threads_bound_every_kernel_call_and_host_island(monkeypatch):
-    """threads=1: every kernel call, at plan time (weight packing) and at run time, sees one
-    Numba thread and one BLAS thread; every host island's onnxruntime session one intra-op
-    thread; the caller's counts are back after; the results equal those of threads=2."""
-    seen, islands = [], []
-    real_kernels, real_ort = npusim.session.kernel_set, onnxruntime.InferenceSession
+def spying_kernels(seen, real_kernels):
+    """kernel_set with every kernel, and every kernel a `*_for` binder returns, recording
+    (name, Numba's thread count, BLAS's counts...) at each call."""
+    def spy(name, f):
+        def call(*args, **kwargs):
+            seen.append((name, numba.get_num_threads(), *blas_threads()))
+            out = f(*args, **kwargs)
+            return spy(name + "()", out) if name.endswith("_for") else out
+        return call
 
-    def spying_kernels(name):
-        def spy(f):
-            def call(*args, **kwargs):
-                seen.append((f.__name__, numba.get_num_threads(), *blas_threads()))
-                return f(*args, **kwargs)
-            return call
-        return SimpleNamespace(**{k: spy(v) for k, v in vars(real_kernels(name)).items()})
+    return lambda name: SimpleNamespace(**{k: spy(k, v) for k, v in vars(real_kernels(name)).items()})
+
+
+def test_session_threads_bound_every_kernel_call_and_host_island(monkeypatch):
+    """threads=1: every kernel call at plan time (weight packing) sees one Numba thread and one BLAS
+    thread; every host island's onnxruntime session one intra-op thread; the caller's counts are
+    back after; the results equal those of threads=2. At run time a session limits only what its
+    kernels use: this model has no parallel (bit-serial) kernel and no BLAS product, so its runs
+    leave the counts alone (test below for a bit-serial plan)."""
+    seen, islands = [], []
+    real_ort = onnxruntime.InferenceSession
 
     def spying_ort(model, so=None, *args, **kwargs):
         islands.append((model, so.intra_op_num_threads if so else 0))
@@ -54,20 +63,46 @@ def test_session_threads_bound_every_kernel_call_and_host_island(monkeypatch):
         models = [n.attrs["model"] for n in session.graph.nodes if n.op == "host"]
         return [t for m, t in islands if any(m is h for h in models)]
 
-    monkeypatch.setattr(npusim.session, "kernel_set", spying_kernels)
+    monkeypatch.setattr(npusim.session, "kernel_set", spying_kernels(seen, npusim.session.kernel_set))
     monkeypatch.setattr(onnxruntime, "InferenceSession", spying_ort)
     name = "digits_qdq_pc_s8"  # integer kernels and two host islands (float convs)
     feeds = zoo.sample_inputs(name, 1, seed=1)[0]
     before = (numba.get_num_threads(), *blas_threads())
     one = npusim.InferenceSession(zoo.path(name), threads=1)
+    assert "pack_conv_weights" in {f for f, *_ in seen}
+    assert {tuple(counts) for _, *counts in seen} == {(1,) * len(before)}
+    del seen[:]
     y1 = one.run(None, feeds)[0]
     assert island_threads(one) == [1, 1]
-    assert {"pack_conv_weights", "conv_acc_packed"} <= {f for f, *_ in seen}
-    assert {tuple(counts) for _, *counts in seen} == {(1,) * len(before)}
+    assert {"conv_acc_packed_for", "conv_acc_packed_for()"} <= {f for f, *_ in seen}
+    assert {tuple(counts) for _, *counts in seen} == {before}
     assert (numba.get_num_threads(), *blas_threads()) == before
     two = npusim.InferenceSession(zoo.path(name), threads=2)
     np.testing.assert_array_equal(y1, two.run(None, feeds)[0])
     assert island_threads(two) == [2, 2]
+
+
+def test_bitserial_runs_see_the_thread_limit(monkeypatch):
+    """A plan with parallel (bit-serial) kernels limits Numba's threads in every run, and puts the
+    caller's count back after."""
+    seen = []
+    monkeypatch.setattr(npusim.session, "kernel_set", spying_kernels(seen, npusim.session.kernel_set))
+    name = "digits_qop_pc_u8"
+    sess = npusim.InferenceSession(zoo.path(name), threads=1, engine="bitserial")
+    before = numba.get_num_threads()
+    del seen[:]
+    sess.run(None, zoo.sample_inputs(name, 1, seed=1)[0])
+    assert "bitserial_conv_acc" in {f for f, *_ in seen}
+    assert {n for _, n, *_ in seen} == {1}
+    assert numba.get_num_threads() == before
+
+
+def test_parallel_kernels_are_bitserial_only():
+    """npusim.session limits Numba's threads only for plans with a bit-serial kernel (_thread_users):
+    a parallel kernel in another module would run unbounded."""
+    root = pathlib.Path(npusim_kernels.__file__).parent / "fast"
+    parallel = {p.name for p in root.glob("*.py") if "parallel=True" in p.read_text()}
+    assert parallel == {"bitserial.py"}, parallel
 
 
 def test_blas_of_the_kernels_bounded_when_the_first_limit_precedes_it():

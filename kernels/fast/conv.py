@@ -561,25 +561,37 @@ def _geometry(x_shape, x_dtype, x_zp, strides, pads, dilations, group, w_shape, 
 
 def conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group):
     """conv_acc with weights, weight zero points and bias from `pack_conv_weights`; the pair variant
-    is pairmadd.LANES at call time (tests set it to run each one). The geometry and the path are
-    settled once per input shape (`_geometry`)."""
-    wd, w_abs, bias, w_shape, pairs = packed
+    is pairmadd.LANES at call time (tests set it to run each one)."""
     x = np.ascontiguousarray(x_nchw)
+    return conv_acc_packed_for(x.shape, x.dtype, x_zp, packed, strides, pads, dilations, group)(x)
+
+
+def conv_acc_packed_for(x_shape, x_dtype, x_zp, packed, strides, pads, dilations, group):
+    """-> acc(x_nchw): conv_acc_packed of inputs of this shape and dtype, with the geometry, the
+    path and the pair variant (pairmadd.LANES now) settled here, once (a session binds one per input
+    shape): each call is one Numba call on x and precomputed arguments, and the output reshape."""
+    wd, w_abs, bias, w_shape, pairs = packed
     zp = int(x_zp)
     group = int(group)
     lanes = pairmadd.LANES if pairs is not None else 0
-    geo, out_shape, path = _geometry(x.shape, x.dtype, zp, tuple(strides), tuple(pads), tuple(dilations), group,
-                                     w_shape, lanes, DW_CL_MAX_OW)
-    if path == "depthwise":
-        return _conv_depthwise(x, zp, wd, bias, *geo)
-    if path == "depthwise_cl":
-        return _conv_depthwise_cl(x, zp, wd, bias, *geo)
-    if path == "data":
-        x_abs = max(abs(int(x.min(initial=0)) - zp), abs(int(x.max(initial=0)) - zp))
-        path = "pairs" if x_abs <= pairmadd.I16_ABS else "gemm"
+    geo, out_shape, path = _geometry(tuple(x_shape), np.dtype(x_dtype), zp, tuple(strides), tuple(pads),
+                                     tuple(dilations), group, w_shape, lanes, DW_CL_MAX_OW)
+    if path in ("depthwise", "depthwise_cl"):
+        core = _conv_depthwise if path == "depthwise" else _conv_depthwise_cl
+        rest = (zp, wd, bias) + geo
+        return lambda x: core(np.ascontiguousarray(x), *rest)
+    pair_args = (zp, pairs[0], pairs[1], w_shape[0], w_shape[1] * w_shape[2] * w_shape[3], group) + geo \
+        if lanes else None
+    gemm_args = (zp, wd, bias, group) + geo
     if path == "pairs":
-        acc = CONV_PAIRS[lanes](x, zp, pairs[0], pairs[1], w_shape[0], w_shape[1] * w_shape[2] * w_shape[3], group,
-                                *geo)
-    else:
-        acc = _conv_gemm_i32(x, zp, wd, bias, group, *geo)
-    return acc.reshape(out_shape)
+        pair_core = CONV_PAIRS[lanes]
+        return lambda x: pair_core(np.ascontiguousarray(x), *pair_args).reshape(out_shape)
+    if path == "gemm":
+        return lambda x: _conv_gemm_i32(np.ascontiguousarray(x), *gemm_args).reshape(out_shape)
+
+    def run_data(x):  # the data bounds |x − x_zp|: read it
+        x = np.ascontiguousarray(x)
+        x_abs = max(abs(int(x.min(initial=0)) - zp), abs(int(x.max(initial=0)) - zp))
+        acc = CONV_PAIRS[lanes](x, *pair_args) if x_abs <= pairmadd.I16_ABS else _conv_gemm_i32(x, *gemm_args)
+        return acc.reshape(out_shape)
+    return run_data

@@ -143,20 +143,33 @@ def _layout(a_shape, b_shape):
     return out, int(np.prod(out, dtype=np.int64)) // max(n, 1), n, shapes[0], shapes[1], a_scalar
 
 
+def _binary_for(op, a_shape, b_shape, p, out_dtype):
+    """-> y(a, b) of operands of these shapes: the output shape, the rows view and MLAS's operand
+    order settled once; each call allocates y and makes one Numba call (operands of a layout
+    _binary_core cannot index are broadcast and copied first)."""
+    lay = _layout(tuple(a_shape), tuple(b_shape))
+    copy = lay is None
+    if copy:
+        lay = _layout(*(tuple(np.broadcast_shapes(tuple(a_shape), tuple(b_shape))),) * 2)
+    shape, rows, n, a2, b2, a_scalar = lay
+    swap = a_scalar and op == _ADD  # v = fma(b, r_b, fma(a, r_a, k))
+    if swap:
+        p = p[[1, 0, 2, 3, 4, 5]]
+
+    def run(a, b):
+        out = np.empty(shape, out_dtype)
+        if copy:
+            a, b = (np.ascontiguousarray(v) for v in np.broadcast_arrays(a, b))
+        if rows * n:
+            x, y = (b.reshape(b2), a.reshape(a2)) if swap else (a.reshape(a2), b.reshape(b2))
+            _binary_core(op, x, y, p, out.reshape(rows, n))
+        return out
+    return run
+
+
 def _binary(op, a, b, p, out_dtype):
     a, b = np.asarray(a), np.asarray(b)
-    lay = _layout(a.shape, b.shape)
-    if lay is None:
-        a, b = (np.ascontiguousarray(v) for v in np.broadcast_arrays(a, b))
-        lay = _layout(a.shape, b.shape)
-    shape, rows, n, a2, b2, a_scalar = lay
-    out = np.empty(shape, out_dtype)
-    if out.size:
-        x, y = a.reshape(a2), b.reshape(b2)
-        if a_scalar and op == _ADD:  # v = fma(b, r_b, fma(a, r_a, k))
-            x, y, p = y, x, p[[1, 0, 2, 3, 4, 5]]
-        _binary_core(op, x, y, p, out.reshape(rows, n))
-    return out
+    return _binary_for(op, a.shape, b.shape, p, out_dtype)(a, b)
 
 
 def _params(p0, p1, p2, p3, qmin, qmax):
@@ -182,11 +195,23 @@ def _mul_params(a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, qmin, qmax):
 def qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, qmin, qmax, out_dtype):
     """QLinearAdd; formula, dtypes and rounding as golden.eltwise.qlinear_add: r_a, r_b, k there;
     v = fma(a, r_a, fma(b, r_b, k)), or fma(b, r_b, fma(a, r_a, k)) in MLAS's 'a_scalar' mode."""
+    a, b = np.asarray(a), np.asarray(b)
+    return qlinear_add_for(a.shape, a_scale, a_zp, b.shape, b_scale, b_zp, y_scale, y_zp, qmin, qmax, out_dtype)(a, b)
+
+
+def qlinear_add_for(a_shape, a_scale, a_zp, b_shape, b_scale, b_zp, y_scale, y_zp, qmin, qmax, out_dtype):
+    """-> y(a, b): qlinear_add of operands of these shapes, parameters and layout settled once."""
     p = _add_params(F32(a_scale), int(a_zp), F32(b_scale), int(b_zp), F32(y_scale), int(y_zp), int(qmin), int(qmax))
-    return _binary(_ADD, a, b, p, out_dtype)
+    return _binary_for(_ADD, a_shape, b_shape, p, out_dtype)
 
 
 def qlinear_mul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, qmin, qmax, out_dtype):
     """QLinearMul; formula, dtypes and rounding as golden.eltwise.qlinear_mul."""
+    a, b = np.asarray(a), np.asarray(b)
+    return qlinear_mul_for(a.shape, a_scale, a_zp, b.shape, b_scale, b_zp, y_scale, y_zp, qmin, qmax, out_dtype)(a, b)
+
+
+def qlinear_mul_for(a_shape, a_scale, a_zp, b_shape, b_scale, b_zp, y_scale, y_zp, qmin, qmax, out_dtype):
+    """-> y(a, b): qlinear_mul of operands of these shapes, parameters and layout settled once."""
     p = _mul_params(F32(a_scale), int(a_zp), F32(b_scale), int(b_zp), F32(y_scale), int(y_zp), int(qmin), int(qmax))
-    return _binary(_MUL, a, b, p, out_dtype)
+    return _binary_for(_MUL, a_shape, b_shape, p, out_dtype)

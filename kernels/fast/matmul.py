@@ -185,19 +185,27 @@ def matmul_acc_packed(a, a_zp, packed):
     fit int16 takes one Numba call (`_mm_packed` on a's rows, leading dimensions folded into M when
     a_zp is one value; the pair variant pairmadd.LANES at call time); anything else goes through
     matmul_acc."""
+    a = np.asarray(a)
+    return matmul_acc_packed_for(a.shape, a.dtype, a_zp, packed)(a)
+
+
+def matmul_acc_packed_for(a_shape, a_dtype, a_zp, packed):
+    """-> acc(a): matmul_acc_packed of A of this shape and dtype, the path, the pair variant
+    (pairmadd.LANES now) and the rows view settled once (a session binds one per input shape)."""
     b, bzp, col, ldc = packed
     lanes = pairmadd.LANES
-    byte = _BYTE_RANGE.get(a.dtype) if type(a) is np.ndarray and a.ndim else None
+    a_shape = tuple(a_shape)
+    byte = _BYTE_RANGE.get(np.dtype(a_dtype)) if a_shape else None
     k, n = b.shape
-    if byte is not None and col is not None and lanes and a.shape[-1] == k:
+    if byte is not None and col is not None and lanes and a_shape[-1] == k:
         azp = a_zp if type(a_zp) is np.ndarray and a_zp.dtype == np.int32 and a_zp.ndim == 1 else \
             np.asarray(a_zp, np.int32).reshape(-1)
         z_lo, z_hi = (int(azp[0]),) * 2 if azp.size == 1 else (int(azp.min(initial=0)), int(azp.max(initial=0)))
-        if (azp.size == 1 or (a.ndim == 2 and azp.size == a.shape[0])) \
+        if (azp.size == 1 or (len(a_shape) == 2 and azp.size == a_shape[0])) \
                 and max(byte[1] - z_lo, z_hi - byte[0]) <= pairmadd.I16_ABS:
-            acc = MM_PACKED[lanes](np.ascontiguousarray(a).reshape(-1, k), azp, col, ldc, n)
-            return acc if a.ndim == 2 else acc.reshape(a.shape[:-1] + (n,))
-    return matmul_acc(a, a_zp, b, bzp)
+            core, out_shape = MM_PACKED[lanes], a_shape[:-1] + (n,)
+            return lambda a: core(np.ascontiguousarray(a).reshape(-1, k), azp, col, ldc, n).reshape(out_shape)
+    return lambda a: matmul_acc(a, a_zp, b, bzp)
 
 
 def add_bias_i32(acc_i32, bias_i32):

@@ -37,12 +37,21 @@ def _gap_params(x_scale, y_scale, hw, y_zp, qmin, qmax):
 def qlinear_global_avgpool(x_nchw, x_scale, x_zp, y_scale, y_zp, qmin, qmax, out_dtype):
     """QLinearGlobalAveragePool; formula as golden.pool.qlinear_global_avgpool."""
     x = np.ascontiguousarray(x_nchw)
-    n, c = x.shape[:2]
-    hw = math.prod(x.shape[2:])
+    return qlinear_global_avgpool_for(x.shape, x_scale, x_zp, y_scale, y_zp, qmin, qmax, out_dtype)(x)
+
+
+def qlinear_global_avgpool_for(x_shape, x_scale, x_zp, y_scale, y_zp, qmin, qmax, out_dtype):
+    """-> y(x_nchw): qlinear_global_avgpool of inputs of this shape, parameters and views settled once."""
+    n, c = x_shape[:2]
+    hw = math.prod(x_shape[2:])
     p = _gap_params(F32(x_scale), F32(y_scale), hw, int(y_zp), int(qmin), int(qmax))
-    out = np.empty((n, c) + (1,) * (x.ndim - 2), out_dtype)
-    _gap_core(x.reshape(n * c, hw), int(x_zp), p, int(y_zp), out.reshape(n * c))
-    return out
+    out_shape, rows, zps = (n, c) + (1,) * (len(x_shape) - 2), (n * c, hw), (int(x_zp), p, int(y_zp))
+
+    def run(x_nchw):
+        out = np.empty(out_shape, out_dtype)
+        _gap_core(np.ascontiguousarray(x_nchw).reshape(rows), *zps, out.reshape(n * c))
+        return out
+    return run
 
 
 def pool_out_size(in_size, kernel, stride, pb, pe, dilation, ceil_mode):
@@ -144,8 +153,17 @@ def maxpool(x_nchw, kernel, strides, pads, dilations, ceil_mode):
     """ONNX MaxPool on integers; padded cells never win; output dtype = input dtype. The geometry is
     settled once per input shape and window (`_geometry`)."""
     x = np.asarray(x_nchw)
-    shape3, k, st, pb, dl, out3, out_shape = _geometry(x.shape, tuple(kernel), tuple(strides), tuple(pads),
+    return maxpool_for(x.shape, x.dtype, kernel, strides, pads, dilations, ceil_mode)(x)
+
+
+def maxpool_for(x_shape, x_dtype, kernel, strides, pads, dilations, ceil_mode):
+    """-> y(x_nchw): maxpool of inputs of this shape and dtype, the geometry settled once."""
+    shape3, k, st, pb, dl, out3, out_shape = _geometry(tuple(x_shape), tuple(kernel), tuple(strides), tuple(pads),
                                                        tuple(dilations), bool(ceil_mode))
-    out = np.empty(out3, x.dtype)
-    _max_core(np.ascontiguousarray(x).reshape(shape3), k, st, pb, dl, out)
-    return out.reshape(out_shape)
+    window = (k, st, pb, dl)
+
+    def run(x_nchw):
+        out = np.empty(out3, x_dtype)
+        _max_core(np.ascontiguousarray(x_nchw).reshape(shape3), *window, out)
+        return out.reshape(out_shape)
+    return run

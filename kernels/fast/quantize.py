@@ -15,22 +15,22 @@ def _as(v, dtype):
     return v if type(v) is np.ndarray and v.dtype == dtype else np.asarray(v).astype(dtype)
 
 
-def _rows(x, param, zp, axis, block_size, zp_dtype):
-    """x as (outer, C, inner) and the scale / zero point as (C,) or (1,) arrays (row (a, c) uses
-    entry c, or 0): per tensor (1, 1, n), per axis (prod(shape[:axis]), shape[axis], rest);
-    blocked parameters are expanded to x's shape, x seen as (1, n, 1)."""
+def _rows(shape, param, zp, axis, block_size, zp_dtype):
+    """(outer, C, inner) of an x of `shape` and the scale / zero point as (C,) or (1,) arrays (row
+    (a, c) uses entry c, or 0): per tensor (1, 1, n), per axis (prod(shape[:axis]), shape[axis],
+    rest); blocked parameters are expanded to x's shape, x seen as (1, n, 1)."""
     p = _as(param, F32)
     z = _as(0 if zp is None else zp, zp_dtype)
+    size = math.prod(shape)
     if p.size == 1 and (block_size in (None, 0) or p.ndim == 0):
-        return x.reshape(1, 1, -1), p.reshape(1), z.reshape(1)
-    axis = axis % x.ndim
+        return (1, 1, size), p.reshape(1), z.reshape(1)
+    axis = axis % len(shape)
     if block_size:
         def full(v):
-            v = np.repeat(v, block_size, axis=axis).take(range(x.shape[axis]), axis=axis)
-            return np.ascontiguousarray(np.broadcast_to(v, x.shape)).reshape(-1)
-        return x.reshape(1, -1, 1), full(p), full(z)
-    rows = (math.prod(x.shape[:axis]), x.shape[axis], math.prod(x.shape[axis + 1:]))
-    return x.reshape(rows), p.reshape(-1), z.reshape(-1)
+            v = np.repeat(v, block_size, axis=axis).take(range(shape[axis]), axis=axis)
+            return np.ascontiguousarray(np.broadcast_to(v, shape)).reshape(-1)
+        return (1, size, 1), full(p), full(z)
+    return (math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])), p.reshape(-1), z.reshape(-1)
 
 
 @njit
@@ -80,19 +80,40 @@ def quantize_linear(x, y_scale, y_zp, axis, block_size, qmin, qmax, out_dtype):
     """y = clamp(round_half_even(f32(x / y_scale)), qmin − y_zp, qmax − y_zp) + y_zp (divides);
     float16 x and y_scale are taken in float32 (exact); NaN gives qmin."""
     x = np.ascontiguousarray(np.asarray(x), F32)
-    x3, s, z = _rows(x, y_scale, y_zp, axis or 0, block_size, np.int32)
-    out = np.empty(x.shape, out_dtype)
-    _quantize_core(x3, s, z, int(qmin), int(qmax), out.reshape(x3.shape))
-    return out
+    return quantize_linear_for(x.shape, y_scale, y_zp, axis, block_size, qmin, qmax, out_dtype)(x)
+
+
+def quantize_linear_for(x_shape, y_scale, y_zp, axis, block_size, qmin, qmax, out_dtype):
+    """-> y(x): quantize_linear of inputs of this shape, the (outer, C, inner) view and the
+    parameter vectors settled once (a session binds one per input shape)."""
+    shape = tuple(x_shape)
+    rows, s, z = _rows(shape, y_scale, y_zp, axis or 0, block_size, np.int32)
+    params = (s, z, int(qmin), int(qmax))
+
+    def run(x):
+        out = np.empty(shape, out_dtype)
+        _quantize_core(np.ascontiguousarray(x, F32).reshape(rows), *params, out.reshape(rows))
+        return out
+    return run
 
 
 def dequantize_linear(x, x_scale, x_zp, axis, block_size, out_dtype=F32):
     """y = out_dtype(f32(x − x_zp) · f32(x_scale)); float16 out: one round to nearest even."""
     x = np.ascontiguousarray(x)
-    x3, s, z = _rows(x, x_scale, x_zp, axis or 0, block_size, x.dtype)
-    out = np.empty(x.shape, F32)
-    _dequantize_core(x3, s, z, out.reshape(x3.shape))
-    return out.astype(out_dtype, copy=False)
+    return dequantize_linear_for(x.shape, x.dtype, x_scale, x_zp, axis, block_size, out_dtype)(x)
+
+
+def dequantize_linear_for(x_shape, x_dtype, x_scale, x_zp, axis, block_size, out_dtype=F32):
+    """-> y(x): dequantize_linear of inputs of this shape and dtype, the view and the parameter
+    vectors settled once."""
+    shape = tuple(x_shape)
+    rows, s, z = _rows(shape, x_scale, x_zp, axis or 0, block_size, x_dtype)
+
+    def run(x):
+        out = np.empty(shape, F32)
+        _dequantize_core(np.ascontiguousarray(x).reshape(rows), s, z, out.reshape(rows))
+        return out.astype(out_dtype, copy=False)
+    return run
 
 
 @njit

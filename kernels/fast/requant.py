@@ -50,13 +50,24 @@ def requantize_f32(acc_i32, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
     One Numba pass writes the output dtype directly.
     """
     acc = np.ascontiguousarray(acc_i32, np.int32)
+    return requantize_f32_for(acc.shape, scale_f32, axis, y_zp, qmin, qmax, out_dtype)(acc)
+
+
+def requantize_f32_for(acc_shape, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
+    """-> y(acc_i32): requantize_f32 of int32 accumulators of this shape, with the (outer, C, inner)
+    view, the scale vector and the integer parameters settled here, once (a session binds one per
+    accumulator shape): each call allocates y and makes one Numba call."""
     s = scale_f32 if type(scale_f32) is np.ndarray and scale_f32.dtype == np.float32 and scale_f32.ndim == 1 \
         and scale_f32.flags.c_contiguous else np.ascontiguousarray(scale_f32, np.float32).reshape(-1)
-    shape = acc.shape
-    rows = _rows3(shape, axis % acc.ndim if s.size > 1 and acc.ndim else -1)
-    y = np.empty(shape, out_dtype)
-    _requant(acc.reshape(rows), s, int(y_zp), int(qmin), int(qmax), y.reshape(rows))
-    return y
+    shape = tuple(acc_shape)
+    rows = _rows3(shape, axis % len(shape) if s.size > 1 and shape else -1)
+    params = (s, int(y_zp), int(qmin), int(qmax))
+
+    def run(acc_i32):
+        y = np.empty(shape, out_dtype)
+        _requant(np.ascontiguousarray(acc_i32, np.int32).reshape(rows), *params, y.reshape(rows))
+        return y
+    return run
 
 
 @njit

@@ -65,3 +65,9 @@ def conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group):
     """conv_acc with weights, weight zero points and bias from `pack_conv_weights`."""
     w_oihw, w_zp, bias_i32 = packed
     return conv_acc(x_nchw, x_zp, w_oihw, w_zp, bias_i32, strides, pads, dilations, group)
+
+
+def conv_acc_packed_for(x_shape, x_dtype, x_zp, packed, strides, pads, dilations, group):
+    """-> acc(x_nchw) = conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group) (golden:
+    nothing is settled ahead; the fast twin settles the geometry for inputs of x_shape, x_dtype)."""
+    return lambda x_nchw: conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group)

@@ -95,3 +95,13 @@ def qlinear_mul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, qmin, qmax, o
     prod = (np.asarray(a, np.int64) - int(a_zp)) * (np.asarray(b, np.int64) - int(b_zp))
     v = ((prod.astype(F32) * r).astype(F32) + F32(y_zp)).astype(F32)
     return _saturate(cvtps_epi32(v), qmin, qmax, out_dtype)
+
+
+def qlinear_add_for(a_shape, a_scale, a_zp, b_shape, b_scale, b_zp, y_scale, y_zp, qmin, qmax, out_dtype):
+    """-> y(a, b) = qlinear_add(a, a_scale, ..., out_dtype) (golden: nothing is settled ahead)."""
+    return lambda a, b: qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, qmin, qmax, out_dtype)
+
+
+def qlinear_mul_for(a_shape, a_scale, a_zp, b_shape, b_scale, b_zp, y_scale, y_zp, qmin, qmax, out_dtype):
+    """-> y(a, b) = qlinear_mul(a, a_scale, ..., out_dtype) (golden: nothing is settled ahead)."""
+    return lambda a, b: qlinear_mul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, qmin, qmax, out_dtype)

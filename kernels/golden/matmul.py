@@ -44,3 +44,8 @@ def add_bias_i32(acc_i32, bias_i32):
     total = np.asarray(acc_i32, np.int64) + np.asarray(bias_i32, np.int64)
     check_i32(np.atleast_1d(total), "gemm Σ(a−a_zp)(b−b_zp)+C")
     return total.astype(np.int32)
+
+
+def matmul_acc_packed_for(a_shape, a_dtype, a_zp, packed):
+    """-> acc(a) = matmul_acc_packed(a, a_zp, packed) (golden: nothing is settled ahead)."""
+    return lambda a: matmul_acc_packed(a, a_zp, packed)

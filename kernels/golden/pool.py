@@ -92,3 +92,13 @@ def maxpool(x_nchw, kernel, strides, pads, dilations, ceil_mode):
                 best = np.maximum(best, x[(slice(None), slice(None)) + tuple(pos)])
         y[(slice(None), slice(None)) + o] = best
     return y
+
+
+def qlinear_global_avgpool_for(x_shape, x_scale, x_zp, y_scale, y_zp, qmin, qmax, out_dtype):
+    """-> y(x_nchw) = qlinear_global_avgpool(x_nchw, x_scale, ..., out_dtype) (golden: nothing is settled ahead)."""
+    return lambda x_nchw: qlinear_global_avgpool(x_nchw, x_scale, x_zp, y_scale, y_zp, qmin, qmax, out_dtype)
+
+
+def maxpool_for(x_shape, x_dtype, kernel, strides, pads, dilations, ceil_mode):
+    """-> y(x_nchw) = maxpool(x_nchw, kernel, strides, pads, dilations, ceil_mode) (golden: nothing is settled ahead)."""
+    return lambda x_nchw: maxpool(x_nchw, kernel, strides, pads, dilations, ceil_mode)

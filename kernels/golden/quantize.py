@@ -67,3 +67,13 @@ def dynamic_quantize_linear(x):
     zp_f = F32(F32(0.0) - F32(lo / scale))
     zp = np.uint8(np.rint(np.clip(zp_f, F32(0), F32(255))))
     return quantize_linear(x, scale, zp, None, None, 0, 255, np.uint8), scale, zp
+
+
+def quantize_linear_for(x_shape, y_scale, y_zp, axis, block_size, qmin, qmax, out_dtype):
+    """-> y(x) = quantize_linear(x, y_scale, ..., out_dtype) (golden: nothing is settled ahead)."""
+    return lambda x: quantize_linear(x, y_scale, y_zp, axis, block_size, qmin, qmax, out_dtype)
+
+
+def dequantize_linear_for(x_shape, x_dtype, x_scale, x_zp, axis, block_size, out_dtype=F32):
+    """-> y(x) = dequantize_linear(x, x_scale, ..., out_dtype) (golden: nothing is settled ahead)."""
+    return lambda x: dequantize_linear(x, x_scale, x_zp, axis, block_size, out_dtype)

@@ -87,3 +87,9 @@ def requantize_f32(acc_i32, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
     f = (acc.astype(np.float32) * s).astype(np.float32)
     f = np.minimum(np.maximum(f, np.float32(qmin - y_zp)), np.float32(qmax - y_zp))
     return (np.rint(f).astype(np.int64) + int(y_zp)).astype(out_dtype)
+
+
+def requantize_f32_for(acc_shape, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
+    """-> y(acc_i32) = requantize_f32(acc_i32, scale_f32, axis, y_zp, qmin, qmax, out_dtype) (golden:
+    nothing is settled ahead; the fast twin settles the layout for accumulators of acc_shape)."""
+    return lambda acc_i32: requantize_f32(acc_i32, scale_f32, axis, y_zp, qmin, qmax, out_dtype)
