@@ -3,8 +3,11 @@
 An entry's `prepare(node, const, K)` runs once, when a session plans the graph: it reads the
 node's constants (weights, zero points, shapes) through `const(name)` (None when the input is
 not a constant), settles every parameter, and returns `run(*inputs) -> tuple of outputs` that
-calls the kernel set `K` (golden or fast; the same names and signatures in both). `macs`
-gives multiply-accumulates from the concrete shapes of a run, for reports and the hardware model.
+calls the kernel set `K` (golden or fast; the same names and signatures in both). What depends on
+the input shapes too is settled at the first run of each shape: the hot ops keep a `PerShape`
+of kernels bound by `K.<kernel>_for(shape, ...)`, so that a run is a lookup and one Numba call.
+`macs` gives multiply-accumulates from the concrete shapes of a run, for reports and the
+hardware model.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ time; what still needs the host per inference is listed in `host_fallback`.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import linecache
 import operator
@@ -181,9 +182,12 @@ class InferenceSession:
         caches.mark_compiled(compiling)
         self._input_slots = [(name, self._slot[name]) for name in g.inputs]
         self._output_slots = [self._slot[name] for name in g.outputs]
-        self._input_facts = [(name, ir.storage(g.tensors[name].dtype), None if g.tensors[name].shape is None else
-                              tuple(d if isinstance(d, int) else -1 for d in g.tensors[name].shape))
-                             for name in g.inputs]
+        self._input_facts = []  # (name, dtype, declared dims (-1: free) or None, the shape when all are fixed)
+        for name in g.inputs:
+            shape = g.tensors[name].shape
+            fixed = None if shape is None else tuple(d if isinstance(d, int) else -1 for d in shape)
+            self._input_facts.append((name, ir.storage(g.tensors[name].dtype), fixed,
+                                      fixed if fixed is not None and min(fixed, default=0) >= 0 else None))
         # layers whose int32 accumulator can wrap: {node name: bound}, computed once (npusim.overflow)
         self.overflow_possible = may_overflow(g)
         self._profiler = None
@@ -191,7 +195,7 @@ class InferenceSession:
             self._profiler = ortcompat.Profiler(self._sess_options.profile_file_prefix)
             self._steps = [replace(s, run=self._profiler.timed(s.run, s.node)) for s in steps]
         self._plan = [_planned(s) for s in self._steps]
-        self._thread_users = _thread_users(g, kernels)
+        self._thread_users = _thread_users(g, kernels) if threads else None
 
     def _prepare(self, node, const, K):
         try:
@@ -233,7 +237,7 @@ class InferenceSession:
     def run(self, output_names, input_feed: dict, run_options=None) -> list[np.ndarray]:
         """The outputs named (all when None or empty), as onnxruntime's run. run_options (an
         onnxruntime.RunOptions) is accepted; npusim has nothing in it to honour."""
-        start = time.perf_counter()
+        start = time.perf_counter() if self._profiler else 0.0
         if output_names:
             slots = [self._slot.get(n) if n else None for n in output_names]
             if None in slots:
@@ -302,7 +306,7 @@ class InferenceSession:
             values[i] = feeds[name]
         step = None
         try:
-            with thread_limit(self.threads, *self._thread_users):
+            with thread_limit(self.threads, *self._thread_users) if self._thread_users else _NO_LIMIT:
                 if given:
                     for step in self._steps:
                         outs = step.run(*[given.get(i, values[i]) for i in step.inputs])
@@ -335,11 +339,14 @@ class InferenceSession:
         unchanged, checked with the facts settled at plan time."""
         if type(feeds) is not dict or len(feeds) != len(self._input_facts):
             return False
-        for name, dtype, fixed in self._input_facts:
+        for name, dtype, fixed, shape in self._input_facts:
             x = feeds.get(name)
             if type(x) is not np.ndarray or x.dtype != dtype or not x.size:
                 return False
-            if fixed is not None and (x.ndim != len(fixed) or any(d >= 0 and d != n for d, n in zip(fixed, x.shape))):
+            if shape is not None:
+                if x.shape != shape:
+                    return False
+            elif fixed is not None and (x.ndim != len(fixed) or any(d >= 0 and d != n for d, n in zip(fixed, x.shape))):
                 return False
         return True
 
@@ -396,9 +403,12 @@ class thread_limit:
         self.saved = ()
 
 
-def _thread_users(g: ir.Graph, kernels: str) -> tuple[bool, bool]:
+_NO_LIMIT = contextlib.nullcontext()  # a run of a plan that uses neither Numba's threads nor BLAS
+
+
+def _thread_users(g: ir.Graph, kernels: str) -> tuple[bool, bool] | None:
     """(numba, blas): whether an inference of `g` runs code whose thread count Numba's setting or
-    BLAS's sets, so that a run limits only those (a limit that changes a count costs ~3 µs with
+    BLAS's sets (None: neither), so that a run limits only those (a limit that changes a count costs ~3 µs with
     putting it back, a large part of a small model's run). Numba's count bounds its parallel
     (prange) kernels, all of them bit-serial (kernels/fast/bitserial.py; tests/test_threads.py
     checks that no other fast module is parallel): a conv, matmul or gemm of engine "bitserial".
@@ -411,7 +421,7 @@ def _thread_users(g: ir.Graph, kernels: str) -> tuple[bool, bool]:
     numba = any(n.attrs.get("engine") == "bitserial" for n in products)
     blas = any(n.op != "conv" and any(i not in g.tensors or ir.bits(g.tensors[i].dtype) > 8 for i in n.inputs[:2])
                for n in products)
-    return numba, blas
+    return (numba, blas) if numba or blas else None
 
 
 def _planned(step: Step) -> tuple:
