@@ -61,6 +61,14 @@ class PerShape(dict):
         return f
 
 
+def shape_bound(per_shape: PerShape, run: Callable) -> Callable:
+    """`run`, whose result is (per_shape[x.shape, x.dtype](x),) for its first input x (its other
+    inputs are constants), marked with its PerShape (`run.per_shape`): a session may call the
+    bound kernel itself (npusim.session fuses a conv with its requantize into one call per shape)."""
+    run.per_shape = per_shape
+    return run
+
+
 def _zp(const, name, default=0):
     if not name:
         return default
@@ -218,7 +226,7 @@ def _prep_conv(node, const, K):
 
         def run_bound(x, w_in=None, b_in=None, x_zp=None, w_zp=None):
             return (per_shape[x.shape, x.dtype](x),)
-        return run_bound
+        return shape_bound(per_shape, run_bound)
 
     def run(x, w_in=None, b_in=None, x_zp=None, w_zp=None):
         check_x(x.shape)
@@ -291,7 +299,7 @@ def _prep_requantize(node, const, K):
 
     def run(acc):
         return (per_shape[acc.shape, acc.dtype](acc),)
-    return run
+    return shape_bound(per_shape, run)
 
 
 def _bitserial_gemm(node, b_kn, a_zp, b_zp, K):
@@ -325,7 +333,7 @@ def _prep_matmul(node, const, K):
 
         def run_bound(a, b=None, a_zp=None, b_zp=None):
             return (per_shape[a.shape, a.dtype](a),)
-        return run_bound
+        return shape_bound(per_shape, run_bound)
 
     def run(a, b=None, a_zp=None, b_zp=None):
         bb = b_c if b_c is not None else b

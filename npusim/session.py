@@ -589,13 +589,29 @@ def _feeds_requantize(steps, node, g, readers) -> bool:
 
 
 def _fuse_requantize(acc_step: Step, req_step: Step) -> Step:
-    """One step for accumulate + requantize (one dispatch); it still yields the accumulator."""
+    """One step for accumulate + requantize (one dispatch); it still yields the accumulator. When
+    both runs are kernels bound per input shape (registry.shape_bound), the step calls the two
+    bound kernels directly, found by one lookup per run: the accumulator's shape and dtype follow
+    from the input's through the bound accumulate kernel, so its requantize kernel is found once."""
     produce, requantize = acc_step.run, req_step.run
+    outputs = acc_step.outputs + req_step.outputs
+    if not (hasattr(produce, "per_shape") and hasattr(requantize, "per_shape")):
+        def run(*xs):
+            acc = produce(*xs)[0]
+            return acc, requantize(acc)[0]
+        return Step(run, acc_step.inputs, outputs, acc_step.node)
+    accumulators, requantizers, pairs = produce.per_shape, requantize.per_shape, {}
 
-    def run(*xs):
-        acc = produce(*xs)[0]
-        return acc, requantize(acc)[0]
-    return Step(run, acc_step.inputs, acc_step.outputs + req_step.outputs, acc_step.node)
+    def run_pair(x, *_):
+        pair = pairs.get((x.shape, x.dtype))
+        if pair is None:
+            accumulate = accumulators[x.shape, x.dtype]
+            acc = accumulate(x)
+            pair = pairs[x.shape, x.dtype] = accumulate, requantizers[acc.shape, acc.dtype]
+            return acc, pair[1](acc)
+        acc = pair[0](x)
+        return acc, pair[1](acc)
+    return Step(run_pair, acc_step.inputs, outputs, acc_step.node)
 
 
 def prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None = None, optimization=None,
