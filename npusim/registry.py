@@ -380,19 +380,24 @@ def _prep_gemm(node, const, K):
             raise NpusimError(f"input A {a_name!r} has shape {shape}, expected 2-D with K = {k} in dimension "
                               f"{0 if trans_a else 1} (transA={trans_a}; B {b_name!r} is K x N = {k} x {n} after "
                               f"transB={trans_b})")
-        return bitserial or K.matmul_acc_packed_for(shape[::-1] if trans_a else shape, dtype, az_rows, packed)
+        product = bitserial or K.matmul_acc_packed_for(shape[::-1] if trans_a else shape, dtype, az_rows, packed)
+        if not (trans_a or saturate or c is not None):
+            return product
+
+        def gemm(a):
+            a = np.ascontiguousarray(a.T) if trans_a else a
+            acc = product(a)
+            if saturate:  # onnxruntime's int16 pair saturation (npusim.ortisa), on the operands as multiplied
+                e, saturated = K.matmul_pair_excess(a, b)
+                if saturated:
+                    acc += e
+            return acc if c is None else K.add_bias_i32(acc, c)
+        return gemm
     per_shape = PerShape(bind)
 
     def run(a, *_):
-        product = per_shape[a.shape, a.dtype]
-        a = np.ascontiguousarray(a.T) if trans_a else a
-        acc = product(a)
-        if saturate:  # onnxruntime's int16 pair saturation (npusim.ortisa), on the operands as multiplied
-            e, saturated = K.matmul_pair_excess(a, b)
-            if saturated:
-                acc += e
-        return (acc if c is None else K.add_bias_i32(acc, c),)
-    return run
+        return (per_shape[a.shape, a.dtype](a),)
+    return shape_bound(per_shape, run)
 
 
 def _prep_scale_float(node, const, K):
