@@ -56,7 +56,7 @@ def _numba_without_scipy(*args, **kwargs):
     raise AssertionError("scipy was importable: the test did not simulate its absence")
 
 
-@pytest.mark.parametrize("kernel", ["conv_acc_packed", "pack_conv_weights"])  # run time, plan time
+@pytest.mark.parametrize("kernel", ["conv_acc_packed_for", "pack_conv_weights"])  # run time, plan time
 def test_missing_dependency_is_named(monkeypatch, capsys, kernel):
     monkeypatch.setitem(sys.modules, "scipy", None)
     monkeypatch.setattr(npusim_kernels.fast.conv, kernel, _numba_without_scipy)
@@ -70,7 +70,7 @@ def test_missing_dependency_without_a_module_name(monkeypatch, capsys):
     def needs_a_library(*args):
         raise ImportError("libblas.so.3 is required for linear algebra")  # no module name to give
 
-    monkeypatch.setattr(npusim_kernels.fast.conv, "conv_acc_packed", needs_a_library)
+    monkeypatch.setattr(npusim_kernels.fast.conv, "conv_acc_packed_for", needs_a_library)
     _one_error_line(capsys, main(["run", DIGITS_Q]), "missing dependency, not a model error: libblas.so.3 is "
                     "required for linear algebra (node 'conv1_quant' (conv) needs it)")
 
@@ -81,7 +81,7 @@ def test_other_kernel_errors_are_internal_errors_of_the_node(monkeypatch, capsys
     def broken(*args):
         raise ValueError("operands could not be broadcast")
 
-    monkeypatch.setattr(npusim_kernels.fast.conv, "conv_acc_packed", broken)
+    monkeypatch.setattr(npusim_kernels.fast.conv, "conv_acc_packed_for", broken)
     line = _one_error_line(capsys, main(["run", DIGITS_Q]),
                            "node 'conv1_quant' (conv): internal error, please report: failed: ValueError: operands "
                            "could not be broadcast")
