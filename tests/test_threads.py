@@ -34,7 +34,9 @@ def test_thread_limit_bounds_numba_and_blas_and_restores_them():
 def test_session_threads_bound_every_kernel_call_and_host_island(monkeypatch):
     """threads=1: every kernel call, at plan time (weight packing) and at run time, sees one
     Numba thread and one BLAS thread; every host island's onnxruntime session one intra-op
-    thread; the caller's counts are back after; the results equal those of threads=2."""
+    thread; the caller's counts are back after; the results equal those of threads=2. The front
+    end's own sessions at import (load check, optimizer, type inference) take one thread whatever
+    the session's count."""
     seen, islands = [], []
     real_kernels, real_ort = npusim.session.kernel_set, onnxruntime.InferenceSession
 
@@ -65,9 +67,13 @@ def test_session_threads_bound_every_kernel_call_and_host_island(monkeypatch):
     assert {"pack_conv_weights", "conv_acc_packed"} <= {f for f, *_ in seen}
     assert {tuple(counts) for _, *counts in seen} == {(1,) * len(before)}
     assert (numba.get_num_threads(), *blas_threads()) == before
-    two = npusim.InferenceSession(zoo.path(name), threads=2)
+    islands.clear()
+    two = npusim.InferenceSession(zoo.path(name).read_bytes(), threads=2)  # bytes: imported, not cached
     np.testing.assert_array_equal(y1, two.run(None, feeds)[0])
     assert island_threads(two) == [2, 2]
+    front_end = [t for m, t in islands if not any(m is h for h in (n.attrs["model"] for n in two.graph.nodes
+                                                                    if n.op == "host"))]
+    assert len(front_end) >= 2 and set(front_end) == {1}  # its load check and optimizer: one thread each
 
 
 def test_blas_of_the_kernels_bounded_when_the_first_limit_precedes_it():
