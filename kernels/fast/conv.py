@@ -34,7 +34,9 @@ Every path is one Numba call (no per-call Python loops); the path is chosen by `
 """
 import functools
 
+import numba
 import numpy as np
+from numba import prange
 
 from npusim_kernels.fast import pairmadd
 from npusim_kernels.fast._jit import njit
@@ -226,14 +228,19 @@ def _padded_hw(h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     return max(top + h, (oh - 1) * sh + (kh - 1) * dh + 1), max(left + w, (ow - 1) * sw + (kw - 1) * dw + 1)
 
 
-@njit
+@njit(parallel=True)
 def _conv_pairs(lanes, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     """acc:i32 (N, M, OH·OW) through the pair-word im2col and `pairmadd.gemm_pairs` (exact, wraps), in
     panels of whole register tiles of output positions, about PANEL_WORDS words of im2col each (a
     panel stays in cache between the im2col and the GEMM). A stride-1 conv with padded planes
     wider than the output computes rows of the planes' width WQ (the WQ − OW extra columns read
     the next row: junk, in bounds, never copied out), so that each pair's im2col is one
-    contiguous run instead of OH short ones."""
+    contiguous run instead of OH short ones.
+    Threads (Numba's count, which the session bounds): the jobs are the panels, each split into
+    row blocks of whole MR tiles when there are fewer panels than threads (each block then makes
+    its own im2col of the panel, a 1/M share of the work); worker t takes jobs t, t + T, ... with
+    its own im2col buffer. Every output element is written by one job, so the result does not
+    depend on the thread count."""
     n, c, h, w = x_nchw.shape
     cg, mg = c // group, m // group
     p = oh * ow
@@ -246,7 +253,12 @@ def _conv_pairs(lanes, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, 
     nr = pairmadd.tile_columns(lanes)
     panel = max(1, PANEL_WORDS // (k2 * nr)) * nr  # whole register tiles
     ldc = min(panel, -(-p_c // nr) * nr)
-    col = np.empty(k2 * ldc, np.int32)
+    panels = -(-p_c // ldc)
+    tiles = -(-mg // pairmadd.MR)
+    splits = min(tiles, max(1, -(-numba.get_num_threads() // panels)))
+    jobs = panels * splits
+    workers = min(numba.get_num_threads(), jobs)
+    col = np.empty(workers * k2 * ldc, np.int32)
     xp = np.empty(0 if direct else cg * hp * wq + wq, np.int16)  # + wq: the junk columns' reads
     acc = np.empty(n * m * p, np.int32)
     out = np.empty(mg * p_c if wide else 0, np.int32)
@@ -256,18 +268,22 @@ def _conv_pairs(lanes, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, 
             xbase = (a * c + g * cg) * h * w
             if not direct:
                 _pad_planes(xf, xbase, cg, h, w, x_zp, top, left, hp, wq, xp)
-            for q0 in range(0, p_c, ldc):
-                q1 = min(p_c, q0 + ldc)
-                if direct:
-                    _im2col_pairs(xf, xbase, np.int32(x_zp), hp, wq, k, kh, kw, sh, sw, dh, dw, ow, q0, q1, col, ldc)
-                else:
-                    _im2col_pairs(xp, 0, np.int32(0), hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, q0, q1, col, ldc)
-                if wide:
-                    pairmadd.gemm_pairs(lanes, col, ldc, wp[g * mg * k2:], k2, bias[g * mg:], out, q0, p_c, mg,
-                                        q1 - q0, k2)
-                else:
-                    pairmadd.gemm_pairs(lanes, col, ldc, wp[g * mg * k2:], k2, bias[g * mg:], acc,
-                                        (a * m + g * mg) * p + q0, p, mg, q1 - q0, k2)
+            for t in prange(workers):
+                cw = col[t * k2 * ldc:(t + 1) * k2 * ldc]
+                for job in range(t, jobs, workers):
+                    q0 = job // splits * ldc
+                    q1 = min(p_c, q0 + ldc)
+                    o0 = job % splits * tiles // splits * pairmadd.MR
+                    o1 = min(mg, (job % splits + 1) * tiles // splits * pairmadd.MR)
+                    if direct:
+                        _im2col_pairs(xf, xbase, np.int32(x_zp), hp, wq, k, kh, kw, sh, sw, dh, dw, ow, q0, q1, cw,
+                                      ldc)
+                    else:
+                        _im2col_pairs(xp, 0, np.int32(0), hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, q0, q1, cw, ldc)
+                    dst, d_off, ldo = (out, o0 * p_c + q0, p_c) if wide else \
+                        (acc, (a * m + g * mg + o0) * p + q0, p)
+                    pairmadd.gemm_pairs(lanes, cw, ldc, wp[(g * mg + o0) * k2:], k2, bias[g * mg + o0:], dst, d_off,
+                                        ldo, o1 - o0, q1 - q0, k2)
             if wide:
                 for o in range(mg):
                     for y in range(oh):
@@ -351,6 +367,45 @@ def _dw_taps(buf, plane, wdf, offs, t0, nt, base_in, base_out, length):
 
 
 @njit
+def _dw_plane(plane, xf, xbase, h, w, top, left, sh, sw, hq, wq, z):
+    """plane[phase-split position of input (i, j)] = x[xbase + i·W + j] − z (int32) for the inputs
+    a tap reads (`_dw_phases`); the other positions (padding) are left as they are (0)."""
+    for i in range(h):
+        r = top + i
+        if r // sh >= hq:
+            break
+        src = xbase + np.uint64(i * w)
+        if sw == 2:  # both column phases in one loop over input column pairs (measured 3x the speed
+            row0 = (r % sh) * 2 * hq + r // sh  # of a loop per phase); phase of column j: (left + j) mod 2
+            da = np.uint64((row0 + (left % 2) * hq) * wq + left // 2)
+            db = np.uint64((row0 + (1 - left % 2) * hq) * wq + (left + 1) // 2)
+            npair = max(0, min(w // 2, wq - (left + 1) // 2))
+            for e in range(np.uint64(npair)):
+                plane[da + e] = np.int32(xf[src + np.uint64(2) * e]) - z
+                plane[db + e] = np.int32(xf[src + np.uint64(2) * e + np.uint64(1)]) - z
+            for j in range(2 * npair, w):
+                if (left + j) // 2 < wq:
+                    plane[np.uint64((row0 + ((left + j) % 2) * hq) * wq + (left + j) // 2)] = \
+                        np.int32(xf[src + np.uint64(j)]) - z
+            continue
+        for p in range(sw):
+            j0 = (p - left) % sw  # first input column of column phase p
+            q0 = (left + j0) // sw
+            cnt = min((w - j0 + sw - 1) // sw, wq - q0)
+            if cnt <= 0:
+                continue
+            dst = np.uint64((((r % sh) * sw + p) * hq + r // sh) * wq + q0)
+            s0 = src + np.uint64(j0)
+            if sw == 1:
+                for e in range(np.uint64(cnt)):
+                    plane[dst + e] = np.int32(xf[s0 + e]) - z
+            else:
+                sw_u = np.uint64(sw)
+                for e in range(np.uint64(cnt)):
+                    plane[dst + e] = np.int32(xf[s0 + e * sw_u]) - z
+
+
+@njit(parallel=True)
 def _conv_depthwise(x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     """acc:i32 (N, C, OH, OW) = Σ_{i,j} d[n, c, y·sH + i·dH, x·sW + j·dW]·wd[c, i·kW + j] + bias[c].
 
@@ -360,59 +415,33 @@ def _conv_depthwise(x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, o
     (y, x) sits at sub-plane ((i·dH) mod sH, (j·dW) mod sW), row y + (i·dH) div sH, column
     x + (j·dW) div sW: one fixed offset per tap. The OH output rows are then one flat loop
     of OH·WQ (WQ − OW junk columns per row, never copied out).
+    Threads (Numba's count): worker t takes the channels (of all images) t, t + T, ..., with its
+    own plane and row buffer; each output channel is one worker's, whatever the count.
     """
     n, c, h, w = x_nchw.shape
     hq, wq, offs = _dw_phases(kh, kw, sh, sw, dh, dw, oh, ow)
-    sub = hq * wq  # one sub-plane
     nt = kh * kw
-    plane = np.zeros(sh * sw * sub + wq, np.int32)  # + wq: junk columns of the last row stay in bounds
-    buf = np.empty(oh * wq, np.int32)
+    plen = sh * sw * hq * wq + wq  # + wq: junk columns of the last row stay in bounds
+    jobs = n * c
+    workers = min(numba.get_num_threads(), jobs)
+    planes = np.zeros(workers * plen, np.int32)
+    bufs = np.empty(workers * oh * wq, np.int32)
     acc = np.empty(n * c * oh * ow, np.int32)
     xf = x_nchw.reshape(-1)  # flat views made once: a view per row would cost a refcount each
     wdf = wd.reshape(-1)
     z = np.int32(x_zp)
     hw_u, ow_u, wq_u = np.uint64(h * w), np.uint64(ow), np.uint64(wq)
-    for a in range(n):
-        for ch in range(c):
-            xbase = np.uint64(a * c + ch) * hw_u
-            for i in range(h):
-                r = top + i
-                if r // sh >= hq:
-                    break
-                src = xbase + np.uint64(i * w)
-                if sw == 2:  # both column phases in one loop over input column pairs (measured 3x the speed
-                    row0 = (r % sh) * 2 * hq + r // sh  # of a loop per phase); phase of column j: (left + j) mod 2
-                    da = np.uint64((row0 + (left % 2) * hq) * wq + left // 2)
-                    db = np.uint64((row0 + (1 - left % 2) * hq) * wq + (left + 1) // 2)
-                    npair = max(0, min(w // 2, wq - (left + 1) // 2))
-                    for e in range(np.uint64(npair)):
-                        plane[da + e] = np.int32(xf[src + np.uint64(2) * e]) - z
-                        plane[db + e] = np.int32(xf[src + np.uint64(2) * e + np.uint64(1)]) - z
-                    for j in range(2 * npair, w):
-                        if (left + j) // 2 < wq:
-                            plane[np.uint64((row0 + ((left + j) % 2) * hq) * wq + (left + j) // 2)] = \
-                                np.int32(xf[src + np.uint64(j)]) - z
-                    continue
-                for p in range(sw):
-                    j0 = (p - left) % sw  # first input column of column phase p
-                    q0 = (left + j0) // sw
-                    cnt = min((w - j0 + sw - 1) // sw, wq - q0)
-                    if cnt <= 0:
-                        continue
-                    dst = np.uint64((((r % sh) * sw + p) * hq + r // sh) * wq + q0)
-                    s0 = src + np.uint64(j0)
-                    if sw == 1:
-                        for e in range(np.uint64(cnt)):
-                            plane[dst + e] = np.int32(xf[s0 + e]) - z
-                    else:
-                        sw_u = np.uint64(sw)
-                        for e in range(np.uint64(cnt)):
-                            plane[dst + e] = np.int32(xf[s0 + e * sw_u]) - z
+    for t in prange(workers):
+        plane = planes[t * plen:(t + 1) * plen]
+        buf = bufs[t * oh * wq:(t + 1) * oh * wq]
+        for job in range(t, jobs, workers):
+            ch = job % c
+            _dw_plane(plane, xf, np.uint64(job) * hw_u, h, w, top, left, sh, sw, hq, wq, z)
             b = bias[ch]
             for q in range(np.uint64(oh * wq)):
                 buf[q] = b
             _dw_taps(buf, plane, wdf, offs, ch * nt, nt, 0, 0, oh * wq)
-            obase = np.uint64((a * c + ch) * oh) * ow_u
+            obase = np.uint64(job * oh) * ow_u
             for y in range(np.uint64(oh)):
                 for x in range(ow_u):
                     acc[obase + y * ow_u + x] = buf[y * wq_u + x]
