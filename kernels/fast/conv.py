@@ -229,14 +229,14 @@ def _padded_hw(h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
 
 
 @njit(parallel=True)
-def _conv_pairs(lanes, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
+def _conv_pairs(lanes, threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     """acc:i32 (N, M, OH·OW) through the pair-word im2col and `pairmadd.gemm_pairs` (exact, wraps), in
     panels of whole register tiles of output positions, about PANEL_WORDS words of im2col each (a
     panel stays in cache between the im2col and the GEMM). A stride-1 conv with padded planes
     wider than the output computes rows of the planes' width WQ (the WQ − OW extra columns read
     the next row: junk, in bounds, never copied out), so that each pair's im2col is one
     contiguous run instead of OH short ones.
-    Threads (Numba's count, which the session bounds): the jobs are the panels, each split into
+    Threads (`threads`, Numba's count, which the session bounds): the jobs are the panels, each split into
     row blocks of whole MR tiles when there are fewer panels than threads (each block then makes
     its own im2col of the panel, a 1/M share of the work); worker t takes jobs t, t + T, ... with
     its own im2col buffer. Every output element is written by one job, so the result does not
@@ -255,9 +255,9 @@ def _conv_pairs(lanes, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, 
     ldc = min(panel, -(-p_c // nr) * nr)
     panels = -(-p_c // ldc)
     tiles = -(-mg // pairmadd.MR)
-    splits = min(tiles, max(1, -(-numba.get_num_threads() // panels)))
+    splits = min(tiles, max(1, -(-threads // panels)))
     jobs = panels * splits
-    workers = min(numba.get_num_threads(), jobs)
+    workers = min(threads, jobs)
     col = np.empty(workers * k2 * ldc, np.int32)
     xp = np.empty(0 if direct else cg * hp * wq + wq, np.int16)  # + wq: the junk columns' reads
     acc = np.empty(n * m * p, np.int32)
@@ -294,15 +294,15 @@ def _conv_pairs(lanes, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, 
 
 
 @njit
-def _conv_pairs_zmm(x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
+def _conv_pairs_zmm(threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     """_conv_pairs with the AVX-512BW micro-kernel (the lane count must be a literal)."""
-    return _conv_pairs(16, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
+    return _conv_pairs(16, threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
 
 
 @njit
-def _conv_pairs_ymm(x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
+def _conv_pairs_ymm(threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     """_conv_pairs with the AVX2 micro-kernel."""
-    return _conv_pairs(8, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
+    return _conv_pairs(8, threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
 
 
 CONV_PAIRS = {16: _conv_pairs_zmm, 8: _conv_pairs_ymm}  # pairmadd lane count -> dense / grouped conv
@@ -406,7 +406,7 @@ def _dw_plane(plane, xf, xbase, h, w, top, left, sh, sw, hq, wq, z):
 
 
 @njit(parallel=True)
-def _conv_depthwise(x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
+def _conv_depthwise(threads, x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     """acc:i32 (N, C, OH, OW) = Σ_{i,j} d[n, c, y·sH + i·dH, x·sW + j·dW]·wd[c, i·kW + j] + bias[c].
 
     d = x − x_zp, zero-padded, in one flat int32 scratch plane per channel (reused; the
@@ -415,7 +415,7 @@ def _conv_depthwise(x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, o
     (y, x) sits at sub-plane ((i·dH) mod sH, (j·dW) mod sW), row y + (i·dH) div sH, column
     x + (j·dW) div sW: one fixed offset per tap. The OH output rows are then one flat loop
     of OH·WQ (WQ − OW junk columns per row, never copied out).
-    Threads (Numba's count): worker t takes the channels (of all images) t, t + T, ..., with its
+    Threads (`threads`, Numba's count): worker t takes the channels (of all images) t, t + T, ..., with its
     own plane and row buffer; each output channel is one worker's, whatever the count.
     """
     n, c, h, w = x_nchw.shape
@@ -423,7 +423,7 @@ def _conv_depthwise(x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, o
     nt = kh * kw
     plen = sh * sw * hq * wq + wq  # + wq: junk columns of the last row stay in bounds
     jobs = n * c
-    workers = min(numba.get_num_threads(), jobs)
+    workers = min(threads, jobs)
     planes = np.zeros(workers * plen, np.int32)
     bufs = np.empty(workers * oh * wq, np.int32)
     acc = np.empty(n * c * oh * ow, np.int32)
@@ -591,7 +591,8 @@ def _geometry(x_shape, x_dtype, x_zp, strides, pads, dilations, group, w_shape, 
 def conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group):
     """conv_acc with weights, weight zero points and bias from `pack_conv_weights`; the pair variant
     is pairmadd.LANES at call time (tests set it to run each one). The geometry and the path are
-    settled once per input shape (`_geometry`)."""
+    settled once per input shape (`_geometry`). The threads are Numba's count at call time (a
+    kernel that read it itself could not be cached: Numba reaches it through a ctypes pointer)."""
     wd, w_abs, bias, w_shape, pairs = packed
     x = np.ascontiguousarray(x_nchw)
     zp = int(x_zp)
@@ -600,15 +601,15 @@ def conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group):
     geo, out_shape, path = _geometry(x.shape, x.dtype, zp, tuple(strides), tuple(pads), tuple(dilations), group,
                                      w_shape, lanes, DW_CL_MAX_OW)
     if path == "depthwise":
-        return _conv_depthwise(x, zp, wd, bias, *geo)
+        return _conv_depthwise(numba.get_num_threads(), x, zp, wd, bias, *geo)
     if path == "depthwise_cl":
         return _conv_depthwise_cl(x, zp, wd, bias, *geo)
     if path == "data":
         x_abs = max(abs(int(x.min(initial=0)) - zp), abs(int(x.max(initial=0)) - zp))
         path = "pairs" if x_abs <= pairmadd.I16_ABS else "gemm"
     if path == "pairs":
-        acc = CONV_PAIRS[lanes](x, zp, pairs[0], pairs[1], w_shape[0], w_shape[1] * w_shape[2] * w_shape[3], group,
-                                *geo)
+        acc = CONV_PAIRS[lanes](numba.get_num_threads(), x, zp, pairs[0], pairs[1], w_shape[0],
+                                w_shape[1] * w_shape[2] * w_shape[3], group, *geo)
     else:
         acc = _conv_gemm_i32(x, zp, wd, bias, group, *geo)
     return acc.reshape(out_shape)
