@@ -120,7 +120,8 @@ def split_pool_islands(graph: Graph) -> Graph:
         nodes.extend(split)
         for m in split:
             if m.op == "global_avgpool_f32":  # the pool's output: a tensor of the whole model, kept when known
-                tensors.setdefault(m.outputs[0], Tensor(m.outputs[0], "f32", graph.tensors[m.inputs[0]].shape[:2] + (1, 1)))
+                shape = graph.tensors[m.inputs[0]].shape[:2] + (1, 1)
+                tensors.setdefault(m.outputs[0], Tensor(m.outputs[0], "f32", shape))
     return replace(graph, nodes=tuple(nodes), tensors=tensors) if len(nodes) != len(graph.nodes) else graph
 
 
