@@ -384,6 +384,16 @@ def _prep_gap(node, const, K):
     return run
 
 
+def _prep_gap_f32(node, const, K):
+    """Float32 GlobalAveragePool in onnxruntime's summation order (attrs order, settled by
+    npusim.islands.split_pool_islands: K.global_avgpool_f32)."""
+    order = node.attrs["order"]
+
+    def run(x):
+        return (K.global_avgpool_f32(x, order),)
+    return run
+
+
 def _prep_avgpool(node, const, K):
     q = _qparams(node.attrs)
     a = node.attrs
@@ -512,6 +522,7 @@ OPS: dict[str, OpDef] = {
     "add": OpDef(_prep_binary("qlinear_add")),
     "mul": OpDef(_prep_binary("qlinear_mul")),
     "global_avgpool": OpDef(_prep_gap),
+    "global_avgpool_f32": OpDef(_prep_gap_f32),
     "avgpool": OpDef(_prep_avgpool),
     "maxpool": OpDef(_prep_maxpool),
     "sigmoid": OpDef(_prep_lut("sigmoid_lut")),

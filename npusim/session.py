@@ -115,7 +115,7 @@ class InferenceSession:
     def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None, *,
                  mode: str = "ort", kernels: str = "fast", threads: int | None = None, rounding: str = "double",
                  engine: str = "auto", ort_isa: str | None = None, **kwargs):
-        from . import npu, ortisa
+        from . import islands, npu, ortisa
         from .registry import ENGINES
 
         import onnxruntime as ort
@@ -155,6 +155,7 @@ class InferenceSession:
             self.graph = npu.lower_islands(self.graph)
         else:
             self.graph = ortisa.with_ort_isa(self.graph, self.ort_isa)
+            self.graph = islands.split_pool_islands(self.graph)
         self._ops = OPS if mode == "ort" else {**OPS, **npu.ops(rounding)}
         self.host_fallback: list[str] = []  # host islands that run on onnxruntime at every inference
         K = kernel_set(kernels)
