@@ -102,9 +102,9 @@ def split_pool_islands(graph: Graph) -> Graph:
     float32 of rank 4 with a known channel count, and the pool read by one per-tensor
     QuantizeLinear alone; any other island is left whole.
 
-    The pool's order is "lanes4" (MLAS's NCHW kernel, npusim_kernels golden.pool.global_avgpool_f32)
+    The pool's order is MLAS's 4-lane NCHW kernel's (npusim_kernels golden.pool.global_avgpool_f32)
     at every optimization level and on every CPU: onnxruntime's NCHWc transformer (level >=
-    ORT_ENABLE_LAYOUT) moves a GlobalAveragePool to its "sequential" NCHWc kernel only when the
+    ORT_ENABLE_LAYOUT) moves a GlobalAveragePool to its NCHWc kernel (a sequential sum) only when the
     pool's input has no producer left in NCHW, i.e. it is a graph input or the output of a node the
     transformer itself rewrote (a float Conv, MaxPool, AveragePool, or an Add, Mul, Relu, ... of
     such outputs), and then only when C is a multiple of MLAS's NCHWc block (8 floats on AVX2, 16
@@ -154,7 +154,7 @@ def _split_ort(graph: Graph, node: Node) -> list[Node] | None:
     out = [island]
     for p, f in zip(pools, fs):
         g_name = p.pool.output[0]
-        out.append(Node("global_avgpool_f32", p.pool.name, (f,), (g_name,), {"order": "lanes4"}, p.pool.name))
+        out.append(Node("global_avgpool_f32", p.pool.name, (f,), (g_name,), {}, p.pool.name))
         out.append(Node("quantize", p.quantize.name, (g_name,), (p.quantize.output[0],),
                         quantize_attrs(p.scale, p.zp, _CODES[p.zp.dtype]), p.quantize.name))
     return out

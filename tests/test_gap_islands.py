@@ -1,5 +1,6 @@
 """Mode "ort"'s float GlobalAveragePool (npusim.islands, registry op global_avgpool_f32) against
-live onnxruntime: the kernels' two summation orders where onnxruntime uses each, and the
+live onnxruntime: its 4-lane order where onnxruntime uses it (and the NCHWc kernel's sequential
+order where that one runs, which npusim.islands never splits out), and the
 MobileNetV3 islands of the PP-OCR classifier split out of onnxruntime and still bit-exact."""
 import numpy as np
 import onnx
@@ -24,7 +25,8 @@ def test_float_global_avgpool_orders_are_onnxruntime_s(level):
     block (16 on AVX-512F, 8 on AVX2: this CPU's family) to its sequential kernel; everything else,
     the pool of the Div's output included (its producer stays NCHW), and every pool below
     ORT_ENABLE_LAYOUT, runs MLAS's 4-lane kernel. Batch 2, spatial 1x1 .. 24x96, sizes on and off
-    multiples of 4; fast == golden == onnxruntime, bit for bit."""
+    multiples of 4; fast == golden == onnxruntime (or the sequential reference == onnxruntime), bit
+    for bit, and the other order differs."""
     block = 8 if host_ort_isa() in ("avx2", "avxvnni") else 16
     nchwc = level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     inputs = {"x16": 16, "x24": 24, "x20": 20}
@@ -40,21 +42,28 @@ def test_float_global_avgpool_orders_are_onnxruntime_s(level):
     so.graph_optimization_level = level
     so.log_severity_level = 3
     sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    order = {x: "sequential" if nchwc and c % block == 0 else "lanes4" for x, c in inputs.items()}
+    nchwc_kernel = {x: nchwc and c % block == 0 for x, c in inputs.items()}
     rng = np.random.default_rng(7)
     for n, h, w in [(2, 5, 7), (1, 1, 1), (1, 24, 96), (2, 3, 4), (1, 1, 6)]:
         feeds = {x: (rng.standard_normal((n, c, h, w)) * 10.0 ** rng.integers(-3, 4, (n, c, 1, 1))).astype(np.float32)
                  for x, c in inputs.items()}
         y16, y24, y20, d, yd = sess.run(None, feeds)
-        for x, y, pool_in, o in [("x16", y16, feeds["x16"], order["x16"]), ("x24", y24, feeds["x24"], order["x24"]),
-                                 ("x20", y20, feeds["x20"], order["x20"]), ("d", yd, d, "lanes4")]:
-            other = "lanes4" if o == "sequential" else "sequential"
-            for k in (gp, fp):
-                got = k.global_avgpool_f32(pool_in, o)
-                np.testing.assert_array_equal(got.view(np.int32), y.view(np.int32),
-                                              err_msg=f"{k.__name__} {o} {x} {(n, h, w)}")
+        for x, y, pool_in, seq in [("x16", y16, feeds["x16"], nchwc_kernel["x16"]),
+                                   ("x24", y24, feeds["x24"], nchwc_kernel["x24"]),
+                                   ("x20", y20, feeds["x20"], nchwc_kernel["x20"]), ("d", yd, d, False)]:
+            ours = [k.global_avgpool_f32(pool_in) for k in (gp, fp)]
+            want, other = (sequential_mean(pool_in), ours[0]) if seq else (ours[0], sequential_mean(pool_in))
+            np.testing.assert_array_equal(ours[1].view(np.int32), ours[0].view(np.int32))
+            np.testing.assert_array_equal(want.view(np.int32), y.view(np.int32), err_msg=f"{x} {(n, h, w)} {seq}")
             if h * w > 4:  # the test tells the orders apart: the other one differs somewhere
-                assert not np.array_equal(gp.global_avgpool_f32(pool_in, other), y), (x, (n, h, w))
+                assert not np.array_equal(other, y), (x, (n, h, w))
+
+
+def sequential_mean(x):
+    """onnxruntime's NCHWc GlobalAveragePool: a sequential float32 sum per channel, then / S."""
+    rows = x.reshape(*x.shape[:2], -1)
+    s = np.add.accumulate(rows, axis=2, dtype=np.float32)[:, :, -1]
+    return (s / np.float32(rows.shape[2])).astype(np.float32).reshape(*x.shape[:2], 1, 1)
 
 
 def test_ppocr_cls_pool_islands_run_natively_and_bit_exact():
