@@ -44,6 +44,8 @@ from npusim_kernels.fast._jit import njit
 CL_CHUNK = 256  # channels-last depthwise: words per chunk of output positions
 DW_CL_MAX_OW = (8, 12)  # depthwise channels-last up to this output width (stride 1, stride > 1): measured on
 # znver4, channels-last is 2x the speed at OW 5 (and OW 10 strided), even at OW 10 (and 20 strided), slower beyond
+PARALLEL_MIN_MACS = 1 << 20  # a conv's multiply-adds per worker thread: waking a second worker measured
+# ~7 µs on a tiny layer (znver4), about 1M multiply-adds of the pair kernel
 PANEL_WORDS = 1 << 17  # im2col words per panel (512 KiB; measured best of 128 KiB, 512 KiB, 2 MiB and none here)
 
 
@@ -228,6 +230,28 @@ def _padded_hw(h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     return max(top + h, (oh - 1) * sh + (kh - 1) * dh + 1), max(left + w, (ow - 1) * sw + (kw - 1) * dw + 1)
 
 
+@njit
+def _pairs_jobs(lanes, col, t, step, jobs, xf, xp, xbase, z, direct, hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, p_c, ldc,
+                splits, tiles, mg, m0, wp, bias, dst, d_base, ldo):
+    """Jobs t, t + step, ... < jobs of `_conv_pairs` for one image and group: job j is panel j // splits
+    (output positions q0 <= q < q1, ldc each) and row block j % splits (whole MR tiles of the
+    group's mg rows): the panel's pair-word im2col into `col` (from x itself when `direct`, else
+    from the padded planes xp), then `pairmadd.gemm_pairs` into dst[d_base + o·ldo + q] for the
+    block's rows o (weights and bias from the group's first row m0)."""
+    k2 = (k + 1) // 2
+    for job in range(t, jobs, step):
+        q0 = job // splits * ldc
+        q1 = min(p_c, q0 + ldc)
+        o0 = job % splits * tiles // splits * pairmadd.MR
+        o1 = min(mg, (job % splits + 1) * tiles // splits * pairmadd.MR)
+        if direct:
+            _im2col_pairs(xf, xbase, z, hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, q0, q1, col, ldc)
+        else:
+            _im2col_pairs(xp, 0, np.int32(0), hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, q0, q1, col, ldc)
+        pairmadd.gemm_pairs(lanes, col, ldc, wp[(m0 + o0) * k2:], k2, bias[m0 + o0:], dst, d_base + o0 * ldo + q0,
+                            ldo, o1 - o0, q1 - q0, k2)
+
+
 @njit(parallel=True)
 def _conv_pairs(lanes, threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     """acc:i32 (N, M, OH·OW) through the pair-word im2col and `pairmadd.gemm_pairs` (exact, wraps), in
@@ -239,8 +263,9 @@ def _conv_pairs(lanes, threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh,
     Threads (`threads`, Numba's count, which the session bounds): the jobs are the panels, each split into
     row blocks of whole MR tiles when there are fewer panels than threads (each block then makes
     its own im2col of the panel, a 1/M share of the work); worker t takes jobs t, t + T, ... with
-    its own im2col buffer. Every output element is written by one job, so the result does not
-    depend on the thread count."""
+    its own im2col buffer (`_pairs_jobs`). A second worker only for every PARALLEL_MIN_MACS
+    multiply-adds of the layer: waking one costs more than a small layer's work. Every output
+    element is written by one job, so the result does not depend on the thread count."""
     n, c, h, w = x_nchw.shape
     cg, mg = c // group, m // group
     p = oh * ow
@@ -255,35 +280,30 @@ def _conv_pairs(lanes, threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh,
     ldc = min(panel, -(-p_c // nr) * nr)
     panels = -(-p_c // ldc)
     tiles = -(-mg // pairmadd.MR)
-    splits = min(tiles, max(1, -(-threads // panels)))
+    workers = min(threads, max(1, n * m * p * k // PARALLEL_MIN_MACS))
+    splits = min(tiles, max(1, -(-workers // panels)))
     jobs = panels * splits
-    workers = min(threads, jobs)
+    workers = min(workers, jobs)
     col = np.empty(workers * k2 * ldc, np.int32)
     xp = np.empty(0 if direct else cg * hp * wq + wq, np.int16)  # + wq: the junk columns' reads
     acc = np.empty(n * m * p, np.int32)
     out = np.empty(mg * p_c if wide else 0, np.int32)
     xf = x_nchw.reshape(-1)
+    z = np.int32(x_zp)
     for a in range(n):
         for g in range(group):
             xbase = (a * c + g * cg) * h * w
             if not direct:
                 _pad_planes(xf, xbase, cg, h, w, x_zp, top, left, hp, wq, xp)
-            for t in prange(workers):
-                cw = col[t * k2 * ldc:(t + 1) * k2 * ldc]
-                for job in range(t, jobs, workers):
-                    q0 = job // splits * ldc
-                    q1 = min(p_c, q0 + ldc)
-                    o0 = job % splits * tiles // splits * pairmadd.MR
-                    o1 = min(mg, (job % splits + 1) * tiles // splits * pairmadd.MR)
-                    if direct:
-                        _im2col_pairs(xf, xbase, np.int32(x_zp), hp, wq, k, kh, kw, sh, sw, dh, dw, ow, q0, q1, cw,
-                                      ldc)
-                    else:
-                        _im2col_pairs(xp, 0, np.int32(0), hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, q0, q1, cw, ldc)
-                    dst, d_off, ldo = (out, o0 * p_c + q0, p_c) if wide else \
-                        (acc, (a * m + g * mg + o0) * p + q0, p)
-                    pairmadd.gemm_pairs(lanes, cw, ldc, wp[(g * mg + o0) * k2:], k2, bias[g * mg + o0:], dst, d_off,
-                                        ldo, o1 - o0, q1 - q0, k2)
+            dst, d_base, ldo = (out, 0, p_c) if wide else (acc, (a * m + g * mg) * p, p)
+            if workers == 1:  # no parallel region: launching one costs a few µs even on one thread
+                _pairs_jobs(lanes, col, 0, 1, jobs, xf, xp, xbase, z, direct, hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c,
+                            p_c, ldc, splits, tiles, mg, g * mg, wp, bias, dst, d_base, ldo)
+            else:
+                for t in prange(workers):
+                    _pairs_jobs(lanes, col[t * k2 * ldc:(t + 1) * k2 * ldc], t, workers, jobs, xf, xp, xbase, z, direct,
+                                hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, p_c, ldc, splits, tiles, mg, g * mg, wp, bias,
+                                dst, d_base, ldo)
             if wide:
                 for o in range(mg):
                     for y in range(oh):
@@ -405,6 +425,25 @@ def _dw_plane(plane, xf, xbase, h, w, top, left, sh, sw, hq, wq, z):
                     plane[dst + e] = np.int32(xf[s0 + e * sw_u]) - z
 
 
+@njit
+def _dw_jobs(plane, buf, t, step, jobs, xf, wdf, bias, offs, c, h, w, top, left, sh, sw, hq, wq, oh, ow, nt, z, acc):
+    """Channels (of all images) t, t + step, ... < jobs of `_conv_depthwise`, with this worker's plane
+    and row buffer: the channel's phase-split plane, the taps over OH·WQ positions, the OW valid
+    columns of each row out."""
+    hw_u, ow_u, wq_u = np.uint64(h * w), np.uint64(ow), np.uint64(wq)
+    for job in range(t, jobs, step):
+        ch = job % c
+        _dw_plane(plane, xf, np.uint64(job) * hw_u, h, w, top, left, sh, sw, hq, wq, z)
+        b = bias[ch]
+        for q in range(np.uint64(oh * wq)):
+            buf[q] = b
+        _dw_taps(buf, plane, wdf, offs, ch * nt, nt, 0, 0, oh * wq)
+        obase = np.uint64(job * oh) * ow_u
+        for y in range(np.uint64(oh)):
+            for x in range(ow_u):
+                acc[obase + y * ow_u + x] = buf[y * wq_u + x]
+
+
 @njit(parallel=True)
 def _conv_depthwise(threads, x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     """acc:i32 (N, C, OH, OW) = Σ_{i,j} d[n, c, y·sH + i·dH, x·sW + j·dW]·wd[c, i·kW + j] + bias[c].
@@ -416,35 +455,27 @@ def _conv_depthwise(threads, x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top
     x + (j·dW) div sW: one fixed offset per tap. The OH output rows are then one flat loop
     of OH·WQ (WQ − OW junk columns per row, never copied out).
     Threads (`threads`, Numba's count): worker t takes the channels (of all images) t, t + T, ..., with its
-    own plane and row buffer; each output channel is one worker's, whatever the count.
+    own plane and row buffer (`_dw_jobs`), a second worker only for every PARALLEL_MIN_MACS
+    multiply-adds; each output channel is one worker's, whatever the count.
     """
     n, c, h, w = x_nchw.shape
     hq, wq, offs = _dw_phases(kh, kw, sh, sw, dh, dw, oh, ow)
     nt = kh * kw
     plen = sh * sw * hq * wq + wq  # + wq: junk columns of the last row stay in bounds
     jobs = n * c
-    workers = min(threads, jobs)
+    workers = min(threads, jobs, max(1, n * c * oh * ow * nt // PARALLEL_MIN_MACS))
     planes = np.zeros(workers * plen, np.int32)
     bufs = np.empty(workers * oh * wq, np.int32)
     acc = np.empty(n * c * oh * ow, np.int32)
     xf = x_nchw.reshape(-1)  # flat views made once: a view per row would cost a refcount each
     wdf = wd.reshape(-1)
     z = np.int32(x_zp)
-    hw_u, ow_u, wq_u = np.uint64(h * w), np.uint64(ow), np.uint64(wq)
-    for t in prange(workers):
-        plane = planes[t * plen:(t + 1) * plen]
-        buf = bufs[t * oh * wq:(t + 1) * oh * wq]
-        for job in range(t, jobs, workers):
-            ch = job % c
-            _dw_plane(plane, xf, np.uint64(job) * hw_u, h, w, top, left, sh, sw, hq, wq, z)
-            b = bias[ch]
-            for q in range(np.uint64(oh * wq)):
-                buf[q] = b
-            _dw_taps(buf, plane, wdf, offs, ch * nt, nt, 0, 0, oh * wq)
-            obase = np.uint64(job * oh) * ow_u
-            for y in range(np.uint64(oh)):
-                for x in range(ow_u):
-                    acc[obase + y * ow_u + x] = buf[y * wq_u + x]
+    if workers == 1:  # no parallel region (see _conv_pairs)
+        _dw_jobs(planes, bufs, 0, 1, jobs, xf, wdf, bias, offs, c, h, w, top, left, sh, sw, hq, wq, oh, ow, nt, z, acc)
+    else:
+        for t in prange(workers):
+            _dw_jobs(planes[t * plen:(t + 1) * plen], bufs[t * oh * wq:(t + 1) * oh * wq], t, workers, jobs, xf, wdf,
+                     bias, offs, c, h, w, top, left, sh, sw, hq, wq, oh, ow, nt, z, acc)
     return acc.reshape(n, c, oh, ow)
 
 
