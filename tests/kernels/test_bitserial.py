@@ -55,6 +55,8 @@ def check_conv(g, wb, xb, w_signed, x_signed, w_bip=False, x_bip=False):
     x = codes(rng, xb, x_signed, x_bip, (g["n"], c, g["h"], g["w"]))
     w = codes(rng, wb, w_signed, w_bip, (m, g["cg"], g["kh"], g["kw"]))
     x_zp = int(zero_points(rng, ()))
+    if rng.random() < 0.5:  # a value of the encoding: the fast kernel pads with its planes
+        x_zp = int(codes(rng, xb, x_signed, x_bip, ()))
     w_zp = zero_points(rng, m)
     bias = rng.integers(-1000, 1001, m).astype(np.int32)
     geo = (g["strides"], g["pads"], g["dil"], g["group"])
@@ -186,6 +188,32 @@ def test_bad_input_is_named(K):
         K.bitserial_conv_acc(x, 0, 1, True, packed, (1, 1), (0, 0, 0, 0), (1, 1), 1)
     with pytest.raises(ValueError, match="bitserial conv: 2 input channels"):
         K.bitserial_conv_acc(np.zeros((1, 2, 1, 3), np.uint8), 0, 1, False, packed, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_range_check_at_the_edges(dtype):
+    """Values at and next to each end of every encoding's range and of the container, at a pixel
+    packed 8 at a time (H·W a multiple of 8) and at one of the last H·W mod 8 pixels, among random
+    valid neighbours: rejected exactly when outside the declared encoding."""
+    rng = np.random.default_rng(5)
+    packed = fbs.pack_bitserial_weights(np.ones((1, 3, 1, 1), np.uint8), 1, False, 0, 0)
+    info = np.iinfo(dtype)
+    for bits, signed, bipolar in [(b, s, False) for b in range(1, 9) for s in (False, True)] + [(1, True, True)]:
+        lo, hi = (-1, 1) if bipolar else value_range(bits, signed)
+        for h, w, where in ((4, 4, (0, 2, 1, 3)), (3, 3, (0, 1, 2, 2))):
+            for v in {lo - 1, lo, lo + 1, hi - 1, hi, hi + 1, -1, 0, 1, 127, 128, info.min, info.max}:
+                if not info.min <= v <= info.max:
+                    continue
+                x = codes(rng, bits, signed, bipolar, (1, 3, h, w))
+                x = np.clip(x, max(lo, info.min), min(hi, info.max)).astype(dtype)  # valid in this container
+                x[x == 0] = 1 if bipolar else 0
+                x[where] = v
+                geo = ((1, 1), (0, 0, 0, 0), (1, 1), 1)
+                if lo <= v <= hi and not (bipolar and v == 0):
+                    fbs.bitserial_conv_acc(x, 0, bits, signed, packed, *geo, x_bipolar=bipolar)
+                else:
+                    with pytest.raises(ValueError, match=rf"value {v} at index \(0, {where[1]}, {where[2]}, {where[3]}\)"):
+                        fbs.bitserial_conv_acc(x, 0, bits, signed, packed, *geo, x_bipolar=bipolar)
 
 
 def test_blocks_tails_and_chunks():
