@@ -2,29 +2,32 @@
 
 acc:i32 = Σ_valid (x − x_zp)(w − w_zp[m]) + bias[m], the accumulator of conv_acc / matmul_acc, as
     α_x·α_w·Σ_{i,j} c_i·c_j·popcount(X_i AND W_j) + α_x·bw[m]·Σx̃ + bx·Σ_valid (w − w_zp[m]) + bias[m]
-(encodings, c, α, β, bx, bw: see golden.bitserial). Partial sums in int64; the result is stored
-as int32 by truncation (wraps modulo 2^32 like the direct fast kernels; the golden one raises).
+(encodings, c, α, β, bx, bw: see golden.bitserial). Popcount sums in int64 lanes; the weighted
+sum, the corrections and the result in int32 lanes, modulo 2^32 (the result wraps like the direct
+fast kernels' int32 accumulator; the golden one raises).
 
 Layout. Reduction order (kh, kw, c) per group (channels fastest), planes lsb_first in uint64
 words, K padded with zero bits to KW = ceil(K/64) words. Weights (plan time): (M + 3, B_w, KW),
 3 zero rows past M so that a block of 4 channels may run past the last one. Activations (run
 time, per image and group): (B_x, KW, P), positions contiguous, built in two passes:
 (1) pixel words: bit c mod 64 of word [k, c div 64, pixel] = plane k of x[c, pixel], code
-    ((v + add) >> shift) & mask (x & (2^B − 1); bipolar (x + 1) >> 1), one contiguous pass per
-    channel and plane; the range check rides along;
+    ((v + add) >> shift) & mask (x & (2^B − 1); bipolar (x + 1) >> 1), 8 pixels per uint64 (SWAR
+    decode and range check, an 8x8 byte transpose per 8 channels x 8 pixels);
 (2) im2col of whole pixel words: row copies when C/group is a multiple of 64, else per position
-    with funnel shifts to bit offset (i·kW + j)·C/group; taps outside the image are zero words;
-    Σx̃ per position from the popcounts.
-Σ_valid (w − w_zp) depends on the position only through the interval of kernel rows and columns
-inside the image: one value per (row class, column class), the interior class applied in the
-vector loop and the border positions patched after it.
+    with funnel shifts to bit offset (i·kW + j)·C/group; Σx̃ per position from the popcounts.
+Padding: when x_zp is a value of the activation encoding, taps outside the image hold x_zp's plane
+bits, so x − x_zp = 0 there and the window needs no border correction. Otherwise they hold zero
+planes and Σ_valid (w − w_zp), which depends on the position only through the interval of kernel
+rows and columns inside the image, takes one value per (row class, column class): the interior
+class applied in the vector loop, the border positions patched after it.
 
 Inner loop (`_tiles`), register-resident: per chunk of CHUNK positions, blocks of TILE = 4
-channels x LANES = 32 positions whose sums are LLVM vectors <32 x i64> (`_Lanes`, a Numba type
-whose values are SSA vectors, so loop-carried sums live in registers: 16 zmm on AVX-512). A
-block's sums start at its corrections; for each plane pair, raw = Σ_t popcount(x & w) over all KW
-words (per word: one vector load of x, the 4 weight words broadcast, 4 AND + popcount + add),
-then sums += coef·raw; stored once, truncated to int32. Popcount is LLVM's vector llvm.ctpop:
+channels x LANES = 32 positions. The popcount sums are LLVM vectors <32 x i64> (`_Lanes`, a Numba
+type whose values are SSA vectors, so loop-carried values live in registers: 16 zmm on AVX-512)
+and the block's results <32 x i32> (`_Sums`, 8 zmm). The results start at the corrections; for
+each plane pair, raw = Σ_t popcount(x & w) over all KW words (per word: one vector load of x, the
+4 weight words broadcast, 4 AND + popcount + add), then results += coef·raw (modulo 2^32); stored
+once. Popcount is LLVM's vector llvm.ctpop:
 zmm vpopcntq on AVX-512 VPOPCNTDQ (this VM, Zen 4/5), a vpshufb nibble table + vpsadbw on AVX2
 (both lowerings compiled and run by the tests), LLVM's bit-twiddling expansion elsewhere.
 GEMM: B's columns are the positions (packed at plan time, (B_b, KW, N) padded to LANES) and A's
@@ -66,14 +69,29 @@ class _Lanes(types.Type):
         super().__init__(name=f"i64x{LANES}")
 
 
-_LANES = _Lanes()
+class _Sums(types.Type):
+    """LANES 32-bit integers as one LLVM vector <LANES x i32> (vector registers, like `_Lanes`): a block's
+    int32 results, computed modulo 2^32."""
+
+    def __init__(self):
+        super().__init__(name=f"i32x{LANES}")
+
+
+_LANES, _SUMS = _Lanes(), _Sums()
 _VEC = llir.VectorType(llir.IntType(64), LANES)
+_VEC32 = llir.VectorType(llir.IntType(32), LANES)
 
 
 @register_model(_Lanes)
 class _LanesModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
         super().__init__(dmm, fe_type, _VEC)
+
+
+@register_model(_Sums)
+class _SumsModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VEC32)
 
 
 def _words(arr, bits=64):
@@ -88,9 +106,14 @@ def _lanes_ptr(context, builder, arrty, arr, idx, vty=_VEC):
     return builder.bitcast(builder.gep(data, [idx]), vty.as_pointer())
 
 
-def _splat(builder, v):
-    one = builder.insert_element(llir.Constant(_VEC, llir.Undefined), v, llir.Constant(llir.IntType(32), 0))
+def _splat(builder, v, vty=_VEC):
+    one = builder.insert_element(llir.Constant(vty, llir.Undefined), v, llir.Constant(llir.IntType(32), 0))
     return builder.shuffle_vector(one, one, llir.Constant(llir.VectorType(llir.IntType(32), LANES), [0] * LANES))
+
+
+def _splat32(builder, v):
+    """LANES copies of the 64-bit integer v truncated to 32 bits."""
+    return _splat(builder, builder.trunc(v, llir.IntType(32)), _VEC32)
 
 
 @intrinsic
@@ -109,25 +132,39 @@ def _vload(typingctx, arr, idx):
 
 
 @intrinsic
-def _vstore(typingctx, arr, idx, v):
-    """arr[idx : idx + LANES] = v (no bounds check)."""
-    if _words(arr) and isinstance(idx, types.Integer) and v == _LANES:
+def _vload32(typingctx, arr, idx):
+    """arr[idx : idx + LANES] of a contiguous 1-D int32 array (no bounds check)."""
+    if _words(arr, 32) and isinstance(idx, types.Integer):
+        return _SUMS(arr, idx), lambda context, builder, sig, args: builder.load(
+            _lanes_ptr(context, builder, sig.args[0], *args, _VEC32), align=4)
+
+
+@intrinsic
+def _vstore32(typingctx, arr, idx, v):
+    """arr[idx : idx + LANES] = v for a contiguous 1-D int32 array (no bounds check)."""
+    if _words(arr, 32) and isinstance(idx, types.Integer) and v == _SUMS:
         def codegen(context, builder, sig, args):
-            builder.store(args[2], _lanes_ptr(context, builder, sig.args[0], args[0], args[1]), align=8)
+            builder.store(args[2], _lanes_ptr(context, builder, sig.args[0], args[0], args[1], _VEC32), align=4)
             return context.get_dummy_value()
         return types.none(arr, idx, v), codegen
 
 
 @intrinsic
-def _vstore_i32(typingctx, arr, idx, v):
-    """arr[idx : idx + LANES] = v truncated to int32 lane by lane (wraps; no bounds check)."""
-    if _words(arr, 32) and isinstance(idx, types.Integer) and v == _LANES:
+def _vsums(typingctx, v):
+    """LANES copies of the 64-bit integer v modulo 2^32."""
+    if isinstance(v, types.Integer) and v.bitwidth == 64:
+        return _SUMS(v), lambda context, builder, sig, args: _splat32(builder, args[0])
+
+
+@intrinsic
+def _vsums_mul_add(typingctx, acc, x, c):
+    """acc + c·x lane by lane modulo 2^32: x int32 lanes (`_Sums`) or int64 lanes (`_Lanes`, truncated),
+    c a 64-bit integer (truncated)."""
+    if acc == _SUMS and x in (_SUMS, _LANES) and isinstance(c, types.Integer) and c.bitwidth == 64:
         def codegen(context, builder, sig, args):
-            vty = llir.VectorType(llir.IntType(32), LANES)
-            builder.store(builder.trunc(args[2], vty), _lanes_ptr(context, builder, sig.args[0], args[0], args[1], vty),
-                          align=4)
-            return context.get_dummy_value()
-        return types.none(arr, idx, v), codegen
+            x32 = args[1] if sig.args[1] == _SUMS else builder.trunc(args[1], _VEC32)
+            return builder.add(args[0], builder.mul(x32, _splat32(builder, args[2])))
+        return _SUMS(acc, x, c), codegen
 
 
 @intrinsic
@@ -140,14 +177,6 @@ def _vpopcount_and_add(typingctx, acc, x, w):
                                                    f"llvm.ctpop.v{LANES}i64")
             return builder.add(args[0], builder.call(ctpop, [builder.and_(args[1], _splat(builder, args[2]))]))
         return _LANES(acc, x, w), codegen
-
-
-@intrinsic
-def _vmul_add(typingctx, acc, raw, c):
-    """acc + c·raw lane by lane (modulo 2^64), c a 64-bit integer."""
-    if acc == _LANES and raw == _LANES and isinstance(c, types.Integer) and c.bitwidth == 64:
-        return _LANES(acc, raw, c), lambda context, builder, sig, args: builder.add(
-            args[0], builder.mul(args[1], _splat(builder, args[2])))
 
 
 def _i32(*v):
@@ -216,31 +245,31 @@ def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, tab, ed
     where cls(p) = 0 except at positions edge_pos[e] (cls edge_cls[e]; patched after the vector loop).
 
     xt: uint64 (nb_x, KW, p_stride) flat, positions contiguous, p_stride = n_pos rounded up to
-    LANES; sx, rx: int64 (p_stride,) (the values past n_pos are read, their sums dropped);
+    LANES; sx, rx: int32 (p_stride,), modulo 2^32 (the values past n_pos are read, their sums dropped);
     ww: uint64 (M + 3, nb_w, KW) flat (rows past M zero, so a block of TILE channels may run past
     the group); out: int32, flat. prange over chunks of CHUNK positions; per chunk, blocks of TILE
-    channels x LANES positions whose sums stay in registers (`_Lanes`): they start at the
-    corrections, then for each plane pair raw = Σ_t popcount(x & w) over all KW words (one vector
-    load of x per word for the TILE channels, their weight words broadcast) and sums += coef·raw;
-    stored once, truncated to int32 (wraps)."""
+    channels x LANES positions whose results stay in registers (`_Sums`, int32 lanes): they start at
+    the corrections, then for each plane pair raw = Σ_t popcount(x & w) over all KW words (`_Lanes`;
+    one vector load of x per word for the TILE channels, their weight words broadcast) and
+    results += coef·raw, all modulo 2^32 (wraps); stored once."""
     ws = np.uint64(nb_w * kw_n)  # one weight row
     ps = np.uint64(p_stride)
     last = m_base + n_ch - 1
     for ck in prange((n_pos + CHUNK - 1) // CHUNK):
         p0 = ck * CHUNK
         ln = min(CHUNK, n_pos - p0)
-        tail = np.empty(TILE * LANES, np.int64)
+        tail = np.empty(TILE * LANES, np.int32)
         e0, e1 = np.searchsorted(edge_pos, p0), np.searchsorted(edge_pos, p0 + CHUNK)  # this chunk's edges
         for m0 in range(0, n_ch, TILE):
             mm = m_base + m0
             m1, m2, m3 = min(mm + 1, last), min(mm + 2, last), min(mm + 3, last)  # past the group: unused
             for pb in range(0, ln, LANES):
                 q0 = p0 + pb
-                vs, vr = _vload(sx, q0), _vload(rx, q0)
-                s0 = _vmul_add(_vmul_add(_vsplat(bias[mm]), vs, bw[mm]), vr, tab[mm, 0])
-                s1 = _vmul_add(_vmul_add(_vsplat(bias[m1]), vs, bw[m1]), vr, tab[m1, 0])
-                s2 = _vmul_add(_vmul_add(_vsplat(bias[m2]), vs, bw[m2]), vr, tab[m2, 0])
-                s3 = _vmul_add(_vmul_add(_vsplat(bias[m3]), vs, bw[m3]), vr, tab[m3, 0])
+                vs, vr = _vload32(sx, q0), _vload32(rx, q0)
+                s0 = _vsums_mul_add(_vsums_mul_add(_vsums(bias[mm]), vs, bw[mm]), vr, tab[mm, 0])
+                s1 = _vsums_mul_add(_vsums_mul_add(_vsums(bias[m1]), vs, bw[m1]), vr, tab[m1, 0])
+                s2 = _vsums_mul_add(_vsums_mul_add(_vsums(bias[m2]), vs, bw[m2]), vr, tab[m2, 0])
+                s3 = _vsums_mul_add(_vsums_mul_add(_vsums(bias[m3]), vs, bw[m3]), vr, tab[m3, 0])
                 for j in range(nb_w):
                     r0 = np.uint64(mm * ws + j * kw_n)  # unsigned indices: no wrap-around checks
                     for i in range(nb_x):
@@ -254,22 +283,22 @@ def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, tab, ed
                             a3 = _vpopcount_and_add(a3, x, ww[t + 3 * ws])
                             xo += ps
                         c = coef[j, i]
-                        s0, s1, s2, s3 = _vmul_add(s0, a0, c), _vmul_add(s1, a1, c), _vmul_add(s2, a2, c), \
-                            _vmul_add(s3, a3, c)
+                        s0, s1 = _vsums_mul_add(s0, a0, c), _vsums_mul_add(s1, a1, c)
+                        s2, s3 = _vsums_mul_add(s2, a2, c), _vsums_mul_add(s3, a3, c)
                 o = out_base + m0 * n_pos + q0
                 if pb + LANES <= ln and m0 + TILE <= n_ch:
-                    _vstore_i32(out, o, s0)
-                    _vstore_i32(out, o + n_pos, s1)
-                    _vstore_i32(out, o + 2 * n_pos, s2)
-                    _vstore_i32(out, o + 3 * n_pos, s3)
+                    _vstore32(out, o, s0)
+                    _vstore32(out, o + n_pos, s1)
+                    _vstore32(out, o + 2 * n_pos, s2)
+                    _vstore32(out, o + 3 * n_pos, s3)
                 else:  # the last positions or channels: through `tail`
-                    _vstore(tail, 0, s0)
-                    _vstore(tail, LANES, s1)
-                    _vstore(tail, 2 * LANES, s2)
-                    _vstore(tail, 3 * LANES, s3)
+                    _vstore32(tail, 0, s0)
+                    _vstore32(tail, LANES, s1)
+                    _vstore32(tail, 2 * LANES, s2)
+                    _vstore32(tail, 3 * LANES, s3)
                     for dm in range(min(TILE, n_ch - m0)):
                         for p in range(min(LANES, ln - pb)):
-                            out[o + dm * n_pos + p] = np.int32(tail[dm * LANES + p])
+                            out[o + dm * n_pos + p] = tail[dm * LANES + p]
             for dm in range(min(TILE, n_ch - m0)):
                 t0 = tab[mm + dm, 0]
                 o = out_base + (m0 + dm) * n_pos
@@ -554,8 +583,8 @@ def _conv_bitserial(xf, code_args, n, c, h, w, nb_x, xc, x_alpha, bx, pad_code, 
     p_stride = -(-n_pos // LANES) * LANES
     pw = np.empty(nb_x * cwg * h * w, np.uint64)
     xt = np.empty(nb_x * kw_n * p_stride, np.uint64)  # words past n_pos: read, dropped
-    sx = np.empty(p_stride, np.int64)
-    rx = np.full(p_stride, bx, np.int64)
+    sx = np.empty(p_stride, np.int32)
+    rx = np.full(p_stride, bx, np.int32)  # modulo 2^32, like every term of the int32 result
     if pad_code >= 0:  # padded taps are x_zp: x − x_zp = 0 there, the window sums need no border classes
         tab = np.empty((m, 1), np.int64)
         for o in range(m):
@@ -637,17 +666,17 @@ def pack_bitserial_matrix(b_kn, b_bits, b_signed, b_zp, bipolar=False):
     column. B's columns play the output positions of `_tiles` (A's rows its channels), so the
     vectors run along N and a GEMV (one row of A) still fills them:
     -> (words uint64 (B, KW, Np) flat, N padded to Np = a multiple of LANES, c int64 (B,), α,
-        sb int64 (Np,) = α·Σ_k b̃[:, n], rb int64 (Np,) = β − b_zp[n], (N, K))."""
+        sb int32 (Np,) = α·Σ_k b̃[:, n], rb int32 (Np,) = β − b_zp[n] modulo 2^32, (N, K))."""
     b = _u8_container(b_kn, "bitserial GEMM b")
     k, n = b.shape
     words, c, alpha, bw, _, _, _ = pack_bitserial_weights(b.T[:, :, None, None], b_bits, b_signed, b_zp, 0, bipolar)
     n_pad = -(-n // LANES) * LANES
     cols = np.zeros((len(c), words.shape[2], n_pad), np.uint64)
     cols[:, :, :n] = words[:n].transpose(1, 2, 0)
-    sb = np.zeros(n_pad, np.int64)
+    sb = np.zeros(n_pad, np.int32)
     sb[:n] = alpha * (c[:, None] * np.bitwise_count(words[:n]).sum(axis=2, dtype=np.int64).T).sum(axis=0)
-    rb = np.zeros(n_pad, np.int64)
-    rb[:n] = bw
+    rb = np.zeros(n_pad, np.int32)
+    rb[:n] = bw.astype(np.int32)  # modulo 2^32, like every term of the int32 result
     return cols.reshape(-1), c, alpha, sb, rb, (n, k)
 
 
