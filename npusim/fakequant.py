@@ -29,7 +29,9 @@ Max pool, quantize / dequantize, dynamic quantize, the float output of integer G
 window padding and data movement are written here in plain NumPy as ONNX and onnxruntime
 define them; the float32 logistic inside sigmoid is onnxruntime's own (MLAS's approximation
 defines the op), computed by onnxruntime. Shared with the runtime (`SHARED`): host islands,
-which run through the runtime's host-island code on onnxruntime; `shared_tensors(graph)` names
+which run through the runtime's host-island code on onnxruntime, and mode "ort"'s float32 global
+average pool (npusim.islands), whose order of additions onnxruntime's kernels define, through
+the registry's entry on the golden kernel; `shared_tensors(graph)` names
 what they produce, so that a comparison with this reference does not count those tensors as
 checked.
 """
@@ -858,8 +860,10 @@ ARITHMETIC = {"conv": _conv, "matmul": _matmul, "gemm": _gemm, "requantize": _re
               "reshape": _reshape, "flatten": _flatten, "transpose": _transpose, "squeeze": _squeeze,
               "unsqueeze": _unsqueeze, "slice": _slice, "pad": _pad, "concat": _concat, "identity": _identity,
               "conv_transpose": _conv_transpose, "resize": _resize, "shape": _shape}
-# islands that onnxruntime runs (through the runtime's own host-island code)
-SHARED = ("host",)
+# islands that onnxruntime runs (through the runtime's own host-island code), and mode "ort"'s
+# float32 GlobalAveragePool, whose numbers are onnxruntime's order of additions (through the
+# registry's entry on the golden kernel; a mode "npu" graph has none)
+SHARED = ("host", "global_avgpool_f32")
 
 
 def shared_tensors(graph: ir.Graph) -> dict[str, str]:
@@ -876,7 +880,7 @@ def evaluate(graph: ir.Graph, feeds: dict, rounding: str = "double") -> dict[str
 
     rounding: "double" (gemmlowp) or "single" (TFLite single rounding), as mode "npu".
     """
-    from .registry import kernel_set
+    from .registry import OPS, kernel_set
     from .session import prepare_host, check_feeds
 
     if rounding not in ROUNDINGS:
@@ -893,6 +897,8 @@ def evaluate(graph: ir.Graph, feeds: dict, rounding: str = "double") -> dict[str
                 outs = ARITHMETIC[node.op](node, rounding, *xs)
             elif node.op == "host":
                 outs = prepare_host(node, None, K, graph)[0](*xs)
+            elif node.op in SHARED:
+                outs = OPS[node.op].prepare(node, graph.constants.get, K)(*xs)
             else:
                 raise NpusimError(f"node {node.name!r}: op {node.op!r} is not supported by the float64 reference")
         except NpusimError:

@@ -239,54 +239,30 @@ def _split_pool(graph: Graph, node: Node) -> list[Node]:
     import onnx
     from onnx import numpy_helper
 
-    from .frontend import ELEMENTWISE_OPS
+    from .islands import pools_of, without_pools
 
-    model = onnx.load_from_string(node.attrs["model"])
-    g = model.graph
-    init = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    by_input = {}
-    for p in g.node:
-        for x in p.input:
-            by_input.setdefault(x, []).append(p)
-    pools, drop = [], set()
-    for p in g.node:
-        if p.op_type != "GlobalAveragePool":
-            continue
-        after = by_input.get(p.output[0], [])
-        taps = [q for q in by_input.get(p.input[0], []) if q.op_type == "QuantizeLinear"]
-        if len(after) != 1 or after[0].op_type != "QuantizeLinear" or not taps:
-            return [node]
-        q_a, q_b = taps[0], after[0]
-        if any(init.get(x) is None or init[x].size != 1 for x in list(q_a.input[1:3]) + list(q_b.input[1:3])):
-            return [node]
-        pools.append((q_a, q_b, p))
-        drop |= {p.name, q_b.name}
+    model = onnx.ModelProto.FromString(node.attrs["model"])
+    pools = pools_of(model)
     if not pools:
         return [node]
-    keep = [p for p in g.node if p.name not in drop]
-    taps = [q_a.output[0] for q_a, _, _ in pools]
-    outputs = [o for o in node.outputs if o not in {q_b.output[0] for _, q_b, _ in pools}]
-    outputs += [t for t in taps if t not in outputs]
-    del g.node[:]
-    g.node.extend(keep)
-    del g.output[:]
-    g.output.extend(onnx.ValueInfoProto(name=o) for o in outputs)
-    elementwise = len(node.inputs) == 1 and all(p.domain in ("", "ai.onnx") and p.op_type in ELEMENTWISE_OPS
-                                                for p in keep) \
-        and all(init[x].size == 1 for p in keep for x in p.input if x in init)
-    island = Node("host", node.name, node.inputs, tuple(outputs),
-                  {"model": model.SerializeToString(), "ops": tuple(f"{p.op_type}:{p.name}" for p in keep),
-                   "elementwise": elementwise}, ", ".join(p.name for p in keep))
-    out = [island]
-    for q_a, q_b, p in pools:
-        y_dtype = graph.tensors[q_b.output[0]].dtype
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    taps = []  # per pool, the QuantizeLinear of its input: t_a, what the NPU's pool reads
+    for p in pools:
+        q_a = next((q for q in model.graph.node if q.op_type == "QuantizeLinear" and q.input[0] == p.pool.input[0]),
+                   None)
+        if q_a is None or len(q_a.input) != 3 or any(init.get(x) is None or init[x].size != 1 for x in q_a.input[1:]):
+            return [node]
+        taps.append(q_a)
+    out = [without_pools(graph, node, model, pools, [q_a.output[0] for q_a in taps])]
+    for q_a, p in zip(taps, pools):
+        y_dtype = graph.tensors[p.quantize.output[0]].dtype
         lo, hi = qrange(y_dtype)
-        out.append(Node("global_avgpool", p.name, (q_a.output[0],), (q_b.output[0],),
+        out.append(Node("global_avgpool", p.pool.name, (q_a.output[0],), (p.quantize.output[0],),
                         {"x_scale": np.float32(init[q_a.input[1]].reshape(-1)[0]),
                          "x_zp": int(init[q_a.input[2]].reshape(-1)[0]),
-                         "y_scale": np.float32(init[q_b.input[1]].reshape(-1)[0]),
-                         "y_zp": int(init[q_b.input[2]].reshape(-1)[0]), "qmin": lo, "qmax": hi, "dtype": y_dtype},
-                        p.name))
+                         "y_scale": np.float32(p.scale[0]), "y_zp": int(p.zp[0]), "qmin": lo, "qmax": hi,
+                         "dtype": y_dtype},
+                        p.pool.name))
     return out
 
 

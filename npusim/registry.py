@@ -259,9 +259,10 @@ def choose_engine(engine: str, w_dtype: str, x_dtype: str, taps: int = 9, depthw
 
     "auto" follows the throughput measured at 1 thread (benchmarks/bench_bitserial.py, figures in
     docs/bitserial.md): the bit-serial kernel beats the direct int8 one when weight bits x
-    activation bits is at most 6 for a 3x3 (or larger) window (never for a 1x1: the direct
-    vpmaddwd kernel wins there even at 1 bit x 1 bit), at most 16 for a matmul / gemm, and for every width up to 8 bits when A has a single row (a GEMV); not for
-    depthwise convolution, where a block of 4 output channels holds one real channel.
+    activation bits is at most 12 for a 3x3 (or larger) window, at most 1 for a smaller one (a 1x1
+    conv: only 1 bit x 1 bit beats the direct vpmaddwd kernel), at most 16 for a matmul / gemm, and
+    for every width up to 8 bits when A has a single row (a GEMV); not for depthwise convolution,
+    where a block of 4 output channels holds one real channel.
     """
     from .ir import bits, is_quantized
 
@@ -270,7 +271,7 @@ def choose_engine(engine: str, w_dtype: str, x_dtype: str, taps: int = 9, depthw
         return "direct"
     if engine == "bitserial":
         return "bitserial"
-    limit = (64 if rows == 1 else 16) if op != "conv" else 6 if taps >= 9 else 0
+    limit = (64 if rows == 1 else 16) if op != "conv" else 12 if taps >= 9 else 1
     return "bitserial" if not depthwise and bits(w_dtype) * bits(x_dtype) <= limit else "direct"
 
 
@@ -453,6 +454,15 @@ def _prep_gap(node, const, K):
     return run
 
 
+def _prep_gap_f32(node, const, K):
+    """Float32 GlobalAveragePool in onnxruntime's summation order (K.global_avgpool_f32; the pools
+    npusim.islands.split_pool_islands moves out of host islands)."""
+
+    def run(x):
+        return (K.global_avgpool_f32(x),)
+    return run
+
+
 def _prep_avgpool(node, const, K):
     q = _qparams(node.attrs)
     a = node.attrs
@@ -583,6 +593,7 @@ OPS: dict[str, OpDef] = {
     "add": OpDef(_prep_binary("qlinear_add")),
     "mul": OpDef(_prep_binary("qlinear_mul")),
     "global_avgpool": OpDef(_prep_gap),
+    "global_avgpool_f32": OpDef(_prep_gap_f32),
     "avgpool": OpDef(_prep_avgpool),
     "maxpool": OpDef(_prep_maxpool),
     "sigmoid": OpDef(_prep_lut("sigmoid_lut")),

@@ -117,7 +117,7 @@ class InferenceSession:
     def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None, *,
                  mode: str = "ort", kernels: str = "fast", threads: int | None = None, rounding: str = "double",
                  engine: str = "auto", ort_isa: str | None = None, **kwargs):
-        from . import npu, ortisa
+        from . import islands, npu, ortisa
         from .registry import ENGINES
 
         import onnxruntime as ort
@@ -157,6 +157,7 @@ class InferenceSession:
             self.graph = npu.lower_islands(self.graph)
         else:
             self.graph = ortisa.with_ort_isa(self.graph, self.ort_isa)
+            self.graph = islands.split_pool_islands(self.graph)
         self._ops = OPS if mode == "ort" else {**OPS, **npu.ops(rounding)}
         self.host_fallback: list[str] = []  # host islands that run on onnxruntime at every inference
         K = kernel_set(kernels)
@@ -410,15 +411,16 @@ def _thread_users(g: ir.Graph, kernels: str) -> tuple[bool, bool] | None:
     """(numba, blas): whether an inference of `g` runs code whose thread count Numba's setting or
     BLAS's sets (None: neither), so that a run limits only those (a limit that changes a count costs ~3 µs with
     putting it back, a large part of a small model's run). Numba's count bounds its parallel
-    (prange) kernels, all of them bit-serial (kernels/fast/bitserial.py; tests/test_threads.py
-    checks that no other fast module is parallel): a conv, matmul or gemm of engine "bitserial".
+    (prange) kernels, the convs' and the bit-serial ones (kernels/fast/conv.py and bitserial.py;
+    tests/test_threads.py checks that no other fast module is parallel): any conv, and a matmul or
+    gemm of engine "bitserial".
     BLAS runs the float32 chunks of a matmul or gemm with an operand wider than 8 bits
     (kernels/fast/matmul.py) and NumPy's matmuls in the golden kernels. Host islands have their own
     onnxruntime threads, set at plan time."""
     if kernels != "fast":
         return True, True
     products = [n for n in g.nodes if n.op in ("conv", "matmul", "gemm")]
-    numba = any(n.attrs.get("engine") == "bitserial" for n in products)
+    numba = any(n.op == "conv" or n.attrs.get("engine") == "bitserial" for n in products)
     blas = any(n.op != "conv" and any(i not in g.tensors or ir.bits(g.tensors[i].dtype) > 8 for i in n.inputs[:2])
                for n in products)
     return (numba, blas) if numba or blas else None

@@ -74,7 +74,7 @@ def test_auto_picks_bitserial_only_for_narrow_layers():
     assert choose_engine("auto", "i2", "u2", taps=9, depthwise=True) == "direct"
     for wb in range(1, 9):
         for xb in range(1, 9):
-            assert choose_engine("auto", f"i{wb}", f"u{xb}", taps=9) == ("bitserial" if wb * xb <= 6 else "direct")
-            assert choose_engine("auto", f"i{wb}", f"u{xb}", taps=1) == "direct"
+            assert choose_engine("auto", f"i{wb}", f"u{xb}", taps=9) == ("bitserial" if wb * xb <= 12 else "direct")
+            assert choose_engine("auto", f"i{wb}", f"u{xb}", taps=1) == ("bitserial" if wb * xb == 1 else "direct")
             assert choose_engine("auto", f"i{wb}", f"u{xb}", op="gemm") == ("bitserial" if wb * xb <= 16 else "direct")
             assert choose_engine("auto", f"i{wb}", f"u{xb}", op="matmul", rows=1) == "bitserial"

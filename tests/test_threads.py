@@ -50,8 +50,9 @@ def test_session_threads_bound_every_kernel_call_and_host_island(monkeypatch):
     """threads=1: every kernel call at plan time (weight packing) sees one Numba thread and one BLAS
     thread; every host island's onnxruntime session one intra-op thread; the caller's counts are
     back after; the results equal those of threads=2. At run time a session limits only what its
-    kernels use: this model has no parallel (bit-serial) kernel and no BLAS product, so its runs
-    leave the counts alone (test below for a bit-serial plan)."""
+    kernels use: this model's convs run on Numba's threads, and it has no BLAS product, so its runs
+    limit Numba's count and leave BLAS's alone. The front end's own sessions at import (load
+    check, optimizer, type inference) take one thread whatever the session's count."""
     seen, islands = [], []
     real_ort = onnxruntime.InferenceSession
 
@@ -75,11 +76,15 @@ def test_session_threads_bound_every_kernel_call_and_host_island(monkeypatch):
     y1 = one.run(None, feeds)[0]
     assert island_threads(one) == [1, 1]
     assert {"conv_acc_packed_for", "conv_acc_packed_for()"} <= {f for f, *_ in seen}
-    assert {tuple(counts) for _, *counts in seen} == {before}
+    assert {tuple(counts) for _, *counts in seen} == {(1, *before[1:])}
     assert (numba.get_num_threads(), *blas_threads()) == before
-    two = npusim.InferenceSession(zoo.path(name), threads=2)
+    islands.clear()
+    two = npusim.InferenceSession(zoo.path(name).read_bytes(), threads=2)  # bytes: imported, not cached
     np.testing.assert_array_equal(y1, two.run(None, feeds)[0])
     assert island_threads(two) == [2, 2]
+    front_end = [t for m, t in islands if not any(m is h for h in (n.attrs["model"] for n in two.graph.nodes
+                                                                    if n.op == "host"))]
+    assert len(front_end) >= 2 and set(front_end) == {1}  # its load check and optimizer: one thread each
 
 
 def test_bitserial_runs_see_the_thread_limit(monkeypatch):
@@ -97,12 +102,12 @@ def test_bitserial_runs_see_the_thread_limit(monkeypatch):
     assert numba.get_num_threads() == before
 
 
-def test_parallel_kernels_are_bitserial_only():
-    """npusim.session limits Numba's threads only for plans with a bit-serial kernel (_thread_users):
-    a parallel kernel in another module would run unbounded."""
+def test_parallel_kernels_are_conv_and_bitserial_only():
+    """npusim.session limits Numba's threads only for plans with a conv or a bit-serial kernel
+    (_thread_users): a parallel kernel in another module would run unbounded."""
     root = pathlib.Path(npusim_kernels.__file__).parent / "fast"
     parallel = {p.name for p in root.glob("*.py") if "parallel=True" in p.read_text()}
-    assert parallel == {"bitserial.py"}, parallel
+    assert parallel == {"bitserial.py", "conv.py"}, parallel
 
 
 def test_blas_of_the_kernels_bounded_when_the_first_limit_precedes_it():

@@ -2,29 +2,32 @@
 
 acc:i32 = Σ_valid (x − x_zp)(w − w_zp[m]) + bias[m], the accumulator of conv_acc / matmul_acc, as
     α_x·α_w·Σ_{i,j} c_i·c_j·popcount(X_i AND W_j) + α_x·bw[m]·Σx̃ + bx·Σ_valid (w − w_zp[m]) + bias[m]
-(encodings, c, α, β, bx, bw: see golden.bitserial). Partial sums in int64; the result is stored
-as int32 by truncation (wraps modulo 2^32 like the direct fast kernels; the golden one raises).
+(encodings, c, α, β, bx, bw: see golden.bitserial). Popcount sums in int64 lanes; the weighted
+sum, the corrections and the result in int32 lanes, modulo 2^32 (the result wraps like the direct
+fast kernels' int32 accumulator; the golden one raises).
 
 Layout. Reduction order (kh, kw, c) per group (channels fastest), planes lsb_first in uint64
 words, K padded with zero bits to KW = ceil(K/64) words. Weights (plan time): (M + 3, B_w, KW),
 3 zero rows past M so that a block of 4 channels may run past the last one. Activations (run
 time, per image and group): (B_x, KW, P), positions contiguous, built in two passes:
 (1) pixel words: bit c mod 64 of word [k, c div 64, pixel] = plane k of x[c, pixel], code
-    ((v + add) >> shift) & mask (x & (2^B − 1); bipolar (x + 1) >> 1), one contiguous pass per
-    channel and plane; the range check rides along;
+    ((v + add) >> shift) & mask (x & (2^B − 1); bipolar (x + 1) >> 1), 8 pixels per uint64 (SWAR
+    decode and range check, an 8x8 byte transpose per 8 channels x 8 pixels);
 (2) im2col of whole pixel words: row copies when C/group is a multiple of 64, else per position
-    with funnel shifts to bit offset (i·kW + j)·C/group; taps outside the image are zero words;
-    Σx̃ per position from the popcounts.
-Σ_valid (w − w_zp) depends on the position only through the interval of kernel rows and columns
-inside the image: one value per (row class, column class), the interior class applied in the
-vector loop and the border positions patched after it.
+    with funnel shifts to bit offset (i·kW + j)·C/group; Σx̃ per position from the popcounts.
+Padding: when x_zp is a value of the activation encoding, taps outside the image hold x_zp's plane
+bits, so x − x_zp = 0 there and the window needs no border correction. Otherwise they hold zero
+planes and Σ_valid (w − w_zp), which depends on the position only through the interval of kernel
+rows and columns inside the image, takes one value per (row class, column class): the interior
+class applied in the vector loop, the border positions patched after it.
 
 Inner loop (`_tiles`), register-resident: per chunk of CHUNK positions, blocks of TILE = 4
-channels x LANES = 32 positions whose sums are LLVM vectors <32 x i64> (`_Lanes`, a Numba type
-whose values are SSA vectors, so loop-carried sums live in registers: 16 zmm on AVX-512). A
-block's sums start at its corrections; for each plane pair, raw = Σ_t popcount(x & w) over all KW
-words (per word: one vector load of x, the 4 weight words broadcast, 4 AND + popcount + add),
-then sums += coef·raw; stored once, truncated to int32. Popcount is LLVM's vector llvm.ctpop:
+channels x LANES = 32 positions. The popcount sums are LLVM vectors <32 x i64> (`_Lanes`, a Numba
+type whose values are SSA vectors, so loop-carried values live in registers: 16 zmm on AVX-512)
+and the block's results <32 x i32> (`_Sums`, 8 zmm). The results start at the corrections; for
+each plane pair, raw = Σ_t popcount(x & w) over all KW words (per word: one vector load of x, the
+4 weight words broadcast, 4 AND + popcount + add), then results += coef·raw (modulo 2^32); stored
+once. Popcount is LLVM's vector llvm.ctpop:
 zmm vpopcntq on AVX-512 VPOPCNTDQ (this VM, Zen 4/5), a vpshufb nibble table + vpsadbw on AVX2
 (both lowerings compiled and run by the tests), LLVM's bit-twiddling expansion elsewhere.
 GEMM: B's columns are the positions (packed at plan time, (B_b, KW, N) padded to LANES) and A's
@@ -66,14 +69,29 @@ class _Lanes(types.Type):
         super().__init__(name=f"i64x{LANES}")
 
 
-_LANES = _Lanes()
+class _Sums(types.Type):
+    """LANES 32-bit integers as one LLVM vector <LANES x i32> (vector registers, like `_Lanes`): a block's
+    int32 results, computed modulo 2^32."""
+
+    def __init__(self):
+        super().__init__(name=f"i32x{LANES}")
+
+
+_LANES, _SUMS = _Lanes(), _Sums()
 _VEC = llir.VectorType(llir.IntType(64), LANES)
+_VEC32 = llir.VectorType(llir.IntType(32), LANES)
 
 
 @register_model(_Lanes)
 class _LanesModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
         super().__init__(dmm, fe_type, _VEC)
+
+
+@register_model(_Sums)
+class _SumsModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VEC32)
 
 
 def _words(arr, bits=64):
@@ -88,9 +106,14 @@ def _lanes_ptr(context, builder, arrty, arr, idx, vty=_VEC):
     return builder.bitcast(builder.gep(data, [idx]), vty.as_pointer())
 
 
-def _splat(builder, v):
-    one = builder.insert_element(llir.Constant(_VEC, llir.Undefined), v, llir.Constant(llir.IntType(32), 0))
+def _splat(builder, v, vty=_VEC):
+    one = builder.insert_element(llir.Constant(vty, llir.Undefined), v, llir.Constant(llir.IntType(32), 0))
     return builder.shuffle_vector(one, one, llir.Constant(llir.VectorType(llir.IntType(32), LANES), [0] * LANES))
+
+
+def _splat32(builder, v):
+    """LANES copies of the 64-bit integer v truncated to 32 bits."""
+    return _splat(builder, builder.trunc(v, llir.IntType(32)), _VEC32)
 
 
 @intrinsic
@@ -109,25 +132,39 @@ def _vload(typingctx, arr, idx):
 
 
 @intrinsic
-def _vstore(typingctx, arr, idx, v):
-    """arr[idx : idx + LANES] = v (no bounds check)."""
-    if _words(arr) and isinstance(idx, types.Integer) and v == _LANES:
+def _vload32(typingctx, arr, idx):
+    """arr[idx : idx + LANES] of a contiguous 1-D int32 array (no bounds check)."""
+    if _words(arr, 32) and isinstance(idx, types.Integer):
+        return _SUMS(arr, idx), lambda context, builder, sig, args: builder.load(
+            _lanes_ptr(context, builder, sig.args[0], *args, _VEC32), align=4)
+
+
+@intrinsic
+def _vstore32(typingctx, arr, idx, v):
+    """arr[idx : idx + LANES] = v for a contiguous 1-D int32 array (no bounds check)."""
+    if _words(arr, 32) and isinstance(idx, types.Integer) and v == _SUMS:
         def codegen(context, builder, sig, args):
-            builder.store(args[2], _lanes_ptr(context, builder, sig.args[0], args[0], args[1]), align=8)
+            builder.store(args[2], _lanes_ptr(context, builder, sig.args[0], args[0], args[1], _VEC32), align=4)
             return context.get_dummy_value()
         return types.none(arr, idx, v), codegen
 
 
 @intrinsic
-def _vstore_i32(typingctx, arr, idx, v):
-    """arr[idx : idx + LANES] = v truncated to int32 lane by lane (wraps; no bounds check)."""
-    if _words(arr, 32) and isinstance(idx, types.Integer) and v == _LANES:
+def _vsums(typingctx, v):
+    """LANES copies of the 64-bit integer v modulo 2^32."""
+    if isinstance(v, types.Integer) and v.bitwidth == 64:
+        return _SUMS(v), lambda context, builder, sig, args: _splat32(builder, args[0])
+
+
+@intrinsic
+def _vsums_mul_add(typingctx, acc, x, c):
+    """acc + c·x lane by lane modulo 2^32: x int32 lanes (`_Sums`) or int64 lanes (`_Lanes`, truncated),
+    c a 64-bit integer (truncated)."""
+    if acc == _SUMS and x in (_SUMS, _LANES) and isinstance(c, types.Integer) and c.bitwidth == 64:
         def codegen(context, builder, sig, args):
-            vty = llir.VectorType(llir.IntType(32), LANES)
-            builder.store(builder.trunc(args[2], vty), _lanes_ptr(context, builder, sig.args[0], args[0], args[1], vty),
-                          align=4)
-            return context.get_dummy_value()
-        return types.none(arr, idx, v), codegen
+            x32 = args[1] if sig.args[1] == _SUMS else builder.trunc(args[1], _VEC32)
+            return builder.add(args[0], builder.mul(x32, _splat32(builder, args[2])))
+        return _SUMS(acc, x, c), codegen
 
 
 @intrinsic
@@ -140,14 +177,6 @@ def _vpopcount_and_add(typingctx, acc, x, w):
                                                    f"llvm.ctpop.v{LANES}i64")
             return builder.add(args[0], builder.call(ctpop, [builder.and_(args[1], _splat(builder, args[2]))]))
         return _LANES(acc, x, w), codegen
-
-
-@intrinsic
-def _vmul_add(typingctx, acc, raw, c):
-    """acc + c·raw lane by lane (modulo 2^64), c a 64-bit integer."""
-    if acc == _LANES and raw == _LANES and isinstance(c, types.Integer) and c.bitwidth == 64:
-        return _LANES(acc, raw, c), lambda context, builder, sig, args: builder.add(
-            args[0], builder.mul(args[1], _splat(builder, args[2])))
 
 
 def _i32(*v):
@@ -216,31 +245,31 @@ def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, tab, ed
     where cls(p) = 0 except at positions edge_pos[e] (cls edge_cls[e]; patched after the vector loop).
 
     xt: uint64 (nb_x, KW, p_stride) flat, positions contiguous, p_stride = n_pos rounded up to
-    LANES; sx, rx: int64 (p_stride,) (the values past n_pos are read, their sums dropped);
+    LANES; sx, rx: int32 (p_stride,), modulo 2^32 (the values past n_pos are read, their sums dropped);
     ww: uint64 (M + 3, nb_w, KW) flat (rows past M zero, so a block of TILE channels may run past
     the group); out: int32, flat. prange over chunks of CHUNK positions; per chunk, blocks of TILE
-    channels x LANES positions whose sums stay in registers (`_Lanes`): they start at the
-    corrections, then for each plane pair raw = Σ_t popcount(x & w) over all KW words (one vector
-    load of x per word for the TILE channels, their weight words broadcast) and sums += coef·raw;
-    stored once, truncated to int32 (wraps)."""
+    channels x LANES positions whose results stay in registers (`_Sums`, int32 lanes): they start at
+    the corrections, then for each plane pair raw = Σ_t popcount(x & w) over all KW words (`_Lanes`;
+    one vector load of x per word for the TILE channels, their weight words broadcast) and
+    results += coef·raw, all modulo 2^32 (wraps); stored once."""
     ws = np.uint64(nb_w * kw_n)  # one weight row
     ps = np.uint64(p_stride)
     last = m_base + n_ch - 1
     for ck in prange((n_pos + CHUNK - 1) // CHUNK):
         p0 = ck * CHUNK
         ln = min(CHUNK, n_pos - p0)
-        tail = np.empty(TILE * LANES, np.int64)
+        tail = np.empty(TILE * LANES, np.int32)
         e0, e1 = np.searchsorted(edge_pos, p0), np.searchsorted(edge_pos, p0 + CHUNK)  # this chunk's edges
         for m0 in range(0, n_ch, TILE):
             mm = m_base + m0
             m1, m2, m3 = min(mm + 1, last), min(mm + 2, last), min(mm + 3, last)  # past the group: unused
             for pb in range(0, ln, LANES):
                 q0 = p0 + pb
-                vs, vr = _vload(sx, q0), _vload(rx, q0)
-                s0 = _vmul_add(_vmul_add(_vsplat(bias[mm]), vs, bw[mm]), vr, tab[mm, 0])
-                s1 = _vmul_add(_vmul_add(_vsplat(bias[m1]), vs, bw[m1]), vr, tab[m1, 0])
-                s2 = _vmul_add(_vmul_add(_vsplat(bias[m2]), vs, bw[m2]), vr, tab[m2, 0])
-                s3 = _vmul_add(_vmul_add(_vsplat(bias[m3]), vs, bw[m3]), vr, tab[m3, 0])
+                vs, vr = _vload32(sx, q0), _vload32(rx, q0)
+                s0 = _vsums_mul_add(_vsums_mul_add(_vsums(bias[mm]), vs, bw[mm]), vr, tab[mm, 0])
+                s1 = _vsums_mul_add(_vsums_mul_add(_vsums(bias[m1]), vs, bw[m1]), vr, tab[m1, 0])
+                s2 = _vsums_mul_add(_vsums_mul_add(_vsums(bias[m2]), vs, bw[m2]), vr, tab[m2, 0])
+                s3 = _vsums_mul_add(_vsums_mul_add(_vsums(bias[m3]), vs, bw[m3]), vr, tab[m3, 0])
                 for j in range(nb_w):
                     r0 = np.uint64(mm * ws + j * kw_n)  # unsigned indices: no wrap-around checks
                     for i in range(nb_x):
@@ -254,22 +283,22 @@ def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, tab, ed
                             a3 = _vpopcount_and_add(a3, x, ww[t + 3 * ws])
                             xo += ps
                         c = coef[j, i]
-                        s0, s1, s2, s3 = _vmul_add(s0, a0, c), _vmul_add(s1, a1, c), _vmul_add(s2, a2, c), \
-                            _vmul_add(s3, a3, c)
+                        s0, s1 = _vsums_mul_add(s0, a0, c), _vsums_mul_add(s1, a1, c)
+                        s2, s3 = _vsums_mul_add(s2, a2, c), _vsums_mul_add(s3, a3, c)
                 o = out_base + m0 * n_pos + q0
                 if pb + LANES <= ln and m0 + TILE <= n_ch:
-                    _vstore_i32(out, o, s0)
-                    _vstore_i32(out, o + n_pos, s1)
-                    _vstore_i32(out, o + 2 * n_pos, s2)
-                    _vstore_i32(out, o + 3 * n_pos, s3)
+                    _vstore32(out, o, s0)
+                    _vstore32(out, o + n_pos, s1)
+                    _vstore32(out, o + 2 * n_pos, s2)
+                    _vstore32(out, o + 3 * n_pos, s3)
                 else:  # the last positions or channels: through `tail`
-                    _vstore(tail, 0, s0)
-                    _vstore(tail, LANES, s1)
-                    _vstore(tail, 2 * LANES, s2)
-                    _vstore(tail, 3 * LANES, s3)
+                    _vstore32(tail, 0, s0)
+                    _vstore32(tail, LANES, s1)
+                    _vstore32(tail, 2 * LANES, s2)
+                    _vstore32(tail, 3 * LANES, s3)
                     for dm in range(min(TILE, n_ch - m0)):
                         for p in range(min(LANES, ln - pb)):
-                            out[o + dm * n_pos + p] = np.int32(tail[dm * LANES + p])
+                            out[o + dm * n_pos + p] = tail[dm * LANES + p]
             for dm in range(min(TILE, n_ch - m0)):
                 t0 = tab[mm + dm, 0]
                 o = out_base + (m0 + dm) * n_pos
@@ -278,40 +307,131 @@ def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, tab, ed
                     out[o + q] = np.int32(np.int64(out[o + q]) + rx[q] * (tab[mm + dm, edge_cls[e]] - t0))
 
 
+@intrinsic
+def _load_u64(typingctx, arr, idx):
+    """The 8 bytes arr[idx : idx + 8] of a contiguous 1-D uint8 array as one little-endian uint64
+    (an unaligned load; no bounds check)."""
+    if _words(arr, 8) and isinstance(idx, types.Integer):
+        return types.uint64(arr, idx), lambda context, builder, sig, args: builder.load(
+            _lanes_ptr(context, builder, sig.args[0], *args, llir.IntType(64)), align=1)
+
+
+_HI8 = np.uint64(0x8080808080808080)  # bit 7 of each byte
+_LO7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+
+
+@njit
+def _bytes_out_of_range(t, tlo, span, check_bad, tbad):
+    """Nonzero iff some byte b of t (8 bytes at once) has (b − tlo) mod 256 > span, or equals tbad when
+    check_bad. tlo, span, tbad: one byte value broadcast to the 8 bytes (× 0x0101…01)."""
+    d = ((t | _HI8) - (tlo & _LO7)) ^ ((t ^ ~tlo) & _HI8)  # b − tlo per byte, mod 256
+    s = (d & _LO7) + (_LO7 - (span & _LO7))                # bit 7 set iff (d mod 128) > (span mod 128)
+    over = (d | s) if (span & _HI8) == 0 else (d & s)
+    if check_bad:
+        z = t ^ tbad
+        over |= (z - _LSB8) & ~z                            # bit 7 of a byte equal to tbad (some byte: exact)
+    return over & _HI8
+
+
+@njit
+def _transpose8(a0, a1, a2, a3, a4, a5, a6, a7):
+    """The 8x8 byte matrix a_i (byte j of word i), transposed: word j holds byte j of every a_i."""
+    m, sh = np.uint64(0x00000000FFFFFFFF), np.uint64(32)
+    a0, a4 = (a0 & m) | ((a4 & m) << sh), ((a0 >> sh) & m) | (a4 & ~m)
+    a1, a5 = (a1 & m) | ((a5 & m) << sh), ((a1 >> sh) & m) | (a5 & ~m)
+    a2, a6 = (a2 & m) | ((a6 & m) << sh), ((a2 >> sh) & m) | (a6 & ~m)
+    a3, a7 = (a3 & m) | ((a7 & m) << sh), ((a3 >> sh) & m) | (a7 & ~m)
+    m, sh = np.uint64(0x0000FFFF0000FFFF), np.uint64(16)
+    a0, a2 = (a0 & m) | ((a2 & m) << sh), ((a0 >> sh) & m) | (a2 & ~m)
+    a1, a3 = (a1 & m) | ((a3 & m) << sh), ((a1 >> sh) & m) | (a3 & ~m)
+    a4, a6 = (a4 & m) | ((a6 & m) << sh), ((a4 >> sh) & m) | (a6 & ~m)
+    a5, a7 = (a5 & m) | ((a7 & m) << sh), ((a5 >> sh) & m) | (a7 & ~m)
+    m, sh = np.uint64(0x00FF00FF00FF00FF), np.uint64(8)
+    a0, a1 = (a0 & m) | ((a1 & m) << sh), ((a0 >> sh) & m) | (a1 & ~m)
+    a2, a3 = (a2 & m) | ((a3 & m) << sh), ((a2 >> sh) & m) | (a3 & ~m)
+    a4, a5 = (a4 & m) | ((a5 & m) << sh), ((a4 >> sh) & m) | (a5 & ~m)
+    a6, a7 = (a6 & m) | ((a7 & m) << sh), ((a6 >> sh) & m) | (a7 & ~m)
+    return a0, a1, a2, a3, a4, a5, a6, a7
+
+
+@njit
+def _pixel_block(xf, base, cg, hw, nb, q, b0, nbk, cwg, tlo8, span8, check_bad, tbad8, flip8, add8, mask8, sh, pw):
+    """One work item of `_pixel_words`: word q (channels 64q ..) of the pixels 8·b0 .. 8·(b0 + nbk) − 1;
+    returns nonzero iff a value is out of range. (A plain function: inside the prange body the loops
+    along b did not vectorize as well.)"""
+    grp = np.zeros(nb * 8 * nbk, np.uint64)
+    over = np.uint64(0)
+    for c in range(64 * q, min(cg, 64 * q + 64)):
+        src = np.uint64(base + c * hw + 8 * b0)
+        cb = np.uint64(c % 8)
+        g = (c % 64) // 8
+        for k in range(nb):
+            kk = np.uint64(k)
+            dst = (k * 8 + g) * nbk
+            for b in range(nbk):
+                u = _load_u64(xf, src + np.uint64(8 * b))
+                if k == 0:  # the range check, once per value (the branch is hoisted out of the loop)
+                    over |= _bytes_out_of_range(u ^ flip8, tlo8, span8, check_bad, tbad8)
+                code = ((((u & _LO7) + add8) ^ (u & _HI8)) >> sh) & mask8
+                grp[dst + b] |= ((code >> kk) & _LSB8) << cb
+    for k in range(nb):
+        g0 = k * 8 * nbk
+        o = np.uint64((k * cwg + q) * hw + 8 * b0)
+        for b in range(nbk):
+            r = _transpose8(grp[g0 + b], grp[g0 + nbk + b], grp[g0 + 2 * nbk + b], grp[g0 + 3 * nbk + b],
+                            grp[g0 + 4 * nbk + b], grp[g0 + 5 * nbk + b], grp[g0 + 6 * nbk + b], grp[g0 + 7 * nbk + b])
+            d = o + np.uint64(8 * b)
+            pw[d], pw[d + 1], pw[d + 2], pw[d + 3] = r[0], r[1], r[2], r[3]
+            pw[d + 4], pw[d + 5], pw[d + 6], pw[d + 7] = r[4], r[5], r[6], r[7]
+    return over
+
+
 @njit(parallel=True)
 def _pixel_words(xf, base, cg, hw, nb, code_args, pw):
-    """pw[k, c div 64, pix] |= bit k of code(xf[base + c·H·W + pix]) at bit c mod 64, for the H·W
-    pixels of cg channels; returns nonzero iff some value is outside lo..hi or equals `bad`
+    """pw[k, c div 64, pix] = the word whose bit c mod 64 is bit k of code(xf[base + c·H·W + pix]), for the H·W
+    pixels of cg channels (bits past cg zero); returns nonzero iff some value is outside lo..hi or equals `bad`
     (code = ((v + add) >> shift) & mask; v = u − 2·(u & flip) of the uint8 u, see `_as_u8`).
-    pw: uint64 (nb, ceil(cg/64), H·W) flat, zero beforehand.
-    Blocks of PIX_BLOCK pixels in parallel; the inner loop runs along contiguous pixels (vectorizes)."""
+    pw: uint64 (nb, ceil(cg/64), H·W) flat.
+
+    Eight pixels at a time, SWAR: one uint64 load holds a channel's codes of 8 pixels (byte e: pixel 8b + e),
+    decoded in the bytes (byte b + add mod 256, >> shift, & mask; t = u ^ flip is v + flip, checked against
+    lo + flip .. hi + flip); bit k of the 8 codes goes to bit c mod 8 of their bytes in the group word
+    grp[k, c mod 64 div 8, b] (these loops run along contiguous blocks b and vectorize); an 8x8 byte transpose
+    of the 8 group words of a block gives its 8 pixel words. Work items: PIX_BLOCK pixels of one 64-channel
+    word, in parallel; the H·W mod 8 last pixels one by one."""
     lo, hi, bad, add, shift, mask, flip = code_args
+    tlo, thi = max(lo + flip, 0), min(hi + flip, 255)
+    check_bad = lo <= bad and bad <= hi
+    tlo8, span8, tbad8 = np.uint64(tlo) * _LSB8, np.uint64(thi - tlo) * _LSB8, np.uint64((bad + flip) & 255) * _LSB8
+    flip8, add8, mask8, sh = np.uint64(flip) * _LSB8, np.uint64(add) * _LSB8, np.uint64(mask) * _LSB8, np.uint64(shift)
     cwg = (cg + 63) // 64
+    nblk = hw // 8
+    per = PIX_BLOCK // 8
+    n_items = (nblk + per - 1) // per
     nbad = 0
-    for blk in prange((hw + PIX_BLOCK - 1) // PIX_BLOCK):
-        p0 = np.uint64(blk * PIX_BLOCK)
-        p1 = np.uint64(min(hw, blk * PIX_BLOCK + PIX_BLOCK))
-        nbd = np.int32(0)
-        for c in range(cg):
-            src = np.uint64(base + c * hw)
-            bit = np.uint64(c % 64)
+    for it in prange(cwg * n_items):
+        q, b0 = it // n_items, (it % n_items) * per
+        nbad += _pixel_block(xf, base, cg, hw, nb, q, b0, min(per, nblk - b0), cwg, tlo8, span8, check_bad, tbad8,
+                             flip8, add8, mask8, sh, pw) != 0
+    for pix in range(8 * nblk, hw):  # the last H·W mod 8 pixels
+        for q in range(cwg):
             for k in range(nb):
-                dst = np.uint64((k * cwg + c // 64) * hw)
-                kk = np.uint64(k)
-                for q in range(p0, p1):
-                    u = np.int32(xf[src + q])
+                word = np.uint64(0)
+                for c in range(64 * q, min(cg, 64 * q + 64)):
+                    u = np.int32(xf[base + c * hw + pix])
                     v = u - 2 * (u & flip)
-                    if k == 0:  # the range check, once per value (the branch is hoisted out of the loop)
-                        nbd += np.int32((v < lo) | (v > hi) | (v == bad))
-                    pw[dst + q] |= ((np.uint64(((v + add) >> shift) & mask) >> kk) & np.uint64(1)) << bit
-        nbad += nbd
+                    nbad += (v < lo) | (v > hi) | (v == bad)
+                    word |= ((np.uint64(((v + add) >> shift) & mask) >> np.uint64(k)) & np.uint64(1)) << np.uint64(c % 64)
+                pw[(k * cwg + q) * hw + pix] = word
     return nbad
 
 
 @njit(parallel=True)
-def _im2col_words(pw, nb, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, kw_n, p_stride, xc, x_alpha, xt, sx):
-    """xt[k, :, p] (rows of p_stride words) = output position p's window of pixel words pw[k, :, y, x] (zero outside the
-    image), tap (i, j) at bit offset (i·kW + j)·cg; sx[p] = α·Σ_k xc[k]·popcount(xt[k, :, p]) = α·Σ x̃.
+def _im2col_words(pw, nb, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, kw_n, p_stride, xc, x_alpha, pad_code,
+                  xt, sx):
+    """xt[k, :, p] (rows of p_stride words) = output position p's window of pixel words pw[k, :, y, x], tap (i, j) at
+    bit offset (i·kW + j)·cg; a tap outside the image holds bit k of pad_code in each of its cg bits (pad_code: the
+    code of x_zp, 0 when x_zp has none); sx[p] = α·Σ_k xc[k]·popcount(xt[k, :, p]) = α·Σ x̃.
 
     cg a multiple of 64: every tap is whole words, copied row by row (contiguous for stride 1);
     otherwise per position, words appended by funnel shifts."""
@@ -322,6 +442,7 @@ def _im2col_words(pw, nb, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, k
     if cg % 64 == 0:
         for r in prange(nb * kw_n):  # one word row of xt: plane k, tap (i, j), word q
             k, t = r // kw_n, r % kw_n
+            fill = np.uint64(0) - np.uint64((pad_code >> k) & 1)  # all ones or all zeros
             tap, q = t // cwg, t % cwg
             i, j = tap // kw, tap % kw
             x_lo = min(ow, max(0, (left - j * dw + sw - 1) // sw))   # first ox inside the image
@@ -331,12 +452,12 @@ def _im2col_words(pw, nb, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, k
                 iy = oy * sh + i * dh - top
                 if iy < 0 or iy >= h:
                     for ox in range(np.uint64(ow)):
-                        xt[dst + ox] = 0
+                        xt[dst + ox] = fill
                     continue
                 for ox in range(np.uint64(x_lo)):
-                    xt[dst + ox] = 0
+                    xt[dst + ox] = fill
                 for ox in range(np.uint64(x_hi), np.uint64(ow)):
-                    xt[dst + ox] = 0
+                    xt[dst + ox] = fill
                 src = np.uint64((k * cwg + q) * h * w + iy * w + j * dw - left)  # + ox·sW, ox >= x_lo
                 if sw == 1:
                     for ox in range(np.uint64(x_lo), np.uint64(x_hi)):
@@ -366,16 +487,22 @@ def _im2col_words(pw, nb, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, k
             for q in range(np.uint64(kw_n)):
                 xt[col + q * ps] = 0
             off = np.uint64(0)
+            pad = (pad_code >> k) & 1
             for i in range(kh):
                 iy = oy * sh + i * dh - top
                 for j in range(kw):
                     ix = ox * sw + j * dw - left
-                    if iy < 0 or iy >= h or ix < 0 or ix >= w:  # zero words: only the offset moves
+                    inside = iy >= 0 and iy < h and ix >= 0 and ix < w
+                    if not inside and pad == 0:  # zero words: only the offset moves
                         off += np.uint64(cg)
                         continue
                     src = np.uint64(k * cwg * h * w + iy * w + ix)
                     for q in range(np.uint64(cwg)):
-                        v = pw[src + q * plane]
+                        if inside:
+                            v = pw[src + q * plane]
+                        else:  # the pad's plane bit in each of the tap's bits
+                            v = np.uint64(0xFFFFFFFFFFFFFFFF) >> (np.uint64(64) - last) if q + np.uint64(1) == cwg \
+                                else np.uint64(0xFFFFFFFFFFFFFFFF)
                         cnt += _popcount(v)
                         wi = col + (off >> np.uint64(6)) * ps
                         b = off & np.uint64(63)
@@ -444,9 +571,10 @@ def _valid_weight_sums(wdsum, kh, kw, h, w, sh, sw, dh, dw, top, left, oh, ow):
 
 
 @njit
-def _conv_bitserial(xf, code_args, n, c, h, w, nb_x, xc, x_alpha, bx, ww, nb_w, coef, bw, wdsum, bias, group,
-                    kh, kw, sh, sw, dh, dw, top, left, bottom, right, oh, ow):
-    """acc:i32 (N, M, OH·OW) and the count of out-of-range activation values (module doc)."""
+def _conv_bitserial(xf, code_args, n, c, h, w, nb_x, xc, x_alpha, bx, pad_code, ww, nb_w, coef, bw, wdsum, bias,
+                    group, kh, kw, sh, sw, dh, dw, top, left, bottom, right, oh, ow):
+    """acc:i32 (N, M, OH·OW) and the count of out-of-range activation values (module doc); pad_code: the
+    code of x_zp when x_zp is a value of the encoding (padded taps then hold it), else −1."""
     m = bias.shape[0]
     cg, mg = c // group, m // group
     cwg = (cg + 63) // 64
@@ -455,17 +583,22 @@ def _conv_bitserial(xf, code_args, n, c, h, w, nb_x, xc, x_alpha, bx, ww, nb_w, 
     p_stride = -(-n_pos // LANES) * LANES
     pw = np.empty(nb_x * cwg * h * w, np.uint64)
     xt = np.empty(nb_x * kw_n * p_stride, np.uint64)  # words past n_pos: read, dropped
-    sx = np.empty(p_stride, np.int64)
-    rx = np.full(p_stride, bx, np.int64)
-    tab, edge_pos, edge_cls = _valid_weight_sums(wdsum, kh, kw, h, w, sh, sw, dh, dw, top, left, oh, ow)
+    sx = np.empty(p_stride, np.int32)
+    rx = np.full(p_stride, bx, np.int32)  # modulo 2^32, like every term of the int32 result
+    if pad_code >= 0:  # padded taps are x_zp: x − x_zp = 0 there, the window sums need no border classes
+        tab = np.empty((m, 1), np.int64)
+        for o in range(m):
+            tab[o, 0] = wdsum[o].sum()
+        edge_pos = edge_cls = np.zeros(0, np.int64)
+    else:
+        tab, edge_pos, edge_cls = _valid_weight_sums(wdsum, kh, kw, h, w, sh, sw, dh, dw, top, left, oh, ow)
     acc = np.empty(n * m * n_pos, np.int32)
     nbad = 0
     for a in range(n):
         for g in range(group):
-            pw[:] = 0
             nbad += _pixel_words(xf, (a * c + g * cg) * h * w, cg, h * w, nb_x, code_args, pw)
             _im2col_words(pw, nb_x, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, kw_n, p_stride, xc, x_alpha,
-                          xt, sx)
+                          max(pad_code, 0), xt, sx)
             _tiles(xt, nb_x, p_stride, ww, g * mg, nb_w, kw_n, coef, sx, bw, rx, tab, edge_pos, edge_cls, bias,
                    acc, (a * m + g * mg) * n_pos, n_pos, mg)
     return acc.reshape(n, m, n_pos), nbad
@@ -517,7 +650,10 @@ def bitserial_conv_acc(x_nchw, x_zp, x_bits, x_signed, packed, strides, pads, di
     oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
     ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
     coef = (x_alpha * w_alpha) * np.outer(w_c, x_c)
-    acc, nbad = _conv_bitserial(*_as_u8(x, code_args), n, c, h, w, len(x_c), x_c, x_alpha, x_beta - int(x_zp),
+    lo, hi, bad, add, shift, mask = code_args
+    x_zp = int(x_zp)
+    pad_code = ((x_zp + add) >> shift) & mask if lo <= x_zp <= hi and x_zp != bad else -1
+    acc, nbad = _conv_bitserial(*_as_u8(x, code_args), n, c, h, w, len(x_c), x_c, x_alpha, x_beta - x_zp, pad_code,
                                 words.reshape(-1), len(w_c), coef, bw, wdsum, bias, group,
                                 kh, kw, sh, sw, dh, dw, top, left, bottom, right, oh, ow)
     if nbad:
@@ -530,17 +666,17 @@ def pack_bitserial_matrix(b_kn, b_bits, b_signed, b_zp, bipolar=False):
     column. B's columns play the output positions of `_tiles` (A's rows its channels), so the
     vectors run along N and a GEMV (one row of A) still fills them:
     -> (words uint64 (B, KW, Np) flat, N padded to Np = a multiple of LANES, c int64 (B,), α,
-        sb int64 (Np,) = α·Σ_k b̃[:, n], rb int64 (Np,) = β − b_zp[n], (N, K))."""
+        sb int32 (Np,) = α·Σ_k b̃[:, n], rb int32 (Np,) = β − b_zp[n] modulo 2^32, (N, K))."""
     b = _u8_container(b_kn, "bitserial GEMM b")
     k, n = b.shape
     words, c, alpha, bw, _, _, _ = pack_bitserial_weights(b.T[:, :, None, None], b_bits, b_signed, b_zp, 0, bipolar)
     n_pad = -(-n // LANES) * LANES
     cols = np.zeros((len(c), words.shape[2], n_pad), np.uint64)
     cols[:, :, :n] = words[:n].transpose(1, 2, 0)
-    sb = np.zeros(n_pad, np.int64)
+    sb = np.zeros(n_pad, np.int32)
     sb[:n] = alpha * (c[:, None] * np.bitwise_count(words[:n]).sum(axis=2, dtype=np.int64).T).sum(axis=0)
-    rb = np.zeros(n_pad, np.int64)
-    rb[:n] = bw
+    rb = np.zeros(n_pad, np.int32)
+    rb[:n] = bw.astype(np.int32)  # modulo 2^32, like every term of the int32 result
     return cols.reshape(-1), c, alpha, sb, rb, (n, k)
 
 

@@ -34,7 +34,9 @@ Every path is one Numba call (no per-call Python loops); the path is chosen by `
 """
 import functools
 
+import numba
 import numpy as np
+from numba import prange
 
 from npusim_kernels.fast import pairmadd
 from npusim_kernels.fast._jit import njit
@@ -42,6 +44,8 @@ from npusim_kernels.fast._jit import njit
 CL_CHUNK = 256  # channels-last depthwise: words per chunk of output positions
 DW_CL_MAX_OW = (8, 12)  # depthwise channels-last up to this output width (stride 1, stride > 1): measured on
 # znver4, channels-last is 2x the speed at OW 5 (and OW 10 strided), even at OW 10 (and 20 strided), slower beyond
+PARALLEL_MIN_MACS = 1 << 20  # a conv's multiply-adds per worker thread: waking a second worker measured
+# ~7 µs on a tiny layer (znver4), about 1M multiply-adds of the pair kernel
 PANEL_WORDS = 1 << 17  # im2col words per panel (512 KiB; measured best of 128 KiB, 512 KiB, 2 MiB and none here)
 
 
@@ -227,13 +231,41 @@ def _padded_hw(h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
 
 
 @njit
-def _conv_pairs(lanes, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
+def _pairs_jobs(lanes, col, t, step, jobs, xf, xp, xbase, z, direct, hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, p_c, ldc,
+                splits, tiles, mg, m0, wp, bias, dst, d_base, ldo):
+    """Jobs t, t + step, ... < jobs of `_conv_pairs` for one image and group: job j is panel j // splits
+    (output positions q0 <= q < q1, ldc each) and row block j % splits (whole MR tiles of the
+    group's mg rows): the panel's pair-word im2col into `col` (from x itself when `direct`, else
+    from the padded planes xp), then `pairmadd.gemm_pairs` into dst[d_base + o·ldo + q] for the
+    block's rows o (weights and bias from the group's first row m0)."""
+    k2 = (k + 1) // 2
+    for job in range(t, jobs, step):
+        q0 = job // splits * ldc
+        q1 = min(p_c, q0 + ldc)
+        o0 = job % splits * tiles // splits * pairmadd.MR
+        o1 = min(mg, (job % splits + 1) * tiles // splits * pairmadd.MR)
+        if direct:
+            _im2col_pairs(xf, xbase, z, hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, q0, q1, col, ldc)
+        else:
+            _im2col_pairs(xp, 0, np.int32(0), hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, q0, q1, col, ldc)
+        pairmadd.gemm_pairs(lanes, col, ldc, wp[(m0 + o0) * k2:], k2, bias[m0 + o0:], dst, d_base + o0 * ldo + q0,
+                            ldo, o1 - o0, q1 - q0, k2)
+
+
+@njit(parallel=True)
+def _conv_pairs(lanes, threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     """acc:i32 (N, M, OH·OW) through the pair-word im2col and `pairmadd.gemm_pairs` (exact, wraps), in
     panels of whole register tiles of output positions, about PANEL_WORDS words of im2col each (a
     panel stays in cache between the im2col and the GEMM). A stride-1 conv with padded planes
     wider than the output computes rows of the planes' width WQ (the WQ − OW extra columns read
     the next row: junk, in bounds, never copied out), so that each pair's im2col is one
-    contiguous run instead of OH short ones."""
+    contiguous run instead of OH short ones.
+    Threads (`threads`, Numba's count, which the session bounds): the jobs are the panels, each split into
+    row blocks of whole MR tiles when there are fewer panels than threads (each block then makes
+    its own im2col of the panel, a 1/M share of the work); worker t takes jobs t, t + T, ... with
+    its own im2col buffer (`_pairs_jobs`). A second worker only for every PARALLEL_MIN_MACS
+    multiply-adds of the layer: waking one costs more than a small layer's work. Every output
+    element is written by one job, so the result does not depend on the thread count."""
     n, c, h, w = x_nchw.shape
     cg, mg = c // group, m // group
     p = oh * ow
@@ -246,28 +278,32 @@ def _conv_pairs(lanes, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, 
     nr = pairmadd.tile_columns(lanes)
     panel = max(1, PANEL_WORDS // (k2 * nr)) * nr  # whole register tiles
     ldc = min(panel, -(-p_c // nr) * nr)
-    col = np.empty(k2 * ldc, np.int32)
+    panels = -(-p_c // ldc)
+    tiles = -(-mg // pairmadd.MR)
+    workers = min(threads, max(1, n * m * p * k // PARALLEL_MIN_MACS))
+    splits = min(tiles, max(1, -(-workers // panels)))
+    jobs = panels * splits
+    workers = min(workers, jobs)
+    col = np.empty(workers * k2 * ldc, np.int32)
     xp = np.empty(0 if direct else cg * hp * wq + wq, np.int16)  # + wq: the junk columns' reads
     acc = np.empty(n * m * p, np.int32)
     out = np.empty(mg * p_c if wide else 0, np.int32)
     xf = x_nchw.reshape(-1)
+    z = np.int32(x_zp)
     for a in range(n):
         for g in range(group):
             xbase = (a * c + g * cg) * h * w
             if not direct:
                 _pad_planes(xf, xbase, cg, h, w, x_zp, top, left, hp, wq, xp)
-            for q0 in range(0, p_c, ldc):
-                q1 = min(p_c, q0 + ldc)
-                if direct:
-                    _im2col_pairs(xf, xbase, np.int32(x_zp), hp, wq, k, kh, kw, sh, sw, dh, dw, ow, q0, q1, col, ldc)
-                else:
-                    _im2col_pairs(xp, 0, np.int32(0), hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, q0, q1, col, ldc)
-                if wide:
-                    pairmadd.gemm_pairs(lanes, col, ldc, wp[g * mg * k2:], k2, bias[g * mg:], out, q0, p_c, mg,
-                                        q1 - q0, k2)
-                else:
-                    pairmadd.gemm_pairs(lanes, col, ldc, wp[g * mg * k2:], k2, bias[g * mg:], acc,
-                                        (a * m + g * mg) * p + q0, p, mg, q1 - q0, k2)
+            dst, d_base, ldo = (out, 0, p_c) if wide else (acc, (a * m + g * mg) * p, p)
+            if workers == 1:  # no parallel region: launching one costs a few µs even on one thread
+                _pairs_jobs(lanes, col, 0, 1, jobs, xf, xp, xbase, z, direct, hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c,
+                            p_c, ldc, splits, tiles, mg, g * mg, wp, bias, dst, d_base, ldo)
+            else:
+                for t in prange(workers):
+                    _pairs_jobs(lanes, col[t * k2 * ldc:(t + 1) * k2 * ldc], t, workers, jobs, xf, xp, xbase, z, direct,
+                                hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, p_c, ldc, splits, tiles, mg, g * mg, wp, bias,
+                                dst, d_base, ldo)
             if wide:
                 for o in range(mg):
                     for y in range(oh):
@@ -278,15 +314,15 @@ def _conv_pairs(lanes, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, 
 
 
 @njit
-def _conv_pairs_zmm(x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
+def _conv_pairs_zmm(threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     """_conv_pairs with the AVX-512BW micro-kernel (the lane count must be a literal)."""
-    return _conv_pairs(16, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
+    return _conv_pairs(16, threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
 
 
 @njit
-def _conv_pairs_ymm(x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
+def _conv_pairs_ymm(threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     """_conv_pairs with the AVX2 micro-kernel."""
-    return _conv_pairs(8, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
+    return _conv_pairs(8, threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
 
 
 CONV_PAIRS = {16: _conv_pairs_zmm, 8: _conv_pairs_ymm}  # pairmadd lane count -> dense / grouped conv
@@ -351,7 +387,65 @@ def _dw_taps(buf, plane, wdf, offs, t0, nt, base_in, base_out, length):
 
 
 @njit
-def _conv_depthwise(x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
+def _dw_plane(plane, xf, xbase, h, w, top, left, sh, sw, hq, wq, z):
+    """plane[phase-split position of input (i, j)] = x[xbase + i·W + j] − z (int32) for the inputs
+    a tap reads (`_dw_phases`); the other positions (padding) are left as they are (0)."""
+    for i in range(h):
+        r = top + i
+        if r // sh >= hq:
+            break
+        src = xbase + np.uint64(i * w)
+        if sw == 2:  # both column phases in one loop over input column pairs (measured 3x the speed
+            row0 = (r % sh) * 2 * hq + r // sh  # of a loop per phase); phase of column j: (left + j) mod 2
+            da = np.uint64((row0 + (left % 2) * hq) * wq + left // 2)
+            db = np.uint64((row0 + (1 - left % 2) * hq) * wq + (left + 1) // 2)
+            npair = max(0, min(w // 2, wq - (left + 1) // 2))
+            for e in range(np.uint64(npair)):
+                plane[da + e] = np.int32(xf[src + np.uint64(2) * e]) - z
+                plane[db + e] = np.int32(xf[src + np.uint64(2) * e + np.uint64(1)]) - z
+            for j in range(2 * npair, w):
+                if (left + j) // 2 < wq:
+                    plane[np.uint64((row0 + ((left + j) % 2) * hq) * wq + (left + j) // 2)] = \
+                        np.int32(xf[src + np.uint64(j)]) - z
+            continue
+        for p in range(sw):
+            j0 = (p - left) % sw  # first input column of column phase p
+            q0 = (left + j0) // sw
+            cnt = min((w - j0 + sw - 1) // sw, wq - q0)
+            if cnt <= 0:
+                continue
+            dst = np.uint64((((r % sh) * sw + p) * hq + r // sh) * wq + q0)
+            s0 = src + np.uint64(j0)
+            if sw == 1:
+                for e in range(np.uint64(cnt)):
+                    plane[dst + e] = np.int32(xf[s0 + e]) - z
+            else:
+                sw_u = np.uint64(sw)
+                for e in range(np.uint64(cnt)):
+                    plane[dst + e] = np.int32(xf[s0 + e * sw_u]) - z
+
+
+@njit
+def _dw_jobs(plane, buf, t, step, jobs, xf, wdf, bias, offs, c, h, w, top, left, sh, sw, hq, wq, oh, ow, nt, z, acc):
+    """Channels (of all images) t, t + step, ... < jobs of `_conv_depthwise`, with this worker's plane
+    and row buffer: the channel's phase-split plane, the taps over OH·WQ positions, the OW valid
+    columns of each row out."""
+    hw_u, ow_u, wq_u = np.uint64(h * w), np.uint64(ow), np.uint64(wq)
+    for job in range(t, jobs, step):
+        ch = job % c
+        _dw_plane(plane, xf, np.uint64(job) * hw_u, h, w, top, left, sh, sw, hq, wq, z)
+        b = bias[ch]
+        for q in range(np.uint64(oh * wq)):
+            buf[q] = b
+        _dw_taps(buf, plane, wdf, offs, ch * nt, nt, 0, 0, oh * wq)
+        obase = np.uint64(job * oh) * ow_u
+        for y in range(np.uint64(oh)):
+            for x in range(ow_u):
+                acc[obase + y * ow_u + x] = buf[y * wq_u + x]
+
+
+@njit(parallel=True)
+def _conv_depthwise(threads, x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     """acc:i32 (N, C, OH, OW) = Σ_{i,j} d[n, c, y·sH + i·dH, x·sW + j·dW]·wd[c, i·kW + j] + bias[c].
 
     d = x − x_zp, zero-padded, in one flat int32 scratch plane per channel (reused; the
@@ -360,62 +454,28 @@ def _conv_depthwise(x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top, left, o
     (y, x) sits at sub-plane ((i·dH) mod sH, (j·dW) mod sW), row y + (i·dH) div sH, column
     x + (j·dW) div sW: one fixed offset per tap. The OH output rows are then one flat loop
     of OH·WQ (WQ − OW junk columns per row, never copied out).
+    Threads (`threads`, Numba's count): worker t takes the channels (of all images) t, t + T, ..., with its
+    own plane and row buffer (`_dw_jobs`), a second worker only for every PARALLEL_MIN_MACS
+    multiply-adds; each output channel is one worker's, whatever the count.
     """
     n, c, h, w = x_nchw.shape
     hq, wq, offs = _dw_phases(kh, kw, sh, sw, dh, dw, oh, ow)
-    sub = hq * wq  # one sub-plane
     nt = kh * kw
-    plane = np.zeros(sh * sw * sub + wq, np.int32)  # + wq: junk columns of the last row stay in bounds
-    buf = np.empty(oh * wq, np.int32)
+    plen = sh * sw * hq * wq + wq  # + wq: junk columns of the last row stay in bounds
+    jobs = n * c
+    workers = min(threads, jobs, max(1, n * c * oh * ow * nt // PARALLEL_MIN_MACS))
+    planes = np.zeros(workers * plen, np.int32)
+    bufs = np.empty(workers * oh * wq, np.int32)
     acc = np.empty(n * c * oh * ow, np.int32)
     xf = x_nchw.reshape(-1)  # flat views made once: a view per row would cost a refcount each
     wdf = wd.reshape(-1)
     z = np.int32(x_zp)
-    hw_u, ow_u, wq_u = np.uint64(h * w), np.uint64(ow), np.uint64(wq)
-    for a in range(n):
-        for ch in range(c):
-            xbase = np.uint64(a * c + ch) * hw_u
-            for i in range(h):
-                r = top + i
-                if r // sh >= hq:
-                    break
-                src = xbase + np.uint64(i * w)
-                if sw == 2:  # both column phases in one loop over input column pairs (measured 3x the speed
-                    row0 = (r % sh) * 2 * hq + r // sh  # of a loop per phase); phase of column j: (left + j) mod 2
-                    da = np.uint64((row0 + (left % 2) * hq) * wq + left // 2)
-                    db = np.uint64((row0 + (1 - left % 2) * hq) * wq + (left + 1) // 2)
-                    npair = max(0, min(w // 2, wq - (left + 1) // 2))
-                    for e in range(np.uint64(npair)):
-                        plane[da + e] = np.int32(xf[src + np.uint64(2) * e]) - z
-                        plane[db + e] = np.int32(xf[src + np.uint64(2) * e + np.uint64(1)]) - z
-                    for j in range(2 * npair, w):
-                        if (left + j) // 2 < wq:
-                            plane[np.uint64((row0 + ((left + j) % 2) * hq) * wq + (left + j) // 2)] = \
-                                np.int32(xf[src + np.uint64(j)]) - z
-                    continue
-                for p in range(sw):
-                    j0 = (p - left) % sw  # first input column of column phase p
-                    q0 = (left + j0) // sw
-                    cnt = min((w - j0 + sw - 1) // sw, wq - q0)
-                    if cnt <= 0:
-                        continue
-                    dst = np.uint64((((r % sh) * sw + p) * hq + r // sh) * wq + q0)
-                    s0 = src + np.uint64(j0)
-                    if sw == 1:
-                        for e in range(np.uint64(cnt)):
-                            plane[dst + e] = np.int32(xf[s0 + e]) - z
-                    else:
-                        sw_u = np.uint64(sw)
-                        for e in range(np.uint64(cnt)):
-                            plane[dst + e] = np.int32(xf[s0 + e * sw_u]) - z
-            b = bias[ch]
-            for q in range(np.uint64(oh * wq)):
-                buf[q] = b
-            _dw_taps(buf, plane, wdf, offs, ch * nt, nt, 0, 0, oh * wq)
-            obase = np.uint64((a * c + ch) * oh) * ow_u
-            for y in range(np.uint64(oh)):
-                for x in range(ow_u):
-                    acc[obase + y * ow_u + x] = buf[y * wq_u + x]
+    if workers == 1:  # no parallel region (see _conv_pairs)
+        _dw_jobs(planes, bufs, 0, 1, jobs, xf, wdf, bias, offs, c, h, w, top, left, sh, sw, hq, wq, oh, ow, nt, z, acc)
+    else:
+        for t in prange(workers):
+            _dw_jobs(planes[t * plen:(t + 1) * plen], bufs[t * oh * wq:(t + 1) * oh * wq], t, workers, jobs, xf, wdf,
+                     bias, offs, c, h, w, top, left, sh, sw, hq, wq, oh, ow, nt, z, acc)
     return acc.reshape(n, c, oh, ow)
 
 
@@ -561,7 +621,8 @@ def _geometry(x_shape, x_dtype, x_zp, strides, pads, dilations, group, w_shape, 
 
 def conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group):
     """conv_acc with weights, weight zero points and bias from `pack_conv_weights`; the pair variant
-    is pairmadd.LANES at call time (tests set it to run each one)."""
+    is pairmadd.LANES at call time (tests set it to run each one); the threads Numba's count at call
+    time (a kernel that read it itself could not be cached: Numba reaches it through a ctypes pointer)."""
     x = np.ascontiguousarray(x_nchw)
     return conv_acc_packed_for(x.shape, x.dtype, x_zp, packed, strides, pads, dilations, group)(x)
 
@@ -576,22 +637,26 @@ def conv_acc_packed_for(x_shape, x_dtype, x_zp, packed, strides, pads, dilations
     lanes = pairmadd.LANES if pairs is not None else 0
     geo, out_shape, path = _geometry(tuple(x_shape), np.dtype(x_dtype), zp, tuple(strides), tuple(pads),
                                      tuple(dilations), group, w_shape, lanes, DW_CL_MAX_OW)
-    if path in ("depthwise", "depthwise_cl"):
-        core = _conv_depthwise if path == "depthwise" else _conv_depthwise_cl
+    threads = numba.get_num_threads  # read at each call: the parallel paths run on Numba's count then
+    if path == "depthwise":
         rest = (zp, wd, bias) + geo
-        return lambda x: core(np.ascontiguousarray(x), *rest)
+        return lambda x: _conv_depthwise(threads(), np.ascontiguousarray(x), *rest)
+    if path == "depthwise_cl":
+        rest = (zp, wd, bias) + geo
+        return lambda x: _conv_depthwise_cl(np.ascontiguousarray(x), *rest)
     pair_args = (zp, pairs[0], pairs[1], w_shape[0], w_shape[1] * w_shape[2] * w_shape[3], group) + geo \
         if lanes else None
     gemm_args = (zp, wd, bias, group) + geo
     if path == "pairs":
         pair_core = CONV_PAIRS[lanes]
-        return lambda x: pair_core(np.ascontiguousarray(x), *pair_args).reshape(out_shape)
+        return lambda x: pair_core(threads(), np.ascontiguousarray(x), *pair_args).reshape(out_shape)
     if path == "gemm":
         return lambda x: _conv_gemm_i32(np.ascontiguousarray(x), *gemm_args).reshape(out_shape)
 
     def run_data(x):  # the data bounds |x − x_zp|: read it
         x = np.ascontiguousarray(x)
         x_abs = max(abs(int(x.min(initial=0)) - zp), abs(int(x.max(initial=0)) - zp))
-        acc = CONV_PAIRS[lanes](x, *pair_args) if x_abs <= pairmadd.I16_ABS else _conv_gemm_i32(x, *gemm_args)
+        acc = CONV_PAIRS[lanes](threads(), x, *pair_args) if x_abs <= pairmadd.I16_ABS else \
+            _conv_gemm_i32(x, *gemm_args)
         return acc.reshape(out_shape)
     return run_data

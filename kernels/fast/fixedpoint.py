@@ -379,30 +379,32 @@ def _add_rows(a2, b2, a_zp, b_zp, left, ka, kb, ky, path, lo, hi, y_zp, out):
                 dst[i] = min(max(_mbqm1(s, ky, path), lo), hi) + y_zp
 
 
-@njit
-def _add_core(a2, b2, a_zp, b_zp, left, ma, na, mb, nb, my, ny, single, y_zp, qmin, qmax, out):
-    """out[o, i] = clamp(MBQM(a'[o, i] + b'[o, i], my, ny) + y_zp, qmin, qmax), a' and b' the
+def _add_core_for(path):
+    """The Numba core of fixed_add for one MBQM path (_mbqm_consts; the largest of the three
+    multipliers'), a constant of the closure: each path is its own compiled function, so only the
+    ones a model needs are compiled (three MBQMs per element are too many for LLVM to unswitch,
+    and all three paths in one loop nest took ~12 s to compile).
+
+    out[o, i] = clamp(MBQM(a'[o, i] + b'[o, i], my, ny) + y_zp, qmin, qmax), a' and b' the
     per-operand stages of a2[o or 0, i] and b2[o or 0, i or 0] (2-D block broadcast; a2 always
     runs along the row, the wrapper swaps the operands otherwise). Two contiguous inner loops:
-    b along the row, or b one value per row (its stage hoisted); both vectorize, compiled once
-    per MBQM path (a constant there: three MBQMs per element are too many for LLVM to unswitch).
+    b along the row, or b one value per row (its stage hoisted); both vectorize.
     """
-    ka, kb, ky = _mbqm_consts(ma, na, single), _mbqm_consts(mb, nb, single), _mbqm_consts(my, ny, single)
-    lo = np.int64(qmin) - y_zp
-    hi = np.int64(qmax) - y_zp
-    path = max(ka[8], kb[8], ky[8])
-    if path == 0:
-        _add_rows(a2, b2, a_zp, b_zp, left, ka, kb, ky, 0, lo, hi, y_zp, out)
-    elif path == 1:
-        _add_rows(a2, b2, a_zp, b_zp, left, ka, kb, ky, 1, lo, hi, y_zp, out)
-    else:
-        _add_rows(a2, b2, a_zp, b_zp, left, ka, kb, ky, 2, lo, hi, y_zp, out)
+    @njit
+    def add_core(a2, b2, a_zp, b_zp, left, ma, na, mb, nb, my, ny, single, y_zp, qmin, qmax, out):
+        ka, kb, ky = _mbqm_consts(ma, na, single), _mbqm_consts(mb, nb, single), _mbqm_consts(my, ny, single)
+        _add_rows(a2, b2, a_zp, b_zp, left, ka, kb, ky, path, np.int64(qmin) - y_zp, np.int64(qmax) - y_zp, y_zp,
+                  out)
+    return add_core
+
+
+_ADD_CORES = tuple(_add_core_for(path) for path in range(3))
 
 
 @njit
 def _mul_core(a2, b2, a_zp, b_zp, m0, n, single, y_zp, qmin, qmax, out):
     """out[o, i] = clamp(MBQM((a − a_zp)·(b − b_zp), m0, n) + y_zp, qmin, qmax) (|product| < 2^31),
-    a = a2[o or 0, i], b = b2[o or 0, i or 0]; loops as _add_core."""
+    a = a2[o or 0, i], b = b2[o or 0, i or 0]; loops as fixed_add's core."""
     no, ni = out.shape
     ao, bo, bi = a2.shape[0] == no, b2.shape[0] == no, b2.shape[1] == ni
     k = _mbqm_consts(m0, n, single)
@@ -439,8 +441,9 @@ def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
         a2, b2, a_zp, b_zp, ma, na, mb, nb = b2, a2, b_zp, a_zp, mb, nb, ma, na
     out = _empty_2d(a2, b2, out_dtype)
     # Python ints: typed int64 as np.int64 would be, but much cheaper to dispatch
-    _add_core(a2, b2, int(a_zp), int(b_zp), int(left), int(ma), int(na), int(mb), int(nb), int(my), int(ny), single,
-              int(y_zp), int(qmin), int(qmax), out)
+    path = max(int(_mbqm_consts(m, n, single)[8]) for m, n in ((ma, na), (mb, nb), (my, ny)))
+    _ADD_CORES[path](a2, b2, int(a_zp), int(b_zp), int(left), int(ma), int(na), int(mb), int(nb), int(my), int(ny),
+                     single, int(y_zp), int(qmin), int(qmax), out)
     return out.reshape(shape)
 
 

@@ -54,6 +54,34 @@ def qlinear_global_avgpool_for(x_shape, x_scale, x_zp, y_scale, y_zp, qmin, qmax
     return run
 
 
+@njit
+def _gap_f32_lanes4(x, out):
+    """out[r] = f32(s / f32(S)) for the rows x (R, S): four float32 lanes a_k = Σ x[r, i],
+    i ≡ k (mod 4), over the first 4·floor(S/4) values; s = (a0 + a2) + (a1 + a3) + the rest in order."""
+    rows, size = x.shape
+    body = size - size % 4
+    for r in range(rows):
+        a0 = a1 = a2 = a3 = np.float32(0.0)
+        for i in range(0, body, 4):
+            a0 = np.float32(a0 + x[r, i])
+            a1 = np.float32(a1 + x[r, i + 1])
+            a2 = np.float32(a2 + x[r, i + 2])
+            a3 = np.float32(a3 + x[r, i + 3])
+        s = np.float32(np.float32(a0 + a2) + np.float32(a1 + a3))
+        for i in range(body, size):
+            s = np.float32(s + x[r, i])
+        out[r] = np.float32(s / np.float32(size))
+
+
+def global_avgpool_f32(x_nchw):
+    """ONNX GlobalAveragePool on float32 in MLAS's 4-lane order; formula as golden.pool.global_avgpool_f32."""
+    x = np.ascontiguousarray(x_nchw, F32)
+    n, c = x.shape[:2]
+    out = np.empty((n, c) + (1,) * (x.ndim - 2), F32)
+    _gap_f32_lanes4(x.reshape(n * c, -1), out.reshape(n * c))
+    return out
+
+
 def pool_out_size(in_size, kernel, stride, pb, pe, dilation, ceil_mode):
     span = in_size + pb + pe - dilation * (kernel - 1) - 1
     if not ceil_mode:

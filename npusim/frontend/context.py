@@ -18,6 +18,23 @@ def onnx_dtype(code: str) -> int:
     return _TO_ONNX[code]
 
 
+def import_session_options(level=None):
+    """onnxruntime SessionOptions for the front end's own sessions (the load check, the graph
+    optimizer, type inference, constant folding): graph optimization `level` (default
+    onnxruntime's), fatal-only logging (errors are raised), and one intra-op thread that does not
+    spin. They run no inference worth a thread pool, and the session being imported may be
+    bounded to fewer threads than onnxruntime's default pool (InferenceSession's `threads`)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if level is not None:
+        so.graph_optimization_level = level
+    so.log_severity_level = 4
+    so.intra_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
 ELEMENTWISE_OPS = {"DequantizeLinear", "QuantizeLinear", "Identity", "Relu", "Clip", "HardSigmoid", "HardSwish",
                 "Sigmoid", "Tanh", "LeakyRelu", "Elu", "Selu", "Softplus", "Exp", "Log", "Neg", "Abs", "Sqrt",
                 "Erf", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"}

@@ -310,13 +310,20 @@ def _quantize(ctx, node):
         dtype = ONNX_DTYPES.get(int(a.get("output_dtype", 0)) or 2, "?")
     if not is_quantized(dtype) or not int(a.get("saturate", 1)):
         return False
-    qmin, qmax = qrange(dtype)
-    zp = np.zeros(scale.shape, np.int64) if zp is None else zp.astype(np.int64)
-    attrs = {"scale": scale.astype(np.float32), "zp": zp, "axis": int(a.get("axis", 1)),
-             "block_size": int(a.get("block_size", 0)), "qmin": qmin, "qmax": qmax, "dtype": dtype}
+    attrs = quantize_attrs(scale, zp, dtype, int(a.get("axis", 1)), int(a.get("block_size", 0)))
     ctx.emit("quantize", node.name, [node.input[0]], [node.output[0]], attrs, node.name)
-    ctx.add_tensor(node.output[0], dtype, quant=quant_of(scale, zp, attrs["axis"]) if not attrs["block_size"] else None)
+    ctx.add_tensor(node.output[0], dtype,
+                   quant=quant_of(scale, attrs["zp"], attrs["axis"]) if not attrs["block_size"] else None)
     return True
+
+
+def quantize_attrs(scale, zp, dtype: str, axis: int = 1, block_size: int = 0) -> dict:
+    """The attributes of a "quantize" node (registry: QuantizeLinear of float32 x to `dtype`):
+    scale float32, zp int64 (zeros when None), axis, block_size, the type's qmin..qmax."""
+    qmin, qmax = qrange(dtype)
+    zp = np.zeros(np.shape(scale), np.int64) if zp is None else np.asarray(zp).astype(np.int64)
+    return {"scale": np.asarray(scale).astype(np.float32), "zp": zp, "axis": axis, "block_size": block_size,
+            "qmin": qmin, "qmax": qmax, "dtype": dtype}
 
 
 def _dequantize(ctx, node):

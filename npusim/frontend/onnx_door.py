@@ -12,6 +12,7 @@ import io
 import numpy as np
 import onnx
 
+from .context import import_session_options
 from ..errors import NpusimError
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
@@ -77,9 +78,7 @@ def _onnxruntime_refusal(model: onnx.ModelProto) -> str | None:
     """onnxruntime's reason for not loading `model` (no graph optimization), or None if it loads."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 4
+    so = import_session_options(ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     try:  # its Python wrapper prints "EP Error" banners to stdout before it retries: kept off the output
         with contextlib.redirect_stdout(io.StringIO()):
             ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])

@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .context import import_session_options
 from ..errors import NpusimError
 
 QUANT_OPS = ("Quant", "BipolarQuant")
@@ -47,13 +48,14 @@ def single_node_model(node: onnx.NodeProto, types: dict, opset: int) -> onnx.Mod
 
 
 def node_session(node: onnx.NodeProto, feeds: dict, opset: int) -> Callable[[dict], list]:
-    """node -> run(feeds) on onnxruntime, in its `single_node_model` (default session options)."""
+    """node -> run(feeds) on onnxruntime, in its `single_node_model` (the front end's session options)."""
     import onnxruntime as ort
 
     m = single_node_model(node, {x: helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype) for x, v in feeds.items()},
                           opset)
     try:
-        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(m.SerializeToString(), import_session_options(),
+                                    providers=["CPUExecutionProvider"])
     except Exception as e:
         raise NpusimError(f"node {node.name!r} ({node.op_type}): onnxruntime cannot run it: "
                           f"{str(e).splitlines()[0]}") from None

@@ -26,7 +26,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from . import convert, onnx_door
-from .context import ELEMENTWISE_OPS, ONNX_DTYPES, ImportContext, NotConstant, onnx_dtype
+from .context import (ELEMENTWISE_OPS, ONNX_DTYPES, ImportContext, NotConstant, import_session_options,
+                      onnx_dtype)
 from ..errors import NpusimError
 from ..ir import Graph, Node, qrange, storage
 
@@ -61,10 +62,8 @@ def optimize_like_onnxruntime(model: onnx.ModelProto, where: str) -> onnx.ModelP
 
     with tempfile.TemporaryDirectory(prefix="npusim-") as tmp:
         out = os.path.join(tmp, "optimized.onnx")
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        so = import_session_options(ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
         so.optimized_model_filepath = out
-        so.log_severity_level = 4  # fatal only: errors are raised (3 prints them too)
         try:
             ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         except Exception as e:
@@ -87,9 +86,7 @@ def with_onnxruntime_types(model: onnx.ModelProto) -> onnx.ModelProto:
 
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 4  # fatal only: errors are raised (3 prints them too)
+    so = import_session_options(ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     names = [o for n in model.graph.node for o in n.output if o]
     sess = ort.InferenceSession(with_extra_outputs(exposed, names), so, providers=["CPUExecutionProvider"])
     typed = onnx.ModelProto()

@@ -55,6 +55,8 @@ def check_conv(g, wb, xb, w_signed, x_signed, w_bip=False, x_bip=False):
     x = codes(rng, xb, x_signed, x_bip, (g["n"], c, g["h"], g["w"]))
     w = codes(rng, wb, w_signed, w_bip, (m, g["cg"], g["kh"], g["kw"]))
     x_zp = int(zero_points(rng, ()))
+    if rng.random() < 0.5:  # a value of the encoding: the fast kernel pads with its planes
+        x_zp = int(codes(rng, xb, x_signed, x_bip, ()))
     w_zp = zero_points(rng, m)
     bias = rng.integers(-1000, 1001, m).astype(np.int32)
     geo = (g["strides"], g["pads"], g["dil"], g["group"])
@@ -188,6 +190,32 @@ def test_bad_input_is_named(K):
         K.bitserial_conv_acc(np.zeros((1, 2, 1, 3), np.uint8), 0, 1, False, packed, (1, 1), (0, 0, 0, 0), (1, 1), 1)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_range_check_at_the_edges(dtype):
+    """Values at and next to each end of every encoding's range and of the container, at a pixel
+    packed 8 at a time (H·W a multiple of 8) and at one of the last H·W mod 8 pixels, among random
+    valid neighbours: rejected exactly when outside the declared encoding."""
+    rng = np.random.default_rng(5)
+    packed = fbs.pack_bitserial_weights(np.ones((1, 3, 1, 1), np.uint8), 1, False, 0, 0)
+    info = np.iinfo(dtype)
+    for bits, signed, bipolar in [(b, s, False) for b in range(1, 9) for s in (False, True)] + [(1, True, True)]:
+        lo, hi = (-1, 1) if bipolar else value_range(bits, signed)
+        for h, w, where in ((4, 4, (0, 2, 1, 3)), (3, 3, (0, 1, 2, 2))):
+            for v in {lo - 1, lo, lo + 1, hi - 1, hi, hi + 1, -1, 0, 1, 127, 128, info.min, info.max}:
+                if not info.min <= v <= info.max:
+                    continue
+                x = codes(rng, bits, signed, bipolar, (1, 3, h, w))
+                x = np.clip(x, max(lo, info.min), min(hi, info.max)).astype(dtype)  # valid in this container
+                x[x == 0] = 1 if bipolar else 0
+                x[where] = v
+                geo = ((1, 1), (0, 0, 0, 0), (1, 1), 1)
+                if lo <= v <= hi and not (bipolar and v == 0):
+                    fbs.bitserial_conv_acc(x, 0, bits, signed, packed, *geo, x_bipolar=bipolar)
+                else:
+                    with pytest.raises(ValueError, match=rf"value {v} at index \(0, {where[1]}, {where[2]}, {where[3]}\)"):
+                        fbs.bitserial_conv_acc(x, 0, bits, signed, packed, *geo, x_bipolar=bipolar)
+
+
 def test_blocks_tails_and_chunks():
     """Shapes past one register block and one parallel chunk (fast.bitserial.LANES, CHUNK), with
     partial blocks of channels (M mod TILE) and positions: a 3x3 conv over 13x17 (221 positions,
@@ -206,11 +234,11 @@ def test_blocks_tails_and_chunks():
     np.testing.assert_array_equal(got, gmm.matmul_acc(a, 1, b, b_zp))
 
 
-# The register block of the fast kernels (`_tiles`), compiled serially (same vector code, seconds to
-# compile) for the CPU named by NUMBA_CPU_NAME, against the formula in NumPy; prints the result and
-# which popcount instructions it compiled to.
+# The register block of the fast kernels (`_tiles`) and, for AVX2, the activation packing (`_pixel_words`),
+# compiled serially (same vector code, seconds to compile) for the CPU named by NUMBA_CPU_NAME, against the
+# formula in NumPy; prints the result and which popcount instructions the block compiled to.
 _TILES_CHECK = """
-import json, re
+import json, os, re
 import numba, numpy as np
 from npusim_kernels.fast import bitserial as fbs
 tiles = numba.njit(fbs._tiles.py_func)
@@ -221,7 +249,7 @@ xt = rng.integers(0, 2 ** 63, nb_x * kw_n * ps, dtype=np.uint64)
 ww = np.zeros((m + 3) * nb_w * kw_n, np.uint64)
 ww[:m * nb_w * kw_n] = rng.integers(0, 2 ** 63, m * nb_w * kw_n, dtype=np.uint64)
 coef = np.array([[1, 2], [2, -4]], np.int64)
-sx, rx = rng.integers(-9, 9, ps), rng.integers(-9, 9, ps)
+sx, rx = rng.integers(-9, 9, ps).astype(np.int32), rng.integers(-9, 9, ps).astype(np.int32)
 bw, bias, tab = rng.integers(-9, 9, m), rng.integers(-9, 9, m), rng.integers(-99, 99, (m, 1))
 none = np.zeros(0, np.int64)
 out = np.empty(m * n_pos, np.int32)
@@ -229,9 +257,20 @@ tiles(xt, nb_x, ps, ww, 0, nb_w, kw_n, coef, sx, bw, rx, tab, none, none, bias, 
 x, w = xt.reshape(nb_x, kw_n, ps)[:, :, :n_pos], ww.reshape(m + 3, nb_w, kw_n)[:m]
 pop = np.bitwise_count(x[None, None] & w[:, :, None, :, None]).sum(axis=3, dtype=np.int64)  # (m, j, i, p)
 want = np.einsum("ji,mjip->mp", coef, pop) + sx[:n_pos] * bw[:, None] + rx[:n_pos] * tab + bias[:, None]
+exact = bool(np.array_equal(out.reshape(m, n_pos), want.astype(np.int32)))
+if os.environ["NUMBA_CPU_NAME"] == "haswell":  # the SWAR packing, 8 pixels per word, and its tail (the host
+    pixel_words = numba.njit(fbs._pixel_words.py_func)  # compilation runs in every conv test)
+    xs = rng.integers(0, 8, (70, 5, 7)).astype(np.uint8)
+    pw = np.empty(3 * 2 * 35, np.uint64)
+    bits = (xs.reshape(70, 35)[None] >> np.arange(3, dtype=np.uint8)[:, None, None]) & 1  # (k, c, pix)
+    bits = np.concatenate([bits, np.zeros((3, 58, 35), np.uint8)], axis=1).reshape(3, 2, 64, 35)
+    want_pw = (bits.astype(np.uint64) << np.arange(64, dtype=np.uint64)[:, None]).sum(axis=2, dtype=np.uint64)
+    code_args = fbs._encoding(3, False, False, "x")[3] + (np.int32(0),)
+    exact &= pixel_words(xs.reshape(-1), 0, 70, 35, 3, code_args, pw) == 0 and np.array_equal(pw, want_pw.reshape(-1))
+    xs[3, 1, 2] = 8  # out of range, in a packed block
+    exact &= pixel_words(xs.reshape(-1), 0, 70, 35, 3, code_args, pw) != 0
 asm = tiles.inspect_asm(tiles.signatures[0])
-print(json.dumps({"exact": bool(np.array_equal(out.reshape(m, n_pos), want.astype(np.int32))),
-                  "ops": sorted(set(re.findall(r"\\b(vpopcntq|vpshufb|zmm)", asm)))}))
+print(json.dumps({"exact": bool(exact), "ops": sorted(set(re.findall(r"\\b(vpopcntq|vpshufb|zmm)", asm)))}))
 """
 
 

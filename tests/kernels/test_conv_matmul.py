@@ -7,6 +7,7 @@ import contextlib
 import re
 import zlib
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
@@ -538,3 +539,29 @@ def test_gemm_bias_add_headroom():
     np.testing.assert_array_equal(gmm.add_bias_i32(acc[:, 1:], c[1:]), np.array([[2]], np.int32))
     with pytest.raises(ValueError, match=r"overflow at index \(0, 0\)"):
         gmm.add_bias_i32(acc, c)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_conv_threads_split_the_same_sums(threads):
+    """The conv paths' work split (panels x row blocks of the pair path, channels of the depthwise
+    path) by Numba's thread count: one thread (no parallel region), and more threads than panels,
+    give golden's sums."""
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+    rng = np.random.default_rng(threads)
+    cases = [((1, 64, 9, 1, (3, 3), (1, 1), (1, 1, 1, 1)), (40, 40)),   # pairs, 4 panels, wide rows
+             ((1, 512, 62, 1, (1, 1), (1, 1), (0, 0, 0, 0)), (6, 24)),  # pairs, 1 panel: split by rows
+             ((2, 48, 48, 48, (3, 3), (1, 1), (1, 1, 1, 1)), (48, 96))]  # depthwise planes
+    # each case has over PARALLEL_MIN_MACS multiply-adds per thread asked for (so every worker runs)
+    assert fconv.PARALLEL_MIN_MACS * 3 <= min(9 * 1600 * 576, 62 * 144 * 512, 2 * 48 * 48 * 96 * 9)
+    saved = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        for (n, c, m, group, k, strides, pads), hw in cases:
+            x = rng.integers(0, 256, (n, c, *hw)).astype(np.uint8)
+            w = rng.integers(-128, 128, (m, c // group, *k)).astype(np.int8)
+            args = (x, 3, w, np.zeros(m, np.int32), rng.integers(-99, 99, m).astype(np.int32), strides, pads, (1, 1),
+                    group)
+            with depthwise_path("plane"):
+                np.testing.assert_array_equal(fconv.conv_acc(*args), gconv.conv_acc(*args))
+    finally:
+        numba.set_num_threads(saved)

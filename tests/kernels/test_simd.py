@@ -35,7 +35,7 @@ CASES = {  # name: (core, args, packed instructions that must appear on ymm/zmm 
     "global_avgpool_sum": (fp._gap_core, (U8.reshape(1, 64), 0, P6, 0, np.zeros(1, np.int64)), ("vpadd",)),
     "npu_requantize": (ff._requant_core, (np.zeros((1, 1, 64), np.int32), np.ones(1, I64), np.ones(1, I64), False,
                                           I64(3), 0, 255, U8.reshape(1, 1, 64)), ("vpmuldq", "vpadd")),
-    "npu_add": (ff._add_core, (U8.reshape(1, 64), U8.reshape(1, 64), I64(1), I64(2), I64(20), *MUL, *MUL, *MUL, False,
+    "npu_add": (ff._ADD_CORES[1], (U8.reshape(1, 64), U8.reshape(1, 64), I64(1), I64(2), I64(20), *MUL, *MUL, *MUL, False,
                                I64(3), 0, 255, U8.reshape(1, 64).copy()), ("vpmuldq", "vpadd")),
     "npu_mul_single": (ff._mul_core, (U8.reshape(1, 64), U8[:1].reshape(1, 1), I64(1), I64(2), *MUL, True, I64(3), 0, 255,
                                       U8.reshape(1, 64).copy()), ("vpmuldq", "vpadd")),
