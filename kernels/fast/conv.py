@@ -33,6 +33,7 @@ Every path is one Numba call (no per-call Python loops); the path is chosen by `
   multiply-add, wraps modulo 2^32 like the contract.
 """
 import functools
+import math
 
 import numba
 import numpy as np
@@ -44,8 +45,10 @@ from npusim_kernels.fast._jit import njit
 CL_CHUNK = 256  # channels-last depthwise: words per chunk of output positions
 DW_CL_MAX_OW = (8, 12)  # depthwise channels-last up to this output width (stride 1, stride > 1): measured on
 # znver4, channels-last is 2x the speed at OW 5 (and OW 10 strided), even at OW 10 (and 20 strided), slower beyond
-PARALLEL_MIN_MACS = 1 << 20  # a conv's multiply-adds per worker thread: waking a second worker measured
-# ~7 µs on a tiny layer (znver4), about 1M multiply-adds of the pair kernel
+PARALLEL_MIN_MACS = 1 << 23  # a conv's multiply-adds per worker thread (8M, ~0.15 ms of the pair kernel):
+# a second worker costs a wake-up (tens of µs on a VM, workers sleep: OMP_WAIT_POLICY, see _jit) and
+# ~7 µs of split even on a tiny layer. Measured at 2 threads on the detector at 640x640, npusim alone:
+# 44-54 ms with the split, 63-64 ms without (2-core znver5 VM)
 PANEL_WORDS = 1 << 17  # im2col words per panel (512 KiB; measured best of 128 KiB, 512 KiB, 2 MiB and none here)
 
 
@@ -263,8 +266,9 @@ def _conv_pairs(lanes, threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh,
     Threads (`threads`, Numba's count, which the session bounds): the jobs are the panels, each split into
     row blocks of whole MR tiles when there are fewer panels than threads (each block then makes
     its own im2col of the panel, a 1/M share of the work); worker t takes jobs t, t + T, ... with
-    its own im2col buffer (`_pairs_jobs`). A second worker only for every PARALLEL_MIN_MACS
-    multiply-adds of the layer: waking one costs more than a small layer's work. Every output
+    its own im2col buffer (`_pairs_jobs`). `threads` is at most one per PARALLEL_MIN_MACS
+    multiply-adds of the layer (conv_acc_packed_for): waking a worker costs more than a small
+    layer's work. Every output
     element is written by one job, so the result does not depend on the thread count."""
     n, c, h, w = x_nchw.shape
     cg, mg = c // group, m // group
@@ -280,7 +284,7 @@ def _conv_pairs(lanes, threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh,
     ldc = min(panel, -(-p_c // nr) * nr)
     panels = -(-p_c // ldc)
     tiles = -(-mg // pairmadd.MR)
-    workers = min(threads, max(1, n * m * p * k // PARALLEL_MIN_MACS))
+    workers = threads
     splits = min(tiles, max(1, -(-workers // panels)))
     jobs = panels * splits
     workers = min(workers, jobs)
@@ -455,15 +459,14 @@ def _conv_depthwise(threads, x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top
     x + (j·dW) div sW: one fixed offset per tap. The OH output rows are then one flat loop
     of OH·WQ (WQ − OW junk columns per row, never copied out).
     Threads (`threads`, Numba's count): worker t takes the channels (of all images) t, t + T, ..., with its
-    own plane and row buffer (`_dw_jobs`), a second worker only for every PARALLEL_MIN_MACS
-    multiply-adds; each output channel is one worker's, whatever the count.
+    own plane and row buffer (`_dw_jobs`), `threads` as in _conv_pairs; each output channel is one worker's, whatever the count.
     """
     n, c, h, w = x_nchw.shape
     hq, wq, offs = _dw_phases(kh, kw, sh, sw, dh, dw, oh, ow)
     nt = kh * kw
     plen = sh * sw * hq * wq + wq  # + wq: junk columns of the last row stay in bounds
     jobs = n * c
-    workers = min(threads, jobs, max(1, n * c * oh * ow * nt // PARALLEL_MIN_MACS))
+    workers = min(threads, jobs)
     planes = np.zeros(workers * plen, np.int32)
     bufs = np.empty(workers * oh * wq, np.int32)
     acc = np.empty(n * c * oh * ow, np.int32)
@@ -637,7 +640,10 @@ def conv_acc_packed_for(x_shape, x_dtype, x_zp, packed, strides, pads, dilations
     lanes = pairmadd.LANES if pairs is not None else 0
     geo, out_shape, path = _geometry(tuple(x_shape), np.dtype(x_dtype), zp, tuple(strides), tuple(pads),
                                      tuple(dilations), group, w_shape, lanes, DW_CL_MAX_OW)
-    threads = numba.get_num_threads  # read at each call: the parallel paths run on Numba's count then
+    cap = max(1, math.prod(out_shape) * math.prod(w_shape[1:]) // PARALLEL_MIN_MACS)
+
+    def threads():  # Numba's count at each call (the session's limit), one per PARALLEL_MIN_MACS at most
+        return 1 if cap == 1 else min(numba.get_num_threads(), cap)
     if path == "depthwise":
         rest = (zp, wd, bias) + geo
         return lambda x: _conv_depthwise(threads(), np.ascontiguousarray(x), *rest)
