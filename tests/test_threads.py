@@ -75,7 +75,8 @@ def test_session_threads_bound_every_kernel_call_and_host_island(monkeypatch):
     del seen[:]
     y1 = one.run(None, feeds)[0]
     assert island_threads(one) == [1, 1]
-    assert {"conv_acc_packed_for", "conv_acc_packed_for()"} <= {f for f, *_ in seen}
+    # the conv kernels ran: bound per shape, or (emulating a CPU without VNNI, pair excess added) per call
+    assert {"conv_acc_packed_for()", "conv_acc_packed"} & {f for f, *_ in seen}
     assert {tuple(counts) for _, *counts in seen} == {(1, *before[1:])}
     assert (numba.get_num_threads(), *blas_threads()) == before
     islands.clear()
