@@ -17,6 +17,7 @@ table, see npusim.session.prepare_host). Each mode moves the pool out with its o
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -68,9 +69,8 @@ def without_pools(graph: Graph, node: Node, model, pools: list[IslandPool], extr
     the island's others plus `extra_outputs`; marked elementwise when it maps one 8-bit input to
     its outputs value by value (standard elementwise ops, single-valued constants)."""
     import onnx
-    from onnx import numpy_helper
 
-    from .frontend import ELEMENTWISE_OPS
+    from .frontend.context import is_elementwise_island
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
     g = model.graph
@@ -83,10 +83,8 @@ def without_pools(graph: Graph, node: Node, model, pools: list[IslandPool], extr
     g.node.extend(keep)
     del g.output[:]
     g.output.extend(onnx.ValueInfoProto(name=o) for o in outputs)
-    init = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    elementwise = len(node.inputs) == 1 and graph.tensors[node.inputs[0]].dtype in ("u8", "i8") \
-        and all(p.domain in ("", "ai.onnx") and p.op_type in ELEMENTWISE_OPS for p in keep) \
-        and all(init[x].size == 1 for p in keep for x in p.input if x in init)
+    sizes = {t.name: math.prod(t.dims) for t in g.initializer}
+    elementwise = is_elementwise_island(keep, [graph.tensors[x].dtype for x in node.inputs], sizes.get)
     return Node("host", node.name, node.inputs, tuple(outputs),
                 {"model": model.SerializeToString(), "ops": tuple(f"{p.op_type}:{p.name}" for p in keep),
                  "elementwise": elementwise}, ", ".join(p.name for p in keep))

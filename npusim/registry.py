@@ -374,7 +374,8 @@ def _prep_gemm(node, const, K):
 
     saturate = bool(node.attrs.get("pair_sat16"))
     bitserial = _bitserial_gemm(node, b, az, bz, K)
-    packed, az_rows = K.pack_matmul_b(b, bz), az.reshape(-1)
+    packed = None if bitserial else K.pack_matmul_b(b, bz)  # the direct product's B, packed once
+    az_rows = az.reshape(-1)
 
     def bind(shape, dtype):
         if len(shape) != 2 or shape[0 if trans_a else 1] != k:

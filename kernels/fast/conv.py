@@ -284,10 +284,9 @@ def _conv_pairs(lanes, threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh,
     ldc = min(panel, -(-p_c // nr) * nr)
     panels = -(-p_c // ldc)
     tiles = -(-mg // pairmadd.MR)
-    workers = threads
-    splits = min(tiles, max(1, -(-workers // panels)))
+    splits = min(tiles, max(1, -(-threads // panels)))
     jobs = panels * splits
-    workers = min(workers, jobs)
+    workers = min(threads, jobs)
     col = np.empty(workers * k2 * ldc, np.int32)
     xp = np.empty(0 if direct else cg * hp * wq + wq, np.int16)  # + wq: the junk columns' reads
     acc = np.empty(n * m * p, np.int32)

@@ -198,8 +198,7 @@ def matmul_acc_packed_for(a_shape, a_dtype, a_zp, packed):
     byte = _BYTE_RANGE.get(np.dtype(a_dtype)) if a_shape else None
     k, n = b.shape
     if byte is not None and col is not None and lanes and a_shape[-1] == k:
-        azp = a_zp if type(a_zp) is np.ndarray and a_zp.dtype == np.int32 and a_zp.ndim == 1 else \
-            np.asarray(a_zp, np.int32).reshape(-1)
+        azp = np.asarray(a_zp, np.int32).reshape(-1)
         z_lo, z_hi = (int(azp[0]),) * 2 if azp.size == 1 else (int(azp.min(initial=0)), int(azp.max(initial=0)))
         if (azp.size == 1 or (len(a_shape) == 2 and azp.size == a_shape[0])) \
                 and max(byte[1] - z_lo, z_hi - byte[0]) <= pairmadd.I16_ABS:

@@ -57,8 +57,7 @@ def requantize_f32_for(acc_shape, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
     """-> y(acc_i32): requantize_f32 of int32 accumulators of this shape, with the (outer, C, inner)
     view, the scale vector and the integer parameters settled here, once (a session binds one per
     accumulator shape): each call allocates y and makes one Numba call."""
-    s = scale_f32 if type(scale_f32) is np.ndarray and scale_f32.dtype == np.float32 and scale_f32.ndim == 1 \
-        and scale_f32.flags.c_contiguous else np.ascontiguousarray(scale_f32, np.float32).reshape(-1)
+    s = np.ascontiguousarray(scale_f32, np.float32).reshape(-1)
     shape = tuple(acc_shape)
     rows = _rows3(shape, axis % len(shape) if s.size > 1 and shape else -1)
     params = (s, int(y_zp), int(qmin), int(qmax))

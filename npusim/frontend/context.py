@@ -40,6 +40,18 @@ ELEMENTWISE_OPS = {"DequantizeLinear", "QuantizeLinear", "Identity", "Relu", "Cl
                 "Erf", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"}
 
 
+def is_elementwise_island(protos, input_dtypes, constant_size) -> bool:
+    """True when an island of ONNX nodes `protos` maps its one 8-bit input (`input_dtypes`: the IR
+    dtypes of its inputs) to its outputs value by value: standard elementwise ops whose constant
+    operands are single values (per-tensor Q/DQ, scalar Add/Div, Clip bounds); constant_size(name)
+    is a constant's element count, None for a tensor that is not constant. Such an island is a
+    function of 256 codes (see npusim.session.prepare_host)."""
+    if len(input_dtypes) != 1 or input_dtypes[0] not in ("u8", "i8"):
+        return False
+    return all(p.domain in ("", "ai.onnx") and p.op_type in ELEMENTWISE_OPS
+               and all(constant_size(x) in (None, 1) for x in p.input) for p in protos)
+
+
 class ImportContext:
     """What a converter sees: constants, element types and shapes so far, and the IR being built."""
 

@@ -26,7 +26,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from . import convert, onnx_door
-from .context import (ELEMENTWISE_OPS, ONNX_DTYPES, ImportContext, NotConstant, import_session_options,
+from .context import (ONNX_DTYPES, ImportContext, NotConstant, import_session_options, is_elementwise_island,
                       onnx_dtype)
 from ..errors import NpusimError
 from ..ir import Graph, Node, qrange, storage
@@ -368,7 +368,8 @@ def _island_node(ctx, members, all_nodes, opsets) -> Node:
     model.ir_version = 10
     return Node("host", members[0].name, tuple(inputs), tuple(outputs),
                 {"model": model.SerializeToString(), "ops": tuple(f"{p.op_type}:{p.name}" for p in protos),
-                 "elementwise": _elementwise(ctx, protos, inputs)},
+                 "elementwise": is_elementwise_island(protos, [ctx.dtype(x) for x in inputs],
+                                                      lambda x: ctx.constants[x].size if x in ctx.constants else None)},
                 source=", ".join(p.name for p in protos))
 
 
@@ -392,20 +393,6 @@ def _four_bit_edges(ctx, protos, inputs, outputs) -> list:
         nodes.append(q)
     return nodes + [helper.make_node("Cast", [inner[o]], [o], name=f"{o}/to_8bit",
                                      to=onnx_dtype(_STORED[ctx.dtype(o)])) for o in outputs if o in inner]
-
-
-def _elementwise(ctx, protos, inputs) -> bool:
-    """True when the island maps one 8-bit input to its outputs value by value: standard
-    elementwise ops whose constant operands are single values (per-tensor Q/DQ, scalar
-    Add/Div, Clip bounds). Such an island is a function of 256 codes (see session)."""
-    if len(inputs) != 1 or ctx.dtype(inputs[0]) not in ("u8", "i8"):
-        return False
-    for p in protos:
-        if p.domain not in ("", "ai.onnx") or p.op_type not in ELEMENTWISE_OPS:
-            return False
-        if any(x in ctx.constants and ctx.constants[x].size != 1 for x in p.input):
-            return False
-    return True
 
 
 def _onnx_shape(shape):

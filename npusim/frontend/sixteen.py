@@ -29,7 +29,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from . import convert
-from .context import ELEMENTWISE_OPS, ImportContext, onnx_dtype
+from .context import ImportContext, is_elementwise_island, onnx_dtype
 from ..ir import Graph, Node, bits, is_quantized, qrange, storage
 from ..requant import bias_i32
 
@@ -434,9 +434,8 @@ def _island(flat: _Flat, members: list[int], lowered: dict, drop: set) -> Node:
                             [numpy_helper.from_array(np.asarray(flat.inits[c]), c) for c in consts])
     model = helper.make_model(sub, opset_imports=[helper.make_opsetid(d, v) for d, v in g.opsets.items()])
     model.ir_version = 10
-    elementwise = len(inputs) == 1 and g.tensors[inputs[0]].dtype in ("u8", "i8") \
-        and all(p.domain in ("", "ai.onnx") and p.op_type in ELEMENTWISE_OPS for p in mine) \
-        and all(np.asarray(flat.inits[c]).size == 1 for c in consts)  # a function of 256 codes (session)
+    elementwise = is_elementwise_island(mine, [g.tensors[x].dtype for x in inputs],
+                                        lambda x: np.asarray(flat.inits[x]).size if x in consts else None)
     return Node("host", mine[0].name, tuple(inputs), tuple(outputs),
                 {"model": model.SerializeToString(), "ops": tuple(f"{p.op_type}:{p.name}" for p in mine),
                  "elementwise": elementwise}, ", ".join(p.name for p in mine))
