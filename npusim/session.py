@@ -197,6 +197,12 @@ class InferenceSession:
             self._steps = [replace(s, run=self._profiler.timed(s.run, s.node)) for s in steps]
         self._plan = [_planned(s) for s in self._steps]
         self._thread_users = _thread_users(g, kernels) if threads else None
+        # a plan whose Numba threads only convs use: whether one may split is settled at the first run of
+        # each set of input shapes (_conv_users), and later runs of those shapes take only the limits needed
+        self._convs = [(n, self._slot[n.inputs[1]], self._slot[n.outputs[0]]) for n in g.nodes if n.op == "conv"] \
+            if self._thread_users and self._thread_users[0] and kernels == "fast" and not any(
+                n.attrs.get("engine") == "bitserial" for n in g.nodes) else None
+        self._users_by_shape = {}
 
     def _prepare(self, node, const, K):
         try:
@@ -306,8 +312,13 @@ class InferenceSession:
         for name, i in self._input_slots:
             values[i] = feeds[name]
         step = None
+        users, learn = self._thread_users, None
+        if self._convs is not None:
+            learn = tuple(values[i].shape for _, i in self._input_slots)
+            users = self._users_by_shape.get(learn, users)
+            learn = None if learn in self._users_by_shape else learn
         try:
-            with thread_limit(self.threads, *self._thread_users) if self._thread_users else _NO_LIMIT:
+            with thread_limit(self.threads, *users) if users else _NO_LIMIT:
                 if given:
                     for step in self._steps:
                         outs = step.run(*[given.get(i, values[i]) for i in step.inputs])
@@ -332,6 +343,8 @@ class InferenceSession:
                 raise
             raise _node_error(step.node, e, "failed", [(given or {}).get(i, values[i]) for i in step.inputs]) \
                 from None
+        if learn is not None:
+            self._users_by_shape[learn] = _conv_users(self._convs, values, users)
         return values
 
     def _feeds_ok(self, feeds) -> bool:
@@ -405,6 +418,18 @@ class thread_limit:
 
 
 _NO_LIMIT = contextlib.nullcontext()  # a run of a plan that uses neither Numba's threads nor BLAS
+
+
+def _conv_users(convs, values, users: tuple[bool, bool]) -> tuple[bool, bool] | None:
+    """`users` (numba, blas) of a plan whose Numba threads only its convs use, after a run that left
+    `values`: Numba's count is needed only if a conv of these shapes may take a second worker, one per
+    PARALLEL_MIN_MACS multiply-adds (kernels/fast/conv.py: a smaller conv runs on the calling thread
+    alone, with no parallel region, and never reads the count)."""
+    from npusim_kernels.fast import conv
+
+    split = any(OPS["conv"].macs(n, [None, values[w].shape], [values[y].shape]) >= 2 * conv.PARALLEL_MIN_MACS
+                for n, w, y in convs)
+    return (split, users[1]) if split or users[1] else None
 
 
 def _thread_users(g: ir.Graph, kernels: str) -> tuple[bool, bool] | None:

@@ -15,6 +15,7 @@ from threadpoolctl import threadpool_info
 import npusim
 import npusim_kernels
 import npusim_models as zoo
+from npusim_kernels.fast import conv as fconv
 from npusim.session import thread_limit
 
 
@@ -50,9 +51,11 @@ def test_session_threads_bound_every_kernel_call_and_host_island(monkeypatch):
     """threads=1: every kernel call at plan time (weight packing) sees one Numba thread and one BLAS
     thread; every host island's onnxruntime session one intra-op thread; the caller's counts are
     back after; the results equal those of threads=2. At run time a session limits only what its
-    kernels use: this model's convs run on Numba's threads, and it has no BLAS product, so its runs
-    limit Numba's count and leave BLAS's alone. The front end's own sessions at import (load
-    check, optimizer, type inference) take one thread whatever the session's count."""
+    kernels use: this model's convs run on Numba's threads (every conv may split here:
+    PARALLEL_MIN_MACS 1), and it has no BLAS product, so its runs limit Numba's count and leave BLAS's
+    alone. The front end's own sessions at import (load check, optimizer, type inference) take one
+    thread whatever the session's count."""
+    monkeypatch.setattr(fconv, "PARALLEL_MIN_MACS", 1)
     seen, islands = [], []
     real_ort = onnxruntime.InferenceSession
 
@@ -86,6 +89,38 @@ def test_session_threads_bound_every_kernel_call_and_host_island(monkeypatch):
     front_end = [t for m, t in islands if not any(m is h for h in (n.attrs["model"] for n in two.graph.nodes
                                                                     if n.op == "host"))]
     assert len(front_end) >= 2 and set(front_end) == {1}  # its load check and optimizer: one thread each
+
+
+def test_runs_of_convs_too_small_to_split_leave_numbas_count_alone(monkeypatch):
+    """A plan whose convs are all below 2·PARALLEL_MIN_MACS multiply-adds at the shapes it runs
+    never opens a parallel region, so its runs neither read nor set Numba's count (a small model's
+    run would pay ~5 µs for it); the first run of those shapes, which settles this, takes the
+    limit. Lowering the constant makes the same model's runs take it again."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one Numba thread: a limit of 1 changes nothing to observe")
+    calls = []
+    real_get, real_set = numba.get_num_threads, numba.set_num_threads
+    monkeypatch.setattr(numba, "get_num_threads", lambda: calls.append("get") or real_get())
+    monkeypatch.setattr(numba, "set_num_threads", lambda n: calls.append(n) or real_set(n))
+    name = "digits_qop_pc_u8"
+    feeds = zoo.sample_inputs(name, 1, seed=1)[0]
+    before = real_get()
+    real_set(2)  # the caller's count here; the session's is 1
+    try:
+        sess = npusim.InferenceSession(zoo.path(name), threads=1)
+        first = sess.run(None, feeds)[0]
+        assert "get" in calls  # the first run of these shapes limits Numba's count
+        del calls[:]
+        np.testing.assert_array_equal(sess.run(None, feeds)[0], first)
+        assert calls == []
+        monkeypatch.setattr(fconv, "PARALLEL_MIN_MACS", 1)
+        split = npusim.InferenceSession(zoo.path(name), threads=1)
+        for _ in range(2):
+            del calls[:]
+            np.testing.assert_array_equal(split.run(None, feeds)[0], first)
+            assert 1 in calls  # set to the session's count (and put back)
+    finally:
+        real_set(before)
 
 
 def test_bitserial_runs_see_the_thread_limit(monkeypatch):
