@@ -514,11 +514,11 @@ def _prep_softmax(node, const, K):
 
 def _prep_qconcat(node, const, K):
     a = node.attrs
-    scales, zps = a["x_scales"], a["x_zps"]
+    concat = K.qlinear_concat_for(a["x_scales"], a["x_zps"], np.float32(a["y_scale"]), int(a["y_zp"]), int(a["axis"]),
+                                  storage(a["dtype"]))
 
     def run(*xs):
-        return (K.qlinear_concat(list(xs), scales, zps, np.float32(a["y_scale"]), int(a["y_zp"]), int(a["axis"]),
-                                 storage(a["dtype"])),)
+        return (concat(*xs),)
     return run
 
 

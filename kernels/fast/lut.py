@@ -225,14 +225,49 @@ def qlinear_softmax(x, x_scale, x_zp, y_scale, y_zp, axis, opset, dtype):
 
 
 def qlinear_concat(inputs, input_scales, input_zps, y_scale, y_zp, axis, dtype):
-    """QLinearConcat: copy when (scale, zp) match the output's, else requantize each element as
-    golden.lut.requant_lut builds the table entry of its code, y = quantize(f32(x_scale·f32(x −
-    x_zp)), y_scale, y_zp) (dequantize, then quantize: SIMD lanes instead of a byte gather)."""
-    parts = []
+    """QLinearConcat; formula as golden.lut.qlinear_concat (`qlinear_concat_for`)."""
+    return qlinear_concat_for(input_scales, input_zps, y_scale, y_zp, axis, dtype)(*inputs)
+
+
+def qlinear_concat_for(input_scales, input_zps, y_scale, y_zp, axis, dtype):
+    """-> y(*inputs): QLinearConcat with each input's requantization settled here, once: an input
+    whose (scale, zp) equal (y_scale, y_zp) is copied, any other goes through the table of its 256
+    codes, quantize(f32(x_scale·f32(code − x_zp)), y_scale, y_zp) (golden.lut.requant_lut's entries,
+    computed by this module's dequantize and quantize), applied by register shuffles (`SHUFFLE`)
+    straight into the output: per run one allocation, and per input and row of the dimensions
+    before `axis` one copy or one shuffle call."""
     info = np.iinfo(dtype)
-    for x, s, z in zip(inputs, input_scales, input_zps):
-        x = np.asarray(x, dtype)
-        same = F32(s) == F32(y_scale) and int(z) == int(y_zp)
-        parts.append(x if same else quantize_linear(dequantize_linear(x, s, z, None, None), y_scale, y_zp, None, None,
-                                                    info.min, info.max, dtype))
-    return np.concatenate(parts, axis=axis)
+    tables = []
+    for s, z in zip(input_scales, input_zps):
+        if F32(s) == F32(y_scale) and int(z) == int(y_zp):
+            tables.append(None)
+        else:
+            codes = np.arange(256, dtype=np.uint8).view(dtype)
+            tables.append(quantize_linear(dequantize_linear(codes, s, z, None, None), y_scale, y_zp, None, None,
+                                          info.min, info.max, dtype))
+    shuffle = SHUFFLE[WIDTH]
+
+    def run(*inputs):
+        xs = [np.ascontiguousarray(x, dtype) for x in inputs]
+        if len(xs) != len(tables):
+            raise ValueError(f"qlinear_concat: {len(xs)} inputs for {len(tables)} scales")
+        first = xs[0].shape
+        ax = axis % max(len(first), 1)
+        for x in xs:
+            if x.ndim != len(first) or x.shape[:ax] != first[:ax] or x.shape[ax + 1:] != first[ax + 1:]:
+                raise ValueError(f"qlinear_concat: input shapes {[v.shape for v in xs]} differ outside axis {axis}")
+        out = np.empty(first[:ax] + (sum(x.shape[ax] for x in xs),) + first[ax + 1:], dtype)
+        outer = math.prod(first[:ax])
+        rows = out.reshape(outer, -1)
+        off = 0
+        for x, table in zip(xs, tables):
+            src = x.reshape(outer, -1)
+            n = src.shape[1]
+            if table is None:
+                rows[:, off:off + n] = src
+            else:
+                for a in range(outer):
+                    shuffle(src[a], table, rows[a, off:off + n])
+            off += n
+        return out
+    return run

@@ -134,3 +134,8 @@ def qlinear_concat(inputs, input_scales, input_zps, y_scale, y_zp, axis, dtype):
         else:
             parts.append(apply_lut(np.asarray(x, dtype), requant_lut(s, z, y_scale, y_zp, dtype)))
     return np.concatenate(parts, axis=axis)
+
+
+def qlinear_concat_for(input_scales, input_zps, y_scale, y_zp, axis, dtype):
+    """-> y(*inputs) = qlinear_concat(list(inputs), ...) (the fast kernel settles its tables here)."""
+    return lambda *inputs: qlinear_concat(list(inputs), input_scales, input_zps, y_scale, y_zp, axis, dtype)

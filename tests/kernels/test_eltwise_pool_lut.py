@@ -223,6 +223,9 @@ def test_fast_eq_golden_lut(dt, n, d, seed, opset_axis):
                                   gl.qlinear_softmax(x, xs, xz, np.float32(1 / 256), dt(info.min), axis, opset, dt))
     args = ([x, x[:, :1]], [xs, ys], [xz, yz], ys, yz, 1, dt)
     np.testing.assert_array_equal(fl.qlinear_concat(*args), gl.qlinear_concat(*args))
+    wide = rng.integers(info.min, info.max + 1, (n, d, 131)).astype(dt)  # whole shuffle blocks and a tail
+    args = ([wide, x, wide[..., 5:]], [xs, ys, xs], [xz, yz, yz], ys, yz, -1, dt)
+    np.testing.assert_array_equal(fl.qlinear_concat(*args), gl.qlinear_concat(*args))
 
 
 # The byte-table shuffles (fl.WIDTH: 64 AVX-512 VBMI vpermi2b, 32 AVX2 vpshufb) and 0, the plain loop.
