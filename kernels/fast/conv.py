@@ -466,7 +466,9 @@ def _conv_depthwise(threads, x_nchw, x_zp, wd, bias, kh, kw, sh, sw, dh, dw, top
     plen = sh * sw * hq * wq + wq  # + wq: junk columns of the last row stay in bounds
     jobs = n * c
     workers = min(threads, jobs)
-    planes = np.zeros(workers * plen, np.int32)
+    planes = np.empty(workers * plen, np.int32)
+    for i in range(planes.size):  # a plain loop: np.zeros here would be a parallel region of its own (parfor)
+        planes[i] = 0
     bufs = np.empty(workers * oh * wq, np.int32)
     acc = np.empty(n * c * oh * ow, np.int32)
     xf = x_nchw.reshape(-1)  # flat views made once: a view per row would cost a refcount each
