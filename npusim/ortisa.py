@@ -18,7 +18,10 @@ and s8·u8 (MLAS's scalar kernels on x86 without AVX-VNNI-INT8), depthwise QLine
 depthwise kernels widen to int16 and use `vpmaddwd`), and ConvInteger (it passes the weights
 as the GEMM's A operand, so a u8 input meets s8 weights in the S8U8 kernel: scalar, exact).
 The front end marks the nodes onnxruntime runs through the U8S8 kernels (attribute
-`ort_u8s8`); a session emulating a saturating family makes them add the pair excess.
+`ort_u8s8`); a session emulating a saturating family makes them saturate as onnxruntime does: a
+dense or grouped conv of u8 x and s8 weights with zero points 0 by the kernel itself
+(npusim_kernels.fast.conv: vpmaddubsw on byte quads in onnxruntime's K order, as fast as the exact
+path), every other such node by adding the pair excess to the exact sums.
 """
 from __future__ import annotations
 

@@ -197,13 +197,16 @@ def _prep_conv(node, const, K):
     def wzp_vec(v):
         return np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.int32).reshape(-1), (m,)), np.int32)
 
+    def finish_excess(acc, x, x_zp=None):
+        """acc + onnxruntime's pair excess of input x, when it has a saturated pair."""
+        e, saturated = excess(x, None, None, x_zp)
+        if saturated:  # no saturated pair: the excess is all zeros
+            acc += e
+        return acc
+
     def finish(acc4, x, x_zp):
         acc = acc4[:, :, 0, :] if one_d else acc4
-        if excess is not None:
-            e, saturated = excess(x, None, None, x_zp)
-            if saturated:  # no saturated pair: the excess is all zeros
-                acc += e
-        return (acc,)
+        return (finish_excess(acc, x, x_zp) if excess is not None else acc,)
 
     if a.get("engine") == "bitserial" and wzp_c is not None and xz_fixed is not None:
         xb, xs = a["x_bits"]
@@ -216,12 +219,18 @@ def _prep_conv(node, const, K):
             return finish(K.bitserial_conv_acc(x4, xz_fixed, xb, xs, packed, s, p, d, group), x, None)
         return run_bitserial
     packed = None if wzp_c is None else K.pack_conv_weights(w4, wzp_vec(wzp_c), bias)
-    if packed is not None and xz_fixed is not None and excess is None:
+    if packed is not None and xz_fixed is not None and (excess is None or not np.any(wzp_c)):
         def bind(shape, dtype):
+            """The conv bound for this input shape. With the pair saturation: onnxruntime's saturated sums
+            from the kernel where it has them for these operands (u8 x, weights' zero points 0), else
+            the exact sums and the excess added."""
             check_x(shape)
             shape4 = shape[:2] + (1,) + shape[2:] if one_d else shape
-            acc = K.conv_acc_packed_for(shape4, dtype, xz_fixed, packed, *window(shape4[2:]), group)
-            return (lambda x: acc(x[:, :, None, :])[:, :, 0, :]) if one_d else acc
+            args = (shape4, dtype, xz_fixed, packed, *window(shape4[2:]), group)
+            saturated = K.conv_acc_packed_for(*args, saturate=True) if excess is not None else None
+            acc4 = saturated or K.conv_acc_packed_for(*args)
+            acc = (lambda x: acc4(x[:, :, None, :])[:, :, 0, :]) if one_d else acc4
+            return acc if excess is None or saturated else lambda x: finish_excess(acc(x), x)
         per_shape = PerShape(bind)
 
         def run_bound(x, w_in=None, b_in=None, x_zp=None, w_zp=None):

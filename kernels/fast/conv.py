@@ -14,17 +14,22 @@ Every path is one Numba call (no per-call Python loops); the path is chosen by `
   the same phase-split geometry channels-last, vectorized over channels (one NCHW -> HWC
   transpose in, one back). Exact: int32, wraps.
 * dense / grouped when x − x_zp and w − w_zp fit int16 (every 8-bit and narrower model) and the
-  host has AVX2 or AVX-512BW (`pairmadd.LANES`): `_conv_pairs`. Per image and group, d goes into
-  zero-bordered int16 planes (a 1x1 stride-1 conv without padding reads x itself); then, in
-  panels of output positions (whole register tiles, PANEL_WORDS words), the pair-word im2col
-  col[k/2, p] = pair_word(d[k, p], d[k + 1, p]) (K = C/group·kH·kW; the partner of an odd K's
-  last row is a copy, its packed weight 0) with one loop per pair and output row, or per pair
-  for a 1x1 stride-1 conv (a plain interleave of two channel planes) and for any stride-1 conv
-  (output rows computed over the planes' width, the extra columns dropped), and `pairmadd.gemm_pairs`
-  with the weights packed at plan time as pair words: vpmaddwd / vpdpwssd on a register-resident
-  MR × NR tile (instruction mapping and integer semantics in pairmadd's doc). Exact: each pair
-  sum of int16 products is its exact value mod 2^32, and the accumulation wraps modulo 2^32 like
-  the contract.
+  host has AVX2 or AVX-512BW (`pairmadd.LANES`): `_conv_words`, in panels of output positions (whole
+  register tiles, PANEL_WORDS words): an im2col of 32-bit words, then `pairmadd.gemm_words` on a
+  register-resident MR × NR tile with the weights packed at plan time (instruction mapping and
+  integer semantics in pairmadd's doc). Two kinds of words:
+  - byte quads when x is 8-bit, every w − w_zp fits int8 and the CPU has VNNI (`DPBUSD_LANES`):
+    x's bytes as u8 (s8 x as x + 128, zero point likewise) in onnxruntime's K order (kH, kW, C/group),
+    planes bordered with the zero point's byte, weights w − w_zp as s8, Σ x_u8·wd by vpdpbusd, and
+    x_zp_u8·Σ_k wd subtracted in the bias (at bind time): Σ (x − x_zp)·wd exactly, mod 2^32. The same
+    quads with `saturate` (u8 x, raw s8 weights) give onnxruntime's saturated pairs (vpmaddubsw),
+    on every AVX2 CPU: the emulation of a CPU without VNNI costs no more than the exact path.
+  - int16 pairs otherwise: d = x − x_zp in zero-bordered int16 planes (a 1x1 stride-1 conv without
+    padding reads x itself), col[k/2, p] = pair_word(d[k, p], d[k + 1, p]) (K = C/group·kH·kW in OIHW
+    order; the partner of an odd K's last row is a copy, its packed weight 0), vpmaddwd / vpdpwssd,
+    exact mod 2^32.
+  The im2col runs one loop per word row and output row, or per word row for a 1x1 stride-1 conv and
+  for any stride-1 conv (output rows computed over the planes' width, the extra columns dropped).
 * otherwise (wider operands, e.g. 16-bit models, or no AVX2; or a single output position, as in
   squeeze-excite blocks, where the int32 dot product measured 1-3 µs faster than a register tile
   of which one column is used): `_conv_gemm_i32`, im2col of d into
@@ -228,108 +233,189 @@ def _im2col_pairs(src, base, z, hs, ws, kk, kh, kw, sh, sw, dh, dw, ow, q0, q1, 
 
 
 @njit
+def _byte(v, flip):
+    """The u8 operand of a byte: v's two's-complement byte, XOR flip (0x80 turns s8 v into v + 128)."""
+    return np.uint32(np.uint8(v)) ^ flip
+
+
+@njit
+def _quad_rows(col, d0, src, s0, s1, s2, s3, n, sw, flip):
+    """col[d0 + x] = quad_word of the bytes src[s_i + x·sW] (`_byte`) for x < n (uint64 indices, literal
+    stride 1: LLVM vectorizes it)."""
+    n_u, du = np.uint64(n), np.uint64(d0)
+    a0, a1, a2, a3 = np.uint64(s0), np.uint64(s1), np.uint64(s2), np.uint64(s3)
+    if sw == 1:
+        for e in range(n_u):
+            col[du + e] = pairmadd.quad_word(_byte(src[a0 + e], flip), _byte(src[a1 + e], flip),
+                                             _byte(src[a2 + e], flip), _byte(src[a3 + e], flip))
+    else:
+        sw_u = np.uint64(sw)
+        for e in range(n_u):
+            col[du + e] = pairmadd.quad_word(_byte(src[a0 + sw_u * e], flip), _byte(src[a1 + sw_u * e], flip),
+                                             _byte(src[a2 + sw_u * e], flip), _byte(src[a3 + sw_u * e], flip))
+
+
+@njit
+def _tap_offset(k, cg, kw, hs, ws, dh, dw):
+    """Offset in planes of HS × WS of onnxruntime's im2col row k = (i·kW + j)·Cg + c of a group."""
+    t = k // cg
+    return ((k % cg) * hs + t // kw * dh) * ws + t % kw * dw
+
+
+@njit
+def _im2col_quads(src, base, flip, hs, ws, kk, cg, kw, sh, sw, dh, dw, ow, q0, q1, col, ldc):
+    """col[r·ldc + q − q0] = quad_word(b(4r, q), .., b(4r + 3, q)) for output positions q0 <= q < q1: the
+    byte-quad im2col of `pairmadd` (op DPBUSD / MADDUBS), in onnxruntime's K order k = (i·kW + j)·Cg + c
+    (so that its pairs (2j, 2j + 1) are onnxruntime's). b(k, q) = `_byte`(src[base + offset(k) + y·sH·WS
+    + x·sW], flip) from planes of HS × WS that hold every tap (bordered with the zero point's byte, or
+    x itself for a 1x1 stride-1 conv without padding). Rows past K repeat row K − 1 (their packed
+    weights are 0). Words past q1 − q0 are left unset."""
+    for r in range((kk + 3) // 4):
+        b0 = base + _tap_offset(4 * r, cg, kw, hs, ws, dh, dw)
+        b1 = base + _tap_offset(min(4 * r + 1, kk - 1), cg, kw, hs, ws, dh, dw)
+        b2 = base + _tap_offset(min(4 * r + 2, kk - 1), cg, kw, hs, ws, dh, dw)
+        b3 = base + _tap_offset(min(4 * r + 3, kk - 1), cg, kw, hs, ws, dh, dw)
+        if sh == sw == 1 and ow == ws:  # consecutive rows are contiguous
+            _quad_rows(col, r * ldc, src, b0 + q0, b1 + q0, b2 + q0, b3 + q0, q1 - q0, 1, flip)
+        else:
+            for y in range(q0 // ow, (q1 - 1) // ow + 1):
+                x0, x1 = max(0, q0 - y * ow), min(ow, q1 - y * ow)
+                s = y * sh * ws + x0 * sw
+                _quad_rows(col, r * ldc + y * ow + x0 - q0, src, b0 + s, b1 + s, b2 + s, b3 + s, x1 - x0, sw, flip)
+
+
+@njit
+def _pad_bytes(xf, xbase, cg, h, w, zq, flip, top, left, hp, wq, xp):
+    """xp[(c·HP + top + i)·WQ + left + j] = `_byte`(x[c, i, j], flip) (uint8) for the cg channels at xf[xbase:],
+    the zero point's byte zq elsewhere: bordered planes of HP × WQ."""
+    for e in range(xp.size):
+        xp[e] = zq
+    for c in range(cg):
+        for i in range(h):
+            dst, src = np.uint64((c * hp + top + i) * wq + left), np.uint64(xbase + (c * h + i) * w)
+            for e in range(np.uint64(w)):
+                xp[dst + e] = _byte(xf[src + e], flip)
+
+
+@njit
 def _padded_hw(h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
     """(HP, WQ): rows and columns of a zero-bordered plane that hold every tap of the output."""
     return max(top + h, (oh - 1) * sh + (kh - 1) * dh + 1), max(left + w, (ow - 1) * sw + (kw - 1) * dw + 1)
 
 
 @njit
-def _pairs_jobs(lanes, col, t, step, jobs, xf, xp, xbase, z, direct, hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, p_c, ldc,
-                splits, tiles, mg, m0, wp, bias, dst, d_base, ldo):
-    """Jobs t, t + step, ... < jobs of `_conv_pairs` for one image and group: job j is panel j // splits
+def _words_jobs(op, lanes, col, t, step, jobs, xf, xp, xq, xbase, z, flip, direct, hp, wq, k, cg, kh, kw, sh, sw,
+                dh, dw, ow_c, p_c, ldc, splits, tiles, mg, m0, wp, bias, dst, d_base, ldo):
+    """Jobs t, t + step, ... < jobs of `_conv_words` for one image and group: job j is panel j // splits
     (output positions q0 <= q < q1, ldc each) and row block j % splits (whole MR tiles of the
-    group's mg rows): the panel's pair-word im2col into `col` (from x itself when `direct`, else
-    from the padded planes xp), then `pairmadd.gemm_pairs` into dst[d_base + o·ldo + q] for the
-    block's rows o (weights and bias from the group's first row m0)."""
-    k2 = (k + 1) // 2
+    group's mg rows): the panel's im2col into `col` (pair words for op PAIRS, byte quads otherwise;
+    from x itself when `direct`, else from the bordered planes xp (int16 d) or xq (bytes)), then
+    `pairmadd.gemm_words` into dst[d_base + o·ldo + q] for the block's rows o (weights and bias from
+    the group's first row m0)."""
+    kwords = (k + 1) // 2 if op == pairmadd.PAIRS else (k + 3) // 4
     for job in range(t, jobs, step):
         q0 = job // splits * ldc
         q1 = min(p_c, q0 + ldc)
         o0 = job % splits * tiles // splits * pairmadd.MR
         o1 = min(mg, (job % splits + 1) * tiles // splits * pairmadd.MR)
-        if direct:
-            _im2col_pairs(xf, xbase, z, hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, q0, q1, col, ldc)
+        if op == pairmadd.PAIRS:
+            if direct:
+                _im2col_pairs(xf, xbase, z, hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, q0, q1, col, ldc)
+            else:
+                _im2col_pairs(xp, 0, np.int32(0), hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, q0, q1, col, ldc)
+        elif direct:
+            _im2col_quads(xf, xbase, flip, hp, wq, k, cg, kw, sh, sw, dh, dw, ow_c, q0, q1, col, ldc)
         else:
-            _im2col_pairs(xp, 0, np.int32(0), hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, q0, q1, col, ldc)
-        pairmadd.gemm_pairs(lanes, col, ldc, wp[(m0 + o0) * k2:], k2, bias[m0 + o0:], dst, d_base + o0 * ldo + q0,
-                            ldo, o1 - o0, q1 - q0, k2)
+            _im2col_quads(xq, 0, np.uint32(0), hp, wq, k, cg, kw, sh, sw, dh, dw, ow_c, q0, q1, col, ldc)
+        pairmadd.gemm_words(op, lanes, col, ldc, wp[(m0 + o0) * kwords:], kwords, bias[m0 + o0:], dst,
+                            d_base + o0 * ldo + q0, ldo, o1 - o0, q1 - q0, kwords)
 
 
 @njit(parallel=True)
-def _conv_pairs(lanes, threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
-    """acc:i32 (N, M, OH·OW) through the pair-word im2col and `pairmadd.gemm_pairs` (exact, wraps), in
-    panels of whole register tiles of output positions, about PANEL_WORDS words of im2col each (a
-    panel stays in cache between the im2col and the GEMM). A stride-1 conv with padded planes
-    wider than the output computes rows of the planes' width WQ (the WQ − OW extra columns read
-    the next row: junk, in bounds, never copied out), so that each pair's im2col is one
-    contiguous run instead of OH short ones.
+def _conv_words(op, lanes, threads, x_nchw, x_zp, flip, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh,
+                ow):
+    """acc:i32 (N, M, OH·OW) through an im2col of words and `pairmadd.gemm_words` (wraps), in panels of
+    whole register tiles of output positions, about PANEL_WORDS words of im2col each (a panel stays
+    in cache between the im2col and the GEMM). op PAIRS: pair words of d = x − x_zp from zero-bordered
+    int16 planes, weights w − w_zp, exact. op DPBUSD / MADDUBS: quads of x's bytes (s8 x as x + 128)
+    from planes bordered with x_zp's byte, weights packed as s8 quads, bias corrected for the zero
+    point by the caller (conv_acc_packed_for; flip: 0x80 for s8 x, else 0); DPBUSD exact, MADDUBS
+    onnxruntime's saturated pairs.
+    A stride-1 conv with padded planes wider than the output computes rows of the planes' width WQ
+    (the WQ − OW extra columns read the next row: junk, in bounds, never copied out), so that each
+    word row's im2col is one contiguous run instead of OH short ones.
     Threads (`threads`, Numba's count, which the session bounds): the jobs are the panels, each split into
     row blocks of whole MR tiles when there are fewer panels than threads (each block then makes
     its own im2col of the panel, a 1/M share of the work); worker t takes jobs t, t + T, ... with
-    its own im2col buffer (`_pairs_jobs`). `threads` is at most one per PARALLEL_MIN_MACS
+    its own im2col buffer (`_words_jobs`). `threads` is at most one per PARALLEL_MIN_MACS
     multiply-adds of the layer (conv_acc_packed_for): waking a worker costs more than a small
-    layer's work. Every output
-    element is written by one job, so the result does not depend on the thread count."""
+    layer's work. Every output element is written by one job, so the result does not depend on the
+    thread count."""
     n, c, h, w = x_nchw.shape
     cg, mg = c // group, m // group
     p = oh * ow
-    k2 = (k + 1) // 2
+    kwords = (k + 1) // 2 if op == pairmadd.PAIRS else (k + 3) // 4
     direct = kh == kw == sh == sw == 1 and oh == h and ow == w  # 1x1, stride 1, no padding: x is the plane
     hp, wq = (h, w) if direct else _padded_hw(h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
     wide = sh == sw == 1 and wq > ow
     ow_c = wq if wide else ow  # columns per computed output row
     p_c = oh * ow_c
     nr = pairmadd.tile_columns(lanes)
-    panel = max(1, PANEL_WORDS // (k2 * nr)) * nr  # whole register tiles
+    panel = max(1, PANEL_WORDS // (kwords * nr)) * nr  # whole register tiles
     ldc = min(panel, -(-p_c // nr) * nr)
     panels = -(-p_c // ldc)
     tiles = -(-mg // pairmadd.MR)
     splits = min(tiles, max(1, -(-threads // panels)))
     jobs = panels * splits
     workers = min(threads, jobs)
-    col = np.empty(workers * k2 * ldc, np.int32)
-    xp = np.empty(0 if direct else cg * hp * wq + wq, np.int16)  # + wq: the junk columns' reads
+    col = np.empty(workers * kwords * ldc, np.int32)
+    planes = 0 if direct else cg * hp * wq + wq  # + wq: the junk columns' reads
+    xp = np.empty(planes if op == pairmadd.PAIRS else 0, np.int16)
+    xq = np.empty(0 if op == pairmadd.PAIRS else planes, np.uint8)
     acc = np.empty(n * m * p, np.int32)
     out = np.empty(mg * p_c if wide else 0, np.int32)
     xf = x_nchw.reshape(-1)
     z = np.int32(x_zp)
+    flip = np.uint32(flip)
     for a in range(n):
         for g in range(group):
             xbase = (a * c + g * cg) * h * w
             if not direct:
-                _pad_planes(xf, xbase, cg, h, w, x_zp, top, left, hp, wq, xp)
+                if op == pairmadd.PAIRS:
+                    _pad_planes(xf, xbase, cg, h, w, x_zp, top, left, hp, wq, xp)
+                else:
+                    _pad_bytes(xf, xbase, cg, h, w, np.uint8(_byte(x_zp, flip)), flip, top, left, hp, wq, xq)
             dst, d_base, ldo = (out, 0, p_c) if wide else (acc, (a * m + g * mg) * p, p)
             if workers == 1:  # no parallel region: launching one costs a few µs even on one thread
-                _pairs_jobs(lanes, col, 0, 1, jobs, xf, xp, xbase, z, direct, hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c,
-                            p_c, ldc, splits, tiles, mg, g * mg, wp, bias, dst, d_base, ldo)
+                _words_jobs(op, lanes, col, 0, 1, jobs, xf, xp, xq, xbase, z, flip, direct, hp, wq, k, cg, kh, kw, sh,
+                            sw, dh, dw, ow_c, p_c, ldc, splits, tiles, mg, g * mg, wp, bias, dst, d_base, ldo)
             else:
                 for t in prange(workers):
-                    _pairs_jobs(lanes, col[t * k2 * ldc:(t + 1) * k2 * ldc], t, workers, jobs, xf, xp, xbase, z, direct,
-                                hp, wq, k, kh, kw, sh, sw, dh, dw, ow_c, p_c, ldc, splits, tiles, mg, g * mg, wp, bias,
-                                dst, d_base, ldo)
+                    _words_jobs(op, lanes, col[t * kwords * ldc:(t + 1) * kwords * ldc], t, workers, jobs, xf, xp,
+                                xq, xbase, z, flip, direct, hp, wq, k, cg, kh, kw, sh, sw, dh, dw, ow_c, p_c, ldc,
+                                splits, tiles, mg, g * mg, wp, bias, dst, d_base, ldo)
             if wide:
                 for o in range(mg):
                     for y in range(oh):
-                        src, dst = np.uint64(o * p_c + y * wq), np.uint64(((a * m + g * mg + o) * oh + y) * ow)
+                        s, d = np.uint64(o * p_c + y * wq), np.uint64(((a * m + g * mg + o) * oh + y) * ow)
                         for x in range(np.uint64(ow)):
-                            acc[dst + x] = out[src + x]
+                            acc[d + x] = out[s + x]
     return acc
 
 
-@njit
-def _conv_pairs_zmm(threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
-    """_conv_pairs with the AVX-512BW micro-kernel (the lane count must be a literal)."""
-    return _conv_pairs(16, threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
+def _conv_words_for(op, lanes):
+    """`_conv_words` with op and lanes constants of the closure (the micro-kernel needs them literal):
+    one compiled function per variant, only the ones a model uses."""
+    @njit
+    def conv_words(threads, x_nchw, x_zp, flip, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
+        return _conv_words(op, lanes, threads, x_nchw, x_zp, flip, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top,
+                           left, oh, ow)
+    return conv_words
 
 
-@njit
-def _conv_pairs_ymm(threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
-    """_conv_pairs with the AVX2 micro-kernel."""
-    return _conv_pairs(8, threads, x_nchw, x_zp, wp, bias, m, k, group, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
-
-
-CONV_PAIRS = {16: _conv_pairs_zmm, 8: _conv_pairs_ymm}  # pairmadd lane count -> dense / grouped conv
-
+# (op, lanes) -> dense / grouped conv through `pairmadd.gemm_words`
+CONV_WORDS = {(op, lanes): _conv_words_for(op, lanes)
+              for op in (pairmadd.PAIRS, pairmadd.DPBUSD, pairmadd.MADDUBS) for lanes in (16, 8)}
 
 @njit
 def _dw_phases(kh, kw, sh, sw, dh, dw, oh, ow):
@@ -583,12 +669,18 @@ def _vec_i32(v, m):
 def pack_conv_weights(w_oihw, w_zp, bias_i32):
     """Plan-time weight preparation (done once per session, not per inference):
     -> (wd:i32 (M, K) = w − w_zp[m], K = C/group·kH·kW, max|wd| (>= 1), bias:i32 (M,), (M, C/group, kH, kW),
-    pairs), pairs = `pairmadd.pack_pairs` of wd and bias when every wd fits int16, else None."""
+    pairs, quads): pairs = `pairmadd.pack_pairs` of wd and bias when every wd fits int16, else None;
+    quads = (the s8 quad words of wd in onnxruntime's K order (kH, kW, C/group), `pairmadd.pack_quads`;
+    Σ_k wd[m, k]:i64 (M,)) when every wd fits int8, else None."""
     m, cg, kh, kw = w_oihw.shape
     wd, w_abs = _weights(np.ascontiguousarray(w_oihw).reshape(m, cg * kh * kw), _vec_i32(w_zp, m))
     bias = _vec_i32(bias_i32, m)
     pairs = pairmadd.pack_pairs(wd, bias) if w_abs <= pairmadd.I16_ABS else None
-    return wd, int(w_abs), bias, (m, cg, kh, kw), pairs
+    quads = None
+    if int(wd.min(initial=0)) >= -128 and int(wd.max(initial=0)) <= 127:
+        hwc = wd.reshape(m, cg, kh, kw).transpose(0, 2, 3, 1).reshape(m, -1)
+        quads = pairmadd.pack_quads(hwc.astype(np.int8)), wd.sum(axis=1, dtype=np.int64)
+    return wd, int(w_abs), bias, (m, cg, kh, kw), pairs, quads
 
 
 def conv_acc(x_nchw, x_zp, w_oihw, w_zp, bias_i32, strides, pads, dilations, group):
@@ -631,16 +723,25 @@ def conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group):
     return conv_acc_packed_for(x.shape, x.dtype, x_zp, packed, strides, pads, dilations, group)(x)
 
 
-def conv_acc_packed_for(x_shape, x_dtype, x_zp, packed, strides, pads, dilations, group):
+def conv_acc_packed_for(x_shape, x_dtype, x_zp, packed, strides, pads, dilations, group, saturate=False):
     """-> acc(x_nchw): conv_acc_packed of inputs of this shape and dtype, with the geometry, the
-    path and the pair variant (pairmadd.LANES now) settled here, once (a session binds one per input
-    shape): each call is one Numba call on x and precomputed arguments, and the output reshape."""
-    wd, w_abs, bias, w_shape, pairs = packed
+    path and the word variant (pairmadd.LANES and DPBUSD_LANES now) settled here, once (a session
+    binds one per input shape): each call is one Numba call on x and precomputed arguments, and the
+    output reshape. Dense and grouped convs of byte x with weights that fit int8 run on byte quads:
+    vpdpbusd where the CPU has VNNI (exact), else int16 pairs.
+    saturate: onnxruntime's u8·s8 arithmetic without VNNI instead (npusim.ortisa): each pair of
+    raw u8 x · raw s8 w products summed into a saturating int16 (the MADDUBS quads: vpmaddubsw),
+    in onnxruntime's K order, padding the raw x_zp; exact + golden.pairsat's conv_pair_excess.
+    Only for u8 x and weights with zero points 0 (then wd is w), on AVX2 or AVX-512BW: None
+    otherwise (the caller adds the excess itself)."""
+    wd, w_abs, bias, w_shape, pairs, quads = packed
     zp = int(x_zp)
     group = int(group)
     lanes = pairmadd.LANES if pairs is not None else 0
     geo, out_shape, path = _geometry(tuple(x_shape), np.dtype(x_dtype), zp, tuple(strides), tuple(pads),
                                      tuple(dilations), group, w_shape, lanes, DW_CL_MAX_OW)
+    if saturate and (path != "pairs" or quads is None or np.dtype(x_dtype) != np.uint8):
+        return None
     cap = max(1, math.prod(out_shape) * math.prod(w_shape[1:]) // PARALLEL_MIN_MACS)
 
     def threads():  # Numba's count at each call (the session's limit), one per PARALLEL_MIN_MACS at most
@@ -651,19 +752,26 @@ def conv_acc_packed_for(x_shape, x_dtype, x_zp, packed, strides, pads, dilations
     if path == "depthwise_cl":
         rest = (zp, wd, bias) + geo
         return lambda x: _conv_depthwise_cl(np.ascontiguousarray(x), *rest)
-    pair_args = (zp, pairs[0], pairs[1], w_shape[0], w_shape[1] * w_shape[2] * w_shape[3], group) + geo \
-        if lanes else None
+    k = w_shape[1] * w_shape[2] * w_shape[3]
+    pair_args = (zp, 0, pairs[0], pairs[1], w_shape[0], k, group) + geo if lanes else None
     gemm_args = (zp, wd, bias, group) + geo
     if path == "pairs":
-        pair_core = CONV_PAIRS[lanes]
-        return lambda x: pair_core(threads(), np.ascontiguousarray(x), *pair_args).reshape(out_shape)
+        op, word_lanes = (pairmadd.MADDUBS, lanes) if saturate else (pairmadd.DPBUSD, pairmadd.DPBUSD_LANES)
+        if quads is not None and word_lanes:  # byte quads: x's bytes, the zero point's share in the bias
+            flip = 0x80 if np.dtype(x_dtype) == np.int8 else 0
+            qbias = np.concatenate([(bias - (zp + 128 if flip else zp) * quads[1]).astype(np.int32),
+                                    np.zeros(pairmadd.MR - 1, np.int32)])
+            core, args = CONV_WORDS[op, word_lanes], (zp, flip, quads[0], qbias, w_shape[0], k, group) + geo
+        else:
+            core, args = CONV_WORDS[pairmadd.PAIRS, lanes], pair_args
+        return lambda x: core(threads(), np.ascontiguousarray(x), *args).reshape(out_shape)
     if path == "gemm":
         return lambda x: _conv_gemm_i32(np.ascontiguousarray(x), *gemm_args).reshape(out_shape)
 
     def run_data(x):  # the data bounds |x − x_zp|: read it
         x = np.ascontiguousarray(x)
         x_abs = max(abs(int(x.min(initial=0)) - zp), abs(int(x.max(initial=0)) - zp))
-        acc = CONV_PAIRS[lanes](threads(), x, *pair_args) if x_abs <= pairmadd.I16_ABS else \
+        acc = CONV_WORDS[pairmadd.PAIRS, lanes](threads(), x, *pair_args) if x_abs <= pairmadd.I16_ABS else \
             _conv_gemm_i32(x, *gemm_args)
         return acc.reshape(out_shape)
     return run_data

@@ -3,7 +3,7 @@
 acc:i32[..., i, j] = Σ_k (a[..., i, k] − a_zp[i]) · (b[..., k, j] − b_zp[j]); int32, wraps on overflow.
 When a − a_zp and b − b_zp fit int16 (8-bit and narrower operands: bounded by the dtype's range, no
 data scan) and the host has AVX2 or AVX-512BW: `_mm_pairs`, per batch the rows of a and the columns
-of b packed as int16 pair words and pairmadd.gemm_pairs (vpmaddwd / vpdpwssd; exact, wraps: see
+of b packed as int16 pair words and pairmadd.gemm_words (vpmaddwd / vpdpwssd; exact, wraps: see
 pairmadd). Otherwise float32 BLAS sgemm over K-chunks of kc terms with kc·max|a − a_zp|·max|b − b_zp|
 < 2^24, so every partial sum is an exact integer in float32; chunks are summed in int32. Operands
 wider than 12 bits fall back to an int32 Numba loop.
@@ -11,6 +11,7 @@ wider than 12 bits fall back to an int32 Numba loop.
 import numpy as np
 
 from npusim_kernels.fast import pairmadd
+from npusim_kernels.fast.pairmadd import PAIRS  # a global the compiler sees as a literal (gemm_words needs one)
 from npusim_kernels.fast._jit import njit
 
 F32_EXACT = 1 << 24
@@ -63,8 +64,8 @@ def _mm_packed(lanes, a2, a_zp, col, ldc, n):
     wp = np.zeros((m + pairmadd.MR - 1) * k2, np.int32)
     _pack_rows(a2, a_zp, wp, k2)
     out = np.empty((m, n), np.int32)
-    pairmadd.gemm_pairs(lanes, col, ldc, wp, k2, np.zeros(m + pairmadd.MR - 1, np.int32), out.reshape(-1), 0, n,
-                        m, n, k2)
+    pairmadd.gemm_words(PAIRS, lanes, col, ldc, wp, k2, np.zeros(m + pairmadd.MR - 1, np.int32),
+                        out.reshape(-1), 0, n, m, n, k2)
     return out
 
 

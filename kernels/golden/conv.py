@@ -7,6 +7,8 @@ int32 is a ValueError naming the first offending (n, m, oh, ow). No rounding, no
 """
 import numpy as np
 
+from npusim_kernels.golden.pairsat import conv_pair_excess, pack_conv_pair_weights
+
 I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
 
 
@@ -67,7 +69,21 @@ def conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group):
     return conv_acc(x_nchw, x_zp, w_oihw, w_zp, bias_i32, strides, pads, dilations, group)
 
 
-def conv_acc_packed_for(x_shape, x_dtype, x_zp, packed, strides, pads, dilations, group):
+def conv_acc_packed_for(x_shape, x_dtype, x_zp, packed, strides, pads, dilations, group, saturate=False):
     """-> acc(x_nchw) = conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group) (golden:
-    nothing is settled ahead; the fast twin settles the geometry for inputs of x_shape, x_dtype)."""
-    return lambda x_nchw: conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group)
+    nothing is settled ahead; the fast twin settles the geometry for inputs of x_shape, x_dtype).
+    saturate: onnxruntime's u8·s8 sums without VNNI, the exact ones + pairsat.conv_pair_excess
+    (u8 x, weights with zero points 0 so that w − w_zp is the raw s8 weight; else None, as the
+    fast twin)."""
+    if not saturate:
+        return lambda x_nchw: conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group)
+    w_oihw, w_zp, _ = packed
+    if np.dtype(x_dtype) != np.uint8 or np.any(w_zp) or np.asarray(w_oihw).dtype != np.int8:
+        return None
+
+    def saturated(x_nchw):
+        e, _ = conv_pair_excess(x_nchw, x_zp, pack_conv_pair_weights(w_oihw), strides, pads, dilations, group)
+        acc = conv_acc_packed(x_nchw, x_zp, packed, strides, pads, dilations, group).astype(np.int64) + e
+        check_i32(acc, "conv_acc with onnxruntime's pair saturation")
+        return acc.astype(np.int32)
+    return saturated

@@ -305,18 +305,21 @@ def conv_params(draw):
 _RANGES = {"u8": (0, 255, np.uint8), "s8": (-128, 127, np.int8), "u4": (0, 15, np.uint8), "s4": (-8, 7, np.int8)}
 
 
-# The pair multiply-add variants this CPU runs (pairmadd.LANES: 16 AVX-512BW, 8 AVX2), and 0: the int32 loop.
-VARIANTS = [v for v in (16, 8) if v <= pairmadd.LANES] + [0]
+# The word variants this CPU runs: (pair lanes: 16 AVX-512BW, 8 AVX2; vpdpbusd lanes: 16 AVX-512 VNNI,
+# 8 AVX-VNNI or VNNI + VL, 0 none), and (0, 0): the int32 loop.
+VARIANTS = [(p, d) for p in (16, 8) for d in (16, 8, 0) if p <= pairmadd.LANES and d <= min(p, pairmadd.DPBUSD_LANES)
+            and (d == 0 or d == p)] + [(0, 0)]
 
 
 @contextlib.contextmanager
 def variant(lanes):
-    """conv_acc_packed runs the given pairmadd variant inside."""
-    saved, pairmadd.LANES = pairmadd.LANES, lanes
+    """conv_acc_packed runs the given word variant (pair lanes, vpdpbusd lanes) inside."""
+    saved = pairmadd.LANES, pairmadd.DPBUSD_LANES
+    pairmadd.LANES, pairmadd.DPBUSD_LANES = lanes
     try:
         yield
     finally:
-        pairmadd.LANES = saved
+        pairmadd.LANES, pairmadd.DPBUSD_LANES = saved
 
 
 @contextlib.contextmanager
@@ -344,6 +347,37 @@ def test_conv_fast_eq_golden(p, lanes, zp_kind, dw_path):
     args = (x, x_zp, w, w_zp, bias, p["strides"], p["pads"], p["dil"], p["group"])
     with variant(lanes), depthwise_path(dw_path):
         np.testing.assert_array_equal(fconv.conv_acc(*args), gconv.conv_acc(*args))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(conv_params(), st.sampled_from([v for v in VARIANTS if v[0]]), st.sampled_from(["lo", "hi", "any"]),
+       st.booleans())
+def test_conv_byte_quads_eq_golden(p, lanes, zp_kind, saturate):
+    """Dense and grouped convs of byte x and weights that fit int8 run on byte quads (onnxruntime's K
+    order): exact with vpdpbusd (where the variant has it, else pairs), or with saturate, onnxruntime's
+    saturated u8·s8 pairs (vpmaddubsw), which the golden twin computes as the exact sums + the
+    golden pair excess. x at and near its extremes, weights at ±127 / −128, extreme zero points."""
+    rng = np.random.default_rng(p["seed"])
+    xt = "u8" if saturate else p["xt"].replace("4", "8")
+    xlo, xhi, xdt = _RANGES[xt]
+    x = rng.choice(np.array([xlo, xhi, xlo + 1, xhi - 1]), (p["n"], p["c"], *p["hw"])).astype(xdt)
+    x[..., ::2] = rng.integers(xlo, xhi + 1, x[..., ::2].shape)
+    w = rng.choice(np.array([-128, 127, -127, 126, 0, 3]), (p["m"], p["c"] // p["group"], *p["k"])).astype(np.int8)
+    x_zp = {"lo": xlo, "hi": xhi, "any": int(rng.integers(xlo, xhi + 1))}[zp_kind]
+    w_zp = np.zeros(p["m"], np.int32)
+    if not saturate and p["seed"] % 2:  # zero points that keep w − w_zp in int8
+        w = np.clip(w, -100, 100).astype(np.int8)
+        w_zp = rng.integers(-27, 28, p["m"]).astype(np.int32)
+    bias = rng.integers(-2 ** 20, 2 ** 20, p["m"]).astype(np.int32)
+    window = (p["strides"], p["pads"], p["dil"], p["group"])
+    fp, gp = fconv.pack_conv_weights(w, w_zp, bias), gconv.pack_conv_weights(w, w_zp, bias)
+    want = gconv.conv_acc_packed_for(x.shape, x.dtype, x_zp, gp, *window, saturate=saturate)(x)
+    with variant(lanes):
+        fast = fconv.conv_acc_packed_for(x.shape, x.dtype, x_zp, fp, *window, saturate=saturate)
+        if fast is None:  # no saturating kernel for this conv (depthwise, one output position): the caller adds
+            assert saturate and (p["group"] == p["c"] == p["m"] or want.shape[2] * want.shape[3] == 1)
+            return
+        np.testing.assert_array_equal(fast(x), want)
 
 
 @pytest.mark.parametrize("lanes", VARIANTS)
@@ -419,29 +453,59 @@ def test_depthwise_taps_vectorized(core):
     assert re.search(r"\bvpmulld\s[^\n]*%[yz]mm", fresh.inspect_asm(fresh.signatures[0]))
 
 
+_WORD_OPS = {"pairs": (pairmadd.PAIRS, r"vp(maddwd|dpwssd)"), "dpbusd": (pairmadd.DPBUSD, r"vpdpbusd"),
+             "maddubs": (pairmadd.MADDUBS, r"vpmaddubsw")}
+
+
+def _sat16(v):
+    return np.clip(v, -32768, 32767)
+
+
+@pytest.mark.parametrize("kind", list(_WORD_OPS))
 @pytest.mark.parametrize("lanes", [16, 8])
-def test_pairmadd_instructions(lanes):
-    """The micro-kernel compiles to vpmaddwd (or, on VNNI, vpdpwssd) on zmm (16 lanes) or ymm (8)."""
-    if lanes > pairmadd.LANES:
-        pytest.skip(f"this CPU lacks {'AVX-512BW' if lanes == 16 else 'AVX2'}")
+def test_word_kernel_instructions(kind, lanes):
+    """The micro-kernel compiles to its instruction on zmm (16 lanes) or ymm (8): vpmaddwd (or, on
+    VNNI, vpdpwssd) for int16 pairs, vpdpbusd for exact u8·s8 quads, vpmaddubsw (+ vpmaddwd by 1)
+    for onnxruntime's saturated u8·s8 pairs; its sums on operands at the extremes."""
+    op, instruction = _WORD_OPS[kind]
+    have = pairmadd.DPBUSD_LANES if kind == "dpbusd" else pairmadd.LANES
+    if lanes > have:
+        pytest.skip(f"this CPU lacks the {lanes}-lane {kind} variant")
     import numba
     gemm = numba.njit(pairmadd._gemm.py_func)  # uncached: cached code cannot be inspected
 
     @numba.njit
     def run(col, wp, bias, out):
-        gemm(lanes, 2, col, 2 * lanes, wp, 3, bias, out, 0, 2 * lanes, 4, 2 * lanes, 3)
+        gemm(op, lanes, 2, col, 2 * lanes, wp, 3, bias, out, 0, 2 * lanes, 4, 2 * lanes, 3)
     rng = np.random.default_rng(lanes)
-    a16 = rng.integers(-255, 256, (3, 2 * lanes, 2)).astype(np.int16)  # (K2, P, 2)
-    w16 = rng.integers(-255, 256, (4, 3, 2)).astype(np.int16)  # (M, K2, 2)
     bias = rng.integers(-1000, 1000, 4).astype(np.int32)
     out = np.zeros(8 * lanes, np.int32)
-    run(a16.view("<i4").reshape(-1), w16.view("<i4").reshape(-1), bias, out)
-    want = np.einsum("rcp,orp->oc", a16.astype(np.int64), w16.astype(np.int64)) + bias[:, None]
-    np.testing.assert_array_equal(out.reshape(4, 2 * lanes), want)
+    if kind == "pairs":
+        a = rng.integers(-255, 256, (3, 2 * lanes, 2)).astype(np.int16)  # (K2, P, 2)
+        w = rng.integers(-255, 256, (4, 3, 2)).astype(np.int16)  # (M, K2, 2)
+        want = np.einsum("rcp,orp->oc", a.astype(np.int64), w.astype(np.int64))
+    else:
+        a = rng.choice(np.array([0, 1, 254, 255], np.uint8), (3, 2 * lanes, 4))  # (K4, P, 4) u8
+        w = rng.choice(np.array([-128, -127, 126, 127], np.int8), (4, 3, 4))  # (M, K4, 4) s8
+        prod = a.astype(np.int64)[None] * w.astype(np.int64)[:, :, None, :]  # (M, K4, P, 4)
+        pairs = prod[..., 0::2] + prod[..., 1::2]
+        want = (_sat16(pairs) if kind == "maddubs" else pairs).sum(axis=(1, 3))
+        assert kind == "dpbusd" or (np.abs(pairs) > 32767).any()  # the data saturates
+    run(a.view("<i4").reshape(-1), w.view("<i4").reshape(-1), bias, out)
+    np.testing.assert_array_equal(out.reshape(4, 2 * lanes), want + bias[:, None])
     reg = "zmm" if lanes == 16 else "ymm"
     asm = "".join(gemm.inspect_asm().values())
-    assert re.search(rf"vp(maddwd|dpwssd)\s+%{reg}", asm), "no vpmaddwd / vpdpwssd on " + reg
+    assert re.search(rf"{instruction}\s+%{reg}", asm), f"no {instruction} on {reg}"
     assert "vpmulld" not in asm
+
+
+def test_dpbusd_variant_needs_host_and_build():
+    """vpdpbusd runs only where both the CPU and Numba's target features have VNNI."""
+    vnni = {"avx2", "avx512bw", "avx512vl", "avx512vnni"}
+    assert pairmadd.host_dpbusd_lanes(vnni, vnni) == 16
+    assert pairmadd.host_dpbusd_lanes({"avx2", "avxvnni"}, {"avx2", "avxvnni"}) == 8
+    assert pairmadd.host_dpbusd_lanes(vnni, {"avx2", "avx512bw"}) == 0  # NUMBA_CPU_FEATURES without VNNI
+    assert pairmadd.host_dpbusd_lanes({"avx2", "avx512bw"}, vnni) == 0
 
 
 def test_pairmadd_variant_needs_host_and_build():
