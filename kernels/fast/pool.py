@@ -177,6 +177,38 @@ def _max_core(x, k, st, pb, dl, out):
                     out[c, a, b, e] = best
 
 
+@njit
+def _max_rows(x, kh, kw, sh, sw, ph, pw, dh, dw, lo, row, acc, out):
+    """out[c, a, b] = max of x[c, a·sH − pH + i·dH, b·sW − pW + j·dW] over the window's cells inside x
+    (lo, the dtype's least value, where none is): per output row, the elementwise max of the valid
+    input rows (contiguous), then per tap column j the valid output columns' range, computed once,
+    so both passes are branch-free loops. x (R, H, W), out (R, OH, OW); row (W,), acc (OW,): scratch of
+    x's dtype (its lanes: 64 bytes per zmm)."""
+    r_n, h, w = x.shape
+    oh, ow = out.shape[1], out.shape[2]
+    for c in range(r_n):
+        for a in range(oh):
+            for e in range(w):
+                row[e] = lo
+            for i in range(kh):
+                hh = a * sh - ph + i * dh
+                if 0 <= hh < h:
+                    src = x[c, hh]
+                    for e in range(w):
+                        row[e] = max(row[e], src[e])
+            for b in range(ow):
+                acc[b] = lo
+            for j in range(kw):
+                off = j * dw - pw  # input column of output column b: b·sW + off
+                b0 = max(0, -(off // sw))  # -(off // sw) = ceil(−off / sW): the first with b·sW + off >= 0
+                b1 = min(ow, (w - 1 - off) // sw + 1) if w - 1 - off >= 0 else 0
+                for b in range(b0, b1):
+                    acc[b] = max(acc[b], row[b * sw + off])
+            dst = out[c, a]
+            for b in range(ow):
+                dst[b] = acc[b]
+
+
 def maxpool(x_nchw, kernel, strides, pads, dilations, ceil_mode):
     """ONNX MaxPool on integers; padded cells never win; output dtype = input dtype. The geometry is
     settled once per input shape and window (`_geometry`)."""
@@ -188,6 +220,18 @@ def maxpool_for(x_shape, x_dtype, kernel, strides, pads, dilations, ceil_mode):
     """-> y(x_nchw): maxpool of inputs of this shape and dtype, the geometry settled once."""
     shape3, k, st, pb, dl, out3, out_shape = _geometry(tuple(x_shape), tuple(kernel), tuple(strides), tuple(pads),
                                                        tuple(dilations), bool(ceil_mode))
+    if k[0] == 1 and st[0] == 1 and pb[0] == 0 and out3[1] == shape3[1]:  # 1-D and 2-D pools: `_max_rows`
+        rows = (shape3[0] * shape3[1],) + shape3[2:]
+        out2 = (rows[0],) + out3[2:]
+        geo = tuple(int(v) for v in (k[1], k[2], st[1], st[2], pb[1], pb[2], dl[1], dl[2]))
+        lo = np.iinfo(x_dtype).min
+
+        def run_rows(x_nchw):
+            out = np.empty(out2, x_dtype)
+            _max_rows(np.ascontiguousarray(x_nchw).reshape(rows), *geo, lo, np.empty(rows[2], x_dtype),
+                      np.empty(out2[2], x_dtype), out)
+            return out.reshape(out_shape)
+        return run_rows
     window = (k, st, pb, dl)
 
     def run(x_nchw):

@@ -207,6 +207,25 @@ def test_fast_eq_golden_pool(dt, c, h, w, kh, sh, seed, cip, cm):
                                   gp.qlinear_global_avgpool(x, xs, xz, ys, yz, info.min, info.max, dt))
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(DTYPES), st.integers(1, 3), st.integers(0, 2**31), st.booleans())
+def test_fast_eq_golden_maxpool(dt, nd, seed, cm):
+    """1-D, 2-D (the row kernel) and 3-D (the generic one) pools: kernels, strides, dilations and pads at
+    either end drawn per dimension (pads below the window's span, as ONNX requires), ceil_mode,
+    windows clipped at the borders, values at the dtype's extremes."""
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dt)
+    k = [int(v) for v in rng.integers(1, 4, nd)]
+    dil = [int(v) for v in rng.integers(1, 3, nd)]
+    s = [int(v) for v in rng.integers(1, 4, nd)]
+    span = [(kk - 1) * d + 1 for kk, d in zip(k, dil)]
+    pads = [int(rng.integers(0, sp)) for sp in span] + [int(rng.integers(0, sp)) for sp in span]
+    shape = (int(rng.integers(1, 3)), int(rng.integers(1, 4))) + tuple(int(sp + rng.integers(0, 9)) for sp in span)
+    x = rng.choice(np.array([info.min, info.max, 0, 1], dt), shape)
+    x[..., ::3] = rng.integers(info.min, info.max + 1, x[..., ::3].shape)
+    np.testing.assert_array_equal(fp.maxpool(x, k, s, pads, dil, cm), gp.maxpool(x, k, s, pads, dil, cm))
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.sampled_from(DTYPES), small, small, st.integers(0, 2**31), st.sampled_from([(13, -1), (13, 0), (12, 1)]))
 def test_fast_eq_golden_lut(dt, n, d, seed, opset_axis):
