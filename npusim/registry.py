@@ -262,16 +262,19 @@ ENGINES = ("auto", "direct", "bitserial")
 
 
 def choose_engine(engine: str, w_dtype: str, x_dtype: str, taps: int = 9, depthwise: bool = False,
-                  op: str = "conv", rows: int | None = None) -> str:
+                  op: str = "conv", rows: int | None = None, dpbusd: bool = False) -> str:
     """"direct" or "bitserial" for a conv (or, op "matmul" / "gemm", a product with a constant B;
-    rows: A's row count when the graph fixes it) with these weight (B) and input (A) element types.
+    rows: A's row count when the graph fixes it) with these weight (B) and input (A) element types;
+    dpbusd: the direct conv runs on vpdpbusd byte quads (fast kernels on a CPU with VNNI).
 
     "auto" follows the throughput measured at 1 thread (benchmarks/bench_bitserial.py, figures in
     docs/bitserial.md): the bit-serial kernel beats the direct int8 one when weight bits x
     activation bits is at most 12 for a 3x3 (or larger) window, at most 1 for a smaller one (a 1x1
     conv: only 1 bit x 1 bit beats the direct vpmaddwd kernel), at most 16 for a matmul / gemm, and
     for every width up to 8 bits when A has a single row (a GEMV); not for depthwise convolution,
-    where a block of 4 output channels holds one real channel.
+    where a block of 4 output channels holds one real channel. Against the direct conv on vpdpbusd
+    quads (about twice the pair kernel's speed) only at most 4 for a 3x3 window and never for a 1x1.
+    The engines' sums are the same, bit for bit: the choice is speed only.
     """
     from .ir import bits, is_quantized
 
@@ -280,7 +283,7 @@ def choose_engine(engine: str, w_dtype: str, x_dtype: str, taps: int = 9, depthw
         return "direct"
     if engine == "bitserial":
         return "bitserial"
-    limit = (64 if rows == 1 else 16) if op != "conv" else 12 if taps >= 9 else 1
+    limit = (64 if rows == 1 else 16) if op != "conv" else (4 if dpbusd else 12) if taps >= 9 else (0 if dpbusd else 1)
     return "bitserial" if not depthwise and bits(w_dtype) * bits(x_dtype) <= limit else "direct"
 
 

@@ -152,7 +152,7 @@ class InferenceSession:
         else:
             graph = load_graph(path_or_bytes, None, mode)
             self._meta, self._declared_shapes = ortcompat.ModelMetadata(graph_name=graph.name), {}
-        self.graph = _with_engines(graph, engine)
+        self.graph = _with_engines(graph, engine, kernels)
         if mode == "npu":
             self.graph = npu.lower_islands(self.graph)
         else:
@@ -611,11 +611,16 @@ def check_feeds(graph: ir.Graph, feeds) -> dict:
     return feeds
 
 
-def _with_engines(g: ir.Graph, engine: str) -> ir.Graph:
+def _with_engines(g: ir.Graph, engine: str, kernels: str) -> ir.Graph:
     """The graph with each conv's, matmul's and gemm's engine chosen ("direct" int8 or "bitserial"
     popcount) and the bit widths the bit-serial kernel needs recorded on the node (attrs engine,
-    w_bits, x_bits; w is the constant operand: a conv's weight, B of a matmul or gemm)."""
+    w_bits, x_bits; w is the constant operand: a conv's weight, B of a matmul or gemm). "auto" weighs
+    the direct conv this CPU runs (byte quads on vpdpbusd with the fast kernels and VNNI)."""
+    from npusim_kernels.fast.pairmadd import DPBUSD_LANES
+
     from .registry import choose_engine
+
+    dpbusd = kernels == "fast" and DPBUSD_LANES > 0
 
     nodes = []
     for n in g.nodes:
@@ -628,7 +633,8 @@ def _with_engines(g: ir.Graph, engine: str) -> ir.Graph:
             if not isinstance(n.attrs["group"], (int, np.integer)):
                 raise NpusimError(f"node {n.name!r} (conv): attribute group={n.attrs['group']!r}: expected an integer")
             group = int(n.attrs["group"])
-            choice = choose_engine(engine, wt, xt, int(np.prod(w.shape[2:])), group > 1 and w.shape[1] == 1)
+            choice = choose_engine(engine, wt, xt, int(np.prod(w.shape[2:])), group > 1 and w.shape[1] == 1,
+                                   dpbusd=dpbusd)
         elif n.op in ("matmul", "gemm") and len(n.inputs) > 1 and np.ndim(g.constants.get(n.inputs[1])) == 2:
             wt, xt = g.tensors[n.inputs[1]].dtype, g.tensors[n.inputs[0]].dtype
             a_shape = g.tensors[n.inputs[0]].shape  # None: rank unknown

@@ -76,5 +76,9 @@ def test_auto_picks_bitserial_only_for_narrow_layers():
         for xb in range(1, 9):
             assert choose_engine("auto", f"i{wb}", f"u{xb}", taps=9) == ("bitserial" if wb * xb <= 12 else "direct")
             assert choose_engine("auto", f"i{wb}", f"u{xb}", taps=1) == ("bitserial" if wb * xb == 1 else "direct")
+            # against the direct conv on vpdpbusd byte quads (a CPU with VNNI)
+            assert choose_engine("auto", f"i{wb}", f"u{xb}", taps=9, dpbusd=True) == \
+                ("bitserial" if wb * xb <= 4 else "direct")
+            assert choose_engine("auto", f"i{wb}", f"u{xb}", taps=1, dpbusd=True) == "direct"
             assert choose_engine("auto", f"i{wb}", f"u{xb}", op="gemm") == ("bitserial" if wb * xb <= 16 else "direct")
             assert choose_engine("auto", f"i{wb}", f"u{xb}", op="matmul", rows=1) == "bitserial"
