@@ -178,35 +178,39 @@ def _max_core(x, k, st, pb, dl, out):
 
 
 @njit
-def _max_rows(x, kh, kw, sh, sw, ph, pw, dh, dw, lo, row, acc, out):
-    """out[c, a, b] = max of x[c, a·sH − pH + i·dH, b·sW − pW + j·dW] over the window's cells inside x
-    (lo, the dtype's least value, where none is): per output row, the elementwise max of the valid
-    input rows (contiguous), then per tap column j the valid output columns' range, computed once,
-    so both passes are branch-free loops. x (R, H, W), out (R, OH, OW); row (W,), acc (OW,): scratch of
-    x's dtype (its lanes: 64 bytes per zmm)."""
-    r_n, h, w = x.shape
-    oh, ow = out.shape[1], out.shape[2]
-    for c in range(r_n):
+def _max_rows(x, h, w, kh, kw, sh, sw, ph, pw, dh, dw, lo, row, acc, out, oh, ow):
+    """out[(c·OH + a)·OW + b] = max of x[(c·H + a·sH − pH + i·dH)·W + b·sW − pW + j·dW] over the window's
+    cells inside the H × W plane c (lo, the dtype's least value, where none is): per output row, the
+    elementwise max of the valid input rows (contiguous), then per tap column j the valid output
+    columns' range, computed once, so both passes are branch-free loops. x and out flat (planes of
+    H·W and OH·OW); row (W,), acc (OW,): scratch of x's dtype (its lanes: 64 bytes per zmm). Flat
+    uint64 indices (signed ones would keep LLVM from vectorizing), no per-row array views (each would
+    cost a reference count)."""
+    planes = x.size // (h * w)
+    w_u, ow_u = np.uint64(w), np.uint64(ow)
+    for c in range(planes):
         for a in range(oh):
-            for e in range(w):
+            for e in range(w_u):
                 row[e] = lo
             for i in range(kh):
                 hh = a * sh - ph + i * dh
                 if 0 <= hh < h:
-                    src = x[c, hh]
-                    for e in range(w):
-                        row[e] = max(row[e], src[e])
-            for b in range(ow):
+                    base = np.uint64((c * h + hh) * w)
+                    for e in range(w_u):
+                        row[e] = max(row[e], x[base + e])
+            for b in range(ow_u):
                 acc[b] = lo
             for j in range(kw):
                 off = j * dw - pw  # input column of output column b: b·sW + off
                 b0 = max(0, -(off // sw))  # -(off // sw) = ceil(−off / sW): the first with b·sW + off >= 0
                 b1 = min(ow, (w - 1 - off) // sw + 1) if w - 1 - off >= 0 else 0
-                for b in range(b0, b1):
-                    acc[b] = max(acc[b], row[b * sw + off])
-            dst = out[c, a]
-            for b in range(ow):
-                dst[b] = acc[b]
+                if b1 > b0:
+                    src, step = np.uint64(b0 * sw + off), np.uint64(sw)
+                    for b in range(np.uint64(b0), np.uint64(b1)):
+                        acc[b] = max(acc[b], row[src + (b - np.uint64(b0)) * step])
+            base = np.uint64((c * oh + a) * ow)
+            for b in range(ow_u):
+                out[base + b] = acc[b]
 
 
 def maxpool(x_nchw, kernel, strides, pads, dilations, ceil_mode):
@@ -221,16 +225,15 @@ def maxpool_for(x_shape, x_dtype, kernel, strides, pads, dilations, ceil_mode):
     shape3, k, st, pb, dl, out3, out_shape = _geometry(tuple(x_shape), tuple(kernel), tuple(strides), tuple(pads),
                                                        tuple(dilations), bool(ceil_mode))
     if k[0] == 1 and st[0] == 1 and pb[0] == 0 and out3[1] == shape3[1]:  # 1-D and 2-D pools: `_max_rows`
-        rows = (shape3[0] * shape3[1],) + shape3[2:]
-        out2 = (rows[0],) + out3[2:]
-        geo = tuple(int(v) for v in (k[1], k[2], st[1], st[2], pb[1], pb[2], dl[1], dl[2]))
+        h, w, oh, ow = shape3[2], shape3[3], out3[2], out3[3]
+        geo = tuple(int(v) for v in (h, w, k[1], k[2], st[1], st[2], pb[1], pb[2], dl[1], dl[2]))
         lo = np.iinfo(x_dtype).min
 
         def run_rows(x_nchw):
-            out = np.empty(out2, x_dtype)
-            _max_rows(np.ascontiguousarray(x_nchw).reshape(rows), *geo, lo, np.empty(rows[2], x_dtype),
-                      np.empty(out2[2], x_dtype), out)
-            return out.reshape(out_shape)
+            out = np.empty(out_shape, x_dtype)
+            _max_rows(np.ascontiguousarray(x_nchw).reshape(-1), *geo, lo, np.empty(w, x_dtype), np.empty(ow, x_dtype),
+                      out.reshape(-1), oh, ow)
+            return out
         return run_rows
     window = (k, st, pb, dl)
 
