@@ -67,7 +67,7 @@ def test_missing_dependency_is_named(monkeypatch, capsys, kernel):
 
 
 def test_missing_dependency_without_a_module_name(monkeypatch, capsys):
-    def needs_a_library(*args):
+    def needs_a_library(*args, **kwargs):
         raise ImportError("libblas.so.3 is required for linear algebra")  # no module name to give
 
     monkeypatch.setattr(npusim_kernels.fast.conv, "conv_acc_packed_for", needs_a_library)
@@ -78,7 +78,7 @@ def test_missing_dependency_without_a_module_name(monkeypatch, capsys):
 def test_other_kernel_errors_are_internal_errors_of_the_node(monkeypatch, capsys):
     """A kernel failure no check at the door foresaw is a bug report naming the node, not NumPy's
     text passed off as the model's fault."""
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise ValueError("operands could not be broadcast")
 
     monkeypatch.setattr(npusim_kernels.fast.conv, "conv_acc_packed_for", broken)
