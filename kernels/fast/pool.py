@@ -178,39 +178,60 @@ def _max_core(x, k, st, pb, dl, out):
 
 
 @njit
-def _max_rows(x, h, w, kh, kw, sh, sw, ph, pw, dh, dw, lo, row, acc, out, oh, ow):
+def _max_rows(x, h, w, kh, kw, sh, sw, ph, pw, dh, dw, lo, row, win, out, oh, ow):
     """out[(c·OH + a)·OW + b] = max of x[(c·H + a·sH − pH + i·dH)·W + b·sW − pW + j·dW] over the window's
     cells inside the H × W plane c (lo, the dtype's least value, where none is): per output row, the
-    elementwise max of the valid input rows (contiguous), then per tap column j the valid output
-    columns' range, computed once, so both passes are branch-free loops. x and out flat (planes of
-    H·W and OH·OW); row (W,), acc (OW,): scratch of x's dtype (its lanes: 64 bytes per zmm). Flat
-    uint64 indices (signed ones would keep LLVM from vectorizing), no per-row array views (each would
-    cost a reference count)."""
+    elementwise max of the valid input rows (contiguous), then the horizontal window. Output columns
+    whose taps all fall inside the row (the interior [b_in0, b_in1), settled per call, not per row) take
+    win[p] = max_j row[p + j·dW], a contiguous sliding max, at p = b·sW − pW; the few border columns
+    (pads, ceil_mode) check each tap. Row and sliding passes vectorize; only the strided pick is scalar.
+    x and out flat (planes of H·W and OH·OW); row, win (W,): scratch of x's dtype. Flat uint64 indices
+    (signed ones would keep LLVM from vectorizing), no per-row array views (each would cost a
+    reference count). Integer max: exact, no rounding or saturation on any instruction set."""
     planes = x.size // (h * w)
-    w_u, ow_u = np.uint64(w), np.uint64(ow)
+    w_u = np.uint64(w)
+    span = (kw - 1) * dw
+    b_in0 = min(ow, -(-pw // sw))  # ceil(pW / sW): the first b with b·sW − pW >= 0
+    last = w - 1 - span + pw  # b·sW <= last: the window's last tap inside the row
+    b_in1 = max(b_in0, min(ow, last // sw + 1)) if last >= 0 else b_in0
     for c in range(planes):
         for a in range(oh):
-            for e in range(w_u):
-                row[e] = lo
+            valid = 0
             for i in range(kh):
                 hh = a * sh - ph + i * dh
                 if 0 <= hh < h:
                     base = np.uint64((c * h + hh) * w)
-                    for e in range(w_u):
-                        row[e] = max(row[e], x[base + e])
-            for b in range(ow_u):
-                acc[b] = lo
-            for j in range(kw):
-                off = j * dw - pw  # input column of output column b: b·sW + off
-                b0 = max(0, -(off // sw))  # -(off // sw) = ceil(−off / sW): the first with b·sW + off >= 0
-                b1 = min(ow, (w - 1 - off) // sw + 1) if w - 1 - off >= 0 else 0
-                if b1 > b0:
-                    src, step = np.uint64(b0 * sw + off), np.uint64(sw)
-                    for b in range(np.uint64(b0), np.uint64(b1)):
-                        acc[b] = max(acc[b], row[src + (b - np.uint64(b0)) * step])
-            base = np.uint64((c * oh + a) * ow)
-            for b in range(ow_u):
-                out[base + b] = acc[b]
+                    if valid == 0:
+                        for e in range(w_u):
+                            row[e] = x[base + e]
+                    else:
+                        for e in range(w_u):
+                            row[e] = max(row[e], x[base + e])
+                    valid += 1
+            obase = (c * oh + a) * ow
+            if valid == 0:  # a row of padding only (ceil_mode or pads): no cell
+                for b in range(ow):
+                    out[obase + b] = lo
+                continue
+            for k in range(b_in0 + ow - b_in1):  # the border columns: [0, b_in0) and [b_in1, OW)
+                b = k if k < b_in0 else k - b_in0 + b_in1
+                v = lo
+                for j in range(kw):
+                    p = b * sw - pw + j * dw
+                    if 0 <= p < w:
+                        v = max(v, row[p])
+                out[obase + b] = v
+            if b_in1 > b_in0:
+                n = np.uint64(w - span)
+                for p in range(n):
+                    win[p] = row[p]
+                for j in range(1, kw):
+                    d = np.uint64(j * dw)
+                    for p in range(n):
+                        win[p] = max(win[p], row[p + d])
+                src, step, ob = np.uint64(b_in0 * sw - pw), np.uint64(sw), np.uint64(obase + b_in0)
+                for t in range(np.uint64(b_in1 - b_in0)):
+                    out[ob + t] = win[src + t * step]
 
 
 def maxpool(x_nchw, kernel, strides, pads, dilations, ceil_mode):
@@ -231,7 +252,7 @@ def maxpool_for(x_shape, x_dtype, kernel, strides, pads, dilations, ceil_mode):
 
         def run_rows(x_nchw):
             out = np.empty(out_shape, x_dtype)
-            _max_rows(np.ascontiguousarray(x_nchw).reshape(-1), *geo, lo, np.empty(w, x_dtype), np.empty(ow, x_dtype),
+            _max_rows(np.ascontiguousarray(x_nchw).reshape(-1), *geo, lo, np.empty(w, x_dtype), np.empty(w, x_dtype),
                       out.reshape(-1), oh, ow)
             return out
         return run_rows
