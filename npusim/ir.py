@@ -266,7 +266,7 @@ _ATTR_KINDS = {
     "scale": "an array of finite numbers > 0", "zp": "an array of integers",
     **dict.fromkeys(("alpha", "beta", "x_zp"), "a finite number"),  # x_zp: sign's threshold may be 0.0
     **dict.fromkeys(("shift", "wess_shift", "x_zps"), "integers"),
-    **dict.fromkeys(("auto_pad", "dtype", "form", "rounding", "rounding_mode", "engine"), "a string"),
+    **dict.fromkeys(("auto_pad", "dtype", "form", "rounding", "rounding_mode", "engine", "order"), "a string"),
     "model": "bytes",
 }
 _REQUIRED = {"host": ("model",)}  # attributes read before any plan (the island's onnxruntime model)

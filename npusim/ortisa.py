@@ -69,6 +69,17 @@ def describe(ort_isa: str) -> str:
     return f"{ort_isa}: {kind}"
 
 
+def nchwc_block(ort_isa: str, optimization_level) -> int | None:
+    """The channel block of onnxruntime's NCHWc layout transformer for this family
+    (MlasNchwcGetBlockSize: 16 floats on AVX-512F CPUs, 8 on AVX2 ones, AVX-VNNI included), or None
+    when the transformer does not run: it is a layout optimization, applied at
+    graph_optimization_level ORT_ENABLE_LAYOUT (3) and above (ORT_ENABLE_ALL, 99, the default).
+    Its float kernels sum some pools in another order than the plain ones (npusim.islands)."""
+    if int(optimization_level) < 3:
+        return None
+    return 8 if ort_isa in ("avx2", "avxvnni") else 16
+
+
 def with_ort_isa(g: ir.Graph, ort_isa: str) -> ir.Graph:
     """The graph with `pair_sat16` set on every node onnxruntime runs through its U8S8 kernels,
     when the family saturates their pair sums (and cleared otherwise)."""

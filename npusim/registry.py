@@ -468,11 +468,12 @@ def _prep_gap(node, const, K):
 
 
 def _prep_gap_f32(node, const, K):
-    """Float32 GlobalAveragePool in onnxruntime's summation order (K.global_avgpool_f32; the pools
-    npusim.islands.split_pool_islands moves out of host islands)."""
+    """Float32 GlobalAveragePool in onnxruntime's summation order (attrs order, settled by
+    npusim.islands.split_pool_islands: K.global_avgpool_f32)."""
+    order = node.attrs["order"]
 
     def run(x):
-        return (K.global_avgpool_f32(x),)
+        return (K.global_avgpool_f32(x, order),)
     return run
 
 

@@ -157,7 +157,8 @@ class InferenceSession:
             self.graph = npu.lower_islands(self.graph)
         else:
             self.graph = ortisa.with_ort_isa(self.graph, self.ort_isa)
-            self.graph = islands.split_pool_islands(self.graph)
+            block = ortisa.nchwc_block(self.ort_isa, self._sess_options.graph_optimization_level)
+            self.graph = islands.split_pool_islands(self.graph, block)
         self._ops = OPS if mode == "ort" else {**OPS, **npu.ops(rounding)}
         self.host_fallback: list[str] = []  # host islands that run on onnxruntime at every inference
         K = kernel_set(kernels)

@@ -55,6 +55,19 @@ def qlinear_global_avgpool_for(x_shape, x_scale, x_zp, y_scale, y_zp, qmin, qmax
 
 
 @njit
+def _gap_f32_sequential(x, out):
+    """out[r] = f32(f32(Σ x[r, i], i = 0..S-1 in order, from +0) / f32(S)) for the rows x (R, S).
+    The rows are the inner loop: R independent float32 chains, each in its own order."""
+    rows, size = x.shape
+    acc = np.zeros(rows, np.float32)
+    for i in range(size):
+        for r in range(rows):
+            acc[r] = np.float32(acc[r] + x[r, i])
+    for r in range(rows):
+        out[r] = np.float32(acc[r] / np.float32(size))
+
+
+@njit
 def _gap_f32_lanes4(x, out):
     """out[r] = f32(s / f32(S)) for the rows x (R, S): four float32 lanes a_k = Σ x[r, i],
     i ≡ k (mod 4), over the first 4·floor(S/4) values; s = (a0 + a2) + (a1 + a3) + the rest in order."""
@@ -73,12 +86,18 @@ def _gap_f32_lanes4(x, out):
         out[r] = np.float32(s / np.float32(size))
 
 
-def global_avgpool_f32(x_nchw):
-    """ONNX GlobalAveragePool on float32 in MLAS's 4-lane order; formula as golden.pool.global_avgpool_f32."""
+_GAP_F32 = {"sequential": _gap_f32_sequential, "lanes4": _gap_f32_lanes4}
+
+
+def global_avgpool_f32(x_nchw, order):
+    """ONNX GlobalAveragePool on float32 in onnxruntime's order; formula as golden.pool.global_avgpool_f32."""
+    core = _GAP_F32.get(order)
+    if core is None:
+        raise ValueError(f"order {order!r}: expected one of {', '.join(_GAP_F32)}")
     x = np.ascontiguousarray(x_nchw, F32)
     n, c = x.shape[:2]
     out = np.empty((n, c) + (1,) * (x.ndim - 2), F32)
-    _gap_f32_lanes4(x.reshape(n * c, -1), out.reshape(n * c))
+    core(x.reshape(n * c, -1), out.reshape(n * c))
     return out
 
 

@@ -1,5 +1,5 @@
 """Golden pooling: com.microsoft QLinearGlobalAveragePool / QLinearAveragePool, ONNX MaxPool on ints,
-and ONNX GlobalAveragePool on float32 in onnxruntime's summation order.
+and ONNX GlobalAveragePool on float32 in onnxruntime's summation orders.
 
 Bit-exact with ORT CPU (MLAS qlgavgpool.cpp; contrib_ops/cpu/quantization/qlinear_pool.cc).
 """
@@ -31,27 +31,35 @@ def qlinear_global_avgpool(x_nchw, x_scale, x_zp, y_scale, y_zp, qmin, qmax, out
     return y.astype(out_dtype).reshape((n, c) + (1,) * (x.ndim - 2))
 
 
-def global_avgpool_f32(x_nchw):
-    """ONNX GlobalAveragePool on float32 as onnxruntime's CPU kernel computes it where npusim runs it
-    (MLAS's MlasPoolGlobalKernel, one SSE register of 4 lanes on every x86 ISA): x (N,C,*spatial)
-    f32 -> y (N,C,1,..,1) f32. Per (n, c), over its S = Π spatial values x_0..x_{S-1} (row-major),
-    every addition rounded to float32 (nearest even), every sum from +0: four lanes
-    l_k = Σ x_i over i ≡ k (mod 4), i < 4·floor(S/4), each sequential; s = (l_0 + l_2) + (l_1 + l_3),
-    then x_i for i >= 4·floor(S/4) added in order; y = f32(s / f32(S)), a division, not a product
-    with 1/S. (onnxruntime's other kernel, the NCHWc one, sums sequentially; its NCHWc transformer
-    uses it only for a pool whose input is a graph input or a node it rewrote itself, with C a
-    multiple of the NCHWc block: npusim.islands never splits such a pool.) A sum that overflows
-    is ±inf, as in onnxruntime (no check: float semantics).
+GAP_ORDERS = ("sequential", "lanes4")  # onnxruntime's float GlobalAveragePool kernels, see global_avgpool_f32
+
+
+def global_avgpool_f32(x_nchw, order):
+    """ONNX GlobalAveragePool on float32 as onnxruntime's CPU kernels compute it (MLAS, any x86-64):
+    x (N,C,*spatial) f32 -> y (N,C,1,..,1) f32. Per (n, c), over its S = Π spatial values x_0..x_{S-1}
+    (row-major), every addition rounded to float32 (nearest even), every sum starting from +0:
+    - order "sequential": s = (((0 + x_0) + x_1) + ...) + x_{S-1}: the NCHWc kernel (NchwcPool),
+      which onnxruntime's NCHWc transformer substitutes at graph optimization level >= ORT_ENABLE_LAYOUT
+      when C is a multiple of MLAS's NCHWc block (8 channels on AVX2, 16 on AVX-512F);
+    - order "lanes4": four lanes l_k = Σ x_i over i ≡ k (mod 4), i < 4·floor(S/4), each sequential;
+      s = (l_0 + l_2) + (l_1 + l_3), then x_i for i >= 4·floor(S/4) added in order: MLAS's
+      MlasPoolGlobalKernel (one SSE register of 4 lanes on every x86 ISA), every other case.
+    y = f32(s / f32(S)): a division, not a product with 1/S. A sum that overflows is ±inf, as in
+    onnxruntime (no check: float semantics).
     """
+    if order not in GAP_ORDERS:
+        raise ValueError(f"order {order!r}: expected one of {', '.join(GAP_ORDERS)}")
     x = np.asarray(x_nchw, F32)
     n, c = x.shape[:2]
     rows = x.reshape(n, c, -1)
     size = rows.shape[2]
-    body = size - size % 4
-    acc = np.zeros((n, c, 4), F32)
-    for i in range(0, body, 4):
-        acc = (acc + rows[:, :, i:i + 4]).astype(F32)
-    s = ((acc[:, :, 0] + acc[:, :, 2]).astype(F32) + (acc[:, :, 1] + acc[:, :, 3]).astype(F32)).astype(F32)
+    lanes = 1 if order == "sequential" else 4
+    body = size - size % lanes
+    acc = np.zeros((n, c, lanes), F32)
+    for i in range(0, body, lanes):
+        acc = (acc + rows[:, :, i:i + lanes]).astype(F32)
+    s = acc[:, :, 0] if lanes == 1 else \
+        ((acc[:, :, 0] + acc[:, :, 2]).astype(F32) + (acc[:, :, 1] + acc[:, :, 3]).astype(F32)).astype(F32)
     for i in range(body, size):
         s = (s + rows[:, :, i]).astype(F32)
     return (s / F32(size)).astype(F32).reshape((n, c) + (1,) * (x.ndim - 2))

@@ -309,26 +309,30 @@ _F32_EDGES = np.array([0.0, -0.0, 1.0, -1.0, 2.0**24, -(2.0**24), 1.0 + 2.0**-23
 
 
 @settings(max_examples=40)
-@given(st.integers(1, 2), st.integers(1, 5), st.integers(1, 6), st.integers(1, 7), st.integers(0, 2**31))
-def test_global_avgpool_f32_fast_equals_golden(n, c, h, w, seed):
+@given(st.integers(1, 2), st.integers(1, 5), st.integers(1, 6), st.integers(1, 7), st.integers(0, 2**31),
+       st.sampled_from(["sequential", "lanes4"]))
+def test_global_avgpool_f32_fast_equals_golden(n, c, h, w, seed, order):
     """Random values of mixed magnitudes (sums that cancel and round) with edge values mixed in
-    (±0, ±2^24, 1 + ulp, ±3e38 whose sums overflow to ±inf, a denormal): the same bits;
+    (±0, ±2^24, 1 + ulp, ±3e38 whose sums overflow to ±inf, a denormal): same bits in both orders;
     spatial sizes 1..42, below, at and off multiples of 4."""
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((n, c, h, w)) * 10.0 ** rng.integers(-3, 4, (n, c, 1, 1))).astype(np.float32)
     edge = rng.random(x.shape) < 0.2
     x[edge] = rng.choice(_F32_EDGES, int(edge.sum()))
-    want = gp.global_avgpool_f32(x)
-    got = fp.global_avgpool_f32(x)
+    want = gp.global_avgpool_f32(x, order)
+    got = fp.global_avgpool_f32(x, order)
     assert got.shape == want.shape == (n, c, 1, 1) and got.dtype == np.float32
     np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
 
 
-def test_global_avgpool_f32_four_lanes_not_sequential():
-    """The 4-lane order on ties: 1 + 2^-24 rounds to even (1) four times in a sequential sum, while
-    the lanes add l0 + l2 = 1 (the same tie) and l1 + l3 = 2^-23 exactly, 1 + 2^-23, then + 2^-24:
-    a tie, to even: 1 + 2^-22. Both kernel sets."""
+def test_global_avgpool_f32_orders_differ_and_refuse_others():
+    """The two orders give different float32 sums (so a test against onnxruntime tells them apart),
+    and an unknown order is refused by both kernel sets."""
     x = np.array([1.0, 2.0**-24, 2.0**-24, 2.0**-24, 2.0**-24], np.float32).reshape(1, 1, 1, 5)
+    # sequential: 1 + 2^-24 is a tie, to even: 1, four times. lanes4: l0 + l2 = 1 (the same tie),
+    # l1 + l3 = 2^-23 exactly, 1 + 2^-23, then + 2^-24: a tie, to even: 1 + 2^-22
+    assert gp.global_avgpool_f32(x, "sequential")[0, 0, 0, 0] == np.float32(0.2)
+    assert gp.global_avgpool_f32(x, "lanes4")[0, 0, 0, 0] == np.float32(np.float32(1 + 2.0**-22) / np.float32(5))
     for k in (gp, fp):
-        assert k.global_avgpool_f32(x)[0, 0, 0, 0] == np.float32(np.float32(1 + 2.0**-22) / np.float32(5))
-    assert np.add.accumulate(x.reshape(-1), dtype=np.float32)[-1] / np.float32(5) == np.float32(0.2)
+        with pytest.raises(ValueError, match="order"):
+            k.global_avgpool_f32(x, "pairwise")
