@@ -11,6 +11,13 @@ of npusim, npusim_kernels, onnx and onnxruntime (an edited front end or an upgra
 entry that cannot be read is a miss and one that cannot be written is skipped: the cache never
 fails a session. The newest KEEP entries are kept.
 
+Compiled plans (npusim.compiled). The source of a plan's compiled functions is the file
+`plan_<key>.py` in PLAN_DIR, the key a SHA-256 of the source and of the compiled-kernels marker's
+name (CPU, Numba version, kernel sources: the compiled plan holds the kernels' machine code, which
+Numba's cache does not check against the kernels' sources); Numba keeps the machine code in
+PLAN_DIR/__pycache__. A file is written once (a rewrite would change the modification time that
+Numba's cache checks) and the newest KEEP are kept.
+
 Kernels. Numba compiles each fast kernel on first use and keeps the machine code in its cache
 (npusim_kernels.fast._jit): the first session on a CPU (or after an upgrade of Numba or an edit
 of the kernels) compiles for 10 to 30 seconds, later ones load in well under a second. A marker
@@ -36,6 +43,7 @@ from .ortcompat import ModelMetadata
 
 KEEP = 64
 IMPORT_DIR = pathlib.Path.home() / ".cache" / "npusim" / "ir"
+PLAN_DIR = pathlib.Path.home() / ".cache" / "npusim" / "plans"
 COMPILING_NOTE = "compiling kernels for this CPU, once (later sessions load them from the cache)"
 
 
@@ -136,3 +144,30 @@ def mark_compiled(marker: pathlib.Path | None) -> None:
         marker.touch()
     except OSError:
         pass
+
+
+# ---------------------------------------------------------------- compiled plans
+def plan_module(source: str, names: dict):
+    """The module of a compiled plan's `source` (npusim.compiled), with `names` (the kernels it calls)
+    in its globals before it runs: loaded from its file in PLAN_DIR, written there first if new.
+    Raises OSError when PLAN_DIR cannot be written (the session then keeps the Python plan)."""
+    h = hashlib.sha256(compiled_marker().name.encode())
+    h.update(source.encode())
+    stem = f"plan_{h.hexdigest()[:32]}"
+    path = PLAN_DIR / f"{stem}.py"
+    if not path.exists():
+        PLAN_DIR.mkdir(parents=True, exist_ok=True)
+        ir.write_atomic(path, lambda tmp: pathlib.Path(tmp).write_text(source))
+        entries = sorted(PLAN_DIR.glob("plan_*.py"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        for old in entries[KEEP:]:
+            for f in [old, *(PLAN_DIR / "__pycache__").glob(f"{old.stem}.*")]:
+                f.unlink(missing_ok=True)
+    name = f"npusim_{stem}"
+    module = sys.modules.get(name)
+    if module is None:  # imported once per process; Numba's cache finds the module by name
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        vars(module).update(names)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return module

@@ -10,6 +10,14 @@ import math
 import numpy as np
 
 
+def _reshaping(run):
+    """`run`, marked as returning its first input reshaped (a view), the same reshape for every
+    input of one shape when its other inputs are constants: a compiled plan writes it as one
+    (npusim.session)."""
+    run.reshapes = True
+    return run
+
+
 def _reshape(node, const, K):
     allowzero = int(node.attrs.get("allowzero", 0))
 
@@ -18,7 +26,7 @@ def _reshape(node, const, K):
         if not allowzero:
             shape = [x.shape[i] if v == 0 else v for i, v in enumerate(shape)]
         return (x.reshape(shape),)
-    return run
+    return _reshaping(run)
 
 
 def _flatten(node, const, K):
@@ -27,7 +35,7 @@ def _flatten(node, const, K):
     def run(x):  # ONNX: axis in [-r, r]; the output is (prod(shape[:axis]), prod(shape[axis:]))
         ax = axis + x.ndim if axis < 0 else axis
         return (x.reshape(math.prod(x.shape[:ax]), math.prod(x.shape[ax:])),)
-    return run
+    return _reshaping(run)
 
 
 def _transpose(node, const, K):
@@ -49,7 +57,7 @@ def _squeeze(node, const, K):
     def run(x, axes=None):
         ax = _axes(node, axes)
         return (np.squeeze(x, axis=None if ax is None else tuple(v % x.ndim for v in ax)),)
-    return run
+    return _reshaping(run)
 
 
 def _unsqueeze(node, const, K):
@@ -59,7 +67,7 @@ def _unsqueeze(node, const, K):
         for v in ax:
             y = np.expand_dims(y, v)
         return (y,)
-    return run
+    return _reshaping(run)
 
 
 def _slice(node, const, K):
@@ -105,7 +113,7 @@ def _concat(node, const, K):
 def _identity(node, const, K):
     def run(x):
         return (x,)
-    return run
+    return _reshaping(run)
 
 
 def _shape(node, const, K):

@@ -61,11 +61,18 @@ class PerShape(dict):
         return f
 
 
-def shape_bound(per_shape: PerShape, run: Callable) -> Callable:
-    """`run`, whose result is (per_shape[x.shape, x.dtype](x),) for its first input x (its other
-    inputs are constants), marked with its PerShape (`run.per_shape`): a session may call the
-    bound kernel itself (npusim.session fuses a conv with its requantize into one call per shape)."""
+def _first_input(x, *_):
+    return x.shape, x.dtype
+
+
+def shape_bound(per_shape: PerShape, run: Callable, key: Callable = _first_input) -> Callable:
+    """`run`, whose result is (per_shape[key(*inputs)](...),), by default the kernel bound to the
+    shape and dtype of its first input x (its other inputs are constants), marked with its PerShape
+    (`run.per_shape`) and `run.bound(*inputs)`, the kernel a run on these inputs calls: a session
+    may call the bound kernel itself (npusim.session fuses a conv with its requantize into one call
+    per shape), or, when it is a `Bound` of the fast kernels, write its call into a compiled plan."""
     run.per_shape = per_shape
+    run.bound = lambda *xs: per_shape[key(*xs)]
     return run
 
 
@@ -388,12 +395,17 @@ def _prep_gemm(node, const, K):
     bitserial = _bitserial_gemm(node, b, az, bz, K)
     packed = None if bitserial else K.pack_matmul_b(b, bz)  # the direct product's B, packed once
     az_rows = az.reshape(-1)
+    # C as one row of N (a C with one row or one value), else None (C of M rows: added apart)
+    row = None if c is None or (c.ndim == 2 and c.shape[0] != 1) else \
+        np.ascontiguousarray(np.broadcast_to(np.asarray(c, np.int32).reshape(-1), (n,)))
 
     def bind(shape, dtype):
         if len(shape) != 2 or shape[0 if trans_a else 1] != k:
             raise NpusimError(f"input A {a_name!r} has shape {shape}, expected 2-D with K = {k} in dimension "
                               f"{0 if trans_a else 1} (transA={trans_a}; B {b_name!r} is K x N = {k} x {n} after "
                               f"transB={trans_b})")
+        if bitserial is None and not (trans_a or saturate) and row is not None:  # C added by the product's kernel
+            return K.matmul_acc_packed_for(shape, dtype, az_rows, packed, row)
         product = bitserial or K.matmul_acc_packed_for(shape[::-1] if trans_a else shape, dtype, az_rows, packed)
         if not (trans_a or saturate or c is not None):
             return product
@@ -442,7 +454,7 @@ def _prep_binary(name):
 
         def run(x, y):
             return (per_shape[x.shape, y.shape](x, y),)
-        return run
+        return shape_bound(per_shape, run, lambda x, y: (x.shape, y.shape))
     return prepare
 
 
@@ -464,7 +476,7 @@ def _prep_gap(node, const, K):
 
     def run(x):
         return (per_shape[x.shape, x.dtype](x),)
-    return run
+    return shape_bound(per_shape, run)
 
 
 def _prep_gap_f32(node, const, K):
@@ -499,7 +511,7 @@ def _prep_maxpool(node, const, K):
 
     def run(x):
         return (per_shape[x.shape, x.dtype](x),)
-    return run
+    return shape_bound(per_shape, run)
 
 
 def _prep_lut(builder):
@@ -546,7 +558,7 @@ def _prep_quantize(node, const, K):
 
     def run(x):
         return (per_shape[x.shape, x.dtype](x),)
-    return run
+    return shape_bound(per_shape, run)
 
 
 def _prep_dequantize(node, const, K):
@@ -560,7 +572,7 @@ def _prep_dequantize(node, const, K):
 
     def run(x):
         return (per_shape[x.shape, x.dtype](x),)
-    return run
+    return shape_bound(per_shape, run)
 
 
 def _prep_dynamic_quantize(node, const, K):

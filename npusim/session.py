@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import linecache
+import logging
 from collections import Counter
 from collections.abc import Callable
 import functools
@@ -26,11 +27,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import caches, door, ir, ortcompat
+from . import caches, compiled, door, ir, ortcompat
 from .errors import NpusimError
 from .feeds import format_shape
 from .overflow import may_overflow
 from .registry import OPS, kernel_set
+
+_log = logging.getLogger(__name__)
 
 MODES = ("ort", "npu")
 _ORT_TYPES = {"f32": "tensor(float)", "u8": "tensor(uint8)", "i8": "tensor(int8)", "i32": "tensor(int32)",
@@ -205,6 +208,9 @@ class InferenceSession:
             if self._thread_users and self._thread_users[0] and kernels == "fast" and not any(
                 n.attrs.get("engine") == "bitserial" for n in g.nodes) else None
         self._users_by_shape = {}
+        # compiled plans per set of input shapes, made after compiled.COMPILE_AFTER runs of one (fast kernels)
+        self._compiled = {} if kernels == "fast" and not self._profiler else None
+        self._runs = {}
 
     def _prepare(self, node, const, K):
         try:
@@ -358,12 +364,48 @@ class InferenceSession:
             if users is False:
                 values = self._execute(feeds)
                 return [values[i] for i in self._output_slots]
+        plan = self._straight
+        if self._compiled is not None:
+            key = tuple(feeds[name].shape for name, _ in self._input_slots)
+            plan = self._compiled.get(key)
+            if plan is None:
+                runs = self._runs[key] = self._runs.get(key, 0) + 1
+                plan = self._compile(feeds, key) if runs >= compiled.COMPILE_AFTER else self._straight
         try:
             with thread_limit(self.threads, *users) if users else _NO_LIMIT:
-                return self._straight(feeds)
+                return plan(feeds)
         except Exception:
             values = self._execute(feeds)  # raises the error named by node, as a run step by step does
             return [values[i] for i in self._output_slots]
+
+    def _compile(self, feeds, key):
+        """The plan compiled for the input shapes `key` (npusim.compiled), kept for later runs of them,
+        once its outputs on `feeds` equal the Python plan's; the straight-line Python plan when
+        nothing in it compiles or compiling fails (a plan file that cannot be written, say): a
+        session never fails for want of its compiled plan."""
+        try:
+            values = self._execute(feeds)
+            macs = sum(self._ops[s.node.op].macs(s.node, [None if values[i] is None else np.shape(values[i])
+                                                          for i in s.inputs], [np.shape(values[s.outputs[0]])])
+                       for s in self._steps if s.node.op in self._ops)
+            if macs > compiled.MAX_MACS_PER_STEP * len(self._steps):  # the arithmetic dominates: not worth it
+                self._compiled[key] = self._straight
+                return self._straight
+            steps = compiled.compile_steps(self._steps, values, self._input_slots, self._output_slots, Step)
+            plan = self._straight if steps is None else \
+                _straight_line(steps, self._input_slots, self._output_slots, self._base)
+            with thread_limit(self.threads):
+                outputs = plan(feeds)  # Numba compiles here; the outputs must be the Python plan's
+            for i, y in zip(self._output_slots, outputs):
+                if not (y.dtype == values[i].dtype and np.array_equal(y, values[i], equal_nan=y.dtype.kind == "f")):
+                    raise AssertionError(f"output {self.graph.outputs[self._output_slots.index(i)]!r} differs "
+                                         f"from the Python plan's")
+        except Exception as e:  # noqa: BLE001 (the Python plan computes the same values)
+            _log.warning("npusim: the plan of %s is not compiled (%s: %s); it runs as Python",
+                         self.graph.name or "the model", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            plan = self._straight
+        self._compiled[key] = plan
+        return plan
 
     def _feeds_ok(self, feeds) -> bool:
         """True when `feeds` holds exactly the inputs, each an array of the input's element type
@@ -670,6 +712,7 @@ def _fuse_requantize(acc_step: Step, req_step: Step) -> Step:
         def run(*xs):
             acc = produce(*xs)[0]
             return acc, requantize(acc)[0]
+        run.parts = produce, requantize
         return Step(run, acc_step.inputs, outputs, acc_step.node)
     accumulators, requantizers, pairs = produce.per_shape, requantize.per_shape, {}
 
@@ -682,6 +725,7 @@ def _fuse_requantize(acc_step: Step, req_step: Step) -> Step:
             return acc, pair[1](acc)
         acc = pair[0](x)
         return acc, pair[1](acc)
+    run_pair.parts = produce, requantize  # a compiled plan calls the two kernels (npusim.compiled)
     return Step(run_pair, acc_step.inputs, outputs, acc_step.node)
 
 

@@ -40,12 +40,12 @@ Every path is one Numba call (no per-call Python loops); the path is chosen by `
 import functools
 import math
 
-import numba
 import numpy as np
 from numba import prange
 
 from npusim_kernels.fast import pairmadd
 from npusim_kernels.fast._jit import njit
+from npusim_kernels.fast.bound import Bound
 
 CL_CHUNK = 256  # channels-last depthwise: words per chunk of output positions
 DW_CL_MAX_OW = (8, 12)  # depthwise channels-last up to this output width (stride 1, stride > 1): measured on
@@ -742,16 +742,12 @@ def conv_acc_packed_for(x_shape, x_dtype, x_zp, packed, strides, pads, dilations
                                      tuple(dilations), group, w_shape, lanes, DW_CL_MAX_OW)
     if saturate and (path != "pairs" or quads is None or np.dtype(x_dtype) != np.uint8):
         return None
+    # threads: Numba's count at each call (the session's limit), one per PARALLEL_MIN_MACS at most
     cap = max(1, math.prod(out_shape) * math.prod(w_shape[1:]) // PARALLEL_MIN_MACS)
-
-    def threads():  # Numba's count at each call (the session's limit), one per PARALLEL_MIN_MACS at most
-        return 1 if cap == 1 else min(numba.get_num_threads(), cap)
     if path == "depthwise":
-        rest = (zp, wd, bias) + geo
-        return lambda x: _conv_depthwise(threads(), np.ascontiguousarray(x), *rest)
+        return Bound(_conv_depthwise, (zp, wd, bias) + geo, cap=cap)
     if path == "depthwise_cl":
-        rest = (zp, wd, bias) + geo
-        return lambda x: _conv_depthwise_cl(np.ascontiguousarray(x), *rest)
+        return Bound(_conv_depthwise_cl, (zp, wd, bias) + geo)
     k = w_shape[1] * w_shape[2] * w_shape[3]
     pair_args = (zp, 0, pairs[0], pairs[1], w_shape[0], k, group) + geo if lanes else None
     gemm_args = (zp, wd, bias, group) + geo
@@ -764,14 +760,14 @@ def conv_acc_packed_for(x_shape, x_dtype, x_zp, packed, strides, pads, dilations
             core, args = CONV_WORDS[op, word_lanes], (zp, flip, quads[0], qbias, w_shape[0], k, group) + geo
         else:
             core, args = CONV_WORDS[pairmadd.PAIRS, lanes], pair_args
-        return lambda x: core(threads(), np.ascontiguousarray(x), *args).reshape(out_shape)
+        return Bound(core, args, cap=cap, shape=out_shape)
+    gemm = Bound(_conv_gemm_i32, gemm_args, shape=out_shape)
     if path == "gemm":
-        return lambda x: _conv_gemm_i32(np.ascontiguousarray(x), *gemm_args).reshape(out_shape)
+        return gemm
+    pair_words = Bound(CONV_WORDS[pairmadd.PAIRS, lanes], pair_args, cap=cap, shape=out_shape)
 
     def run_data(x):  # the data bounds |x − x_zp|: read it
         x = np.ascontiguousarray(x)
         x_abs = max(abs(int(x.min(initial=0)) - zp), abs(int(x.max(initial=0)) - zp))
-        acc = CONV_WORDS[pairmadd.PAIRS, lanes](threads(), x, *pair_args) if x_abs <= pairmadd.I16_ABS else \
-            _conv_gemm_i32(x, *gemm_args)
-        return acc.reshape(out_shape)
+        return pair_words(x) if x_abs <= pairmadd.I16_ABS else gemm(x)
     return run_data

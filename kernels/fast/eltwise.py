@@ -8,6 +8,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from npusim_kernels.fast._jit import njit
+from npusim_kernels.fast.bound import Bound
 
 F32 = np.float32
 
@@ -101,7 +102,7 @@ def _span(op, x, y, p, out):
 
 
 @njit
-def _binary_core(op, x, y, p, out):
+def _binary_core(x, y, op, p, out):
     """out (R, n); operand x is (R_x, n) or (R_x, 1) with R_x dividing R: output row r reads row
     r % R_x, a whole row or one value held for the row (the same for y). No broadcast copy."""
     n = out.shape[1]
@@ -155,15 +156,15 @@ def _binary_for(op, a_shape, b_shape, p, out_dtype):
     swap = a_scalar and op == _ADD  # v = fma(b, r_b, fma(a, r_a, k))
     if swap:
         p = p[[1, 0, 2, 3, 4, 5]]
+    core = Bound(_binary_core, (op, p), ((1, b2), (0, a2)) if swap else ((0, a2), (1, b2)), out=out_dtype,
+                 shape=shape, view=(rows, n))
+    if not copy and rows * n:
+        return core
 
     def run(a, b):
-        out = np.empty(shape, out_dtype)
-        if copy:
-            a, b = (np.ascontiguousarray(v) for v in np.broadcast_arrays(a, b))
-        if rows * n:
-            x, y = (b.reshape(b2), a.reshape(a2)) if swap else (a.reshape(a2), b.reshape(b2))
-            _binary_core(op, x, y, p, out.reshape(rows, n))
-        return out
+        if not rows * n:
+            return np.empty(shape, out_dtype)
+        return core(*(np.ascontiguousarray(v) for v in np.broadcast_arrays(a, b)))
     return run
 
 

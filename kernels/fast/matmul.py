@@ -13,6 +13,7 @@ import numpy as np
 from npusim_kernels.fast import pairmadd
 from npusim_kernels.fast.pairmadd import PAIRS  # a global the compiler sees as a literal (gemm_words needs one)
 from npusim_kernels.fast._jit import njit
+from npusim_kernels.fast.bound import Bound
 
 F32_EXACT = 1 << 24
 
@@ -86,15 +87,24 @@ def _mm_pairs(lanes, a3, a_zp, b3, b_zp):
 
 
 @njit
-def _mm_packed_zmm(a2, a_zp, col, ldc, n):
-    """_mm_packed with the AVX-512BW micro-kernel (the lane count must be a literal)."""
-    return _mm_packed(16, a2, a_zp, col, ldc, n)
+def _with_bias(out, bias):
+    """out (M, N) + bias (N,) in place, int32, wraps; an empty bias adds nothing."""
+    if bias.size:
+        for r in range(out.shape[0]):
+            out[r] += bias
+    return out
 
 
 @njit
-def _mm_packed_ymm(a2, a_zp, col, ldc, n):
-    """_mm_packed with the AVX2 micro-kernel."""
-    return _mm_packed(8, a2, a_zp, col, ldc, n)
+def _mm_packed_zmm(a2, a_zp, col, ldc, n, bias):
+    """_mm_packed with the AVX-512BW micro-kernel (the lane count must be a literal), + bias (N,) or ()."""
+    return _with_bias(_mm_packed(16, a2, a_zp, col, ldc, n), bias)
+
+
+@njit
+def _mm_packed_ymm(a2, a_zp, col, ldc, n, bias):
+    """_mm_packed with the AVX2 micro-kernel, + bias (N,) or ()."""
+    return _with_bias(_mm_packed(8, a2, a_zp, col, ldc, n), bias)
 
 
 @njit
@@ -190,9 +200,11 @@ def matmul_acc_packed(a, a_zp, packed):
     return matmul_acc_packed_for(a.shape, a.dtype, a_zp, packed)(a)
 
 
-def matmul_acc_packed_for(a_shape, a_dtype, a_zp, packed):
-    """-> acc(a): matmul_acc_packed of A of this shape and dtype, the path, the pair variant
-    (pairmadd.LANES now) and the rows view settled once (a session binds one per input shape)."""
+def matmul_acc_packed_for(a_shape, a_dtype, a_zp, packed, bias=None):
+    """-> acc(a): matmul_acc_packed of A of this shape and dtype, + bias (int32 (N,), QGemm's C as a
+    row; wraps) when given; the path, the pair variant (pairmadd.LANES now) and the rows view
+    settled once (a session binds one per input shape)."""
+    row = np.zeros(0, np.int32) if bias is None else np.ascontiguousarray(bias, np.int32)
     b, bzp, col, ldc = packed
     lanes = pairmadd.LANES
     a_shape = tuple(a_shape)
@@ -203,9 +215,8 @@ def matmul_acc_packed_for(a_shape, a_dtype, a_zp, packed):
         z_lo, z_hi = (int(azp[0]),) * 2 if azp.size == 1 else (int(azp.min(initial=0)), int(azp.max(initial=0)))
         if (azp.size == 1 or (len(a_shape) == 2 and azp.size == a_shape[0])) \
                 and max(byte[1] - z_lo, z_hi - byte[0]) <= pairmadd.I16_ABS:
-            core, out_shape = MM_PACKED[lanes], a_shape[:-1] + (n,)
-            return lambda a: core(np.ascontiguousarray(a).reshape(-1, k), azp, col, ldc, n).reshape(out_shape)
-    return lambda a: matmul_acc(a, a_zp, b, bzp)
+            return Bound(MM_PACKED[lanes], (azp, col, ldc, n, row), ((0, (-1, k)),), shape=a_shape[:-1] + (n,))
+    return lambda a: add_bias_i32(matmul_acc(a, a_zp, b, bzp), row)
 
 
 def add_bias_i32(acc_i32, bias_i32):

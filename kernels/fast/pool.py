@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from npusim_kernels.fast._jit import njit
+from npusim_kernels.fast.bound import Bound
 from npusim_kernels.fast.eltwise import rne_f32
 
 F32 = np.float32
@@ -45,13 +46,8 @@ def qlinear_global_avgpool_for(x_shape, x_scale, x_zp, y_scale, y_zp, qmin, qmax
     n, c = x_shape[:2]
     hw = math.prod(x_shape[2:])
     p = _gap_params(F32(x_scale), F32(y_scale), hw, int(y_zp), int(qmin), int(qmax))
-    out_shape, rows, zps = (n, c) + (1,) * (len(x_shape) - 2), (n * c, hw), (int(x_zp), p, int(y_zp))
-
-    def run(x_nchw):
-        out = np.empty(out_shape, out_dtype)
-        _gap_core(np.ascontiguousarray(x_nchw).reshape(rows), *zps, out.reshape(n * c))
-        return out
-    return run
+    return Bound(_gap_core, (int(x_zp), p, int(y_zp)), ((0, (n * c, hw)),), out=out_dtype,
+                 shape=(n, c) + (1,) * (len(x_shape) - 2), view=(n * c,))
 
 
 @njit
@@ -197,7 +193,7 @@ def _max_core(x, k, st, pb, dl, out):
 
 
 @njit
-def _max_rows(x, h, w, kh, kw, sh, sw, ph, pw, dh, dw, lo, row, win, out, oh, ow):
+def _max_rows(x, h, w, kh, kw, sh, sw, ph, pw, dh, dw, lo, oh, ow, out):
     """out[(c·OH + a)·OW + b] = max of x[(c·H + a·sH − pH + i·dH)·W + b·sW − pW + j·dW] over the window's
     cells inside the H × W plane c (lo, the dtype's least value, where none is): per output row, the
     elementwise max of the valid input rows (contiguous), then the horizontal window. Output columns
@@ -208,6 +204,7 @@ def _max_rows(x, h, w, kh, kw, sh, sw, ph, pw, dh, dw, lo, row, win, out, oh, ow
     (signed ones would keep LLVM from vectorizing), no per-row array views (each would cost a
     reference count). Integer max: exact, no rounding or saturation on any instruction set."""
     planes = x.size // (h * w)
+    row, win = np.empty(w, x.dtype), np.empty(w, x.dtype)
     w_u = np.uint64(w)
     span = (kw - 1) * dw
     b_in0 = min(ow, -(-pw // sw))  # ceil(pW / sW): the first b with b·sW − pW >= 0
@@ -267,18 +264,6 @@ def maxpool_for(x_shape, x_dtype, kernel, strides, pads, dilations, ceil_mode):
     if k[0] == 1 and st[0] == 1 and pb[0] == 0 and out3[1] == shape3[1]:  # 1-D and 2-D pools: `_max_rows`
         h, w, oh, ow = shape3[2], shape3[3], out3[2], out3[3]
         geo = tuple(int(v) for v in (h, w, k[1], k[2], st[1], st[2], pb[1], pb[2], dl[1], dl[2]))
-        lo = np.iinfo(x_dtype).min
-
-        def run_rows(x_nchw):
-            out = np.empty(out_shape, x_dtype)
-            _max_rows(np.ascontiguousarray(x_nchw).reshape(-1), *geo, lo, np.empty(w, x_dtype), np.empty(w, x_dtype),
-                      out.reshape(-1), oh, ow)
-            return out
-        return run_rows
-    window = (k, st, pb, dl)
-
-    def run(x_nchw):
-        out = np.empty(out3, x_dtype)
-        _max_core(np.ascontiguousarray(x_nchw).reshape(shape3), *window, out)
-        return out.reshape(out_shape)
-    return run
+        return Bound(_max_rows, geo + (int(np.iinfo(x_dtype).min), int(oh), int(ow)), ((0, (-1,)),), out=x_dtype,
+                     shape=out_shape, view=(-1,))
+    return Bound(_max_core, (k, st, pb, dl), ((0, shape3),), out=x_dtype, shape=out_shape, view=out3)

@@ -5,6 +5,7 @@ import numpy as np
 from numba.extending import overload
 
 from npusim_kernels.fast._jit import njit
+from npusim_kernels.fast.bound import Bound
 from npusim_kernels.fast.eltwise import rne_f32
 
 F32 = np.float32
@@ -88,13 +89,8 @@ def quantize_linear_for(x_shape, y_scale, y_zp, axis, block_size, qmin, qmax, ou
     parameter vectors settled once (a session binds one per input shape)."""
     shape = tuple(x_shape)
     rows, s, z = _rows(shape, y_scale, y_zp, axis or 0, block_size, np.int32)
-    params = (s, z, int(qmin), int(qmax))
-
-    def run(x):
-        out = np.empty(shape, out_dtype)
-        _quantize_core(np.ascontiguousarray(x, F32).reshape(rows), *params, out.reshape(rows))
-        return out
-    return run
+    return Bound(_quantize_core, (s, z, int(qmin), int(qmax)), ((0, rows),), dtype=F32, out=out_dtype, shape=shape,
+                 view=rows)
 
 
 def dequantize_linear(x, x_scale, x_zp, axis, block_size, out_dtype=F32):
@@ -108,12 +104,8 @@ def dequantize_linear_for(x_shape, x_dtype, x_scale, x_zp, axis, block_size, out
     vectors settled once."""
     shape = tuple(x_shape)
     rows, s, z = _rows(shape, x_scale, x_zp, axis or 0, block_size, x_dtype)
-
-    def run(x):
-        out = np.empty(shape, F32)
-        _dequantize_core(np.ascontiguousarray(x).reshape(rows), s, z, out.reshape(rows))
-        return out.astype(out_dtype, copy=False)
-    return run
+    f32 = Bound(_dequantize_core, (s, z), ((0, rows),), out=F32, shape=shape, view=rows)
+    return f32 if np.dtype(out_dtype) == F32 else lambda x: f32(x).astype(out_dtype)
 
 
 @njit

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from npusim_kernels.fast._jit import njit
+from npusim_kernels.fast.bound import Bound
 
 
 @njit
@@ -54,19 +55,14 @@ def requantize_f32(acc_i32, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
 
 
 def requantize_f32_for(acc_shape, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
-    """-> y(acc_i32): requantize_f32 of int32 accumulators of this shape, with the (outer, C, inner)
-    view, the scale vector and the integer parameters settled here, once (a session binds one per
-    accumulator shape): each call allocates y and makes one Numba call."""
+    """-> Bound y(acc_i32): requantize_f32 of int32 accumulators of this shape, with the (outer, C,
+    inner) view, the scale vector and the integer parameters settled here, once (a session binds
+    one per accumulator shape): each call allocates y and makes one Numba call."""
     s = np.ascontiguousarray(scale_f32, np.float32).reshape(-1)
     shape = tuple(acc_shape)
     rows = _rows3(shape, axis % len(shape) if s.size > 1 and shape else -1)
-    params = (s, int(y_zp), int(qmin), int(qmax))
-
-    def run(acc_i32):
-        y = np.empty(shape, out_dtype)
-        _requant(np.ascontiguousarray(acc_i32, np.int32).reshape(rows), *params, y.reshape(rows))
-        return y
-    return run
+    return Bound(_requant, (s, int(y_zp), int(qmin), int(qmax)), ((0, rows),), dtype=np.int32, out=out_dtype,
+                 shape=shape, view=rows)
 
 
 @njit

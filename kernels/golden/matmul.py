@@ -46,6 +46,9 @@ def add_bias_i32(acc_i32, bias_i32):
     return total.astype(np.int32)
 
 
-def matmul_acc_packed_for(a_shape, a_dtype, a_zp, packed):
-    """-> acc(a) = matmul_acc_packed(a, a_zp, packed) (golden: nothing is settled ahead)."""
-    return lambda a: matmul_acc_packed(a, a_zp, packed)
+def matmul_acc_packed_for(a_shape, a_dtype, a_zp, packed, bias=None):
+    """-> acc(a) = matmul_acc_packed(a, a_zp, packed) [+ bias (N,), add_bias_i32] (golden: nothing
+    is settled ahead)."""
+    if bias is None:
+        return lambda a: matmul_acc_packed(a, a_zp, packed)
+    return lambda a: add_bias_i32(matmul_acc_packed(a, a_zp, packed), bias)

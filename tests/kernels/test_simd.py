@@ -42,7 +42,7 @@ CASES = {  # name: (core, args, packed instructions that must appear on ymm/zmm 
     "conv_transpose_plane": (fu._conv_transpose_core, (U8.reshape(1, 1, 8, 8), 0, np.ones((1, 1, 2, 2), np.int8),
                                                        np.zeros(1, np.int32), np.zeros(1, np.int32), 2, 2, 0, 0, 1, 1,
                                                        1, np.zeros((1, 1, 16, 16), np.int32)), ("vpmulld",)),
-    "maxpool_rows": (fp._max_rows, (U8, 1, 64, 1, 2, 1, 2, 0, 0, 1, 1, 0, U8.copy(), U8.copy(), U8[:32].copy(), 1, 32),
+    "maxpool_rows": (fp._max_rows, (U8, 1, 64, 1, 2, 1, 2, 0, 0, 1, 1, 0, 1, 32, U8[:32].copy()),
                      ("vpmaxub",)),
     "dequantize": (fq._dequantize_core, (U8.reshape(F3.shape), ONE, U8[:1], F3.copy()), ("vsubps", "vmulps")),
 }

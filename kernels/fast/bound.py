@@ -1,0 +1,39 @@
+"""A fast kernel bound to one input shape, callable from Python and from compiled code alike.
+
+A `*_for` binder settles everything that depends on the input shape once and returns a Bound:
+a description of one call of a Numba core, not a Python closure, so that a session can both call
+it (`bound(*xs)`, one Numba call) and write the same call into a plan it compiles into one Numba
+function (npusim.session: there the inputs are the previous kernels' outputs and nothing is
+boxed between two kernels). The call, in both places:
+
+    xs' = [xs[i].reshape(view_i) for i, view_i in ins]          (cast to `dtype` first, if set)
+    returns:  y = core([T,] *xs', *args).reshape(shape)         (out is None)
+    writes:   y = empty(shape, out); core([T,] *xs', *args, y.reshape(view))
+
+T = min(Numba's thread count, cap) when cap > 0 (a kernel that may split over threads takes the
+count as an argument: one that read it itself could not be cached). `args` are the bound
+constants: arrays, and scalars or tuples of them.
+"""
+import numba
+import numpy as np
+
+
+class Bound:
+    __slots__ = ("core", "args", "ins", "dtype", "cap", "out", "shape", "view")
+
+    def __init__(self, core, args, ins=((0, None),), *, dtype=None, cap=0, out=None, shape=None, view=None):
+        self.core, self.args, self.ins, self.dtype, self.cap = core, tuple(args), tuple(ins), dtype, int(cap)
+        self.out = None if out is None else np.dtype(out)
+        self.shape, self.view = (None if shape is None else tuple(shape)), (None if view is None else tuple(view))
+
+    def __call__(self, *xs):
+        vs = [np.ascontiguousarray(xs[i], self.dtype) for i, _ in self.ins]
+        vs = [v if s is None else v.reshape(s) for v, (_, s) in zip(vs, self.ins)]
+        if self.cap:
+            vs.insert(0, min(numba.get_num_threads(), self.cap))
+        if self.out is None:
+            y = self.core(*vs, *self.args)
+            return y if self.shape is None else y.reshape(self.shape)
+        y = np.empty(self.shape, self.out)
+        self.core(*vs, *self.args, y if self.view is None else y.reshape(self.view))
+        return y

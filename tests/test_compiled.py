@@ -1,0 +1,113 @@
+"""The compiled plan (npusim.compiled): the runs of kernel steps as Numba functions compute what the
+Python plan computes, bit for bit; a later session loads them from the disk cache; a plan that
+cannot be compiled (or is not worth it) runs as Python, with the same results."""
+import logging
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import npusim
+import npusim_models as zoo
+from npusim import caches, compiled
+from npusim.compiled import _literal
+
+
+@pytest.fixture(scope="module")
+def plan_dir(tmp_path_factory):
+    """One plan folder for the module's tests (a plan compiled by one test is loaded by the next)."""
+    return tmp_path_factory.mktemp("plans")
+
+
+@pytest.fixture
+def compile_now(monkeypatch, plan_dir):
+    """Sessions compile a plan at the first run of its shapes, into plan_dir."""
+    monkeypatch.setattr(compiled, "COMPILE_AFTER", 1)
+    monkeypatch.setattr(caches, "PLAN_DIR", plan_dir)
+
+
+def _segments(sess):
+    """The compiled functions of the session's one compiled plan (after its first run)."""
+    (plan,) = sess._compiled.values()
+    return [v for k, v in plan.__globals__.items() if k.startswith("run") and hasattr(v, "function")]
+
+
+@pytest.mark.parametrize("name", ["digits_qop_pc_u8", "digits_qop_pt_u8", "digits_qdq_pc_u8", "digits_qop_pc_s8",
+                                  "digits_qdq_pc_s8"])
+def test_the_compiled_plan_equals_the_python_plan_and_golden(name, compile_now):
+    sess = npusim.InferenceSession(zoo.path(name), threads=1)
+    golden = npusim.InferenceSession(zoo.path(name), threads=1, kernels="golden")
+    assert golden._compiled is None  # golden kernels are never compiled
+    for seed in range(3):
+        feeds = zoo.sample_inputs(name, 1, seed=seed)[0]
+        every = sess.run_all(feeds)  # the step-by-step Python run
+        got = sess.run(None, feeds)
+        assert _segments(sess), "nothing was compiled"
+        for out, y, g in zip(sess.graph.outputs, got, golden.run(None, feeds)):
+            assert y.dtype == every[out].dtype == g.dtype
+            np.testing.assert_array_equal(y, every[out])
+            np.testing.assert_array_equal(y, g)
+
+
+def test_a_later_session_loads_the_compiled_plan_from_the_cache(compile_now):
+    name = "digits_qop_pt_u8"
+    feeds = zoo.sample_inputs(name, 1)[0]
+    first = npusim.InferenceSession(zoo.path(name), threads=1)
+    want = [first.run(None, feeds) for _ in range(2)][-1]  # a session's first run of a shape goes step by step
+    later = npusim.InferenceSession(zoo.path(name), threads=1)
+    got = [later.run(None, feeds) for _ in range(2)][-1]
+    (seg,) = _segments(later)
+    assert seg.function.stats.cache_hits and not seg.function.stats.cache_misses
+    for y, w in zip(got, want):
+        np.testing.assert_array_equal(y, w)
+
+
+def test_a_python_step_splits_the_compiled_functions(compile_now):
+    """A step with no compiled form (here the max pool, made a plain Python call) runs between two
+    compiled functions; the values crossing it are the same."""
+    name = "digits_qop_pc_u8"
+    sess = npusim.InferenceSession(zoo.path(name), threads=1)
+    k = next(i for i, s in enumerate(sess._steps) if s.node.op == "maxpool")
+    pool = sess._steps[k].run
+    sess._steps[k] = replace(sess._steps[k], run=lambda x: pool(x))
+    feeds = zoo.sample_inputs(name, 1)[0]
+    every = sess.run_all(feeds)  # settles the thread limits of this shape: the next run is the plan's
+    got = sess.run(None, feeds)
+    assert len(_segments(sess)) == 2
+    np.testing.assert_array_equal(got[0], every[sess.graph.outputs[0]])
+
+
+def test_a_plan_that_cannot_be_written_runs_as_python(monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(compiled, "COMPILE_AFTER", 1)
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(caches, "PLAN_DIR", tmp_path / "file" / "plans")  # under a file: cannot be created
+    name = "digits_qop_pc_u8"
+    sess = npusim.InferenceSession(zoo.path(name), threads=1)
+    feeds = zoo.sample_inputs(name, 1)[0]
+    with caplog.at_level(logging.WARNING, logger="npusim.session"):
+        got = [sess.run(None, feeds) for _ in range(2)][-1]
+    assert sess._compiled[next(iter(sess._compiled))] is sess._straight
+    assert "is not compiled" in caplog.text
+    np.testing.assert_array_equal(got[0], sess.run_all(feeds)[sess.graph.outputs[0]])
+
+
+def test_a_plan_whose_arithmetic_dominates_is_not_compiled(compile_now, monkeypatch):
+    monkeypatch.setattr(compiled, "MAX_MACS_PER_STEP", 1)
+    name = "digits_qop_pc_u8"
+    sess = npusim.InferenceSession(zoo.path(name), threads=1)
+    for _ in range(2):
+        sess.run(None, zoo.sample_inputs(name, 1)[0])
+    assert list(sess._compiled.values()) == [sess._straight]
+
+
+@pytest.mark.parametrize("v", [0, -7, 2**40, True, np.int32(-3), np.uint8(200), np.int64(5), 0.1, -2.5e-30,
+                               np.float32(0.1), np.float32(3e38), (1, 2, 3), (np.float32(0.5), 4), ()])
+def test_literals_are_the_values_numba_would_be_passed(v):
+    src = _literal(v)
+    back = eval(src, {"np": np})  # noqa: S307 (our own source)
+    assert type(back) is type(v) and back == v and np.asarray(back).dtype == np.asarray(v).dtype
+
+
+@pytest.mark.parametrize("v", [np.zeros(3), float("nan"), np.float32("inf"), "text", (1, np.zeros(1))])
+def test_values_without_a_literal_are_passed_as_arguments(v):
+    assert _literal(v) is None
