@@ -3,7 +3,8 @@
 Per model and thread count: median wall time of one inference (batch 1, the same inputs, warm)
 for npusim (fast kernels, mode "ort", emulating onnxruntime's integer kernels of --ort-isa,
 default this CPU's family; npusim.ortisa) and for onnxruntime with the same thread count, runs
-alternating between the two (npusim.bench.interleaved_times), and their ratio. The session's
+alternating between the two (npusim.bench.interleaved_times), and their ratio; npusim is timed
+after npusim.compiled.COMPILE_AFTER runs, when a plan worth compiling is compiled. The session's
 `threads` bounds npusim's Numba, BLAS and host-island threads; onnxruntime's intra-op threads
 are the same count. The detectors run at the zoo's 1x3x160x160 and at 1x3x640x640 (a YOLO-size
 input: the zoo page upsampled 4x; their H and W are dynamic). The summary gives, per thread
@@ -30,6 +31,7 @@ import onnxruntime as ort
 
 import npusim
 import npusim_models as zoo
+from npusim import compiled
 from npusim.bench import interleaved_times
 
 BIG = 640  # the detectors' YOLO-size input side
@@ -73,6 +75,8 @@ def bench_model(name, feeds, threads, repeat, ort_isa=None):
     so.inter_op_num_threads = 1
     ref = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     sess = npusim.InferenceSession(path, threads=threads, ort_isa=ort_isa)
+    for _ in range(compiled.COMPILE_AFTER):  # warm as a session is after that many runs: its plan compiled
+        sess.run(None, feeds)
     t_ort, t_sim = interleaved_times([lambda: ref.run(None, feeds), lambda: sess.run(None, feeds)], repeat)
     return {"ort_ms": 1e3 * t_ort, "npusim_ms": 1e3 * t_sim, "ratio": t_sim / t_ort}
 

@@ -2,19 +2,26 @@
 
 The straight-line Python plan (npusim.session) calls one bound kernel per step: each call pays
 Numba's dispatch (typing its arguments), boxing its result into a NumPy array, and the Python
-between them, about 1-3 µs a step, which is most of the time of a small model (the digits CNN:
-11 steps, ~20 µs of arithmetic). Once a session has run one set of input shapes COMPILE_AFTER
-times, it compiles that plan if it is such a plan (MAX_MACS_PER_STEP): every run of at least two consecutive steps whose kernels are
-`Bound`s of the fast kernels (npusim_kernels.fast.bound), or reshapes, is written as one Numba
-function that calls the same cores with the same arguments in the same order, so the values
-between them stay native; the other steps (host islands on onnxruntime, kernels without a
-Bound) stay Python calls between these functions. The results are those of the Python plan, bit
-for bit: the same compiled cores on the same arrays (tests/test_compiled.py checks it).
+between them, about 1-3 µs a step: most of the time of a small model (the digits CNN: 11 steps,
+~20 µs of arithmetic), a fifth to a third of the PP-OCR models'. Once a session has run one set
+of input shapes COMPILE_AFTER times, it compiles that plan: every run of at least two consecutive
+steps whose kernels are `Bound`s of the fast kernels (npusim_kernels.fast.bound), or reshapes, is
+written as one Numba function that calls the same compiled kernels with the same arguments in the
+same order, so the values between them stay native; the other steps (host islands on
+onnxruntime, kernels without a Bound) stay Python calls between these functions. The results are
+those of the Python plan, bit for bit: the same machine code on the same arrays (the session
+checks the outputs of the run that compiles, tests/test_compiled.py every zoo digits model).
 
-What a segment's source fixes: the input shapes (one plan per set of them), the bound scalars
-and tuples as literals, the dtypes; the bound arrays (weights, tables, scales) are arguments, so
-the source depends on the plan's structure only. It is written to caches.PLAN_DIR under a hash
-of itself and of the kernels' version (caches.plan_module) and compiled with Numba's on-disk
+Kernels are called through pointers (`native_call`): the generated function holds only the calls,
+and each kernel stays the one compiled (or loaded from Numba's cache) for the Python path, with
+the argument types the Python side settles (`_Call.types`) and its address passed in at run time.
+(A Numba function that calls another the usual way links the callee's code into its own and
+generates its machine code again: 300 s for the PP-OCR classifier's 17 functions.)
+
+What a function's source fixes: the input shapes (one plan per set of them), the bound scalars and
+tuples as literals, the dtypes; the bound arrays (weights, tables, scales) and the kernels'
+addresses are arguments, so the source depends on the plan's structure only. It is written to
+caches.PLAN_DIR under a hash of itself (caches.plan_module) and compiled with Numba's on-disk
 cache: a later session of the same model and input shapes loads it instead of compiling it.
 """
 from __future__ import annotations
@@ -23,17 +30,44 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import caches
 
 COMPILE_AFTER = 20  # runs of one set of input shapes before its plan is compiled (a short script never pays)
-# Only a plan of at most this many multiply-adds per step on average is compiled: ~1-3 µs of Python
-# per step is then at least as much as the arithmetic (at 10-30 int8 GMAC/s on one core), and such a
-# plan is small. Compiling costs seconds per distinct kernel in each compiled function (Numba links
-# and generates the kernels' machine code again into each one): the digits CNN (11 steps, 1 function)
-# 5 s once, then loaded from the cache in 0.1 s; the PP-OCR classifier (~150 steps, split by 17
-# onnxruntime host islands into 17 functions) 300 s, for 1.4x less time per run.
-MAX_MACS_PER_STEP = 1 << 15
+
+
+def _plain(t):
+    """A Numba type without literal values (a literal 3 is the int64 a Python 3 is typed as)."""
+    if isinstance(t, types.BaseTuple):
+        return types.Tuple([_plain(x) for x in t.types])
+    return types.unliteral(t)
+
+
+@intrinsic
+def native_call(typingctx, kernel, address, args):
+    """kernel(*args) through the pointer `address` to its compiled code for exactly these argument
+    types (Numba's native calling convention: status, exception and return value as Numba's own
+    calls have them); `kernel` (a dispatcher, a compile-time constant) gives the signature. The
+    kernel must have been compiled for these types (compile_steps does it), else a typing error."""
+    arg_types = tuple(_plain(t) for t in args.types)
+    cres = kernel.dispatcher.overloads.get(arg_types)
+    if cres is None:
+        raise numba.core.errors.TypingError(f"{kernel.dispatcher.py_func.__name__} is not compiled for {arg_types}")
+    ret = cres.signature.return_type
+
+    def codegen(context, builder, sig, llargs):
+        values = [context.cast(builder, builder.extract_value(llargs[2], i), t, plain)
+                  for i, (t, plain) in enumerate(zip(args.types, arg_types))]
+        fnty = context.call_conv.get_function_type(ret, arg_types)
+        status, result = context.call_conv.call_function(builder, builder.inttoptr(llargs[1], fnty.as_pointer()),
+                                                         ret, arg_types, values)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return result
+    return ret(kernel, address, args), codegen
 
 
 @dataclass(frozen=True)
@@ -107,6 +141,7 @@ class _Segment:
     def __init__(self, index, calls, produced_before, read_after, values, cores):
         self.name = f"seg{index}"
         self.lines, self.inputs, self.arrays, self.cores = [], [], [], cores  # cores: {id: (name, core)}, shared
+        self.kernels = []  # (kernel, argument types) of each call, in order
         made = set()
         for c in calls:
             names = [self._var(i, made, produced_before, values) for i in c.inputs]
@@ -134,21 +169,47 @@ class _Segment:
         return f"c{len(self.arrays) - 1}"
 
     def _bound_call(self, c, names, values):
+        """The source of one kernel call, and the kernel's argument types (from the run's values and
+        the literals, as Numba types them: the compiled kernel the call's pointer is to)."""
         b = c.bound
         core = self.cores.setdefault(id(b.core), (f"k{len(self.cores)}", b.core))[0]
-        xs = [n if s is None else f"{n}.reshape({_literal(values[i].reshape(s).shape)})"
-              for n, i, (_, s) in zip(names, c.inputs, b.ins)]
-        args = [_literal(a) or self._array(a) for a in b.args]
-        lead = [f"min(T, {b.cap})"] if b.cap else []
+        xs, types_ = [], []
+        for n, i, (_, s) in zip(names, c.inputs, b.ins):
+            x = values[i] if s is None else values[i].reshape(s)
+            xs.append(n if s is None else f"{n}.reshape({_literal(x.shape)})")
+            types_.append(numba.typeof(x))
+        args = []
+        for a in b.args:
+            args.append(_literal(a) or self._array(a))
+            types_.append(numba.typeof(a))
+        if b.cap:
+            xs.insert(0, f"min(T, {b.cap})")
+            types_.insert(0, numba.types.int64)
+        self.kernels.append((b.core, tuple(types_ if b.out is None else types_ + [None])))
+        call = f"native_call({core}, A[{len(self.kernels) - 1}], ({', '.join(xs + args)}, "
         if b.out is None:
             shape = "" if b.shape is None else f".reshape({_literal(b.shape)})"
-            return [f"v{c.output} = {core}({', '.join(lead + xs + args)}){shape}"]
-        view = "" if b.view is None else f".reshape({_literal(np.empty(b.shape, np.bool_).reshape(b.view).shape)})"
-        return [f"v{c.output} = np.empty({_literal(b.shape)}, np.{b.out.name})",
-                f"{core}({', '.join(lead + xs + args + [f'v{c.output}{view}'])})"]
+            return [f"v{c.output} = {call})){shape}"]
+        y = np.empty(b.shape, b.out)
+        view = y if b.view is None else y.reshape(b.view)
+        self.kernels[-1] = (b.core, tuple(types_ + [numba.typeof(view)]))
+        tail = "" if b.view is None else f".reshape({_literal(view.shape)})"
+        return [f"v{c.output} = np.empty({_literal(b.shape)}, np.{b.out.name})", f"{call}v{c.output}{tail}))"]
+
+    def addresses(self):
+        """The kernels' addresses, in call order: each compiled (or loaded from Numba's cache) for
+        the call's argument types first."""
+        out = np.empty(len(self.kernels), np.int64)
+        for k, (kernel, sig) in enumerate(self.kernels):
+            cres = kernel.overloads.get(sig)
+            if cres is None:
+                kernel.compile(sig)
+                cres = kernel.overloads[sig]
+            out[k] = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+        return out
 
     def source(self):
-        params = ", ".join(["T"] + [f"v{i}" for i in self.inputs] + [f"c{k}" for k in range(len(self.arrays))])
+        params = ", ".join(["T", "A"] + [f"v{i}" for i in self.inputs] + [f"c{k}" for k in range(len(self.arrays))])
         body = "".join(f"    {line}\n" for line in self.lines)
         return f"def {self.name}({params}):\n{body}    return ({''.join(f'v{i}, ' for i in self.outputs)})\n"
 
@@ -176,21 +237,22 @@ def compile_steps(steps, values, input_slots, output_slots, step_type):
         after = set(output_slots) | {i for s in steps[end:] for i in s.inputs}
         segments.append(_Segment(index, [c for cs in calls[k:end] for c in cs], before, after, values, cores))
     module = caches.plan_module("import numpy as np\n\n\n" + "\n\n".join(s.source() for s in segments),
-                                dict(cores.values()))
+                                {**dict(cores.values()), "native_call": native_call})
     out, last = [], 0
     for (k, end), seg in zip(groups, segments):
         out.extend(steps[last:k])
         fn = numba.njit(cache=True, nogil=True)(getattr(module, seg.name))
-        out.append(step_type(_segment_run(fn, tuple(seg.arrays)), tuple(seg.inputs), tuple(seg.outputs),
-                             steps[k].node))
+        out.append(step_type(_segment_run(fn, seg.addresses(), tuple(seg.arrays)), tuple(seg.inputs),
+                             tuple(seg.outputs), steps[k].node))
         last = end
     out.extend(steps[last:])
     return out
 
 
-def _segment_run(fn, arrays):
-    """run(*inputs) of a compiled segment: its outputs, the thread count and bound arrays passed in."""
+def _segment_run(fn, addresses, arrays):
+    """run(*inputs) of a compiled segment: its outputs; the thread count, the kernels' addresses and
+    the bound arrays passed in."""
     def run(*xs):
-        return fn(numba.get_num_threads(), *[np.ascontiguousarray(x) for x in xs], *arrays)
+        return fn(numba.get_num_threads(), addresses, *[np.ascontiguousarray(x) for x in xs], *arrays)
     run.function = fn
     return run

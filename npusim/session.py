@@ -385,12 +385,6 @@ class InferenceSession:
         session never fails for want of its compiled plan."""
         try:
             values = self._execute(feeds)
-            macs = sum(self._ops[s.node.op].macs(s.node, [None if values[i] is None else np.shape(values[i])
-                                                          for i in s.inputs], [np.shape(values[s.outputs[0]])])
-                       for s in self._steps if s.node.op in self._ops)
-            if macs > compiled.MAX_MACS_PER_STEP * len(self._steps):  # the arithmetic dominates: not worth it
-                self._compiled[key] = self._straight
-                return self._straight
             steps = compiled.compile_steps(self._steps, values, self._input_slots, self._output_slots, Step)
             plan = self._straight if steps is None else \
                 _straight_line(steps, self._input_slots, self._output_slots, self._base)

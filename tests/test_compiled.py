@@ -91,15 +91,6 @@ def test_a_plan_that_cannot_be_written_runs_as_python(monkeypatch, tmp_path, cap
     np.testing.assert_array_equal(got[0], sess.run_all(feeds)[sess.graph.outputs[0]])
 
 
-def test_a_plan_whose_arithmetic_dominates_is_not_compiled(compile_now, monkeypatch):
-    monkeypatch.setattr(compiled, "MAX_MACS_PER_STEP", 1)
-    name = "digits_qop_pc_u8"
-    sess = npusim.InferenceSession(zoo.path(name), threads=1)
-    for _ in range(2):
-        sess.run(None, zoo.sample_inputs(name, 1)[0])
-    assert list(sess._compiled.values()) == [sess._straight]
-
-
 @pytest.mark.parametrize("v", [0, -7, 2**40, True, np.int32(-3), np.uint8(200), np.int64(5), 0.1, -2.5e-30,
                                np.float32(0.1), np.float32(3e38), (1, 2, 3), (np.float32(0.5), 4), ()])
 def test_literals_are_the_values_numba_would_be_passed(v):

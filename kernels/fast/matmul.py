@@ -216,6 +216,8 @@ def matmul_acc_packed_for(a_shape, a_dtype, a_zp, packed, bias=None):
         if (azp.size == 1 or (len(a_shape) == 2 and azp.size == a_shape[0])) \
                 and max(byte[1] - z_lo, z_hi - byte[0]) <= pairmadd.I16_ABS:
             return Bound(MM_PACKED[lanes], (azp, col, ldc, n, row), ((0, (-1, k)),), shape=a_shape[:-1] + (n,))
+    if bias is None:
+        return lambda a: matmul_acc(a, a_zp, b, bzp)
     return lambda a: add_bias_i32(matmul_acc(a, a_zp, b, bzp), row)
 
 

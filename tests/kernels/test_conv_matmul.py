@@ -534,6 +534,12 @@ def test_matmul_fast_eq_golden(seed, batch, dt, per_col, lanes):
     with variant(lanes):
         np.testing.assert_array_equal(fmm.matmul_acc(a, a_zp, b, b_zp), want)
         np.testing.assert_array_equal(fmm.matmul_acc_packed(a, a_zp, fmm.pack_matmul_b(b, b_zp)), want)
+        if not batch:  # QGemm's C as a row, added by the product's kernel: the golden sum (no int32 overflow here)
+            c = rng.integers(-2 ** 30, 2 ** 30, n).astype(np.int32)
+            got = fmm.matmul_acc_packed_for(a.shape, a.dtype, a_zp, fmm.pack_matmul_b(b, b_zp), c)(a)
+            np.testing.assert_array_equal(got, gmm.matmul_acc_packed_for(a.shape, a.dtype, a_zp,
+                                                                         gmm.pack_matmul_b(b, b_zp), c)(a))
+            np.testing.assert_array_equal(got, gmm.add_bias_i32(want, c))
 
 
 @pytest.mark.parametrize("lanes", VARIANTS)
