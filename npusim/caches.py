@@ -45,6 +45,7 @@ KEEP = 64
 IMPORT_DIR = pathlib.Path.home() / ".cache" / "npusim" / "ir"
 PLAN_DIR = pathlib.Path.home() / ".cache" / "npusim" / "plans"
 COMPILING_NOTE = "compiling kernels for this CPU, once (later sessions load them from the cache)"
+PLAN_NOTE = "compiling this model's plan for these input shapes, once (later sessions load it from the cache)"
 
 
 def _package_dir(name: str) -> pathlib.Path:
@@ -130,9 +131,15 @@ def note_compiling() -> pathlib.Path | None:
     marker = compiled_marker()
     if marker.exists():
         return None
-    if sys.stderr is not None and sys.stderr.isatty():
-        print(f"npusim: {COMPILING_NOTE}", file=sys.stderr, flush=True)
+    _note(COMPILING_NOTE)
     return marker
+
+
+def _note(text: str) -> None:
+    """`text` on stderr when it is a terminal (a note for the person waiting; logs, pipes and
+    captured output stay as they were)."""
+    if sys.stderr is not None and sys.stderr.isatty():
+        print(f"npusim: {text}", file=sys.stderr, flush=True)
 
 
 def mark_compiled(marker: pathlib.Path | None) -> None:
@@ -149,13 +156,15 @@ def mark_compiled(marker: pathlib.Path | None) -> None:
 # ---------------------------------------------------------------- compiled plans
 def plan_module(source: str, names: dict):
     """The module of a compiled plan's `source` (npusim.compiled), with `names` (the kernels it calls)
-    in its globals before it runs: loaded from its file in PLAN_DIR, written there first if new.
+    in its globals before it runs: loaded from its file in PLAN_DIR, written there first if new
+    (then PLAN_NOTE is printed on a terminal: Numba compiles it, for a few seconds).
     Raises OSError when PLAN_DIR cannot be written (the session then keeps the Python plan)."""
     h = hashlib.sha256(compiled_marker().name.encode())
     h.update(source.encode())
     stem = f"plan_{h.hexdigest()[:32]}"
     path = PLAN_DIR / f"{stem}.py"
     if not path.exists():
+        _note(PLAN_NOTE)
         PLAN_DIR.mkdir(parents=True, exist_ok=True)
         ir.write_atomic(path, lambda tmp: pathlib.Path(tmp).write_text(source))
         entries = sorted(PLAN_DIR.glob("plan_*.py"), key=lambda p: p.stat().st_mtime_ns, reverse=True)

@@ -142,6 +142,7 @@ class _Segment:
         self.name = f"seg{index}"
         self.lines, self.inputs, self.arrays, self.cores = [], [], [], cores  # cores: {id: (name, core)}, shared
         self.kernels = []  # (kernel, argument types) of each call, in order
+        self.threaded = False  # a kernel may split over threads: T is Numba's count (else 1, not read)
         made = set()
         for c in calls:
             names = [self._var(i, made, produced_before, values) for i in c.inputs]
@@ -183,6 +184,7 @@ class _Segment:
             args.append(_literal(a) or self._array(a))
             types_.append(numba.typeof(a))
         if b.cap:
+            self.threaded |= b.cap > 1
             xs.insert(0, f"min(T, {b.cap})")
             types_.insert(0, numba.types.int64)
         self.kernels.append((b.core, tuple(types_ if b.out is None else types_ + [None])))
@@ -242,17 +244,18 @@ def compile_steps(steps, values, input_slots, output_slots, step_type):
     for (k, end), seg in zip(groups, segments):
         out.extend(steps[last:k])
         fn = numba.njit(cache=True, nogil=True)(getattr(module, seg.name))
-        out.append(step_type(_segment_run(fn, seg.addresses(), tuple(seg.arrays)), tuple(seg.inputs),
-                             tuple(seg.outputs), steps[k].node))
+        run = _segment_run(fn, seg.threaded, seg.addresses(), tuple(seg.arrays))
+        out.append(step_type(run, tuple(seg.inputs), tuple(seg.outputs), steps[k].node))
         last = end
     out.extend(steps[last:])
     return out
 
 
-def _segment_run(fn, addresses, arrays):
-    """run(*inputs) of a compiled segment: its outputs; the thread count, the kernels' addresses and
-    the bound arrays passed in."""
+def _segment_run(fn, threaded, addresses, arrays):
+    """run(*inputs) of a compiled segment: its outputs; the thread count (Numba's when a kernel may
+    split, as Bound reads it), the kernels' addresses and the bound arrays passed in."""
     def run(*xs):
-        return fn(numba.get_num_threads(), addresses, *[np.ascontiguousarray(x) for x in xs], *arrays)
+        return fn(numba.get_num_threads() if threaded else 1, addresses, *[np.ascontiguousarray(x) for x in xs],
+                  *arrays)
     run.function = fn
     return run

@@ -1,9 +1,12 @@
 """The compiled plan (npusim.compiled): the runs of kernel steps as Numba functions compute what the
 Python plan computes, bit for bit; a later session loads them from the disk cache; a plan that
 cannot be compiled (or is not worth it) runs as Python, with the same results."""
+import contextlib
+import io
 import logging
 from dataclasses import replace
 
+import numba
 import numpy as np
 import pytest
 
@@ -11,6 +14,7 @@ import npusim
 import npusim_models as zoo
 from npusim import caches, compiled
 from npusim.compiled import _literal
+from npusim_kernels.fast import conv as fconv
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +106,42 @@ def test_literals_are_the_values_numba_would_be_passed(v):
 @pytest.mark.parametrize("v", [np.zeros(3), float("nan"), np.float32("inf"), "text", (1, np.zeros(1))])
 def test_values_without_a_literal_are_passed_as_arguments(v):
     assert _literal(v) is None
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_new_plan_says_it_compiles_once(monkeypatch, tmp_path):
+    monkeypatch.setattr(compiled, "COMPILE_AFTER", 1)
+    monkeypatch.setattr(caches, "PLAN_DIR", tmp_path)
+    name = "digits_qop_pc_u8"
+    feeds = zoo.sample_inputs(name, 1)[0]
+    notes = []
+    for _ in range(2):  # the second session finds the plan
+        sess = npusim.InferenceSession(zoo.path(name), threads=1)
+        terminal = _Terminal()
+        with contextlib.redirect_stderr(terminal):
+            for _ in range(2):
+                sess.run(None, feeds)
+        notes.append(terminal.getvalue())
+    assert notes == [f"npusim: {caches.PLAN_NOTE}\n", ""]
+
+
+def test_compiled_runs_read_numbas_count_only_when_a_kernel_may_split(compile_now, monkeypatch):
+    """As the Python plan (tests/test_threads.py): convs too small to split neither read nor set
+    Numba's count; made splittable, the compiled function is given the session's count."""
+    calls = []
+    real_get = numba.get_num_threads
+    monkeypatch.setattr(numba, "get_num_threads", lambda: calls.append("get") or real_get())
+    name = "digits_qop_pc_u8"
+    feeds = zoo.sample_inputs(name, 1)[0]
+    for min_macs, read in ((fconv.PARALLEL_MIN_MACS, False), (1, True)):
+        monkeypatch.setattr(fconv, "PARALLEL_MIN_MACS", min_macs)
+        sess = npusim.InferenceSession(zoo.path(name), threads=1)
+        want = [sess.run(None, feeds) for _ in range(2)][-1]  # the second run compiles
+        assert _segments(sess)
+        del calls[:]
+        np.testing.assert_array_equal(sess.run(None, feeds)[0], want[0])
+        assert ("get" in calls) == read

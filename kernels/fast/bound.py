@@ -29,8 +29,8 @@ class Bound:
     def __call__(self, *xs):
         vs = [np.ascontiguousarray(xs[i], self.dtype) for i, _ in self.ins]
         vs = [v if s is None else v.reshape(s) for v, (_, s) in zip(vs, self.ins)]
-        if self.cap:
-            vs.insert(0, min(numba.get_num_threads(), self.cap))
+        if self.cap:  # a cap of 1 reads no count (the first read launches Numba's thread pool)
+            vs.insert(0, 1 if self.cap == 1 else min(numba.get_num_threads(), self.cap))
         if self.out is None:
             y = self.core(*vs, *self.args)
             return y if self.shape is None else y.reshape(self.shape)
