@@ -80,12 +80,13 @@ class Call:
     shape: tuple
 
 
-def _calls(step, values) -> list[Call] | None:
-    """The compiled calls of a step, after a run that left `values`; None when it has none."""
+def _calls(step, values, produced) -> list[Call] | None:
+    """The compiled calls of a step, after a run that left `values`; None when it has none.
+    produced: the slots some step or the feeds produce (the others are constants)."""
     run, xs = step.run, [values[i] for i in step.inputs]
     if getattr(run, "reshapes", False):
         y = values[step.outputs[0]]
-        if not (xs[0].flags.c_contiguous and y.flags.c_contiguous) or any(i in values.produced for i in step.inputs[1:]):
+        if not (xs[0].flags.c_contiguous and y.flags.c_contiguous) or any(i in produced for i in step.inputs[1:]):
             return None
         return [Call(None, step.inputs[:1], step.outputs[0], y.shape)]
     parts = getattr(run, "parts", None)
@@ -113,11 +114,6 @@ def _call(run, slots, xs, output) -> Call | None:
     return Call(b, tuple(slots[i] for i, _ in b.ins), output, ())
 
 
-class _Values(list):
-    """A run's slot values, with the slots some step produces (the others are constants)."""
-    produced: frozenset = frozenset()
-
-
 def _literal(v) -> str | None:
     """v as Python source Numba types as it types v passed in (None: pass v as an argument)."""
     if isinstance(v, (bool, np.bool_)):
@@ -126,9 +122,10 @@ def _literal(v) -> str | None:
         return repr(v)
     if isinstance(v, np.integer):
         return f"np.{np.dtype(type(v)).name}({int(v)})"
-    if isinstance(v, (float, np.floating)) and np.isfinite(v):
-        kind = "float" if isinstance(v, float) else f"np.{np.dtype(type(v)).name}"
-        return repr(float(v)) if kind == "float" else f"{kind}({float(v)!r})"
+    if isinstance(v, float) and np.isfinite(v):  # a Python float or np.float64: float64
+        return repr(float(v))
+    if isinstance(v, np.floating) and np.isfinite(v):  # repr(float) of a float32 reads back to it exactly
+        return f"np.{np.dtype(type(v)).name}({float(v)!r})"
     if isinstance(v, tuple):
         items = [_literal(x) for x in v]
         return None if None in items else "(" + "".join(f"{x}, " for x in items) + ")"
@@ -220,9 +217,8 @@ def compile_steps(steps, values, input_slots, output_slots, step_type):
     """`steps` with each run of >= 2 consecutive compilable steps replaced by one `step_type` whose
     run calls their compiled function; `values`: every slot's value after a run of the input
     shapes to compile for. None when nothing is compiled (a plan with no such run)."""
-    values = _Values(values)
-    values.produced = frozenset(i for s in steps for i in s.outputs) | {i for _, i in input_slots}
-    calls = [_calls(s, values) for s in steps]
+    produced = {i for s in steps for i in s.outputs} | {i for _, i in input_slots}
+    calls = [_calls(s, values, produced) for s in steps]
     groups, k = [], 0
     while k < len(steps):
         end = k
@@ -238,6 +234,10 @@ def compile_steps(steps, values, input_slots, output_slots, step_type):
         before = {i for _, i in input_slots} | {i for s in steps[:k] for i in s.outputs}
         after = set(output_slots) | {i for s in steps[end:] for i in s.inputs}
         segments.append(_Segment(index, [c for cs in calls[k:end] for c in cs], before, after, values, cores))
+    kept = [(g, seg) for g, seg in zip(groups, segments) if seg.outputs]  # a group nothing reads stays as it is
+    if not kept:
+        return None
+    groups, segments = zip(*kept)
     module = caches.plan_module("import numpy as np\n\n\n" + "\n\n".join(s.source() for s in segments),
                                 {**dict(cores.values()), "native_call": native_call})
     out, last = [], 0

@@ -53,6 +53,22 @@ def test_the_compiled_plan_equals_the_python_plan_and_golden(name, compile_now):
             np.testing.assert_array_equal(y, g)
 
 
+def test_a_plan_with_host_islands_compiles_between_them(compile_now):
+    """The PP-OCR classifier: onnxruntime's host islands (hard-swish tables, float pools, the
+    softmax's) split its kernel steps into several compiled functions; the outputs are those of the
+    step-by-step Python run, on every run."""
+    name = "ppocr_cls_qop_pc_u8"
+    sess = npusim.InferenceSession(zoo.path(name), threads=1)
+    feeds = zoo.sample_inputs(name, 1)[0]
+    every = sess.run_all(feeds)
+    got = sess.run(None, feeds)
+    segments = _segments(sess)
+    assert len(segments) > 5 and sum(len(s.function.signatures) for s in segments) == len(segments)
+    for out, y in zip(sess.graph.outputs, got):
+        np.testing.assert_array_equal(y, every[out])
+    np.testing.assert_array_equal(sess.run(None, feeds)[0], got[0])
+
+
 def test_a_later_session_loads_the_compiled_plan_from_the_cache(compile_now):
     name = "digits_qop_pt_u8"
     feeds = zoo.sample_inputs(name, 1)[0]
