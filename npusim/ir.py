@@ -197,6 +197,18 @@ _READ_ERRORS = (OSError, EOFError, ValueError, KeyError, NotImplementedError, zi
                 MemoryError, OverflowError, SyntaxError, tokenize.TokenError, RuntimeError)
 
 
+def read_only(graph: Graph) -> Graph:
+    """`graph`, its constants and array attributes made read-only in place. A session's kernels then
+    see one array type for them whether the graph was imported (onnx's arrays are read-only views of
+    the model's bytes) or loaded from a file (np.load's are writable): Numba compiles a kernel once
+    per argument type, so both kinds would compile every kernel twice (once per machine, seconds
+    each), the second time at a model's second session, when the import cache answers."""
+    for a in list(graph.constants.values()) + [v for n in graph.nodes for v in n.attrs.values()]:
+        if isinstance(a, np.ndarray):
+            a.flags.writeable = False
+    return graph
+
+
 def load(path) -> Graph:
     """The graph saved by `save`; a file that is not one, is truncated, damaged (the zip CRC-32 of
     every member is checked), edited into an inconsistent graph (`validate`) or written by a

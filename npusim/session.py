@@ -155,7 +155,7 @@ class InferenceSession:
         else:
             graph = load_graph(path_or_bytes, None, mode)
             self._meta, self._declared_shapes = ortcompat.ModelMetadata(graph_name=graph.name), {}
-        self.graph = _with_engines(graph, engine, kernels)
+        self.graph = _with_engines(ir.read_only(graph), engine, kernels)
         if mode == "npu":
             self.graph = npu.lower_islands(self.graph)
         else:
