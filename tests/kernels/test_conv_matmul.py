@@ -542,6 +542,33 @@ def test_matmul_fast_eq_golden(seed, batch, dt, per_col, lanes):
             np.testing.assert_array_equal(got, gmm.add_bias_i32(want, c))
 
 
+@pytest.mark.parametrize("lanes", [v for v in VARIANTS if v[1]])
+@pytest.mark.parametrize("adt", [np.uint8, np.int8])
+def test_matmul_quads_eq_golden(lanes, adt):
+    """The byte-quad matmul (vpdpbusd): K of every remainder mod 4, rows at and above QUAD_MIN_ROWS,
+    leading dimensions folded into the rows, zero points and values at the extremes, B − b_zp at
+    −128 and 127, with and without QGemm's C row."""
+    rng = np.random.default_rng(5)
+    lo, hi = (0, 255) if adt == np.uint8 else (-128, 127)
+    with variant(lanes):
+        for k in (1, 2, 3, 4, 37, 64):
+            for lead in ((fmm.QUAD_MIN_ROWS,), (3, 7), (fmm.QUAD_MIN_ROWS + 9,)):
+                a = rng.integers(lo, hi + 1, lead + (k,)).astype(adt)
+                a.reshape(-1)[:2] = lo, hi
+                n = int(rng.integers(1, 40))
+                b_zp = rng.integers(-20, 21, n).astype(np.int32)
+                wd = rng.integers(-128, 128, (k, n))
+                wd[0], wd[-1] = -128, 127  # b − b_zp at both ends of int8 where b itself stays int8:
+                wd = np.clip(wd, np.maximum(-128, -128 - b_zp), np.minimum(127, 127 - b_zp))
+                b = (wd + b_zp).astype(np.int8)
+                for a_zp in (lo, hi):
+                    for c in (None, rng.integers(-2 ** 20, 2 ** 20, n).astype(np.int32)):
+                        bound = fmm.matmul_acc_packed_for(a.shape, a.dtype, a_zp, fmm.pack_matmul_b(b, b_zp), c)
+                        assert bound.core in fmm.MM_QUADS.values()
+                        want = gmm.matmul_acc(a, a_zp, b, b_zp)
+                        np.testing.assert_array_equal(bound(a), want if c is None else gmm.add_bias_i32(want, c))
+
+
 @pytest.mark.parametrize("lanes", VARIANTS)
 def test_matmul_fast_eq_golden_int16_operands(lanes):
     """int16 a: |a − a_zp| = 32767 takes the pair kernel, 32773 the float32 chunks; both exact."""
