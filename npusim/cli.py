@@ -74,13 +74,14 @@ def _input_sets(args, session) -> list[dict]:
 
 
 def _numba_without_scipy():
-    """Imports numba.np.arraymath with scipy hidden, when neither is loaded yet.
+    """Imports numba.np.arraymath (and Numba) with scipy hidden, when neither is loaded yet.
 
     Numba's first compile or cache load of a process imports that module, which imports
     scipy.linalg (when scipy is installed: scikit-learn of the zoo extra brings it) only to learn
-    whether np.convolve and np.correlate may use BLAS's dot (`_HAVE_BLAS`, its only use). No npusim
-    kernel calls them, so the machine code of every kernel is the same either way; with scipy 1.17
-    that import took 0.2-0.3 s of a 1.2-1.4 s warm `npusim run` on 2 cores. The CLI owns its
+    whether np.convolve and np.correlate may use BLAS's dot (`_HAVE_BLAS`, its only use); Numba's
+    own import checks scipy's version. No npusim kernel calls them, so the machine code of every
+    kernel is the same either way; with scipy 1.17 those imports took 0.2-0.3 s of a 1.2-1.4 s
+    warm `npusim run` on 2 cores. The CLI owns its
     process, so it skips that import; scipy stays importable afterwards (np.dot in a Numba kernel
     imports it when typed). A library session leaves Numba alone: its caller's kernels may want
     the BLAS."""
