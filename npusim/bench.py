@@ -3,20 +3,24 @@
 The layer costs come from npusim.hardware (shapes of one seeded run); the wall time is the
 median of a few warm runs of npusim and of onnxruntime on the same inputs. `--plot` draws a
 per-layer chart (matplotlib, Agg backend), `--json` prints everything for machines. Files are
-written to a temp file in the destination folder and renamed.
+written to a temp file in the destination folder and renamed. npusim.hardware is imported by the
+command, not with this module, which every CLI start-up imports for its parser (npusim.cli).
 """
 from __future__ import annotations
 
 import json
 import os
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import NpusimError
-from .hardware import CYCLE_KINDS, NetworkCost, estimate, load_profile
 from .ir import write_atomic
 from .report import round_sig
+
+if TYPE_CHECKING:
+    from .hardware import NetworkCost
 
 _COLUMNS = ["op", "name", "in", "out", "bits", "macs", "compute", "memory", "total", "util", "bound"]
 CSV_FIELDS = ["op", "name", "in_shape", "out_shape", "bits", "macs", "compute_cycles", "memory_cycles",
@@ -125,6 +129,8 @@ def plot(net: NetworkCost, path, title: str = "") -> dict[str, int]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .hardware import CYCLE_KINDS
+
     layers = [c for c in net.layers if c.total_cycles]
     us = 1.0 / net.profile.clock_mhz
     colors = {"array compute": "#1f77b4", "post-processing": "#2ca02c", "host": "#9467bd", "DRAM stall": "#d62728"}
@@ -162,6 +168,7 @@ def plot(net: NetworkCost, path, title: str = "") -> dict[str, int]:
 def cmd_bench(args) -> int:
     from .cliargs import default_model, parse_shapes
     from .feeds import random_feeds
+    from .hardware import estimate, load_profile
     from .session import InferenceSession
 
     if args.runs < 0:

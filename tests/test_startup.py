@@ -1,5 +1,5 @@
 """Start-up (issue 12, item 5): a second session of an ONNX file reads its import from the cache
-(no onnx, no parse); `npusim run` with warm caches imports neither onnx nor the quantizer; the
+(no onnx, no parse); `npusim run` with warm caches imports neither onnx, the quantizer nor scipy; the
 note "compiling kernels for this CPU, once" shows when, and only when, this CPU's marker is missing."""
 import io
 import os
@@ -45,14 +45,15 @@ def test_second_session_reads_the_import_cache(tmp_path, monkeypatch):
 
 def test_cli_run_with_warm_caches_imports_no_onnx(tmp_path, monkeypatch):
     """A fresh `npusim run` process once the import cache holds the default model (HOME moved:
-    the cache filled here; Numba's cache where it is)."""
+    the cache filled here; Numba's cache where it is). Numba's BLAS check would import scipy, when
+    installed: npusim.cli hides it (npusim.cli._numba_without_scipy)."""
     monkeypatch.setattr(caches, "IMPORT_DIR", tmp_path / ".cache" / "npusim" / "ir")
     npusim.InferenceSession(zoo.path(zoo.DEFAULT))
     env = dict(os.environ, HOME=str(tmp_path))
     if numba.config.CACHE_DIR:
         env["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR
     code = ("import sys; from npusim.cli import main; main(['run']); "
-            "print([m for m in ('onnx', 'ml_dtypes', 'onnxruntime.quantization') if m in sys.modules])")
+            "print([m for m in ('onnx', 'ml_dtypes', 'onnxruntime.quantization', 'scipy') if m in sys.modules])")
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].startswith("logits: float32 (1, 10)")
