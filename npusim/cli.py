@@ -103,14 +103,15 @@ def _session(args):
     after planning or at exit (70 ms). gc.freeze() moves what is alive once the session is built
     out of the collector's sight: it collects only what the command allocates later. The price:
     the few cycles that became garbage while planning (1665 objects for the digits model) are
-    never freed, in a process that ends with the command."""
-    from .session import InferenceSession
-
+    never freed, in a process that ends with the command. npusim.session imports Numba (its
+    compiled plans), so it is imported after `_numba_without_scipy`."""
     paused = gc.isenabled()
     gc.disable()
     try:
         if args.kernels == "fast":
             _numba_without_scipy()
+        from .session import InferenceSession
+
         return InferenceSession(args.model or default_model(), mode=args.mode, kernels=args.kernels,
                                 rounding=args.rounding, engine=args.engine, ort_isa=args.ort_isa,
                                 threads=args.threads)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import caches, compiled, door, ir, ortcompat
+from . import caches, door, ir, ortcompat
 from .errors import NpusimError
 from .feeds import format_shape
 from .overflow import may_overflow
@@ -208,8 +208,12 @@ class InferenceSession:
             if self._thread_users and self._thread_users[0] and kernels == "fast" and not any(
                 n.attrs.get("engine") == "bitserial" for n in g.nodes) else None
         self._users_by_shape = {}
-        # compiled plans per set of input shapes, made after compiled.COMPILE_AFTER runs of one (fast kernels)
+        # compiled plans per set of input shapes, made after compiled.COMPILE_AFTER runs of one (fast kernels;
+        # npusim.compiled imports Numba, which the fast kernels have imported by now: not with npusim)
         self._compiled = {} if kernels == "fast" and not self._profiler else None
+        if self._compiled is not None:
+            from . import compiled
+            self._compile_after = compiled.COMPILE_AFTER
         self._runs = {}
 
     def _prepare(self, node, const, K):
@@ -370,7 +374,7 @@ class InferenceSession:
             plan = self._compiled.get(key)
             if plan is None:
                 runs = self._runs[key] = self._runs.get(key, 0) + 1
-                plan = self._compile(feeds, key) if runs >= compiled.COMPILE_AFTER else self._straight
+                plan = self._compile(feeds, key) if runs >= self._compile_after else self._straight
         try:
             with thread_limit(self.threads, *users) if users else _NO_LIMIT:
                 return plan(feeds)
@@ -385,6 +389,8 @@ class InferenceSession:
         session never fails for want of its compiled plan."""
         try:
             values = self._execute(feeds)
+            from . import compiled
+
             steps = compiled.compile_steps(self._steps, values, self._input_slots, self._output_slots, Step)
             plan = self._straight if steps is None else \
                 _straight_line(steps, self._input_slots, self._output_slots, self._base)
