@@ -19,7 +19,7 @@ import numpy as np
 from dataclasses import replace
 
 from .ir import Graph, Node, qrange, storage
-from .registry import OPS, OpDef, plan_window
+from .registry import OPS, OpDef, PerShape, plan_window, shape_bound
 from .upsample import conv_transpose_macs, prep_conv_transpose, prep_resize_npu
 
 ROUNDINGS = ("double", "single")
@@ -61,11 +61,18 @@ def ops(rounding: str) -> dict[str, OpDef]:
         axis = int(a["axis"])
         out = _out(a)
 
+        def bind(shape, dtype):
+            ax = axis % max(len(shape), 1)
+            if dtype == np.int64:  # a 16x8 layer (npusim.frontend.sixteen): TFLite's int64 MBQM, one rounding
+                return lambda acc: K.requantize_fixed_i64(acc, m0, n, ax, *out)
+            if dtype != np.int32:  # refused by the kernel, naming the dtype
+                return lambda acc: K.requantize_fixed(acc, m0, n, ax, *out, rounding)
+            return K.requantize_fixed_for(shape, m0, n, ax, *out, rounding)
+        per_shape = PerShape(bind)
+
         def run(acc):
-            if acc.dtype == np.int64:  # a 16x8 layer (npusim.frontend.sixteen): TFLite's int64 MBQM, one rounding
-                return (K.requantize_fixed_i64(acc, m0, n, axis % acc.ndim, *out),)
-            return (K.requantize_fixed(acc, m0, n, axis % acc.ndim, *out, rounding),)
-        return run
+            return (per_shape[acc.shape, acc.dtype](acc),)
+        return shape_bound(per_shape, run)
 
     def wide(op, prepare_i64):
         """The 16x8 accumulator (attrs acc = "i64", npusim.frontend.sixteen) or the op's 8-bit entry."""

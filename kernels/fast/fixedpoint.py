@@ -13,6 +13,7 @@ import functools
 import numpy as np
 
 from npusim_kernels.fast._jit import njit
+from npusim_kernels.fast.bound import Bound
 from npusim_kernels.fast import pool as _pool
 from npusim_kernels.fast.pool import window_span
 from npusim_kernels.checks import (
@@ -211,17 +212,23 @@ def requantize_fixed(acc_i32, m0, n, axis, y_zp, qmin, qmax, out_dtype, rounding
 
     acc_i32: int32; m0, n: size 1 or acc.shape[axis]. One Numba pass, no temporaries.
     """
-    single = _single(rounding)
     acc = np.asarray(acc_i32)
     if acc.dtype != np.int32:
         raise ValueError(f"requantize_fixed: acc must be int32, got {acc.dtype}")
-    acc = np.ascontiguousarray(acc)
-    shape = acc.shape
-    m, s = _params(m0, n, shape[axis] if acc.ndim else 1)
-    acc3 = _channels_3d(acc, axis, m.size)
-    out = np.empty(acc3.shape, out_dtype)
-    _requant_core(acc3, m, s, single, int(y_zp), int(qmin), int(qmax), out)
-    return out.reshape(shape)
+    return requantize_fixed_for(acc.shape, m0, n, axis, y_zp, qmin, qmax, out_dtype, rounding)(acc)
+
+
+def requantize_fixed_for(acc_shape, m0, n, axis, y_zp, qmin, qmax, out_dtype, rounding):
+    """-> Bound y(acc_i32): requantize_fixed of int32 accumulators of this shape, the (outer, C,
+    inner) view and the multiplier vectors settled once (a session binds one per shape)."""
+    single = _single(rounding)
+    shape = tuple(acc_shape)
+    m, s = _params(m0, n, shape[axis] if shape else 1)
+    ax = axis % len(shape) if shape else 0
+    rows = (1, 1, int(np.prod(shape, dtype=np.int64))) if m.size == 1 else \
+        (int(np.prod(shape[:ax], dtype=np.int64)), shape[ax], int(np.prod(shape[ax + 1:], dtype=np.int64)))  # _channels_3d
+    return Bound(_requant_core, (m, s, single, int(y_zp), int(qmin), int(qmax)), ((0, rows),), dtype=np.int32,
+                 out=out_dtype, shape=shape, view=rows)
 
 
 @njit(inline="always")

@@ -149,6 +149,11 @@ def requantize_fixed(acc_i32, m0, n, axis, y_zp, qmin, qmax, out_dtype, rounding
     return _finish(mbqm(acc, m, s, rounding), y_zp, qmin, qmax, out_dtype)
 
 
+def requantize_fixed_for(acc_shape, m0, n, axis, y_zp, qmin, qmax, out_dtype, rounding):
+    """-> y(acc_i32) = requantize_fixed(acc_i32, ...) (golden: nothing is settled ahead)."""
+    return lambda acc: requantize_fixed(acc, m0, n, axis, y_zp, qmin, qmax, out_dtype, rounding)
+
+
 def requantize_fixed_i64(acc_i64, m0, n, axis, y_zp, qmin, qmax, out_dtype):
     """y:out_dtype = clamp(MBQM_i64(acc, m0[c], n[c]) + y_zp, qmin, qmax): the requantization of
     TFLite's 16x8 conv / fully connected (int64 accumulator; one rounding in either rounding mode).
