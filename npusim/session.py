@@ -362,19 +362,21 @@ class InferenceSession:
         failing node with its inputs)."""
         if not self._feeds_ok(feeds):
             feeds = check_feeds(self.graph, feeds)
-        users = self._thread_users
-        if self._convs is not None:
-            users = self._users_by_shape.get(tuple(feeds[name].shape for name, _ in self._input_slots), False)
-            if users is False:
-                values = self._execute(feeds)
-                return [values[i] for i in self._output_slots]
-        plan = self._straight
-        if self._compiled is not None:
+        users, plan = self._thread_users, self._straight
+        if self._convs is not None or self._compiled is not None:
             key = tuple(feeds[name].shape for name, _ in self._input_slots)
-            plan = self._compiled.get(key)
-            if plan is None:
-                runs = self._runs[key] = self._runs.get(key, 0) + 1
-                plan = self._compile(feeds, key) if runs >= self._compile_after else self._straight
+            if self._convs is not None:
+                users = self._users_by_shape.get(key, False)
+                if users is False:
+                    values = self._execute(feeds)
+                    return [values[i] for i in self._output_slots]
+            if self._compiled is not None:
+                plan = self._compiled.get(key)
+                if plan is None:
+                    runs = self._runs[key] = self._runs.get(key, 0) + 1
+                    if runs >= self._compile_after:
+                        return self._compile(feeds, key)
+                    plan = self._straight
         try:
             with thread_limit(self.threads, *users) if users else _NO_LIMIT:
                 return plan(feeds)
@@ -382,30 +384,31 @@ class InferenceSession:
             values = self._execute(feeds)  # raises the error named by node, as a run step by step does
             return [values[i] for i in self._output_slots]
 
-    def _compile(self, feeds, key):
-        """The plan compiled for the input shapes `key` (npusim.compiled), kept for later runs of them,
-        once its outputs on `feeds` equal the Python plan's; the straight-line Python plan when
-        nothing in it compiles or compiling fails (a plan file that cannot be written, say): a
-        session never fails for want of its compiled plan."""
+    def _compile(self, feeds, key) -> list:
+        """Compiles the plan for the input shapes `key` (npusim.compiled) and keeps it for later runs
+        of them, once its outputs on `feeds` equal the Python plan's; keeps the straight-line Python
+        plan when nothing in it compiles or compiling fails (a plan file that cannot be written,
+        say): a session never fails for want of its compiled plan. -> this run's outputs."""
+        values = self._execute(feeds)  # outside the try: a run that fails raises as any run does
+        outputs = [values[i] for i in self._output_slots]
+        plan = self._straight
         try:
-            values = self._execute(feeds)
             from . import compiled
 
             steps = compiled.compile_steps(self._steps, values, self._input_slots, self._output_slots, Step)
-            plan = self._straight if steps is None else \
-                _straight_line(steps, self._input_slots, self._output_slots, self._base)
-            with thread_limit(self.threads):
-                outputs = plan(feeds)  # Numba compiles here; the outputs must be the Python plan's
-            for i, y in zip(self._output_slots, outputs):
-                if not (y.dtype == values[i].dtype and np.array_equal(y, values[i], equal_nan=y.dtype.kind == "f")):
-                    raise AssertionError(f"output {self.graph.outputs[self._output_slots.index(i)]!r} differs "
-                                         f"from the Python plan's")
+            if steps is not None:
+                candidate = _straight_line(steps, self._input_slots, self._output_slots, self._base)
+                with thread_limit(self.threads):
+                    got = candidate(feeds)  # Numba compiles here; the outputs must be the Python plan's
+                for name, y, want in zip(self.graph.outputs, got, outputs):
+                    if not (y.dtype == want.dtype and np.array_equal(y, want, equal_nan=y.dtype.kind == "f")):
+                        raise AssertionError(f"output {name!r} differs from the Python plan's")
+                plan = candidate
         except Exception as e:  # noqa: BLE001 (the Python plan computes the same values)
             _log.warning("npusim: the plan of %s is not compiled (%s: %s); it runs as Python",
                          self.graph.name or "the model", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
-            plan = self._straight
         self._compiled[key] = plan
-        return plan
+        return outputs
 
     def _feeds_ok(self, feeds) -> bool:
         """True when `feeds` holds exactly the inputs, each an array of the input's element type
@@ -712,7 +715,6 @@ def _fuse_requantize(acc_step: Step, req_step: Step) -> Step:
         def run(*xs):
             acc = produce(*xs)[0]
             return acc, requantize(acc)[0]
-        run.parts = produce, requantize
         return Step(run, acc_step.inputs, outputs, acc_step.node)
     accumulators, requantizers, pairs = produce.per_shape, requantize.per_shape, {}
 

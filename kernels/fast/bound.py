@@ -14,8 +14,20 @@ T = min(Numba's thread count, cap) when cap > 0 (a kernel that may split over th
 count as an argument: one that read it itself could not be cached). `args` are the bound
 constants: arrays, and scalars or tuples of them.
 """
+import math
+
 import numba
 import numpy as np
+
+
+def channel_rows(shape, axis):
+    """The (outer, C, inner) view of a tensor of `shape` with channels on `axis` (a per-channel
+    kernel's rows, each with one channel's parameters); (1, 1, size) when axis is None."""
+    shape = tuple(shape)
+    if axis is None:
+        return 1, 1, math.prod(shape)
+    ax = axis % len(shape)
+    return math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1:])
 
 
 class Bound:

@@ -13,7 +13,7 @@ import functools
 import numpy as np
 
 from npusim_kernels.fast._jit import njit
-from npusim_kernels.fast.bound import Bound
+from npusim_kernels.fast.bound import Bound, channel_rows
 from npusim_kernels.fast import pool as _pool
 from npusim_kernels.fast.pool import window_span
 from npusim_kernels.checks import (
@@ -201,10 +201,7 @@ def _requant_core(acc_3d, m0, n, single, y_zp, qmin, qmax, out):
 
 def _channels_3d(acc, axis, n_params):
     """acc (contiguous) as (outer, C, inner) around `axis` for per-channel parameters, else (1, 1, size)."""
-    if n_params == 1:
-        return acc.reshape(1, 1, -1)
-    ax = axis % acc.ndim
-    return acc.reshape(int(np.prod(acc.shape[:ax], dtype=np.int64)), acc.shape[ax], -1)
+    return acc.reshape(channel_rows(acc.shape, axis if n_params > 1 else None))
 
 
 def requantize_fixed(acc_i32, m0, n, axis, y_zp, qmin, qmax, out_dtype, rounding):
@@ -224,9 +221,7 @@ def requantize_fixed_for(acc_shape, m0, n, axis, y_zp, qmin, qmax, out_dtype, ro
     single = _single(rounding)
     shape = tuple(acc_shape)
     m, s = _params(m0, n, shape[axis] if shape else 1)
-    ax = axis % len(shape) if shape else 0
-    rows = (1, 1, int(np.prod(shape, dtype=np.int64))) if m.size == 1 else \
-        (int(np.prod(shape[:ax], dtype=np.int64)), shape[ax], int(np.prod(shape[ax + 1:], dtype=np.int64)))  # _channels_3d
+    rows = channel_rows(shape, axis if m.size > 1 else None)
     return Bound(_requant_core, (m, s, single, int(y_zp), int(qmin), int(qmax)), ((0, rows),), dtype=np.int32,
                  out=out_dtype, shape=shape, view=rows)
 

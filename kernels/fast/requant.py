@@ -4,13 +4,10 @@ and the float output of its integer GEMMs (scale_float).
 f:f32 = f32(acc_i32)·scale_f32; f = min(max(f, qmin − y_zp), qmax − y_zp);
 y = rne(f) + y_zp (cvtps2dq, round half to even). See golden.requant for the ORT sources.
 """
-import functools
-import math
-
 import numpy as np
 
 from npusim_kernels.fast._jit import njit
-from npusim_kernels.fast.bound import Bound
+from npusim_kernels.fast.bound import Bound, channel_rows
 
 
 @njit
@@ -37,12 +34,6 @@ def _requant(acc_3d, scale_f32, y_zp, qmin, qmax, out):
                 dst[i] = np.int32(np.rint(f)) + z
 
 
-@functools.lru_cache(maxsize=1024)
-def _rows3(shape, ax):
-    """(outer, C, inner) of an accumulator of `shape` with channels on axis ax; (1, 1, size) when ax < 0."""
-    return (1, 1, math.prod(shape)) if ax < 0 else (math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1:]))
-
-
 def requantize_f32(acc_i32, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
     """y:out_dtype = clamp(rne(clamp(f32(acc)·scale, qmin − y_zp, qmax − y_zp)) + y_zp), as MLAS does.
 
@@ -60,7 +51,7 @@ def requantize_f32_for(acc_shape, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
     one per accumulator shape): each call allocates y and makes one Numba call."""
     s = np.ascontiguousarray(scale_f32, np.float32).reshape(-1)
     shape = tuple(acc_shape)
-    rows = _rows3(shape, axis % len(shape) if s.size > 1 and shape else -1)
+    rows = channel_rows(shape, axis if s.size > 1 and shape else None)
     return Bound(_requant, (s, int(y_zp), int(qmin), int(qmax)), ((0, rows),), dtype=np.int32, out=out_dtype,
                  shape=shape, view=rows)
 
