@@ -26,6 +26,7 @@ cache: a later session of the same model and input shapes loads it instead of co
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import numba
@@ -116,6 +117,17 @@ def _call(run, slots, xs, output) -> Call | None:
     return Call(b, tuple(slots[i] for i, _ in b.ins), output, ())
 
 
+def _fold_star_args(core, xs, types_):
+    """(sources, types) of a call of `core` as its compiled form takes them: a kernel with *args
+    (npusim_kernels.fast.rows' forms) takes its trailing arguments as one tuple, as Numba folds them
+    when Python calls it (so the call's pointer is to the kernel the Python path compiled)."""
+    params = inspect.signature(core.py_func).parameters.values()
+    if not any(p.kind is p.VAR_POSITIONAL for p in params):
+        return xs, types_
+    n = sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+    return xs[:n] + [f"({''.join(x + ', ' for x in xs[n:])})"], types_[:n] + [types.Tuple(types_[n:])]
+
+
 def _literal(v) -> str | None:
     """v as Python source Numba types as it types v passed in (None: pass v as an argument)."""
     if isinstance(v, (bool, np.bool_)):
@@ -178,24 +190,26 @@ class _Segment:
             x = values[i] if s is None else values[i].reshape(s)
             xs.append(n if s is None else f"{n}.reshape({_literal(x.shape)})")
             types_.append(numba.typeof(x))
-        args = []
         for a in b.args:
-            args.append(_literal(a) or self._array(a))
+            xs.append(_literal(a) or self._array(a))
             types_.append(numba.typeof(a))
         if b.cap:
             self.threaded |= b.cap > 1
             xs.insert(0, f"min(T, {b.cap})")
             types_.insert(0, numba.types.int64)
-        self.kernels.append((b.core, tuple(types_ if b.out is None else types_ + [None])))
-        call = f"native_call({core}, A[{len(self.kernels) - 1}], ({', '.join(xs + args)}, "
-        if b.out is None:
-            shape = "" if b.shape is None else f".reshape({_literal(b.shape)})"
-            return [f"v{c.output} = {call})){shape}"]
-        y = np.empty(b.shape, b.out)
-        view = y if b.view is None else y.reshape(b.view)
-        self.kernels[-1] = (b.core, tuple(types_ + [numba.typeof(view)]))
-        tail = "" if b.view is None else f".reshape({_literal(view.shape)})"
-        return [f"v{c.output} = np.empty({_literal(b.shape)}, np.{b.out.name})", f"{call}v{c.output}{tail}))"]
+        lines = []
+        if b.out is not None:
+            view = np.empty(b.shape, b.out)
+            view = view if b.view is None else view.reshape(b.view)
+            lines.append(f"v{c.output} = np.empty({_literal(b.shape)}, np.{b.out.name})")
+            xs.append(f"v{c.output}" + ("" if b.view is None else f".reshape({_literal(view.shape)})"))
+            types_.append(numba.typeof(view))
+        xs, types_ = _fold_star_args(b.core, xs, types_)
+        self.kernels.append((b.core, tuple(types_)))
+        call = f"native_call({core}, A[{len(self.kernels) - 1}], ({''.join(x + ', ' for x in xs)}))"
+        if b.out is not None:
+            return lines + [call]
+        return [f"v{c.output} = {call}" + ("" if b.shape is None else f".reshape({_literal(b.shape)})")]
 
     def addresses(self):
         """The kernels' addresses, in call order: each compiled (or loaded from Numba's cache) for

@@ -202,12 +202,14 @@ class InferenceSession:
         self._straight = _straight_line(self._steps, self._input_slots, self._output_slots, self._base)
         self._output_index = {i: k for k, i in enumerate(self._output_slots)}
         self._thread_users = _thread_users(g, kernels) if threads else None
-        # a plan whose Numba threads only convs use: whether one may split is settled at the first run of
-        # each set of input shapes (_conv_users), and later runs of those shapes take only the limits needed
-        self._convs = [(n, self._slot[n.inputs[1]], self._slot[n.outputs[0]]) for n in g.nodes if n.op == "conv"] \
-            if self._thread_users and self._thread_users[0] and kernels == "fast" and not any(
-                n.attrs.get("engine") == "bitserial" for n in g.nodes) else None
+        # fast kernels without bit-serial ones: whether a kernel may split over Numba's threads is settled at
+        # the first run of each set of input shapes (_split_users), later runs of them take only the limits needed
+        self._learn_users = bool(self._thread_users and self._thread_users[0] and kernels == "fast" and not any(
+            n.attrs.get("engine") == "bitserial" for n in g.nodes))
         self._users_by_shape = {}
+        if self._learn_users:  # the fast kernels' Bound, which counts the calls that may split (imports Numba)
+            from npusim_kernels.fast.bound import Bound
+            self._bound = Bound
         # compiled plans per set of input shapes, made after compiled.COMPILE_AFTER runs of one (fast kernels;
         # npusim.compiled imports Numba, which the fast kernels have imported by now: not with npusim)
         self._compiled = {} if kernels == "fast" and not self._profiler else None
@@ -330,10 +332,11 @@ class InferenceSession:
             values[i] = feeds[name]
         step = None
         users, learn = self._thread_users, None
-        if self._convs is not None:
+        if self._learn_users:
             learn = tuple(values[i].shape for _, i in self._input_slots)
             users = self._users_by_shape.get(learn, users)
             learn = None if learn in self._users_by_shape else learn
+            splits = self._bound.split_calls
         given = given or {}
         try:
             with thread_limit(self.threads, *users) if users else _NO_LIMIT:
@@ -352,7 +355,7 @@ class InferenceSession:
                 raise
             raise _node_error(step.node, e, "failed", [given.get(i, values[i]) for i in step.inputs]) from None
         if learn is not None:
-            self._users_by_shape[learn] = _conv_users(self._convs, values, users)
+            self._users_by_shape[learn] = _split_users(self._bound.split_calls != splits, users)
         return values
 
     def _run_outputs(self, feeds) -> list:
@@ -363,9 +366,9 @@ class InferenceSession:
         if not self._feeds_ok(feeds):
             feeds = check_feeds(self.graph, feeds)
         users, plan = self._thread_users, self._straight
-        if self._convs is not None or self._compiled is not None:
+        if self._learn_users or self._compiled is not None:
             key = tuple(feeds[name].shape for name, _ in self._input_slots)
-            if self._convs is not None:
+            if self._learn_users:
                 users = self._users_by_shape.get(key, False)
                 if users is False:
                     values = self._execute(feeds)
@@ -483,35 +486,32 @@ class thread_limit:
 _NO_LIMIT = contextlib.nullcontext()  # a run of a plan that uses neither Numba's threads nor BLAS
 
 
-def _conv_users(convs, values, users: tuple[bool, bool]) -> tuple[bool, bool] | None:
-    """`users` (numba, blas) of a plan whose Numba threads only its convs use, after a run that left
-    `values`: Numba's count is needed only if a conv of these shapes may take a second worker, one per
-    PARALLEL_MIN_MACS multiply-adds (kernels/fast/conv.py: a smaller conv runs on the calling thread
-    alone, with no parallel region, and never reads the count)."""
-    from npusim_kernels.fast import conv
-
-    split = any(OPS["conv"].macs(n, [None, values[w].shape], [values[y].shape]) >= 2 * conv.PARALLEL_MIN_MACS
-                for n, w, y in convs)
+def _split_users(split: bool, users: tuple[bool, bool]) -> tuple[bool, bool] | None:
+    """`users` (numba, blas) of a plan of fast kernels (no bit-serial one) after its first run of a set
+    of input shapes: Numba's count is needed only if a kernel of these shapes may split over threads
+    (`split`: a Bound with a thread cap of 2 or more ran, Bound.split_calls: a conv of at least
+    2·PARALLEL_MIN_MACS multiply-adds, a row kernel of at least 2·PARALLEL_MIN_ELEMS elements);
+    smaller kernels run on the calling thread alone, with no parallel region, and never read it."""
     return (split, users[1]) if split or users[1] else None
 
 
 def _thread_users(g: ir.Graph, kernels: str) -> tuple[bool, bool] | None:
-    """(numba, blas): whether an inference of `g` runs code whose thread count Numba's setting or
+    """(numba, blas): whether an inference of `g` may run code whose thread count Numba's setting or
     BLAS's sets (None: neither), so that a run limits only those (a limit that changes a count costs ~3 µs with
     putting it back, a large part of a small model's run). Numba's count bounds its parallel
-    (prange) kernels, the convs' and the bit-serial ones (kernels/fast/conv.py and bitserial.py;
-    tests/test_threads.py checks that no other fast module is parallel): any conv, and a matmul or
-    gemm of engine "bitserial".
+    (prange) kernels: the convs, the row kernels of large tensors (requantize, quantize,
+    dequantize, add, mul, pools: kernels/fast/rows.py) and the bit-serial ones (tests/test_threads.py
+    checks that no other fast module is parallel); which of them split is learned per set of input
+    shapes (_split_users).
     BLAS runs the float32 chunks of a matmul or gemm with an operand wider than 8 bits
     (kernels/fast/matmul.py) and NumPy's matmuls in the golden kernels. Host islands have their own
     onnxruntime threads, set at plan time."""
     if kernels != "fast":
         return True, True
     products = [n for n in g.nodes if n.op in ("conv", "matmul", "gemm")]
-    numba = any(n.op == "conv" or n.attrs.get("engine") == "bitserial" for n in products)
     blas = any(n.op != "conv" and any(i not in g.tensors or ir.bits(g.tensors[i].dtype) > 8 for i in n.inputs[:2])
                for n in products)
-    return (numba, blas) if numba or blas else None
+    return True, blas
 
 
 def _straight_line(steps, input_slots, output_slots, base) -> Callable:

@@ -14,7 +14,7 @@ import npusim
 import npusim_models as zoo
 from npusim import caches, compiled
 from npusim.compiled import _literal
-from npusim_kernels.fast import conv as fconv
+from npusim_kernels.fast import conv as fconv, rows as frows
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +175,23 @@ def test_compiled_runs_read_numbas_count_only_when_a_kernel_may_split(compile_no
         del calls[:]
         np.testing.assert_array_equal(sess.run(None, feeds)[0], want[0])
         assert ("get" in calls) == read
+
+
+def test_row_kernels_split_over_threads_in_a_compiled_plan(compile_now, monkeypatch):
+    """Every row kernel made splittable (rows.PARALLEL_MIN_ELEMS 1): the compiled plan calls their
+    parallel forms (*args kernels, given their arguments as one tuple) on the session's threads, and
+    its outputs are golden's, at batch 3 (rows of several images)."""
+    monkeypatch.setattr(frows, "PARALLEL_MIN_ELEMS", 1)
+    name = "digits_qdq_pc_u8"
+    x = np.concatenate([f["input"] for f in zoo.sample_inputs(name, 3, seed=4)])
+    sess = npusim.InferenceSession(zoo.path(name), threads=2)
+    golden = npusim.InferenceSession(zoo.path(name), threads=1, kernels="golden")
+    want = golden.run(None, {"input": x})
+    for run in range(3):  # the second run compiles
+        got = sess.run(None, {"input": x})
+        for y, g in zip(got, want):
+            np.testing.assert_array_equal(y, g)
+    assert _segments(sess), "nothing was compiled"
+    kernels = [k for seg in _segments(sess) for k in seg.function.py_func.__globals__.values()
+               if isinstance(k, numba.core.registry.CPUDispatcher)]
+    assert any(k.py_func.__name__ == "parallel" for k in kernels), "no row kernel's parallel form was compiled"

@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_info
 import npusim
 import npusim_kernels
 import npusim_models as zoo
-from npusim_kernels.fast import conv as fconv
+from npusim_kernels.fast import conv as fconv, rows as frows
 from npusim.session import thread_limit
 
 
@@ -95,7 +95,8 @@ def test_runs_of_convs_too_small_to_split_leave_numbas_count_alone(monkeypatch):
     """A plan whose convs are all below 2·PARALLEL_MIN_MACS multiply-adds at the shapes it runs
     never opens a parallel region, so its runs neither read nor set Numba's count (a small model's
     run would pay ~5 µs for it); the first run of those shapes, which settles this, takes the
-    limit. Lowering the constant makes the same model's runs take it again."""
+    limit. Lowering the convs' constant, or the row kernels' (rows.PARALLEL_MIN_ELEMS), makes the
+    same model's runs take it again."""
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("one Numba thread: a limit of 1 changes nothing to observe")
     calls = []
@@ -113,12 +114,14 @@ def test_runs_of_convs_too_small_to_split_leave_numbas_count_alone(monkeypatch):
         del calls[:]
         np.testing.assert_array_equal(sess.run(None, feeds)[0], first)
         assert calls == []
-        monkeypatch.setattr(fconv, "PARALLEL_MIN_MACS", 1)
-        split = npusim.InferenceSession(zoo.path(name), threads=1)
-        for _ in range(2):
-            del calls[:]
-            np.testing.assert_array_equal(split.run(None, feeds)[0], first)
-            assert 1 in calls  # set to the session's count (and put back)
+        for module, constant in ((fconv, "PARALLEL_MIN_MACS"), (frows, "PARALLEL_MIN_ELEMS")):
+            with monkeypatch.context() as m:  # every conv may split; then every row kernel (requantize, ...)
+                m.setattr(module, constant, 1)
+                split = npusim.InferenceSession(zoo.path(name), threads=1)
+                for _ in range(2):
+                    del calls[:]
+                    np.testing.assert_array_equal(split.run(None, feeds)[0], first)
+                    assert 1 in calls  # set to the session's count (and put back)
     finally:
         real_set(before)
 
@@ -138,12 +141,13 @@ def test_bitserial_runs_see_the_thread_limit(monkeypatch):
     assert numba.get_num_threads() == before
 
 
-def test_parallel_kernels_are_conv_and_bitserial_only():
-    """npusim.session limits Numba's threads only for plans with a conv or a bit-serial kernel
-    (_thread_users): a parallel kernel in another module would run unbounded."""
+def test_parallel_kernels_are_conv_rows_and_bitserial_only():
+    """npusim.session bounds Numba's threads for the runs in which a Bound that may split ran (convs
+    and row kernels) and for every run of a plan with a bit-serial kernel (_thread_users): a
+    parallel kernel in another module would run unbounded."""
     root = pathlib.Path(npusim_kernels.__file__).parent / "fast"
     parallel = {p.name for p in root.glob("*.py") if "parallel=True" in p.read_text()}
-    assert parallel == {"bitserial.py", "conv.py"}, parallel
+    assert parallel == {"bitserial.py", "conv.py", "rows.py"}, parallel
 
 
 # NumPy calls that Numba's parallel=True turns into parallel loops (parfors) of their own

@@ -32,6 +32,8 @@ def channel_rows(shape, axis):
 
 class Bound:
     __slots__ = ("core", "args", "ins", "dtype", "cap", "out", "shape", "view")
+    split_calls = 0  # calls so far of Bounds that may split over threads (cap > 1): a session learns from
+    # it whether a run of some input shapes needs Numba's thread count bounded (npusim.session)
 
     def __init__(self, core, args, ins=((0, None),), *, dtype=None, cap=0, out=None, shape=None, view=None):
         self.core, self.args, self.ins, self.dtype, self.cap = core, tuple(args), tuple(ins), dtype, int(cap)
@@ -41,8 +43,11 @@ class Bound:
     def __call__(self, *xs):
         vs = [np.ascontiguousarray(xs[i], self.dtype) for i, _ in self.ins]
         vs = [v if s is None else v.reshape(s) for v, (_, s) in zip(vs, self.ins)]
-        if self.cap:  # a cap of 1 reads no count (the first read launches Numba's thread pool)
-            vs.insert(0, 1 if self.cap == 1 else min(numba.get_num_threads(), self.cap))
+        if self.cap == 1:  # a cap of 1 reads no count (the first read launches Numba's thread pool)
+            vs.insert(0, 1)
+        elif self.cap:
+            Bound.split_calls += 1
+            vs.insert(0, min(numba.get_num_threads(), self.cap))
         if self.out is None:
             y = self.core(*vs, *self.args)
             return y if self.shape is None else y.reshape(self.shape)

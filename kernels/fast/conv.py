@@ -304,17 +304,32 @@ def _padded_hw(h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow):
 
 
 @njit
-def _words_jobs(op, lanes, col, t, step, jobs, xf, xp, xq, xbase, z, flip, direct, hp, wq, k, cg, kh, kw, sh, sw,
-                dh, dw, ow_c, p_c, ldc, splits, tiles, mg, m0, wp, bias, dst, d_base, ldo):
-    """Jobs t, t + step, ... < jobs of `_conv_words` for one image and group: job j is panel j // splits
-    (output positions q0 <= q < q1, ldc each) and row block j % splits (whole MR tiles of the
-    group's mg rows): the panel's im2col into `col` (pair words for op PAIRS, byte quads otherwise;
-    from x itself when `direct`, else from the bordered planes xp (int16 d) or xq (bytes)), then
-    `pairmadd.gemm_words` into dst[d_base + o·ldo + q] for the block's rows o (weights and bias from
-    the group's first row m0)."""
+def _words_jobs(op, lanes, col, xp, xq, out, j0, j1, xf, z, flip, direct, c, h, w, top, left, hp, wq, k, cg, kh, kw,
+                sh, sw, dh, dw, oh, ow, ow_c, p_c, ldc, per, splits, tiles, m, mg, group, wp, bias, acc):
+    """Jobs j0 <= j < j1 of `_conv_words`. Job j is image and group (a, g) = divmod(j // per, group),
+    then, of that image's group, panel (j % per) // splits (output positions q0 <= q < q1, ldc each)
+    and row block (j % per) % splits (whole MR tiles of the group's mg rows). Per job: the panel's
+    im2col into `col` (pair words for op PAIRS, byte quads otherwise; from x itself when `direct`,
+    else from the bordered planes xp (int16 d) or xq (bytes) of (a, g), written when the job's
+    image or group differs from the previous job's), then `pairmadd.gemm_words` into acc[a, g·mg + o,
+    q] for the block's rows o (weights and bias from the group's row g·mg + o0); when computed rows
+    are wider than the output (ow_c > ow) into `out` first, of which the valid columns are copied.
+    col, xp / xq and out are this worker's own."""
     kwords = (k + 1) // 2 if op == pairmadd.PAIRS else (k + 3) // 4
-    for job in range(t, jobs, step):
-        q0 = job // splits * ldc
+    p = oh * ow
+    wide = ow_c > ow
+    padded = -1
+    for job in range(j0, j1):
+        ag = job // per
+        a, g = ag // group, ag % group
+        xbase = (a * c + g * cg) * h * w
+        if not direct and ag != padded:
+            if op == pairmadd.PAIRS:
+                _pad_planes(xf, xbase, cg, h, w, z, top, left, hp, wq, xp)
+            else:
+                _pad_bytes(xf, xbase, cg, h, w, np.uint8(_byte(z, flip)), flip, top, left, hp, wq, xq)
+            padded = ag
+        q0 = job % per // splits * ldc
         q1 = min(p_c, q0 + ldc)
         o0 = job % splits * tiles // splits * pairmadd.MR
         o1 = min(mg, (job % splits + 1) * tiles // splits * pairmadd.MR)
@@ -327,8 +342,19 @@ def _words_jobs(op, lanes, col, t, step, jobs, xf, xp, xq, xbase, z, flip, direc
             _im2col_quads(xf, xbase, flip, hp, wq, k, cg, kw, sh, sw, dh, dw, ow_c, q0, q1, col, ldc)
         else:
             _im2col_quads(xq, 0, np.uint32(0), hp, wq, k, cg, kw, sh, sw, dh, dw, ow_c, q0, q1, col, ldc)
-        pairmadd.gemm_words(op, lanes, col, ldc, wp[(m0 + o0) * kwords:], kwords, bias[m0 + o0:], dst,
-                            d_base + o0 * ldo + q0, ldo, o1 - o0, q1 - q0, kwords)
+        m0 = g * mg + o0
+        if not wide:
+            pairmadd.gemm_words(op, lanes, col, ldc, wp[m0 * kwords:], kwords, bias[m0:], acc, (a * m + m0) * p + q0,
+                                p, o1 - o0, q1 - q0, kwords)
+            continue
+        pairmadd.gemm_words(op, lanes, col, ldc, wp[m0 * kwords:], kwords, bias[m0:], out, 0, ldc, o1 - o0, q1 - q0,
+                            kwords)
+        for o in range(o1 - o0):  # the valid columns x < OW of each computed row y
+            for y in range(q0 // ow_c, (q1 - 1) // ow_c + 1):
+                x0, x1 = max(0, q0 - y * ow_c), min(ow, q1 - y * ow_c)
+                s, d = np.uint64(o * ldc + y * ow_c + x0 - q0), np.uint64((a * m + m0 + o) * p + y * ow + x0)
+                for x in range(np.uint64(max(0, x1 - x0))):
+                    acc[d + x] = out[s + x]
 
 
 @njit(parallel=True)
@@ -344,16 +370,16 @@ def _conv_words(op, lanes, threads, x_nchw, x_zp, flip, wp, bias, m, k, group, k
     A stride-1 conv with padded planes wider than the output computes rows of the planes' width WQ
     (the WQ − OW extra columns read the next row: junk, in bounds, never copied out), so that each
     word row's im2col is one contiguous run instead of OH short ones.
-    Threads (`threads`, Numba's count, which the session bounds): the jobs are the panels, each split into
-    row blocks of whole MR tiles when there are fewer panels than threads (each block then makes
-    its own im2col of the panel, a 1/M share of the work); worker t takes jobs t, t + T, ... with
-    its own im2col buffer (`_words_jobs`). `threads` is at most one per PARALLEL_MIN_MACS
-    multiply-adds of the layer (conv_acc_packed_for): waking a worker costs more than a small
-    layer's work. Every output element is written by one job, so the result does not depend on the
-    thread count."""
+    Threads (`threads`, Numba's count, which the session bounds): the jobs are the panels of every
+    image and group (a batch is one parallel region), each panel split into row blocks of whole MR
+    tiles when there are fewer jobs than threads (each block then makes its own im2col of the panel,
+    a 1/M share of the work); worker t takes a contiguous run of jobs with its own im2col buffer,
+    bordered planes and wide-row buffer (`_words_jobs`). `threads` is at most one per
+    PARALLEL_MIN_MACS multiply-adds of the layer (conv_acc_packed_for): waking a worker costs more
+    than a small layer's work. Every output element is written by one job, so the result does not
+    depend on the thread count."""
     n, c, h, w = x_nchw.shape
     cg, mg = c // group, m // group
-    p = oh * ow
     kwords = (k + 1) // 2 if op == pairmadd.PAIRS else (k + 3) // 4
     direct = kh == kw == sh == sw == 1 and oh == h and ow == w  # 1x1, stride 1, no padding: x is the plane
     hp, wq = (h, w) if direct else _padded_hw(h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow)
@@ -363,43 +389,31 @@ def _conv_words(op, lanes, threads, x_nchw, x_zp, flip, wp, bias, m, k, group, k
     nr = pairmadd.tile_columns(lanes)
     panel = max(1, PANEL_WORDS // (kwords * nr)) * nr  # whole register tiles
     ldc = min(panel, -(-p_c // nr) * nr)
-    panels = -(-p_c // ldc)
+    panels = -(-p_c // ldc)  # per image and group
     tiles = -(-mg // pairmadd.MR)
-    splits = min(tiles, max(1, -(-threads // panels)))
-    jobs = panels * splits
+    splits = min(tiles, max(1, -(-threads // (n * group * panels))))
+    per = panels * splits  # jobs per image and group
+    jobs = n * group * per
     workers = min(threads, jobs)
     col = np.empty(workers * kwords * ldc, np.int32)
     planes = 0 if direct else cg * hp * wq + wq  # + wq: the junk columns' reads
-    xp = np.empty(planes if op == pairmadd.PAIRS else 0, np.int16)
-    xq = np.empty(0 if op == pairmadd.PAIRS else planes, np.uint8)
-    acc = np.empty(n * m * p, np.int32)
-    out = np.empty(mg * p_c if wide else 0, np.int32)
+    xp = np.empty(workers * planes if op == pairmadd.PAIRS else 0, np.int16)
+    xq = np.empty(0 if op == pairmadd.PAIRS else workers * planes, np.uint8)
+    out = np.empty(workers * mg * ldc if wide else 0, np.int32)
+    acc = np.empty(n * m * oh * ow, np.int32)
     xf = x_nchw.reshape(-1)
     z = np.int32(x_zp)
     flip = np.uint32(flip)
-    for a in range(n):
-        for g in range(group):
-            xbase = (a * c + g * cg) * h * w
-            if not direct:
-                if op == pairmadd.PAIRS:
-                    _pad_planes(xf, xbase, cg, h, w, x_zp, top, left, hp, wq, xp)
-                else:
-                    _pad_bytes(xf, xbase, cg, h, w, np.uint8(_byte(x_zp, flip)), flip, top, left, hp, wq, xq)
-            dst, d_base, ldo = (out, 0, p_c) if wide else (acc, (a * m + g * mg) * p, p)
-            if workers == 1:  # no parallel region: launching one costs a few µs even on one thread
-                _words_jobs(op, lanes, col, 0, 1, jobs, xf, xp, xq, xbase, z, flip, direct, hp, wq, k, cg, kh, kw, sh,
-                            sw, dh, dw, ow_c, p_c, ldc, splits, tiles, mg, g * mg, wp, bias, dst, d_base, ldo)
-            else:
-                for t in prange(workers):
-                    _words_jobs(op, lanes, col[t * kwords * ldc:(t + 1) * kwords * ldc], t, workers, jobs, xf, xp,
-                                xq, xbase, z, flip, direct, hp, wq, k, cg, kh, kw, sh, sw, dh, dw, ow_c, p_c, ldc,
-                                splits, tiles, mg, g * mg, wp, bias, dst, d_base, ldo)
-            if wide:
-                for o in range(mg):
-                    for y in range(oh):
-                        s, d = np.uint64(o * p_c + y * wq), np.uint64(((a * m + g * mg + o) * oh + y) * ow)
-                        for x in range(np.uint64(ow)):
-                            acc[d + x] = out[s + x]
+    if workers == 1:  # no parallel region: launching one costs a few µs even on one thread
+        _words_jobs(op, lanes, col, xp, xq, out, 0, jobs, xf, z, flip, direct, c, h, w, top, left, hp, wq, k, cg, kh,
+                    kw, sh, sw, dh, dw, oh, ow, ow_c, p_c, ldc, per, splits, tiles, m, mg, group, wp, bias, acc)
+    else:
+        xs, qs, os_ = xp.size // workers, xq.size // workers, out.size // workers
+        for t in prange(workers):
+            _words_jobs(op, lanes, col[t * kwords * ldc:(t + 1) * kwords * ldc], xp[t * xs:(t + 1) * xs],
+                        xq[t * qs:(t + 1) * qs], out[t * os_:(t + 1) * os_], t * jobs // workers,
+                        (t + 1) * jobs // workers, xf, z, flip, direct, c, h, w, top, left, hp, wq, k, cg, kh, kw, sh,
+                        sw, dh, dw, oh, ow, ow_c, p_c, ldc, per, splits, tiles, m, mg, group, wp, bias, acc)
     return acc
 
 

@@ -7,8 +7,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from npusim_kernels.fast import rows
 from npusim_kernels.fast._jit import njit
-from npusim_kernels.fast.bound import Bound
 
 F32 = np.float32
 
@@ -102,11 +102,12 @@ def _span(op, x, y, p, out):
 
 
 @njit
-def _binary_core(x, y, op, p, out):
-    """out (R, n); operand x is (R_x, n) or (R_x, 1) with R_x dividing R: output row r reads row
-    r % R_x, a whole row or one value held for the row (the same for y). No broadcast copy."""
+def _binary_rows(lo, hi, x, y, op, p, out):
+    """The rows lo <= r < hi of out (R, n) (a row core, npusim_kernels.fast.rows); operand x is
+    (R_x, n) or (R_x, 1) with R_x dividing R: output row r reads row r % R_x, a whole row or one
+    value held for the row (the same for y). No broadcast copy."""
     n = out.shape[1]
-    for r in range(out.shape[0]):
+    for r in range(lo, hi):
         xr, yr = x[r % x.shape[0]], y[r % y.shape[0]]
         if x.shape[1] == n and y.shape[1] == n:
             _span(op, xr, yr, p, out[r])
@@ -116,9 +117,12 @@ def _binary_core(x, y, op, p, out):
             _span(op, xr[0], yr, p, out[r])
 
 
+_BINARY = rows.over_rows(_binary_rows)
+
+
 @functools.lru_cache(maxsize=1024)
 def _layout(a_shape, b_shape):
-    """(output shape, R, n, a's 2-D shape, b's 2-D shape, a_scalar) of _binary_core, or None when
+    """(output shape, R, n, a's 2-D shape, b's 2-D shape, a_scalar) of _binary_rows, or None when
     an operand is not of the form [1 ... 1, full ... full | broadcast rows] (then both are copied).
 
     The output is seen as (R, n), n the product of the innermost dims over which each operand
@@ -147,22 +151,26 @@ def _layout(a_shape, b_shape):
 def _binary_for(op, a_shape, b_shape, p, out_dtype):
     """-> y(a, b) of operands of these shapes: the output shape, the rows view and MLAS's operand
     order settled once; each call allocates y and makes one Numba call (operands of a layout
-    _binary_core cannot index are broadcast and copied first)."""
+    _binary_rows cannot index are broadcast and copied first)."""
     lay = _layout(tuple(a_shape), tuple(b_shape))
     copy = lay is None
     if copy:
         lay = _layout(*(tuple(np.broadcast_shapes(tuple(a_shape), tuple(b_shape))),) * 2)
-    shape, rows, n, a2, b2, a_scalar = lay
+    shape, r, n, a2, b2, a_scalar = lay
+    if r == 1 and {a2, b2} <= {(1, n), (1, 1)}:  # each operand full or one value: rows to split
+        full = (1, n)
+        r, n = rows.flat_rows(shape)
+        a2, b2 = ((r, n) if v == full else v for v in (a2, b2))
     swap = a_scalar and op == _ADD  # v = fma(b, r_b, fma(a, r_a, k))
     if swap:
         p = p[[1, 0, 2, 3, 4, 5]]
-    core = Bound(_binary_core, (op, p), ((1, b2), (0, a2)) if swap else ((0, a2), (1, b2)), out=out_dtype,
-                 shape=shape, view=(rows, n))
-    if not copy and rows * n:
+    core = rows.row_bound(_BINARY, (op, p), ((1, b2), (0, a2)) if swap else ((0, a2), (1, b2)), rows=r,
+                          elements=r * n, out=out_dtype, shape=shape, view=(r, n))
+    if not copy and r * n:
         return core
 
     def run(a, b):
-        if not rows * n:
+        if not r * n:
             return np.empty(shape, out_dtype)
         return core(*(np.ascontiguousarray(v) for v in np.broadcast_arrays(a, b)))
     return run

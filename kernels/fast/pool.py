@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from npusim_kernels.fast import rows
 from npusim_kernels.fast._jit import njit
 from npusim_kernels.fast.bound import Bound
 from npusim_kernels.fast.eltwise import rne_f32
@@ -13,18 +14,22 @@ F32 = np.float32
 
 
 @njit
-def _gap_core(x, x_zp, p, y_zp, out):
-    """out[r] = clamp(rne(f32(f32(Σ x[r] − x_zp·HW)·s)), qmin − y_zp, qmax − y_zp) + y_zp,
-    p = (s, qmin − y_zp, qmax − y_zp) float32; the sum in int64 (vectorized)."""
-    s, lo, hi = p[0], p[1], p[2]
-    for r in range(x.shape[0]):
+def _gap_rows(lo, hi, x, x_zp, p, y_zp, out):
+    """out[r] = clamp(rne(f32(f32(Σ x[r] − x_zp·HW)·s)), qmin − y_zp, qmax − y_zp) + y_zp for the rows
+    lo <= r < hi (a row core, npusim_kernels.fast.rows), p = (s, qmin − y_zp, qmax − y_zp) float32;
+    the sum in int64 (vectorized)."""
+    s, lo_f, hi_f = p[0], p[1], p[2]
+    for r in range(lo, hi):
         acc = np.int64(0)
         for i in range(x.shape[1]):
             acc += np.int64(x[r, i])
         acc -= np.int64(x_zp) * x.shape[1]
         v = np.float32(np.float32(acc) * s)
-        v = min(max(v, lo), hi)
+        v = min(max(v, lo_f), hi_f)
         out[r] = np.int64(rne_f32(v)) + y_zp
+
+
+_GAP = rows.over_rows(_gap_rows)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -46,8 +51,8 @@ def qlinear_global_avgpool_for(x_shape, x_scale, x_zp, y_scale, y_zp, qmin, qmax
     n, c = x_shape[:2]
     hw = math.prod(x_shape[2:])
     p = _gap_params(F32(x_scale), F32(y_scale), hw, int(y_zp), int(qmin), int(qmax))
-    return Bound(_gap_core, (int(x_zp), p, int(y_zp)), ((0, (n * c, hw)),), out=out_dtype,
-                 shape=(n, c) + (1,) * (len(x_shape) - 2), view=(n * c,))
+    return rows.row_bound(_GAP, (int(x_zp), p, int(y_zp)), ((0, (n * c, hw)),), rows=n * c, elements=n * c * hw,
+                          out=out_dtype, shape=(n, c) + (1,) * (len(x_shape) - 2), view=(n * c,))
 
 
 @njit
@@ -193,24 +198,25 @@ def _max_core(x, k, st, pb, dl, out):
 
 
 @njit
-def _max_rows(x, h, w, kh, kw, sh, sw, ph, pw, dh, dw, lo, oh, ow, out):
-    """out[(c·OH + a)·OW + b] = max of x[(c·H + a·sH − pH + i·dH)·W + b·sW − pW + j·dW] over the window's
+def _max_planes(c0, c1, xp, h, w, kh, kw, sh, sw, ph, pw, dh, dw, lo, oh, ow, outp):
+    """For the planes c0 <= c < c1 (a row core, npusim_kernels.fast.rows: xp (planes, H·W) and outp
+    (planes, OH·OW), read flat): out[(c·OH + a)·OW + b] = max of x[(c·H + a·sH − pH + i·dH)·W + b·sW − pW + j·dW] over the window's
     cells inside the H × W plane c (lo, the dtype's least value, where none is): per output row, the
     elementwise max of the valid input rows (contiguous), then the horizontal window. Output columns
     whose taps all fall inside the row (the interior [b_in0, b_in1), settled per call, not per row) take
     win[p] = max_j row[p + j·dW], a contiguous sliding max, at p = b·sW − pW; the few border columns
     (pads, ceil_mode) check each tap. Row and sliding passes vectorize; only the strided pick is scalar.
-    x and out flat (planes of H·W and OH·OW); row, win (W,): scratch of x's dtype. Flat uint64 indices
+    row, win (W,): this call's scratch, of x's dtype. Flat uint64 indices
     (signed ones would keep LLVM from vectorizing), no per-row array views (each would cost a
     reference count). Integer max: exact, no rounding or saturation on any instruction set."""
-    planes = x.size // (h * w)
+    x, out = xp.reshape(-1), outp.reshape(-1)
     row, win = np.empty(w, x.dtype), np.empty(w, x.dtype)
     w_u = np.uint64(w)
     span = (kw - 1) * dw
     b_in0 = min(ow, -(-pw // sw))  # ceil(pW / sW): the first b with b·sW − pW >= 0
     last = w - 1 - span + pw  # b·sW <= last: the window's last tap inside the row
     b_in1 = max(b_in0, min(ow, last // sw + 1)) if last >= 0 else b_in0
-    for c in range(planes):
+    for c in range(c0, c1):
         for a in range(oh):
             valid = 0
             for i in range(kh):
@@ -250,6 +256,9 @@ def _max_rows(x, h, w, kh, kw, sh, sw, ph, pw, dh, dw, lo, oh, ow, out):
                     out[ob + t] = win[src + t * step]
 
 
+_MAX_PLANES = rows.over_rows(_max_planes)
+
+
 def maxpool(x_nchw, kernel, strides, pads, dilations, ceil_mode):
     """ONNX MaxPool on integers; padded cells never win; output dtype = input dtype. The geometry is
     settled once per input shape and window (`_geometry`)."""
@@ -261,9 +270,11 @@ def maxpool_for(x_shape, x_dtype, kernel, strides, pads, dilations, ceil_mode):
     """-> y(x_nchw): maxpool of inputs of this shape and dtype, the geometry settled once."""
     shape3, k, st, pb, dl, out3, out_shape = _geometry(tuple(x_shape), tuple(kernel), tuple(strides), tuple(pads),
                                                        tuple(dilations), bool(ceil_mode))
-    if k[0] == 1 and st[0] == 1 and pb[0] == 0 and out3[1] == shape3[1]:  # 1-D and 2-D pools: `_max_rows`
+    if k[0] == 1 and st[0] == 1 and pb[0] == 0 and out3[1] == shape3[1]:  # 1-D and 2-D pools: `_max_planes`
         h, w, oh, ow = shape3[2], shape3[3], out3[2], out3[3]
         geo = tuple(int(v) for v in (h, w, k[1], k[2], st[1], st[2], pb[1], pb[2], dl[1], dl[2]))
-        return Bound(_max_rows, geo + (int(np.iinfo(x_dtype).min), int(oh), int(ow)), ((0, (-1,)),), out=x_dtype,
-                     shape=out_shape, view=(-1,))
+        planes = shape3[0] * shape3[1]  # N·C·D0 planes of H × W (the lifted first dim is a plane index)
+        return rows.row_bound(_MAX_PLANES, geo + (int(np.iinfo(x_dtype).min), int(oh), int(ow)),
+                              ((0, (planes, h * w)),), rows=planes, elements=planes * oh * ow, out=x_dtype,
+                              shape=out_shape, view=(planes, oh * ow))
     return Bound(_max_core, (k, st, pb, dl), ((0, shape3),), out=x_dtype, shape=out_shape, view=out3)

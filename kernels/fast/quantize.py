@@ -4,8 +4,8 @@ import math
 import numpy as np
 from numba.extending import overload
 
+from npusim_kernels.fast import rows
 from npusim_kernels.fast._jit import njit
-from npusim_kernels.fast.bound import Bound
 from npusim_kernels.fast.eltwise import rne_f32
 
 F32 = np.float32
@@ -17,41 +17,41 @@ def _as(v, dtype):
 
 
 def _rows(shape, param, zp, axis, block_size, zp_dtype):
-    """(outer, C, inner) of an x of `shape` and the scale / zero point as (C,) or (1,) arrays (row
-    (a, c) uses entry c, or 0): per tensor (1, 1, n), per axis (prod(shape[:axis]), shape[axis],
-    rest); blocked parameters are expanded to x's shape, x seen as (1, n, 1)."""
+    """(rows, inner) of an x of `shape` and the scale / zero point as (S,) arrays, row r using entry
+    r mod S: per tensor rows.flat_rows with S = 1, per axis (prod(shape[:axis])·C, rest) with S = C
+    = shape[axis]; blocked parameters are expanded to x's shape, x seen as (n, 1)."""
     p = _as(param, F32)
     z = _as(0 if zp is None else zp, zp_dtype)
     size = math.prod(shape)
     if p.size == 1 and (block_size in (None, 0) or p.ndim == 0):
-        return (1, 1, size), p.reshape(1), z.reshape(1)
+        return rows.flat_rows(shape), p.reshape(1), z.reshape(1)
     axis = axis % len(shape)
     if block_size:
         def full(v):
             v = np.repeat(v, block_size, axis=axis).take(range(shape[axis]), axis=axis)
             return np.ascontiguousarray(np.broadcast_to(v, shape)).reshape(-1)
-        return (1, size, 1), full(p), full(z)
-    return (math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])), p.reshape(-1), z.reshape(-1)
+        return (size, 1), full(p), full(z)
+    return (math.prod(shape[:axis + 1]), math.prod(shape[axis + 1:])), p.reshape(-1), z.reshape(-1)
 
 
 @njit
-def _quantize_core(x, s, z, qmin, qmax, out):
-    """out[a, c, i] = clamp(rne(f32(x / s[c])), qmin − z[c], qmax − z[c]) + z[c], float32 lanes
-    (the bounds and the sum are integers below 2^24 in magnitude, exact in float32); the clamp
-    comes first (the same: rounding is monotone and the bounds are integers), and v > lo is
-    false for NaN, so NaN gives qmin as maxps does in MLAS."""
-    for a in range(x.shape[0]):
-        for c in range(x.shape[1]):
-            sc = s[c % s.size]
-            zc = np.float32(z[c % z.size])
-            lo = np.float32(qmin) - zc
-            hi = np.float32(qmax) - zc
-            src, dst = x[a, c], out[a, c]
-            for i in range(src.size):
-                v = np.float32(src[i] / sc)
-                v = v if v > lo else lo
-                v = v if v < hi else hi
-                dst[i] = np.int32(rne_f32(v) + zc)
+def _quantize_rows(lo, hi, x, s, z, qmin, qmax, out):
+    """out[r, i] = clamp(rne(f32(x / s[k])), qmin − z[k], qmax − z[k]) + z[k], k = r mod S, for the
+    rows lo <= r < hi (a row core, npusim_kernels.fast.rows), float32 lanes (the bounds and the sum
+    are integers below 2^24 in magnitude, exact in float32); the clamp comes first (the same:
+    rounding is monotone and the bounds are integers), and v > lo is false for NaN, so NaN gives
+    qmin as maxps does in MLAS."""
+    for r in range(lo, hi):
+        sc = s[r % s.size]
+        zc = np.float32(z[r % z.size])
+        lo_f = np.float32(qmin) - zc
+        hi_f = np.float32(qmax) - zc
+        src, dst = x[r], out[r]
+        for i in range(src.size):
+            v = np.float32(src[i] / sc)
+            v = v if v > lo_f else lo_f
+            v = v if v < hi_f else hi_f
+            dst[i] = np.int32(rne_f32(v) + zc)
 
 
 def _minus_zp(x, z):
@@ -66,15 +66,19 @@ def _minus_zp_impl(x, z):
 
 
 @njit
-def _dequantize_core(x, s, z, out):
-    """out[a, c, i] = f32(f32(x − z[c]) · s[c]) (float32 lanes for codes of up to 16 bits)."""
-    for a in range(x.shape[0]):
-        for c in range(x.shape[1]):
-            sc = s[c % s.size]
-            zc = z[c % z.size]
-            src, dst = x[a, c], out[a, c]
-            for i in range(src.size):
-                dst[i] = np.float32(_minus_zp(src[i], zc) * sc)
+def _dequantize_rows(lo, hi, x, s, z, out):
+    """out[r, i] = f32(f32(x − z[k]) · s[k]), k = r mod S, for the rows lo <= r < hi (a row core)
+    (float32 lanes for codes of up to 16 bits)."""
+    for r in range(lo, hi):
+        sc = s[r % s.size]
+        zc = z[r % z.size]
+        src, dst = x[r], out[r]
+        for i in range(src.size):
+            dst[i] = np.float32(_minus_zp(src[i], zc) * sc)
+
+
+_QUANTIZE = rows.over_rows(_quantize_rows)
+_DEQUANTIZE = rows.over_rows(_dequantize_rows)
 
 
 def quantize_linear(x, y_scale, y_zp, axis, block_size, qmin, qmax, out_dtype):
@@ -85,12 +89,13 @@ def quantize_linear(x, y_scale, y_zp, axis, block_size, qmin, qmax, out_dtype):
 
 
 def quantize_linear_for(x_shape, y_scale, y_zp, axis, block_size, qmin, qmax, out_dtype):
-    """-> y(x): quantize_linear of inputs of this shape, the (outer, C, inner) view and the
-    parameter vectors settled once (a session binds one per input shape)."""
+    """-> y(x): quantize_linear of inputs of this shape, the rows view and the parameter vectors
+    settled once (a session binds one per input shape); split over rows on threads for a large
+    tensor (rows.row_bound)."""
     shape = tuple(x_shape)
-    rows, s, z = _rows(shape, y_scale, y_zp, axis or 0, block_size, np.int32)
-    return Bound(_quantize_core, (s, z, int(qmin), int(qmax)), ((0, rows),), dtype=F32, out=out_dtype, shape=shape,
-                 view=rows)
+    view, s, z = _rows(shape, y_scale, y_zp, axis or 0, block_size, np.int32)
+    return rows.row_bound(_QUANTIZE, (s, z, int(qmin), int(qmax)), ((0, view),), rows=view[0],
+                          elements=math.prod(shape), dtype=F32, out=out_dtype, shape=shape, view=view)
 
 
 def dequantize_linear(x, x_scale, x_zp, axis, block_size, out_dtype=F32):
@@ -103,8 +108,9 @@ def dequantize_linear_for(x_shape, x_dtype, x_scale, x_zp, axis, block_size, out
     """-> y(x): dequantize_linear of inputs of this shape and dtype, the view and the parameter
     vectors settled once."""
     shape = tuple(x_shape)
-    rows, s, z = _rows(shape, x_scale, x_zp, axis or 0, block_size, x_dtype)
-    f32 = Bound(_dequantize_core, (s, z), ((0, rows),), out=F32, shape=shape, view=rows)
+    view, s, z = _rows(shape, x_scale, x_zp, axis or 0, block_size, x_dtype)
+    f32 = rows.row_bound(_DEQUANTIZE, (s, z), ((0, view),), rows=view[0], elements=math.prod(shape), out=F32,
+                         shape=shape, view=view)
     return f32 if np.dtype(out_dtype) == F32 else lambda x: f32(x).astype(out_dtype)
 
 

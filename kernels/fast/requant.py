@@ -6,32 +6,35 @@ y = rne(f) + y_zp (cvtps2dq, round half to even). See golden.requant for the ORT
 """
 import numpy as np
 
+from npusim_kernels.fast import rows
 from npusim_kernels.fast._jit import njit
-from npusim_kernels.fast.bound import Bound, channel_rows
+from npusim_kernels.fast.bound import channel_rows
 
 
 @njit
-def _requant(acc_3d, scale_f32, y_zp, qmin, qmax, out):
-    """out[a, c, i] = rne(clamp(f32(acc[a, c, i])·scale[c or 0], qmin − y_zp, qmax − y_zp)) + y_zp.
+def _requant_rows(lo, hi, acc_2d, scale_f32, y_zp, qmin, qmax, out):
+    """out[r, i] = rne(clamp(f32(acc[r, i])·scale[r mod S], qmin − y_zp, qmax − y_zp)) + y_zp for
+    the rows lo <= r < hi (a row core, npusim_kernels.fast.rows).
 
-    acc (outer, C, inner) int32, scale (C,) or (1,); out has acc's shape and the output dtype
-    and is written in the same single pass (no int32 temporary). The clamp bounds are integers,
-    so rne(f) + y_zp lies in [qmin, qmax] and the cast to out's dtype is exact.
+    acc (outer·C, inner) int32, scale (S,) = (C,) or (1,); out has acc's shape and the output
+    dtype and is written in the same single pass (no int32 temporary). The clamp bounds are
+    integers, so rne(f) + y_zp lies in [qmin, qmax] and the cast to out's dtype is exact.
     """
-    o, c, n = acc_3d.shape
-    lo = np.float32(qmin - y_zp)
-    hi = np.float32(qmax - y_zp)
+    n = acc_2d.shape[1]
+    lo_f = np.float32(qmin - y_zp)
+    hi_f = np.float32(qmax - y_zp)
     z = np.int32(y_zp)
-    per_ch = scale_f32.shape[0] > 1
-    for a in range(o):
-        for ch in range(c):
-            s = scale_f32[ch] if per_ch else scale_f32[0]
-            src = acc_3d[a, ch]
-            dst = out[a, ch]
-            for i in range(n):
-                f = np.float32(src[i]) * s
-                f = min(max(f, lo), hi)
-                dst[i] = np.int32(np.rint(f)) + z
+    for r in range(lo, hi):
+        s = scale_f32[r % scale_f32.shape[0]]
+        src = acc_2d[r]
+        dst = out[r]
+        for i in range(n):
+            f = np.float32(src[i]) * s
+            f = min(max(f, lo_f), hi_f)
+            dst[i] = np.int32(np.rint(f)) + z
+
+
+_REQUANT = rows.over_rows(_requant_rows)
 
 
 def requantize_f32(acc_i32, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
@@ -46,14 +49,19 @@ def requantize_f32(acc_i32, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
 
 
 def requantize_f32_for(acc_shape, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
-    """-> Bound y(acc_i32): requantize_f32 of int32 accumulators of this shape, with the (outer, C,
-    inner) view, the scale vector and the integer parameters settled here, once (a session binds
-    one per accumulator shape): each call allocates y and makes one Numba call."""
+    """-> Bound y(acc_i32): requantize_f32 of int32 accumulators of this shape, with the (outer·C,
+    inner) rows view, the scale vector and the integer parameters settled here, once (a session
+    binds one per accumulator shape): each call allocates y and makes one Numba call, split over
+    rows on threads for a large tensor (rows.row_bound)."""
     s = np.ascontiguousarray(scale_f32, np.float32).reshape(-1)
     shape = tuple(acc_shape)
-    rows = channel_rows(shape, axis if s.size > 1 and shape else None)
-    return Bound(_requant, (s, int(y_zp), int(qmin), int(qmax)), ((0, rows),), dtype=np.int32, out=out_dtype,
-                 shape=shape, view=rows)
+    if s.size > 1 and shape:
+        outer, c, inner = channel_rows(shape, axis)
+        view = (outer * c, inner)
+    else:
+        view = rows.flat_rows(shape)
+    return rows.row_bound(_REQUANT, (s, int(y_zp), int(qmin), int(qmax)), ((0, view),), rows=view[0],
+                          elements=view[0] * view[1], dtype=np.int32, out=out_dtype, shape=shape, view=view)
 
 
 @njit

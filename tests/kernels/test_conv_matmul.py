@@ -642,12 +642,15 @@ def test_gemm_bias_add_headroom():
 def test_conv_threads_split_the_same_sums(threads, monkeypatch):
     """The conv paths' work split (panels x row blocks of the pair path, channels of the depthwise
     path) by Numba's thread count, every layer split (PARALLEL_MIN_MACS 1): one thread (no parallel
-    region), and more threads than panels, give golden's sums."""
+    region), more threads than panels, and jobs of several images and groups in one region (each
+    worker borders its own planes), give golden's sums."""
     threads = min(threads, numba.config.NUMBA_NUM_THREADS)
     monkeypatch.setattr(fconv, "PARALLEL_MIN_MACS", 1)
     rng = np.random.default_rng(threads)
     cases = [((1, 64, 9, 1, (3, 3), (1, 1), (1, 1, 1, 1)), (40, 40)),   # pairs, 4 panels, wide rows
              ((1, 30, 21, 1, (1, 1), (1, 1), (0, 0, 0, 0)), (6, 24)),   # pairs, 1 panel: split by rows
+             ((3, 16, 9, 1, (3, 3), (1, 1), (1, 1, 1, 1)), (10, 10)),  # a batch: jobs of 3 images, wide rows
+             ((2, 8, 6, 2, (3, 3), (2, 2), (1, 0, 1, 2)), (9, 11)),    # images x groups, strided
              ((2, 24, 24, 24, (3, 3), (2, 1), (1, 1, 1, 1)), (12, 96))]  # depthwise planes
     saved = numba.get_num_threads()
     numba.set_num_threads(threads)
