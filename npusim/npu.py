@@ -18,8 +18,9 @@ import numpy as np
 
 from dataclasses import replace
 
+from .binding import PerShape, shape_bound
 from .ir import Graph, Node, qrange, storage
-from .registry import OPS, OpDef, PerShape, plan_window, shape_bound
+from .registry import OPS, OpDef, plan_window
 from .upsample import conv_transpose_macs, prep_conv_transpose, prep_resize_npu
 
 ROUNDINGS = ("double", "single")

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from . import data_ops, upsample
+from .binding import PerShape, shape_bound
 from .errors import NpusimError
 from .ir import storage
 
@@ -43,37 +44,6 @@ class OpDef:
     prepare: Callable
     macs: Callable = lambda node, in_shapes, out_shapes: 0
     pair_excess: Callable | None = None  # (node, const, K) -> fn(*inputs) -> (excess, count), see npusim.ortisa
-
-
-class PerShape(dict):
-    """Kernels settled for one input shape and dtype each: per_shape[shape, dtype] is
-    bind(shape, dtype), called at the first run of that shape (a model's shapes follow from its
-    input shapes, so a session binds each node once per input shape) and kept; a bind that raises
-    (a shape the node refuses) keeps nothing."""
-    __slots__ = ("bind",)
-
-    def __init__(self, bind):
-        super().__init__()
-        self.bind = bind
-
-    def __missing__(self, key):
-        f = self[key] = self.bind(*key)
-        return f
-
-
-def _first_input(x, *_):
-    return x.shape, x.dtype
-
-
-def shape_bound(per_shape: PerShape, run: Callable, key: Callable = _first_input) -> Callable:
-    """`run`, whose result is (per_shape[key(*inputs)](...),), by default the kernel bound to the
-    shape and dtype of its first input x (its other inputs are constants), marked with its PerShape
-    (`run.per_shape`) and `run.bound(*inputs)`, the kernel a run on these inputs calls: a session
-    may call the bound kernel itself (npusim.session fuses a conv with its requantize into one call
-    per shape), or, when it is a `Bound` of the fast kernels, write its call into a compiled plan."""
-    run.per_shape = per_shape
-    run.bound = lambda *xs: per_shape[key(*xs)]
-    return run
 
 
 def _zp(const, name, default=0):
@@ -483,10 +453,11 @@ def _prep_gap_f32(node, const, K):
     """Float32 GlobalAveragePool in onnxruntime's summation order (attrs order, settled by
     npusim.islands.split_pool_islands: K.global_avgpool_f32)."""
     order = node.attrs["order"]
+    per_shape = PerShape(lambda shape, dtype: K.global_avgpool_f32_for(shape, order))
 
     def run(x):
-        return (K.global_avgpool_f32(x, order),)
-    return run
+        return (per_shape[x.shape, x.dtype](x),)
+    return shape_bound(per_shape, run)
 
 
 def _prep_avgpool(node, const, K):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .binding import PerShape, shape_bound
 from .errors import NpusimError
 from .ir import storage
 
@@ -94,9 +95,8 @@ def _resize_runner(node, K, rescale, rounding="double", index=None):
     if a["mode"] == "linear" and a["coord"] not in BILINEAR_COORDS:
         raise NpusimError(f"linear resize: coordinate_transformation_mode {a['coord']!r} has no integer form "
                           f"(expected one of {', '.join(BILINEAR_COORDS)})")
-    plans = {}  # input shape -> index arrays (nearest) or output size (linear)
 
-    def plan(shape):
+    def plan(shape):  # index arrays (nearest) or output size (linear) of an input shape
         out, scale = resize_shape(shape, a)
         if a["mode"] == "linear":
             if len(shape) != 4 or out[:2] != tuple(shape[:2]):
@@ -109,13 +109,21 @@ def _resize_runner(node, K, rescale, rounding="double", index=None):
             return index(shape, a)
         return tuple(nearest_index(i, o, s, a["coord"], a["nearest_mode"]) for i, o, s in zip(shape, out, scale))
 
+    def bind(shape, dtype):
+        p = plan(shape)
+        if a["mode"] == "linear":
+            return lambda x: K.resize_bilinear(x, p, a["coord"], rounding)
+        return K.resize_nearest_for(shape, dtype, *p)
+    per_shape = PerShape(bind)
+
+    if rescale is not None:
+        def run_rescaled(x):
+            return (rescale(per_shape[x.shape, x.dtype](x)),)
+        return run_rescaled
+
     def run(x):
-        if x.shape not in plans:
-            plans[x.shape] = plan(x.shape)
-        p = plans[x.shape]
-        v = K.resize_bilinear(x, p, a["coord"], rounding) if a["mode"] == "linear" else K.resize_nearest(x, *p)
-        return (v if rescale is None else rescale(v),)
-    return run
+        return (per_shape[x.shape, x.dtype](x),)
+    return shape_bound(per_shape, run)
 
 
 def onnxruntime_nearest_index(shape, attrs) -> tuple[np.ndarray, ...]:

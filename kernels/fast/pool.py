@@ -56,25 +56,27 @@ def qlinear_global_avgpool_for(x_shape, x_scale, x_zp, y_scale, y_zp, qmin, qmax
 
 
 @njit
-def _gap_f32_sequential(x, out):
-    """out[r] = f32(f32(Σ x[r, i], i = 0..S-1 in order, from +0) / f32(S)) for the rows x (R, S).
-    The rows are the inner loop: R independent float32 chains, each in its own order."""
-    rows, size = x.shape
-    acc = np.zeros(rows, np.float32)
+def _gap_f32_sequential(lo, hi, x, out):
+    """out[r] = f32(f32(Σ x[r, i], i = 0..S-1 in order, from +0) / f32(S)) for the rows lo <= r < hi of
+    x (R, S) (a row core, npusim_kernels.fast.rows). The rows are the inner loop: independent
+    float32 chains, each in its own order."""
+    size = x.shape[1]
+    acc = np.zeros(hi - lo, np.float32)
     for i in range(size):
-        for r in range(rows):
-            acc[r] = np.float32(acc[r] + x[r, i])
-    for r in range(rows):
-        out[r] = np.float32(acc[r] / np.float32(size))
+        for r in range(lo, hi):
+            acc[r - lo] = np.float32(acc[r - lo] + x[r, i])
+    for r in range(lo, hi):
+        out[r] = np.float32(acc[r - lo] / np.float32(size))
 
 
 @njit
-def _gap_f32_lanes4(x, out):
-    """out[r] = f32(s / f32(S)) for the rows x (R, S): four float32 lanes a_k = Σ x[r, i],
-    i ≡ k (mod 4), over the first 4·floor(S/4) values; s = (a0 + a2) + (a1 + a3) + the rest in order."""
-    rows, size = x.shape
+def _gap_f32_lanes4(lo, hi, x, out):
+    """out[r] = f32(s / f32(S)) for the rows lo <= r < hi of x (R, S) (a row core): four float32
+    lanes a_k = Σ x[r, i], i ≡ k (mod 4), over the first 4·floor(S/4) values; s = (a0 + a2) +
+    (a1 + a3) + the rest in order."""
+    size = x.shape[1]
     body = size - size % 4
-    for r in range(rows):
+    for r in range(lo, hi):
         a0 = a1 = a2 = a3 = np.float32(0.0)
         for i in range(0, body, 4):
             a0 = np.float32(a0 + x[r, i])
@@ -87,19 +89,25 @@ def _gap_f32_lanes4(x, out):
         out[r] = np.float32(s / np.float32(size))
 
 
-_GAP_F32 = {"sequential": _gap_f32_sequential, "lanes4": _gap_f32_lanes4}
+_GAP_F32 = {"sequential": rows.over_rows(_gap_f32_sequential), "lanes4": rows.over_rows(_gap_f32_lanes4)}
 
 
 def global_avgpool_f32(x_nchw, order):
     """ONNX GlobalAveragePool on float32 in onnxruntime's order; formula as golden.pool.global_avgpool_f32."""
-    core = _GAP_F32.get(order)
-    if core is None:
-        raise ValueError(f"order {order!r}: expected one of {', '.join(_GAP_F32)}")
     x = np.ascontiguousarray(x_nchw, F32)
-    n, c = x.shape[:2]
-    out = np.empty((n, c) + (1,) * (x.ndim - 2), F32)
-    core(x.reshape(n * c, -1), out.reshape(n * c))
-    return out
+    return global_avgpool_f32_for(x.shape, order)(x)
+
+
+def global_avgpool_f32_for(x_shape, order):
+    """-> Bound y(x_nchw): global_avgpool_f32 of float32 inputs of this shape in this order, rows
+    (N·C, spatial) settled once."""
+    forms = _GAP_F32.get(order)
+    if forms is None:
+        raise ValueError(f"order {order!r}: expected one of {', '.join(_GAP_F32)}")
+    n, c = x_shape[:2]
+    size = math.prod(x_shape[2:])
+    return rows.row_bound(forms, (), ((0, (n * c, size)),), rows=n * c, elements=n * c * size, dtype=F32, out=F32,
+                          shape=(n, c) + (1,) * (len(x_shape) - 2), view=(n * c,))
 
 
 def pool_out_size(in_size, kernel, stride, pb, pe, dilation, ceil_mode):

@@ -5,8 +5,11 @@ added into an int32 accumulator that wraps modulo 2^32 on overflow (the golden k
 instead). resize_nearest: a gather per output row, repeated rows copied. resize_bilinear: TFLite's
 Q10 taps computed once per axis, then an int64 Q20 sum per output element and one rounding.
 """
+import math
+
 import numpy as np
 
+from npusim_kernels.fast import rows
 from npusim_kernels.fast._jit import njit
 
 COORDS = ("asymmetric", "half_pixel", "pytorch_half_pixel", "align_corners")
@@ -72,30 +75,43 @@ def conv_transpose_acc(x_nchw, x_zp, w_iohw, w_zp, bias_i32, strides, pads_tl, d
 
 
 @njit
-def _gather4(x, i0, i1, i2, i3, y):
-    """Row by row: an output row whose source row is the previous row's (nearest upsampling
-    repeats rows) is a copy of that output row; any other gathers its source row along W."""
-    for a in range(i0.size):
-        for b in range(i1.size):
-            for c in range(i2.size):
-                dst = y[a, b, c]
-                if c and i2[c] == i2[c - 1]:
-                    prev = y[a, b, c - 1]
-                    for d in range(dst.size):
-                        dst[d] = prev[d]
-                else:
-                    src = x[i0[a], i1[b], i2[c]]
-                    for d in range(dst.size):
-                        dst[d] = src[i3[d]]
+def _gather_planes(lo, hi, x, i0, i1, i2, i3, y):
+    """The output planes lo <= p < hi of y (N'·C', OH, OW) (a row core, npusim_kernels.fast.rows),
+    plane p = (a, b), a = p div C', b = p mod C': y[p, c, d] = x[i0[a], i1[b], i2[c], i3[d]], row
+    by row: an output row whose source row is the previous row's (nearest upsampling repeats rows)
+    is a copy of that output row; any other gathers its source row along W."""
+    cb = i1.size
+    for p in range(lo, hi):
+        src_plane = x[i0[p // cb], i1[p % cb]]
+        for c in range(i2.size):
+            dst = y[p, c]
+            if c and i2[c] == i2[c - 1]:
+                prev = y[p, c - 1]
+                for d in range(dst.size):
+                    dst[d] = prev[d]
+            else:
+                src = src_plane[i2[c]]
+                for d in range(dst.size):
+                    dst[d] = src[i3[d]]
+
+
+_GATHER = rows.over_rows(_gather_planes)
 
 
 def resize_nearest(x, idx0, idx1, idx2, idx3):
     """y[a, b, c, d] = x[idx0[a], idx1[b], idx2[c], idx3[d]] of a 4-D x."""
     x = np.ascontiguousarray(x)
-    idx = [np.ascontiguousarray(i, np.int64) for i in (idx0, idx1, idx2, idx3)]
-    y = np.empty(tuple(i.size for i in idx), x.dtype)
-    _gather4(x, *idx, y)
-    return y
+    return resize_nearest_for(x.shape, x.dtype, idx0, idx1, idx2, idx3)(x)
+
+
+def resize_nearest_for(x_shape, x_dtype, idx0, idx1, idx2, idx3):
+    """-> Bound y(x): resize_nearest of 4-D inputs of this shape and dtype with these source indices
+    (settled once, as int64 arrays), split over output planes on threads for a large output."""
+    idx = tuple(np.ascontiguousarray(i, np.int64).reshape(-1) for i in (idx0, idx1, idx2, idx3))
+    shape = tuple(i.size for i in idx)
+    planes = shape[0] * shape[1]
+    return rows.row_bound(_GATHER, idx, ((0, None),), rows=planes, elements=math.prod(shape), out=x_dtype,
+                          shape=shape, view=(planes,) + shape[2:])
 
 
 @njit

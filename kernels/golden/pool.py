@@ -65,6 +65,11 @@ def global_avgpool_f32(x_nchw, order):
     return (s / F32(size)).astype(F32).reshape((n, c) + (1,) * (x.ndim - 2))
 
 
+def global_avgpool_f32_for(x_shape, order):
+    """-> y(x_nchw) = global_avgpool_f32(x_nchw, order) (golden: nothing is settled ahead)."""
+    return lambda x_nchw: global_avgpool_f32(x_nchw, order)
+
+
 def pool_output_size(in_size, kernel, stride, pad_begin, pad_end, dilation, ceil_mode):
     """ORT PoolAttributes::ComputeOutputSize (float division, floor or ceil) and the
     ceil-mode rule that the last window must start inside the input or the begin padding."""

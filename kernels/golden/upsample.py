@@ -70,6 +70,11 @@ def resize_nearest(x, idx0, idx1, idx2, idx3):
     return y
 
 
+def resize_nearest_for(x_shape, x_dtype, idx0, idx1, idx2, idx3):
+    """-> y(x) = resize_nearest(x, idx0, idx1, idx2, idx3) (golden: nothing is settled ahead)."""
+    return lambda x: resize_nearest(x, idx0, idx1, idx2, idx3)
+
+
 def _taps(size_in, size_out, coord):
     """(lo, hi, f) per output index of one axis: TFLite's Q10 source coordinate (module docstring)."""
     if coord not in COORDS:

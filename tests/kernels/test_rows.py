@@ -12,10 +12,12 @@ import npusim_kernels.fast.eltwise as fe
 import npusim_kernels.fast.pool as fp
 import npusim_kernels.fast.quantize as fq
 import npusim_kernels.fast.requant as fr
+import npusim_kernels.fast.upsample as fu
 import npusim_kernels.golden.eltwise as ge
 import npusim_kernels.golden.pool as gp
 import npusim_kernels.golden.quantize as gq
 import npusim_kernels.golden.requant as gr
+import npusim_kernels.golden.upsample as gu
 from npusim_kernels.fast import rows
 
 THREADS = sorted({1, min(2, numba.config.NUMBA_NUM_THREADS), numba.config.NUMBA_NUM_THREADS})
@@ -103,6 +105,11 @@ def test_pools_split_equal_golden(shape, x_zp, seed):
     want = gp.qlinear_global_avgpool(x, *args)
     for got in _each_count(lambda: fp.qlinear_global_avgpool_for(x.shape, *args), x):
         np.testing.assert_array_equal(got, want)
+    xf = (rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 4)).astype(np.float32)
+    for order in gp.GAP_ORDERS:
+        want = gp.global_avgpool_f32(xf, order)
+        for got in _each_count(lambda: fp.global_avgpool_f32_for(xf.shape, order), xf):
+            np.testing.assert_array_equal(got, want)
     window = ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1), True)
     want = gp.maxpool(x, *window)
     for got in _each_count(lambda: fp.maxpool_for(x.shape, x.dtype, *window), x):
@@ -117,3 +124,18 @@ def test_small_tensors_stay_serial():
     big = (2, 8, rows.PARALLEL_MIN_ELEMS // 8, 1)
     b = fr.requantize_f32_for(big, np.ones(1, np.float32), 1, 0, 0, 255, np.uint8)
     assert b.cap == 2 and b.core is fr._REQUANT[1]
+
+
+@settings(max_examples=15, deadline=None)
+@given(shape=st.sampled_from([(3, 4, 5, 6), (2, 9, 1, 3)]), out_hw=st.sampled_from([(10, 12), (5, 2), (1, 7)]),
+       seed=st.integers(0, 2**31))
+def test_resize_nearest_split_equals_golden(shape, out_hw, seed):
+    """Output planes split over threads; source indices as a nearest resize makes them (repeated
+    rows, any order) and a batch / channel gather."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, shape).astype(np.int8)
+    idx = (rng.integers(0, shape[0], shape[0] + 1), np.arange(shape[1])[::-1],
+           np.sort(rng.integers(0, shape[2], out_hw[0])), rng.integers(0, shape[3], out_hw[1]))
+    want = gu.resize_nearest(x, *idx)
+    for got in _each_count(lambda: fu.resize_nearest_for(x.shape, x.dtype, *idx), x):
+        np.testing.assert_array_equal(got, want)
