@@ -491,10 +491,11 @@ def _prep_lut(builder):
         dt = storage(a["dtype"])
         args = (np.float32(a["x_scale"]), int(a["x_zp"]), np.float32(a["y_scale"]), int(a["y_zp"]), dt)
         table = getattr(K, builder)(a["alpha"], *args) if builder == "leaky_relu_lut" else getattr(K, builder)(*args)
+        per_shape = PerShape(lambda shape, dtype: K.apply_lut_for(shape, dtype, table))
 
         def run(x):
-            return (K.apply_lut(x, table),)
-        return run
+            return (per_shape[x.shape, x.dtype](x),)
+        return shape_bound(per_shape, run)
     return prepare
 
 

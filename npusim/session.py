@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import linecache
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable
 import functools
@@ -28,6 +29,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import caches, door, ir, ortcompat
+from .binding import PerShape
 from .errors import NpusimError
 from .feeds import format_shape
 from .overflow import may_overflow
@@ -805,16 +807,29 @@ def prepare_host(node: ir.Node, threads, K, compile_tables_of: ir.Graph | None =
         tables = island_table(node, t.dtype, K) or tabulate(shape, ir.storage(t.dtype))
         if tables is None:
             return run, False
-        return (lambda x: [K.apply_lut(x, table) for table in tables]), True
+        return _table_run(lambda shape, dtype: tables, run, K, len(out_names) == 1), True
 
-    tables = {}
+    by_rank = {}
+
+    def tables_of(shape, dtype):  # built once per input rank, on an input of the first shape of that rank
+        key = (len(shape), dtype)
+        if key not in by_rank and math.prod(shape):
+            by_rank[key] = tabulate(shape, dtype)
+        return by_rank.get(key)
+    return _table_run(tables_of, run, K, len(out_names) == 1), True
+
+
+def _table_run(tables_of, run, K, single: bool) -> Callable:
+    """-> run_table(x): a tabulated host island, each output its table looked up (K.apply_lut_for,
+    bound per input shape), or `run(x)` (onnxruntime) where tables_of(shape, dtype) is None. The
+    lookup of a `single`-output island is `run_table.bound(x)` (as registry.shape_bound marks a
+    kernel): a compiled plan calls it as any other kernel."""
+    per_shape = PerShape(lambda shape, dtype: None if (t := tables_of(shape, dtype)) is None else
+                         [K.apply_lut_for(shape, dtype, table) for table in t])
 
     def run_table(x):
-        key = (x.ndim, x.dtype)
-        if key not in tables and x.size:
-            tables[key] = tabulate(x.shape, x.dtype)
-        t = tables.get(key)
-        if t is None:
-            return run(x)
-        return [K.apply_lut(x, table) for table in t]
-    return run_table, True
+        lookups = per_shape[x.shape, x.dtype]
+        return run(x) if lookups is None else [f(x) for f in lookups]
+    if single:
+        run_table.bound = lambda x: (per_shape[x.shape, x.dtype] or [run])[0]
+    return run_table

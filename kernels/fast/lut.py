@@ -26,6 +26,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from npusim_kernels.fast._jit import njit
+from npusim_kernels.fast.bound import Bound
 from npusim_kernels.fast.eltwise import fma_f32
 from npusim_kernels.fast.pairmadd import usable_features
 from npusim_kernels.fast.quantize import dequantize_linear, quantize_linear
@@ -166,10 +167,15 @@ SHUFFLE = {64: _shuffle_zmm, 32: _shuffle_ymm, 0: _apply}  # WIDTH -> _apply of 
 def apply_lut(x, table):
     """y[i] = table[byte(x[i])]; a table of bytes by register shuffles (module doc), others by a load each."""
     x = np.asarray(x)
-    table = np.asarray(table)
-    out = np.empty(x.size, table.dtype)
-    (SHUFFLE[WIDTH] if table.itemsize == 1 else _apply)(x.reshape(-1), table, out)
-    return out.reshape(x.shape)
+    return apply_lut_for(x.shape, x.dtype, table)(x)
+
+
+def apply_lut_for(x_shape, x_dtype, table):
+    """-> Bound y(x): apply_lut of inputs of this shape and dtype with this table (its kernel, by
+    the table's item size and WIDTH now, settled once)."""
+    table = np.ascontiguousarray(table)
+    core = SHUFFLE[WIDTH] if table.itemsize == 1 else _apply
+    return Bound(core, (table,), ((0, (-1,)),), out=table.dtype, shape=tuple(x_shape), view=(-1,))
 
 
 def softmax_exp_table(x_scale, reduce_len, is_signed):

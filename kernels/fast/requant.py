@@ -12,20 +12,21 @@ from npusim_kernels.fast.bound import channel_rows
 
 
 @njit
-def _requant_rows(lo, hi, acc_2d, scale_f32, y_zp, qmin, qmax, out):
-    """out[r, i] = rne(clamp(f32(acc[r, i])·scale[r mod S], qmin − y_zp, qmax − y_zp)) + y_zp for
-    the rows lo <= r < hi (a row core, npusim_kernels.fast.rows).
+def _requant_rows(lo, hi, acc_2d, scale_f32, channels, y_zp, qmin, qmax, out):
+    """out[r, i] = rne(clamp(f32(acc[r, i])·scale[r mod C or 0], qmin − y_zp, qmax − y_zp)) + y_zp
+    for the rows lo <= r < hi (a row core, npusim_kernels.fast.rows).
 
-    acc (outer·C, inner) int32, scale (S,) = (C,) or (1,); out has acc's shape and the output
-    dtype and is written in the same single pass (no int32 temporary). The clamp bounds are
-    integers, so rne(f) + y_zp lies in [qmin, qmax] and the cast to out's dtype is exact.
+    acc (outer·C, inner) int32, scale (C,) or (1,) (C = channels); out has acc's shape and the
+    output dtype and is written in the same single pass (no int32 temporary). The clamp bounds
+    are integers, so rne(f) + y_zp lies in [qmin, qmax] and the cast to out's dtype is exact.
     """
     n = acc_2d.shape[1]
     lo_f = np.float32(qmin - y_zp)
     hi_f = np.float32(qmax - y_zp)
     z = np.int32(y_zp)
+    per_ch = scale_f32.shape[0] > 1
     for r in range(lo, hi):
-        s = scale_f32[r % scale_f32.shape[0]]
+        s = scale_f32[r % channels] if per_ch else scale_f32[0]
         src = acc_2d[r]
         dst = out[r]
         for i in range(n):
@@ -59,8 +60,8 @@ def requantize_f32_for(acc_shape, scale_f32, axis, y_zp, qmin, qmax, out_dtype):
         outer, c, inner = channel_rows(shape, axis)
         view = (outer * c, inner)
     else:
-        view = rows.flat_rows(shape)
-    return rows.row_bound(_REQUANT, (s, int(y_zp), int(qmin), int(qmax)), ((0, view),), rows=view[0],
+        c, view = 1, rows.flat_rows(shape)
+    return rows.row_bound(_REQUANT, (s, c, int(y_zp), int(qmin), int(qmax)), ((0, view),), rows=view[0],
                           elements=view[0] * view[1], dtype=np.int32, out=out_dtype, shape=shape, view=view)
 
 

@@ -68,6 +68,11 @@ def apply_lut(x, table):
     return np.asarray(table)[x.view(np.uint8).astype(np.intp)]
 
 
+def apply_lut_for(x_shape, x_dtype, table):
+    """-> y(x) = apply_lut(x, table) (golden: nothing is settled ahead)."""
+    return lambda x: apply_lut(x, table)
+
+
 def softmax_exp_table(x_scale, reduce_len, is_signed):
     """QLinearSoftmax table (float32[256]), built in float64 then cast:
     shift = max(0, ln(FLT_MAX / reduce_len) − 5) / x_scale

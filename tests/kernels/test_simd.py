@@ -48,7 +48,7 @@ CASES = {  # name: (core, args, packed instructions that must appear on ymm/zmm 
                                       U8[:32].reshape(1, 32).copy()),
                      ("vpmaxub",)),
     "dequantize": (fq._dequantize_rows, (0, 1, U8.reshape(F2.shape), ONE, U8[:1], F2.copy()), ("vsubps", "vmulps")),
-    "requantize": (fr._requant_rows, (0, 1, np.zeros((1, 64), np.int32), ONE, 3, 0, 255, U8.reshape(1, 64).copy()),
+    "requantize": (fr._requant_rows, (0, 1, np.zeros((1, 64), np.int32), ONE, 1, 3, 0, 255, U8.reshape(1, 64).copy()),
                    ("vcvtdq2ps", "vmulps")),
 }
 
