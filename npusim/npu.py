@@ -14,6 +14,8 @@ shifts n + s[c]: the inverse of the equalizing shift is fused into the layer's s
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from dataclasses import replace
@@ -89,13 +91,14 @@ def ops(rounding: str) -> dict[str, OpDef]:
             scales = (float(a["a_scale"]), float(a["b_scale"]), float(a["y_scale"]))
             params = K.add_params(*scales, K.add_left_shift(storage(a["dtype"]))) if kind == "add" \
                 else K.mul_params(*scales)
-            fn = getattr(K, f"fixed_{kind}")
+            bind = getattr(K, f"fixed_{kind}_for")
             az, bz = int(a["a_zp"]), int(a["b_zp"])
             out = _out(a)
+            per_shape = PerShape(lambda xs, xt, ys, yt: bind(xs, xt, az, ys, yt, bz, params, *out, rounding))
 
             def run(x, y):
-                return (fn(x, az, y, bz, params, *out, rounding),)
-            return run
+                return (per_shape[x.shape, x.dtype, y.shape, y.dtype](x, y),)
+            return shape_bound(per_shape, run, lambda x, y: (x.shape, x.dtype, y.shape, y.dtype))
         return prepare
 
     def gap(node, const, K):
@@ -103,16 +106,21 @@ def ops(rounding: str) -> dict[str, OpDef]:
         last = int(a.get("channels_last", 0))
         xz = int(a["x_zp"])
         out = _out(a)
-        by_count = {}  # the spatial size is known at run time; one (M0, n) per size seen
+
+        def bind(shape, dtype):  # (M0, n) of the spatial size, known at run time
+            params = K.global_avgpool_params(a["x_scale"], a["y_scale"], math.prod(shape[2:]))
+            return K.fixed_global_avgpool_for(shape, dtype, xz, *params, *out, rounding)
+        per_shape = PerShape(bind)
+
+        if last:
+            def run_last(x):
+                xt = np.ascontiguousarray(np.moveaxis(x, -1, 1))
+                return (np.moveaxis(per_shape[xt.shape, xt.dtype](xt), 1, -1),)
+            return run_last
 
         def run(x):
-            xt = np.ascontiguousarray(np.moveaxis(x, -1, 1)) if last else x
-            hw = int(np.prod(xt.shape[2:]))
-            if hw not in by_count:
-                by_count[hw] = K.global_avgpool_params(a["x_scale"], a["y_scale"], hw)
-            y = K.fixed_global_avgpool(xt, xz, *by_count[hw], *out, rounding)
-            return (np.moveaxis(y, 1, -1) if last else y,)
-        return run
+            return (per_shape[x.shape, x.dtype](x),)
+        return shape_bound(per_shape, run)
 
     def avgpool(node, const, K):
         a = node.attrs

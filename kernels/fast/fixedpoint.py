@@ -9,6 +9,7 @@ gemmlowp's truncating division; RDBPOT as a biased arithmetic shift instead of m
 so the bit-exact tests compare two derivations of the same numbers.
 """
 import functools
+import math
 
 import numpy as np
 
@@ -343,19 +344,6 @@ def _split_2d(a_shape, b_shape):
     return None, out
 
 
-def _operands_2d(a, b):
-    """(a_2d, b_2d, out_shape, swap): both operands as 2-D blocks that broadcast against
-    (outer, inner), and whether b (not a) is the one that runs along the inner dimension;
-    falls back to np.broadcast_arrays for any other broadcast."""
-    a, b = np.asarray(a), np.asarray(b)
-    split, out = _split_2d(a.shape, b.shape)
-    if split is None:
-        a, b = (np.ascontiguousarray(v) for v in np.broadcast_arrays(a, b))
-        return a.reshape(1, -1), b.reshape(1, -1), out, False
-    _, inner, pa, pb = split
-    return np.ascontiguousarray(a).reshape(pa), np.ascontiguousarray(b).reshape(pb), out, pa[1] != inner
-
-
 @njit(inline="always")
 def _add_stage(v, zp, left, k, path):
     """The per-operand stage of fixed_add: MBQM((v − zp)·2^L, m0, n) (int32, checked by the wrapper)."""
@@ -427,40 +415,67 @@ def _mul_core(a2, b2, a_zp, b_zp, m0, n, single, y_zp, qmin, qmax, out):
                 dst[i] = min(max(_mbqm1(p, k, k[8]), lo), hi) + y_zp
 
 
-def _empty_2d(a2, b2, out_dtype):
-    return np.empty((max(a2.shape[0], b2.shape[0]), max(a2.shape[1], b2.shape[1])), out_dtype)
-
-
 def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
     """TFLite integer Add (L = 20; 15 for a 16-bit output), 8/16-bit, numpy broadcasting; see
     golden.fixedpoint.fixed_add."""
+    a, b = np.asarray(a), np.asarray(b)
+    return fixed_add_for(a.shape, a.dtype, a_zp, b.shape, b.dtype, b_zp, params, y_zp, qmin, qmax, out_dtype,
+                         rounding)(a, b)
+
+
+def fixed_add_for(a_shape, a_dtype, a_zp, b_shape, b_dtype, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
+    """-> y(a, b): fixed_add of operands of these shapes and dtypes, the checks, the 2-D blocks,
+    the operand order and the MBQM path settled once (a Bound when the operands broadcast as
+    blocks; else their broadcast is copied at each call)."""
     single = _single(rounding)
-    a, b, left = add_operands(a, a_zp, b, b_zp, out_dtype)
+    _, _, left = add_operands(np.empty(0, a_dtype), a_zp, np.empty(0, b_dtype), b_zp, out_dtype)
     (ma, na), (mb, nb), (my, ny) = params
     _check_m0(ma, mb, my)
-    a2, b2, shape, swap = _operands_2d(a, b)
-    if swap:  # the sum is symmetric: the operand that runs along the row goes first
-        a2, b2, a_zp, b_zp, ma, na, mb, nb = b2, a2, b_zp, a_zp, mb, nb, ma, na
-    out = _empty_2d(a2, b2, out_dtype)
+    split, shape = _split_2d(tuple(a_shape), tuple(b_shape))
+    if split is None:
+        return lambda a, b: _broadcast_call(fixed_add_for, a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype,
+                                            rounding)
+    outer, inner, pa, pb = split
+    ins = ((0, pa), (1, pb))
+    if pa[1] != inner:  # the sum is symmetric: the operand that runs along the row goes first
+        ins, a_zp, b_zp, ma, na, mb, nb = ins[::-1], b_zp, a_zp, mb, nb, ma, na
     # Python ints: typed int64 as np.int64 would be, but much cheaper to dispatch
     path = max(int(_mbqm_consts(m, n, single)[8]) for m, n in ((ma, na), (mb, nb), (my, ny)))
-    _ADD_CORES[path](a2, b2, int(a_zp), int(b_zp), int(left), int(ma), int(na), int(mb), int(nb), int(my), int(ny),
-                     single, int(y_zp), int(qmin), int(qmax), out)
-    return out.reshape(shape)
+    args = tuple(int(v) for v in (a_zp, b_zp, left, ma, na, mb, nb, my, ny)) + (single, int(y_zp), int(qmin),
+                                                                                 int(qmax))
+    return Bound(_ADD_CORES[path], args, ins, out=out_dtype, shape=shape, view=(outer, inner))
 
 
 def fixed_mul(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
     """TFLite integer Mul, 8/16-bit, numpy broadcasting; see golden.fixedpoint.fixed_mul."""
+    a, b = np.asarray(a), np.asarray(b)
+    return fixed_mul_for(a.shape, a.dtype, a_zp, b.shape, b.dtype, b_zp, params, y_zp, qmin, qmax, out_dtype,
+                         rounding)(a, b)
+
+
+def fixed_mul_for(a_shape, a_dtype, a_zp, b_shape, b_dtype, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
+    """-> y(a, b): fixed_mul of operands of these shapes and dtypes, settled once as fixed_add_for."""
     single = _single(rounding)
-    a, b = mul_operands(a, a_zp, b, b_zp)
+    mul_operands(np.empty(0, a_dtype), a_zp, np.empty(0, b_dtype), b_zp)
     m, n = params
     _check_m0(m)
-    a2, b2, shape, swap = _operands_2d(a, b)
-    if swap:  # the product is symmetric
-        a2, b2, a_zp, b_zp = b2, a2, b_zp, a_zp
-    out = _empty_2d(a2, b2, out_dtype)
-    _mul_core(a2, b2, int(a_zp), int(b_zp), int(m), int(n), single, int(y_zp), int(qmin), int(qmax), out)
-    return out.reshape(shape)
+    split, shape = _split_2d(tuple(a_shape), tuple(b_shape))
+    if split is None:
+        return lambda a, b: _broadcast_call(fixed_mul_for, a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype,
+                                            rounding)
+    outer, inner, pa, pb = split
+    ins = ((0, pa), (1, pb))
+    if pa[1] != inner:  # the product is symmetric
+        ins, a_zp, b_zp = ins[::-1], b_zp, a_zp
+    return Bound(_mul_core, (int(a_zp), int(b_zp), int(m), int(n), single, int(y_zp), int(qmin), int(qmax)), ins,
+                 out=out_dtype, shape=shape, view=(outer, inner))
+
+
+def _broadcast_call(binder, a, a_zp, b, b_zp, *rest):
+    """binder's kernel on a and b broadcast to their common shape (copied): for operands that do
+    not broadcast as 2-D blocks."""
+    a, b = (np.ascontiguousarray(v) for v in np.broadcast_arrays(a, b))
+    return binder(a.shape, a.dtype, a_zp, b.shape, b.dtype, b_zp, *rest)(a, b)
 
 
 # ---------------------------------------------------------------- pooling
@@ -480,15 +495,20 @@ def _gap_core(x, x_zp, m0, n, single, y_zp, qmin, qmax, out):
 
 def fixed_global_avgpool(x_nchw, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
     """Global average pool, integer; see golden.fixedpoint.fixed_global_avgpool."""
+    x = np.asarray(x_nchw)
+    return fixed_global_avgpool_for(x.shape, x.dtype, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, rounding)(x)
+
+
+def fixed_global_avgpool_for(x_shape, x_dtype, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
+    """-> Bound y(x_nchw): fixed_global_avgpool of inputs of this shape and dtype, checks and rows
+    (N·C, spatial) settled once."""
     single = _single(rounding)
     m, s = _params(m0, n, 1)
-    x = np.ascontiguousarray(x_nchw)
-    nb, c = x.shape[:2]
-    hw = int(np.prod(x.shape[2:], dtype=np.int64))
-    pool_operand(x, x_zp, hw, "fixed_global_avgpool")
-    out = np.empty(nb * c, out_dtype)
-    _gap_core(x.reshape(nb * c, hw), int(x_zp), int(m[0]), int(s[0]), single, int(y_zp), int(qmin), int(qmax), out)
-    return out.reshape((nb, c) + (1,) * (x.ndim - 2))
+    nb, c = x_shape[:2]
+    hw = math.prod(x_shape[2:])
+    pool_operand(np.empty(0, x_dtype), x_zp, hw, "fixed_global_avgpool")
+    return Bound(_gap_core, (int(x_zp), int(m[0]), int(s[0]), single, int(y_zp), int(qmin), int(qmax)),
+                 ((0, (nb * c, hw)),), out=out_dtype, shape=(nb, c) + (1,) * (len(x_shape) - 2), view=(nb * c,))
 
 
 @njit(inline="always")

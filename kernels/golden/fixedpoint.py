@@ -184,6 +184,16 @@ def fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
     return _finish(mbqm(a1 + b1, my, ny, rounding), y_zp, qmin, qmax, out_dtype)
 
 
+def fixed_add_for(a_shape, a_dtype, a_zp, b_shape, b_dtype, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
+    """-> y(a, b) = fixed_add(a, a_zp, b, b_zp, ...) (golden: nothing is settled ahead)."""
+    return lambda a, b: fixed_add(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding)
+
+
+def fixed_mul_for(a_shape, a_dtype, a_zp, b_shape, b_dtype, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
+    """-> y(a, b) = fixed_mul(a, a_zp, b, b_zp, ...) (golden: nothing is settled ahead)."""
+    return lambda a, b: fixed_mul(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding)
+
+
 def fixed_mul(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
     """TFLite integer Mul, 8- or 16-bit in, numpy broadcasting. params = mul_params(...) = (m, n).
 
@@ -205,6 +215,11 @@ def fixed_rescale(x, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
     """
     d = np.asarray(x, np.int64) - int(x_zp)
     return _finish(mbqm(d, m0, n, rounding), y_zp, qmin, qmax, out_dtype)
+
+
+def fixed_global_avgpool_for(x_shape, x_dtype, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
+    """-> y(x_nchw) = fixed_global_avgpool(x_nchw, x_zp, ...) (golden: nothing is settled ahead)."""
+    return lambda x: fixed_global_avgpool(x, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, rounding)
 
 
 def fixed_global_avgpool(x_nchw, x_zp, m0, n, y_zp, qmin, qmax, out_dtype, rounding):
