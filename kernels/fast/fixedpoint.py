@@ -431,19 +431,17 @@ def fixed_add_for(a_shape, a_dtype, a_zp, b_shape, b_dtype, b_zp, params, y_zp, 
     _, _, left = add_operands(np.empty(0, a_dtype), a_zp, np.empty(0, b_dtype), b_zp, out_dtype)
     (ma, na), (mb, nb), (my, ny) = params
     _check_m0(ma, mb, my)
-    split, shape = _split_2d(tuple(a_shape), tuple(b_shape))
-    if split is None:
-        return lambda a, b: _broadcast_call(fixed_add_for, a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype,
-                                            rounding)
-    outer, inner, pa, pb = split
-    ins = ((0, pa), (1, pb))
-    if pa[1] != inner:  # the sum is symmetric: the operand that runs along the row goes first
-        ins, a_zp, b_zp, ma, na, mb, nb = ins[::-1], b_zp, a_zp, mb, nb, ma, na
+    blocks = _operand_blocks(a_shape, b_shape)
+    if blocks is None:
+        return _broadcast_first(fixed_add_for, a_zp, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding)
+    shape, view, ins, swap = blocks
+    if swap:  # the sum is symmetric: the operand that runs along the row goes first
+        a_zp, b_zp, ma, na, mb, nb = b_zp, a_zp, mb, nb, ma, na
     # Python ints: typed int64 as np.int64 would be, but much cheaper to dispatch
     path = max(int(_mbqm_consts(m, n, single)[8]) for m, n in ((ma, na), (mb, nb), (my, ny)))
     args = tuple(int(v) for v in (a_zp, b_zp, left, ma, na, mb, nb, my, ny)) + (single, int(y_zp), int(qmin),
                                                                                  int(qmax))
-    return Bound(_ADD_CORES[path], args, ins, out=out_dtype, shape=shape, view=(outer, inner))
+    return Bound(_ADD_CORES[path], args, ins, out=out_dtype, shape=shape, view=view)
 
 
 def fixed_mul(a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding):
@@ -459,23 +457,35 @@ def fixed_mul_for(a_shape, a_dtype, a_zp, b_shape, b_dtype, b_zp, params, y_zp, 
     mul_operands(np.empty(0, a_dtype), a_zp, np.empty(0, b_dtype), b_zp)
     m, n = params
     _check_m0(m)
+    blocks = _operand_blocks(a_shape, b_shape)
+    if blocks is None:
+        return _broadcast_first(fixed_mul_for, a_zp, b_zp, params, y_zp, qmin, qmax, out_dtype, rounding)
+    shape, view, ins, swap = blocks
+    if swap:  # the product is symmetric
+        a_zp, b_zp = b_zp, a_zp
+    return Bound(_mul_core, (int(a_zp), int(b_zp), int(m), int(n), single, int(y_zp), int(qmin), int(qmax)), ins,
+                 out=out_dtype, shape=shape, view=view)
+
+
+def _operand_blocks(a_shape, b_shape):
+    """(output shape, (outer, inner) view, the Bound's inputs, swap) of two operands that broadcast
+    as 2-D blocks (`_split_2d`): the operand that runs along the row first (swap: b), each seen
+    as its block; None for any other broadcast."""
     split, shape = _split_2d(tuple(a_shape), tuple(b_shape))
     if split is None:
-        return lambda a, b: _broadcast_call(fixed_mul_for, a, a_zp, b, b_zp, params, y_zp, qmin, qmax, out_dtype,
-                                            rounding)
+        return None
     outer, inner, pa, pb = split
-    ins = ((0, pa), (1, pb))
-    if pa[1] != inner:  # the product is symmetric
-        ins, a_zp, b_zp = ins[::-1], b_zp, a_zp
-    return Bound(_mul_core, (int(a_zp), int(b_zp), int(m), int(n), single, int(y_zp), int(qmin), int(qmax)), ins,
-                 out=out_dtype, shape=shape, view=(outer, inner))
+    swap = pa[1] != inner
+    return shape, (outer, inner), ((1, pb), (0, pa)) if swap else ((0, pa), (1, pb)), swap
 
 
-def _broadcast_call(binder, a, a_zp, b, b_zp, *rest):
-    """binder's kernel on a and b broadcast to their common shape (copied): for operands that do
-    not broadcast as 2-D blocks."""
-    a, b = (np.ascontiguousarray(v) for v in np.broadcast_arrays(a, b))
-    return binder(a.shape, a.dtype, a_zp, b.shape, b.dtype, b_zp, *rest)(a, b)
+def _broadcast_first(binder, a_zp, b_zp, *rest):
+    """-> y(a, b): binder's kernel on a and b broadcast to their common shape (copied), for operands
+    that do not broadcast as 2-D blocks."""
+    def run(a, b):
+        a, b = (np.ascontiguousarray(v) for v in np.broadcast_arrays(a, b))
+        return binder(a.shape, a.dtype, a_zp, b.shape, b.dtype, b_zp, *rest)(a, b)
+    return run
 
 
 # ---------------------------------------------------------------- pooling
