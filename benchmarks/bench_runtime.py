@@ -1,6 +1,7 @@
 """npusim against onnxruntime on every zoo model, and the cold start of `npusim run`.
 
-Per model and thread count: median wall time of one inference (batch 1, the same inputs, warm)
+Per model and thread count: median wall time of one inference (batch 1, or --batch samples stacked
+on the batch axis; the same inputs, warm)
 for npusim (fast kernels, mode "ort", emulating onnxruntime's integer kernels of --ort-isa,
 default this CPU's family; npusim.ortisa) and for onnxruntime with the same thread count, runs
 alternating between the two (npusim.bench.interleaved_times), and their ratio; npusim is timed
@@ -13,8 +14,8 @@ none above 2) and the largest over digits (<= 2.5). Then `npusim run` on the def
 fresh process, with empty caches (Numba's and the import cache: cold JIT) and again with them
 warm. Measures; asserts nothing.
 
-    python benchmarks/bench_runtime.py [--threads 1 2] [--repeat 30] [--models NAME ...] [--ort-isa F]
-                                       [--no-start] [--json OUT]
+    python benchmarks/bench_runtime.py [--threads 1 2] [--repeat 30] [--models NAME ...] [--batch N]
+                                       [--ort-isa F] [--no-start] [--json OUT]
 """
 import argparse
 import json
@@ -57,15 +58,18 @@ def cpu_line() -> str:
             f"{' '.join(isa)}; onnxruntime integer kernels: {host_ort_isa()}")
 
 
-def cases(models):
-    """(label, model name, feeds): each model on its zoo sample; each detector also at BIG x BIG."""
+def cases(models, batch=1):
+    """(label, model name, feeds): each model on `batch` zoo samples stacked on axis 0 (its dynamic
+    batch dimension); each detector also at BIG x BIG."""
     for name in models:
-        feeds = zoo.sample_inputs(name, 1, seed=0)[0]
-        yield name, name, feeds
+        samples = zoo.sample_inputs(name, batch, seed=0)
+        feeds = {k: np.ascontiguousarray(np.concatenate([f[k] for f in samples])) for k in samples[0]}
+        label = name if batch == 1 else f"{name}[{batch}]"
+        yield label, name, feeds
         if name.startswith("ppocr_det_"):
             x = feeds["x"]
             big = np.repeat(np.repeat(x, BIG // x.shape[2], axis=2), BIG // x.shape[3], axis=3)
-            yield f"{name}@{BIG}", name, {"x": np.ascontiguousarray(big)}
+            yield f"{label}@{BIG}", name, {"x": np.ascontiguousarray(big)}
 
 
 def bench_model(name, feeds, threads, repeat, ort_isa=None):
@@ -119,19 +123,20 @@ def main():
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--models", nargs="*", default=[n for n in zoo.names() if not n.endswith("_float")])
+    p.add_argument("--batch", type=int, default=1, help="inputs per run, stacked on the batch axis (default 1)")
     p.add_argument("--ort-isa", help="onnxruntime CPU family npusim emulates (default: this CPU's)")
     p.add_argument("--no-start", action="store_true", help="skip the cold and warm start of `npusim run`")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     from npusim.ortisa import resolve
     print(cpu_line())
-    print(f"npusim emulating {resolve(args.ort_isa)}; onnxruntime {ort.__version__}; median of {args.repeat}, "
-          f"runs alternating", flush=True)
+    print(f"npusim emulating {resolve(args.ort_isa)}; onnxruntime {ort.__version__}; batch {args.batch}; median of "
+          f"{args.repeat}, runs alternating", flush=True)
     rows, summaries = [], {}
     for threads in args.threads:
         print(f"\nthreads={threads}")
         these = []
-        for label, name, feeds in cases(args.models):
+        for label, name, feeds in cases(args.models, args.batch):
             r = {"case": label, "threads": threads, **bench_model(name, feeds, threads, args.repeat, args.ort_isa)}
             these.append(r)
             print(f"{label:28s} npusim {r['npusim_ms']:9.3f} ms   onnxruntime {r['ort_ms']:8.3f} ms   "
@@ -149,7 +154,7 @@ def main():
               f"warm caches {cs['warm_cache_s']:.2f} s (median of 3)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cpu": cpu_line(), "ort_isa": resolve(args.ort_isa), "rows": rows,
+            json.dump({"cpu": cpu_line(), "ort_isa": resolve(args.ort_isa), "batch": args.batch, "rows": rows,
                        "summary": {str(k): v for k, v in summaries.items()}, "cold_start": cs}, f, indent=2)
 
 
