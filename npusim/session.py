@@ -206,8 +206,8 @@ class InferenceSession:
         self._thread_users = _thread_users(g, kernels) if threads else None
         # fast kernels without bit-serial ones: whether a kernel may split over Numba's threads is settled at
         # the first run of each set of input shapes (_split_users), later runs of them take only the limits needed
-        self._learn_users = bool(self._thread_users and self._thread_users[0] and kernels == "fast" and not any(
-            n.attrs.get("engine") == "bitserial" for n in g.nodes))
+        self._learn_users = bool(self._thread_users) and kernels == "fast" and not any(
+            n.attrs.get("engine") == "bitserial" for n in g.nodes)
         self._users_by_shape = {}
         if self._learn_users:  # the fast kernels' Bound, which counts the calls that may split (imports Numba)
             from npusim_kernels.fast.bound import Bound
@@ -497,9 +497,9 @@ def _split_users(split: bool, users: tuple[bool, bool]) -> tuple[bool, bool] | N
     return (split, users[1]) if split or users[1] else None
 
 
-def _thread_users(g: ir.Graph, kernels: str) -> tuple[bool, bool] | None:
+def _thread_users(g: ir.Graph, kernels: str) -> tuple[bool, bool]:
     """(numba, blas): whether an inference of `g` may run code whose thread count Numba's setting or
-    BLAS's sets (None: neither), so that a run limits only those (a limit that changes a count costs ~3 µs with
+    BLAS's sets, so that a run limits only those (a limit that changes a count costs ~3 µs with
     putting it back, a large part of a small model's run). Numba's count bounds its parallel
     (prange) kernels: the convs, the row kernels of large tensors (requantize, quantize,
     dequantize, add, mul, pools: kernels/fast/rows.py) and the bit-serial ones (tests/test_threads.py
