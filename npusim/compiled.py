@@ -40,6 +40,7 @@ from npusim_kernels.fast.bound import Bound
 from . import caches
 
 COMPILE_AFTER = 20  # runs of one set of input shapes before its plan is compiled (a short script never pays)
+MAX_CALLS = 32  # kernel calls per compiled function at most: LLVM's time grows faster than a function's length
 
 
 def _plain(t):
@@ -237,8 +238,9 @@ def compile_steps(steps, values, input_slots, output_slots, step_type):
     calls = [_calls(s, values, produced) for s in steps]
     groups, k = [], 0
     while k < len(steps):
-        end = k
-        while end < len(steps) and calls[end] is not None:
+        end, count = k, 0
+        while end < len(steps) and calls[end] is not None and count + len(calls[end]) <= MAX_CALLS:
+            count += len(calls[end])
             end += 1
         if end - k >= 2:
             groups.append((k, end))

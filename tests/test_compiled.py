@@ -2,6 +2,7 @@
 Python plan computes, bit for bit; a later session loads them from the disk cache; a plan that
 cannot be compiled (or is not worth it) runs as Python, with the same results."""
 import contextlib
+import inspect
 import io
 import logging
 from dataclasses import replace
@@ -195,3 +196,21 @@ def test_row_kernels_split_over_threads_in_a_compiled_plan(compile_now, monkeypa
     kernels = [k for seg in _segments(sess) for k in seg.function.py_func.__globals__.values()
                if isinstance(k, numba.core.registry.CPUDispatcher)]
     assert any(k.py_func.__name__ == "parallel" for k in kernels), "no row kernel's parallel form was compiled"
+
+
+def test_long_runs_of_steps_compile_into_functions_of_at_most_max_calls(compile_now, monkeypatch):
+    """A run of more kernel calls than MAX_CALLS becomes several functions (LLVM's time grows faster
+    than a function's length: the detector's 290 steps took 111 s as one, 30 s in functions of 32);
+    the outputs are the same."""
+    monkeypatch.setattr(compiled, "MAX_CALLS", 4)
+    name = "digits_qop_pc_s8"
+    feeds = zoo.sample_inputs(name, 1, seed=2)[0]
+    sess = npusim.InferenceSession(zoo.path(name), threads=1)
+    want = sess.run_all(feeds)
+    got = [sess.run(None, feeds) for _ in range(2)][-1]
+    segments = _segments(sess)
+    assert len(segments) >= 3
+    calls = [inspect.getsource(seg.function.py_func).count("native_call(") for seg in segments]
+    assert max(calls) <= 4 and sum(calls) >= 10, calls
+    for out, y in zip(sess.graph.outputs, got):
+        np.testing.assert_array_equal(y, want[out])

@@ -54,11 +54,16 @@ def over_rows(row_core):
 
 def flat_rows(shape):
     """(rows, inner): a rows view of a tensor of `shape` whose rows all take the same parameters (a
-    per-tensor kernel), with rows to split and long inner runs: (N·C, rest) of 3 or more
-    dimensions, (N, rest) of 2, one row of 1 or 0."""
+    per-tensor kernel): one row, the longest inner loop, unless the tensor is large enough to split
+    (2·PARALLEL_MIN_ELEMS elements), then rows to split with long inner runs: (N·C, rest) of 3 or
+    more dimensions, (N, rest) of 2. (Short rows cost: the detector's 5x5 planes as rows made its
+    adds and muls 1.6-1.8x slower.)"""
     shape = tuple(shape)
-    lead = math.prod(shape[:2]) if len(shape) >= 3 else shape[0] if len(shape) == 2 else 1
-    return lead, math.prod(shape) // lead if lead else 0
+    size = math.prod(shape)
+    if size < 2 * PARALLEL_MIN_ELEMS or len(shape) < 2:
+        return 1, size
+    lead = math.prod(shape[:2]) if len(shape) >= 3 else shape[0]
+    return lead, size // lead
 
 
 def row_bound(forms, args, ins, *, rows, elements, **kw):
