@@ -248,14 +248,15 @@ ps = -(-n_pos // fbs.LANES) * fbs.LANES
 xt = rng.integers(0, 2 ** 63, nb_x * kw_n * ps, dtype=np.uint64)
 ww = np.zeros((m + 3) * nb_w * kw_n, np.uint64)
 ww[:m * nb_w * kw_n] = rng.integers(0, 2 ** 63, m * nb_w * kw_n, dtype=np.uint64)
-coef = np.array([[1, 2], [2, -4]], np.int64)
+log_alpha = 1
 sx, rx = rng.integers(-9, 9, ps).astype(np.int32), rng.integers(-9, 9, ps).astype(np.int32)
 bw, bias, tab = rng.integers(-9, 9, m), rng.integers(-9, 9, m), rng.integers(-99, 99, (m, 1))
 none = np.zeros(0, np.int64)
 out = np.empty(m * n_pos, np.int32)
-tiles(xt, nb_x, ps, ww, 0, nb_w, kw_n, coef, sx, bw, rx, tab, none, none, bias, out, 0, n_pos, m)
+tiles(xt, nb_x, ps, ww, 0, nb_w, kw_n, log_alpha, sx, bw, rx, tab, none, none, bias, out, 0, n_pos, m)
 x, w = xt.reshape(nb_x, kw_n, ps)[:, :, :n_pos], ww.reshape(m + 3, nb_w, kw_n)[:m]
 pop = np.bitwise_count(x[None, None] & w[:, :, None, :, None]).sum(axis=3, dtype=np.int64)  # (m, j, i, p)
+coef = 1 << (np.add.outer(np.arange(nb_w), np.arange(nb_x)) + log_alpha)  # 2^(j+i+log_alpha)
 want = np.einsum("ji,mjip->mp", coef, pop) + sx[:n_pos] * bw[:, None] + rx[:n_pos] * tab + bias[:, None]
 exact = bool(np.array_equal(out.reshape(m, n_pos), want.astype(np.int32)))
 if os.environ["NUMBA_CPU_NAME"] == "haswell":  # the SWAR packing, 8 pixels per word, and its tail (the host
