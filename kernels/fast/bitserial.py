@@ -464,8 +464,9 @@ def _im2col_words(pw, nb, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, k
     bit offset (i·kW + j)·cg; a tap outside the image holds bit k of pad_code in each of its cg bits (pad_code: the
     code of x_zp, 0 when x_zp has none); sx[p] = α·Σ_k xc[k]·popcount(xt[k, :, p]) = α·Σ x̃.
 
-    cg a multiple of 64: every tap is whole words, copied row by row (contiguous for stride 1);
-    otherwise per position, words appended by funnel shifts."""
+    cg a multiple of 64: every tap is whole words, copied row by row (contiguous for stride 1; one run over all
+    the rows inside the image when source and destination rows have the same length, e.g. stride 1 with
+    'same' padding); otherwise per position, words appended by funnel shifts."""
     cwg = (cg + 63) // 64
     n_pos = oh * ow
     ps = np.uint64(p_stride)
@@ -478,24 +479,34 @@ def _im2col_words(pw, nb, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, k
             i, j = tap // kw, tap % kw
             x_lo = min(ow, max(0, (left - j * dw + sw - 1) // sw))   # first ox inside the image
             x_hi = max(x_lo, min(ow, (w - 1 + left - j * dw) // sw + 1))  # one past the last
-            for oy in range(oh):
-                dst = np.uint64(r * p_stride + oy * ow)
-                iy = oy * sh + i * dh - top
-                if iy < 0 or iy >= h:
-                    for ox in range(np.uint64(ow)):
-                        xt[dst + ox] = fill
-                    continue
+            y_lo = min(oh, max(0, (top - i * dh + sh - 1) // sh))    # the same for oy
+            y_hi = max(y_lo, min(oh, (h - 1 + top - i * dh) // sh + 1))
+            row = np.uint64(r * p_stride)
+            for o in range(np.uint64(y_lo * ow)):  # the rows above and below the image
+                xt[row + o] = fill
+            for o in range(np.uint64(y_hi * ow), np.uint64(oh * ow)):
+                xt[row + o] = fill
+            src = np.uint64((k * cwg + q) * h * w + (y_lo * sh + i * dh - top) * w + j * dw - left)  # at oy = y_lo
+            if sw == 1 and sh * w == ow and x_lo < x_hi:  # source and destination rows advance alike: one run,
+                dst = row + np.uint64(y_lo * ow)  # (y_lo, x_lo) .. (y_hi − 1, x_hi − 1), all inside the plane; its
+                for o in range(np.uint64(x_lo), np.uint64(max(0, (y_hi - y_lo - 1) * ow + x_hi))):  # columns outside
+                    xt[dst + o] = pw[src + o]  # the image are filled below
+            else:
+                for oy in range(y_lo, y_hi):
+                    dst = row + np.uint64(oy * ow)
+                    sy = src + np.uint64((oy - y_lo) * sh * w)  # + ox·sW, ox >= x_lo
+                    if sw == 1:
+                        for ox in range(np.uint64(x_lo), np.uint64(x_hi)):
+                            xt[dst + ox] = pw[sy + ox]
+                    else:
+                        for ox in range(np.uint64(x_lo), np.uint64(x_hi)):
+                            xt[dst + ox] = pw[sy + ox * np.uint64(sw)]
+            for oy in range(y_lo, y_hi):  # the columns outside the image
+                dst = row + np.uint64(oy * ow)
                 for ox in range(np.uint64(x_lo)):
                     xt[dst + ox] = fill
                 for ox in range(np.uint64(x_hi), np.uint64(ow)):
                     xt[dst + ox] = fill
-                src = np.uint64((k * cwg + q) * h * w + iy * w + j * dw - left)  # + ox·sW, ox >= x_lo
-                if sw == 1:
-                    for ox in range(np.uint64(x_lo), np.uint64(x_hi)):
-                        xt[dst + ox] = pw[src + ox]
-                else:
-                    for ox in range(np.uint64(x_lo), np.uint64(x_hi)):
-                        xt[dst + ox] = pw[src + ox * np.uint64(sw)]
         for blk in prange((n_pos + CHUNK - 1) // CHUNK):  # along contiguous positions (vectorizes)
             p0, p1 = np.uint64(blk * CHUNK), np.uint64(min(n_pos, blk * CHUNK + CHUNK))
             for p in range(p0, p1):
