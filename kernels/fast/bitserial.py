@@ -385,6 +385,51 @@ def _transpose8(a0, a1, a2, a3, a4, a5, a6, a7):
     return a0, a1, a2, a3, a4, a5, a6, a7
 
 
+_V8 = llir.VectorType(llir.IntType(64), 8)
+
+
+def _shuffle8(builder, a, b, mask):
+    return builder.shuffle_vector(a, b, llir.Constant(llir.VectorType(llir.IntType(32), 8), mask))
+
+
+@intrinsic
+def _transpose8x8_store(typingctx, grp, g0, nbk, b, pw, d):
+    """`_transpose8` of 8 blocks at once: for l < 8, the 8 words _transpose8(grp[g0 + b + l], grp[g0 + nbk + b + l],
+    .., grp[g0 + 7·nbk + b + l]) go to pw[d + 8·l .. d + 8·l + 7]. Vectors of 8 uint64 (one zmm, two ymm on
+    AVX2): the byte transpose lane by lane (lane l: block b + l), then an 8x8 transpose of the words by shuffles,
+    so the stores are contiguous. grp, pw: contiguous 1-D uint64 arrays (no bounds check)."""
+    if _words(grp) and _words(pw) and all(isinstance(v, types.Integer) for v in (g0, nbk, b, d)):
+        def codegen(context, builder, sig, args):
+            grp_v, g0_v, nbk_v, b_v, pw_v, d_v = args
+            i64 = llir.IntType(64)
+            a = [builder.load(_lanes_ptr(context, builder, sig.args[0], grp_v, builder.add(
+                builder.add(g0_v, builder.mul(nbk_v, llir.Constant(i64, g))), b_v), _V8), align=8) for g in range(8)]
+            for mask, sh, pairs in ((0x00000000FFFFFFFF, 32, ((0, 4), (1, 5), (2, 6), (3, 7))),
+                                    (0x0000FFFF0000FFFF, 16, ((0, 2), (1, 3), (4, 6), (5, 7))),
+                                    (0x00FF00FF00FF00FF, 8, ((0, 1), (2, 3), (4, 5), (6, 7)))):
+                m, nm, shv = (llir.Constant(_V8, [v] * 8) for v in (mask, ~mask & (2 ** 64 - 1), sh))
+                for i, j in pairs:  # as in _transpose8
+                    a[i], a[j] = (builder.or_(builder.and_(a[i], m), builder.shl(builder.and_(a[j], m), shv)),
+                                  builder.or_(builder.and_(builder.lshr(a[i], shv), m), builder.and_(a[j], nm)))
+            even, odd = [0, 8, 2, 10, 4, 12, 6, 14], [1, 9, 3, 11, 5, 13, 7, 15]  # words: a[e][l] -> t[l][e]
+            s = [_shuffle8(builder, a[i & ~1], a[i | 1], odd if i & 1 else even) for i in range(8)]
+            lo2, hi2 = [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]
+            qv = {}
+            for base in (0, 4):  # rows base .. base + 3: lanes (l, l + 4) for l = 0, 1, 2, 3
+                qv[base, 0] = _shuffle8(builder, s[base], s[base + 2], lo2)
+                qv[base, 2] = _shuffle8(builder, s[base], s[base + 2], hi2)
+                qv[base, 1] = _shuffle8(builder, s[base + 1], s[base + 3], lo2)
+                qv[base, 3] = _shuffle8(builder, s[base + 1], s[base + 3], hi2)
+            data = context.make_array(sig.args[4])(context, builder, pw_v).data
+            for l in range(4):
+                for h, mask in ((0, [0, 1, 2, 3, 8, 9, 10, 11]), (4, [4, 5, 6, 7, 12, 13, 14, 15])):
+                    t = _shuffle8(builder, qv[0, l], qv[4, l], mask)  # lane l + h of every row
+                    ptr = builder.gep(data, [builder.add(d_v, llir.Constant(i64, 8 * (l + h)))])
+                    builder.store(t, builder.bitcast(ptr, _V8.as_pointer()), align=8)
+            return context.get_dummy_value()
+        return types.none(grp, g0, nbk, b, pw, d), codegen
+
+
 @njit
 def _pixel_block(xf, base, cg, hw, nb, q, b0, nbk, cwg, tlo8, span8, check_bad, tbad8, flip8, add8, mask8, sh, pw):
     """One work item of `_pixel_words`: word q (channels 64q ..) of the pixels 8·b0 .. 8·(b0 + nbk) − 1;
@@ -408,7 +453,9 @@ def _pixel_block(xf, base, cg, hw, nb, q, b0, nbk, cwg, tlo8, span8, check_bad, 
     for k in range(nb):
         g0 = k * 8 * nbk
         o = np.uint64((k * cwg + q) * hw + 8 * b0)
-        for b in range(nbk):
+        for b in range(0, nbk - 7, 8):  # 8 blocks at once, then the last nbk mod 8 one by one
+            _transpose8x8_store(grp, g0, nbk, b, pw, o + np.uint64(8 * b))
+        for b in range(nbk - nbk % 8, nbk):
             r = _transpose8(grp[g0 + b], grp[g0 + nbk + b], grp[g0 + 2 * nbk + b], grp[g0 + 3 * nbk + b],
                             grp[g0 + 4 * nbk + b], grp[g0 + 5 * nbk + b], grp[g0 + 6 * nbk + b], grp[g0 + 7 * nbk + b])
             d = o + np.uint64(8 * b)

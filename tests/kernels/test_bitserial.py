@@ -261,15 +261,15 @@ want = np.einsum("ji,mjip->mp", coef, pop) + sx[:n_pos] * bw[:, None] + rx[:n_po
 exact = bool(np.array_equal(out.reshape(m, n_pos), want.astype(np.int32)))
 if os.environ["NUMBA_CPU_NAME"] == "haswell":  # the SWAR packing, 8 pixels per word, and its tail (the host
     pixel_words = numba.njit(fbs._pixel_words.py_func)  # compilation runs in every conv test)
-    xs = rng.integers(0, 8, (70, 5, 7)).astype(np.uint8)
-    pw = np.empty(3 * 2 * 35, np.uint64)
-    bits = (xs.reshape(70, 35)[None] >> np.arange(3, dtype=np.uint8)[:, None, None]) & 1  # (k, c, pix)
-    bits = np.concatenate([bits, np.zeros((3, 58, 35), np.uint8)], axis=1).reshape(3, 2, 64, 35)
+    xs = rng.integers(0, 8, (70, 9, 9)).astype(np.uint8)  # 81 pixels: 8 blocks of 8 at once, 2 one by one, 1 tail
+    pw = np.empty(3 * 2 * 81, np.uint64)
+    bits = (xs.reshape(70, 81)[None] >> np.arange(3, dtype=np.uint8)[:, None, None]) & 1  # (k, c, pix)
+    bits = np.concatenate([bits, np.zeros((3, 58, 81), np.uint8)], axis=1).reshape(3, 2, 64, 81)
     want_pw = (bits.astype(np.uint64) << np.arange(64, dtype=np.uint64)[:, None]).sum(axis=2, dtype=np.uint64)
     code_args = fbs._encoding(3, False, False, "x")[3] + (np.int32(0),)
-    exact &= pixel_words(xs.reshape(-1), 0, 70, 35, 3, code_args, pw) == 0 and np.array_equal(pw, want_pw.reshape(-1))
+    exact &= pixel_words(xs.reshape(-1), 0, 70, 81, 3, code_args, pw) == 0 and np.array_equal(pw, want_pw.reshape(-1))
     xs[3, 1, 2] = 8  # out of range, in a packed block
-    exact &= pixel_words(xs.reshape(-1), 0, 70, 35, 3, code_args, pw) != 0
+    exact &= pixel_words(xs.reshape(-1), 0, 70, 81, 3, code_args, pw) != 0
 asm = tiles.inspect_asm(tiles.signatures[0])
 print(json.dumps({"exact": bool(exact), "ops": sorted(set(re.findall(r"\\b(vpopcntq|vpshufb|zmm)", asm)))}))
 """
