@@ -2,16 +2,18 @@
 
 acc:i32 = Σ_valid (x − x_zp)(w − w_zp[m]) + bias[m], the accumulator of conv_acc / matmul_acc, as
     α_x·α_w·Σ_{i,j} c_i·c_j·popcount(X_i AND W_j) + α_x·bw[m]·Σx̃ + bx·Σ_valid (w − w_zp[m]) + bias[m]
-(encodings, c, α, β, bx, bw: see golden.bitserial). Popcount sums in int64 lanes; the weighted
-sum, the corrections and the result in int32 lanes, modulo 2^32 (the result wraps like the direct
-fast kernels' int32 accumulator; the golden one raises).
+(encodings, c, α, β, bx, bw: see golden.bitserial; but signed values here in offset binary, code
+v + 2^(B−1) with β = −2^(B−1), so that every c_k = 2^k and α ∈ {1, 2}: the plane pairs' weights
+α_x·α_w·c_i·c_j are powers of two). Popcount sums in int64 lanes; the corrections and the result
+in int32 lanes, modulo 2^32 (the result wraps like the direct fast kernels' int32 accumulator;
+the golden one raises).
 
 Layout. Reduction order (kh, kw, c) per group (channels fastest), planes lsb_first in uint64
 words, K padded with zero bits to KW = ceil(K/64) words. Weights (plan time): (M + 3, B_w, KW),
 3 zero rows past M so that a block of 4 channels may run past the last one. Activations (run
 time, per image and group): (B_x, KW, P), positions contiguous, built in two passes:
 (1) pixel words: bit c mod 64 of word [k, c div 64, pixel] = plane k of x[c, pixel], code
-    ((v + add) >> shift) & mask (x & (2^B − 1); bipolar (x + 1) >> 1), 8 pixels per uint64 (SWAR
+    ((v + add) >> shift) & mask (unsigned x; signed x + 2^(B−1); bipolar (x + 1) >> 1), 8 pixels per uint64 (SWAR
     decode and range check, an 8x8 byte transpose per 8 channels x 8 pixels);
 (2) im2col of whole pixel words: row copies when C/group is a multiple of 64, else per position
     with funnel shifts to bit offset (i·kW + j)·C/group; Σx̃ per position from the popcounts.
@@ -24,10 +26,11 @@ class applied in the vector loop, the border positions patched after it.
 Inner loop (`_tiles`), register-resident: per chunk of CHUNK positions, blocks of TILE = 4
 channels x LANES = 32 positions. The popcount sums are LLVM vectors <32 x i64> (`_Lanes`, a Numba
 type whose values are SSA vectors, so loop-carried values live in registers: 16 zmm on AVX-512)
-and the block's results <32 x i32> (`_Sums`, 8 zmm). The results start at the corrections; for
-each plane pair, raw = Σ_t popcount(x & w) over all KW words (per word: one vector load of x, the
-4 weight words broadcast, 4 AND + popcount + add), then results += coef·raw (modulo 2^32); stored
-once. Popcount is LLVM's vector llvm.ctpop:
+and the block's results <32 x i32> (`_Sums`, 8 zmm). The results start at the corrections; the
+plane pairs' weighted popcounts accumulate by Horner's rule, pairs by descending weight 2^e: each
+pair adds Σ_t popcount(x & w) over all KW words (per word: one vector load of x, the 4 weight words
+broadcast, 4 AND + popcount + add), the sums double between weights (no multiply, no narrowing per
+pair); results += sums (modulo 2^32); stored once. Popcount is LLVM's vector llvm.ctpop:
 zmm vpopcntq on AVX-512 VPOPCNTDQ (this VM, Zen 4/5), a vpshufb nibble table + vpsadbw on AVX2
 (both lowerings compiled and run by the tests), LLVM's bit-twiddling expansion elsewhere.
 GEMM: B's columns are the positions (packed at plan time, (B_b, KW, N) padded to LANES) and A's
@@ -35,6 +38,8 @@ rows the channel blocks (packed per call, (rows + 3, B_a, KW)), so one row of A 
 fills the vectors. Parallel: numba prange over position chunks (and pixel blocks / word rows in
 packing); threads = numba.set_num_threads.
 """
+import functools
+
 import numpy as np
 from llvmlite import ir as llir
 from numba import prange, types
@@ -158,13 +163,18 @@ def _vsums(typingctx, v):
 
 @intrinsic
 def _vsums_mul_add(typingctx, acc, x, c):
-    """acc + c·x lane by lane modulo 2^32: x int32 lanes (`_Sums`) or int64 lanes (`_Lanes`, truncated),
-    c a 64-bit integer (truncated)."""
-    if acc == _SUMS and x in (_SUMS, _LANES) and isinstance(c, types.Integer) and c.bitwidth == 64:
-        def codegen(context, builder, sig, args):
-            x32 = args[1] if sig.args[1] == _SUMS else builder.trunc(args[1], _VEC32)
-            return builder.add(args[0], builder.mul(x32, _splat32(builder, args[2])))
-        return _SUMS(acc, x, c), codegen
+    """acc + c·x lane by lane modulo 2^32: x int32 lanes (`_Sums`), c a 64-bit integer (truncated)."""
+    if acc == _SUMS and x == _SUMS and isinstance(c, types.Integer) and c.bitwidth == 64:
+        return _SUMS(acc, x, c), lambda context, builder, sig, args: builder.add(
+            args[0], builder.mul(args[1], _splat32(builder, args[2])))
+
+
+@intrinsic
+def _vsums_add(typingctx, acc, x):
+    """acc + x lane by lane modulo 2^32, x int64 lanes (`_Lanes`, truncated)."""
+    if acc == _SUMS and x == _LANES:
+        return _SUMS(acc, x), lambda context, builder, sig, args: builder.add(
+            args[0], builder.trunc(args[1], _VEC32))
 
 
 @intrinsic
@@ -179,25 +189,42 @@ def _vpopcount_and_add(typingctx, acc, x, w):
         return _LANES(acc, x, w), codegen
 
 
+@intrinsic
+def _vadd(typingctx, a, b):
+    """a + b lane by lane (`_Lanes`, modulo 2^64)."""
+    if a == _LANES and b == _LANES:
+        return _LANES(a, b), lambda context, builder, sig, args: builder.add(args[0], args[1])
+
+
 def _i32(*v):
     return tuple(np.int32(e) for e in v)
 
 
 def _encoding(bits, signed, bipolar, what):
-    """-> (c int64 (B,) plane weights, α, β, code parameters (lo, hi, bad, add, shift, mask), int32).
+    """-> (c int64 (B,) plane weights c_k = 2^k (read-only), α, β, code parameters (lo, hi, bad, add, shift, mask),
+    int32); a ValueError naming `what` for a bit width the encoding does not have.
 
-    Valid values are lo..hi except `bad`; code = ((v + add) >> shift) & mask holds the plane bits."""
+    Valid values are lo..hi except `bad`; code = ((v + add) >> shift) & mask holds the plane bits and
+    v = α·Σ_k c_k·bit k of code + β. Signed values in offset binary (code v + 2^(B−1), β = −2^(B−1)),
+    not golden's two's complement with c_(B−1) < 0, so that every plane weight is a power of two."""
     if not 1 <= bits <= 8:
         raise ValueError(f"{what}: bit width {bits} outside 1..8")
-    if bipolar:
-        if bits != 1:
-            raise ValueError(f"{what}: bipolar encoding needs 1 bit, got {bits}")
-        return np.array([1], np.int64), 2, -1, _i32(-1, 1, 0, 1, 1, 1)
+    if bipolar and bits != 1:
+        raise ValueError(f"{what}: bipolar encoding needs 1 bit, got {bits}")
+    return _encoding_of(int(bits), bool(signed), bool(bipolar))
+
+
+@functools.cache
+def _encoding_of(bits, signed, bipolar):
+    """`_encoding` of a valid bit width, built once (it runs on every call of the kernels)."""
     c = np.array([1 << k for k in range(bits)], np.int64)
+    c.flags.writeable = False
+    if bipolar:
+        return c, 2, -1, _i32(-1, 1, 0, 1, 1, 1)
     if signed:
-        c[-1] = -c[-1]
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    return c, 1, 0, _i32(lo, hi, 1 << 20, 0, 0, (1 << bits) - 1)
+        half = 1 << (bits - 1)
+        return c, 1, -half, _i32(-half, half - 1, 1 << 20, half, 0, (1 << bits) - 1)
+    return c, 1, 0, _i32(0, (1 << bits) - 1, 1 << 20, 0, 0, (1 << bits) - 1)
 
 
 def _range_error(v, bits, signed, bipolar, what):
@@ -238,9 +265,9 @@ def _pack_planes(codes, rows, nb, kw_n, words, r_step, k_step, q_step):
 
 
 @njit(parallel=True)
-def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, tab, edge_pos, edge_cls, bias, out,
+def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, log_alpha, sx, bw, rx, tab, edge_pos, edge_cls, bias, out,
            out_base, n_pos, n_ch):
-    """out[out_base + m·n_pos + p] = i32(Σ_{j,i} coef[j, i]·Σ_t popcount(xt[i, t, p] & ww[mm, j, t])
+    """out[out_base + m·n_pos + p] = i32(Σ_{j,i} 2^(i+j+log_alpha)·Σ_t popcount(xt[i, t, p] & ww[mm, j, t])
         + sx[p]·bw[mm] + rx[p]·tab[mm, cls(p)] + bias[mm]),  mm = m_base + m, m < n_ch, p < n_pos,
     where cls(p) = 0 except at positions edge_pos[e] (cls edge_cls[e]; patched after the vector loop).
 
@@ -249,10 +276,13 @@ def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, tab, ed
     ww: uint64 (M + 3, nb_w, KW) flat (rows past M zero, so a block of TILE channels may run past
     the group); out: int32, flat. prange over chunks of CHUNK positions; per chunk, blocks of TILE
     channels x LANES positions whose results stay in registers (`_Sums`, int32 lanes): they start at
-    the corrections, then for each plane pair raw = Σ_t popcount(x & w) over all KW words (`_Lanes`;
-    one vector load of x per word for the TILE channels, their weight words broadcast) and
-    results += coef·raw, all modulo 2^32 (wraps); stored once."""
+    the corrections; the plane pairs' sum P = Σ_{j,i} 2^e·Σ_t popcount(x & w), e = i + j + log_alpha,
+    builds up in int64 lanes (`_Lanes`) by Horner's rule: for e descending, the pairs of weight 2^e
+    add their popcounts over all KW words (one vector load of x per word for the TILE channels,
+    their weight words broadcast), then P doubles (P + P) unless e = 0; no multiply. Then
+    results += P, all modulo 2^32 (wraps); stored once."""
     ws = np.uint64(nb_w * kw_n)  # one weight row
+    ws2, ws3 = np.uint64(2) * ws, np.uint64(3) * ws  # unsigned offsets and indices: no wrap-around checks
     ps = np.uint64(p_stride)
     last = m_base + n_ch - 1
     for ck in prange((n_pos + CHUNK - 1) // CHUNK):
@@ -270,21 +300,22 @@ def _tiles(xt, nb_x, p_stride, ww, m_base, nb_w, kw_n, coef, sx, bw, rx, tab, ed
                 s1 = _vsums_mul_add(_vsums_mul_add(_vsums(bias[m1]), vs, bw[m1]), vr, tab[m1, 0])
                 s2 = _vsums_mul_add(_vsums_mul_add(_vsums(bias[m2]), vs, bw[m2]), vr, tab[m2, 0])
                 s3 = _vsums_mul_add(_vsums_mul_add(_vsums(bias[m3]), vs, bw[m3]), vr, tab[m3, 0])
-                for j in range(nb_w):
-                    r0 = np.uint64(mm * ws + j * kw_n)  # unsigned indices: no wrap-around checks
-                    for i in range(nb_x):
-                        a0 = a1 = a2 = a3 = _vsplat(np.int64(0))
-                        xo = np.uint64(i * kw_n * p_stride + q0)
+                a0 = a1 = a2 = a3 = _vsplat(np.int64(0))
+                for e in range(nb_w + nb_x - 2 + log_alpha, -1, -1):  # Horner: weights 2^e, e = i + j + log_alpha
+                    d = e - log_alpha
+                    for j in range(max(0, d - nb_x + 1), min(d, nb_w - 1) + 1):  # the pairs (j, i = d − j)
+                        r0 = np.uint64(mm * nb_w * kw_n + j * kw_n)
+                        xo = np.uint64((d - j) * kw_n * p_stride + q0)
                         for t in range(r0, r0 + np.uint64(kw_n)):
                             x = _vload(xt, xo)
                             a0 = _vpopcount_and_add(a0, x, ww[t])
                             a1 = _vpopcount_and_add(a1, x, ww[t + ws])
-                            a2 = _vpopcount_and_add(a2, x, ww[t + 2 * ws])
-                            a3 = _vpopcount_and_add(a3, x, ww[t + 3 * ws])
+                            a2 = _vpopcount_and_add(a2, x, ww[t + ws2])
+                            a3 = _vpopcount_and_add(a3, x, ww[t + ws3])
                             xo += ps
-                        c = coef[j, i]
-                        s0, s1 = _vsums_mul_add(s0, a0, c), _vsums_mul_add(s1, a1, c)
-                        s2, s3 = _vsums_mul_add(s2, a2, c), _vsums_mul_add(s3, a3, c)
+                    if e > 0:
+                        a0, a1, a2, a3 = _vadd(a0, a0), _vadd(a1, a1), _vadd(a2, a2), _vadd(a3, a3)
+                s0, s1, s2, s3 = _vsums_add(s0, a0), _vsums_add(s1, a1), _vsums_add(s2, a2), _vsums_add(s3, a3)
                 o = out_base + m0 * n_pos + q0
                 if pb + LANES <= ln and m0 + TILE <= n_ch:
                     _vstore32(out, o, s0)
@@ -354,6 +385,51 @@ def _transpose8(a0, a1, a2, a3, a4, a5, a6, a7):
     return a0, a1, a2, a3, a4, a5, a6, a7
 
 
+_V8 = llir.VectorType(llir.IntType(64), 8)
+
+
+def _shuffle8(builder, a, b, mask):
+    return builder.shuffle_vector(a, b, llir.Constant(llir.VectorType(llir.IntType(32), 8), mask))
+
+
+@intrinsic
+def _transpose8x8_store(typingctx, grp, g0, nbk, b, pw, d):
+    """`_transpose8` of 8 blocks at once: for l < 8, the 8 words _transpose8(grp[g0 + b + l], grp[g0 + nbk + b + l],
+    .., grp[g0 + 7·nbk + b + l]) go to pw[d + 8·l .. d + 8·l + 7]. Vectors of 8 uint64 (one zmm, two ymm on
+    AVX2): the byte transpose lane by lane (lane l: block b + l), then an 8x8 transpose of the words by shuffles,
+    so the stores are contiguous. grp, pw: contiguous 1-D uint64 arrays (no bounds check)."""
+    if _words(grp) and _words(pw) and all(isinstance(v, types.Integer) for v in (g0, nbk, b, d)):
+        def codegen(context, builder, sig, args):
+            grp_v, g0_v, nbk_v, b_v, pw_v, d_v = args
+            i64 = llir.IntType(64)
+            a = [builder.load(_lanes_ptr(context, builder, sig.args[0], grp_v, builder.add(
+                builder.add(g0_v, builder.mul(nbk_v, llir.Constant(i64, g))), b_v), _V8), align=8) for g in range(8)]
+            for mask, sh, pairs in ((0x00000000FFFFFFFF, 32, ((0, 4), (1, 5), (2, 6), (3, 7))),
+                                    (0x0000FFFF0000FFFF, 16, ((0, 2), (1, 3), (4, 6), (5, 7))),
+                                    (0x00FF00FF00FF00FF, 8, ((0, 1), (2, 3), (4, 5), (6, 7)))):
+                m, nm, shv = (llir.Constant(_V8, [v] * 8) for v in (mask, ~mask & (2 ** 64 - 1), sh))
+                for i, j in pairs:  # as in _transpose8
+                    a[i], a[j] = (builder.or_(builder.and_(a[i], m), builder.shl(builder.and_(a[j], m), shv)),
+                                  builder.or_(builder.and_(builder.lshr(a[i], shv), m), builder.and_(a[j], nm)))
+            even, odd = [0, 8, 2, 10, 4, 12, 6, 14], [1, 9, 3, 11, 5, 13, 7, 15]  # words: a[e][l] -> t[l][e]
+            s = [_shuffle8(builder, a[i & ~1], a[i | 1], odd if i & 1 else even) for i in range(8)]
+            lo2, hi2 = [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]
+            qv = {}
+            for base in (0, 4):  # rows base .. base + 3: lanes (l, l + 4) for l = 0, 1, 2, 3
+                qv[base, 0] = _shuffle8(builder, s[base], s[base + 2], lo2)
+                qv[base, 2] = _shuffle8(builder, s[base], s[base + 2], hi2)
+                qv[base, 1] = _shuffle8(builder, s[base + 1], s[base + 3], lo2)
+                qv[base, 3] = _shuffle8(builder, s[base + 1], s[base + 3], hi2)
+            data = context.make_array(sig.args[4])(context, builder, pw_v).data
+            for l in range(4):
+                for h, mask in ((0, [0, 1, 2, 3, 8, 9, 10, 11]), (4, [4, 5, 6, 7, 12, 13, 14, 15])):
+                    t = _shuffle8(builder, qv[0, l], qv[4, l], mask)  # lane l + h of every row
+                    ptr = builder.gep(data, [builder.add(d_v, llir.Constant(i64, 8 * (l + h)))])
+                    builder.store(t, builder.bitcast(ptr, _V8.as_pointer()), align=8)
+            return context.get_dummy_value()
+        return types.none(grp, g0, nbk, b, pw, d), codegen
+
+
 @njit
 def _pixel_block(xf, base, cg, hw, nb, q, b0, nbk, cwg, tlo8, span8, check_bad, tbad8, flip8, add8, mask8, sh, pw):
     """One work item of `_pixel_words`: word q (channels 64q ..) of the pixels 8·b0 .. 8·(b0 + nbk) − 1;
@@ -377,7 +453,9 @@ def _pixel_block(xf, base, cg, hw, nb, q, b0, nbk, cwg, tlo8, span8, check_bad, 
     for k in range(nb):
         g0 = k * 8 * nbk
         o = np.uint64((k * cwg + q) * hw + 8 * b0)
-        for b in range(nbk):
+        for b in range(0, nbk - 7, 8):  # 8 blocks at once, then the last nbk mod 8 one by one
+            _transpose8x8_store(grp, g0, nbk, b, pw, o + np.uint64(8 * b))
+        for b in range(nbk - nbk % 8, nbk):
             r = _transpose8(grp[g0 + b], grp[g0 + nbk + b], grp[g0 + 2 * nbk + b], grp[g0 + 3 * nbk + b],
                             grp[g0 + 4 * nbk + b], grp[g0 + 5 * nbk + b], grp[g0 + 6 * nbk + b], grp[g0 + 7 * nbk + b])
             d = o + np.uint64(8 * b)
@@ -433,8 +511,9 @@ def _im2col_words(pw, nb, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, k
     bit offset (i·kW + j)·cg; a tap outside the image holds bit k of pad_code in each of its cg bits (pad_code: the
     code of x_zp, 0 when x_zp has none); sx[p] = α·Σ_k xc[k]·popcount(xt[k, :, p]) = α·Σ x̃.
 
-    cg a multiple of 64: every tap is whole words, copied row by row (contiguous for stride 1);
-    otherwise per position, words appended by funnel shifts."""
+    cg a multiple of 64: every tap is whole words, copied row by row (contiguous for stride 1; one run over all
+    the rows inside the image when source and destination rows have the same length, e.g. stride 1 with
+    'same' padding); otherwise per position, words appended by funnel shifts."""
     cwg = (cg + 63) // 64
     n_pos = oh * ow
     ps = np.uint64(p_stride)
@@ -447,24 +526,34 @@ def _im2col_words(pw, nb, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, k
             i, j = tap // kw, tap % kw
             x_lo = min(ow, max(0, (left - j * dw + sw - 1) // sw))   # first ox inside the image
             x_hi = max(x_lo, min(ow, (w - 1 + left - j * dw) // sw + 1))  # one past the last
-            for oy in range(oh):
-                dst = np.uint64(r * p_stride + oy * ow)
-                iy = oy * sh + i * dh - top
-                if iy < 0 or iy >= h:
-                    for ox in range(np.uint64(ow)):
-                        xt[dst + ox] = fill
-                    continue
+            y_lo = min(oh, max(0, (top - i * dh + sh - 1) // sh))    # the same for oy
+            y_hi = max(y_lo, min(oh, (h - 1 + top - i * dh) // sh + 1))
+            row = np.uint64(r * p_stride)
+            for o in range(np.uint64(y_lo * ow)):  # the rows above and below the image
+                xt[row + o] = fill
+            for o in range(np.uint64(y_hi * ow), np.uint64(oh * ow)):
+                xt[row + o] = fill
+            src = np.uint64((k * cwg + q) * h * w + (y_lo * sh + i * dh - top) * w + j * dw - left)  # at oy = y_lo
+            if sw == 1 and sh * w == ow and x_lo < x_hi:  # source and destination rows advance alike: one run,
+                dst = row + np.uint64(y_lo * ow)  # (y_lo, x_lo) .. (y_hi − 1, x_hi − 1), all inside the plane; its
+                for o in range(np.uint64(x_lo), np.uint64(max(0, (y_hi - y_lo - 1) * ow + x_hi))):  # columns outside
+                    xt[dst + o] = pw[src + o]  # the image are filled below
+            else:
+                for oy in range(y_lo, y_hi):
+                    dst = row + np.uint64(oy * ow)
+                    sy = src + np.uint64((oy - y_lo) * sh * w)  # + ox·sW, ox >= x_lo
+                    if sw == 1:
+                        for ox in range(np.uint64(x_lo), np.uint64(x_hi)):
+                            xt[dst + ox] = pw[sy + ox]
+                    else:
+                        for ox in range(np.uint64(x_lo), np.uint64(x_hi)):
+                            xt[dst + ox] = pw[sy + ox * np.uint64(sw)]
+            for oy in range(y_lo, y_hi):  # the columns outside the image
+                dst = row + np.uint64(oy * ow)
                 for ox in range(np.uint64(x_lo)):
                     xt[dst + ox] = fill
                 for ox in range(np.uint64(x_hi), np.uint64(ow)):
                     xt[dst + ox] = fill
-                src = np.uint64((k * cwg + q) * h * w + iy * w + j * dw - left)  # + ox·sW, ox >= x_lo
-                if sw == 1:
-                    for ox in range(np.uint64(x_lo), np.uint64(x_hi)):
-                        xt[dst + ox] = pw[src + ox]
-                else:
-                    for ox in range(np.uint64(x_lo), np.uint64(x_hi)):
-                        xt[dst + ox] = pw[src + ox * np.uint64(sw)]
         for blk in prange((n_pos + CHUNK - 1) // CHUNK):  # along contiguous positions (vectorizes)
             p0, p1 = np.uint64(blk * CHUNK), np.uint64(min(n_pos, blk * CHUNK + CHUNK))
             for p in range(p0, p1):
@@ -571,7 +660,7 @@ def _valid_weight_sums(wdsum, kh, kw, h, w, sh, sw, dh, dw, top, left, oh, ow):
 
 
 @njit
-def _conv_bitserial(xf, code_args, n, c, h, w, nb_x, xc, x_alpha, bx, pad_code, ww, nb_w, coef, bw, wdsum, bias,
+def _conv_bitserial(xf, code_args, n, c, h, w, nb_x, xc, x_alpha, bx, pad_code, ww, nb_w, log_alpha, bw, wdsum, bias,
                     group, kh, kw, sh, sw, dh, dw, top, left, bottom, right, oh, ow):
     """acc:i32 (N, M, OH·OW) and the count of out-of-range activation values (module doc); pad_code: the
     code of x_zp when x_zp is a value of the encoding (padded taps then hold it), else −1."""
@@ -599,7 +688,7 @@ def _conv_bitserial(xf, code_args, n, c, h, w, nb_x, xc, x_alpha, bx, pad_code, 
             nbad += _pixel_words(xf, (a * c + g * cg) * h * w, cg, h * w, nb_x, code_args, pw)
             _im2col_words(pw, nb_x, cg, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, kw_n, p_stride, xc, x_alpha,
                           max(pad_code, 0), xt, sx)
-            _tiles(xt, nb_x, p_stride, ww, g * mg, nb_w, kw_n, coef, sx, bw, rx, tab, edge_pos, edge_cls, bias,
+            _tiles(xt, nb_x, p_stride, ww, g * mg, nb_w, kw_n, log_alpha, sx, bw, rx, tab, edge_pos, edge_cls, bias,
                    acc, (a * m + g * mg) * n_pos, n_pos, mg)
     return acc.reshape(n, m, n_pos), nbad
 
@@ -649,12 +738,12 @@ def bitserial_conv_acc(x_nchw, x_zp, x_bits, x_signed, packed, strides, pads, di
     dh, dw = int(dilations[0]), int(dilations[1])
     oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
     ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
-    coef = (x_alpha * w_alpha) * np.outer(w_c, x_c)
     lo, hi, bad, add, shift, mask = code_args
     x_zp = int(x_zp)
     pad_code = ((x_zp + add) >> shift) & mask if lo <= x_zp <= hi and x_zp != bad else -1
+    log_alpha = (x_alpha * w_alpha).bit_length() - 1  # α_x·α_w = 2^log_alpha
     acc, nbad = _conv_bitserial(*_as_u8(x, code_args), n, c, h, w, len(x_c), x_c, x_alpha, x_beta - x_zp, pad_code,
-                                words.reshape(-1), len(w_c), coef, bw, wdsum, bias, group,
+                                words.reshape(-1), len(w_c), log_alpha, bw, wdsum, bias, group,
                                 kh, kw, sh, sw, dh, dw, top, left, bottom, right, oh, ow)
     if nbad:
         raise _range_error(x.astype(np.int32), x_bits, x_signed, x_bipolar, "bitserial activations")
@@ -699,7 +788,8 @@ def _row_codes(af, rows, k, stride, code_args, codes):
 
 
 @njit
-def _matmul_bitserial(af, rows, k, code_args, nb_a, a_c, a_alpha, a_beta, azp_rows, cols, nb_b, coef, sb, rb, n_cols):
+def _matmul_bitserial(af, rows, k, code_args, nb_a, a_c, a_alpha, a_beta, azp_rows, cols, nb_b, log_alpha, sb, rb,
+                      n_cols):
     """acc:i32 (rows, N) and the count of out-of-range values of a: A's rows packed as the weight
     rows of `_tiles` ((rows + 3, B_a, KW), 3 zero rows), B's packed columns as its positions."""
     kw_n = (k + 63) // 64
@@ -716,8 +806,8 @@ def _matmul_bitserial(af, rows, k, code_args, nb_a, a_c, a_alpha, a_beta, azp_ro
         ta[r, 0] = a_alpha * s + k * (a_beta - azp_rows[r])
     acc = np.empty(rows * n_cols, np.int32)
     zero = np.int64(rows - rows)  # m_base, out_base: int64 as in the conv's call (one compiled _tiles)
-    _tiles(cols, nb_b, sb.shape[0], ww, zero, nb_a, kw_n, coef, sb, a_beta - azp_rows, rb, ta, np.zeros(0, np.int64),
-           np.zeros(0, np.int64), np.zeros(rows, np.int64), acc, zero, n_cols, rows)
+    _tiles(cols, nb_b, sb.shape[0], ww, zero, nb_a, kw_n, log_alpha, sb, a_beta - azp_rows, rb, ta,
+           np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(rows, np.int64), acc, zero, n_cols, rows)
     return acc.reshape(rows, n_cols), nbad
 
 
@@ -737,10 +827,9 @@ def bitserial_matmul_acc(a, a_zp, a_bits, a_signed, packed_b, a_bipolar=False):
     mrows = lead[-1] if lead else 1
     azp = np.broadcast_to(np.asarray(a_zp, np.int64).reshape(-1), (mrows,))
     azp_rows = np.tile(azp, rows // mrows if mrows else 0)
-    coef = (a_alpha * b_alpha) * np.outer(a_c, b_c)
     af, code_args = _as_u8(av, code_args)
     acc, nbad = _matmul_bitserial(af, rows, kk, code_args, len(a_c), a_c, a_alpha, a_beta, azp_rows,
-                                  cols, len(b_c), coef, sb, rb, nn)
+                                  cols, len(b_c), (a_alpha * b_alpha).bit_length() - 1, sb, rb, nn)
     if nbad:
         raise _range_error(av.astype(np.int32), a_bits, a_signed, a_bipolar, "bitserial GEMM a")
     return acc.reshape(lead + (nn,))

@@ -248,27 +248,28 @@ ps = -(-n_pos // fbs.LANES) * fbs.LANES
 xt = rng.integers(0, 2 ** 63, nb_x * kw_n * ps, dtype=np.uint64)
 ww = np.zeros((m + 3) * nb_w * kw_n, np.uint64)
 ww[:m * nb_w * kw_n] = rng.integers(0, 2 ** 63, m * nb_w * kw_n, dtype=np.uint64)
-coef = np.array([[1, 2], [2, -4]], np.int64)
+log_alpha = 1
 sx, rx = rng.integers(-9, 9, ps).astype(np.int32), rng.integers(-9, 9, ps).astype(np.int32)
 bw, bias, tab = rng.integers(-9, 9, m), rng.integers(-9, 9, m), rng.integers(-99, 99, (m, 1))
 none = np.zeros(0, np.int64)
 out = np.empty(m * n_pos, np.int32)
-tiles(xt, nb_x, ps, ww, 0, nb_w, kw_n, coef, sx, bw, rx, tab, none, none, bias, out, 0, n_pos, m)
+tiles(xt, nb_x, ps, ww, 0, nb_w, kw_n, log_alpha, sx, bw, rx, tab, none, none, bias, out, 0, n_pos, m)
 x, w = xt.reshape(nb_x, kw_n, ps)[:, :, :n_pos], ww.reshape(m + 3, nb_w, kw_n)[:m]
 pop = np.bitwise_count(x[None, None] & w[:, :, None, :, None]).sum(axis=3, dtype=np.int64)  # (m, j, i, p)
+coef = 1 << (np.add.outer(np.arange(nb_w), np.arange(nb_x)) + log_alpha)  # 2^(j+i+log_alpha)
 want = np.einsum("ji,mjip->mp", coef, pop) + sx[:n_pos] * bw[:, None] + rx[:n_pos] * tab + bias[:, None]
 exact = bool(np.array_equal(out.reshape(m, n_pos), want.astype(np.int32)))
 if os.environ["NUMBA_CPU_NAME"] == "haswell":  # the SWAR packing, 8 pixels per word, and its tail (the host
     pixel_words = numba.njit(fbs._pixel_words.py_func)  # compilation runs in every conv test)
-    xs = rng.integers(0, 8, (70, 5, 7)).astype(np.uint8)
-    pw = np.empty(3 * 2 * 35, np.uint64)
-    bits = (xs.reshape(70, 35)[None] >> np.arange(3, dtype=np.uint8)[:, None, None]) & 1  # (k, c, pix)
-    bits = np.concatenate([bits, np.zeros((3, 58, 35), np.uint8)], axis=1).reshape(3, 2, 64, 35)
+    xs = rng.integers(0, 8, (70, 9, 9)).astype(np.uint8)  # 81 pixels: 8 blocks of 8 at once, 2 one by one, 1 tail
+    pw = np.empty(3 * 2 * 81, np.uint64)
+    bits = (xs.reshape(70, 81)[None] >> np.arange(3, dtype=np.uint8)[:, None, None]) & 1  # (k, c, pix)
+    bits = np.concatenate([bits, np.zeros((3, 58, 81), np.uint8)], axis=1).reshape(3, 2, 64, 81)
     want_pw = (bits.astype(np.uint64) << np.arange(64, dtype=np.uint64)[:, None]).sum(axis=2, dtype=np.uint64)
     code_args = fbs._encoding(3, False, False, "x")[3] + (np.int32(0),)
-    exact &= pixel_words(xs.reshape(-1), 0, 70, 35, 3, code_args, pw) == 0 and np.array_equal(pw, want_pw.reshape(-1))
+    exact &= pixel_words(xs.reshape(-1), 0, 70, 81, 3, code_args, pw) == 0 and np.array_equal(pw, want_pw.reshape(-1))
     xs[3, 1, 2] = 8  # out of range, in a packed block
-    exact &= pixel_words(xs.reshape(-1), 0, 70, 35, 3, code_args, pw) != 0
+    exact &= pixel_words(xs.reshape(-1), 0, 70, 81, 3, code_args, pw) != 0
 asm = tiles.inspect_asm(tiles.signatures[0])
 print(json.dumps({"exact": bool(exact), "ops": sorted(set(re.findall(r"\\b(vpopcntq|vpshufb|zmm)", asm)))}))
 """
