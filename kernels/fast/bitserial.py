@@ -13,8 +13,9 @@ words, K padded with zero bits to KW = ceil(K/64) words. Weights (plan time): (M
 3 zero rows past M so that a block of 4 channels may run past the last one. Activations (run
 time, per image and group): (B_x, KW, P), positions contiguous, built in two passes:
 (1) pixel words: bit c mod 64 of word [k, c div 64, pixel] = plane k of x[c, pixel], code
-    ((v + add) >> shift) & mask (unsigned x; signed x + 2^(B−1); bipolar (x + 1) >> 1), 8 pixels per uint64 (SWAR
-    decode and range check, an 8x8 byte transpose per 8 channels x 8 pixels);
+    ((v + add) >> shift) & mask (unsigned x; signed x + 2^(B−1); bipolar (x + 1) >> 1), 8 pixels
+    per uint64 (SWAR decode and range check, an 8x8 byte transpose per 8 channels x 8 pixels, 8 of
+    them at once in vectors);
 (2) im2col of whole pixel words: row copies when C/group is a multiple of 64, else per position
     with funnel shifts to bit offset (i·kW + j)·C/group; Σx̃ per position from the popcounts.
 Padding: when x_zp is a value of the activation encoding, taps outside the image hold x_zp's plane
