@@ -33,23 +33,33 @@ def job_span(count, workers, t):
     return t * count // workers, (t + 1) * count // workers
 
 
-def over_rows(row_core):
-    """-> (serial, parallel): the two forms of `row_core` (module doc), compiled when first called."""
-    @njit
-    def serial(*a):
-        row_core(0, a[-1].shape[0], *a)
+_FORMS = """
+def serial_{name}(*a):
+    row_core(0, a[-1].shape[0], *a)
 
-    @njit(parallel=True)
-    def parallel(threads, *a):
-        rows = a[-1].shape[0]
-        workers = min(threads, rows)
-        if workers <= 1:  # no parallel region: launching one costs a few µs even on one thread
-            row_core(0, rows, *a)
-        else:
-            for t in prange(workers):
-                lo, hi = job_span(rows, workers, t)
-                row_core(lo, hi, *a)
-    return serial, parallel
+
+def parallel_{name}(threads, *a):
+    rows = a[-1].shape[0]
+    workers = min(threads, rows)
+    if workers <= 1:  # no parallel region: launching one costs a few µs even on one thread
+        row_core(0, rows, *a)
+    else:
+        for t in prange(workers):
+            lo, hi = job_span(rows, workers, t)
+            row_core(lo, hi, *a)
+"""
+
+
+def over_rows(row_core):
+    """-> (serial, parallel): the two forms of `row_core` (module doc), compiled when first called.
+    They are module-level functions named after the core, made from _FORMS with the core a global of
+    theirs, not closures: Numba keys a cached closure by its pickled cells, and a pickled
+    dispatcher differs in every process (the forms were compiled again at each start: a warm
+    `npusim run` took 2-2.5 s instead of ~0.8)."""
+    name = f"{row_core.py_func.__module__.rsplit('.', 1)[-1]}_{row_core.py_func.__name__.lstrip('_')}"
+    env = {"row_core": row_core, "prange": prange, "job_span": job_span}
+    exec(compile(_FORMS.format(name=name), __file__, "exec"), env)  # named for Numba's cache files
+    return njit(env[f"serial_{name}"]), njit(parallel=True)(env[f"parallel_{name}"])
 
 
 def flat_rows(shape):
