@@ -57,7 +57,7 @@ def over_rows(row_core):
     dispatcher differs in every process (the forms were compiled again at each start: a warm
     `npusim run` took 2-2.5 s instead of ~0.8)."""
     name = f"{row_core.py_func.__module__.rsplit('.', 1)[-1]}_{row_core.py_func.__name__.lstrip('_')}"
-    env = {"row_core": row_core, "prange": prange, "job_span": job_span}
+    env = {"__name__": __name__, "row_core": row_core, "prange": prange, "job_span": job_span}
     exec(compile(_FORMS.format(name=name), __file__, "exec"), env)  # named for Numba's cache files
     return njit(env[f"serial_{name}"]), njit(parallel=True)(env[f"parallel_{name}"])
 

@@ -4,6 +4,10 @@ Every tensor is made "large" (PARALLEL_MIN_ELEMS 1), so each kernel is bound in 
 and run at 1 thread (no parallel region), 2 threads and more threads than rows; shapes with a batch,
 per-tensor and per-channel parameters, broadcast operands, saturating values and extreme zero points.
 """
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 from hypothesis import given, settings, strategies as st
@@ -139,3 +143,25 @@ def test_resize_nearest_split_equals_golden(shape, out_hw, seed):
     want = gu.resize_nearest(x, *idx)
     for got in _each_count(lambda: fu.resize_nearest_for(x.shape, x.dtype, *idx), x):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_second_process_loads_both_forms_from_numbas_cache(tmp_path):
+    """Each form is compiled once per machine, not once per process: a second process with the same
+    cache folder loads the serial and the parallel form (Numba's cache hits, no miss). (Closures
+    over the core missed every time: their key holds the pickled core, which differs per process.)"""
+    code = ("import numpy as np, numba\n"
+            "from npusim_kernels.fast import requant as fr, rows\n"
+            "rows.PARALLEL_MIN_ELEMS = 4\n"
+            "acc = np.arange(64, dtype=np.int32).reshape(2, 4, 8)\n"
+            "for shape in ((1, 2, 2), acc.shape):\n"
+            "    fr.requantize_f32_for(shape, np.ones(1, np.float32), 1, 0, 0, 255, np.uint8)(acc.reshape(shape)"
+            " if shape == acc.shape else acc.reshape(-1)[:4].reshape(shape))\n"
+            "print(*(sum(f.stats.cache_hits.values()) for f in fr._REQUANT),"
+            " *(sum(f.stats.cache_misses.values()) for f in fr._REQUANT))\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert runs[0].stdout.split() == ["0", "0", "1", "1"]  # the first process compiles each form once
+    assert runs[1].stdout.split() == ["1", "1", "0", "0"]  # the second loads them
