@@ -16,7 +16,7 @@ def _as(v, dtype):
     return v if type(v) is np.ndarray and v.dtype == dtype else np.asarray(v).astype(dtype)
 
 
-def _rows(shape, param, zp, axis, block_size, zp_dtype):
+def _param_view(shape, param, zp, axis, block_size, zp_dtype):
     """(rows, inner) of an x of `shape` and the scale / zero point as (S,) arrays, row r using entry
     r mod S: per tensor rows.flat_rows with S = 1, per axis (prod(shape[:axis])·C, rest) with S = C
     = shape[axis]; blocked parameters are expanded to x's shape, x seen as (n, 1)."""
@@ -93,7 +93,7 @@ def quantize_linear_for(x_shape, y_scale, y_zp, axis, block_size, qmin, qmax, ou
     settled once (a session binds one per input shape); split over rows on threads for a large
     tensor (rows.row_bound)."""
     shape = tuple(x_shape)
-    view, s, z = _rows(shape, y_scale, y_zp, axis or 0, block_size, np.int32)
+    view, s, z = _param_view(shape, y_scale, y_zp, axis or 0, block_size, np.int32)
     return rows.row_bound(_QUANTIZE, (s, z, int(qmin), int(qmax)), ((0, view),), rows=view[0],
                           elements=math.prod(shape), dtype=F32, out=out_dtype, shape=shape, view=view)
 
@@ -108,7 +108,7 @@ def dequantize_linear_for(x_shape, x_dtype, x_scale, x_zp, axis, block_size, out
     """-> y(x): dequantize_linear of inputs of this shape and dtype, the view and the parameter
     vectors settled once."""
     shape = tuple(x_shape)
-    view, s, z = _rows(shape, x_scale, x_zp, axis or 0, block_size, x_dtype)
+    view, s, z = _param_view(shape, x_scale, x_zp, axis or 0, block_size, x_dtype)
     f32 = rows.row_bound(_DEQUANTIZE, (s, z), ((0, view),), rows=view[0], elements=math.prod(shape), out=F32,
                          shape=shape, view=view)
     return f32 if np.dtype(out_dtype) == F32 else lambda x: f32(x).astype(out_dtype)
